@@ -1,0 +1,308 @@
+// Package broker is the thin transport API that every broker adapter
+// implements: Publish with confirms, and Subscribe with deliveries that the
+// caller settles with Ack, Nack(delay) or Term and that know their attempt
+// number.
+//
+// Adapters are transports only. Retries with backoff, dead letters, worker
+// pools, per-key ordering and deduplication live once, for every broker, in
+// the consumer runtime (package consumer). A broker's native features are
+// declared in Capabilities, never through a different API.
+//
+// # What every adapter guarantees
+//
+//   - Publish returns nil only when the broker has durably accepted (acked,
+//     confirmed) every event given; otherwise a *PublishError says which
+//     events failed. Invalid events are rejected before anything is sent.
+//   - Delivery is at least once: an event is delivered again until a
+//     subscriber of the group settles it with Ack or Term. A subscriber that
+//     dies without settling has its deliveries redelivered, to another
+//     subscriber of the group if there is one, after at most the ack wait.
+//   - Each group gets every event published to the topic after the group was
+//     created; subscribers of one group compete for them.
+//   - Attempt() counts deliveries of the same event to the group, from 1.
+//   - At most MaxInFlight deliveries of one subscription are unsettled at
+//     once: a slow consumer applies backpressure instead of buffering.
+//   - Subscription.Close stops fetching and waits (until its context ends)
+//     for handler calls to return and deliveries to be settled.
+//
+// What differs per broker (ordering across competing consumers, native
+// delays, native deduplication, durability, replay, payload limits) is in
+// Capabilities and in each adapter's package doc.
+package broker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/eventkit/eventkit"
+)
+
+var (
+	// ErrClosed is returned by operations on a closed broker or subscription.
+	ErrClosed = errors.New("broker: closed")
+	// ErrAlreadySettled is returned when a delivery is settled twice.
+	ErrAlreadySettled = errors.New("broker: delivery already settled")
+	// ErrInvalidTopic is returned for an empty or malformed topic or group name.
+	ErrInvalidTopic = errors.New("broker: invalid topic or group name")
+)
+
+// Publisher sends events to a topic.
+type Publisher interface {
+	// Publish sends events to topic in order and returns when the broker
+	// has durably accepted every one of them. On failure it returns a
+	// *PublishError naming the events that failed (those not named were
+	// accepted). Events that fail Validate make Publish fail before
+	// anything is sent. Publish is safe for concurrent use.
+	Publish(ctx context.Context, topic string, events ...eventkit.Event) error
+}
+
+// Subscriber delivers the events of a topic to a group of consumers.
+type Subscriber interface {
+	// Subscribe joins group on topic (creating both if needed, idempotently)
+	// and calls h for each delivery, one call at a time, until ctx is
+	// cancelled or the subscription is closed. See Handler for how
+	// deliveries are settled.
+	Subscribe(ctx context.Context, topic, group string, h Handler, opts ...SubscribeOption) (Subscription, error)
+}
+
+// Broker is a publisher and a subscriber on one connection.
+type Broker interface {
+	Publisher
+	Subscriber
+	// Capabilities says what this broker guarantees beyond the common contract.
+	Capabilities() Capabilities
+	// Close closes every subscription (waiting for them until ctx ends) and
+	// the connection. Publish after Close returns ErrClosed.
+	Close(ctx context.Context) error
+}
+
+// Handler receives deliveries, one call at a time per subscription.
+//
+// The handler (or code it hands the delivery to) must settle every delivery
+// exactly once with Ack, Nack or Term; it may do so after returning, from any
+// goroutine, which is how the consumer runtime runs a worker pool behind one
+// subscription. If the handler returns a non-nil error without having settled
+// the delivery, the adapter nacks it with no delay (or terms it, when the
+// error is permanent: see eventkit.IsPermanent). If it returns nil without
+// settling, the delivery stays in flight until it is settled or its ack wait
+// runs out. Use AutoAck for the simple synchronous case.
+//
+// ctx is cancelled when the subscription stops.
+type Handler func(ctx context.Context, d Delivery) error
+
+// Delivery is one delivery of one message to a subscriber.
+type Delivery interface {
+	// Event is the decoded event. It is the zero Event when DecodeErr is set.
+	// Treat it as read-only: its Data may share memory with the broker client.
+	Event() eventkit.Event
+	// DecodeErr is non-nil (a *eventkit.DecodeError keeping the raw bytes
+	// and headers) when the message is not a valid event: published by
+	// another tool, missing attributes, garbage. Such a delivery should be
+	// dead-lettered and acked, or Termed; never retried.
+	DecodeErr() error
+	// Topic is the topic the message was published to.
+	Topic() string
+	// Attempt is the delivery count of this message to this group, from 1.
+	Attempt() int
+	// Ack settles the delivery as done.
+	Ack(ctx context.Context) error
+	// Nack asks for redelivery after delay (0: as soon as possible), with
+	// Attempt one higher.
+	Nack(ctx context.Context, delay time.Duration) error
+	// Term settles the delivery as never to be delivered again.
+	Term(ctx context.Context) error
+}
+
+// Subscription is a running subscription.
+type Subscription interface {
+	// Close stops fetching, waits until ctx ends for the current handler
+	// call to return and for deliveries in flight to be settled, and
+	// releases the subscription. Deliveries still unsettled are redelivered
+	// later (to another subscriber if there is one).
+	Close(ctx context.Context) error
+	// Done is closed when the subscription has stopped, for whatever reason.
+	Done() <-chan struct{}
+	// Err is the reason the subscription stopped on its own (nil while it
+	// runs and after Close or ctx cancellation).
+	Err() error
+}
+
+// Capabilities describes what a broker guarantees beyond the common contract.
+type Capabilities struct {
+	// Name of the broker: "memory", "nats", "kafka", "rabbitmq", "redis".
+	Name string
+	// Ordered: with a single subscriber in a group and no Nack, events are
+	// delivered in publish order.
+	Ordered bool
+	// OrderedPerSubject: events with the same subject are delivered in
+	// publish order even with competing subscribers (partitioning by subject).
+	OrderedPerSubject bool
+	// NativeDelay: Nack(delay) is delayed by the broker itself.
+	NativeDelay bool
+	// NativeDedupe: the broker drops a re-published event with the same id
+	// within a window.
+	NativeDedupe bool
+	// Durable: accepted events survive a broker restart (subject to the
+	// server's own persistence settings).
+	Durable bool
+	// Replay: a new group receives events published before it was created.
+	Replay bool
+	// MaxPayload is the largest message the broker accepts, in bytes, as
+	// configured on the server (0 if unknown or unlimited).
+	MaxPayload int
+}
+
+// SubscribeConfig is the effective configuration of a subscription. Adapters
+// get it from ApplySubscribeOptions.
+type SubscribeConfig struct {
+	// MaxInFlight bounds the deliveries of one subscription that are
+	// unsettled at once. Default 256.
+	MaxInFlight int
+	// AckWait is how long a delivery may stay unsettled before the broker
+	// redelivers it. Default 30s.
+	AckWait time.Duration
+}
+
+// SubscribeOption changes a SubscribeConfig.
+type SubscribeOption func(*SubscribeConfig)
+
+// WithMaxInFlight bounds the unsettled deliveries of a subscription.
+func WithMaxInFlight(n int) SubscribeOption {
+	return func(c *SubscribeConfig) { c.MaxInFlight = n }
+}
+
+// WithAckWait sets how long a delivery may stay unsettled before redelivery.
+func WithAckWait(d time.Duration) SubscribeOption {
+	return func(c *SubscribeConfig) { c.AckWait = d }
+}
+
+// Default subscription settings.
+const (
+	DefaultMaxInFlight = 256
+	DefaultAckWait     = 30 * time.Second
+)
+
+// ApplySubscribeOptions returns the configuration that opts produce, with
+// defaults for what they leave unset.
+func ApplySubscribeOptions(opts ...SubscribeOption) SubscribeConfig {
+	c := SubscribeConfig{}
+	for _, o := range opts {
+		o(&c)
+	}
+	if c.MaxInFlight <= 0 {
+		c.MaxInFlight = DefaultMaxInFlight
+	}
+	if c.AckWait <= 0 {
+		c.AckWait = DefaultAckWait
+	}
+	return c
+}
+
+// PublishError reports the events of one Publish call that the broker did not
+// accept. Events not listed were accepted.
+type PublishError struct {
+	Topic  string
+	Failed []FailedEvent
+}
+
+// FailedEvent is one event that was not accepted, and why.
+type FailedEvent struct {
+	Index int    // position in the Publish call's events
+	ID    string // the event's id
+	Err   error
+}
+
+func (e *PublishError) Error() string {
+	if len(e.Failed) == 1 {
+		f := e.Failed[0]
+		return fmt.Sprintf("broker: publish to %q: event %s: %v", e.Topic, f.ID, f.Err)
+	}
+	first := "none"
+	if len(e.Failed) > 0 {
+		first = e.Failed[0].Err.Error()
+	}
+	return fmt.Sprintf("broker: publish to %q: %d events failed (first: %s)", e.Topic, len(e.Failed), first)
+}
+
+// Unwrap returns the causes, so errors.Is(err, eventkit.ErrTooLarge) and the
+// like work.
+func (e *PublishError) Unwrap() []error {
+	errs := make([]error, len(e.Failed))
+	for i, f := range e.Failed {
+		errs[i] = f.Err
+	}
+	return errs
+}
+
+// FailedIndexes lists the indexes of the failed events.
+func (e *PublishError) FailedIndexes() []int {
+	ix := make([]int, len(e.Failed))
+	for i, f := range e.Failed {
+		ix[i] = f.Index
+	}
+	return ix
+}
+
+// FailAll builds a *PublishError in which every event failed with err.
+func FailAll(topic string, events []eventkit.Event, err error) *PublishError {
+	pe := &PublishError{Topic: topic, Failed: make([]FailedEvent, len(events))}
+	for i, e := range events {
+		pe.Failed[i] = FailedEvent{Index: i, ID: e.ID, Err: err}
+	}
+	return pe
+}
+
+// ValidateEvents validates every event against maxSize (see
+// eventkit.Event.Validate) and returns a *PublishError naming the invalid
+// ones, or nil. Adapters call it before sending anything.
+func ValidateEvents(topic string, maxSize int, events []eventkit.Event) error {
+	var pe *PublishError
+	for i, e := range events {
+		if err := e.Validate(maxSize); err != nil {
+			if pe == nil {
+				pe = &PublishError{Topic: topic}
+			}
+			pe.Failed = append(pe.Failed, FailedEvent{Index: i, ID: e.ID, Err: err})
+		}
+	}
+	if pe != nil {
+		return pe
+	}
+	return nil
+}
+
+// ValidateName checks a topic or group name: 1-200 characters out of
+// letters, digits, '.', '_' and '-', which every broker accepts as part of a
+// stream, queue or key name.
+func ValidateName(kind, name string) error {
+	if name == "" || len(name) > 200 {
+		return fmt.Errorf("%w: %s %q must be 1-200 characters", ErrInvalidTopic, kind, name)
+	}
+	if strings.Trim(name, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-") != "" {
+		return fmt.Errorf("%w: %s %q may hold only letters, digits, '.', '_' and '-'", ErrInvalidTopic, kind, name)
+	}
+	return nil
+}
+
+// AutoAck adapts a synchronous function to a Handler: nil acks, a permanent
+// error (eventkit.IsPermanent) terms, any other error nacks for immediate
+// redelivery. An undecodable delivery is termed without calling fn.
+func AutoAck(fn func(ctx context.Context, e eventkit.Event, attempt int) error) Handler {
+	return func(ctx context.Context, d Delivery) error {
+		if err := d.DecodeErr(); err != nil {
+			return d.Term(ctx)
+		}
+		err := fn(ctx, d.Event(), d.Attempt())
+		switch {
+		case err == nil:
+			return d.Ack(ctx)
+		case eventkit.IsPermanent(err):
+			return d.Term(ctx)
+		default:
+			return d.Nack(ctx, 0)
+		}
+	}
+}
