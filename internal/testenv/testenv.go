@@ -1,0 +1,83 @@
+// Package testenv finds the real services that integration tests use and
+// decides what happens when one is missing: outside CI the test is skipped
+// with a message that says how to start the service; in CI (CI set) it fails.
+package testenv
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"net"
+	"net/url"
+	"os"
+	"strings"
+	"testing"
+	"time"
+)
+
+// Service describes one external service.
+type Service struct {
+	Name    string // "PostgreSQL"
+	EnvVar  string // variable that overrides the address/URL
+	Default string // default URL
+	Start   string // how to start it, for the skip message
+}
+
+// The services of the test machine, each overridable by its variable.
+var (
+	Postgres = Service{"PostgreSQL", "EVENTKIT_POSTGRES_URL", "postgres://postgres@127.0.0.1:5432/test?sslmode=disable",
+		"pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start (or run .ci/run)"}
+	MySQL = Service{"MariaDB/MySQL", "EVENTKIT_MYSQL_DSN", "root@tcp(127.0.0.1:3306)/test?parseTime=true&multiStatements=true",
+		"start-stop-daemon --start --oknodo --background --exec /usr/sbin/mariadbd (or run .ci/run)"}
+	Redis = Service{"Redis", "EVENTKIT_REDIS_URL", "redis://127.0.0.1:6379/0",
+		"redis-server --daemonize yes --port 6379 --save '' --appendonly no (or run .ci/run)"}
+	RabbitMQ = Service{"RabbitMQ", "EVENTKIT_RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672/",
+		"rabbitmq-server -detached (or run .ci/run)"}
+	NATS = Service{"NATS JetStream", "EVENTKIT_NATS_URL", "nats://127.0.0.1:4222",
+		"nats-server -a 127.0.0.1 -p 4222 -js -sd /var/lib/nats-server & (or run .ci/run)"}
+)
+
+// InCI reports whether tests run in CI, where a missing service is a failure.
+func InCI() bool { return os.Getenv("CI") != "" }
+
+// URL returns the service's URL (from its variable or the default) after
+// checking that its port answers. If it does not, the test fails in CI and is
+// skipped elsewhere, with a message saying how to start the service.
+func (s Service) URL(t testing.TB) string {
+	t.Helper()
+	u := os.Getenv(s.EnvVar)
+	if u == "" {
+		u = s.Default
+	}
+	addr := hostPort(u)
+	conn, err := net.DialTimeout("tcp", addr, 2*time.Second)
+	if err != nil {
+		msg := s.Name + " is not reachable at " + addr + " (" + err.Error() + "); set " + s.EnvVar + " or start it: " + s.Start
+		if InCI() {
+			t.Fatal(msg)
+		}
+		t.Skip(msg)
+	}
+	_ = conn.Close()
+	return u
+}
+
+func hostPort(u string) string {
+	if i := strings.Index(u, "@tcp("); i >= 0 { // mysql DSN
+		rest := u[i+5:]
+		if j := strings.IndexByte(rest, ')'); j >= 0 {
+			return rest[:j]
+		}
+	}
+	if p, err := url.Parse(u); err == nil && p.Host != "" {
+		return p.Host
+	}
+	return u
+}
+
+// Name returns prefix plus a random suffix, for a topic, stream, schema or
+// table that no other test (or test package running in parallel) uses.
+func Name(prefix string) string {
+	var b [6]byte
+	_, _ = rand.Read(b[:])
+	return prefix + "_" + hex.EncodeToString(b[:])
+}
