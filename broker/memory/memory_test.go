@@ -1,0 +1,28 @@
+package memory_test
+
+import (
+	"context"
+	"testing"
+
+	"go.uber.org/goleak"
+
+	"github.com/eventkit/eventkit/broker"
+	"github.com/eventkit/eventkit/broker/brokertest"
+	"github.com/eventkit/eventkit/broker/memory"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+func TestConformance(t *testing.T) {
+	shared := memory.New(memory.Options{})
+	t.Cleanup(func() { _ = shared.Close(context.Background()) })
+	brokertest.Run(t, brokertest.Config{
+		// Every "client" of one test talks to the same in-process broker,
+		// as clients of a network broker talk to one server. A client's
+		// Close must not close the shared broker, so each gets a view.
+		New: func(t *testing.T) broker.Broker { return memory.Client(shared) },
+		PublishRaw: func(t *testing.T, topic string, h map[string]string, body []byte) error {
+			return shared.PublishRaw(context.Background(), topic, h, body)
+		},
+	})
+}
