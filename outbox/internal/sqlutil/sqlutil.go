@@ -1,0 +1,139 @@
+// Package sqlutil holds what the SQL outbox stores share: table-name checks,
+// embedded migrations and the encoding of event fields into columns.
+package sqlutil
+
+import (
+	"encoding/json"
+	"fmt"
+	"io/fs"
+	"path"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/eventkit/eventkit/outbox"
+)
+
+var identRe = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]{0,50}(\.[A-Za-z_][A-Za-z0-9_]{0,50})?$`)
+
+// CheckTable validates a table name ("" means outbox.DefaultTable) and
+// returns it. allowSchema permits "schema.table".
+func CheckTable(name string, allowSchema bool) (string, error) {
+	if name == "" {
+		return outbox.DefaultTable, nil
+	}
+	if !identRe.MatchString(name) || (!allowSchema && strings.Contains(name, ".")) {
+		return "", fmt.Errorf("%w: %q (want letters, digits and '_'%s)", outbox.ErrInvalidTable, name,
+			map[bool]string{true: ", optionally schema.table", false: ""}[allowSchema])
+	}
+	return name, nil
+}
+
+// Base returns the table name without its schema.
+func Base(table string) string {
+	if i := strings.LastIndexByte(table, '.'); i >= 0 {
+		return table[i+1:]
+	}
+	return table
+}
+
+// Load reads the migrations NNN_name.sql from dir in fsys, in version order,
+// with {{table}} replaced by table, {{base}} by its name without schema, and
+// {{schema}} by "schema." (or "").
+func Load(fsys fs.FS, dir, table string) ([]outbox.Migration, error) {
+	entries, err := fs.ReadDir(fsys, dir)
+	if err != nil {
+		return nil, err
+	}
+	base := Base(table)
+	schema := strings.TrimSuffix(table, base)
+	var ms []outbox.Migration
+	for _, e := range entries {
+		name := e.Name()
+		if e.IsDir() || !strings.HasSuffix(name, ".sql") {
+			continue
+		}
+		num, rest, ok := strings.Cut(strings.TrimSuffix(name, ".sql"), "_")
+		v, err := strconv.Atoi(num)
+		if !ok || err != nil {
+			return nil, fmt.Errorf("outbox: bad migration file name %q", name)
+		}
+		b, err := fs.ReadFile(fsys, path.Join(dir, name))
+		if err != nil {
+			return nil, err
+		}
+		sql := strings.NewReplacer("{{table}}", table, "{{base}}", base, "{{schema}}", schema).Replace(string(b))
+		ms = append(ms, outbox.Migration{Version: v, Name: rest, SQL: sql})
+	}
+	sort.Slice(ms, func(i, j int) bool { return ms[i].Version < ms[j].Version })
+	return ms, nil
+}
+
+// Statements splits a migration into statements at lines that hold only
+// "-- statement" (for drivers that run one statement per call).
+func Statements(sql string) []string {
+	var out []string
+	for _, s := range strings.Split(sql, "\n-- statement\n") {
+		if s = strings.TrimSpace(s); s != "" {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+// States merges the known migrations with the applied versions.
+func States(ms []outbox.Migration, applied map[int]time.Time) []outbox.MigrationState {
+	out := make([]outbox.MigrationState, len(ms))
+	for i, m := range ms {
+		at, ok := applied[m.Version]
+		out[i] = outbox.MigrationState{Version: m.Version, Name: m.Name, Applied: ok, AppliedAt: at}
+	}
+	return out
+}
+
+// TimeText encodes an event time losslessly (UTC, nanoseconds).
+func TimeText(t time.Time) string { return t.UTC().Format(time.RFC3339Nano) }
+
+// ParseTime decodes TimeText.
+func ParseTime(s string) (time.Time, error) {
+	t, err := time.Parse(time.RFC3339Nano, s)
+	if err != nil {
+		return time.Time{}, fmt.Errorf("outbox: bad stored event time %q: %w", s, err)
+	}
+	return t.UTC(), nil
+}
+
+// ExtText encodes extensions as JSON; nil or empty gives nil (SQL NULL).
+func ExtText(ext map[string]string) *string {
+	if len(ext) == 0 {
+		return nil
+	}
+	b, _ := json.Marshal(ext) // a map[string]string always marshals
+	s := string(b)
+	return &s
+}
+
+// ParseExt decodes ExtText.
+func ParseExt(s *string) (map[string]string, error) {
+	if s == nil || *s == "" {
+		return nil, nil
+	}
+	var m map[string]string
+	if err := json.Unmarshal([]byte(*s), &m); err != nil {
+		return nil, fmt.Errorf("outbox: bad stored extensions: %w", err)
+	}
+	if len(m) == 0 {
+		return nil, nil
+	}
+	return m, nil
+}
+
+// Placeholders returns "?, ?, ?" with n marks.
+func Placeholders(n int) string {
+	if n <= 0 {
+		return ""
+	}
+	return strings.Repeat("?, ", n-1) + "?"
+}

@@ -1,0 +1,178 @@
+package outbox
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/eventkit/eventkit"
+)
+
+// DefaultTable is the outbox table name used when a store's config leaves it empty.
+const DefaultTable = "eventkit_outbox"
+
+var (
+	// ErrInvalidTable is returned for a table name that is not a plain SQL
+	// identifier (letters, digits, '_', optionally "schema.table").
+	ErrInvalidTable = errors.New("outbox: invalid table name")
+	// ErrLockLost is reported when a relay loses its leadership lock.
+	ErrLockLost = errors.New("outbox: leadership lock lost")
+)
+
+// Record is one outbox row: the event, the topic it goes to, and the
+// relay's bookkeeping.
+type Record struct {
+	// Seq is the row's position in the outbox, assigned at insert time (not
+	// at commit time). The relay publishes in Seq order.
+	Seq   int64
+	Topic string
+	Event eventkit.Event
+	// CreatedAt is when the row was inserted (database clock).
+	CreatedAt time.Time
+	// Attempts counts failed publish attempts that were recorded with Fail.
+	Attempts int
+	// LastError is the reason of the last recorded failure ("" if none).
+	LastError string
+}
+
+// ClaimParams select the records a relay reads next.
+type ClaimParams struct {
+	// Limit is the most records to return (> 0).
+	Limit int
+	// ExcludeSubjects lists subjects to leave out (a subject whose head
+	// event waits for a retry: the events behind it must wait too).
+	ExcludeSubjects []string
+	// ExcludeSeqs lists individual records to leave out.
+	ExcludeSeqs []int64
+}
+
+// FailParams record one failed publish attempt of one record.
+type FailParams struct {
+	Seq    int64
+	Reason string
+	// Park takes the record out of the stream for good (until an operator
+	// requeues it): it is kept with the reason and never claimed again.
+	Park bool
+}
+
+// Status is a snapshot of an outbox for operators (`eventkit outbox status`).
+type Status struct {
+	// Backlog is the number of events waiting to be published (not
+	// delivered, not parked).
+	Backlog int64
+	// Oldest is the insert time of the oldest waiting event (zero if none),
+	// OldestAge its age by the database clock.
+	Oldest    time.Time
+	OldestAge time.Duration
+	// ByType counts waiting events per event type.
+	ByType map[string]int64
+	// Delivered counts delivered events still retained (retention mode).
+	Delivered int64
+	// ParkedCount counts parked events; Parked lists up to 100 of them,
+	// oldest first, with their reasons.
+	ParkedCount int64
+	Parked      []ParkedEvent
+}
+
+// ParkedEvent is a parked record as listed by Status.
+type ParkedEvent struct {
+	Seq      int64
+	Topic    string
+	ID       string
+	Type     string
+	Subject  string
+	Attempts int
+	Reason   string
+	ParkedAt time.Time
+}
+
+// MaxParkedListed is how many parked events Status lists.
+const MaxParkedListed = 100
+
+// Store is the database side of the outbox, implemented by outbox/postgres,
+// outbox/mysql and outbox/sqlite (and checked by outboxtest.Run). The relay
+// depends only on this interface. All methods are safe for concurrent use.
+type Store interface {
+	// Claim returns up to p.Limit committed records that are neither
+	// delivered nor parked, in Seq order. It takes no locks: the relay that
+	// calls it holds the leadership lock (see TryLock), and records stay
+	// claimable until Complete or Fail(Park) removes them, so a record whose
+	// transaction commits after records with higher Seq were published is
+	// simply returned by a later Claim.
+	Claim(ctx context.Context, p ClaimParams) ([]Record, error)
+	// Complete marks records as published: deletes them, or, when keep is
+	// true, marks them delivered (removed later by Cleanup).
+	Complete(ctx context.Context, seqs []int64, keep bool) error
+	// Fail records a failed attempt (Attempts+1, LastError) and parks the
+	// record if p.Park.
+	Fail(ctx context.Context, p FailParams) error
+	// Requeue puts parked records back into the stream with Attempts 0.
+	// It returns how many it requeued.
+	Requeue(ctx context.Context, seqs []int64) (int64, error)
+	// Cleanup deletes delivered records delivered before deliveredBefore,
+	// and, if parkedBefore is not zero, parked records parked before it.
+	Cleanup(ctx context.Context, deliveredBefore, parkedBefore time.Time) (int64, error)
+	// Status returns the backlog, the oldest event's age, per-type counts
+	// and the parked events.
+	Status(ctx context.Context) (Status, error)
+	// Listen calls wake (which must not block) whenever events may have
+	// been committed, until ctx ends; then it returns ctx.Err(). It
+	// reconnects by itself on connection errors. See Notifier.
+	Listen(ctx context.Context, wake func()) error
+	// TryLock tries once to take the outbox's leadership lock without
+	// waiting. It returns (nil, nil) if another holder has it.
+	TryLock(ctx context.Context) (Lock, error)
+}
+
+// Lock is a held leadership lock (a Postgres advisory lock, a MySQL named
+// lock, an in-process mutex for SQLite).
+type Lock interface {
+	// Lost is closed when the lock is known to be lost (its connection
+	// died). The holder must stop publishing.
+	Lost() <-chan struct{}
+	// Release gives the lock up.
+	Release(ctx context.Context) error
+}
+
+// CommitNotifier is implemented by stores whose Listen wakes only after
+// commit (Postgres NOTIFY). Stores without it wake at Add time, before the
+// commit, and the relay then polls quickly for a short while (see
+// RelayConfig.WakeLinger).
+type CommitNotifier interface {
+	NotifiesOnCommit() bool
+}
+
+// Writer adds events to the outbox inside the caller's transaction of type
+// TTx (pgx.Tx for outbox/postgres, *sql.Tx for outbox/mysql and
+// outbox/sqlite). The events become visible to the relay when the
+// transaction commits, and vanish with it on rollback.
+type Writer[TTx any] interface {
+	Add(ctx context.Context, tx TTx, topic string, events ...eventkit.Event) error
+}
+
+// Migration is one embedded schema migration of a store.
+type Migration struct {
+	Version int
+	Name    string
+	SQL     string
+}
+
+// MigrationState says whether one migration has been applied.
+type MigrationState struct {
+	Version   int
+	Name      string
+	Applied   bool
+	AppliedAt time.Time
+}
+
+// Migrator is implemented by every SQL store: it applies the store's embedded
+// migrations and reports their state (`eventkit migrate up|status`).
+type Migrator interface {
+	Migrate(ctx context.Context) error
+	MigrationStatuser
+}
+
+// MigrationStatuser reports which embedded migrations are applied.
+type MigrationStatuser interface {
+	MigrationStatus(ctx context.Context) ([]MigrationState, error)
+}
