@@ -1,0 +1,27 @@
+// Package sqlinbox is the transactional inbox: the record that a consumer
+// processed an event is written in the same database transaction as the
+// handler's effects.
+//
+// Guarantee: with the consumer runtime (or Process directly), a handler whose
+// effects are writes through the transaction it is given (Tx(ctx) for
+// database/sql, PgxTx(ctx) for pgx) applies them exactly once per consumer
+// and event id, however often and however concurrently the event is
+// delivered, and whatever crashes: the runtime begins a transaction, inserts
+// (consumer, event_id) into processed_events (a conflict means "already
+// done": ack and skip), runs the handler, commits, and only then acks. A
+// crash before the commit rolls everything back and the redelivery runs the
+// handler again; a crash between commit and ack makes the redelivery a
+// duplicate that is skipped. Concurrent deliveries of the same event wait on
+// the key's row lock; the loser sees the winner's commit and skips (or, if
+// the winner rolled back, takes over). Effects outside the transaction are
+// not covered; keep them idempotent (UpsertSQL, CompareAndSwap). Keys are
+// kept until Prune (see inbox.RunRetention) deletes them: a duplicate that
+// arrives after its key was pruned is processed again, so keep keys longer
+// than the broker can redeliver. The handler may also add events to the
+// outbox in the same transaction (consume-transform-produce).
+//
+// Databases: PostgreSQL (database/sql with Postgres, or pgx with NewPgx),
+// MySQL/MariaDB (event ids up to 255 characters, consumer names up to 200),
+// SQLite (writers are serialized; see New). The table is created by Migrate
+// from embedded SQL (migrations/*.sql); its name is configurable.
+package sqlinbox

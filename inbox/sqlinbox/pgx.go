@@ -1,0 +1,122 @@
+package sqlinbox
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/eventkit/eventkit/inbox"
+)
+
+// PgxDB is what the pgx inbox needs: *pgxpool.Pool and *pgx.Conn have it.
+type PgxDB interface {
+	Begin(ctx context.Context) (pgx.Tx, error)
+	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
+}
+
+// PgxInbox is the PostgreSQL inbox over pgx (a *pgxpool.Pool, usually). It
+// has the same semantics as Inbox; the handler finds its transaction with
+// PgxTx.
+type PgxInbox struct {
+	db        PgxDB
+	table     string
+	insertSQL string
+	pruneSQL  string
+}
+
+var _ inbox.Inbox = (*PgxInbox)(nil)
+var _ inbox.Pruner = (*PgxInbox)(nil)
+
+// NewPgx returns a PostgreSQL inbox on db. opts.TxOptions is ignored.
+func NewPgx(db PgxDB, opts Options) (*PgxInbox, error) {
+	table, err := tableName(opts)
+	if err != nil {
+		return nil, err
+	}
+	return &PgxInbox{
+		db:        db,
+		table:     table,
+		insertSQL: "INSERT INTO " + table + " (consumer, event_id, event_type, processed_at) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+		pruneSQL:  "DELETE FROM " + table + " WHERE processed_at < $1",
+	}, nil
+}
+
+// Table returns the table name in use.
+func (in *PgxInbox) Table() string { return in.table }
+
+// Migrate creates the inbox's table and index if they do not exist.
+func (in *PgxInbox) Migrate(ctx context.Context) error {
+	stmts, err := migrationSQL(Postgres, in.table)
+	if err != nil {
+		return err
+	}
+	for _, st := range stmts {
+		if _, err := in.db.Exec(ctx, st); err != nil {
+			return fmt.Errorf("sqlinbox: migrate %s: %w", in.table, err)
+		}
+	}
+	return nil
+}
+
+// Process implements inbox.Inbox (see Inbox.Process).
+func (in *PgxInbox) Process(ctx context.Context, key inbox.Key, fn func(ctx context.Context) error) error {
+	tx, err := in.db.Begin(ctx)
+	if err != nil {
+		return fmt.Errorf("sqlinbox: begin: %w", err)
+	}
+	committed := false
+	defer func() {
+		if !committed {
+			// Rollback on a context that still works when ctx has ended.
+			rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+			_ = tx.Rollback(rctx)
+			cancel()
+		}
+	}()
+	fresh, err := in.ClaimTx(ctx, tx, key)
+	if err != nil {
+		return err
+	}
+	if !fresh {
+		return inbox.ErrDuplicate
+	}
+	if err := fn(context.WithValue(ctx, pgxTxKey{}, tx)); err != nil {
+		return err
+	}
+	if err := tx.Commit(ctx); err != nil {
+		return fmt.Errorf("sqlinbox: commit: %w", err)
+	}
+	committed = true
+	return nil
+}
+
+// ClaimTx inserts key in the caller's pgx transaction and reports whether it
+// was new (false: already processed).
+func (in *PgxInbox) ClaimTx(ctx context.Context, tx pgx.Tx, key inbox.Key) (fresh bool, err error) {
+	tag, err := tx.Exec(ctx, in.insertSQL, key.Consumer, key.EventID, key.EventType, time.Now().UTC())
+	if err != nil {
+		return false, fmt.Errorf("sqlinbox: record %s: %w", key, err)
+	}
+	return tag.RowsAffected() > 0, nil
+}
+
+// Prune implements inbox.Pruner.
+func (in *PgxInbox) Prune(ctx context.Context, cutoff time.Time) (int64, error) {
+	tag, err := in.db.Exec(ctx, in.pruneSQL, cutoff.UTC())
+	if err != nil {
+		return 0, fmt.Errorf("sqlinbox: prune: %w", err)
+	}
+	return tag.RowsAffected(), nil
+}
+
+type pgxTxKey struct{}
+
+// PgxTx returns the pgx.Tx that PgxInbox.Process runs the handler in, or nil.
+// The handler must not commit or roll it back.
+func PgxTx(ctx context.Context) pgx.Tx {
+	tx, _ := ctx.Value(pgxTxKey{}).(pgx.Tx)
+	return tx
+}
