@@ -1,0 +1,59 @@
+package demo
+
+import (
+	"context"
+	"database/sql"
+	"strconv"
+	"strings"
+
+	"github.com/eventkit/eventkit"
+)
+
+// DB is a service's database with its SQL dialect.
+type DB struct {
+	*sql.DB
+	// Dialect is "sqlite", "postgres" or "mysql".
+	Dialect string
+}
+
+// Q rewrites '?' placeholders for the dialect ($1, $2, ... on Postgres).
+func (d DB) Q(q string) string {
+	if d.Dialect != "postgres" {
+		return q
+	}
+	var b strings.Builder
+	n := 0
+	for _, r := range q {
+		if r == '?' {
+			n++
+			b.WriteByte('$')
+			b.WriteString(strconv.Itoa(n))
+			continue
+		}
+		b.WriteRune(r)
+	}
+	return b.String()
+}
+
+// upsert returns the dialect's "insert or update" suffix for a conflict on key.
+func (d DB) upsert(key, set string) string {
+	if d.Dialect == "mysql" {
+		return " ON DUPLICATE KEY UPDATE " + set
+	}
+	return " ON CONFLICT (" + key + ") DO UPDATE SET " + set
+}
+
+func (d DB) execAll(ctx context.Context, stmts ...string) error {
+	for _, s := range stmts {
+		if _, err := d.ExecContext(ctx, s); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Outbox adds events to a service's outbox inside tx (the outbox store's Add).
+type Outbox func(ctx context.Context, tx *sql.Tx, topic string, events ...eventkit.Event) error
+
+// TxFunc is a handler that runs inside the consumer's inbox transaction.
+type TxFunc func(ctx context.Context, tx *sql.Tx, ev eventkit.Event) error

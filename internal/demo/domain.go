@@ -1,0 +1,74 @@
+// Package demo holds the three example services that `eventkit demo` runs in
+// one process and that examples/ runs as separate programs: orders,
+// inventory and notifications. Each service owns its database; they talk
+// only through events written to their outboxes and consumed idempotently.
+//
+//   - orders places an order and writes order.created (Protobuf) to its
+//     outbox in the same transaction; when inventory rejects the order it
+//     cancels it (compare-and-swap on the order's version) and emits
+//     order.cancelled, the compensating event; when inventory reserves the
+//     stock it confirms the order.
+//   - inventory reserves stock with compare-and-swap on the stock row's
+//     version (never below zero) and emits inventory.reserved or
+//     inventory.rejected.
+//   - notifications records exactly one notification per order (an UPSERT
+//     keyed by order id): "confirmed" on inventory.reserved, "cancelled" on
+//     order.cancelled.
+package demo
+
+import (
+	"github.com/eventkit/eventkit"
+	"github.com/eventkit/eventkit/eventkitpb/examplepb"
+)
+
+// Topics of the demo.
+const (
+	TopicOrders    = "demo.orders"
+	TopicInventory = "demo.inventory"
+)
+
+// Event types of the demo.
+const (
+	TypeOrderCreated      = "order.created"
+	TypeOrderCancelled    = "order.cancelled"
+	TypeInventoryReserved = "inventory.reserved"
+	TypeInventoryRejected = "inventory.rejected"
+)
+
+// InventoryReserved says stock was set aside for an order. Self-explanatory:
+// it names the product and the quantity, not only ids.
+type InventoryReserved struct {
+	OrderID        string `json:"order_id"`
+	SKU            string `json:"product_sku"`
+	ProductName    string `json:"product_name"`
+	Quantity       int    `json:"quantity"`
+	RemainingStock int    `json:"remaining_stock"`
+}
+
+// InventoryRejected says an order could not be served.
+type InventoryRejected struct {
+	OrderID     string `json:"order_id"`
+	SKU         string `json:"product_sku"`
+	ProductName string `json:"product_name"`
+	Requested   int    `json:"requested"`
+	Available   int    `json:"available"`
+	Reason      string `json:"reason"`
+}
+
+// OrderCancelled is the compensating event of a rejected order.
+type OrderCancelled struct {
+	OrderID    string `json:"order_id"`
+	CustomerID string `json:"customer_id"`
+	Reason     string `json:"reason"`
+}
+
+// NewRegistry registers the demo's event types: order.created in Protobuf,
+// the others in JSON.
+func NewRegistry() *eventkit.Registry {
+	r := eventkit.NewRegistry()
+	eventkit.MustRegister[*examplepb.OrderCreated](r, TypeOrderCreated, "1", eventkit.Protobuf)
+	eventkit.MustRegister[OrderCancelled](r, TypeOrderCancelled, "1", eventkit.JSON)
+	eventkit.MustRegister[InventoryReserved](r, TypeInventoryReserved, "1", eventkit.JSON)
+	eventkit.MustRegister[InventoryRejected](r, TypeInventoryRejected, "1", eventkit.JSON)
+	return r
+}
