@@ -5,58 +5,92 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"go.uber.org/goleak"
 
-	"github.com/eventkit/eventkit"
 	"github.com/eventkit/eventkit/internal/testenv"
+	"github.com/eventkit/eventkit/outbox"
+	"github.com/eventkit/eventkit/outbox/outboxtest"
 	"github.com/eventkit/eventkit/outbox/postgres"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
-func newStore(t testing.TB) (*postgres.Store, *pgxpool.Pool) {
+func newPool(t testing.TB) *pgxpool.Pool {
 	t.Helper()
-	url := testenv.Postgres.URL(t)
-	ctx := context.Background()
-	pool, err := pgxpool.New(ctx, url)
+	pool, err := pgxpool.New(context.Background(), testenv.Postgres.URL(t))
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(pool.Close)
+	return pool
+}
+
+// newStore creates a migrated outbox on a new table, dropped with t.
+func newStore(t testing.TB, pool *pgxpool.Pool) *postgres.Store {
+	t.Helper()
 	table := testenv.Name("outbox")
-	s, err := postgres.New(pool, postgres.Config{Table: table, LockCheckInterval: 200 * time.Millisecond})
+	s, err := postgres.New(pool, postgres.Config{Table: table, LockCheckInterval: 100 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := s.Migrate(ctx); err != nil {
+	if err := s.Migrate(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
 		_, _ = pool.Exec(context.Background(), `DROP TABLE IF EXISTS `+table+`; DROP TABLE IF EXISTS `+table+`_migrations; DROP FUNCTION IF EXISTS `+table+`_notify()`)
-		pool.Close()
 	})
-	return s, pool
+	return s
 }
 
-func TestSmoke(t *testing.T) {
-	s, pool := newStore(t)
+func harness(t *testing.T) outboxtest.Harness {
+	pool := newPool(t)
+	s := newStore(t, pool)
+	return outboxtest.Harness{
+		Store:             s,
+		ConcurrentWriters: true,
+		Begin: func(ctx context.Context) (outboxtest.Tx, error) {
+			tx, err := pool.Begin(ctx)
+			if err != nil {
+				return nil, err
+			}
+			return outboxtest.NewTx[pgx.Tx](s, tx, tx.Commit, tx.Rollback), nil
+		},
+		NewStore: func(t *testing.T) outbox.Store {
+			s2, err := postgres.New(newPool(t), postgres.Config{Table: s.Table(), LockCheckInterval: 100 * time.Millisecond})
+			if err != nil {
+				t.Fatal(err)
+			}
+			return s2
+		},
+	}
+}
+
+func TestStore(t *testing.T) { outboxtest.Run(t, harness) }
+
+func TestMigrate(t *testing.T) {
+	pool := newPool(t)
 	ctx := context.Background()
-	if err := s.Migrate(ctx); err != nil { // idempotent
-		t.Fatal(err)
+	table := testenv.Name("outbox_mig")
+	cfg := postgres.Config{Table: table}
+	st, err := postgres.MigrationStatus(ctx, pool, cfg)
+	if err != nil || len(st) == 0 || st[0].Applied {
+		t.Fatalf("before: %+v %v", st, err)
 	}
-	st, err := s.MigrationStatus(ctx)
-	if err != nil || len(st) != 1 || !st[0].Applied {
-		t.Fatalf("status %+v %v", st, err)
+	defer func() {
+		_, _ = pool.Exec(ctx, `DROP TABLE IF EXISTS `+table+`; DROP TABLE IF EXISTS `+table+`_migrations; DROP FUNCTION IF EXISTS `+table+`_notify()`)
+	}()
+	for range 2 { // idempotent
+		if err := postgres.Migrate(ctx, pool, cfg); err != nil {
+			t.Fatal(err)
+		}
 	}
-	tx, err := pool.Begin(ctx)
-	if err != nil {
-		t.Fatal(err)
+	st, err = postgres.MigrationStatus(ctx, pool, cfg)
+	if err != nil || !st[0].Applied || st[0].AppliedAt.IsZero() {
+		t.Fatalf("after: %+v %v", st, err)
 	}
-	e := eventkit.New("a.b", "text/plain", []byte("x"), eventkit.WithSubject("s1"))
-	if err := s.Add(ctx, tx, "topic", e); err != nil {
-		t.Fatal(err)
-	}
-	if err := tx.Commit(ctx); err != nil {
-		t.Fatal(err)
+	if _, err := postgres.New(pool, postgres.Config{Table: "bad;name"}); err == nil {
+		t.Fatal("bad table name accepted")
 	}
 }

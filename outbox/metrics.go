@@ -1,0 +1,112 @@
+package outbox
+
+import (
+	"context"
+	"time"
+
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/metric"
+)
+
+// Metrics receives a relay's measurements. Implementations must be safe for
+// concurrent use and must not block. NewOTelMetrics adapts an OpenTelemetry
+// meter; tests can implement it directly.
+type Metrics interface {
+	// Delivered counts events confirmed by the broker and completed.
+	Delivered(n int)
+	// PublishLatency is the duration of one Publish call.
+	PublishLatency(topic string, d time.Duration, ok bool)
+	// Error counts one failure: "publish" (transient), "rejected"
+	// (permanent, per event), "store_claim", "store_complete", ...
+	Error(kind string)
+	// Parked counts events parked.
+	Parked(topic string, n int)
+	// Backlog reports the waiting events, the oldest one's age and the
+	// parked events (read by the leader every RelayConfig.StatusInterval).
+	Backlog(n int64, oldest time.Duration, parked int64)
+}
+
+type nopMetrics struct{}
+
+func (nopMetrics) Delivered(int)                              {}
+func (nopMetrics) PublishLatency(string, time.Duration, bool) {}
+func (nopMetrics) Error(string)                               {}
+func (nopMetrics) Parked(string, int)                         {}
+func (nopMetrics) Backlog(int64, time.Duration, int64)        {}
+
+type otelMetrics struct {
+	delivered, errors, parked metric.Int64Counter
+	latency                   metric.Float64Histogram
+	backlog, parkedNow        metric.Int64Gauge
+	oldest                    metric.Float64Gauge
+	attrs                     metric.MeasurementOption
+}
+
+// NewOTelMetrics returns Metrics recorded on meter as:
+//
+//	eventkit.outbox.delivered           counter   events delivered
+//	eventkit.outbox.errors              counter   failures, attribute "kind"
+//	eventkit.outbox.parked              counter   events parked, attribute "topic"
+//	eventkit.outbox.publish.duration    histogram seconds per Publish call, attributes "topic", "ok"
+//	eventkit.outbox.backlog             gauge     events waiting
+//	eventkit.outbox.oldest.age          gauge     seconds, age of the oldest waiting event
+//	eventkit.outbox.parked.current      gauge     events parked now
+//
+// attrs (e.g. the table name) are added to every measurement.
+func NewOTelMetrics(meter metric.Meter, attrs ...attribute.KeyValue) (Metrics, error) {
+	m := &otelMetrics{attrs: metric.WithAttributes(attrs...)}
+	var err error
+	if m.delivered, err = meter.Int64Counter("eventkit.outbox.delivered", metric.WithUnit("{event}"),
+		metric.WithDescription("Events confirmed by the broker and completed")); err != nil {
+		return nil, err
+	}
+	if m.errors, err = meter.Int64Counter("eventkit.outbox.errors", metric.WithUnit("{error}"),
+		metric.WithDescription("Relay failures by kind")); err != nil {
+		return nil, err
+	}
+	if m.parked, err = meter.Int64Counter("eventkit.outbox.parked", metric.WithUnit("{event}"),
+		metric.WithDescription("Events parked after permanent rejections")); err != nil {
+		return nil, err
+	}
+	if m.latency, err = meter.Float64Histogram("eventkit.outbox.publish.duration", metric.WithUnit("s"),
+		metric.WithDescription("Duration of one Publish call")); err != nil {
+		return nil, err
+	}
+	if m.backlog, err = meter.Int64Gauge("eventkit.outbox.backlog", metric.WithUnit("{event}"),
+		metric.WithDescription("Events waiting to be published")); err != nil {
+		return nil, err
+	}
+	if m.parkedNow, err = meter.Int64Gauge("eventkit.outbox.parked.current", metric.WithUnit("{event}"),
+		metric.WithDescription("Events parked now")); err != nil {
+		return nil, err
+	}
+	if m.oldest, err = meter.Float64Gauge("eventkit.outbox.oldest.age", metric.WithUnit("s"),
+		metric.WithDescription("Age of the oldest waiting event")); err != nil {
+		return nil, err
+	}
+	return m, nil
+}
+
+func (m *otelMetrics) Delivered(n int) {
+	m.delivered.Add(context.Background(), int64(n), m.attrs)
+}
+
+func (m *otelMetrics) PublishLatency(topic string, d time.Duration, ok bool) {
+	m.latency.Record(context.Background(), d.Seconds(), m.attrs,
+		metric.WithAttributes(attribute.String("topic", topic), attribute.Bool("ok", ok)))
+}
+
+func (m *otelMetrics) Error(kind string) {
+	m.errors.Add(context.Background(), 1, m.attrs, metric.WithAttributes(attribute.String("kind", kind)))
+}
+
+func (m *otelMetrics) Parked(topic string, n int) {
+	m.parked.Add(context.Background(), int64(n), m.attrs, metric.WithAttributes(attribute.String("topic", topic)))
+}
+
+func (m *otelMetrics) Backlog(n int64, oldest time.Duration, parked int64) {
+	ctx := context.Background()
+	m.backlog.Record(ctx, n, m.attrs)
+	m.oldest.Record(ctx, oldest.Seconds(), m.attrs)
+	m.parkedNow.Record(ctx, parked, m.attrs)
+}

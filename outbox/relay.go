@@ -1,0 +1,507 @@
+package outbox
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/eventkit/eventkit"
+	"github.com/eventkit/eventkit/broker"
+)
+
+// RelayConfig configures a Relay. The zero value gives the defaults.
+type RelayConfig struct {
+	// BatchSize is the most events read (and published) per round. Default 500.
+	BatchSize int
+	// PollInterval is how often the relay looks for events when it gets no
+	// wake-up signal (the fallback when notifications are lost). Default 1s.
+	PollInterval time.Duration
+	// WakeLinger: after a wake-up from a store that signals before commit
+	// (see CommitNotifier), the relay polls again at 1, 2, 4, ... ms for this
+	// long until it finds the events. Default 100ms for such stores, unused
+	// for Postgres (whose NOTIFY arrives on commit).
+	WakeLinger time.Duration
+	// Retention keeps delivered events for this long (marked delivered,
+	// deleted by a background cleanup) instead of deleting them at once.
+	// 0 (the default) deletes them as soon as the broker confirms them.
+	Retention time.Duration
+	// ParkedRetention deletes parked events this long after they were
+	// parked. 0 (the default) keeps them until an operator acts.
+	ParkedRetention time.Duration
+	// CleanupInterval is how often retained events are cleaned up. Default 1m.
+	CleanupInterval time.Duration
+	// MaxAttempts is how many times an event that the broker rejects
+	// permanently (eventkit.IsPermanent) is tried before it is parked.
+	// Default 3. Transient failures (broker down) are retried forever and
+	// never count.
+	MaxAttempts int
+	// RetryDelay is the wait before retrying a permanently rejected event;
+	// it doubles with each attempt. Events of other subjects flow meanwhile.
+	// Default 1s.
+	RetryDelay time.Duration
+	// MinBackoff and MaxBackoff bound the exponential backoff after a
+	// transient failure (broker or database unreachable). Defaults 100ms, 30s.
+	MinBackoff, MaxBackoff time.Duration
+	// PublishTimeout bounds one Publish call. Default 30s.
+	PublishTimeout time.Duration
+	// LockRetryInterval is how often a standby relay tries to take the
+	// leadership lock. Default 1s.
+	LockRetryInterval time.Duration
+	// StatusInterval is how often the leader reads Status to report the
+	// backlog and the oldest event's age as metrics. Default 10s; negative
+	// disables it.
+	StatusInterval time.Duration
+	// Logger receives failures and leadership changes. Default slog.Default().
+	Logger *slog.Logger
+	// Metrics receives measurements; see NewOTelMetrics. Default none.
+	Metrics Metrics
+}
+
+func (c RelayConfig) withDefaults(s Store) RelayConfig {
+	def := func(d *time.Duration, v time.Duration) {
+		if *d <= 0 {
+			*d = v
+		}
+	}
+	if c.BatchSize <= 0 {
+		c.BatchSize = 500
+	}
+	def(&c.PollInterval, time.Second)
+	if cn, ok := s.(CommitNotifier); ok && cn.NotifiesOnCommit() {
+		c.WakeLinger = 0
+	} else {
+		def(&c.WakeLinger, 100*time.Millisecond)
+	}
+	def(&c.CleanupInterval, time.Minute)
+	if c.MaxAttempts <= 0 {
+		c.MaxAttempts = 3
+	}
+	def(&c.RetryDelay, time.Second)
+	def(&c.MinBackoff, 100*time.Millisecond)
+	def(&c.MaxBackoff, 30*time.Second)
+	def(&c.PublishTimeout, 30*time.Second)
+	def(&c.LockRetryInterval, time.Second)
+	if c.StatusInterval == 0 {
+		c.StatusInterval = 10 * time.Second
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	if c.Metrics == nil {
+		c.Metrics = nopMetrics{}
+	}
+	return c
+}
+
+// Stats are a relay's counters since it was created.
+type Stats struct {
+	Delivered     int64 // events confirmed by the broker and completed
+	Parked        int64 // events parked after MaxAttempts permanent rejections
+	Rejected      int64 // permanent rejections (each attempt)
+	PublishErrors int64 // transient publish failures (each failed Publish call)
+	StoreErrors   int64 // failed store calls
+	Batches       int64 // rounds that published at least one event
+	Leaderships   int64 // times this relay became the leader
+}
+
+// Relay publishes committed outbox events to a broker. Run it in one or more
+// processes: one instance (the holder of the store's leadership lock) is
+// active, the others wait to take over. See the package doc for the
+// guarantees.
+type Relay struct {
+	store Store
+	pub   broker.Publisher
+	cfg   RelayConfig
+	wake  chan struct{}
+
+	leader atomic.Bool
+	stats  struct {
+		delivered, parked, rejected, publishErrors, storeErrors, batches, leaderships atomic.Int64
+	}
+}
+
+// NewRelay returns a relay from store to pub.
+func NewRelay(store Store, pub broker.Publisher, cfg RelayConfig) *Relay {
+	return &Relay{store: store, pub: pub, cfg: cfg.withDefaults(store), wake: make(chan struct{}, 1)}
+}
+
+// Wake makes the relay look for events now. It never blocks. The store's
+// Listen calls it; code that writes events by other means may call it too.
+func (r *Relay) Wake() {
+	select {
+	case r.wake <- struct{}{}:
+	default:
+	}
+}
+
+// IsLeader reports whether this relay holds the leadership lock now.
+func (r *Relay) IsLeader() bool { return r.leader.Load() }
+
+// Stats returns the relay's counters.
+func (r *Relay) Stats() Stats {
+	s := &r.stats
+	return Stats{
+		Delivered: s.delivered.Load(), Parked: s.parked.Load(), Rejected: s.rejected.Load(),
+		PublishErrors: s.publishErrors.Load(), StoreErrors: s.storeErrors.Load(),
+		Batches: s.batches.Load(), Leaderships: s.leaderships.Load(),
+	}
+}
+
+// Run relays events until ctx ends, then returns nil (or the error that
+// stopped it). It waits for the leadership lock, publishes while it holds
+// it, and goes back to waiting if it loses it. Every goroutine it starts has
+// ended when it returns.
+func (r *Relay) Run(ctx context.Context) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		_ = r.store.Listen(ctx, r.Wake)
+	}()
+	defer wg.Wait()
+	log := r.cfg.Logger
+	for {
+		lock, err := r.store.TryLock(ctx)
+		if err != nil && ctx.Err() == nil {
+			r.storeError("lock", err)
+		}
+		if lock != nil {
+			r.leader.Store(true)
+			r.stats.leaderships.Add(1)
+			log.Info("outbox: relay is the leader")
+			r.lead(ctx, lock)
+			r.leader.Store(false)
+			rctx, rcancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+			_ = lock.Release(rctx)
+			rcancel()
+			if ctx.Err() == nil {
+				log.Warn("outbox: relay lost the leadership lock; standing by")
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(r.cfg.LockRetryInterval):
+		}
+	}
+}
+
+type retryState struct {
+	at      time.Time
+	subject string
+}
+
+// lead runs the publish loop while lock is held.
+func (r *Relay) lead(ctx context.Context, lock Lock) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go func() { // stop the moment the lock is lost
+		select {
+		case <-lock.Lost():
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		r.maintain(ctx)
+	}()
+	defer wg.Wait()
+
+	retry := map[int64]retryState{} // permanently rejected events waiting for their next attempt
+	backoff := time.Duration(0)
+	var lingerUntil time.Time
+	lingerStep := time.Millisecond
+	for ctx.Err() == nil {
+		p := ClaimParams{Limit: r.cfg.BatchSize}
+		now := time.Now()
+		var nextRetry time.Time
+		for seq, st := range retry {
+			if !st.at.After(now) {
+				delete(retry, seq) // due: claim it again (it heads its subject)
+				continue
+			}
+			p.ExcludeSeqs = append(p.ExcludeSeqs, seq)
+			if st.subject != "" {
+				p.ExcludeSubjects = append(p.ExcludeSubjects, st.subject)
+			}
+			if nextRetry.IsZero() || st.at.Before(nextRetry) {
+				nextRetry = st.at
+			}
+		}
+		recs, err := r.store.Claim(ctx, p)
+		if err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			r.storeError("claim", err)
+			backoff = r.sleepBackoff(ctx, backoff)
+			continue
+		}
+		if len(recs) == 0 {
+			wait := r.cfg.PollInterval
+			if now.Before(lingerUntil) {
+				wait = min(lingerStep, time.Until(lingerUntil))
+				lingerStep *= 2
+			}
+			if !nextRetry.IsZero() {
+				wait = min(wait, max(time.Until(nextRetry), time.Millisecond))
+			}
+			t := time.NewTimer(wait)
+			select {
+			case <-ctx.Done():
+			case <-r.wake:
+				if r.cfg.WakeLinger > 0 {
+					lingerUntil = time.Now().Add(r.cfg.WakeLinger)
+					lingerStep = time.Millisecond
+				}
+			case <-t.C:
+			}
+			t.Stop()
+			continue
+		}
+		transient := r.process(ctx, recs, retry)
+		if transient {
+			backoff = r.sleepBackoff(ctx, backoff)
+		} else {
+			backoff = 0
+		}
+	}
+}
+
+// sleepBackoff waits for the next exponential backoff step and returns it.
+func (r *Relay) sleepBackoff(ctx context.Context, prev time.Duration) time.Duration {
+	d := r.cfg.MinBackoff
+	if prev > 0 {
+		d = min(prev*2, r.cfg.MaxBackoff)
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+	case <-t.C:
+	}
+	return d
+}
+
+// process publishes one claimed batch. It reports whether a transient
+// failure happened (the caller then backs off).
+func (r *Relay) process(ctx context.Context, recs []Record, retry map[int64]retryState) (transient bool) {
+	// A subject whose head event is a retry of a rejected event is sent
+	// alone: the events behind it wait until it is delivered or parked.
+	held := map[string]bool{}
+	send := recs[:0:0]
+	for _, rec := range recs {
+		subj := rec.Event.Subject
+		if subj != "" && held[subj] {
+			continue
+		}
+		send = append(send, rec)
+		if rec.Attempts > 0 && subj != "" {
+			held[subj] = true
+		}
+	}
+
+	var done []int64
+	blocked := map[string]bool{} // subjects with an unconfirmed event earlier in this batch
+	for start := 0; start < len(send); {
+		end := start + 1
+		for end < len(send) && send[end].Topic == send[start].Topic {
+			end++
+		}
+		run := send[start:end]
+		start = end
+		topic := run[0].Topic
+		events := make([]eventkit.Event, len(run))
+		for i := range run {
+			events[i] = run[i].Event
+		}
+		pctx, cancel := context.WithTimeout(ctx, r.cfg.PublishTimeout)
+		t0 := time.Now()
+		err := r.pub.Publish(pctx, topic, events...)
+		cancel()
+		r.cfg.Metrics.PublishLatency(topic, time.Since(t0), err == nil)
+		failed := map[int]error{}
+		if err != nil {
+			var pe *broker.PublishError
+			if errors.As(err, &pe) {
+				for _, f := range pe.Failed {
+					if f.Index >= 0 && f.Index < len(run) {
+						failed[f.Index] = f.Err
+					}
+				}
+			}
+			if len(failed) == 0 { // not a PublishError (or an empty one): all failed
+				for i := range run {
+					failed[i] = err
+				}
+			}
+		}
+		runTransient := false
+		var firstErr error
+		for i, rec := range run {
+			subj := rec.Event.Subject
+			ferr, bad := failed[i]
+			switch {
+			case !bad:
+				if subj == "" || !blocked[subj] {
+					done = append(done, rec.Seq)
+				}
+			case eventkit.IsPermanent(ferr) && ctx.Err() == nil:
+				r.reject(ctx, rec, ferr, retry)
+				if subj != "" {
+					blocked[subj] = true
+				}
+			default:
+				runTransient = true
+				if firstErr == nil {
+					firstErr = ferr
+				}
+				if subj != "" {
+					blocked[subj] = true
+				}
+			}
+		}
+		if runTransient {
+			transient = true
+			if ctx.Err() == nil {
+				r.stats.publishErrors.Add(1)
+				r.cfg.Metrics.Error("publish")
+				r.cfg.Logger.Warn("outbox: publish failed; will retry with backoff",
+					"topic", topic, "events", len(run), "failed", len(failed), "err", firstErr)
+			}
+			break // later runs wait: the broker is likely down
+		}
+	}
+	if len(done) > 0 {
+		r.complete(ctx, done)
+	}
+	return transient
+}
+
+// reject handles one permanent rejection: count the attempt, park the event
+// after MaxAttempts, or schedule its retry.
+func (r *Relay) reject(ctx context.Context, rec Record, err error, retry map[int64]retryState) {
+	r.stats.rejected.Add(1)
+	r.cfg.Metrics.Error("rejected")
+	attempts := rec.Attempts + 1
+	park := attempts >= r.cfg.MaxAttempts
+	reason := err.Error()
+	if len(reason) > 2000 {
+		reason = reason[:2000]
+	}
+	if ferr := r.retryStore(ctx, "fail", func() error {
+		return r.store.Fail(ctx, FailParams{Seq: rec.Seq, Reason: reason, Park: park})
+	}); ferr != nil {
+		return
+	}
+	if park {
+		r.stats.parked.Add(1)
+		r.cfg.Metrics.Parked(rec.Topic, 1)
+		r.cfg.Logger.Error("outbox: event parked after permanent rejections",
+			"topic", rec.Topic, "id", rec.Event.ID, "type", rec.Event.Type, "subject", rec.Event.Subject,
+			"seq", rec.Seq, "attempts", attempts, "err", err)
+		return
+	}
+	delay := r.cfg.RetryDelay << min(attempts-1, 16)
+	retry[rec.Seq] = retryState{at: time.Now().Add(delay), subject: rec.Event.Subject}
+	r.cfg.Logger.Warn("outbox: broker rejected event; will retry",
+		"topic", rec.Topic, "id", rec.Event.ID, "seq", rec.Seq, "attempt", attempts, "in", delay, "err", err)
+}
+
+func (r *Relay) complete(ctx context.Context, seqs []int64) {
+	keep := r.cfg.Retention > 0
+	if err := r.retryStore(ctx, "complete", func() error { return r.store.Complete(ctx, seqs, keep) }); err != nil {
+		return // lost the lock or shutting down: these events will be published again
+	}
+	r.stats.delivered.Add(int64(len(seqs)))
+	r.stats.batches.Add(1)
+	r.cfg.Metrics.Delivered(len(seqs))
+}
+
+// retryStore runs fn until it succeeds or ctx ends, backing off between tries.
+func (r *Relay) retryStore(ctx context.Context, op string, fn func() error) error {
+	backoff := time.Duration(0)
+	for {
+		err := fn()
+		if err == nil || ctx.Err() != nil {
+			return err
+		}
+		r.storeError(op, err)
+		backoff = r.sleepBackoff(ctx, backoff)
+	}
+}
+
+func (r *Relay) storeError(op string, err error) {
+	r.stats.storeErrors.Add(1)
+	r.cfg.Metrics.Error("store_" + op)
+	r.cfg.Logger.Warn("outbox: store call failed; will retry", "op", op, "err", err)
+}
+
+// maintain runs the leader's background work: cleanup of retained events and
+// backlog metrics.
+func (r *Relay) maintain(ctx context.Context) {
+	cleanup := r.cfg.Retention > 0 || r.cfg.ParkedRetention > 0
+	var cleanupC, statusC <-chan time.Time
+	if cleanup {
+		t := time.NewTicker(r.cfg.CleanupInterval)
+		defer t.Stop()
+		cleanupC = t.C
+	}
+	if r.cfg.StatusInterval > 0 {
+		t := time.NewTicker(r.cfg.StatusInterval)
+		defer t.Stop()
+		statusC = t.C
+		r.reportStatus(ctx)
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-cleanupC:
+			r.Cleanup(ctx)
+		case <-statusC:
+			r.reportStatus(ctx)
+		}
+	}
+}
+
+// Cleanup deletes delivered events older than Retention and parked events
+// older than ParkedRetention (if set) now. The leader does this every
+// CleanupInterval; Cleanup is exported for tests and tools.
+func (r *Relay) Cleanup(ctx context.Context) (int64, error) {
+	now := time.Now()
+	var parkedBefore time.Time
+	if r.cfg.ParkedRetention > 0 {
+		parkedBefore = now.Add(-r.cfg.ParkedRetention)
+	}
+	n, err := r.store.Cleanup(ctx, now.Add(-r.cfg.Retention), parkedBefore)
+	if err != nil && ctx.Err() == nil {
+		r.storeError("cleanup", err)
+	}
+	return n, err
+}
+
+func (r *Relay) reportStatus(ctx context.Context) {
+	st, err := r.store.Status(ctx)
+	if err != nil {
+		if ctx.Err() == nil {
+			r.storeError("status", err)
+		}
+		return
+	}
+	r.cfg.Metrics.Backlog(st.Backlog, st.OldestAge, st.ParkedCount)
+}
+
+func (s Stats) String() string {
+	return fmt.Sprintf("delivered=%d parked=%d rejected=%d publishErrors=%d storeErrors=%d batches=%d leaderships=%d",
+		s.Delivered, s.Parked, s.Rejected, s.PublishErrors, s.StoreErrors, s.Batches, s.Leaderships)
+}
