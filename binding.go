@@ -60,6 +60,9 @@ func (b Binding) Headers(e Event, set func(key, value string)) {
 		set(b.ContentTypeKey, e.DataContentType)
 	}
 	for k, v := range e.Extensions {
+		if reserved[k] || k == "specversion" {
+			continue // an extension must not override an attribute set above
+		}
 		set(p+k, v)
 	}
 }
