@@ -355,7 +355,7 @@ func (r *Relay) process(ctx context.Context, recs []Record, retry map[int64]retr
 				if subj == "" || !blocked[subj] {
 					done = append(done, rec.Seq)
 				}
-			case eventkit.IsPermanent(ferr) && ctx.Err() == nil:
+			case permanent(ferr) && ctx.Err() == nil:
 				r.reject(ctx, rec, ferr, retry)
 				if subj != "" {
 					blocked[subj] = true
@@ -504,4 +504,10 @@ func (r *Relay) reportStatus(ctx context.Context) {
 func (s Stats) String() string {
 	return fmt.Sprintf("delivered=%d parked=%d rejected=%d publishErrors=%d storeErrors=%d batches=%d leaderships=%d",
 		s.Delivered, s.Parked, s.Rejected, s.PublishErrors, s.StoreErrors, s.Batches, s.Leaderships)
+}
+
+// permanent reports whether retrying cannot help: eventkit.IsPermanent, or
+// an event over a size limit.
+func permanent(err error) bool {
+	return eventkit.IsPermanent(err) || errors.Is(err, eventkit.ErrTooLarge)
 }

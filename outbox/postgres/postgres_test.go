@@ -94,3 +94,5 @@ func TestMigrate(t *testing.T) {
 		t.Fatal("bad table name accepted")
 	}
 }
+
+func TestRelay(t *testing.T) { outboxtest.RunRelay(t, harness) }
