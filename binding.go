@@ -120,7 +120,7 @@ func (b Binding) Decode(headers iter.Seq2[string, string], contentType string, b
 		}
 	}
 	if seenTime != "" {
-		e.Time, err = time.Parse(TimeFormat, seenTime)
+		e.Time, err = parseTime(seenTime)
 		if err != nil {
 			err = fmt.Errorf("attribute time: %w", err)
 		}

@@ -328,14 +328,14 @@ func protoTime(v *eventkitpb.Envelope_AttributeValue) (time.Time, error) {
 		}
 		return a.CeTimestamp.AsTime(), nil // UTC
 	case *eventkitpb.Envelope_AttributeValue_CeString:
-		t, err := time.Parse(TimeFormat, a.CeString)
+		t, err := parseTime(a.CeString)
 		if err != nil {
 			return time.Time{}, err
 		}
 		if s := t.Unix(); s < minTimestampSeconds || s > maxTimestampSeconds {
 			return time.Time{}, errors.New("is outside the range of google.protobuf.Timestamp (years 1 to 9999)")
 		}
-		return t.UTC(), nil
+		return t, nil
 	default:
 		return time.Time{}, fmt.Errorf("must be a timestamp, not %T", v.GetAttr())
 	}

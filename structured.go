@@ -1,13 +1,11 @@
 package eventkit
 
 import (
-	"bytes"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
-	"time"
 	"unicode/utf8"
 )
 
@@ -123,9 +121,7 @@ func DecodeStructured(b []byte) (Event, error) {
 
 func decodeStructured(b []byte) (Event, error) {
 	var m map[string]json.RawMessage
-	dec := json.NewDecoder(bytes.NewReader(b))
-	dec.UseNumber()
-	if err := dec.Decode(&m); err != nil {
+	if err := json.Unmarshal(b, &m); err != nil { // rejects trailing data too
 		return Event{}, err
 	}
 	if m == nil {
@@ -157,7 +153,7 @@ func decodeStructured(b []byte) (Event, error) {
 		}
 	}
 	if ts != "" {
-		t, err := time.Parse(TimeFormat, ts)
+		t, err := parseTime(ts)
 		if err != nil {
 			return Event{}, fmt.Errorf("attribute time: %w", err)
 		}
