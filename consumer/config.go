@@ -1,0 +1,194 @@
+package consumer
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"time"
+
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/eventkit/eventkit/broker"
+	"github.com/eventkit/eventkit/inbox"
+)
+
+// Config configures a Consumer. The zero value works: one worker per
+// subscription, no inbox, 5 attempts with exponential backoff, dead letters
+// to "<topic>.dlq" through the subscriber when it is also a publisher.
+type Config struct {
+	// Concurrency is the number of workers per subscription (default 1).
+	Concurrency int
+	// MaxInFlight bounds the deliveries of one subscription that are
+	// received and not yet settled: queued for a worker, being handled, or
+	// waiting for a retry in place. It is passed to the broker
+	// (broker.WithMaxInFlight) and enforced by the runtime as well, so a
+	// slow handler stops fetching instead of growing memory. Default
+	// 4*Concurrency.
+	MaxInFlight int
+	// OrderedBySubject handles events with the same subject one at a time,
+	// in delivery order, while different subjects run in parallel. A failed
+	// event is retried in place (its worker sleeps through the backoff) so
+	// later events of its subject cannot overtake it; after the last attempt
+	// it is dead-lettered and the subject moves on. Events without a subject
+	// share one key (they are ordered among themselves).
+	OrderedBySubject bool
+	// HandlerTimeout bounds one handler call (default 30s). The handler's
+	// context is also cancelled when shutdown runs out of time.
+	HandlerTimeout time.Duration
+	// ShutdownTimeout is how long Run waits, after its context ends, for
+	// handler calls in progress to finish; then their contexts are cancelled
+	// and their deliveries nacked (default 10s).
+	ShutdownTimeout time.Duration
+	// AckWait is passed to the broker (broker.WithAckWait). Default: enough
+	// for one handler call plus dead-lettering, and with OrderedBySubject
+	// for every attempt of a retry in place plus its backoffs. A delivery
+	// held longer (queued behind a slow subject) is redelivered by the
+	// broker: the inbox then drops the duplicate.
+	AckWait time.Duration
+	// Retry is the retry policy.
+	Retry RetryPolicy
+	// DeadLetterTopic names the dead-letter topic of a topic (default
+	// topic + ".dlq"). Returning "" disables dead letters for that topic:
+	// events that exhaust their attempts are then Termed (dropped) and logged.
+	DeadLetterTopic func(topic string) string
+	// DeadLetterPublisher publishes dead letters. Default: the subscriber,
+	// if it is a broker.Publisher.
+	DeadLetterPublisher broker.Publisher
+	// Inbox, if set, makes handling idempotent per (group, event id): see
+	// package inbox. With sqlinbox the handler runs inside the inbox's
+	// transaction (sqlinbox.Tx(ctx), sqlinbox.PgxTx(ctx)).
+	Inbox inbox.Inbox
+	// Logger (default slog.Default()).
+	Logger *slog.Logger
+	// Metrics receives outcomes and latencies (default: none). See
+	// NewOTelMetrics.
+	Metrics Metrics
+	// TracerProvider for the "handle" spans (default otel.GetTracerProvider()).
+	TracerProvider trace.TracerProvider
+}
+
+// RetryPolicy is exponential backoff with jitter and a maximum number of
+// attempts. The delay before attempt n+1 is Initial*Multiplier^(n-1), capped
+// at Max, then moved by up to ±Jitter of itself at random.
+type RetryPolicy struct {
+	// MaxAttempts counts every delivery attempt, the first included
+	// (default 5). After the last failed attempt the event is dead-lettered.
+	MaxAttempts int
+	// Initial delay (default 100ms).
+	Initial time.Duration
+	// Max delay (default 30s).
+	Max time.Duration
+	// Multiplier (default 2).
+	Multiplier float64
+	// Jitter as a fraction of the delay, 0..1 (default 0.2). Negative: none.
+	Jitter float64
+}
+
+func (p RetryPolicy) withDefaults() RetryPolicy {
+	if p.MaxAttempts <= 0 {
+		p.MaxAttempts = 5
+	}
+	if p.Initial <= 0 {
+		p.Initial = 100 * time.Millisecond
+	}
+	if p.Max <= 0 {
+		p.Max = 30 * time.Second
+	}
+	if p.Max < p.Initial {
+		p.Max = p.Initial
+	}
+	if p.Multiplier < 1 {
+		p.Multiplier = 2
+	}
+	if p.Jitter == 0 {
+		p.Jitter = 0.2
+	}
+	if p.Jitter < 0 {
+		p.Jitter = 0
+	}
+	if p.Jitter > 1 {
+		p.Jitter = 1
+	}
+	return p
+}
+
+// Backoff returns the delay after failed attempt n (from 1), with jitter.
+func (p RetryPolicy) Backoff(attempt int) time.Duration {
+	p = p.withDefaults()
+	d := float64(p.Initial)
+	for i := 1; i < attempt && d < float64(p.Max); i++ {
+		d *= p.Multiplier
+	}
+	if d > float64(p.Max) {
+		d = float64(p.Max)
+	}
+	if p.Jitter > 0 {
+		d += d * p.Jitter * (2*rand.Float64() - 1)
+	}
+	return time.Duration(d)
+}
+
+// worstCase is the longest a delivery's own attempts can take in place.
+func (p RetryPolicy) worstCase(handlerTimeout time.Duration) time.Duration {
+	p = p.withDefaults()
+	var total time.Duration
+	for i := 1; i <= p.MaxAttempts; i++ {
+		total += handlerTimeout
+		if i < p.MaxAttempts {
+			d := float64(p.Initial)
+			for j := 1; j < i && d < float64(p.Max); j++ {
+				d *= p.Multiplier
+			}
+			total += time.Duration(min(d, float64(p.Max)) * (1 + p.Jitter))
+		}
+	}
+	return total
+}
+
+func (c Config) withDefaults(sub broker.Subscriber) (Config, error) {
+	if c.Concurrency <= 0 {
+		c.Concurrency = 1
+	}
+	if c.MaxInFlight <= 0 {
+		c.MaxInFlight = 4 * c.Concurrency
+	}
+	if c.MaxInFlight < c.Concurrency {
+		return c, fmt.Errorf("consumer: MaxInFlight (%d) must be at least Concurrency (%d)", c.MaxInFlight, c.Concurrency)
+	}
+	if c.HandlerTimeout <= 0 {
+		c.HandlerTimeout = 30 * time.Second
+	}
+	if c.ShutdownTimeout <= 0 {
+		c.ShutdownTimeout = 10 * time.Second
+	}
+	c.Retry = c.Retry.withDefaults()
+	if c.AckWait <= 0 {
+		c.AckWait = c.HandlerTimeout + 30*time.Second
+		if c.OrderedBySubject {
+			c.AckWait = c.Retry.worstCase(c.HandlerTimeout) + 30*time.Second
+		}
+	}
+	if c.DeadLetterTopic == nil {
+		c.DeadLetterTopic = func(topic string) string { return topic + ".dlq" }
+	}
+	if c.DeadLetterPublisher == nil {
+		if p, ok := sub.(broker.Publisher); ok {
+			c.DeadLetterPublisher = p
+		}
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	if c.Metrics == nil {
+		c.Metrics = nopMetrics{}
+	}
+	if c.TracerProvider == nil {
+		c.TracerProvider = otel.GetTracerProvider()
+	}
+	if sub == nil {
+		return c, errors.New("consumer: nil subscriber")
+	}
+	return c, nil
+}

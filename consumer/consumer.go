@@ -1,0 +1,170 @@
+package consumer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/eventkit/eventkit"
+	"github.com/eventkit/eventkit/broker"
+)
+
+// Consumer runs handlers for subscriptions of one broker.Subscriber. Create
+// it with New, register handlers with Handle, then call Run.
+type Consumer struct {
+	sub    broker.Subscriber
+	cfg    Config
+	mu     sync.Mutex
+	routes []*route
+	ran    bool
+}
+
+// New returns a consumer of sub. It fails only on an invalid Config.
+func New(sub broker.Subscriber, cfg Config) (*Consumer, error) {
+	cfg, err := cfg.withDefaults(sub)
+	if err != nil {
+		return nil, err
+	}
+	return &Consumer{sub: sub, cfg: cfg}, nil
+}
+
+// Handle subscribes h to topic as (a member of) group when Run starts. The
+// group is also the consumer name in inbox keys and dead letters. Handle
+// must be called before Run; it returns an error for an invalid topic or
+// group name, a duplicate (topic, group), or after Run.
+func (c *Consumer) Handle(topic, group string, h Handler) error {
+	if err := broker.ValidateName("topic", topic); err != nil {
+		return err
+	}
+	if err := broker.ValidateName("group", group); err != nil {
+		return err
+	}
+	if h == nil {
+		return errors.New("consumer: nil handler")
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.ran {
+		return ErrAlreadyRunning
+	}
+	for _, r := range c.routes {
+		if r.topic == topic && r.group == group {
+			return fmt.Errorf("consumer: %s/%s already has a handler", topic, group)
+		}
+	}
+	c.routes = append(c.routes, newRoute(c, topic, group, h))
+	return nil
+}
+
+// HandleFunc is Handle for a function.
+func (c *Consumer) HandleFunc(topic, group string, fn func(ctx context.Context, ev eventkit.Event) error) error {
+	return c.Handle(topic, group, HandlerFunc(fn))
+}
+
+// Run subscribes every handler and consumes until ctx ends, then shuts down
+// gracefully: it stops fetching, nacks deliveries not yet started, lets
+// handler calls in progress finish for up to Config.ShutdownTimeout (then
+// cancels their contexts and nacks them), settles everything, closes the
+// subscriptions and returns. It returns nil after ctx ended, or the error
+// that stopped a subscription (after shutting the others down), or a
+// Subscribe error. Run may be called once.
+func (c *Consumer) Run(ctx context.Context) error {
+	c.mu.Lock()
+	if c.ran {
+		c.mu.Unlock()
+		return ErrAlreadyRunning
+	}
+	c.ran = true
+	routes := c.routes
+	c.mu.Unlock()
+	if len(routes) == 0 {
+		return errors.New("consumer: no handlers")
+	}
+
+	var started []*route
+	stopAll := func() {
+		var wg sync.WaitGroup
+		for _, r := range started {
+			wg.Go(r.shutdown)
+		}
+		wg.Wait()
+	}
+	for _, r := range routes {
+		if err := r.start(); err != nil {
+			stopAll()
+			return err
+		}
+		started = append(started, r)
+	}
+
+	// Wait for ctx, or for a subscription to stop on its own.
+	failed := make(chan *route, len(started))
+	var watchers sync.WaitGroup
+	stopWatch := make(chan struct{})
+	for _, r := range started {
+		watchers.Go(func() {
+			select {
+			case <-r.sub.Done():
+				failed <- r
+			case <-stopWatch:
+			}
+		})
+	}
+	var err error
+	select {
+	case <-ctx.Done():
+	case r := <-failed:
+		err = r.sub.Err()
+		if err == nil {
+			err = fmt.Errorf("consumer: subscription %s/%s stopped", r.topic, r.group)
+		} else {
+			err = fmt.Errorf("consumer: subscription %s/%s: %w", r.topic, r.group, err)
+		}
+	}
+	close(stopWatch)
+	watchers.Wait()
+	stopAll()
+	return err
+}
+
+// Stats are counters of one consumer, across its subscriptions.
+type Stats struct {
+	// InFlight is the number of deliveries received and not yet settled.
+	InFlight int
+	// Handling is the number of handler calls in progress.
+	Handling     int
+	Handled      uint64
+	Failed       uint64
+	Retried      uint64
+	DeadLettered uint64
+	Duplicates   uint64
+}
+
+// Stats returns the current counters.
+func (c *Consumer) Stats() Stats {
+	c.mu.Lock()
+	routes := c.routes
+	c.mu.Unlock()
+	var s Stats
+	for _, r := range routes {
+		s.InFlight += int(r.inflight.Load())
+		s.Handling += int(r.handling.Load())
+		s.Handled += r.handled.Load()
+		s.Failed += r.failed.Load()
+		s.Retried += r.retried.Load()
+		s.DeadLettered += r.deadLettered.Load()
+		s.Duplicates += r.duplicates.Load()
+	}
+	return s
+}
+
+type counters struct {
+	inflight, handling                                  atomic.Int64
+	handled, failed, retried, deadLettered, duplicates atomic.Uint64
+}
+
+// settleTimeout bounds one Ack/Nack/Term or dead-letter publish.
+const settleTimeout = 10 * time.Second

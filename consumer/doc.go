@@ -1,0 +1,67 @@
+// Package consumer is the consumer runtime: it runs handlers for the
+// deliveries of any broker.Subscriber with a bounded worker pool, optional
+// per-subject order, retries with backoff, dead letters, an optional inbox
+// for idempotency, panic recovery, tracing and metrics, and a graceful
+// shutdown.
+//
+//	c, _ := consumer.New(b, consumer.Config{Concurrency: 8, Inbox: in})
+//	r := consumer.NewRouter(reg)
+//	consumer.On(r, "order.created", func(ctx context.Context, o OrderCreated, ev eventkit.Event) error {
+//		_, err := sqlinbox.Tx(ctx).ExecContext(ctx, "INSERT INTO invoices ...")
+//		return err
+//	})
+//	_ = c.Handle("orders", "billing", r)
+//	err := c.Run(ctx) // until ctx ends
+//
+// # Guarantees
+//
+// Delivery is at least once: a delivery is acked only after its handler
+// succeeded (and, with an inbox, after the inbox transaction committed), or
+// after its dead letter was published. With sqlinbox the effects of the
+// handler's transaction happen once per (group, event id) even across
+// crashes and concurrent duplicates; without an inbox the handler must be
+// idempotent itself.
+//
+// Concurrency: each subscription has Config.Concurrency workers and at most
+// Config.MaxInFlight unsettled deliveries (the broker stops fetching beyond
+// that), so a slow or blocked handler applies backpressure; memory does not
+// grow with the backlog.
+//
+// Order: without OrderedBySubject, deliveries run in parallel with no order.
+// With it, events of one subject run one at a time in delivery order and
+// different subjects in parallel; a failing event is retried in place (its
+// worker sleeps through the backoff, holding back later events of that
+// subject only) and after Retry.MaxAttempts it is dead-lettered and the
+// subject moves on. The order is the broker's delivery order: brokers
+// without Capabilities.OrderedPerSubject do not keep it across competing
+// consumers of a group, and a delivery redelivered after its ack wait (or a
+// crash) comes back out of order.
+//
+// Retries: a handler error is retried with exponential backoff and jitter
+// (RetryPolicy) up to MaxAttempts, counting with Delivery.Attempt(); without
+// OrderedBySubject a retry is a Nack with the delay, so it survives a restart.
+// RetryAfter(d, err) chooses the delay; eventkit.Permanent(err) (or a payload
+// the registry cannot decode) dead-letters at once. A panic is recovered,
+// logged with its stack, and treated as an error.
+//
+// Dead letters: the original event, with dlq* extensions (topic, group,
+// attempts, first and last failure time, error text, reason) is published to
+// Config.DeadLetterTopic(topic), "<topic>.dlq" by default, and only then is
+// the delivery acked; if that publish fails the delivery is nacked and tried
+// again later. A message that is not a valid event is dead-lettered at once
+// as an event of type UndecodableType whose data is the raw bytes. Read the
+// attributes back with DeadLetterInfo; Original strips them for a replay.
+//
+// Shutdown: when Run's context ends, fetching stops, deliveries not yet
+// started are nacked, handler calls in progress get Config.ShutdownTimeout
+// to finish (then their contexts are cancelled and the deliveries nacked),
+// and Run returns after every delivery is settled and every goroutine it
+// started has ended.
+//
+// Observability: log/slog (Config.Logger); an OpenTelemetry span "handle
+// <topic>" per attempt, child of the producer's span when the event carries
+// a traceparent extension (W3C trace context), so trace.SpanFromContext in
+// the handler continues the trace; Metrics (NewOTelMetrics, or your own) for
+// outcomes (handled, failed, retried, dead_lettered, duplicate) and handler
+// latency; Consumer.Stats for in-process counters.
+package consumer

@@ -1,0 +1,152 @@
+package consumer_test
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"sync"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/eventkit/eventkit"
+	"github.com/eventkit/eventkit/broker"
+	"github.com/eventkit/eventkit/broker/memory"
+	"github.com/eventkit/eventkit/consumer"
+	"github.com/eventkit/eventkit/internal/testenv"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m,
+		goleak.IgnoreTopFunction("database/sql.(*DB).connectionOpener"),
+		// go-redis pools keep a reaper until Close; tests close them.
+	)
+}
+
+// quietLogger discards logs unless EVENTKIT_TEST_LOG is set.
+func quietLogger() *slog.Logger {
+	if os.Getenv("EVENTKIT_TEST_LOG") != "" {
+		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	return slog.New(slog.NewTextHandler(io.Discard, nil))
+}
+
+// fastRetry is a retry policy for tests.
+func fastRetry(attempts int) consumer.RetryPolicy {
+	return consumer.RetryPolicy{MaxAttempts: attempts, Initial: 2 * time.Millisecond, Max: 20 * time.Millisecond}
+}
+
+// running is a consumer started by start.
+type running struct {
+	c    *consumer.Consumer
+	stop func() error // cancels Run and waits for it
+	done chan error
+}
+
+// start runs c until the test ends (or stop is called).
+func start(t *testing.T, c *consumer.Consumer) *running {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- c.Run(ctx) }()
+	var once sync.Once
+	var err error
+	stop := func() error {
+		once.Do(func() {
+			cancel()
+			select {
+			case err = <-done:
+			case <-time.After(30 * time.Second):
+				err = fmt.Errorf("Run did not return 30s after cancel")
+			}
+		})
+		return err
+	}
+	t.Cleanup(func() {
+		if err := stop(); err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	})
+	return &running{c: c, stop: stop, done: done}
+}
+
+func newConsumer(t *testing.T, sub broker.Subscriber, cfg consumer.Config) *consumer.Consumer {
+	t.Helper()
+	if cfg.Logger == nil {
+		cfg.Logger = quietLogger()
+	}
+	c, err := consumer.New(sub, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+func newBroker(t *testing.T) *memory.Broker {
+	t.Helper()
+	b := memory.New(memory.Options{})
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = b.Close(ctx)
+	})
+	return b
+}
+
+func publish(t testing.TB, p broker.Publisher, topic string, evs ...eventkit.Event) {
+	t.Helper()
+	if err := p.Publish(context.Background(), topic, evs...); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func ev(typ, subject string, data string, opts ...eventkit.Option) eventkit.Event {
+	return eventkit.New(typ, "application/json", []byte(data), append([]eventkit.Option{eventkit.WithSubject(subject)}, opts...)...)
+}
+
+// collect subscribes to topic with a plain auto-acking subscription and
+// returns a channel of what arrives.
+func collect(t *testing.T, b broker.Subscriber, topic string) <-chan eventkit.Event {
+	t.Helper()
+	ch := make(chan eventkit.Event, 1000)
+	sub, err := b.Subscribe(context.Background(), topic, testenv.Name("collect"), broker.AutoAck(
+		func(ctx context.Context, e eventkit.Event, attempt int) error {
+			ch <- e.Clone()
+			return nil
+		}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = sub.Close(ctx)
+	})
+	return ch
+}
+
+// eventually polls cond until it holds or the timeout passes.
+func eventually(t *testing.T, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s", timeout, what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func receive(t *testing.T, ch <-chan eventkit.Event, timeout time.Duration) eventkit.Event {
+	t.Helper()
+	select {
+	case e := <-ch:
+		return e
+	case <-time.After(timeout):
+		t.Fatalf("nothing received within %s", timeout)
+		return eventkit.Event{}
+	}
+}

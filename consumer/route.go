@@ -1,0 +1,472 @@
+package consumer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"runtime/debug"
+	"sync"
+	"time"
+
+	lru "github.com/hashicorp/golang-lru/v2"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/eventkit/eventkit"
+	"github.com/eventkit/eventkit/broker"
+	"github.com/eventkit/eventkit/inbox"
+)
+
+// errStopping is returned to the adapter for deliveries that arrive while
+// the route shuts down: the adapter nacks them.
+var errStopping = errors.New("consumer: shutting down")
+
+// route is one subscription (topic, group) with its worker pool.
+type route struct {
+	c     *Consumer
+	cfg   Config
+	topic string
+	group string
+	h     Handler
+	log   *slog.Logger
+
+	counters
+	tracer trace.Tracer
+
+	sub        broker.Subscription
+	subCancel  context.CancelFunc
+	stopping   chan struct{}
+	stopOnce   sync.Once
+	hardCtx    context.Context // handler contexts derive from it; cancelled when shutdown runs out of time
+	hardCancel context.CancelFunc
+	sem        chan struct{} // MaxInFlight slots
+	workers    sync.WaitGroup
+
+	work chan broker.Delivery // unordered: hand-off to a free worker
+
+	mu     sync.Mutex                   // ordered:
+	queues map[string][]broker.Delivery // subject -> backlog; present while a worker owns the subject
+	ready  chan orderedJob              // a subject's first delivery, to a free worker
+
+	firstFail *lru.Cache[string, time.Time] // event id -> first failure seen (unordered retries)
+}
+
+type orderedJob struct {
+	key string
+	d   broker.Delivery
+}
+
+func newRoute(c *Consumer, topic, group string, h Handler) *route {
+	ff, _ := lru.New[string, time.Time](4096)
+	r := &route{
+		c: c, cfg: c.cfg, topic: topic, group: group, h: h,
+		log:       c.cfg.Logger.With("topic", topic, "group", group),
+		tracer:    c.cfg.TracerProvider.Tracer("github.com/eventkit/eventkit/consumer"),
+		stopping:  make(chan struct{}),
+		sem:       make(chan struct{}, c.cfg.MaxInFlight),
+		work:      make(chan broker.Delivery),
+		queues:    map[string][]broker.Delivery{},
+		ready:     make(chan orderedJob),
+		firstFail: ff,
+	}
+	r.hardCtx, r.hardCancel = context.WithCancel(context.Background())
+	return r
+}
+
+func (r *route) start() error {
+	for range r.cfg.Concurrency {
+		if r.cfg.OrderedBySubject {
+			r.workers.Go(r.orderedWorker)
+		} else {
+			r.workers.Go(r.worker)
+		}
+	}
+	subCtx, cancel := context.WithCancel(context.Background())
+	sub, err := r.c.sub.Subscribe(subCtx, r.topic, r.group, r.dispatch,
+		broker.WithMaxInFlight(r.cfg.MaxInFlight), broker.WithAckWait(r.cfg.AckWait))
+	if err != nil {
+		cancel()
+		r.stop()
+		r.workers.Wait()
+		r.hardCancel()
+		return fmt.Errorf("consumer: subscribe %s/%s: %w", r.topic, r.group, err)
+	}
+	r.sub, r.subCancel = sub, cancel
+	r.log.Debug("consumer: subscribed", "concurrency", r.cfg.Concurrency, "ordered", r.cfg.OrderedBySubject)
+	return nil
+}
+
+func (r *route) stop() { r.stopOnce.Do(func() { close(r.stopping) }) }
+
+func (r *route) isStopping() bool {
+	select {
+	case <-r.stopping:
+		return true
+	default:
+		return false
+	}
+}
+
+// shutdown stops the route: no new work, queued work nacked, work in
+// progress finished (or cancelled after ShutdownTimeout), subscription
+// closed.
+func (r *route) shutdown() {
+	r.stop()
+	timer := time.AfterFunc(r.cfg.ShutdownTimeout, r.hardCancel)
+	r.workers.Wait()
+	timer.Stop()
+	ctx, cancel := context.WithTimeout(context.Background(), settleTimeout)
+	defer cancel()
+	if r.sub != nil {
+		if err := r.sub.Close(ctx); err != nil {
+			r.log.Warn("consumer: closing subscription", "err", err)
+		}
+		r.subCancel()
+	}
+	r.hardCancel()
+}
+
+// dispatch is the broker.Handler: it takes an in-flight slot (waiting while
+// MaxInFlight deliveries are unsettled) and hands the delivery to a worker.
+func (r *route) dispatch(ctx context.Context, d broker.Delivery) error {
+	select {
+	case r.sem <- struct{}{}:
+	case <-r.stopping:
+		return errStopping
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	r.inflight.Add(1)
+	if !r.cfg.OrderedBySubject {
+		select {
+		case r.work <- d:
+			return nil
+		case <-r.stopping:
+			r.release()
+			return errStopping
+		}
+	}
+	key := d.Event().Subject
+	r.mu.Lock()
+	if q, busy := r.queues[key]; busy {
+		r.queues[key] = append(q, d)
+		r.mu.Unlock()
+		return nil
+	}
+	r.queues[key] = nil
+	r.mu.Unlock()
+	select {
+	case r.ready <- orderedJob{key: key, d: d}:
+		return nil
+	case <-r.stopping:
+		r.mu.Lock()
+		delete(r.queues, key) // only dispatch appends, so the backlog is empty
+		r.mu.Unlock()
+		r.release()
+		return errStopping
+	}
+}
+
+func (r *route) release() {
+	r.inflight.Add(-1)
+	<-r.sem
+}
+
+func (r *route) worker() {
+	for {
+		select {
+		case d := <-r.work:
+			r.process(d)
+		case <-r.stopping:
+			return
+		}
+	}
+}
+
+// orderedWorker owns one subject at a time and drains its backlog in order.
+func (r *route) orderedWorker() {
+	for {
+		select {
+		case j := <-r.ready:
+			d := j.d
+			for {
+				r.process(d)
+				r.mu.Lock()
+				q := r.queues[j.key]
+				if len(q) == 0 {
+					delete(r.queues, j.key)
+					r.mu.Unlock()
+					break
+				}
+				d = q[0]
+				q[0] = nil
+				r.queues[j.key] = q[1:]
+				r.mu.Unlock()
+			}
+		case <-r.stopping:
+			return
+		}
+	}
+}
+
+func settleCtx() (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.Background(), settleTimeout)
+}
+
+func (r *route) ack(d broker.Delivery) {
+	ctx, cancel := settleCtx()
+	defer cancel()
+	if err := d.Ack(ctx); err != nil && !errors.Is(err, broker.ErrAlreadySettled) {
+		r.log.Warn("consumer: ack failed; the event will be redelivered", "id", d.Event().ID, "err", err)
+	}
+}
+
+func (r *route) nack(d broker.Delivery, delay time.Duration) {
+	ctx, cancel := settleCtx()
+	defer cancel()
+	if err := d.Nack(ctx, delay); err != nil && !errors.Is(err, broker.ErrAlreadySettled) {
+		r.log.Warn("consumer: nack failed; the event will be redelivered after the ack wait", "id", d.Event().ID, "err", err)
+	}
+}
+
+func (r *route) term(d broker.Delivery) {
+	ctx, cancel := settleCtx()
+	defer cancel()
+	if err := d.Term(ctx); err != nil && !errors.Is(err, broker.ErrAlreadySettled) {
+		r.log.Warn("consumer: term failed", "id", d.Event().ID, "err", err)
+	}
+}
+
+// sleep waits d, or returns false if the route starts stopping first.
+func (r *route) sleep(d time.Duration) bool {
+	if d <= 0 {
+		return !r.isStopping()
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-r.stopping:
+		return false
+	}
+}
+
+// process handles one delivery to the end: it is settled when process
+// returns.
+func (r *route) process(d broker.Delivery) {
+	defer r.release()
+	if r.isStopping() {
+		r.nack(d, 0)
+		return
+	}
+	if err := d.DecodeErr(); err != nil {
+		r.deadLetterUndecodable(d, err)
+		return
+	}
+	ev := d.Event()
+	attempt := max(d.Attempt(), 1)
+	var first time.Time
+	for {
+		err := r.invoke(ev, attempt)
+		ctx := context.Background()
+		switch {
+		case err == nil:
+			r.ack(d)
+			r.handled.Add(1)
+			r.cfg.Metrics.Count(ctx, r.topic, r.group, OutcomeHandled)
+			if attempt > 1 {
+				r.firstFail.Remove(ev.ID)
+			}
+			return
+		case errors.Is(err, inbox.ErrDuplicate):
+			r.ack(d)
+			r.duplicates.Add(1)
+			r.cfg.Metrics.Count(ctx, r.topic, r.group, OutcomeDuplicate)
+			r.log.Debug("consumer: duplicate skipped", "id", ev.ID, "type", ev.Type)
+			return
+		case r.hardCtx.Err() != nil:
+			// Shutdown ran out of time and cancelled the handler: not the
+			// event's fault, and not counted as a failure.
+			r.nack(d, 0)
+			return
+		case errors.Is(err, inbox.ErrInProgress):
+			// Another worker holds the key; not an attempt of ours.
+			if r.cfg.OrderedBySubject && r.sleep(r.cfg.Retry.Initial) {
+				continue
+			}
+			r.nack(d, r.cfg.Retry.Initial)
+			return
+		}
+
+		now := time.Now()
+		r.failed.Add(1)
+		r.cfg.Metrics.Count(ctx, r.topic, r.group, OutcomeFailed)
+		if first.IsZero() {
+			first = now
+			if prev, ok := r.firstFail.Get(ev.ID); ok {
+				first = prev
+			} else if !r.cfg.OrderedBySubject {
+				r.firstFail.Add(ev.ID, now)
+			}
+		}
+		permanent := eventkit.IsPermanent(err)
+		if permanent || attempt >= r.cfg.Retry.MaxAttempts {
+			reason := ReasonMaxAttempts
+			if permanent {
+				reason = ReasonPermanent
+			}
+			r.log.Error("consumer: giving up on event", "id", ev.ID, "type", ev.Type, "subject", ev.Subject,
+				"attempt", attempt, "reason", reason, "err", err)
+			r.deadLetter(d, ev, failure{reason: reason, attempts: attempt, first: first, last: now, err: err})
+			return
+		}
+		delay := r.cfg.Retry.Backoff(attempt)
+		var ra *RetryAfterError
+		if errors.As(err, &ra) && ra.Delay >= 0 {
+			delay = ra.Delay
+		}
+		r.retried.Add(1)
+		r.cfg.Metrics.Count(ctx, r.topic, r.group, OutcomeRetried)
+		r.log.Warn("consumer: handler failed; will retry", "id", ev.ID, "type", ev.Type, "subject", ev.Subject,
+			"attempt", attempt, "max_attempts", r.cfg.Retry.MaxAttempts, "retry_in", delay, "err", err)
+		if !r.cfg.OrderedBySubject {
+			r.nack(d, delay)
+			return
+		}
+		// Ordered: retry in place so later events of this subject wait.
+		if !r.sleep(delay) {
+			r.nack(d, 0)
+			return
+		}
+		attempt++
+	}
+}
+
+// invoke runs one attempt: trace span, timeout, inbox, panic recovery.
+func (r *route) invoke(ev eventkit.Event, attempt int) (err error) {
+	ctx, cancel := context.WithTimeout(r.hardCtx, r.cfg.HandlerTimeout)
+	defer cancel()
+	if ev.Extensions["traceparent"] != "" {
+		ctx = propagation.TraceContext{}.Extract(ctx, propagation.MapCarrier(ev.Extensions))
+	}
+	ctx, span := r.tracer.Start(ctx, "handle "+r.topic,
+		trace.WithSpanKind(trace.SpanKindConsumer),
+		trace.WithAttributes(
+			attribute.String("messaging.operation.type", "process"),
+			attribute.String("messaging.destination.name", r.topic),
+			attribute.String("messaging.consumer.group.name", r.group),
+			attribute.String("messaging.message.id", ev.ID),
+			attribute.Int("messaging.delivery.attempt", attempt),
+			attribute.String("cloudevents.event_type", ev.Type),
+			attribute.String("cloudevents.event_subject", ev.Subject),
+		))
+	defer span.End()
+	ctx = context.WithValue(ctx, metaKey{}, Meta{Topic: r.topic, Group: r.group, Attempt: attempt})
+
+	r.handling.Add(1)
+	start := time.Now()
+	call := func(ctx context.Context) error { return r.safeCall(ctx, ev) }
+	if r.cfg.Inbox != nil {
+		err = r.cfg.Inbox.Process(ctx, inbox.Key{Consumer: r.group, EventID: ev.ID, EventType: ev.Type}, call)
+	} else {
+		err = call(ctx)
+	}
+	r.handling.Add(-1)
+	failed := err != nil && !errors.Is(err, inbox.ErrDuplicate)
+	r.cfg.Metrics.HandlerLatency(ctx, r.topic, r.group, time.Since(start), failed)
+	switch {
+	case errors.Is(err, inbox.ErrDuplicate):
+		span.SetAttributes(attribute.Bool("eventkit.duplicate", true))
+	case err != nil:
+		span.RecordError(err)
+		span.SetStatus(codes.Error, err.Error())
+	}
+	return err
+}
+
+// safeCall runs the handler, turning a panic into a *PanicError.
+func (r *route) safeCall(ctx context.Context, ev eventkit.Event) (err error) {
+	defer func() {
+		if v := recover(); v != nil {
+			stack := debug.Stack()
+			r.log.Error("consumer: handler panicked", "id", ev.ID, "type", ev.Type, "panic", fmt.Sprint(v), "stack", string(stack))
+			err = &PanicError{Value: v, Stack: stack}
+		}
+	}()
+	return r.h.HandleEvent(ctx, ev)
+}
+
+// deadLetter publishes ev's dead letter and then acks d. If the publish
+// fails, d is nacked for a later attempt (ordered: retried in place until
+// it works or the route stops, so the subject does not move on).
+func (r *route) deadLetter(d broker.Delivery, ev eventkit.Event, f failure) {
+	r.firstFail.Remove(ev.ID)
+	r.publishDeadLetter(d, deadLetterOf(ev, r.topic, r.group, f), f)
+}
+
+func (r *route) deadLetterUndecodable(d broker.Delivery, err error) {
+	var raw []byte
+	var headers map[string]string
+	var de *eventkit.DecodeError
+	if errors.As(err, &de) {
+		raw, headers = de.Raw, de.Headers
+	}
+	now := time.Now()
+	r.failed.Add(1)
+	r.cfg.Metrics.Count(context.Background(), r.topic, r.group, OutcomeFailed)
+	r.log.Error("consumer: undecodable message; dead-lettering it", "attempt", d.Attempt(), "bytes", len(raw), "err", err)
+	f := failure{reason: ReasonUndecodable, attempts: max(d.Attempt(), 1), first: now, last: now, err: err}
+	r.publishDeadLetter(d, undecodableDeadLetter(raw, headers, r.topic, r.group, f), f)
+}
+
+func (r *route) publishDeadLetter(d broker.Delivery, dl eventkit.Event, f failure) {
+	topic := r.cfg.DeadLetterTopic(r.topic)
+	if topic == "" || r.cfg.DeadLetterPublisher == nil {
+		r.log.Error("consumer: no dead-letter topic; dropping the event", "id", dl.ID, "reason", f.reason)
+		r.term(d)
+		return
+	}
+	for try := 1; ; try++ {
+		ctx, cancel := settleCtx()
+		err := r.cfg.DeadLetterPublisher.Publish(ctx, topic, dl)
+		cancel()
+		if err == nil {
+			r.ack(d)
+			r.deadLettered.Add(1)
+			r.cfg.Metrics.Count(context.Background(), r.topic, r.group, OutcomeDeadLettered)
+			return
+		}
+		if errors.Is(err, eventkit.ErrInvalidEvent) {
+			// The dead letter itself is unacceptable (too large for the
+			// broker): retrying cannot help.
+			r.log.Error("consumer: dead letter rejected; dropping the event", "id", dl.ID, "dlq", topic, "err", err)
+			r.term(d)
+			return
+		}
+		delay := r.cfg.Retry.Backoff(try)
+		r.log.Warn("consumer: dead-letter publish failed", "id", dl.ID, "dlq", topic, "err", err, "retry_in", delay)
+		if !r.cfg.OrderedBySubject || !r.sleep(delay) {
+			r.nack(d, delay)
+			return
+		}
+	}
+}
+
+// Meta describes the delivery a handler is running for.
+type Meta struct {
+	Topic   string
+	Group   string
+	Attempt int // from 1
+}
+
+type metaKey struct{}
+
+// MetaFrom returns the delivery metadata of a handler's context.
+func MetaFrom(ctx context.Context) (Meta, bool) {
+	m, ok := ctx.Value(metaKey{}).(Meta)
+	return m, ok
+}
