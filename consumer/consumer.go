@@ -162,7 +162,7 @@ func (c *Consumer) Stats() Stats {
 }
 
 type counters struct {
-	inflight, handling                                  atomic.Int64
+	inflight, handling                                 atomic.Int64
 	handled, failed, retried, deadLettered, duplicates atomic.Uint64
 }
 
