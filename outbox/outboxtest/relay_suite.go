@@ -306,6 +306,26 @@ func testPermanent(t *testing.T, h Harness) {
 	if _, err := CheckStream(got, sent); err != nil {
 		t.Fatal(err)
 	}
+	WaitFor(t, 10*time.Second, "backlog drained", func() bool {
+		st, err := h.Store.Status(ctx)
+		return err == nil && st.Backlog == 0
+	})
+	// The s1 events behind the bad one went out in the same Publish call as
+	// its first attempt, were held (not completed) while it was retried,
+	// and were published again once it was parked.
+	got = eventsOf(rec.Events())
+	copies := map[string]int{}
+	for _, e := range got {
+		copies[e.ID]++
+	}
+	for _, id := range sent["s1"] {
+		if copies[id] < 2 {
+			t.Errorf("s1 event %s published %d times: it was not held behind the rejected event", id, copies[id])
+		}
+	}
+	if _, err := CheckStream(got, sent); err != nil {
+		t.Fatal(err)
+	}
 	st, err := h.Store.Status(ctx)
 	if err != nil {
 		t.Fatal(err)

@@ -1,0 +1,382 @@
+package sqlutil
+
+import (
+	"context"
+	"database/sql"
+
+	"fmt"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/eventkit/eventkit"
+	"github.com/eventkit/eventkit/outbox"
+)
+
+// Dialect is what differs between the database/sql stores.
+type Dialect struct {
+	// Name prefixes errors: "outbox/mysql".
+	Name string
+	// NowMicros is an SQL expression for the current time in microseconds
+	// since the Unix epoch (an integer).
+	NowMicros string
+}
+
+// DB implements the common part of outbox.Store over database/sql, for
+// tables with the shared column layout (times as BIGINT microseconds since
+// the Unix epoch) and '?' placeholders.
+type DB struct {
+	db      *sql.DB
+	table   string
+	d       Dialect
+	maxSize int
+
+	mu        sync.Mutex
+	listeners map[int]func()
+	nextID    int
+
+	insertHead, insertRow, claimHead string
+}
+
+const selCols = `seq, topic, id, type, source, subject, event_time, data_version, data_content_type, data_schema, extensions, data, created_at, attempts, coalesce(last_error, '')`
+
+// NewDB returns the shared store over db for table.
+func NewDB(db *sql.DB, table string, d Dialect, maxEventSize int) *DB {
+	return &DB{
+		db: db, table: table, d: d, maxSize: maxEventSize, listeners: map[int]func(){},
+		insertHead: `INSERT INTO ` + table + ` (topic, id, type, source, subject, event_time, data_version, data_content_type, data_schema, extensions, data, created_at) VALUES `,
+		insertRow:  `(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ` + d.NowMicros + `)`,
+		claimHead:  `SELECT ` + selCols + ` FROM ` + table + ` WHERE delivered_at IS NULL AND parked_at IS NULL`,
+	}
+}
+
+// SQL returns the *sql.DB.
+func (s *DB) SQL() *sql.DB { return s.db }
+
+// Table returns the table name.
+func (s *DB) Table() string { return s.table }
+
+func (s *DB) errf(op string, err error) error { return fmt.Errorf("%s: %s: %w", s.d.Name, op, err) }
+
+const rowsPerInsert = 500
+
+// Add inserts events for topic inside tx (multi-row INSERTs of up to 500
+// rows), then wakes the relays of this process that listen on the store
+// (they poll until the transaction's commit makes the events visible). Events
+// are validated first (see outbox.Prepare), and the span context of ctx, if
+// any, is stored as traceparent.
+func (s *DB) Add(ctx context.Context, tx *sql.Tx, topic string, events ...eventkit.Event) error {
+	if len(events) == 0 {
+		return nil
+	}
+	evs, err := outbox.Prepare(ctx, topic, s.maxSize, events)
+	if err != nil {
+		return err
+	}
+	for len(evs) > 0 {
+		n := min(len(evs), rowsPerInsert)
+		var b strings.Builder
+		b.WriteString(s.insertHead)
+		args := make([]any, 0, n*11)
+		for i, e := range evs[:n] {
+			if i > 0 {
+				b.WriteString(", ")
+			}
+			b.WriteString(s.insertRow)
+			var ext any
+			if p := ExtText(e.Extensions); p != nil {
+				ext = *p
+			}
+			var data any
+			if e.Data != nil {
+				data = e.Data
+			}
+			args = append(args, topic, e.ID, e.Type, e.Source, e.Subject, TimeText(e.Time), e.DataVersion,
+				e.DataContentType, e.DataSchema, ext, data)
+		}
+		if _, err := tx.ExecContext(ctx, b.String(), args...); err != nil {
+			return s.errf("insert into "+s.table, err)
+		}
+		evs = evs[n:]
+	}
+	s.Notify()
+	return nil
+}
+
+// Notify wakes the relays of this process that listen on the store. Add
+// calls it; call it after committing for the lowest latency.
+func (s *DB) Notify() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, f := range s.listeners {
+		f()
+	}
+}
+
+// Listen implements outbox.Store with an in-process notifier: wake is called
+// by Add and Notify in this process (writes from other processes are found
+// by polling).
+func (s *DB) Listen(ctx context.Context, wake func()) error {
+	s.mu.Lock()
+	id := s.nextID
+	s.nextID++
+	s.listeners[id] = wake
+	s.mu.Unlock()
+	wake()
+	<-ctx.Done()
+	s.mu.Lock()
+	delete(s.listeners, id)
+	s.mu.Unlock()
+	return ctx.Err()
+}
+
+// Claim implements outbox.Store.
+func (s *DB) Claim(ctx context.Context, p outbox.ClaimParams) ([]outbox.Record, error) {
+	q := s.claimHead
+	args := make([]any, 0, len(p.ExcludeSubjects)+len(p.ExcludeSeqs)+1)
+	if len(p.ExcludeSubjects) > 0 {
+		q += ` AND subject NOT IN (` + Placeholders(len(p.ExcludeSubjects)) + `)`
+		for _, x := range p.ExcludeSubjects {
+			args = append(args, x)
+		}
+	}
+	if len(p.ExcludeSeqs) > 0 {
+		q += ` AND seq NOT IN (` + Placeholders(len(p.ExcludeSeqs)) + `)`
+		for _, x := range p.ExcludeSeqs {
+			args = append(args, x)
+		}
+	}
+	q += ` ORDER BY seq LIMIT ?`
+	args = append(args, p.Limit)
+	rows, err := s.db.QueryContext(ctx, q, args...)
+	if err != nil {
+		return nil, s.errf("claim", err)
+	}
+	defer rows.Close()
+	recs := make([]outbox.Record, 0, min(p.Limit, 1024))
+	for rows.Next() {
+		var r outbox.Record
+		var tm string
+		var ext sql.NullString
+		var created int64
+		e := &r.Event
+		if err := rows.Scan(&r.Seq, &r.Topic, &e.ID, &e.Type, &e.Source, &e.Subject, &tm, &e.DataVersion,
+			&e.DataContentType, &e.DataSchema, &ext, &e.Data, &created, &r.Attempts, &r.LastError); err != nil {
+			return nil, s.errf("claim", err)
+		}
+		if e.Time, err = ParseTime(tm); err != nil {
+			return nil, err
+		}
+		if ext.Valid {
+			if e.Extensions, err = ParseExt(&ext.String); err != nil {
+				return nil, err
+			}
+		}
+		r.CreatedAt = time.UnixMicro(created).UTC()
+		recs = append(recs, r)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, s.errf("claim", err)
+	}
+	return recs, nil
+}
+
+// Complete implements outbox.Store.
+func (s *DB) Complete(ctx context.Context, seqs []int64, keep bool) error {
+	for len(seqs) > 0 {
+		n := min(len(seqs), 1000)
+		args := make([]any, n)
+		for i, x := range seqs[:n] {
+			args[i] = x
+		}
+		q := `DELETE FROM ` + s.table + ` WHERE seq IN (` + Placeholders(n) + `)`
+		if keep {
+			q = `UPDATE ` + s.table + ` SET delivered_at = ` + s.d.NowMicros + ` WHERE delivered_at IS NULL AND seq IN (` + Placeholders(n) + `)`
+		}
+		if _, err := s.db.ExecContext(ctx, q, args...); err != nil {
+			return s.errf("complete", err)
+		}
+		seqs = seqs[n:]
+	}
+	return nil
+}
+
+// Fail implements outbox.Store.
+func (s *DB) Fail(ctx context.Context, p outbox.FailParams) error {
+	q := `UPDATE ` + s.table + ` SET attempts = attempts + 1, last_error = ?, parked_at = NULL WHERE seq = ?`
+	if p.Park {
+		q = `UPDATE ` + s.table + ` SET attempts = attempts + 1, last_error = ?, parked_at = ` + s.d.NowMicros + ` WHERE seq = ?`
+	}
+	if _, err := s.db.ExecContext(ctx, q, p.Reason, p.Seq); err != nil {
+		return s.errf("fail", err)
+	}
+	return nil
+}
+
+// Requeue implements outbox.Store.
+func (s *DB) Requeue(ctx context.Context, seqs []int64) (int64, error) {
+	if len(seqs) == 0 {
+		return 0, nil
+	}
+	args := make([]any, len(seqs))
+	for i, x := range seqs {
+		args[i] = x
+	}
+	res, err := s.db.ExecContext(ctx, `UPDATE `+s.table+` SET parked_at = NULL, attempts = 0 WHERE parked_at IS NOT NULL AND seq IN (`+Placeholders(len(seqs))+`)`, args...)
+	if err != nil {
+		return 0, s.errf("requeue", err)
+	}
+	return res.RowsAffected()
+}
+
+// Cleanup implements outbox.Store.
+func (s *DB) Cleanup(ctx context.Context, deliveredBefore, parkedBefore time.Time) (int64, error) {
+	res, err := s.db.ExecContext(ctx, `DELETE FROM `+s.table+` WHERE delivered_at < ?`, deliveredBefore.UnixMicro())
+	if err != nil {
+		return 0, s.errf("cleanup", err)
+	}
+	n, _ := res.RowsAffected()
+	if !parkedBefore.IsZero() {
+		res, err = s.db.ExecContext(ctx, `DELETE FROM `+s.table+` WHERE parked_at < ?`, parkedBefore.UnixMicro())
+		if err != nil {
+			return n, s.errf("cleanup", err)
+		}
+		m, _ := res.RowsAffected()
+		n += m
+	}
+	return n, nil
+}
+
+// Status implements outbox.Store.
+func (s *DB) Status(ctx context.Context) (outbox.Status, error) {
+	st := outbox.Status{ByType: map[string]int64{}}
+	var oldest sql.NullInt64
+	var now int64
+	var delivered, parked sql.NullInt64
+	err := s.db.QueryRowContext(ctx, `SELECT
+  coalesce(sum(CASE WHEN delivered_at IS NULL AND parked_at IS NULL THEN 1 ELSE 0 END), 0),
+  min(CASE WHEN delivered_at IS NULL AND parked_at IS NULL THEN created_at END),
+  `+s.d.NowMicros+`,
+  sum(CASE WHEN delivered_at IS NOT NULL THEN 1 ELSE 0 END),
+  sum(CASE WHEN parked_at IS NOT NULL THEN 1 ELSE 0 END)
+FROM `+s.table).Scan(&st.Backlog, &oldest, &now, &delivered, &parked)
+	if err != nil {
+		return st, s.errf("status", err)
+	}
+	st.Delivered, st.ParkedCount = delivered.Int64, parked.Int64
+	if oldest.Valid {
+		st.Oldest = time.UnixMicro(oldest.Int64).UTC()
+		st.OldestAge = max(time.Duration(now-oldest.Int64)*time.Microsecond, 0)
+	}
+	rows, err := s.db.QueryContext(ctx, `SELECT type, count(*) FROM `+s.table+` WHERE delivered_at IS NULL AND parked_at IS NULL GROUP BY type`)
+	if err != nil {
+		return st, s.errf("status", err)
+	}
+	for rows.Next() {
+		var t string
+		var n int64
+		if err := rows.Scan(&t, &n); err != nil {
+			rows.Close()
+			return st, s.errf("status", err)
+		}
+		st.ByType[t] = n
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return st, s.errf("status", err)
+	}
+	if st.ParkedCount == 0 {
+		return st, nil
+	}
+	rows, err = s.db.QueryContext(ctx, `SELECT seq, topic, id, type, subject, attempts, coalesce(last_error, ''), parked_at FROM `+s.table+
+		` WHERE parked_at IS NOT NULL ORDER BY seq LIMIT ?`, outbox.MaxParkedListed)
+	if err != nil {
+		return st, s.errf("status", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var p outbox.ParkedEvent
+		var at int64
+		if err := rows.Scan(&p.Seq, &p.Topic, &p.ID, &p.Type, &p.Subject, &p.Attempts, &p.Reason, &at); err != nil {
+			return st, s.errf("status", err)
+		}
+		p.ParkedAt = time.UnixMicro(at).UTC()
+		st.Parked = append(st.Parked, p)
+	}
+	return st, rows.Err()
+}
+
+// Migrator runs migrations over database/sql with a caller-provided lock.
+type Migrator struct {
+	DB    *sql.DB
+	Table string
+	Name  string
+	// CreateVersions is the DDL of the <table>_migrations table.
+	CreateVersions string
+	Migrations     []outbox.Migration
+}
+
+// Applied returns the applied versions (nil map if the version table does
+// not exist yet and missingOK).
+func (m Migrator) Applied(ctx context.Context, q interface {
+	QueryContext(context.Context, string, ...any) (*sql.Rows, error)
+}) (map[int]time.Time, error) {
+	rows, err := q.QueryContext(ctx, `SELECT version, applied_at FROM `+m.Table+`_migrations`)
+	if err != nil {
+		return nil, fmt.Errorf("%s: migrations: %w", m.Name, err)
+	}
+	defer rows.Close()
+	out := map[int]time.Time{}
+	for rows.Next() {
+		var v int
+		var at int64
+		if err := rows.Scan(&v, &at); err != nil {
+			return nil, fmt.Errorf("%s: migrations: %w", m.Name, err)
+		}
+		out[v] = time.UnixMicro(at).UTC()
+	}
+	return out, rows.Err()
+}
+
+// Up applies the missing migrations on conn (which holds the caller's lock).
+// Each migration's statements run one by one, then its version is recorded.
+func (m Migrator) Up(ctx context.Context, conn *sql.Conn) error {
+	if _, err := conn.ExecContext(ctx, m.CreateVersions); err != nil {
+		return fmt.Errorf("%s: migrate: %w", m.Name, err)
+	}
+	applied, err := m.Applied(ctx, conn)
+	if err != nil {
+		return err
+	}
+	for _, mig := range m.Migrations {
+		if _, ok := applied[mig.Version]; ok {
+			continue
+		}
+		for _, stmt := range Statements(mig.SQL) {
+			if _, err := conn.ExecContext(ctx, stmt); err != nil {
+				return fmt.Errorf("%s: migration %d (%s): %w", m.Name, mig.Version, mig.Name, err)
+			}
+		}
+		if _, err := conn.ExecContext(ctx, `INSERT INTO `+m.Table+`_migrations (version, name, applied_at) VALUES (?, ?, ?)`,
+			mig.Version, mig.Name, time.Now().UnixMicro()); err != nil {
+			return fmt.Errorf("%s: migrate: %w", m.Name, err)
+		}
+	}
+	return nil
+}
+
+// Status lists the migrations and whether each is applied; a missing
+// version table means none is.
+func (m Migrator) Status(ctx context.Context, tableExists func(ctx context.Context, name string) (bool, error)) ([]outbox.MigrationState, error) {
+	ok, err := tableExists(ctx, m.Table+"_migrations")
+	if err != nil {
+		return nil, fmt.Errorf("%s: migrations: %w", m.Name, err)
+	}
+	applied := map[int]time.Time{}
+	if ok {
+		if applied, err = m.Applied(ctx, m.DB); err != nil {
+			return nil, err
+		}
+	}
+	return States(m.Migrations, applied), nil
+}

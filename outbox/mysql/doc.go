@@ -1,0 +1,21 @@
+// Package mysql is the MySQL/MariaDB outbox store, over database/sql with
+// github.com/go-sql-driver/mysql. Add writes inside the caller's *sql.Tx.
+//
+// Table layout (migration 001, table name configurable, utf8mb4_bin):
+//
+//	seq BIGINT AUTO_INCREMENT PRIMARY KEY   -- taken at insert, not at commit
+//	topic, id, type, source, subject, event_time (RFC 3339, ns),
+//	data_version, data_content_type, data_schema  VARCHAR
+//	extensions MEDIUMTEXT (JSON object or NULL), data LONGBLOB (NULL for nil)
+//	created_at BIGINT        -- microseconds since the Unix epoch
+//	attempts INT, last_error TEXT
+//	delivered_at BIGINT NULL -- set in retention mode
+//	parked_at BIGINT NULL    -- set when parked
+//	KEY (delivered_at, parked_at, seq)  -- the claim query
+//
+// Leadership uses GET_LOCK on a dedicated connection (the lock name derives
+// from the table name and is server-wide). Wake-ups are in-process: Add
+// wakes the relays of the same process, which poll until the commit makes
+// the events visible (RelayConfig.WakeLinger); writes from other processes
+// are found by polling (RelayConfig.PollInterval).
+package mysql

@@ -1,0 +1,22 @@
+CREATE TABLE IF NOT EXISTS {{table}} (
+    seq               BIGINT        NOT NULL AUTO_INCREMENT,
+    topic             VARCHAR(200)  NOT NULL,
+    id                VARCHAR(1024) NOT NULL,
+    type              VARCHAR(1024) NOT NULL,
+    source            VARCHAR(1024) NOT NULL,
+    subject           VARCHAR(1024) NOT NULL DEFAULT '',
+    event_time        VARCHAR(64)   NOT NULL,
+    data_version      VARCHAR(1024) NOT NULL DEFAULT '',
+    data_content_type VARCHAR(1024) NOT NULL DEFAULT '',
+    data_schema       VARCHAR(1024) NOT NULL DEFAULT '',
+    extensions        MEDIUMTEXT    NULL,
+    data              LONGBLOB      NULL,
+    created_at        BIGINT        NOT NULL,
+    attempts          INT           NOT NULL DEFAULT 0,
+    last_error        TEXT          NULL,
+    delivered_at      BIGINT        NULL,
+    parked_at         BIGINT        NULL,
+    PRIMARY KEY (seq),
+    KEY {{base}}_pending (delivered_at, parked_at, seq),
+    KEY {{base}}_parked (parked_at)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin

@@ -1,0 +1,228 @@
+package mysql
+
+import (
+	"context"
+	"crypto/sha256"
+	"database/sql"
+	"database/sql/driver"
+	"embed"
+	"encoding/hex"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/eventkit/eventkit/outbox"
+	"github.com/eventkit/eventkit/outbox/internal/sqlutil"
+)
+
+//go:embed migrations/*.sql
+var migrationsFS embed.FS
+
+// Config configures a Store. The zero value is usable.
+type Config struct {
+	// Table is the outbox table in the connection's database. Default
+	// outbox.DefaultTable.
+	Table string
+	// MaxEventSize is the limit Add validates events against
+	// (eventkit.DefaultMaxSize if 0). Mind max_allowed_packet.
+	MaxEventSize int
+	// LockCheckInterval is how often the holder of the leadership lock
+	// checks that its connection (and so the lock) is alive. Default 1s.
+	LockCheckInterval time.Duration
+}
+
+// Store is the MySQL/MariaDB outbox store (database/sql with
+// github.com/go-sql-driver/mysql). It implements outbox.Store and
+// outbox.Writer[*sql.Tx]; Add, Claim, Complete, Fail, Requeue, Cleanup,
+// Status, Listen and Notify come from the shared database/sql core.
+type Store struct {
+	*sqlutil.DB
+	cfg      Config
+	lockName string
+}
+
+var (
+	_ outbox.Store           = (*Store)(nil)
+	_ outbox.Writer[*sql.Tx] = (*Store)(nil)
+	_ outbox.Migrator        = (*Store)(nil)
+)
+
+const nowMicros = `CAST(UNIX_TIMESTAMP(NOW(6)) * 1000000 AS SIGNED)`
+
+// New returns a store on db. It does not touch the database; call Migrate
+// to create the table.
+func New(db *sql.DB, cfg Config) (*Store, error) {
+	table, err := sqlutil.CheckTable(cfg.Table, false)
+	if err != nil {
+		return nil, err
+	}
+	if cfg.LockCheckInterval <= 0 {
+		cfg.LockCheckInterval = time.Second
+	}
+	sum := sha256.Sum256([]byte(table))
+	return &Store{
+		DB:       sqlutil.NewDB(db, table, sqlutil.Dialect{Name: "outbox/mysql", NowMicros: nowMicros}, cfg.MaxEventSize),
+		cfg:      cfg,
+		lockName: "eventkit_outbox_" + hex.EncodeToString(sum[:16]), // GET_LOCK names are at most 64 characters
+	}, nil
+}
+
+// TryLock implements outbox.Store with GET_LOCK(name, 0) on a dedicated
+// connection. The lock is scoped to the table name within the server (not
+// the database), so use distinct table names per outbox.
+func (s *Store) TryLock(ctx context.Context) (outbox.Lock, error) {
+	conn, err := s.SQL().Conn(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("outbox/mysql: lock: %w", err)
+	}
+	var got sql.NullInt64
+	if err := conn.QueryRowContext(ctx, `SELECT GET_LOCK(?, 0)`, s.lockName).Scan(&got); err != nil {
+		discard(conn)
+		return nil, fmt.Errorf("outbox/mysql: lock: %w", err)
+	}
+	if got.Int64 != 1 {
+		_ = conn.Close()
+		return nil, nil
+	}
+	l := &lock{conn: conn, name: s.lockName, lost: make(chan struct{}), stop: make(chan struct{}), done: make(chan struct{})}
+	go l.watch(s.cfg.LockCheckInterval)
+	return l, nil
+}
+
+// discard closes conn for good instead of returning it to the pool (so a
+// named lock it may hold dies with it).
+func discard(conn *sql.Conn) {
+	_ = conn.Raw(func(any) error { return driver.ErrBadConn })
+	_ = conn.Close()
+}
+
+type lock struct {
+	mu       sync.Mutex
+	conn     *sql.Conn
+	name     string
+	lost     chan struct{}
+	lostOnce sync.Once
+	stop     chan struct{}
+	done     chan struct{}
+	released bool
+}
+
+func (l *lock) Lost() <-chan struct{} { return l.lost }
+
+func (l *lock) watch(every time.Duration) {
+	defer close(l.done)
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-l.stop:
+			return
+		case <-t.C:
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), every)
+		var held sql.NullInt64
+		err := l.conn.QueryRowContext(ctx, `SELECT IS_USED_LOCK(?) = CONNECTION_ID()`, l.name).Scan(&held)
+		cancel()
+		if err != nil || held.Int64 != 1 {
+			l.lostOnce.Do(func() { close(l.lost) })
+			return
+		}
+	}
+}
+
+func (l *lock) Release(ctx context.Context) error {
+	l.mu.Lock()
+	if l.released {
+		l.mu.Unlock()
+		return nil
+	}
+	l.released = true
+	l.mu.Unlock()
+	close(l.stop)
+	<-l.done
+	var err error
+	select {
+	case <-l.lost:
+		discard(l.conn)
+	default:
+		if _, err = l.conn.ExecContext(ctx, `SELECT RELEASE_LOCK(?)`, l.name); err != nil {
+			discard(l.conn)
+		} else {
+			_ = l.conn.Close()
+		}
+	}
+	l.lostOnce.Do(func() { close(l.lost) })
+	if err != nil {
+		return fmt.Errorf("outbox/mysql: unlock: %w", err)
+	}
+	return nil
+}
+
+// Migrations returns the embedded migrations for the store's table.
+func (s *Store) Migrations() ([]outbox.Migration, error) {
+	return sqlutil.Load(migrationsFS, "migrations", s.Table())
+}
+
+func (s *Store) migrator() (sqlutil.Migrator, error) {
+	ms, err := s.Migrations()
+	if err != nil {
+		return sqlutil.Migrator{}, err
+	}
+	return sqlutil.Migrator{
+		DB: s.SQL(), Table: s.Table(), Name: "outbox/mysql", Migrations: ms,
+		CreateVersions: `CREATE TABLE IF NOT EXISTS ` + s.Table() + `_migrations (
+  version INT NOT NULL PRIMARY KEY, name VARCHAR(200) NOT NULL, applied_at BIGINT NOT NULL) ENGINE=InnoDB`,
+	}, nil
+}
+
+// Migrate applies the embedded migrations that are not applied yet, under a
+// named lock so that concurrent callers are safe. (MySQL commits DDL
+// implicitly: a migration that fails halfway is not rolled back; the
+// statements are idempotent so it can be re-run.)
+func (s *Store) Migrate(ctx context.Context) error {
+	m, err := s.migrator()
+	if err != nil {
+		return err
+	}
+	conn, err := s.SQL().Conn(ctx)
+	if err != nil {
+		return fmt.Errorf("outbox/mysql: migrate: %w", err)
+	}
+	defer discard(conn) // drops the named lock too
+	var got sql.NullInt64
+	if err := conn.QueryRowContext(ctx, `SELECT GET_LOCK(?, 60)`, s.lockName+"_m").Scan(&got); err != nil || got.Int64 != 1 {
+		return fmt.Errorf("outbox/mysql: migrate: cannot take the migration lock: %v", err)
+	}
+	return m.Up(ctx, conn)
+}
+
+// MigrationStatus lists the embedded migrations and whether each is applied.
+func (s *Store) MigrationStatus(ctx context.Context) ([]outbox.MigrationState, error) {
+	m, err := s.migrator()
+	if err != nil {
+		return nil, err
+	}
+	return m.Status(ctx, func(ctx context.Context, name string) (bool, error) {
+		var n int
+		err := s.SQL().QueryRowContext(ctx, `SELECT count(*) FROM information_schema.tables WHERE table_schema = DATABASE() AND table_name = ?`, name).Scan(&n)
+		return n > 0, err
+	})
+}
+
+// Migrate is a shortcut for New(db, cfg) and Store.Migrate.
+func Migrate(ctx context.Context, db *sql.DB, cfg Config) error {
+	s, err := New(db, cfg)
+	if err != nil {
+		return err
+	}
+	return s.Migrate(ctx)
+}
+
+// MigrationStatus is a shortcut for New(db, cfg) and Store.MigrationStatus.
+func MigrationStatus(ctx context.Context, db *sql.DB, cfg Config) ([]outbox.MigrationState, error) {
+	s, err := New(db, cfg)
+	if err != nil {
+		return nil, err
+	}
+	return s.MigrationStatus(ctx)
+}
