@@ -145,12 +145,12 @@ func (o *Options) defaults() error {
 type Broker struct {
 	opts Options
 
-	mu       sync.Mutex
-	conn     *amqp.Connection // nil while disconnected
-	ready    chan struct{}    // closed while conn != nil
-	closed   bool
-	closing  chan struct{} // closed by Close
-	subs     map[*subscription]struct{}
+	mu        sync.Mutex
+	conn      *amqp.Connection // nil while disconnected
+	ready     chan struct{}    // closed while conn != nil
+	closed    bool
+	closing   chan struct{} // closed by Close
+	subs      map[*subscription]struct{}
 	superDone chan struct{}
 
 	pubMu sync.Mutex // guards pub

@@ -91,8 +91,10 @@ func conformance(t *testing.T, opts rabbitmq.Options) {
 		// Publish to a topic with no queue bound is ErrUnroutable (see the
 		// package doc), so each topic is provisioned with the group the
 		// suite uses before the test publishes, as a deployment would.
-		Topic:      func(t *testing.T) string { return provisionedTopic(t, opts, "g") },
-		PublishRaw: func(t *testing.T, topic string, h map[string]string, body []byte) error { return publishRaw(t, topic, h, body) },
+		Topic: func(t *testing.T) string { return provisionedTopic(t, opts, "g") },
+		PublishRaw: func(t *testing.T, topic string, h map[string]string, body []byte) error {
+			return publishRaw(t, topic, h, body)
+		},
 	})
 }
 
