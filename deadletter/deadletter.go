@@ -1,0 +1,314 @@
+// Package deadletter keeps dead letters where operators can see and replay
+// them: a table (eventkit_dead_letters) in PostgreSQL, MySQL/MariaDB or
+// SQLite, filled by a Collector that consumes the dead-letter topics the
+// consumer runtime publishes to, and read by `eventkit dlq list|show|replay|purge`.
+//
+// Guarantees: the Collector stores a dead letter before it acks it, so none
+// is lost (a crash in between stores it twice, which the table's key
+// (topic, group, event id) folds into one row). Replay republishes the
+// original event (without the dlq* attributes) to its original topic and
+// only then marks the row replayed: it is at least once, so a crash between
+// the two replays the event again on the next call, and consumers with an
+// inbox drop the duplicate. Undecodable dead letters hold raw bytes, not an
+// event, and cannot be replayed; they can be shown and purged.
+package deadletter
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/eventkit/eventkit"
+	"github.com/eventkit/eventkit/broker"
+	"github.com/eventkit/eventkit/consumer"
+	"github.com/eventkit/eventkit/inbox/sqlinbox"
+)
+
+// DefaultTable is the dead-letter table's default name.
+const DefaultTable = "eventkit_dead_letters"
+
+// ErrNotDeadLetter is returned when an event lacks the dead-letter attributes.
+var ErrNotDeadLetter = errors.New("deadletter: not a dead-letter event")
+
+// Store is the dead-letter table on a database/sql connection.
+type Store struct {
+	db      *sql.DB
+	dialect sqlinbox.Dialect
+	table   string
+}
+
+// New returns a store on db. table "" means DefaultTable.
+func New(db *sql.DB, dialect sqlinbox.Dialect, table string) (*Store, error) {
+	if table == "" {
+		table = DefaultTable
+	}
+	if strings.Trim(table, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.") != "" {
+		return nil, fmt.Errorf("deadletter: invalid table name %q", table)
+	}
+	switch dialect {
+	case sqlinbox.Postgres, sqlinbox.MySQL, sqlinbox.SQLite:
+	default:
+		return nil, fmt.Errorf("deadletter: unsupported dialect %v", dialect)
+	}
+	return &Store{db: db, dialect: dialect, table: table}, nil
+}
+
+// Table returns the table name.
+func (s *Store) Table() string { return s.table }
+
+// Migrate creates the table and its index if they do not exist.
+func (s *Store) Migrate(ctx context.Context) error {
+	blob, text := "BLOB", "TEXT"
+	switch s.dialect {
+	case sqlinbox.Postgres:
+		blob = "BYTEA"
+	case sqlinbox.MySQL:
+		blob = "LONGBLOB"
+	}
+	stmts := []string{
+		`CREATE TABLE IF NOT EXISTS ` + s.table + ` (
+	topic       VARCHAR(255) NOT NULL,
+	grp         VARCHAR(255) NOT NULL,
+	event_id    VARCHAR(255) NOT NULL,
+	event_type  VARCHAR(255) NOT NULL,
+	reason      VARCHAR(32)  NOT NULL,
+	error       ` + text + ` NOT NULL,
+	attempts    INT          NOT NULL,
+	dead_at     BIGINT       NOT NULL,
+	envelope    ` + blob + ` NOT NULL,
+	replays     INT          NOT NULL DEFAULT 0,
+	replayed_at BIGINT,
+	PRIMARY KEY (topic, grp, event_id)
+)`,
+	}
+	idx := strings.ReplaceAll(s.table, ".", "_") + "_dead_at"
+	if s.dialect == sqlinbox.MySQL {
+		var n int
+		if err := s.db.QueryRowContext(ctx, `SELECT COUNT(*) FROM information_schema.statistics
+			WHERE table_schema = DATABASE() AND table_name = ? AND index_name = ?`, s.table, idx).Scan(&n); err != nil {
+			return fmt.Errorf("deadletter: migrate: %w", err)
+		}
+		if n == 0 {
+			stmts = append(stmts, `CREATE INDEX `+idx+` ON `+s.table+` (dead_at)`)
+		}
+	} else {
+		stmts = append(stmts, `CREATE INDEX IF NOT EXISTS `+idx+` ON `+s.table+` (dead_at)`)
+	}
+	for _, q := range stmts {
+		if _, err := s.db.ExecContext(ctx, q); err != nil {
+			return fmt.Errorf("deadletter: migrate: %w", err)
+		}
+	}
+	return nil
+}
+
+// Entry is one stored dead letter.
+type Entry struct {
+	Topic      string // original topic
+	Group      string // consumer group that gave up
+	EventID    string // original event id (the dead letter's own id if undecodable)
+	EventType  string
+	Reason     string // consumer.ReasonMaxAttempts, ReasonPermanent, ReasonUndecodable
+	Error      string
+	Attempts   int
+	DeadAt     time.Time // last failure
+	Replays    int
+	ReplayedAt time.Time // zero if never replayed
+	// Event is the dead-letter event as the consumer published it
+	// (consumer.DeadLetterInfo reads its attributes; consumer.Original
+	// gives the original event).
+	Event eventkit.Event
+}
+
+// Undecodable reports whether the entry holds raw bytes instead of an event.
+func (e Entry) Undecodable() bool { return e.Event.Type == consumer.UndecodableType }
+
+func (s *Store) q(query string) string {
+	if s.dialect != sqlinbox.Postgres {
+		return query
+	}
+	var b strings.Builder
+	n := 0
+	for _, r := range query {
+		if r == '?' {
+			n++
+			fmt.Fprintf(&b, "$%d", n)
+			continue
+		}
+		b.WriteRune(r)
+	}
+	return b.String()
+}
+
+// Add stores a dead-letter event (as published by the consumer runtime). A
+// dead letter with the same topic, group and event id replaces the stored
+// one (the event failed again after a replay) and keeps its replay count.
+func (s *Store) Add(ctx context.Context, dl eventkit.Event) error {
+	info, ok := consumer.DeadLetterInfo(dl)
+	if !ok {
+		return fmt.Errorf("%w: %s", ErrNotDeadLetter, dl.ID)
+	}
+	env, err := dl.MarshalJSON()
+	if err != nil {
+		return err
+	}
+	dead := info.LastFailure
+	if dead.IsZero() {
+		dead = time.Now()
+	}
+	typ := dl.Type
+	args := []any{info.Topic, info.Group, dl.ID, typ, info.Reason, info.Error, info.Attempts, dead.UnixNano(), env}
+	var upsert string
+	switch s.dialect {
+	case sqlinbox.MySQL:
+		upsert = ` ON DUPLICATE KEY UPDATE event_type = VALUES(event_type), reason = VALUES(reason), error = VALUES(error),
+			attempts = VALUES(attempts), dead_at = VALUES(dead_at), envelope = VALUES(envelope), replayed_at = NULL`
+	default:
+		upsert = ` ON CONFLICT (topic, grp, event_id) DO UPDATE SET event_type = excluded.event_type, reason = excluded.reason,
+			error = excluded.error, attempts = excluded.attempts, dead_at = excluded.dead_at, envelope = excluded.envelope, replayed_at = NULL`
+	}
+	_, err = s.db.ExecContext(ctx, s.q(`INSERT INTO `+s.table+` (topic, grp, event_id, event_type, reason, error, attempts, dead_at, envelope)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`+upsert), args...)
+	if err != nil {
+		return fmt.Errorf("deadletter: add %s: %w", dl.ID, err)
+	}
+	return nil
+}
+
+// Filter selects dead letters. Zero fields match everything.
+type Filter struct {
+	Topic   string
+	Group   string
+	Type    string
+	EventID string
+	Since   time.Time // dead at or after
+	Until   time.Time // dead before
+	// Replayed: nil matches all, true only replayed, false only not replayed.
+	Replayed *bool
+	Limit    int // 0: no limit
+}
+
+func (s *Store) where(f Filter) (string, []any) {
+	var conds []string
+	var args []any
+	add := func(c string, v any) { conds = append(conds, c); args = append(args, v) }
+	if f.Topic != "" {
+		add("topic = ?", f.Topic)
+	}
+	if f.Group != "" {
+		add("grp = ?", f.Group)
+	}
+	if f.Type != "" {
+		add("event_type = ?", f.Type)
+	}
+	if f.EventID != "" {
+		add("event_id = ?", f.EventID)
+	}
+	if !f.Since.IsZero() {
+		add("dead_at >= ?", f.Since.UnixNano())
+	}
+	if !f.Until.IsZero() {
+		add("dead_at < ?", f.Until.UnixNano())
+	}
+	if f.Replayed != nil {
+		if *f.Replayed {
+			conds = append(conds, "replayed_at IS NOT NULL")
+		} else {
+			conds = append(conds, "replayed_at IS NULL")
+		}
+	}
+	if len(conds) == 0 {
+		return "", nil
+	}
+	return " WHERE " + strings.Join(conds, " AND "), args
+}
+
+// List returns the dead letters that f selects, oldest first.
+func (s *Store) List(ctx context.Context, f Filter) ([]Entry, error) {
+	w, args := s.where(f)
+	q := `SELECT topic, grp, event_id, event_type, reason, error, attempts, dead_at, envelope, replays, replayed_at FROM ` + s.table + w + ` ORDER BY dead_at, event_id`
+	if f.Limit > 0 {
+		q += fmt.Sprintf(" LIMIT %d", f.Limit)
+	}
+	rows, err := s.db.QueryContext(ctx, s.q(q), args...)
+	if err != nil {
+		return nil, fmt.Errorf("deadletter: list: %w", err)
+	}
+	defer rows.Close()
+	var out []Entry
+	for rows.Next() {
+		var e Entry
+		var dead int64
+		var replayed sql.NullInt64
+		var env []byte
+		if err := rows.Scan(&e.Topic, &e.Group, &e.EventID, &e.EventType, &e.Reason, &e.Error, &e.Attempts, &dead, &env, &e.Replays, &replayed); err != nil {
+			return nil, fmt.Errorf("deadletter: list: %w", err)
+		}
+		e.DeadAt = time.Unix(0, dead).UTC()
+		if replayed.Valid {
+			e.ReplayedAt = time.Unix(0, replayed.Int64).UTC()
+		}
+		ev, err := eventkit.DecodeStructured(env)
+		if err != nil {
+			return nil, fmt.Errorf("deadletter: stored dead letter %s is corrupt: %w", e.EventID, err)
+		}
+		e.Event = ev
+		out = append(out, e)
+	}
+	return out, rows.Err()
+}
+
+// Count returns how many dead letters f selects (ignoring f.Limit).
+func (s *Store) Count(ctx context.Context, f Filter) (int64, error) {
+	w, args := s.where(f)
+	var n int64
+	err := s.db.QueryRowContext(ctx, s.q(`SELECT COUNT(*) FROM `+s.table+w), args...).Scan(&n)
+	return n, err
+}
+
+// ReplayResult says what Replay did.
+type ReplayResult struct {
+	Replayed int
+	// Skipped are undecodable dead letters, which hold no event to replay.
+	Skipped int
+}
+
+// Replay republishes the original events of the dead letters f selects to
+// their original topics, in dead-letter order, and marks each replayed after
+// the broker confirmed it. At least once: see the package doc.
+func (s *Store) Replay(ctx context.Context, pub broker.Publisher, f Filter) (ReplayResult, error) {
+	var res ReplayResult
+	entries, err := s.List(ctx, f)
+	if err != nil {
+		return res, err
+	}
+	for _, e := range entries {
+		if e.Undecodable() {
+			res.Skipped++
+			continue
+		}
+		if err := pub.Publish(ctx, e.Topic, consumer.Original(e.Event)); err != nil {
+			return res, fmt.Errorf("deadletter: replay %s to %s: %w", e.EventID, e.Topic, err)
+		}
+		if _, err := s.db.ExecContext(ctx, s.q(`UPDATE `+s.table+` SET replays = replays + 1, replayed_at = ?
+			WHERE topic = ? AND grp = ? AND event_id = ?`), time.Now().UnixNano(), e.Topic, e.Group, e.EventID); err != nil {
+			return res, fmt.Errorf("deadletter: mark %s replayed (it was republished): %w", e.EventID, err)
+		}
+		res.Replayed++
+	}
+	return res, nil
+}
+
+// Purge deletes the dead letters f selects (f.Limit is ignored) and returns
+// how many.
+func (s *Store) Purge(ctx context.Context, f Filter) (int64, error) {
+	w, args := s.where(f)
+	r, err := s.db.ExecContext(ctx, s.q(`DELETE FROM `+s.table+w), args...)
+	if err != nil {
+		return 0, fmt.Errorf("deadletter: purge: %w", err)
+	}
+	return r.RowsAffected()
+}
