@@ -1,0 +1,81 @@
+package sqlite_test
+
+import (
+	"context"
+	"database/sql"
+	"path/filepath"
+	"testing"
+
+	"go.uber.org/goleak"
+	_ "modernc.org/sqlite"
+
+	"github.com/eventkit/eventkit/outbox"
+	"github.com/eventkit/eventkit/outbox/outboxtest"
+	"github.com/eventkit/eventkit/outbox/sqlite"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+func openDB(t testing.TB, path string) *sql.DB {
+	t.Helper()
+	db, err := sql.Open("sqlite", sqlite.DSN(path))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = db.Close() })
+	return db
+}
+
+func harness(t *testing.T) outboxtest.Harness {
+	path := filepath.Join(t.TempDir(), "outbox.db")
+	db := openDB(t, path)
+	s, err := sqlite.New(db, sqlite.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Migrate(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	return outboxtest.Harness{
+		Store: s,
+		Begin: func(ctx context.Context) (outboxtest.Tx, error) {
+			tx, err := db.BeginTx(ctx, nil)
+			if err != nil {
+				return nil, err
+			}
+			return outboxtest.NewTx[*sql.Tx](s, tx,
+				func(context.Context) error { return tx.Commit() },
+				func(context.Context) error { return tx.Rollback() }), nil
+		},
+		NewStore: func(t *testing.T) outbox.Store {
+			s2, err := sqlite.New(openDB(t, path), sqlite.Config{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			return s2
+		},
+	}
+}
+
+func TestStore(t *testing.T) { outboxtest.Run(t, harness) }
+
+func TestRelay(t *testing.T) { outboxtest.RunRelay(t, harness) }
+
+func TestMigrate(t *testing.T) {
+	db := openDB(t, filepath.Join(t.TempDir(), "m.db"))
+	ctx := context.Background()
+	cfg := sqlite.Config{Table: "my_outbox"}
+	st, err := sqlite.MigrationStatus(ctx, db, cfg)
+	if err != nil || len(st) == 0 || st[0].Applied {
+		t.Fatalf("before: %+v %v", st, err)
+	}
+	for range 2 {
+		if err := sqlite.Migrate(ctx, db, cfg); err != nil {
+			t.Fatal(err)
+		}
+	}
+	st, err = sqlite.MigrationStatus(ctx, db, cfg)
+	if err != nil || !st[0].Applied || st[0].AppliedAt.IsZero() {
+		t.Fatalf("after: %+v %v", st, err)
+	}
+}
