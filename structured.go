@@ -193,8 +193,9 @@ func decodeStructured(b []byte) (Event, error) {
 		}
 		var s string
 		if err := json.Unmarshal(raw, &s); err != nil {
-			// CloudEvents extensions may be booleans or numbers: keep their text.
-			s = string(raw)
+			// CloudEvents extensions may be booleans or numbers: keep their
+			// text, as valid UTF-8 like every decoded string.
+			s = strings.ToValidUTF8(string(raw), "\uFFFD")
 		}
 		if e.Extensions == nil {
 			e.Extensions = make(map[string]string, 4)
