@@ -100,3 +100,8 @@ func TestMigrate(t *testing.T) {
 		t.Fatal("schema-qualified name accepted")
 	}
 }
+
+func TestCrash(t *testing.T) {
+	t.Parallel()
+	outboxtest.Crash(t, harness(t), outboxtest.CrashConfig{})
+}

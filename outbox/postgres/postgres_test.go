@@ -96,3 +96,8 @@ func TestMigrate(t *testing.T) {
 }
 
 func TestRelay(t *testing.T) { outboxtest.RunRelay(t, harness) }
+
+func TestCrash(t *testing.T) {
+	t.Parallel()
+	outboxtest.Crash(t, harness(t), outboxtest.CrashConfig{})
+}
