@@ -318,6 +318,10 @@ func (d *delivery) Attempt() int          { return d.attempt }
 // release ends the delivery's life as in flight.
 func (d *delivery) release() {
 	d.timer.Stop()
+	d.done()
+}
+
+func (d *delivery) done() {
 	s := d.s
 	s.mu.Lock()
 	s.inflight--
@@ -366,7 +370,7 @@ func (d *delivery) expire() {
 	if !d.Claim() {
 		return
 	}
-	defer d.release()
+	defer d.done() // the timer has fired: no need to stop it (and d.timer may not be set yet)
 	ctx, cancel := context.WithTimeout(context.Background(), d.s.b.opts.ConnectTimeout)
 	defer cancel()
 	_ = d.retry(ctx, 0)
