@@ -134,7 +134,7 @@ func decodeStructured(b []byte) (Event, error) {
 		if !ok {
 			return nil
 		}
-		if err := json.Unmarshal(raw, dst); err != nil {
+		if err := unmarshalJSONString(raw, dst); err != nil {
 			return fmt.Errorf("attribute %s must be a string", name)
 		}
 		return nil
@@ -192,7 +192,7 @@ func decodeStructured(b []byte) (Event, error) {
 			continue // unknown attribute names that are not valid extensions are ignored
 		}
 		var s string
-		if err := json.Unmarshal(raw, &s); err != nil {
+		if err := unmarshalJSONString(raw, &s); err != nil {
 			// CloudEvents extensions may be booleans or numbers: keep their
 			// text, as valid UTF-8 like every decoded string.
 			s = strings.ToValidUTF8(string(raw), "\uFFFD")

@@ -1,8 +1,10 @@
 package eventkit
 
 import (
+	"encoding/json"
 	"fmt"
 	"time"
+	"unicode/utf8"
 )
 
 // parseTime parses a time attribute (RFC 3339, TimeFormat) as the decoders
@@ -19,4 +21,25 @@ func parseTime(s string) (time.Time, error) {
 		return time.Time{}, fmt.Errorf("%q is outside the years 0000 to 9999 in UTC", s)
 	}
 	return t, nil
+}
+
+// unmarshalJSONString decodes the JSON value raw into dst as json.Unmarshal
+// does, without its allocations for the common case of a plain quoted string
+// (no escapes, valid UTF-8).
+func unmarshalJSONString(raw []byte, dst *string) error {
+	if n := len(raw); n >= 2 && raw[0] == '"' && raw[n-1] == '"' {
+		inner := raw[1 : n-1]
+		plain := true
+		for _, c := range inner {
+			if c < 0x20 || c == '"' || c == '\\' || c >= utf8.RuneSelf {
+				plain = false
+				break
+			}
+		}
+		if plain {
+			*dst = string(inner)
+			return nil
+		}
+	}
+	return json.Unmarshal(raw, dst)
 }
