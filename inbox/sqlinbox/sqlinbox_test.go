@@ -17,6 +17,7 @@ import (
 	_ "modernc.org/sqlite"
 
 	"github.com/eventkit/eventkit/inbox"
+	"github.com/eventkit/eventkit/inbox/inboxtest"
 	"github.com/eventkit/eventkit/inbox/sqlinbox"
 	"github.com/eventkit/eventkit/internal/testenv"
 )
@@ -397,5 +398,14 @@ func TestInvalidTable(t *testing.T) {
 	}
 	if _, err := sqlinbox.UpsertSQL(sqlinbox.MySQL, "t", []string{"id"}, []string{"id", "a b"}); err == nil {
 		t.Fatal("bad column accepted")
+	}
+}
+
+func TestSuite(t *testing.T) {
+	for _, s := range setups {
+		t.Run(s.name, func(t *testing.T) {
+			t.Parallel()
+			inboxtest.Exercise(t, func(t *testing.T) inbox.Inbox { return s.setup(t).in })
+		})
 	}
 }
