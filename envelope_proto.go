@@ -13,7 +13,8 @@ import (
 	"unicode/utf8"
 
 	"google.golang.org/protobuf/encoding/protowire"
-	"google.golang.org/protobuf/proto"
+
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/eventkit/eventkit/eventkitpb"
 )
@@ -244,23 +245,31 @@ func isTextual(ct string) bool {
 // "application/protobuf" and DataSchema the Any's type URL unless the event
 // sets them.
 func DecodeProto(b []byte) (Event, error) {
-	e, err := decodeProto(b)
+	e, err := decodeProtoWire(b)
 	if err != nil {
 		return Event{}, &DecodeError{Format: "cloudevents+protobuf", Raw: b, Err: err}
 	}
 	return e, nil
 }
 
-func decodeProto(b []byte) (Event, error) {
-	var pb eventkitpb.Envelope
-	if err := proto.Unmarshal(b, &pb); err != nil {
+// FromProto converts a decoded protobuf envelope to an Event, with the same
+// rules as DecodeProto (which does the same without building the message).
+// Use it when an Envelope is embedded in your own protobuf messages. Any
+// failure is a *DecodeError (without Raw bytes).
+func FromProto(pb *eventkitpb.Envelope) (Event, error) {
+	e, err := fromProto(pb)
+	if err != nil {
+		return Event{}, &DecodeError{Format: "eventkitpb.Envelope", Err: err}
+	}
+	return e, nil
+}
+
+func fromProto(pb *eventkitpb.Envelope) (Event, error) {
+	e := Event{ID: pb.GetId(), Source: pb.GetSource(), Type: pb.GetType()}
+	if err := checkRequired(pb.GetSpecVersion(), e); err != nil {
 		return Event{}, err
 	}
-	e := Event{ID: pb.Id, Source: pb.Source, Type: pb.Type}
-	if err := checkRequired(pb.SpecVersion, e); err != nil {
-		return Event{}, err
-	}
-	for k, v := range pb.Attributes {
+	for k, v := range pb.GetAttributes() {
 		if k == "time" {
 			t, err := protoTime(v)
 			if err != nil {
@@ -297,7 +306,7 @@ func decodeProto(b []byte) (Event, error) {
 		}
 		e.Extensions[k] = s
 	}
-	switch d := pb.Data.(type) {
+	switch d := pb.GetData().(type) {
 	case *eventkitpb.Envelope_BinaryData:
 		e.Data = d.BinaryData
 		if e.Data == nil {
@@ -318,6 +327,41 @@ func decodeProto(b []byte) (Event, error) {
 		}
 	}
 	return e, nil
+}
+
+// ToProto converts e to the generated protobuf envelope, with the same
+// mapping and errors as MarshalProto (which writes the bytes directly,
+// without building the message).
+func ToProto(e Event) (*eventkitpb.Envelope, error) {
+	var buf [16]pbAttr
+	attrs, err := protoAttrs(buf[:0], e)
+	if err != nil {
+		return nil, err
+	}
+	pb := &eventkitpb.Envelope{Id: e.ID, Source: e.Source, SpecVersion: SpecVersion, Type: e.Type}
+	if len(attrs) > 0 {
+		pb.Attributes = make(map[string]*eventkitpb.Envelope_AttributeValue, len(attrs))
+	}
+	for _, a := range attrs {
+		v := &eventkitpb.Envelope_AttributeValue{}
+		switch a.kind {
+		case pbAttrTimestamp:
+			v.Attr = &eventkitpb.Envelope_AttributeValue_CeTimestamp{CeTimestamp: &timestamppb.Timestamp{Seconds: a.sec, Nanos: a.nsec}}
+		case pbAttrURIRef:
+			v.Attr = &eventkitpb.Envelope_AttributeValue_CeUriRef{CeUriRef: a.s}
+		default:
+			v.Attr = &eventkitpb.Envelope_AttributeValue_CeString{CeString: a.s}
+		}
+		pb.Attributes[a.key] = v
+	}
+	if e.Data != nil {
+		if isTextual(e.DataContentType) && utf8.Valid(e.Data) {
+			pb.Data = &eventkitpb.Envelope_TextData{TextData: string(e.Data)}
+		} else {
+			pb.Data = &eventkitpb.Envelope_BinaryData{BinaryData: e.Data}
+		}
+	}
+	return pb, nil
 }
 
 func protoTime(v *eventkitpb.Envelope_AttributeValue) (time.Time, error) {

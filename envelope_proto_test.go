@@ -8,6 +8,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -83,6 +84,18 @@ func TestMarshalProtoMatchesGeneratedCode(t *testing.T) {
 			}
 			if !proto.Equal(&pb, toEnvelope(e)) {
 				t.Fatalf("decoded message differs: %v", &pb)
+			}
+			// ToProto builds the same message; FromProto reads it back.
+			viaTo, err := eventkit.ToProto(e)
+			if err != nil || !proto.Equal(viaTo, toEnvelope(e)) {
+				t.Fatalf("ToProto: %v %v", err, viaTo)
+			}
+			back, err := eventkit.FromProto(viaTo)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if d := diffEvents(e, back, true); d != "" {
+				t.Fatal("FromProto:", d)
 			}
 			// AppendProto appends.
 			pre := []byte("prefix")
@@ -227,5 +240,105 @@ func TestMarshalProtoRejectsWhatProtobufCannotCarry(t *testing.T) {
 	got, err := eventkit.DecodeProto(b)
 	if err != nil || !got.Time.Equal(e.Time) {
 		t.Fatalf("pre-1970 time: %v %v", err, got.Time)
+	}
+}
+
+// Hand-made wire inputs for the corners of protobuf's rules, where the
+// hand-written decoder must agree with proto.Unmarshal + FromProto.
+func TestDecodeProtoWireCorners(t *testing.T) {
+	t.Parallel()
+	tag := protowire.AppendTag
+	str := func(b []byte, n protowire.Number, s string) []byte {
+		return protowire.AppendString(tag(b, n, protowire.BytesType), s)
+	}
+	msg := func(b []byte, n protowire.Number, m []byte) []byte {
+		return protowire.AppendBytes(tag(b, n, protowire.BytesType), m)
+	}
+	varint := func(b []byte, n protowire.Number, v uint64) []byte {
+		return protowire.AppendVarint(tag(b, n, protowire.VarintType), v)
+	}
+	entry := func(key string, value ...[]byte) []byte {
+		e := str(nil, 1, key)
+		for _, v := range value {
+			e = msg(e, 2, v)
+		}
+		return e
+	}
+	ts := func(sec, nsec uint64) []byte {
+		var b []byte
+		if sec != 0 {
+			b = varint(b, 1, sec)
+		}
+		if nsec != 0 {
+			b = varint(b, 2, nsec)
+		}
+		return b
+	}
+	head := func() []byte {
+		b := str(nil, 1, "id")
+		b = str(b, 2, "src")
+		b = str(b, 3, "1.0")
+		return str(b, 4, "t")
+	}
+	cases := map[string][]byte{
+		"duplicate key, first invalid":    msg(msg(head(), 5, entry("time", str(nil, 3, "bad"))), 5, entry("time", msg(nil, 7, ts(100, 5)))),
+		"duplicate key, last invalid":     msg(msg(head(), 5, entry("time", msg(nil, 7, ts(100, 5)))), 5, entry("time", str(nil, 3, "bad"))),
+		"value messages merge":            msg(head(), 5, entry("time", msg(nil, 7, ts(100, 0)), msg(nil, 7, ts(0, 7)))),
+		"value oneof replaced":            msg(head(), 5, entry("time", msg(nil, 7, ts(100, 0)), str(nil, 3, "2026-01-01T00:00:00Z"))),
+		"timestamp then timestamp":        msg(head(), 5, entry("time", append(msg(nil, 7, ts(100, 9)), msg(nil, 7, ts(200, 0))...))),
+		"timestamp reset by other kind":   msg(head(), 5, entry("time", append(append(msg(nil, 7, ts(100, 9)), str(nil, 3, "x")...), msg(nil, 7, ts(200, 0))...))),
+		"entry key twice":                 msg(head(), 5, append(str(nil, 1, "subject"), entry("traceparent", str(nil, 3, "v"))...)),
+		"entry without value":             msg(head(), 5, str(nil, 1, "subject")),
+		"entry without key":               msg(head(), 5, msg(nil, 2, str(nil, 3, "v"))),
+		"empty value":                     msg(head(), 5, entry("abc", nil)),
+		"wrong wire type for id":          varint(head(), 1, 5),
+		"wrong wire type for data":        varint(head(), 6, 5),
+		"wrong wire type in value":        msg(head(), 5, entry("abc", varint(nil, 3, 1))),
+		"bool and int":                    msg(msg(head(), 5, entry("b", varint(nil, 1, 2))), 5, entry("i", varint(nil, 2, 1<<40|5))),
+		"negative int":                    msg(head(), 5, entry("i", varint(nil, 2, uint64(1<<64-3)))),
+		"unknown fields everywhere":       varint(msg(msg(head(), 5, append(varint(entry("abc", varint(str(nil, 3, "v"), 99, 1)), 9, 1), protowire.AppendFixed32(tag(nil, 3, protowire.Fixed32Type), 1)...)), 99, nil), 1000, 7),
+		"group unknown field":             append(tag(tag(head(), 50, protowire.StartGroupType), 50, protowire.EndGroupType), str(nil, 4, "t2")...),
+		"stray end group":                 tag(head(), 50, protowire.EndGroupType),
+		"mismatched group":                tag(tag(head(), 50, protowire.StartGroupType), 51, protowire.EndGroupType),
+		"field number 0":                  varint(head(), 0, 1),
+		"max field number":                varint(head(), protowire.MaxValidNumber, 1),
+		"reserved wire type":              append(head(), 0x0e),
+		"data oneof: binary then text":    str(msg(head(), 6, []byte{0xff}), 7, "txt"),
+		"data oneof: text then binary":    msg(str(head(), 7, "txt"), 6, []byte{0xff}),
+		"proto_data merges":               msg(msg(head(), 8, str(nil, 1, "type.googleapis.com/x")), 8, msg(nil, 2, []byte{1, 2})),
+		"proto_data after binary":         msg(msg(msg(head(), 8, str(nil, 1, "u")), 6, []byte{9}), 8, msg(nil, 2, []byte{1})),
+		"proto_data with datacontenttype": msg(msg(head(), 8, msg(nil, 2, []byte{1})), 5, entry("datacontenttype", str(nil, 3, "application/x-foo"))),
+		"invalid utf-8 text_data":         msg(head(), 7, []byte{0xff}),
+		"invalid utf-8 overwritten id":    str(msg(head(), 1, []byte{0xff}), 1, "ok"),
+		"invalid utf-8 map key":           msg(head(), 5, append(msg(nil, 1, []byte{0xff}), msg(nil, 2, str(nil, 3, "v"))...)),
+		"invalid utf-8 ce_bytes is fine":  msg(head(), 5, entry("blob", msg(nil, 4, []byte{0xff}))),
+		"invalid utf-8 ce_uri":            msg(head(), 5, entry("u", msg(nil, 5, []byte{0xff}))),
+		"invalid utf-8 type_url":          msg(head(), 8, msg(nil, 1, []byte{0xff})),
+		"invalid utf-8 unknown string":    msg(head(), 20, []byte{0xff}),
+		"ignored attributes":              msg(msg(msg(head(), 5, entry("id", str(nil, 3, "x"))), 5, entry("Upper", str(nil, 3, "x"))), 5, entry("data", str(nil, 3, "x"))),
+		"ignored attribute with no value": msg(head(), 5, entry("Upper", nil)),
+		"truncated length":                append(head(), 0x0a, 0x05, 'a'),
+		"overlong varint":                 append(head(), 0x08, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01),
+	}
+	for name, b := range cases {
+		got, err := eventkit.DecodeProto(b)
+		var pb eventkitpb.Envelope
+		refErr := proto.Unmarshal(b, &pb)
+		var ref eventkit.Event
+		if refErr == nil {
+			ref, refErr = eventkit.FromProto(&pb)
+		}
+		if (err == nil) != (refErr == nil) {
+			t.Errorf("%s: DecodeProto err = %v, reference err = %v", name, err, refErr)
+			continue
+		}
+		if err != nil {
+			checkDecodeErr(t, err, b)
+			continue
+		}
+		if d := diffEvents(ref, got, true); d != "" {
+			t.Errorf("%s: %s", name, d)
+		}
+		t.Logf("%s: ok: time %v data %q ext %q", name, got.Time, got.Data, got.Extensions)
 	}
 }

@@ -5,7 +5,10 @@ import (
 	"strings"
 	"testing"
 
+	"google.golang.org/protobuf/proto"
+
 	"github.com/eventkit/eventkit"
+	"github.com/eventkit/eventkit/eventkitpb"
 )
 
 // checkDecodeErr fails unless err is a *DecodeError keeping raw.
@@ -100,9 +103,23 @@ func FuzzDecodeProto(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, b []byte) {
 		e, err := eventkit.DecodeProto(b)
+		// The hand-written wire decoder agrees with protobuf-go's
+		// proto.Unmarshal followed by FromProto.
+		var pb eventkitpb.Envelope
+		refErr := proto.Unmarshal(b, &pb)
+		var ref eventkit.Event
+		if refErr == nil {
+			ref, refErr = eventkit.FromProto(&pb)
+		}
+		if (err == nil) != (refErr == nil) {
+			t.Fatalf("DecodeProto err = %v, proto.Unmarshal+FromProto err = %v", err, refErr)
+		}
 		if err != nil {
 			checkDecodeErr(t, err, b)
 			return
+		}
+		if d := diffEvents(ref, e, true); d != "" {
+			t.Fatalf("DecodeProto and proto.Unmarshal+FromProto differ: %s", d)
 		}
 		enc, err := eventkit.MarshalProto(e)
 		if err != nil {
