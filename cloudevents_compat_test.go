@@ -27,7 +27,9 @@ func officialCloudEvent(t *testing.T) protoreflect.MessageDescriptor {
 	i := proto.Int32
 	opt := descriptorpb.FieldDescriptorProto_LABEL_OPTIONAL.Enum()
 	rep := descriptorpb.FieldDescriptorProto_LABEL_REPEATED.Enum()
-	typ := func(t descriptorpb.FieldDescriptorProto_Type) *descriptorpb.FieldDescriptorProto_Type { return t.Enum() }
+	typ := func(t descriptorpb.FieldDescriptorProto_Type) *descriptorpb.FieldDescriptorProto_Type {
+		return t.Enum()
+	}
 	const (
 		str  = descriptorpb.FieldDescriptorProto_TYPE_STRING
 		byt  = descriptorpb.FieldDescriptorProto_TYPE_BYTES
