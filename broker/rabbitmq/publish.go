@@ -95,6 +95,13 @@ func (b *Broker) publisher(ctx context.Context) (*pubChannel, error) {
 	if b.pub != nil && !b.pub.ch.IsClosed() {
 		return b.pub, nil
 	}
+	if b.pub != nil {
+		// The server may have closed the channel because an exchange was
+		// deleted behind our back: declare again what we use.
+		b.adminMu.Lock()
+		clear(b.declared)
+		b.adminMu.Unlock()
+	}
 	ch, err := conn.Channel()
 	if err != nil {
 		return nil, fmt.Errorf("%w: open channel: %w", ErrConnectionLost, err)

@@ -39,9 +39,9 @@ type subscription struct {
 	finished sync.Once
 
 	mu       sync.Mutex
-	ch       *amqp.Channel // current channel, nil when released
-	tag      string        // current consumer tag
-	inflight int           // deliveries handed out and not yet settled
+	ch       *amqp.Channel          // current channel, nil when released
+	tag      string                 // current consumer tag
+	inflight map[*delivery]struct{} // deliveries handed out and not yet settled
 	err      error
 	settled  chan struct{} // pulsed when a delivery settles
 }
@@ -69,6 +69,7 @@ func (b *Broker) Subscribe(ctx context.Context, topic, group string, h broker.Ha
 		loopDone: make(chan struct{}),
 		done:     make(chan struct{}),
 		settled:  make(chan struct{}, 1),
+		inflight: map[*delivery]struct{}{},
 	}
 	conn, err := b.connection(ctx)
 	if err != nil {
@@ -233,6 +234,11 @@ func (s *subscription) finish() {
 		s.mu.Lock()
 		ch := s.ch
 		s.ch = nil
+		// The server requeues what is unsettled when the channel closes:
+		// the ack-wait timers have nothing left to do.
+		for d := range s.inflight {
+			d.timer.Stop()
+		}
 		s.mu.Unlock()
 		if ch != nil {
 			_ = ch.Close()
@@ -267,7 +273,7 @@ func (s *subscription) Close(ctx context.Context) error {
 wait:
 	for {
 		s.mu.Lock()
-		n := s.inflight
+		n := len(s.inflight)
 		s.mu.Unlock()
 		if exited && n == 0 {
 			break
@@ -304,9 +310,9 @@ func (s *subscription) newDelivery(ch *amqp.Channel, m amqp.Delivery) *delivery 
 	d := &delivery{s: s, ch: ch, m: m, attempt: attemptOf(&m)}
 	d.ev, d.derr = decode(&m)
 	s.mu.Lock()
-	s.inflight++
-	s.mu.Unlock()
 	d.timer = time.AfterFunc(s.cfg.AckWait, d.expire)
+	s.inflight[d] = struct{}{}
+	s.mu.Unlock()
 	return d
 }
 
@@ -324,7 +330,7 @@ func (d *delivery) release() {
 func (d *delivery) done() {
 	s := d.s
 	s.mu.Lock()
-	s.inflight--
+	delete(s.inflight, d)
 	s.mu.Unlock()
 	select {
 	case s.settled <- struct{}{}:
@@ -370,7 +376,7 @@ func (d *delivery) expire() {
 	if !d.Claim() {
 		return
 	}
-	defer d.done() // the timer has fired: no need to stop it (and d.timer may not be set yet)
+	defer d.done() // the timer has fired: no need to stop it
 	ctx, cancel := context.WithTimeout(context.Background(), d.s.b.opts.ConnectTimeout)
 	defer cancel()
 	_ = d.retry(ctx, 0)

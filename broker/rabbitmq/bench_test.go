@@ -1,0 +1,176 @@
+package rabbitmq_test
+
+import (
+	"context"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	amqp "github.com/rabbitmq/amqp091-go"
+
+	"github.com/eventkit/eventkit"
+	"github.com/eventkit/eventkit/broker"
+	"github.com/eventkit/eventkit/broker/rabbitmq"
+	"github.com/eventkit/eventkit/internal/testenv"
+)
+
+// go test -run '^$' -bench . ./broker/rabbitmq
+//
+// Publish: batches of 100 events of 1 KB with publisher confirms (mandatory,
+// persistent), eventkit's Publish beside amqp091-go publishing the same
+// messages with deferred confirms and waiting for the batch. Consume: manual
+// acks one by one, prefetch 256, eventkit's Subscribe beside amqp091-go's
+// Consume on the same kind of queue.
+
+const benchBatch = 100
+
+func benchEvents(n int) []eventkit.Event {
+	data := make([]byte, 1024)
+	for i := range data {
+		data[i] = 'a' + byte(i%26)
+	}
+	evs := make([]eventkit.Event, n)
+	for i := range evs {
+		evs[i] = eventkit.New("bench.event", "application/octet-stream", data, eventkit.WithSubject("s"))
+	}
+	return evs
+}
+
+func rawChannel(b *testing.B) (*amqp.Connection, *amqp.Channel) {
+	conn, err := amqp.Dial(testenv.RabbitMQ.URL(b))
+	if err != nil {
+		b.Fatal(err)
+	}
+	ch, err := conn.Channel()
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { _ = conn.Close() })
+	return conn, ch
+}
+
+// rawPublish publishes msgs to exchange in batches with confirms, as an
+// application using amqp091-go directly would.
+func rawPublish(b *testing.B, ch *amqp.Channel, exchange string, msgs []amqp.Publishing) {
+	dcs := make([]*amqp.DeferredConfirmation, 0, benchBatch)
+	for i := 0; i < len(msgs); i += benchBatch {
+		dcs = dcs[:0]
+		for _, m := range msgs[i:min(i+benchBatch, len(msgs))] {
+			dc, err := ch.PublishWithDeferredConfirm(exchange, "bench.event", true, false, m)
+			if err != nil {
+				b.Fatal(err)
+			}
+			dcs = append(dcs, dc)
+		}
+		for _, dc := range dcs {
+			if !dc.Wait() {
+				b.Fatal("nacked")
+			}
+		}
+	}
+}
+
+func encoded(evs []eventkit.Event) []amqp.Publishing {
+	msgs := make([]amqp.Publishing, len(evs))
+	for i, e := range evs {
+		h := amqp.Table{}
+		eventkit.AMQPBinding.Headers(e, func(k, v string) { h[k] = v })
+		msgs[i] = amqp.Publishing{Headers: h, ContentType: e.DataContentType, DeliveryMode: amqp.Persistent,
+			MessageId: e.ID, Timestamp: e.Time, Body: e.Data}
+	}
+	return msgs
+}
+
+func BenchmarkPublish(b *testing.B) {
+	for _, qt := range []string{rabbitmq.QueueQuorum, rabbitmq.QueueClassic} {
+		opts := rabbitmq.Options{QueueType: qt}
+		b.Run(qt+"/raw", func(b *testing.B) {
+			topic := provisionedTopic(b, opts, "g")
+			_, ch := rawChannel(b)
+			if err := ch.Confirm(false); err != nil {
+				b.Fatal(err)
+			}
+			msgs := encoded(benchEvents(b.N))
+			b.SetBytes(1024)
+			b.ResetTimer()
+			start := time.Now()
+			rawPublish(b, ch, topic, msgs)
+			b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "events/s")
+		})
+		b.Run(qt+"/eventkit", func(b *testing.B) {
+			topic := provisionedTopic(b, opts, "g")
+			k := newBroker(b, opts)
+			evs := benchEvents(b.N)
+			ctx := context.Background()
+			b.SetBytes(1024)
+			b.ResetTimer()
+			start := time.Now()
+			for i := 0; i < len(evs); i += benchBatch {
+				if err := k.Publish(ctx, topic, evs[i:min(i+benchBatch, len(evs))]...); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "events/s")
+		})
+	}
+}
+
+func BenchmarkConsume(b *testing.B) {
+	const prefetch = 256
+	for _, qt := range []string{rabbitmq.QueueQuorum, rabbitmq.QueueClassic} {
+		opts := rabbitmq.Options{QueueType: qt}
+		fill := func(b *testing.B, topic string) {
+			_, ch := rawChannel(b)
+			if err := ch.Confirm(false); err != nil {
+				b.Fatal(err)
+			}
+			rawPublish(b, ch, topic, encoded(benchEvents(b.N)))
+		}
+		b.Run(qt+"/raw", func(b *testing.B) {
+			topic := provisionedTopic(b, opts, "g")
+			fill(b, topic)
+			_, ch := rawChannel(b)
+			if err := ch.Qos(prefetch, 0, false); err != nil {
+				b.Fatal(err)
+			}
+			b.SetBytes(1024)
+			b.ResetTimer()
+			start := time.Now()
+			ds, err := ch.Consume(rabbitmq.QueueName(topic, "g"), "", false, false, false, false, nil)
+			if err != nil {
+				b.Fatal(err)
+			}
+			for range b.N {
+				d := <-ds
+				if err := d.Ack(false); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "events/s")
+		})
+		b.Run(qt+"/eventkit", func(b *testing.B) {
+			topic := provisionedTopic(b, opts, "g")
+			fill(b, topic)
+			k := newBroker(b, opts)
+			var n atomic.Int64
+			done := make(chan struct{})
+			b.SetBytes(1024)
+			b.ResetTimer()
+			start := time.Now()
+			sub, err := k.Subscribe(context.Background(), topic, "g", func(ctx context.Context, d broker.Delivery) error {
+				err := d.Ack(ctx)
+				if n.Add(1) == int64(b.N) {
+					close(done)
+				}
+				return err
+			}, broker.WithMaxInFlight(prefetch))
+			if err != nil {
+				b.Fatal(err)
+			}
+			<-done
+			b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "events/s")
+			b.StopTimer()
+			_ = sub.Close(context.Background())
+		})
+	}
+}
