@@ -110,16 +110,22 @@ func mediaType(ct string) string {
 
 // contentTypeMatches reports whether an event's DataContentType fits codec.
 // Parameters (";charset=utf-8") and case are ignored. An empty content type
-// means application/json, as CloudEvents says; application/x-protobuf is
-// accepted for protobuf.
+// means application/json, as CloudEvents says; a codec of application/json
+// also accepts text/json and */*+json, and one of application/protobuf
+// accepts application/x-protobuf.
 func contentTypeMatches(eventCT string, codec Codec) bool {
 	want := mediaType(codec.ContentType())
 	got := mediaType(eventCT)
 	if got == "" {
 		got = ContentTypeJSON
 	}
-	if got == want {
+	switch {
+	case got == want:
 		return true
+	case want == ContentTypeJSON:
+		return got == "text/json" || strings.HasSuffix(got, "+json")
+	case want == ContentTypeProtobuf:
+		return got == "application/x-protobuf"
 	}
-	return want == ContentTypeProtobuf && got == "application/x-protobuf"
+	return false
 }

@@ -24,7 +24,10 @@ var ErrContentType = errors.New("eventkit: data content type does not match the 
 // is not registered is rejected with ErrUnknownType, one whose type is known
 // but whose version is not with ErrUnsupportedVersion, one whose content type
 // does not fit the codec with ErrContentType, and a payload the codec cannot
-// decode with the codec's error. Every one of these is a *DecodeError that
+// decode with the codec's error. Content types match by media type, ignoring
+// case and parameters; an empty one means application/json (as in
+// CloudEvents), the JSON codec also takes text/json and */*+json, and the
+// Protobuf codec application/x-protobuf. Every one of these is a *DecodeError that
 // keeps the payload, so IsPermanent is true for it and the consumer runtime
 // dead-letters the event instead of retrying it.
 //

@@ -194,12 +194,18 @@ func TestRegistryRejects(t *testing.T) {
 	wrongCT.DataContentType = "application/protobuf"
 	_, err = r.Decode(wrongCT)
 	wantPayloadError(t, err, wrongCT, eventkit.ErrContentType, "application/protobuf", "application/json")
-	for _, ct := range []string{"", "application/json; charset=utf-8", "Application/JSON"} {
+	for _, ct := range []string{"", "application/json; charset=utf-8", "Application/JSON", "text/json", "application/vnd.order+json"} {
 		ok := good
 		ok.DataContentType = ct
 		if _, err := r.Decode(ok); err != nil {
 			t.Fatalf("content type %q: %v", ct, err)
 		}
+	}
+	for _, ct := range []string{"text/plain", "application/jsonx", "application/xml"} {
+		bad := good
+		bad.DataContentType = ct
+		_, err = r.Decode(bad)
+		wantPayloadError(t, err, bad, eventkit.ErrContentType, ct)
 	}
 	pe, _ := eventkit.NewTyped(r, &examplepb.OrderCreated{OrderId: "x"})
 	pe.DataContentType = ""
