@@ -492,3 +492,88 @@ func streamThroughOutage(t *testing.T, opts rabbitmq.Options, outage func()) {
 	t.Logf("all %d events received; %d Publish calls failed (%d events) and were retried; %d duplicates",
 		sent, failures.Load(), failedEvents.Load(), dups)
 }
+
+// Deliveries handed to a pool of goroutines are settled concurrently (as
+// the consumer runtime does): every event is acked exactly once and none
+// comes back.
+func TestConcurrentSettle(t *testing.T) {
+	t.Parallel()
+	topic := provisionedTopic(t, rabbitmq.Options{}, "g")
+	b := newBroker(t, rabbitmq.Options{})
+	ctx := ctxT(t, 30*time.Second)
+	work := make(chan broker.Delivery)
+	var mu sync.Mutex
+	seen := map[string]int{}
+	var wg sync.WaitGroup
+	for w := 0; w < 8; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for d := range work {
+				mu.Lock()
+				seen[d.Event().ID]++
+				n := seen[d.Event().ID]
+				mu.Unlock()
+				var err error
+				if n == 1 && d.Event().Data[len(d.Event().Data)-2] == '7' {
+					err = d.Nack(ctx, 0) // some go round once more
+				} else {
+					err = d.Ack(ctx)
+				}
+				if err != nil {
+					t.Errorf("settle: %v", err)
+				}
+			}
+		}()
+	}
+	sub, err := b.Subscribe(ctx, topic, "g", func(ctx context.Context, d broker.Delivery) error {
+		work <- d
+		return nil
+	}, broker.WithMaxInFlight(64))
+	if err != nil {
+		t.Fatal(err)
+	}
+	const n = 1000
+	evs := mk(n)
+	if err := b.Publish(ctx, topic, evs...); err != nil {
+		t.Fatal(err)
+	}
+	want := 0
+	for _, e := range evs {
+		want++
+		if e.Data[len(e.Data)-2] == '7' {
+			want++
+		}
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		mu.Lock()
+		total := 0
+		for _, c := range seen {
+			total += c
+		}
+		mu.Unlock()
+		if total >= want {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d deliveries of %d", total, want)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	time.Sleep(300 * time.Millisecond)
+	if err := sub.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	close(work)
+	wg.Wait()
+	mu.Lock()
+	defer mu.Unlock()
+	total := 0
+	for _, c := range seen {
+		total += c
+	}
+	if len(seen) != n || total != want {
+		t.Fatalf("%d distinct events, %d deliveries; want %d and %d", len(seen), total, n, want)
+	}
+}
