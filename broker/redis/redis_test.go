@@ -2,12 +2,15 @@ package redis_test
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"testing"
 	"time"
 
 	goredis "github.com/redis/go-redis/v9"
 	"go.uber.org/goleak"
 
+	"github.com/eventkit/eventkit"
 	"github.com/eventkit/eventkit/broker"
 	"github.com/eventkit/eventkit/broker/brokertest"
 	redisbroker "github.com/eventkit/eventkit/broker/redis"
@@ -84,4 +87,438 @@ func TestConformance(t *testing.T) {
 			return e.raw.XAdd(context.Background(), &goredis.XAddArgs{Stream: e.prefix + topic, Values: vals}).Err()
 		},
 	})
+}
+
+// collect is a handler that sends every delivery to a channel and leaves
+// settling to the test.
+func collect() (broker.Handler, chan broker.Delivery) {
+	ch := make(chan broker.Delivery, 10000)
+	return func(_ context.Context, d broker.Delivery) error {
+		ch <- d
+		return nil
+	}, ch
+}
+
+func recv(t *testing.T, ch chan broker.Delivery, n int, within time.Duration) []broker.Delivery {
+	t.Helper()
+	out := make([]broker.Delivery, 0, n)
+	deadline := time.After(within)
+	for len(out) < n {
+		select {
+		case d := <-ch:
+			out = append(out, d)
+		case <-deadline:
+			t.Fatalf("got %d deliveries of %d within %v", len(out), n, within)
+		}
+	}
+	return out
+}
+
+func quiet(t *testing.T, ch chan broker.Delivery, d time.Duration) {
+	t.Helper()
+	select {
+	case got := <-ch:
+		t.Fatalf("unexpected delivery of %s (attempt %d, decode error %v)", got.Event().ID, got.Attempt(), got.DecodeErr())
+	case <-time.After(d):
+	}
+}
+
+func subscribe(t *testing.T, b broker.Broker, topic, group string, h broker.Handler, opts ...broker.SubscribeOption) broker.Subscription {
+	t.Helper()
+	sub, err := b.Subscribe(context.Background(), topic, group, h, opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		_ = sub.Close(ctx)
+	})
+	return sub
+}
+
+func closeBroker(t *testing.T, b broker.Broker) {
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = b.Close(ctx)
+	})
+}
+
+func events(n int) []eventkit.Event {
+	evs := make([]eventkit.Event, n)
+	for i := range evs {
+		evs[i] = eventkit.New("test.event", "application/json", fmt.Appendf(nil, `{"n":%d}`, i), eventkit.WithSubject(fmt.Sprint("s", i)))
+	}
+	return evs
+}
+
+// pending is the number of entries in the group's PEL.
+func (e *env) pending(t *testing.T, topic, group string) int64 {
+	t.Helper()
+	p, err := e.raw.XPending(context.Background(), e.prefix+topic, group).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p.Count
+}
+
+// TestRedisCounterSemantics checks the facts about the PEL's delivery
+// counter that Attempt() relies on (see scripts.go).
+func TestRedisCounterSemantics(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	ctx := context.Background()
+	key := e.prefix + "counter"
+	r := e.raw
+	if err := r.XGroupCreateMkStream(ctx, key, "g", "0").Err(); err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range []string{"1-1", "2-1"} {
+		if err := r.XAdd(ctx, &goredis.XAddArgs{Stream: key, ID: id, Values: []any{"a", "1"}}).Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := r.XReadGroup(ctx, &goredis.XReadGroupArgs{Group: "g", Consumer: "c1", Streams: []string{key, ">"}, Count: 10, Block: -1}).Err(); err != nil {
+		t.Fatal(err)
+	}
+	count := func(id string) (int64, time.Duration, string) {
+		t.Helper()
+		p, err := r.XPendingExt(ctx, &goredis.XPendingExtArgs{Stream: key, Group: "g", Start: id, End: id, Count: 1}).Result()
+		if err != nil || len(p) != 1 {
+			t.Fatalf("XPENDING %s: %v %v", id, p, err)
+		}
+		return p[0].RetryCount, p[0].Idle, p[0].Consumer
+	}
+	if n, _, _ := count("1-1"); n != 1 {
+		t.Fatalf("after XREADGROUP: counter %d, want 1", n)
+	}
+	time.Sleep(30 * time.Millisecond)
+	if err := r.XClaimJustID(ctx, &goredis.XClaimArgs{Stream: key, Group: "g", Consumer: "c1", Messages: []string{"1-1"}}).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if n, idle, _ := count("1-1"); n != 1 || idle >= 30*time.Millisecond {
+		t.Fatalf("after XCLAIM JUSTID: counter %d idle %v, want 1 and reset", n, idle)
+	}
+	if err := r.XClaim(ctx, &goredis.XClaimArgs{Stream: key, Group: "g", Consumer: "c1", Messages: []string{"1-1"}}).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if n, _, _ := count("1-1"); n != 2 {
+		t.Fatalf("after XCLAIM: counter %d, want 2", n)
+	}
+	time.Sleep(20 * time.Millisecond)
+	if err := r.XAutoClaim(ctx, &goredis.XAutoClaimArgs{Stream: key, Group: "g", Consumer: "c2", MinIdle: 10 * time.Millisecond, Start: "0", Count: 1}).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if n, _, c := count("1-1"); n != 3 || c != "c2" {
+		t.Fatalf("after XAUTOCLAIM: counter %d owner %s, want 3 and c2", n, c)
+	}
+	// An entry deleted while pending is dropped from the PEL by XAUTOCLAIM.
+	if err := r.XDel(ctx, key, "2-1").Err(); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(20 * time.Millisecond)
+	_, _, deleted, err := r.XAutoClaimWithDeleted(ctx, &goredis.XAutoClaimArgs{Stream: key, Group: "g", Consumer: "c2", MinIdle: 10 * time.Millisecond, Start: "2-0", Count: 10}).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(deleted) != 1 || deleted[0] != "2-1" {
+		t.Fatalf("XAUTOCLAIM deleted ids = %v, want [2-1]", deleted)
+	}
+	if n := e.pending(t, "counter", "g"); n != 1 {
+		t.Fatalf("PEL has %d entries after the deleted one was reclaimed, want 1", n)
+	}
+}
+
+// A subscriber whose connection goes away without settling anything: a
+// second consumer reclaims its entries after the ack wait with attempt 2,
+// and when that one dies too, a third gets them with attempt 3.
+func TestCrashedConsumerReclaimed(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	topic := testenv.Name("crash")
+	const ackWait = 500 * time.Millisecond
+	evs := events(20)
+	for round := 1; round <= 3; round++ {
+		o, _ := goredis.ParseURL(e.url)
+		client := goredis.NewClient(o)
+		b := e.broker(t, redisbroker.Options{Client: client})
+		closeBroker(t, b)
+		if round == 1 {
+			if err := b.Publish(context.Background(), topic, evs...); err != nil {
+				t.Fatal(err)
+			}
+		}
+		h, ch := collect()
+		subscribe(t, b, topic, "g", h, broker.WithAckWait(ackWait), broker.WithMaxInFlight(100))
+		got := recv(t, ch, len(evs), 10*time.Second)
+		seen := map[string]bool{}
+		for _, d := range got {
+			if d.Attempt() != round {
+				t.Fatalf("round %d: %s has attempt %d", round, d.Event().ID, d.Attempt())
+			}
+			seen[d.Event().ID] = true
+		}
+		if len(seen) != len(evs) {
+			t.Fatalf("round %d: %d distinct events of %d", round, len(seen), len(evs))
+		}
+		if round < 3 {
+			// Crash: the connection goes away, nothing is settled.
+			_ = client.Close()
+			continue
+		}
+		for _, d := range got {
+			if err := d.Ack(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+		}
+		quiet(t, ch, 2*ackWait)
+		if n := e.pending(t, topic, "g"); n != 0 {
+			t.Fatalf("%d entries still pending after all were acked", n)
+		}
+		_ = client.Close()
+	}
+}
+
+func TestMaxLenTrims(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	b := e.broker(t, redisbroker.Options{MaxLen: 100})
+	closeBroker(t, b)
+	topic := testenv.Name("maxlen")
+	for range 20 {
+		if err := b.Publish(context.Background(), topic, events(100)...); err != nil {
+			t.Fatal(err)
+		}
+	}
+	n, err := e.raw.XLen(context.Background(), b.StreamKey(topic)).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// MAXLEN ~ trims whole macro nodes (stream-node-max-entries, 100 by default).
+	if n < 100 || n > 300 {
+		t.Fatalf("XLEN = %d after 2000 entries with MaxLen 100, want about 100", n)
+	}
+}
+
+// Entries trimmed or deleted while pending are acked away, not looped on:
+// whether they come back through a Nack or through XAUTOCLAIM.
+func TestDeletedWhilePending(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	b := e.broker(t, redisbroker.Options{})
+	closeBroker(t, b)
+	topic := testenv.Name("trim")
+	h, ch := collect()
+	subscribe(t, b, topic, "g", h, broker.WithAckWait(300*time.Millisecond))
+	if err := b.Publish(context.Background(), topic, events(6)...); err != nil {
+		t.Fatal(err)
+	}
+	got := recv(t, ch, 6, 5*time.Second)
+	if err := e.raw.XTrimMaxLen(context.Background(), b.StreamKey(topic), 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range got[:3] {
+		if err := d.Nack(context.Background(), 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The other three are left unsettled: XAUTOCLAIM finds them deleted.
+	quiet(t, ch, 1500*time.Millisecond)
+	if n := e.pending(t, topic, "g"); n != 0 {
+		t.Fatalf("%d deleted entries still pending", n)
+	}
+	// The subscription still works.
+	ev := events(1)
+	if err := b.Publish(context.Background(), topic, ev...); err != nil {
+		t.Fatal(err)
+	}
+	if d := recv(t, ch, 1, 5*time.Second)[0]; d.Event().ID != ev[0].ID || d.Attempt() != 1 {
+		t.Fatalf("got %s attempt %d, want %s attempt 1", d.Event().ID, d.Attempt(), ev[0].ID)
+	} else {
+		_ = d.Ack(context.Background())
+	}
+}
+
+// Entries added by other tools are delivered with DecodeErr (raw data
+// kept) and never stall the subscription.
+func TestForeignEntries(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	b := e.broker(t, redisbroker.Options{})
+	closeBroker(t, b)
+	topic := testenv.Name("foreign")
+	e.xadd(t, topic, "foo", "bar") // redis-cli XADD key * foo bar
+	e.xadd(t, topic, "ce_specversion", "1.0", "ce_id", "x", "data", "{}")
+	e.xadd(t, topic, "ce_specversion", "1.0", "ce_id", "x", "ce_source", "/s", "ce_type", "t", "ce_time", "yesterday", "data", "\x00\xff")
+	e.xadd(t, topic, "ce_specversion", "0.3", "ce_id", "x", "ce_source", "/s", "ce_type", "t", "data", "old")
+	good := events(1)[0]
+	if err := b.Publish(context.Background(), topic, good); err != nil {
+		t.Fatal(err)
+	}
+	h, ch := collect()
+	subscribe(t, b, topic, "g", h, broker.WithAckWait(300*time.Millisecond))
+	got := recv(t, ch, 5, 5*time.Second)
+	for i, d := range got[:4] {
+		var de *eventkit.DecodeError
+		if !errors.As(d.DecodeErr(), &de) {
+			t.Fatalf("entry %d: DecodeErr = %v, want a *eventkit.DecodeError", i, d.DecodeErr())
+		}
+		if len(de.Raw) == 0 {
+			t.Errorf("entry %d: raw bytes not kept", i)
+		}
+		if d.Event().ID != "" {
+			t.Errorf("entry %d: Event() not zero", i)
+		}
+		t.Logf("entry %d: %v (raw %q)", i, de, de.Raw)
+		if err := d.Term(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var de *eventkit.DecodeError
+	if errors.As(got[0].DecodeErr(), &de); string(de.Raw) != `{"foo":"bar"}` {
+		t.Errorf("entry without data: Raw = %q, want the fields as JSON", de.Raw)
+	}
+	if got[4].DecodeErr() != nil || got[4].Event().ID != good.ID {
+		t.Fatalf("last delivery: %v %s, want the good event", got[4].DecodeErr(), got[4].Event().ID)
+	}
+	_ = got[4].Ack(context.Background())
+	quiet(t, ch, time.Second)
+	if n := e.pending(t, topic, "g"); n != 0 {
+		t.Fatalf("%d entries still pending", n)
+	}
+}
+
+// A delay longer than the ack wait: the entry stays in this consumer's PEL,
+// kept fresh so that a competing consumer's XAUTOCLAIM does not take it
+// early, and comes back once, after the delay, with attempt 2.
+func TestNackDelayLongerThanAckWait(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	topic := testenv.Name("delay")
+	const ackWait, delay = 300 * time.Millisecond, 1500 * time.Millisecond
+	h, ch := collect()
+	for range 2 {
+		b := e.broker(t, redisbroker.Options{})
+		closeBroker(t, b)
+		subscribe(t, b, topic, "g", h, broker.WithAckWait(ackWait))
+	}
+	b := e.broker(t, redisbroker.Options{})
+	closeBroker(t, b)
+	ev := events(1)
+	if err := b.Publish(context.Background(), topic, ev...); err != nil {
+		t.Fatal(err)
+	}
+	first := recv(t, ch, 1, 5*time.Second)[0]
+	nacked := time.Now()
+	if err := first.Nack(context.Background(), delay); err != nil {
+		t.Fatal(err)
+	}
+	again := recv(t, ch, 1, 5*time.Second)[0]
+	if el := time.Since(nacked); el < delay {
+		t.Fatalf("redelivered after %v, before the delay of %v", el, delay)
+	}
+	if again.Event().ID != ev[0].ID || again.Attempt() != 2 {
+		t.Fatalf("redelivery: %s attempt %d, want %s attempt 2", again.Event().ID, again.Attempt(), ev[0].ID)
+	}
+	if err := again.Ack(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	quiet(t, ch, 3*ackWait)
+}
+
+// Close hands entries fetched but never given to the handler back to the
+// group at once, with their counter restored: another consumer gets them
+// with attempt 1 without waiting for the ack wait.
+func TestCloseHandsBackUndelivered(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	topic := testenv.Name("handback")
+	b1 := e.broker(t, redisbroker.Options{})
+	closeBroker(t, b1)
+	evs := events(50)
+	if err := b1.Publish(context.Background(), topic, evs...); err != nil {
+		t.Fatal(err)
+	}
+	release := make(chan struct{})
+	started := make(chan struct{}, 1)
+	sub1, err := b1.Subscribe(context.Background(), topic, "g", func(ctx context.Context, d broker.Delivery) error {
+		started <- struct{}{}
+		<-release
+		return d.Ack(ctx)
+	}, broker.WithMaxInFlight(100))
+	if err != nil {
+		t.Fatal(err)
+	}
+	<-started
+	closed := make(chan struct{})
+	go func() {
+		defer close(closed)
+		_ = sub1.Close(context.Background())
+	}()
+	time.Sleep(100 * time.Millisecond)
+	close(release)
+	<-closed
+	b2 := e.broker(t, redisbroker.Options{})
+	closeBroker(t, b2)
+	h, ch := collect()
+	subscribe(t, b2, topic, "g", h) // default ack wait: 30s
+	got := recv(t, ch, len(evs)-1, 5*time.Second)
+	for _, d := range got {
+		if d.Attempt() != 1 {
+			t.Errorf("%s: attempt %d, want 1 (never given to a handler before)", d.Event().ID, d.Attempt())
+		}
+		if d.Event().ID == evs[0].ID {
+			t.Errorf("the acked event %s came back", d.Event().ID)
+		}
+		_ = d.Ack(context.Background())
+	}
+}
+
+// With SyncAck, Ack returns after the XACK: nothing is pending then.
+func TestSyncAck(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	b := e.broker(t, redisbroker.Options{SyncAck: true})
+	closeBroker(t, b)
+	topic := testenv.Name("syncack")
+	h, ch := collect()
+	subscribe(t, b, topic, "g", h)
+	if err := b.Publish(context.Background(), topic, events(3)...); err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range recv(t, ch, 3, 5*time.Second) {
+		if err := d.Ack(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := e.pending(t, topic, "g"); n != 0 {
+		t.Fatalf("%d entries pending after Ack returned", n)
+	}
+}
+
+func TestGroupStartNewest(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	b := e.broker(t, redisbroker.Options{GroupStart: redisbroker.StartNewest})
+	closeBroker(t, b)
+	if b.Capabilities().Replay {
+		t.Fatal("Replay claimed with GroupStart newest")
+	}
+	topic := testenv.Name("newest")
+	if err := b.Publish(context.Background(), topic, events(2)...); err != nil {
+		t.Fatal(err)
+	}
+	h, ch := collect()
+	subscribe(t, b, topic, "g", h)
+	ev := events(1)
+	if err := b.Publish(context.Background(), topic, ev...); err != nil {
+		t.Fatal(err)
+	}
+	d := recv(t, ch, 1, 5*time.Second)[0]
+	if d.Event().ID != ev[0].ID {
+		t.Fatalf("first delivery %s, want %s (published after the group)", d.Event().ID, ev[0].ID)
+	}
+	_ = d.Ack(context.Background())
+	quiet(t, ch, 300*time.Millisecond)
 }
