@@ -129,7 +129,7 @@ func Register[T any](r *Registry, eventType, version string, codec Codec, opts .
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if old := r.byName[eventType][version]; old != nil {
-		if old.goType == goType && old.codec == codec && old.schema == ent.schema {
+		if old.goType == goType && sameCodec(old.codec, codec) && old.schema == ent.schema {
 			return nil
 		}
 		return fmt.Errorf("eventkit: register %s version %q: already registered as %s (%s)",
@@ -281,6 +281,16 @@ func (r *Registry) lookup(ev Event) (*typeEntry, error) {
 			ErrContentType, ev.Type, ev.DataVersion, ev.DataContentType, ent.codec.ContentType()))
 	}
 	return ent, nil
+}
+
+// sameCodec reports whether a and b are the same codec value, without
+// panicking on codec types that cannot be compared.
+func sameCodec(a, b Codec) bool {
+	va, vb := reflect.ValueOf(a), reflect.ValueOf(b)
+	if va.Type() != vb.Type() || !va.Comparable() || !vb.Comparable() {
+		return false
+	}
+	return va.Equal(vb)
 }
 
 func payloadError(ev Event, err error) error {

@@ -265,6 +265,14 @@ func TestRegisterRules(t *testing.T) {
 	if err := eventkit.Register[orderCreatedV1](r, "b", "1", eventkit.JSON); err == nil {
 		t.Error("one Go type under two event types accepted")
 	}
+	// A codec type that cannot be compared with == does not make Register panic.
+	type cPayload struct{ C int }
+	if err := eventkit.Register[cPayload](r, "c", "1", sliceCodec{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := eventkit.Register[cPayload](r, "c", "1", sliceCodec{}); err == nil {
+		t.Error("re-registration with an incomparable codec: want an error, not a panic or a silent no-op")
+	}
 	// The same Go type for two versions: NewTyped writes the last one,
 	// WithDataVersion picks another; both decode.
 	if err := eventkit.Register[orderCreatedV1](r, "a", "2", eventkit.JSON); err != nil {
@@ -297,8 +305,8 @@ func TestRegisterRules(t *testing.T) {
 	}
 
 	types := r.Types()
-	if len(types) != 3 || types[0].Type != "a" || types[0].Version != "1" || types[1].Version != "2" ||
-		types[2].Type != "foreign" || types[0].GoType != reflect.TypeFor[orderCreatedV1]() || types[0].ContentType != "application/json" {
+	if len(types) != 4 || types[0].Type != "a" || types[0].Version != "1" || types[1].Version != "2" ||
+		types[2].Type != "c" || types[3].Type != "foreign" || types[0].GoType != reflect.TypeFor[orderCreatedV1]() || types[0].ContentType != "application/json" {
 		t.Fatalf("Types() = %+v", types)
 	}
 
@@ -309,6 +317,13 @@ func TestRegisterRules(t *testing.T) {
 	}()
 	eventkit.MustRegister[orderCreatedV2](r, "a", "1", eventkit.JSON)
 }
+
+// sliceCodec is a JSON codec whose type is not comparable.
+type sliceCodec struct{ opts []string }
+
+func (sliceCodec) ContentType() string                { return "application/json" }
+func (sliceCodec) Marshal(v any) ([]byte, error)      { return eventkit.JSON.Marshal(v) }
+func (sliceCodec) Unmarshal(data []byte, v any) error { return eventkit.JSON.Unmarshal(data, v) }
 
 // A nil *Registry means DefaultRegistry.
 func TestDefaultRegistry(t *testing.T) {
