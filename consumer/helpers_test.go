@@ -76,7 +76,7 @@ func start(t *testing.T, c *consumer.Consumer) *running {
 	return &running{c: c, stop: stop, done: done}
 }
 
-func newConsumer(t *testing.T, sub broker.Subscriber, cfg consumer.Config) *consumer.Consumer {
+func newConsumer(t testing.TB, sub broker.Subscriber, cfg consumer.Config) *consumer.Consumer {
 	t.Helper()
 	if cfg.Logger == nil {
 		cfg.Logger = quietLogger()
@@ -88,7 +88,7 @@ func newConsumer(t *testing.T, sub broker.Subscriber, cfg consumer.Config) *cons
 	return c
 }
 
-func newBroker(t *testing.T) *memory.Broker {
+func newBroker(t testing.TB) *memory.Broker {
 	t.Helper()
 	b := memory.New(memory.Options{})
 	t.Cleanup(func() {

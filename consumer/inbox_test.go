@@ -35,10 +35,10 @@ type store struct {
 	name  string
 	in    inbox.Inbox
 	bump  func(ctx context.Context, account string) error
-	count func(t *testing.T, account string) int
+	count func(t testing.TB, account string) int
 }
 
-func sqlStore(t *testing.T, name, driver, dsn string, d sqlinbox.Dialect) *store {
+func sqlStore(t testing.TB, name, driver, dsn string, d sqlinbox.Dialect) *store {
 	t.Helper()
 	db, err := sql.Open(driver, dsn)
 	if err != nil {
@@ -81,7 +81,7 @@ func sqlStore(t *testing.T, name, driver, dsn string, d sqlinbox.Dialect) *store
 			_, err := tx.ExecContext(ctx, update, account)
 			return err
 		},
-		count: func(t *testing.T, account string) int {
+		count: func(t testing.TB, account string) int {
 			var n int
 			err := db.QueryRow("SELECT n FROM "+biz+" WHERE id = "+map[bool]string{true: "$1", false: "?"}[d == sqlinbox.Postgres], account).Scan(&n)
 			if err != nil && !errors.Is(err, sql.ErrNoRows) {
@@ -92,7 +92,7 @@ func sqlStore(t *testing.T, name, driver, dsn string, d sqlinbox.Dialect) *store
 	}
 }
 
-func pgxStore(t *testing.T) *store {
+func pgxStore(t testing.TB) *store {
 	t.Helper()
 	pool, err := pgxpool.New(context.Background(), testenv.Postgres.URL(t))
 	if err != nil {
@@ -121,7 +121,7 @@ func pgxStore(t *testing.T) *store {
 			_, err := sqlinbox.PgxTx(ctx).Exec(ctx, "INSERT INTO "+biz+" (id, n) VALUES ($1, 1) ON CONFLICT (id) DO UPDATE SET n = "+biz+".n + 1", account)
 			return err
 		},
-		count: func(t *testing.T, account string) int {
+		count: func(t testing.TB, account string) int {
 			var n int
 			if err := pool.QueryRow(context.Background(), "SELECT COALESCE((SELECT n FROM "+biz+" WHERE id = $1), 0)", account).Scan(&n); err != nil {
 				t.Fatal(err)
@@ -143,7 +143,7 @@ func memStore(name string, in inbox.Inbox) *store {
 			mu.Unlock()
 			return nil
 		},
-		count: func(t *testing.T, account string) int {
+		count: func(t testing.TB, account string) int {
 			mu.Lock()
 			defer mu.Unlock()
 			return m[account]
@@ -151,7 +151,7 @@ func memStore(name string, in inbox.Inbox) *store {
 	}
 }
 
-func redisStore(t *testing.T) *store {
+func redisStore(t testing.TB) *store {
 	opt, err := redis.ParseURL(testenv.Redis.URL(t))
 	if err != nil {
 		t.Fatal(err)
@@ -163,21 +163,21 @@ func redisStore(t *testing.T) *store {
 
 var stores = []struct {
 	name string
-	new  func(t *testing.T) *store
+	new  func(t testing.TB) *store
 }{
-	{"postgres", func(t *testing.T) *store {
+	{"postgres", func(t testing.TB) *store {
 		return sqlStore(t, "postgres", "pgx", testenv.Postgres.URL(t), sqlinbox.Postgres)
 	}},
 	{"pgx", pgxStore},
-	{"mariadb", func(t *testing.T) *store {
+	{"mariadb", func(t testing.TB) *store {
 		return sqlStore(t, "mariadb", "mysql", testenv.MySQL.URL(t), sqlinbox.MySQL)
 	}},
-	{"sqlite", func(t *testing.T) *store {
+	{"sqlite", func(t testing.TB) *store {
 		dsn := "file:" + filepath.Join(t.TempDir(), "c.db") + "?_txlock=immediate&_pragma=busy_timeout(10000)&_pragma=journal_mode(wal)"
 		return sqlStore(t, "sqlite", "sqlite", dsn, sqlinbox.SQLite)
 	}},
 	{"redis", redisStore},
-	{"lru", func(t *testing.T) *store { return memStore("lru", lruinbox.New(lruinbox.Options{})) }},
+	{"lru", func(t testing.TB) *store { return memStore("lru", lruinbox.New(lruinbox.Options{})) }},
 }
 
 // Each event delivered 5 times, concurrently, changes the business table

@@ -1,0 +1,109 @@
+package consumer_test
+
+import (
+	"context"
+	"fmt"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/eventkit/eventkit"
+	"github.com/eventkit/eventkit/broker"
+	"github.com/eventkit/eventkit/consumer"
+	"github.com/eventkit/eventkit/inbox/sqlinbox"
+	"github.com/eventkit/eventkit/internal/testenv"
+)
+
+// BenchmarkConsume measures consume throughput through the memory broker:
+// the raw broker subscription (AutoAck, one call at a time: the baseline),
+// then the runtime with no inbox, the Redis inbox and the Postgres inbox,
+// at concurrency 1, 8 and 64. Events are published before the timer starts;
+// the timer stops when every one has been acked.
+//
+//	go test -run '^$' -bench . ./consumer
+func BenchmarkConsume(b *testing.B) {
+	b.Run("raw-broker", func(b *testing.B) {
+		br := newBroker(b)
+		topic := prepublish(b, br)
+		var n atomic.Int64
+		done := make(chan struct{})
+		b.ResetTimer()
+		sub, err := br.Subscribe(context.Background(), topic, "raw", broker.AutoAck(
+			func(ctx context.Context, e eventkit.Event, attempt int) error {
+				if n.Add(1) == int64(b.N) {
+					close(done)
+				}
+				return nil
+			}))
+		if err != nil {
+			b.Fatal(err)
+		}
+		<-done
+		b.StopTimer()
+		report(b)
+		_ = sub.Close(context.Background())
+	})
+	for _, kind := range []string{"none", "redis", "postgres"} {
+		for _, conc := range []int{1, 8, 64} {
+			b.Run(fmt.Sprintf("inbox=%s/concurrency=%d", kind, conc), func(b *testing.B) {
+				cfg := consumer.Config{Concurrency: conc, Logger: quietLogger()}
+				switch kind {
+				case "redis":
+					cfg.Inbox = redisStore(b).in
+				case "postgres":
+					st := sqlStore(b, "postgres", "pgx", testenv.Postgres.URL(b), sqlinbox.Postgres)
+					cfg.Inbox = st.in
+				}
+				br := newBroker(b)
+				topic := prepublish(b, br)
+				c, err := consumer.New(br, cfg)
+				if err != nil {
+					b.Fatal(err)
+				}
+				done := make(chan struct{})
+				var n atomic.Int64
+				_ = c.Handle(topic, "bench", consumer.HandlerFunc(func(ctx context.Context, e eventkit.Event) error {
+					if n.Add(1) == int64(b.N) {
+						close(done)
+					}
+					return nil
+				}))
+				ctx, cancel := context.WithCancel(context.Background())
+				runDone := make(chan error, 1)
+				b.ResetTimer()
+				go func() { runDone <- c.Run(ctx) }()
+				<-done
+				for c.Stats().Handled < uint64(b.N) { // the last ack
+					time.Sleep(50 * time.Microsecond)
+				}
+				b.StopTimer()
+				report(b)
+				cancel()
+				if err := <-runDone; err != nil {
+					b.Fatal(err)
+				}
+			})
+		}
+	}
+}
+
+func prepublish(b *testing.B, p broker.Publisher) string {
+	b.Helper()
+	topic := testenv.Name("bench")
+	const batch = 1000
+	evs := make([]eventkit.Event, 0, batch)
+	for i := range b.N {
+		evs = append(evs, eventkit.New("bench.event", "application/json", []byte(`{"n":1}`), eventkit.WithSubject(fmt.Sprint("s", i%256))))
+		if len(evs) == batch || i == b.N-1 {
+			publish(b, p, topic, evs...)
+			evs = evs[:0]
+		}
+	}
+	return topic
+}
+
+func report(b *testing.B) {
+	if s := b.Elapsed().Seconds(); s > 0 {
+		b.ReportMetric(float64(b.N)/s, "events/s")
+	}
+}
