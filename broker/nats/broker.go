@@ -1,0 +1,526 @@
+package natsbroker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/eventkit/eventkit"
+	"github.com/eventkit/eventkit/broker"
+)
+
+// StreamOptions configure the streams the broker creates for topics. They
+// apply when a stream is created; an existing stream is used as it is unless
+// Update is set.
+type StreamOptions struct {
+	// Storage is jetstream.FileStorage (the default: survives a server
+	// restart) or jetstream.MemoryStorage (lost when the server stops).
+	Storage jetstream.StorageType
+	// Replicas is the number of copies in a cluster (default 1).
+	Replicas int
+	// MaxAge drops events older than this (0: keep forever).
+	MaxAge time.Duration
+	// MaxBytes bounds the stream's size; the oldest events are dropped
+	// beyond it (0: unlimited).
+	MaxBytes int64
+	// Duplicates is the deduplication window: a message whose Nats-Msg-Id
+	// (the event id) was stored within it is dropped (default 2 minutes).
+	Duplicates time.Duration
+	// Update applies these options to an existing stream
+	// (CreateOrUpdateStream) instead of using it as it is.
+	Update bool
+}
+
+// Options configure a Broker. The zero value is usable.
+type Options struct {
+	// Name is the NATS connection name shown by the server (default "eventkit").
+	Name string
+	// NATSOptions are added to the connection options Connect uses (after
+	// the defaults, so they win).
+	NATSOptions []nats.Option
+	// StreamPrefix is put before every stream name (letters, digits, '_'
+	// and '-'), e.g. "EK_" to keep eventkit's streams apart from others.
+	StreamPrefix string
+	// Stream configures the streams created for topics.
+	Stream StreamOptions
+	// PublishWindow bounds the messages of one Publish call awaiting their
+	// JetStream ack at once (default 512).
+	PublishWindow int
+	// PublishAckTimeout is how long one message may wait for its JetStream
+	// ack before it counts as failed (default 10s). The ctx of Publish
+	// bounds the whole call as well.
+	PublishAckTimeout time.Duration
+	// MaxAckPending, if larger than a subscription's MaxInFlight, is used as
+	// the consumer's MaxAckPending instead. By default MaxAckPending equals
+	// MaxInFlight, so the server itself never has more than MaxInFlight
+	// deliveries of a group unsettled (the group's subscribers share them).
+	MaxAckPending int
+	// PullExpiry is how long one pull request waits on the server
+	// (default 10s; heartbeats every half of it detect a lost request).
+	PullExpiry time.Duration
+	// ConfirmAcks makes Ack, Nack and Term wait for the server to confirm
+	// them (a request/reply round trip each, JetStream's "double ack").
+	// Off by default: a plain ack is fire-and-forget, and an ack that is
+	// lost makes the event come again after AckWait, which at-least-once
+	// delivery allows.
+	ConfirmAcks bool
+	// Logger receives connection events (disconnect, reconnect, errors).
+	// Nil discards them.
+	Logger *slog.Logger
+}
+
+func (o *Options) defaults() error {
+	if o.Name == "" {
+		o.Name = "eventkit"
+	}
+	if o.Stream.Storage != jetstream.MemoryStorage {
+		o.Stream.Storage = jetstream.FileStorage
+	}
+	if o.Stream.Replicas <= 0 {
+		o.Stream.Replicas = 1
+	}
+	if o.Stream.Duplicates <= 0 {
+		o.Stream.Duplicates = 2 * time.Minute
+	}
+	if o.PublishWindow <= 0 {
+		o.PublishWindow = 512
+	}
+	if o.PublishAckTimeout <= 0 {
+		o.PublishAckTimeout = 10 * time.Second
+	}
+	if o.PullExpiry <= 0 {
+		o.PullExpiry = 10 * time.Second
+	}
+	if o.PullExpiry < 2*time.Second {
+		o.PullExpiry = 2 * time.Second
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	if o.StreamPrefix != "" {
+		if err := broker.ValidateName("stream prefix", o.StreamPrefix); err != nil || sanitizeName(o.StreamPrefix) != o.StreamPrefix {
+			return fmt.Errorf("natsbroker: stream prefix %q may hold only letters, digits, '_' and '-'", o.StreamPrefix)
+		}
+	}
+	return nil
+}
+
+// Broker is a broker.Broker on NATS JetStream. Make one with Connect, New or
+// StartEmbedded.
+type Broker struct {
+	nc         *nats.Conn
+	js         jetstream.JetStream
+	opts       Options
+	ownConn    bool
+	maxPayload int
+
+	mu      sync.Mutex
+	closed  bool
+	streams map[string]string // topic -> stream name, provisioned
+	subs    map[*subscription]struct{}
+}
+
+var _ broker.Broker = (*Broker)(nil)
+
+// ConnectOptions returns the connection options Connect uses: the name,
+// reconnecting forever with exponential backoff (100ms doubling to 5s, with
+// jitter), a 10s ping interval to notice dead connections, and handlers
+// that log to logger.
+func ConnectOptions(name string, logger *slog.Logger) []nats.Option {
+	if logger == nil {
+		logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	return []nats.Option{
+		nats.Name(name),
+		nats.MaxReconnects(-1),
+		nats.CustomReconnectDelay(reconnectDelay),
+		nats.PingInterval(10 * time.Second),
+		nats.MaxPingsOutstanding(3),
+		nats.DisconnectErrHandler(func(nc *nats.Conn, err error) {
+			logger.Warn("nats: disconnected", "err", err)
+		}),
+		nats.ReconnectHandler(func(nc *nats.Conn) {
+			logger.Info("nats: reconnected", "url", nc.ConnectedUrlRedacted())
+		}),
+		nats.ErrorHandler(func(nc *nats.Conn, sub *nats.Subscription, err error) {
+			logger.Error("nats: async error", "err", err)
+		}),
+	}
+}
+
+// reconnectDelay is 100ms doubling per attempt up to 5s, plus up to 20% jitter.
+func reconnectDelay(attempts int) time.Duration {
+	d := 100 * time.Millisecond
+	for i := 1; i < attempts && d < 5*time.Second; i++ {
+		d *= 2
+	}
+	d = min(d, 5*time.Second)
+	return d + rand.N(d/5+1)
+}
+
+// Connect dials the NATS server(s) at url ("nats://127.0.0.1:4222", or a
+// comma-separated list) with ConnectOptions plus opts.NATSOptions and returns
+// a Broker that owns the connection (Close closes it).
+func Connect(ctx context.Context, url string, opts Options) (*Broker, error) {
+	if err := opts.defaults(); err != nil {
+		return nil, err
+	}
+	nopts := append(ConnectOptions(opts.Name, opts.Logger), opts.NATSOptions...)
+	type result struct {
+		nc  *nats.Conn
+		err error
+	}
+	ch := make(chan result, 1)
+	go func() {
+		nc, err := nats.Connect(url, nopts...)
+		ch <- result{nc, err}
+	}()
+	var r result
+	select {
+	case r = <-ch:
+	case <-ctx.Done():
+		go func() { // do not leak the connection if it comes up later
+			if r := <-ch; r.nc != nil {
+				r.nc.Close()
+			}
+		}()
+		return nil, ctx.Err()
+	}
+	if r.err != nil {
+		return nil, fmt.Errorf("natsbroker: connect to %s: %w", url, r.err)
+	}
+	b, err := newBroker(r.nc, opts, true)
+	if err != nil {
+		r.nc.Close()
+		return nil, err
+	}
+	return b, nil
+}
+
+// New returns a Broker on an existing connection, which the caller keeps:
+// Close does not close it.
+func New(nc *nats.Conn, opts Options) (*Broker, error) {
+	if err := opts.defaults(); err != nil {
+		return nil, err
+	}
+	return newBroker(nc, opts, false)
+}
+
+func newBroker(nc *nats.Conn, opts Options, own bool) (*Broker, error) {
+	js, err := jetstream.New(nc,
+		jetstream.WithPublishAsyncMaxPending(1<<20), // each Publish call bounds its own window
+		jetstream.WithPublishAsyncTimeout(opts.PublishAckTimeout),
+	)
+	if err != nil {
+		return nil, fmt.Errorf("natsbroker: %w", err)
+	}
+	return &Broker{
+		nc: nc, js: js, opts: opts, ownConn: own, maxPayload: int(nc.MaxPayload()),
+		streams: map[string]string{}, subs: map[*subscription]struct{}{},
+	}, nil
+}
+
+// Conn returns the NATS connection.
+func (b *Broker) Conn() *nats.Conn { return b.nc }
+
+// JetStream returns the JetStream handle the broker uses.
+func (b *Broker) JetStream() jetstream.JetStream { return b.js }
+
+// StreamName returns the name of the stream that holds topic's events.
+func (b *Broker) StreamName(topic string) string { return b.opts.StreamPrefix + sanitizeName(topic) }
+
+// ConsumerName returns the name of the durable consumer of group.
+func ConsumerName(group string) string { return sanitizeName(group) }
+
+// Capabilities implements broker.Broker.
+func (b *Broker) Capabilities() broker.Capabilities {
+	return broker.Capabilities{
+		Name:         "nats",
+		Ordered:      true,
+		NativeDelay:  true,
+		NativeDedupe: true,
+		Durable:      b.opts.Stream.Storage == jetstream.FileStorage,
+		Replay:       true,
+		MaxPayload:   b.maxPayload,
+	}
+}
+
+// stream returns the stream of topic, creating it if needed. Streams are
+// created once per Broker; a stream deleted behind its back is created
+// again after a publish to it fails (see forget).
+func (b *Broker) stream(ctx context.Context, topic string) (string, error) {
+	b.mu.Lock()
+	name, ok := b.streams[topic]
+	b.mu.Unlock()
+	if ok {
+		return name, nil
+	}
+	name = b.StreamName(topic)
+	subject := name + ".>"
+	so := b.opts.Stream
+	cfg := jetstream.StreamConfig{
+		Name:        name,
+		Description: "eventkit topic " + topic,
+		Subjects:    []string{subject},
+		Retention:   jetstream.LimitsPolicy,
+		Storage:     so.Storage,
+		Replicas:    so.Replicas,
+		MaxAge:      so.MaxAge,
+		MaxBytes:    so.MaxBytes,
+		Duplicates:  so.Duplicates,
+	}
+	if cfg.MaxBytes == 0 {
+		cfg.MaxBytes = -1
+	}
+	var err error
+	if so.Update {
+		_, err = b.js.CreateOrUpdateStream(ctx, cfg)
+	} else {
+		_, err = b.js.CreateStream(ctx, cfg)
+		if errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
+			// It exists with another configuration: use it as it is if
+			// it holds this topic's subjects.
+			var s jetstream.Stream
+			if s, err = b.js.Stream(ctx, name); err == nil && !slices.Contains(s.CachedInfo().Config.Subjects, subject) {
+				err = fmt.Errorf("stream %s exists but does not take subject %s (subjects %v): another topic maps to the same stream name",
+					name, subject, s.CachedInfo().Config.Subjects)
+			}
+		}
+	}
+	if err != nil {
+		return "", fmt.Errorf("natsbroker: provision stream %s for topic %q: %w", name, topic, err)
+	}
+	b.mu.Lock()
+	b.streams[topic] = name
+	b.mu.Unlock()
+	return name, nil
+}
+
+// forget drops topic's stream from the cache, so that the next use checks
+// (and if need be creates) it again.
+func (b *Broker) forget(topic string) {
+	b.mu.Lock()
+	delete(b.streams, topic)
+	b.mu.Unlock()
+}
+
+func (b *Broker) isClosed() bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.closed
+}
+
+// Publish implements broker.Publisher. Every event goes to the subject
+// "<stream>.<type>" with its attributes in ce- headers and Nats-Msg-Id set
+// to its id; the messages of one call are published asynchronously, at most
+// Options.PublishWindow awaiting their ack at once, and Publish returns when
+// every ack is in. A re-published event that JetStream drops as a duplicate
+// counts as accepted.
+func (b *Broker) Publish(ctx context.Context, topic string, events ...eventkit.Event) error {
+	if b.isClosed() {
+		if len(events) == 0 {
+			return broker.ErrClosed
+		}
+		return broker.FailAll(topic, events, broker.ErrClosed)
+	}
+	if err := broker.ValidateName("topic", topic); err != nil {
+		return err
+	}
+	if err := broker.ValidateEvents(topic, b.maxPayload, events); err != nil {
+		b.nameLimit(err)
+		return err
+	}
+	if len(events) == 0 {
+		return nil
+	}
+	if err := ctx.Err(); err != nil {
+		return broker.FailAll(topic, events, err)
+	}
+	stream, err := b.stream(ctx, topic)
+	if err != nil {
+		return broker.FailAll(topic, events, err)
+	}
+	msgs := make([]nats.Msg, len(events))
+	var pe *broker.PublishError
+	var lastType, lastSubject string
+	for i := range events {
+		e := &events[i]
+		if e.Type != lastType || lastSubject == "" {
+			lastType, lastSubject = e.Type, stream+"."+typeToken(e.Type)
+		}
+		h := encodeHeaders(e)
+		if n := encodedSize(h, e.Data); n > b.maxPayload {
+			if pe == nil {
+				pe = &broker.PublishError{Topic: topic}
+			}
+			pe.Failed = append(pe.Failed, broker.FailedEvent{Index: i, ID: e.ID, Err: b.sizeError(e.ID, n)})
+		}
+		msgs[i] = nats.Msg{Subject: lastSubject, Header: h, Data: e.Data}
+	}
+	if pe != nil {
+		return pe
+	}
+	return b.send(ctx, topic, events, msgs)
+}
+
+// send publishes msgs asynchronously with a bounded window and waits for all
+// the acks.
+func (b *Broker) send(ctx context.Context, topic string, events []eventkit.Event, msgs []nats.Msg) error {
+	var pe *broker.PublishError
+	fail := func(i int, err error) {
+		if pe == nil {
+			pe = &broker.PublishError{Topic: topic}
+		}
+		pe.Failed = append(pe.Failed, broker.FailedEvent{Index: i, ID: events[i].ID, Err: err})
+	}
+	futs := make([]jetstream.PubAckFuture, len(msgs))
+	window := b.opts.PublishWindow
+	next := 0 // the oldest future not yet awaited
+	var ctxErr error
+	await := func(i int) {
+		f := futs[i]
+		if f == nil {
+			return
+		}
+		if ctxErr != nil {
+			fail(i, ctxErr)
+			return
+		}
+		select {
+		case <-f.Ok():
+		case err := <-f.Err():
+			fail(i, b.publishErr(topic, err))
+		case <-ctx.Done():
+			ctxErr = ctx.Err()
+			fail(i, ctxErr)
+		}
+	}
+	for i := range msgs {
+		for i-next >= window {
+			await(next)
+			next++
+		}
+		if ctxErr != nil {
+			fail(i, ctxErr)
+			continue
+		}
+		f, err := b.js.PublishMsgAsync(&msgs[i])
+		for errors.Is(err, jetstream.ErrTooManyStalledMsgs) && next < i {
+			await(next) // other callers fill the client's window: wait for ours
+			next++
+			f, err = b.js.PublishMsgAsync(&msgs[i])
+		}
+		if err != nil {
+			fail(i, b.publishErr(topic, err))
+			continue
+		}
+		futs[i] = f
+	}
+	for ; next < len(msgs); next++ {
+		await(next)
+	}
+	if pe != nil {
+		slices.SortFunc(pe.Failed, func(a, b broker.FailedEvent) int { return a.Index - b.Index })
+		return pe
+	}
+	return nil
+}
+
+// publishErr maps a publish failure; a stream that has gone missing is
+// forgotten so that the next Publish creates it again.
+func (b *Broker) publishErr(topic string, err error) error {
+	if errors.Is(err, jetstream.ErrNoStreamResponse) || errors.Is(err, nats.ErrNoResponders) {
+		b.forget(topic)
+	}
+	if errors.Is(err, nats.ErrConnectionClosed) && b.isClosed() {
+		return fmt.Errorf("%w: %w", broker.ErrClosed, err)
+	}
+	return err
+}
+
+func (b *Broker) sizeError(id string, size int) error {
+	return &eventkit.SizeError{ID: id, Size: size, Limit: b.maxPayload, Where: fmt.Sprintf("nats server max_payload (%d bytes)", b.maxPayload)}
+}
+
+// nameLimit makes the size errors of a validation failure name the server's
+// max_payload, which is the limit they were checked against.
+func (b *Broker) nameLimit(err error) {
+	var pe *broker.PublishError
+	if !errors.As(err, &pe) {
+		return
+	}
+	for _, f := range pe.Failed {
+		var se *eventkit.SizeError
+		if errors.As(f.Err, &se) {
+			se.Where = fmt.Sprintf("nats server max_payload (%d bytes)", b.maxPayload)
+		}
+	}
+}
+
+// PublishRaw publishes body with headers to topic's stream as another tool
+// would, bypassing eventkit's encoding (for tests of foreign messages).
+func (b *Broker) PublishRaw(ctx context.Context, topic string, headers map[string]string, body []byte) error {
+	if err := broker.ValidateName("topic", topic); err != nil {
+		return err
+	}
+	stream, err := b.stream(ctx, topic)
+	if err != nil {
+		return err
+	}
+	m := nats.NewMsg(stream + ".raw")
+	for k, v := range headers {
+		m.Header.Set(k, v)
+	}
+	m.Data = body
+	_, err = b.js.PublishMsg(ctx, m)
+	return err
+}
+
+// DeleteTopic deletes topic's stream with every event and group in it.
+func (b *Broker) DeleteTopic(ctx context.Context, topic string) error {
+	b.forget(topic)
+	err := b.js.DeleteStream(ctx, b.StreamName(topic))
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		return nil
+	}
+	return err
+}
+
+// Close closes every subscription (waiting for each until ctx ends), makes
+// Publish and Subscribe fail with broker.ErrClosed, and closes the
+// connection if the Broker opened it (Connect, StartEmbedded), after
+// flushing acks still buffered.
+func (b *Broker) Close(ctx context.Context) error {
+	b.mu.Lock()
+	if b.closed {
+		b.mu.Unlock()
+		return nil
+	}
+	b.closed = true
+	subs := make([]*subscription, 0, len(b.subs))
+	for s := range b.subs {
+		subs = append(subs, s)
+	}
+	b.mu.Unlock()
+	for _, s := range subs {
+		_ = s.Close(ctx)
+	}
+	if b.ownConn {
+		if b.nc.IsConnected() {
+			fctx, cancel := context.WithTimeout(ctx, time.Second)
+			_ = b.nc.FlushWithContext(fctx)
+			cancel()
+		}
+		b.nc.Close()
+	}
+	return nil
+}

@@ -1,0 +1,245 @@
+package natsbroker_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/eventkit/eventkit"
+	"github.com/eventkit/eventkit/broker"
+	"github.com/eventkit/eventkit/broker/brokertest"
+	natsbroker "github.com/eventkit/eventkit/broker/nats"
+	"github.com/eventkit/eventkit/internal/testenv"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m,
+		// nats-server's embedded mode: a package-level goroutine that
+		// ages the server's cached account lookups keeps running after
+		// Shutdown (started once per process).
+		goleak.IgnoreAnyFunction("github.com/nats-io/nats-server/v2/server.(*Server).startGoRoutine.func1"),
+	)
+}
+
+// topics hands out unique topic names and deletes their streams when the
+// top-level test ends (after every subscription of its subtests is closed).
+type topics struct {
+	mu    sync.Mutex
+	names []string
+}
+
+func (tp *topics) new(t *testing.T) string {
+	name := testenv.Name("ekt")
+	tp.mu.Lock()
+	tp.names = append(tp.names, name)
+	tp.mu.Unlock()
+	return name
+}
+
+func (tp *topics) cleanup(t *testing.T, admin *natsbroker.Broker) {
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		tp.mu.Lock()
+		defer tp.mu.Unlock()
+		for _, n := range tp.names {
+			if err := admin.DeleteTopic(ctx, n); err != nil {
+				t.Logf("delete stream of %s: %v", n, err)
+			}
+		}
+	})
+}
+
+func connect(t testing.TB, url string) *natsbroker.Broker {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	b, err := natsbroker.Connect(ctx, url, natsbroker.Options{Name: "eventkit-test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func closeBroker(t testing.TB, b broker.Broker) {
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		_ = b.Close(ctx)
+	})
+}
+
+func conformance(t *testing.T, newBroker func(t *testing.T) *natsbroker.Broker, admin *natsbroker.Broker) {
+	tp := &topics{}
+	tp.cleanup(t, admin)
+	brokertest.Run(t, brokertest.Config{
+		New:   func(t *testing.T) broker.Broker { return newBroker(t) },
+		Topic: tp.new,
+		PublishRaw: func(t *testing.T, topic string, h map[string]string, body []byte) error {
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			return admin.PublishRaw(ctx, topic, h, body)
+		},
+	})
+}
+
+// TestConformance runs the broker suite against the NATS server at
+// testenv.NATS (127.0.0.1:4222 by default).
+func TestConformance(t *testing.T) {
+	url := testenv.NATS.URL(t)
+	admin := connect(t, url)
+	closeBroker(t, admin)
+	conformance(t, func(t *testing.T) *natsbroker.Broker { return connect(t, url) }, admin)
+}
+
+// TestConformanceEmbedded runs the broker suite against StartEmbedded.
+func TestConformanceEmbedded(t *testing.T) {
+	e := startEmbedded(t, t.TempDir(), natsbroker.EmbeddedOptions{})
+	conformance(t, func(t *testing.T) *natsbroker.Broker {
+		b, err := e.Connect(context.Background(), natsbroker.Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}, e.Broker)
+}
+
+func startEmbedded(t testing.TB, dir string, opts natsbroker.EmbeddedOptions) *natsbroker.Embedded {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	e, err := natsbroker.StartEmbedded(ctx, dir, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = e.Close(context.Background()) })
+	return e
+}
+
+func mkEvents(n int) []eventkit.Event {
+	evs := make([]eventkit.Event, n)
+	for i := range evs {
+		evs[i] = eventkit.New("test.event", "application/json", fmt.Appendf(nil, `{"n":%d}`, i),
+			eventkit.WithSubject(fmt.Sprintf("s-%d", i%7)), eventkit.WithSource("/natsbroker-test"))
+	}
+	return evs
+}
+
+// collect subscribes and returns a channel of acked events.
+func collect(t *testing.T, b broker.Broker, topic, group string, opts ...broker.SubscribeOption) (<-chan broker.Delivery, broker.Subscription) {
+	t.Helper()
+	ch := make(chan broker.Delivery, 100000)
+	sub, err := b.Subscribe(context.Background(), topic, group, func(ctx context.Context, d broker.Delivery) error {
+		ch <- d
+		return d.Ack(ctx)
+	}, opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = sub.Close(ctx)
+	})
+	return ch, sub
+}
+
+// TestNativeDedupe publishes the same events twice (as an outbox relay does
+// after a crash between publish and mark-delivered): the group sees each
+// once, because Nats-Msg-Id is the event id.
+func TestNativeDedupe(t *testing.T) {
+	url := testenv.NATS.URL(t)
+	b := connect(t, url)
+	closeBroker(t, b)
+	topic := testenv.Name("ekt")
+	t.Cleanup(func() { _ = b.DeleteTopic(context.Background(), topic) })
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if !b.Capabilities().NativeDedupe {
+		t.Fatal("NativeDedupe not claimed")
+	}
+	evs := mkEvents(20)
+	if err := b.Publish(ctx, topic, evs...); err != nil {
+		t.Fatal(err)
+	}
+	// The same events again, in another order, through another connection,
+	// mixed with new ones.
+	b2 := connect(t, url)
+	closeBroker(t, b2)
+	fresh := mkEvents(5)
+	again := append([]eventkit.Event{evs[19], evs[3], fresh[0]}, evs[:10]...)
+	again = append(again, fresh[1:]...)
+	if err := b2.Publish(ctx, topic, again...); err != nil {
+		t.Fatalf("re-publish: %v", err)
+	}
+	ch, _ := collect(t, b, topic, "g")
+	seen := map[string]int{}
+	deadline := time.After(10 * time.Second)
+	for len(seen) < 25 {
+		select {
+		case d := <-ch:
+			seen[d.Event().ID]++
+		case <-deadline:
+			t.Fatalf("got %d distinct events of 25", len(seen))
+		}
+	}
+	select {
+	case d := <-ch:
+		t.Fatalf("duplicate delivery of %s", d.Event().ID)
+	case <-time.After(time.Second):
+	}
+	for id, n := range seen {
+		if n != 1 {
+			t.Errorf("%s delivered %d times", id, n)
+		}
+	}
+	info, err := b.JetStream().Stream(ctx, b.StreamName(topic))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := info.CachedInfo().State.Msgs; got != 25 {
+		t.Errorf("stream holds %d messages, want 25", got)
+	}
+}
+
+// TestTooLargeNamesLimit checks that an event over the server's
+// max_payload fails before anything is sent, naming the limit.
+func TestTooLargeNamesLimit(t *testing.T) {
+	e := startEmbedded(t, t.TempDir(), natsbroker.EmbeddedOptions{MaxPayload: 64 << 10, InProcessOnly: true})
+	b := e.Broker
+	if got := b.Capabilities().MaxPayload; got != 64<<10 {
+		t.Fatalf("MaxPayload = %d, want %d", got, 64<<10)
+	}
+	ctx := context.Background()
+	topic := testenv.Name("ekt")
+	ok := eventkit.New("blob", "application/octet-stream", make([]byte, 60<<10))
+	// Under the limit by eventkit's estimate, over it once headers are encoded.
+	edge := eventkit.New("blob", "application/octet-stream", make([]byte, 64<<10-100), eventkit.WithExtension("pad", string(make([]byte, 0))))
+	edge.Extensions = map[string]string{"padding": "0123456789012345678901234567890123456789"}
+	err := b.Publish(ctx, topic, ok, edge)
+	var pe *broker.PublishError
+	if !errors.As(err, &pe) || len(pe.Failed) != 1 || pe.Failed[0].Index != 1 || !errors.Is(err, eventkit.ErrTooLarge) {
+		t.Fatalf("Publish = %v, want event 1 too large", err)
+	}
+	var se *eventkit.SizeError
+	if !errors.As(err, &se) || se.Limit != 64<<10 || se.Where == "" {
+		t.Fatalf("size error %#v does not name the limit", se)
+	}
+	t.Log(err)
+	huge := eventkit.New("blob", "application/octet-stream", make([]byte, 1<<20))
+	if err := b.Publish(ctx, topic, huge); !errors.As(err, &se) || se.Limit != 64<<10 {
+		t.Fatalf("Publish(1 MiB) = %v", err)
+	}
+	ch, _ := collect(t, b, topic, "g")
+	if err := b.Publish(ctx, topic, ok); err != nil {
+		t.Fatal(err)
+	}
+	if d := <-ch; d.Event().ID != ok.ID {
+		t.Fatalf("first delivery %s, want %s: part of a failed batch was sent", d.Event().ID, ok.ID)
+	}
+}

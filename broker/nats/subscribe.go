@@ -1,0 +1,304 @@
+package natsbroker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/eventkit/eventkit"
+	"github.com/eventkit/eventkit/broker"
+)
+
+// Subscribe implements broker.Subscriber. The group is a durable pull
+// consumer on the topic's stream, created or updated idempotently with
+// AckWait = cfg.AckWait, MaxAckPending = cfg.MaxInFlight (or
+// Options.MaxAckPending if larger), unlimited deliveries and DeliverAll. The
+// subscription pulls at most MaxInFlight messages at a time and hands them to
+// h one at a time; a message is handed over only while fewer than
+// MaxInFlight deliveries are unsettled.
+func (b *Broker) Subscribe(ctx context.Context, topic, group string, h broker.Handler, opts ...broker.SubscribeOption) (broker.Subscription, error) {
+	if err := broker.ValidateName("topic", topic); err != nil {
+		return nil, err
+	}
+	if err := broker.ValidateName("group", group); err != nil {
+		return nil, err
+	}
+	if h == nil {
+		return nil, errors.New("natsbroker: nil handler")
+	}
+	if b.isClosed() {
+		return nil, broker.ErrClosed
+	}
+	cfg := broker.ApplySubscribeOptions(opts...)
+	stream, err := b.stream(ctx, topic)
+	if err != nil {
+		return nil, err
+	}
+	ccfg := jetstream.ConsumerConfig{
+		Durable:       ConsumerName(group),
+		Description:   "eventkit group " + group + " on topic " + topic,
+		AckPolicy:     jetstream.AckExplicitPolicy,
+		AckWait:       cfg.AckWait,
+		MaxDeliver:    -1,
+		MaxAckPending: max(cfg.MaxInFlight, b.opts.MaxAckPending),
+		DeliverPolicy: jetstream.DeliverAllPolicy,
+	}
+	cons, err := b.js.CreateOrUpdateConsumer(ctx, stream, ccfg)
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		b.forget(topic) // deleted behind our back: create it once more
+		if stream, err = b.stream(ctx, topic); err == nil {
+			cons, err = b.js.CreateOrUpdateConsumer(ctx, stream, ccfg)
+		}
+	}
+	if err != nil {
+		return nil, fmt.Errorf("natsbroker: consumer %s on stream %s: %w", ConsumerName(group), stream, err)
+	}
+	it, err := cons.Messages(
+		jetstream.PullMaxMessages(cfg.MaxInFlight),
+		jetstream.PullExpiry(b.opts.PullExpiry),
+		jetstream.WithMessagesErrOnMissingHeartbeat(false),
+	)
+	if err != nil {
+		return nil, fmt.Errorf("natsbroker: pull from consumer %s: %w", ConsumerName(group), err)
+	}
+	hctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	pull, stopPull := context.WithCancel(context.Background())
+	s := &subscription{
+		b: b, topic: topic, it: it, h: h, confirm: b.opts.ConfirmAcks,
+		hctx: hctx, cancel: cancel, pull: pull, stopPull: stopPull,
+		sem: make(chan struct{}, cfg.MaxInFlight), settled: make(chan struct{}, 1),
+		loopDone: make(chan struct{}), done: make(chan struct{}),
+	}
+	b.mu.Lock()
+	if b.closed {
+		b.mu.Unlock()
+		it.Stop()
+		cancel()
+		stopPull()
+		return nil, broker.ErrClosed
+	}
+	b.subs[s] = struct{}{}
+	b.mu.Unlock()
+	go s.loop()
+	go func() {
+		select {
+		case <-ctx.Done():
+			_ = s.Close(ctx) // an already-cancelled ctx: stop at once
+		case <-s.loopDone:
+			if !s.closing.Load() {
+				s.finish() // stopped on its own (consumer deleted, connection closed)
+			}
+		case <-s.done:
+		}
+	}()
+	return s, nil
+}
+
+type subscription struct {
+	b       *Broker
+	topic   string
+	it      jetstream.MessagesContext
+	h       broker.Handler
+	confirm bool
+
+	hctx     context.Context // handlers' ctx, cancelled when the subscription stops
+	cancel   context.CancelFunc
+	pull     context.Context // cancelled to abandon a pending Next at once
+	stopPull context.CancelFunc
+
+	sem     chan struct{} // one token per unsettled delivery
+	settled chan struct{} // signalled when a delivery is settled
+
+	closing  atomic.Bool
+	closeMu  sync.Mutex
+	loopDone chan struct{}
+	done     chan struct{}
+	doneOnce sync.Once
+	errMu    sync.Mutex
+	err      error
+}
+
+func (s *subscription) Done() <-chan struct{} { return s.done }
+
+func (s *subscription) Err() error {
+	s.errMu.Lock()
+	defer s.errMu.Unlock()
+	return s.err
+}
+
+func (s *subscription) loop() {
+	defer close(s.loopDone)
+	next := jetstream.NextContext(s.pull)
+	for {
+		// A message is taken only with a free in-flight slot.
+		select {
+		case s.sem <- struct{}{}:
+		case <-s.pull.Done():
+			return
+		}
+		msg, err := s.it.Next(next)
+		if err != nil {
+			<-s.sem
+			if s.closing.Load() || s.pull.Err() != nil {
+				return
+			}
+			if errors.Is(err, jetstream.ErrMsgIteratorClosed) {
+				s.setErr(err)
+				return
+			}
+			// Other errors (a consumer deleted, a bad request) have
+			// stopped the iterator: the next call says so.
+			s.setErr(err)
+			continue
+		}
+		if s.closing.Load() {
+			// Prefetched while closing: give it back at once rather than
+			// after AckWait.
+			_ = msg.Nak()
+			<-s.sem
+			continue
+		}
+		d := s.newDelivery(msg)
+		err = s.h(s.hctx, d)
+		broker.AfterHandler(s.hctx, d, err)
+	}
+}
+
+func (s *subscription) setErr(err error) {
+	s.errMu.Lock()
+	if s.err == nil || errors.Is(s.err, jetstream.ErrMsgIteratorClosed) {
+		s.err = fmt.Errorf("natsbroker: subscription to %q stopped: %w", s.topic, err)
+	}
+	s.errMu.Unlock()
+}
+
+// release frees the in-flight slot of a settled delivery.
+func (s *subscription) release() {
+	<-s.sem
+	select {
+	case s.settled <- struct{}{}:
+	default:
+	}
+}
+
+// Close stops pulling, waits (until ctx ends) for the handler to return and
+// for the deliveries handed out to be settled, and releases the
+// subscription. Messages pulled but not yet handed to the handler are nacked,
+// so they are redelivered at once (to another subscriber of the group if
+// there is one); deliveries left unsettled are redelivered after AckWait.
+func (s *subscription) Close(ctx context.Context) error {
+	s.closeMu.Lock()
+	defer s.closeMu.Unlock()
+	select {
+	case <-s.done:
+		return nil
+	default:
+	}
+	s.closing.Store(true)
+	s.it.Drain()
+	// Wait for the loop (the current handler call, then the prefetched
+	// messages being nacked) and for settlement.
+	ld, finished := s.loopDone, false
+wait:
+	for !finished || len(s.sem) > 0 {
+		select {
+		case <-ld:
+			finished, ld = true, nil
+		case <-s.settled:
+		case <-ctx.Done():
+			break wait
+		}
+	}
+	s.stopPull()
+	s.it.Stop()
+	<-s.loopDone
+	s.finish()
+	return nil
+}
+
+// finish releases the subscription once its loop has returned.
+func (s *subscription) finish() {
+	s.doneOnce.Do(func() {
+		s.stopPull()
+		s.it.Stop()
+		s.cancel()
+		s.b.mu.Lock()
+		delete(s.b.subs, s)
+		s.b.mu.Unlock()
+		if s.closing.Load() {
+			s.errMu.Lock()
+			s.err = nil
+			s.errMu.Unlock()
+		}
+		close(s.done)
+	})
+}
+
+// delivery is one message handed to the handler.
+type delivery struct {
+	broker.SettleOnce
+	s       *subscription
+	msg     jetstream.Msg
+	ev      eventkit.Event
+	err     error
+	attempt int
+}
+
+func (s *subscription) newDelivery(msg jetstream.Msg) *delivery {
+	d := &delivery{s: s, msg: msg}
+	d.ev, d.err = decode(msg.Headers(), msg.Data())
+	if n, ok := deliveredCount(msg.Reply()); ok {
+		d.attempt = n
+	} else if md, err := msg.Metadata(); err == nil {
+		d.attempt = int(md.NumDelivered)
+	} else {
+		d.attempt = 1
+	}
+	return d
+}
+
+func (d *delivery) Event() eventkit.Event { return d.ev }
+func (d *delivery) DecodeErr() error      { return d.err }
+func (d *delivery) Topic() string         { return d.s.topic }
+func (d *delivery) Attempt() int          { return d.attempt }
+
+// Ack implements broker.Delivery: a plain JetStream ack, or with
+// Options.ConfirmAcks one the server confirms.
+func (d *delivery) Ack(ctx context.Context) error {
+	if !d.Claim() {
+		return broker.ErrAlreadySettled
+	}
+	defer d.s.release()
+	if d.s.confirm {
+		return d.msg.DoubleAck(ctx)
+	}
+	return d.msg.Ack()
+}
+
+// Nack implements broker.Delivery with a JetStream NAK, delayed on the
+// server when delay > 0.
+func (d *delivery) Nack(ctx context.Context, delay time.Duration) error {
+	if !d.Claim() {
+		return broker.ErrAlreadySettled
+	}
+	defer d.s.release()
+	if delay > 0 {
+		return d.msg.NakWithDelay(delay)
+	}
+	return d.msg.Nak()
+}
+
+// Term implements broker.Delivery with a JetStream TERM: the message is
+// never delivered to this group again.
+func (d *delivery) Term(ctx context.Context) error {
+	if !d.Claim() {
+		return broker.ErrAlreadySettled
+	}
+	defer d.s.release()
+	return d.msg.Term()
+}
