@@ -1,0 +1,109 @@
+// Package redis is the eventkit broker adapter for Redis Streams (Redis 6.2
+// or later; tested on 7.0), built on github.com/redis/go-redis/v9.
+//
+// # Mapping
+//
+//   - A topic is a stream, key Options.Prefix + topic ("eventkit:orders").
+//   - A group is a consumer group of that stream. Subscribe creates it
+//     idempotently (XGROUP CREATE ... MKSTREAM; BUSYGROUP is ignored),
+//     starting at the oldest entry by default (Options.GroupStart
+//     StartOldest, "0": a new group replays what the stream still holds,
+//     Capabilities.Replay) or at the newest (StartNewest, "$").
+//   - Each subscription is a consumer of the group with a unique name
+//     (host-pid-random). Subscriptions of one group compete for entries.
+//   - An event is one entry in CloudEvents binary mode with
+//     eventkit.RedisBinding: fields "ce_specversion", "ce_id", "ce_source",
+//     "ce_type", "ce_time", "ce_subject", "ce_dataversion", "ce_dataschema",
+//     one "ce_<name>" per extension, "content-type", and the payload in the
+//     field "data" (DataField).
+//
+// # Publishing
+//
+// Publish validates every event first (nothing is sent if one is invalid;
+// an event over Options.MaxPayload, default 1 MiB + 64 KiB, fails with a
+// *eventkit.SizeError wrapping eventkit.ErrTooLarge that names the limit),
+// then sends one XADD per event in a single pipeline, one round trip per
+// call, and returns when Redis replied to all of them. Entries that failed
+// are listed in the *broker.PublishError; the others were added. Events of
+// one Publish call are added in order; concurrent calls interleave.
+// Options.MaxLen trims each stream to about that many entries (XADD MAXLEN
+// ~); 0 (default) never trims.
+//
+// # Consuming and settling
+//
+// A subscription runs one reader, one dispatcher and one ack flusher. The
+// reader fetches with XREADGROUP (COUNT up to the free MaxInFlight slots,
+// BLOCK Options.Block, 100ms by default, so Close is prompt) and never reads
+// more than MaxInFlight unsettled entries. The dispatcher calls the handler
+// one delivery at a time.
+//
+//   - Ack and Term: XACK. Acks are queued and a background flusher sends
+//     all that are queued in one XACK, so Ack returns before the XACK by
+//     default (Options.SyncAck makes it wait). Only settled deliveries are
+//     ever acked; a MaxInFlight slot is freed once its XACK is done. If the
+//     process dies before the flush, the entry is redelivered: at least once.
+//     Term is an XACK too: dead letters are the consumer runtime's job.
+//   - Nack(delay): the entry stays in this consumer's pending entries list
+//     (PEL). When the delay is over (at once for 0), the reader claims it
+//     again (XCLAIM, which adds one to its delivery counter) and delivers it
+//     with Attempt one higher. While it waits, the reader refreshes its idle
+//     time (XCLAIM JUSTID, counter unchanged) every AckWait/3 so that no
+//     XAUTOCLAIM takes it early. The delay is a local timer: NativeDelay is
+//     false.
+//   - Ack wait and crashes: every subscription runs XAUTOCLAIM (min idle =
+//     its AckWait) every AckWait/4 (at most every 5s) and takes entries of
+//     any consumer of the group that were delivered and left unsettled for
+//     longer: a crashed consumer's entries, including the ones it held for a
+//     delayed Nack, and its own expired deliveries. A late Ack of an expired
+//     delivery still acks the entry.
+//   - Attempt() is the entry's delivery counter in the group's PEL
+//     ("times delivered", read atomically with the claim by a Lua script):
+//     1 on the first delivery, +1 on each redelivery by Nack, ack-wait
+//     expiry or reclaim after a crash.
+//   - Close stops fetching, waits (until its ctx ends) for the handler and
+//     for deliveries in flight to be settled and their XACKs sent. Entries
+//     fetched but not yet handed to the handler, and entries nacked and due,
+//     are handed back to the group at once (XCLAIM IDLE ... RETRYCOUNT ...:
+//     eligible for the next XAUTOCLAIM, counter restored so their next
+//     Attempt is right); unsettled ones wait for the ack wait.
+//
+// Entries that are not events (added by redis-cli or another tool, missing
+// attributes, garbage) are delivered with DecodeErr set to a
+// *eventkit.DecodeError whose Raw is the "data" field, or, without one, all
+// fields as a JSON object; they never stall the subscription. Pending
+// entries deleted from the stream (XDEL, MAXLEN trimming) are acked away
+// when they would be redelivered, not looped on.
+//
+// # What is guaranteed, and what is not
+//
+//   - At-least-once delivery per group, as long as the entry is in the
+//     stream. Duplicates happen after an ack wait expires, a crash, or an
+//     XACK lost with the connection. NativeDedupe is false: dedupe with the
+//     consumer runtime's inbox.
+//   - Order (Capabilities.Ordered): one subscription in a group with no
+//     Nack and no ack wait expiry gets entries in stream order. Competing
+//     subscriptions split the stream with no per-subject order
+//     (OrderedPerSubject is false); redeliveries come out of order.
+//   - Durability is Redis's. Publish returns when the primary has the
+//     entries in memory. Whether they survive a restart depends on the
+//     server's persistence: AOF (appendonly yes; appendfsync always loses
+//     nothing, everysec up to a second), RDB snapshots (minutes), or none.
+//     Capabilities.Durable is true only if the server reported appendonly
+//     yes when New ran. The test server runs with no AOF and no RDB, so it
+//     keeps nothing across a restart and Durable is false there. Replicas
+//     are asynchronous (WAIT is not used): a failover can lose acknowledged
+//     entries.
+//   - Trimming: MaxLen (or a user's XTRIM) removes the oldest entries even
+//     if a group has not read or acked them: those events are lost for that
+//     group. Size the limit for the slowest group's backlog, or leave it 0
+//     and trim by other means.
+//   - Limits: one event up to Options.MaxPayload (Redis accepts up to
+//     proto-max-bulk-len, 512 MB, per field; large entries cost memory and
+//     latency for everyone). Streams live in memory.
+//   - All consumers of a group should use the same AckWait: a consumer with
+//     a shorter one reclaims the others' entries sooner.
+//   - Consumer names are not removed from the group when a subscription
+//     closes (XGROUP DELCONSUMER would drop its pending entries); they are
+//     small and can be removed with XGROUP DELCONSUMER once XINFO CONSUMERS
+//     shows them with no pending entries.
+package redis
