@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -217,6 +218,7 @@ func (r *Relay) lead(ctx context.Context, lock Lock) {
 	defer wg.Wait()
 
 	retry := map[int64]retryState{} // permanently rejected events waiting for their next attempt
+	var prefetched []Record         // the next batch, claimed while the last one was published
 	backoff := time.Duration(0)
 	var lingerUntil time.Time
 	lingerStep := time.Millisecond
@@ -237,7 +239,13 @@ func (r *Relay) lead(ctx context.Context, lock Lock) {
 				nextRetry = st.at
 			}
 		}
-		recs, err := r.store.Claim(ctx, p)
+		var recs []Record
+		var err error
+		if prefetched != nil {
+			recs, prefetched = prefetched, nil
+		} else {
+			recs, err = r.store.Claim(ctx, p)
+		}
 		if err != nil {
 			if ctx.Err() != nil {
 				return
@@ -268,13 +276,40 @@ func (r *Relay) lead(ctx context.Context, lock Lock) {
 			t.Stop()
 			continue
 		}
-		transient := r.process(ctx, recs, retry)
+		// A full batch means a backlog: claim the next batch while this one
+		// is published. It leaves out this batch's rows (not yet completed)
+		// and is used only if this batch went through cleanly; it is never
+		// published before this batch is confirmed and completed.
+		var pre chan claimResult
+		if len(recs) == r.cfg.BatchSize {
+			pp := p
+			pp.ExcludeSeqs = append(slices.Clip(p.ExcludeSeqs), make([]int64, 0, len(recs))...)
+			for _, rec := range recs {
+				pp.ExcludeSeqs = append(pp.ExcludeSeqs, rec.Seq)
+			}
+			pre = make(chan claimResult, 1)
+			go func() {
+				rs, err := r.store.Claim(ctx, pp)
+				pre <- claimResult{rs, err}
+			}()
+		}
+		transient, clean := r.process(ctx, recs, retry)
+		if pre != nil {
+			if res := <-pre; clean && res.err == nil && len(res.recs) > 0 {
+				prefetched = res.recs
+			}
+		}
 		if transient {
 			backoff = r.sleepBackoff(ctx, backoff)
 		} else {
 			backoff = 0
 		}
 	}
+}
+
+type claimResult struct {
+	recs []Record
+	err  error
 }
 
 // sleepBackoff waits for the next exponential backoff step and returns it.
@@ -292,12 +327,15 @@ func (r *Relay) sleepBackoff(ctx context.Context, prev time.Duration) time.Durat
 	return d
 }
 
-// process publishes one claimed batch. It reports whether a transient
-// failure happened (the caller then backs off).
-func (r *Relay) process(ctx context.Context, recs []Record, retry map[int64]retryState) (transient bool) {
+// process publishes one claimed batch and completes what the broker
+// confirmed. It reports whether a transient failure happened (the caller then
+// backs off) and whether the whole batch went through cleanly (every event
+// sent, confirmed and completed; no retry involved).
+func (r *Relay) process(ctx context.Context, recs []Record, retry map[int64]retryState) (transient, clean bool) {
 	// A subject whose head event is a retry of a rejected event is sent
 	// alone: the events behind it wait until it is delivered or parked.
 	held := map[string]bool{}
+	clean = true
 	send := recs[:0:0]
 	for _, rec := range recs {
 		subj := rec.Event.Subject
@@ -305,8 +343,11 @@ func (r *Relay) process(ctx context.Context, recs []Record, retry map[int64]retr
 			continue
 		}
 		send = append(send, rec)
-		if rec.Attempts > 0 && subj != "" {
-			held[subj] = true
+		if rec.Attempts > 0 {
+			clean = false
+			if subj != "" {
+				held[subj] = true
+			}
 		}
 	}
 
@@ -347,6 +388,9 @@ func (r *Relay) process(ctx context.Context, recs []Record, retry map[int64]retr
 		}
 		runTransient := false
 		var firstErr error
+		if len(failed) > 0 {
+			clean = false
+		}
 		for i, rec := range run {
 			subj := rec.Event.Subject
 			ferr, bad := failed[i]
@@ -381,10 +425,13 @@ func (r *Relay) process(ctx context.Context, recs []Record, retry map[int64]retr
 			break // later runs wait: the broker is likely down
 		}
 	}
-	if len(done) > 0 {
-		r.complete(ctx, done)
+	if len(send) < len(recs) {
+		clean = false
 	}
-	return transient
+	if len(done) > 0 && !r.complete(ctx, done) {
+		clean = false
+	}
+	return transient, clean
 }
 
 // reject handles one permanent rejection: count the attempt, park the event
@@ -417,14 +464,15 @@ func (r *Relay) reject(ctx context.Context, rec Record, err error, retry map[int
 		"topic", rec.Topic, "id", rec.Event.ID, "seq", rec.Seq, "attempt", attempts, "in", delay, "err", err)
 }
 
-func (r *Relay) complete(ctx context.Context, seqs []int64) {
+func (r *Relay) complete(ctx context.Context, seqs []int64) bool {
 	keep := r.cfg.Retention > 0
 	if err := r.retryStore(ctx, "complete", func() error { return r.store.Complete(ctx, seqs, keep) }); err != nil {
-		return // lost the lock or shutting down: these events will be published again
+		return false // lost the lock or shutting down: these events will be published again
 	}
 	r.stats.delivered.Add(int64(len(seqs)))
 	r.stats.batches.Add(1)
 	r.cfg.Metrics.Delivered(len(seqs))
+	return true
 }
 
 // retryStore runs fn until it succeeds or ctx ends, backing off between tries.

@@ -386,7 +386,7 @@ func testHA(t *testing.T, h Harness) {
 			}
 		}
 	}()
-	WaitFor(t, 20*time.Second, "a third delivered", func() bool { return len(rec.Events()) >= total/3 })
+	WaitFor(t, 60*time.Second, "a third delivered", func() bool { return len(rec.Events()) >= total/3 })
 	if r2.IsLeader() {
 		t.Fatal("two leaders")
 	}
@@ -396,7 +396,7 @@ func testHA(t *testing.T, h Harness) {
 	if werr != nil {
 		t.Fatal(werr)
 	}
-	WaitFor(t, 30*time.Second, "all delivered", func() bool { return len(distinct(rec.Events())) == total })
+	WaitFor(t, 60*time.Second, "all delivered", func() bool { return len(distinct(rec.Events())) == total })
 	dups, err := CheckStream(eventsOf(rec.Events()), sent)
 	if err != nil {
 		t.Fatal(err)
