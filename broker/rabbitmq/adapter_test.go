@@ -577,3 +577,21 @@ func TestConcurrentSettle(t *testing.T) {
 		t.Fatalf("%d distinct events, %d deliveries; want %d and %d", len(seen), total, n, want)
 	}
 }
+
+func TestServerVersionAndQueueType(t *testing.T) {
+	t.Parallel()
+	b := newBroker(t, rabbitmq.Options{})
+	t.Logf("RabbitMQ %s, queue type %s", b.ServerVersion(), b.QueueType())
+	if b.ServerVersion() == "" {
+		t.Fatal("no server version")
+	}
+	var maj, min int
+	if _, err := fmt.Sscanf(b.ServerVersion(), "%d.%d", &maj, &min); err != nil {
+		t.Fatalf("version %q: %v", b.ServerVersion(), err)
+	}
+	if maj > 3 || (maj == 3 && min >= 8) {
+		if b.QueueType() != rabbitmq.QueueQuorum {
+			t.Fatalf("queue type %s on %s, want quorum", b.QueueType(), b.ServerVersion())
+		}
+	}
+}

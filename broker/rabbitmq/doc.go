@@ -6,8 +6,9 @@
 // # Topology
 //
 //	topic "orders"            -> durable topic exchange "orders"
-//	group "billing" on it     -> durable queue "orders.billing" (quorum by
-//	                             default, Options.QueueType), bound with "#"
+//	group "billing" on it     -> durable queue "orders.billing" (quorum on
+//	                             RabbitMQ 3.8+, else classic; Options.QueueType),
+//	                             bound with "#"
 //	Nack(delay) of that group -> durable queue "orders.billing.retry.<ms>" per
 //	                             delay bucket: x-message-ttl=<ms>, dead-lettered
 //	                             through the default exchange back to
@@ -65,8 +66,11 @@
 //     attempt, waits for the server's confirm, and only then acks the
 //     original: a crash in between duplicates the event, never loses it. When
 //     the message's TTL expires the server dead-letters it back to the
-//     group's queue (for quorum retry queues with at-least-once
-//     dead-lettering, RabbitMQ 3.10+), behind the events queued meanwhile. If
+//     group's queue, behind the events queued meanwhile. Retry queues are
+//     quorum queues with at-least-once dead-lettering on RabbitMQ 3.10+
+//     (with quorum group queues); otherwise classic queues, whose
+//     dead-lettering is at most once: a server crash at the moment a
+//     message expires can lose it. If
 //     the re-publish fails, the message is requeued without delay. This is an
 //     emulation, so Capabilities.NativeDelay is false.
 //   - A delivery left unsettled longer than AckWait is requeued by the

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -69,9 +71,12 @@ type Options struct {
 	// connection_name, visible in rabbitmqctl list_connections and the
 	// management UI). Default "eventkit".
 	ConnectionName string
-	// QueueType of group queues and retry queues: QueueQuorum (default) or
+	// QueueType of group queues and retry queues: QueueQuorum or
 	// QueueClassic. Quorum queues are replicated and count redeliveries
 	// exactly (x-delivery-count); classic queues only know "redelivered".
+	// Default: quorum when the server supports it (RabbitMQ 3.8+), else
+	// classic. Retry queues are quorum queues (with at-least-once
+	// dead-lettering) from RabbitMQ 3.10 on, classic before.
 	QueueType string
 	// MaxMessageSize is the largest event (payload plus attributes) Publish
 	// accepts. Default 4 MiB. It must not exceed the server's
@@ -104,9 +109,7 @@ func (o *Options) defaults() error {
 		o.ConnectionName = DefaultConnectionName
 	}
 	switch o.QueueType {
-	case "":
-		o.QueueType = QueueQuorum
-	case QueueQuorum, QueueClassic:
+	case "", QueueQuorum, QueueClassic:
 	default:
 		return fmt.Errorf("rabbitmq: unknown QueueType %q (want %q or %q)", o.QueueType, QueueQuorum, QueueClassic)
 	}
@@ -159,6 +162,9 @@ type Broker struct {
 	adminMu  sync.Mutex // serializes declarations (synchronous RPCs)
 	admin    *amqp.Channel
 	declared map[string]bool // exchanges and retry queues declared on the current connection
+
+	serverVersion string
+	retryQuorum   bool // retry queues are quorum queues (server 3.10+)
 }
 
 var _ broker.Broker = (*Broker)(nil)
@@ -183,9 +189,35 @@ func New(ctx context.Context, opts Options) (*Broker, error) {
 	}
 	b.conn = conn
 	close(b.ready)
+	b.serverVersion, _ = conn.Properties["version"].(string)
+	maj, min := parseVersion(b.serverVersion)
+	if b.opts.QueueType == "" {
+		b.opts.QueueType = QueueClassic
+		if maj > 3 || (maj == 3 && min >= 8) {
+			b.opts.QueueType = QueueQuorum
+		}
+	}
+	b.retryQuorum = b.opts.QueueType == QueueQuorum && (maj > 3 || (maj == 3 && min >= 10))
 	go b.supervise(conn)
 	return b, nil
 }
+
+// parseVersion reads "3.10.8" as 3, 10 (0, 0 if unknown: treated as old).
+func parseVersion(v string) (major, minor int) {
+	parts := strings.SplitN(v, ".", 3)
+	if len(parts) < 2 {
+		return 0, 0
+	}
+	major, _ = strconv.Atoi(parts[0])
+	minor, _ = strconv.Atoi(parts[1])
+	return major, minor
+}
+
+// ServerVersion is the RabbitMQ version the first connection reported.
+func (b *Broker) ServerVersion() string { return b.serverVersion }
+
+// QueueType is the effective queue type of group queues.
+func (b *Broker) QueueType() string { return b.opts.QueueType }
 
 func (b *Broker) dial(ctx context.Context) (*amqp.Connection, error) {
 	props := amqp.NewConnectionProperties()

@@ -69,7 +69,7 @@ func (b *Broker) retryArgs(queue string, delay time.Duration) amqp.Table {
 		"x-dead-letter-exchange":    "",
 		"x-dead-letter-routing-key": queue,
 	}
-	if b.opts.QueueType == QueueQuorum {
+	if b.retryQuorum {
 		// At-least-once dead-lettering (RabbitMQ 3.10+): the message
 		// leaves the retry queue only once the main queue confirmed it.
 		t["x-queue-type"] = QueueQuorum
