@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
+
 	"github.com/eventkit/eventkit"
 	"github.com/eventkit/eventkit/broker"
 	"github.com/eventkit/eventkit/consumer"
@@ -14,17 +16,62 @@ import (
 	"github.com/eventkit/eventkit/internal/testenv"
 )
 
-// BenchmarkConsume measures consume throughput through the memory broker:
-// the raw broker subscription (AutoAck, one call at a time: the baseline),
+// BenchmarkConsume measures consume throughput through the memory broker
+// and NATS JetStream: the raw nats.go JetStream consumer (NATS only) and the
+// raw adapter subscription (AutoAck, one call at a time) as baselines,
 // then the runtime with no inbox, the Redis inbox and the Postgres inbox,
 // at concurrency 1, 8 and 64. Events are published before the timer starts;
 // the timer stops when every one has been acked.
 //
 //	go test -run '^$' -bench . ./consumer
 func BenchmarkConsume(b *testing.B) {
+	b.Run("memory", func(b *testing.B) {
+		benchConsume(b, func(b *testing.B) (broker.Broker, string) {
+			br := newBroker(b)
+			return br, testenv.Name("bench")
+		})
+	})
+	b.Run("nats", func(b *testing.B) {
+		b.Run("raw-nats.go", func(b *testing.B) {
+			nb, newTopic := natsBroker(b)
+			topic := newTopic()
+			prepublish(b, nb, topic)
+			ctx := context.Background()
+			cons, err := nb.JetStream().CreateOrUpdateConsumer(ctx, nb.StreamName(topic), jetstream.ConsumerConfig{
+				Durable: "raw", AckPolicy: jetstream.AckExplicitPolicy, MaxAckPending: 256})
+			if err != nil {
+				b.Fatal(err)
+			}
+			var n atomic.Int64
+			done := make(chan struct{})
+			b.ResetTimer()
+			cc, err := cons.Consume(func(msg jetstream.Msg) {
+				_ = msg.Ack()
+				if n.Add(1) == int64(b.N) {
+					close(done)
+				}
+			}, jetstream.PullMaxMessages(256))
+			if err != nil {
+				b.Fatal(err)
+			}
+			<-done
+			b.StopTimer()
+			report(b)
+			cc.Stop()
+		})
+		benchConsume(b, func(b *testing.B) (broker.Broker, string) {
+			nb, newTopic := natsBroker(b)
+			return nb, newTopic()
+		})
+	})
+}
+
+// benchConsume runs the raw adapter subscription and the runtime (no inbox,
+// Redis inbox, Postgres inbox; concurrency 1, 8, 64) on brokers from newB.
+func benchConsume(b *testing.B, newB func(b *testing.B) (broker.Broker, string)) {
 	b.Run("raw-broker", func(b *testing.B) {
-		br := newBroker(b)
-		topic := prepublish(b, br)
+		br, topic := newB(b)
+		prepublish(b, br, topic)
 		var n atomic.Int64
 		done := make(chan struct{})
 		b.ResetTimer()
@@ -54,8 +101,8 @@ func BenchmarkConsume(b *testing.B) {
 					st := sqlStore(b, "postgres", "pgx", testenv.Postgres.URL(b), sqlinbox.Postgres)
 					cfg.Inbox = st.in
 				}
-				br := newBroker(b)
-				topic := prepublish(b, br)
+				br, topic := newB(b)
+				prepublish(b, br, topic)
 				c, err := consumer.New(br, cfg)
 				if err != nil {
 					b.Fatal(err)
@@ -87,9 +134,8 @@ func BenchmarkConsume(b *testing.B) {
 	}
 }
 
-func prepublish(b *testing.B, p broker.Publisher) string {
+func prepublish(b *testing.B, p broker.Publisher, topic string) {
 	b.Helper()
-	topic := testenv.Name("bench")
 	const batch = 1000
 	evs := make([]eventkit.Event, 0, batch)
 	for i := range b.N {
@@ -99,7 +145,6 @@ func prepublish(b *testing.B, p broker.Publisher) string {
 			evs = evs[:0]
 		}
 	}
-	return topic
 }
 
 func report(b *testing.B) {

@@ -24,8 +24,9 @@ type Config struct {
 	// received and not yet settled: queued for a worker, being handled, or
 	// waiting for a retry in place. It is passed to the broker
 	// (broker.WithMaxInFlight) and enforced by the runtime as well, so a
-	// slow handler stops fetching instead of growing memory. Default
-	// 4*Concurrency.
+	// slow handler stops fetching instead of growing memory. Network
+	// adapters also use it as their prefetch window. Default
+	// max(4*Concurrency, 32).
 	MaxInFlight int
 	// OrderedBySubject handles events with the same subject one at a time,
 	// in delivery order, while different subjects run in parallel. A failed
@@ -152,7 +153,7 @@ func (c Config) withDefaults(sub broker.Subscriber) (Config, error) {
 		c.Concurrency = 1
 	}
 	if c.MaxInFlight <= 0 {
-		c.MaxInFlight = 4 * c.Concurrency
+		c.MaxInFlight = max(4*c.Concurrency, 32)
 	}
 	if c.MaxInFlight < c.Concurrency {
 		return c, fmt.Errorf("consumer: MaxInFlight (%d) must be at least Concurrency (%d)", c.MaxInFlight, c.Concurrency)
