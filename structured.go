@@ -120,36 +120,100 @@ func DecodeStructured(b []byte) (Event, error) {
 }
 
 func decodeStructured(b []byte) (Event, error) {
-	var m map[string]json.RawMessage
-	if err := json.Unmarshal(b, &m); err != nil { // rejects trailing data too
-		return Event{}, err
+	// Validate once, then scan the object's members without building a map:
+	// a fraction of the allocations of json.Unmarshal into a map.
+	if !json.Valid(b) {
+		var m map[string]json.RawMessage
+		if err := json.Unmarshal(b, &m); err != nil { // for the error's detail
+			return Event{}, err
+		}
+		return Event{}, errors.New("invalid JSON")
 	}
-	if m == nil {
-		return Event{}, errors.New("not a JSON object")
+	i := skipSpace(b, 0)
+	if b[i] != '{' {
+		if b[i] == 'n' { // null
+			return Event{}, errors.New("not a JSON object")
+		}
+		return Event{}, fmt.Errorf("not a JSON object but a JSON %s", jsonKind(b[i]))
 	}
+
+	// The last member of each name wins, as with json.Unmarshal into a map.
+	const (
+		aSpec = iota
+		aID
+		aSource
+		aType
+		aSubject
+		aTime
+		aDataVersion
+		aContentType
+		aSchema
+		aData
+		aDataBase64
+		nAttrs
+	)
+	var attrs [nAttrs][]byte // raw JSON values; nil when absent
+	var extBuf [8]jsonMember
+	exts := extBuf[:0]
+	for i = skipSpace(b, i+1); b[i] != '}'; {
+		// b is valid JSON: a key string, a colon, a value, then ',' or '}'.
+		kEnd := skipValue(b, i)
+		key, err := jsonMemberName(b[i:kEnd])
+		if err != nil {
+			return Event{}, err
+		}
+		vStart := skipSpace(b, skipSpace(b, kEnd)+1)
+		vEnd := skipValue(b, vStart)
+		val := b[vStart:vEnd]
+		switch string(key) {
+		case "specversion":
+			attrs[aSpec] = val
+		case "id":
+			attrs[aID] = val
+		case "source":
+			attrs[aSource] = val
+		case "type":
+			attrs[aType] = val
+		case "subject":
+			attrs[aSubject] = val
+		case "time":
+			attrs[aTime] = val
+		case "dataversion":
+			attrs[aDataVersion] = val
+		case "datacontenttype":
+			attrs[aContentType] = val
+		case "dataschema":
+			attrs[aSchema] = val
+		case "data":
+			attrs[aData] = val
+		case "data_base64":
+			attrs[aDataBase64] = val
+		default:
+			if validExtensionNameBytes(key) {
+				exts = append(exts, jsonMember{key, val})
+			}
+		}
+		i = skipSpace(b, vEnd)
+		if b[i] == ',' {
+			i = skipSpace(b, i+1)
+		}
+	}
+
 	var e Event
-	var spec string
-	str := func(name string, dst *string) error {
-		raw, ok := m[name]
-		if !ok {
-			return nil
-		}
-		if err := unmarshalJSONString(raw, dst); err != nil {
-			return fmt.Errorf("attribute %s must be a string", name)
-		}
-		return nil
-	}
-	var ts string
+	var spec, ts string
 	for _, f := range [...]struct {
+		attr int
 		name string
 		dst  *string
 	}{
-		{"specversion", &spec}, {"id", &e.ID}, {"source", &e.Source}, {"type", &e.Type},
-		{"subject", &e.Subject}, {"time", &ts}, {"dataversion", &e.DataVersion},
-		{"datacontenttype", &e.DataContentType}, {"dataschema", &e.DataSchema},
+		{aSpec, "specversion", &spec}, {aID, "id", &e.ID}, {aSource, "source", &e.Source}, {aType, "type", &e.Type},
+		{aSubject, "subject", &e.Subject}, {aTime, "time", &ts}, {aDataVersion, "dataversion", &e.DataVersion},
+		{aContentType, "datacontenttype", &e.DataContentType}, {aSchema, "dataschema", &e.DataSchema},
 	} {
-		if err := str(f.name, f.dst); err != nil {
-			return Event{}, err
+		if raw := attrs[f.attr]; raw != nil {
+			if err := unmarshalJSONString(raw, f.dst); err != nil {
+				return Event{}, fmt.Errorf("attribute %s must be a string", f.name)
+			}
 		}
 	}
 	if ts != "" {
@@ -162,9 +226,9 @@ func decodeStructured(b []byte) (Event, error) {
 	if err := checkRequired(spec, e); err != nil {
 		return Event{}, err
 	}
-	if raw, ok := m["data_base64"]; ok {
+	if raw := attrs[aDataBase64]; raw != nil {
 		var s string
-		if err := json.Unmarshal(raw, &s); err != nil {
+		if err := unmarshalJSONString(raw, &s); err != nil {
 			return Event{}, errors.New("data_base64 must be a string")
 		}
 		d, err := base64.StdEncoding.DecodeString(s)
@@ -172,35 +236,29 @@ func decodeStructured(b []byte) (Event, error) {
 			return Event{}, fmt.Errorf("data_base64: %w", err)
 		}
 		e.Data = d
-	} else if raw, ok := m["data"]; ok {
+	} else if raw := attrs[aData]; raw != nil {
 		if isJSONType(e.DataContentType) {
-			e.Data = []byte(raw)
+			e.Data = append([]byte{}, raw...) // a copy: never alias b
 		} else {
 			// A non-JSON payload in "data" is a JSON string holding the text.
 			var s string
-			if err := json.Unmarshal(raw, &s); err != nil {
+			if err := unmarshalJSONString(raw, &s); err != nil {
 				return Event{}, fmt.Errorf("data of type %q must be a JSON string", e.DataContentType)
 			}
 			e.Data = []byte(s)
 		}
 	}
-	for k, raw := range m {
-		if reserved[k] || k == "specversion" {
-			continue
-		}
-		if !ValidExtensionName(k) {
-			continue // unknown attribute names that are not valid extensions are ignored
-		}
+	for _, m := range exts {
 		var s string
-		if err := unmarshalJSONString(raw, &s); err != nil {
+		if err := unmarshalJSONString(m.value, &s); err != nil {
 			// CloudEvents extensions may be booleans or numbers: keep their
 			// text, as valid UTF-8 like every decoded string.
-			s = strings.ToValidUTF8(string(raw), "\uFFFD")
+			s = strings.ToValidUTF8(string(m.value), "\uFFFD")
 		}
 		if e.Extensions == nil {
-			e.Extensions = make(map[string]string, 4)
+			e.Extensions = make(map[string]string, len(exts))
 		}
-		e.Extensions[k] = s
+		e.Extensions[string(m.name)] = s
 	}
 	return e, nil
 }
