@@ -1,7 +1,123 @@
-// Package outbox is the transactional outbox: services write events into an
-// outbox table inside their own database transaction (Store.Add with the
-// caller's pgx.Tx or *sql.Tx), and a Relay publishes the committed events to
-// a broker.Publisher, in order, with confirms.
+// Package outbox is the transactional outbox: a service writes its events
+// into an outbox table in the same database transaction as its business
+// change, and a Relay publishes the committed events to a broker.
 //
-// (Full guarantees, gap safety and HA are documented below as they land.)
+//	tx, _ := pool.Begin(ctx)                              // the caller's transaction
+//	// ... business writes ...
+//	err := store.Add(ctx, tx, "orders", orderCreated)     // outbox/postgres: tx is a pgx.Tx
+//	err = tx.Commit(ctx)                                  // now, and only now, the relay sees it
+//
+//	relay := outbox.NewRelay(store, publisher, outbox.RelayConfig{})
+//	err = relay.Run(ctx)                                  // in every instance of the service
+//
+// The stores are outbox/postgres (pgx v5, Add takes a pgx.Tx), outbox/mysql
+// and outbox/sqlite (database/sql, Add takes a *sql.Tx). Each embeds its
+// migrations: store.Migrate(ctx) creates the table (default name
+// "eventkit_outbox", configurable) and store.MigrationStatus(ctx) lists
+// them. All three pass the same conformance suites (package outboxtest).
+// A store also implements Writer[TTx] for code that is generic over the
+// transaction type. Add validates every event (eventkit.Event.Validate, the
+// topic with broker.ValidateName) before inserting anything, stores every
+// envelope field (id, type, source, subject, time with nanoseconds, data
+// version, content type, schema, extensions, data) and the topic, so the
+// relay republishes the exact event, and, when ctx carries an OpenTelemetry
+// span, adds its W3C traceparent (and tracestate) extensions unless the
+// event has a traceparent already.
+//
+// # Guarantees
+//
+//   - At least once. An event whose transaction commits is published until
+//     the broker confirms it (Publish returns nil for it), and only then
+//     deleted or marked delivered. Nothing is lost when the relay, the
+//     database connection or the broker fails; the relay retries with
+//     exponential backoff (RelayConfig.MinBackoff..MaxBackoff) for as long
+//     as it takes, logs each failure (log/slog) and counts it (Stats,
+//     Metrics). A rolled-back transaction leaves nothing.
+//   - What can be duplicated: after a crash (or a lost leadership), the
+//     batch that was in flight, i.e. published but whose completion was not
+//     recorded yet, is published again by the next leader: at most
+//     RelayConfig.BatchSize events per crash. A partial failure inside one
+//     Publish call also republishes the failed events and the events of the
+//     same subjects after them. Consumers dedupe by event id (package inbox).
+//   - Order. Events are published in outbox order (Seq, taken at insert)
+//     among the committed events the relay sees, grouped into one Publish
+//     call per run of consecutive events with the same topic, so adapters
+//     can pipeline them with asynchronous confirms. Per subject, consumers
+//     see the first copies of events in that order: a failed event holds
+//     back the later events of its subject in the same batch, and a single
+//     active relay (below) publishes one batch at a time. Two transactions
+//     that write the same subject concurrently have no defined order
+//     between them; serialize writes of one aggregate (a row lock) to get
+//     one.
+//   - Poison events. An event the broker rejects permanently
+//     (eventkit.IsPermanent, or over a size limit: eventkit.ErrTooLarge),
+//     as named by a *broker.PublishError, is retried RelayConfig.MaxAttempts
+//     times with a growing delay and then parked with the reason; Status
+//     lists it and Store.Requeue puts it back. While it waits, only the
+//     events of its own subject wait behind it; once it is parked they go
+//     on. Transient failures are never counted as attempts.
+//
+// # Gap safety: transactions that commit out of Seq order
+//
+// Seq values (Postgres identity, MySQL AUTO_INCREMENT) are taken when a row
+// is inserted, not when its transaction commits, so a transaction holding a
+// lower Seq can commit after a higher one was already published. A relay
+// that kept a cursor ("everything up to Seq N is done") would skip it for
+// good (Watermill issue #311). This relay keeps no cursor: every row stays
+// in the table, and claimable, until the relay completes it (delete, or
+// mark delivered) or parks it, and every Claim reads the undelivered rows
+// from the lowest Seq. A row from a late commit is simply found by the next
+// Claim and published then, after the higher Seq that committed first:
+// the published order is the order in which rows became visible, which is
+// commit order for rows that an application orders (by locking the
+// aggregate) anyway. The tests commit a lower Seq after a higher one while
+// the relay runs, and check both arrive.
+//
+// Trade-off: completion is a write per row (a DELETE, or an UPDATE in
+// retention mode), where a cursor relay writes one row per batch, and the
+// table churns (dead tuples: autovacuum, or MySQL purge, must keep up; a
+// partial index on the undelivered rows keeps Claim cheap). The other sound
+// method on Postgres, reading only below the pg_snapshot_xmin horizon
+// (xid8), keeps a cursor but delays every event by the longest-running
+// transaction in the database and ties the outbox to Postgres; the
+// row-state method works the same on all three stores and adds no latency.
+//
+// # High availability
+//
+// Run a relay in every instance. Only the holder of the store's leadership
+// lock publishes: a Postgres session advisory lock
+// (pg_try_advisory_lock), a MySQL named lock (GET_LOCK), or, for SQLite, a
+// lock inside the process (run the relays of one SQLite outbox in one
+// process). The lock lives on a dedicated connection: if the leader dies,
+// its session ends and the lock with it; a standby tries every
+// RelayConfig.LockRetryInterval and takes over, resuming from the
+// undelivered rows (so only the dead leader's batch in flight can be
+// duplicated). The holder checks its lock connection every
+// LockCheckInterval (store config) and stops publishing when it is lost.
+// Because one relay publishes at a time, per-subject order holds across
+// relay instances. The tests run two relays on one outbox, stop the leader
+// mid-stream, and check every subject's order and that nothing is missing.
+//
+// # Latency
+//
+// The relay sleeps until woken: on Postgres, an AFTER INSERT statement
+// trigger sends NOTIFY on the table's channel, which Postgres delivers on
+// commit (and folds per transaction); the relay LISTENs on a dedicated
+// connection and coalesces wake-ups. The MySQL and SQLite stores wake the
+// relays of the same process from Add (before the commit), and the relay
+// then polls at 1, 2, 4, ... ms for RelayConfig.WakeLinger. Writes from
+// other processes, and lost notifications, are found by polling every
+// RelayConfig.PollInterval. Under a backlog, the relay claims the next batch
+// while the current one is being published.
+//
+// # Retention, status and metrics
+//
+// With RelayConfig.Retention 0 delivered rows are deleted at once;
+// otherwise they are marked delivered and the leader deletes them after the
+// retention period (and parked rows after ParkedRetention, if set).
+// Store.Status reports the backlog, the oldest undelivered event's age,
+// counts per type and the parked events with their reasons (what
+// `eventkit outbox status` prints). The relay reports delivered counts,
+// Publish latency, errors by kind, parked events, backlog and oldest age to
+// a Metrics (NewOTelMetrics for OpenTelemetry), and keeps Stats.
 package outbox
