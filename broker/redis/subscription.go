@@ -59,6 +59,7 @@ type subscription struct {
 	mu        sync.Mutex
 	inflight  int           // slots taken: deliveries queued, with the handler, or being acked
 	room      chan struct{} // closed and replaced when slots are freed
+	freed     bool          // slots were freed since room was last closed
 	held      map[string]*holder
 	queue     []*delivery // fetched, waiting for the handler
 	due       []*holder   // nacked entries to claim again
@@ -161,6 +162,7 @@ func (s *subscription) teardown(ctx context.Context) {
 	for _, d := range back {
 		s.releaseLocked(d)
 	}
+	s.kickLocked()
 	s.mu.Unlock()
 	// Wait for deliveries with the handler to be settled and acked.
 	for {
@@ -211,15 +213,24 @@ func (s *subscription) teardown(ctx context.Context) {
 // sensible ack wait, so that the next XAUTOCLAIM takes them.
 const handBackIdle = 365 * 24 * time.Hour
 
-// releaseLocked frees d's slot if it holds one.
+// releaseLocked frees d's slot if it holds one. Waiters are woken by the
+// next kickLocked.
 func (s *subscription) releaseLocked(d *delivery) {
 	if !d.slot {
 		return
 	}
 	d.slot = false
 	s.inflight--
-	close(s.room)
-	s.room = make(chan struct{})
+	s.freed = true
+}
+
+// kickLocked wakes whoever waits for free slots, if any were freed.
+func (s *subscription) kickLocked() {
+	if s.freed {
+		s.freed = false
+		close(s.room)
+		s.room = make(chan struct{})
+	}
 }
 
 // reserve takes up to n free slots and returns how many it took.
@@ -244,8 +255,8 @@ func (s *subscription) unreserve(n int) {
 	}
 	s.mu.Lock()
 	s.inflight -= n
-	close(s.room)
-	s.room = make(chan struct{})
+	s.freed = true
+	s.kickLocked()
 	s.mu.Unlock()
 }
 
@@ -460,6 +471,7 @@ func (s *subscription) enqueue(ds []*delivery) {
 		}
 	}
 	s.queue = append(s.queue, ds...)
+	s.kickLocked()
 	s.mu.Unlock()
 	signal(s.queued)
 }
@@ -608,6 +620,9 @@ func (s *subscription) dispatch() {
 				d = nil // superseded by a later claim of the same entry
 			}
 		}
+		if len(s.queue) == 0 {
+			signal(s.wake) // the reader may read small batches again
+		}
 		stopped := s.stopped
 		s.mu.Unlock()
 		if stopped {
@@ -671,6 +686,7 @@ func (s *subscription) flush() {
 				}
 				batch[i] = nil
 			}
+			s.kickLocked()
 			s.mu.Unlock()
 		}
 		if final {
@@ -714,6 +730,7 @@ func (s *subscription) ack(ctx context.Context, d *delivery) error {
 		err := s.b.rdb.XAck(ctx, s.key, s.group, d.id).Err()
 		s.mu.Lock()
 		s.settledLocked(d)
+		s.kickLocked()
 		s.mu.Unlock()
 		return err
 	}
@@ -740,6 +757,7 @@ func (s *subscription) nack(d *delivery, delay time.Duration) error {
 	defer s.mu.Unlock()
 	h := s.held[d.id]
 	s.releaseLocked(d)
+	s.kickLocked()
 	if h == nil || h.d != d {
 		return nil // superseded by a later claim of the same entry
 	}
