@@ -57,8 +57,10 @@
 //   - Ack and Term ack the message (the consumer runtime dead-letters a
 //     termed event itself before calling Term).
 //   - Nack(0) requeues the message (basic.nack requeue=true) on a quorum
-//     queue; on a classic queue it re-publishes it to the group's queue with
-//     the attempt header, like a delayed Nack without the delay.
+//     queue of RabbitMQ 3.x; on a classic queue, and on RabbitMQ 4 (whose
+//     quorum queues have a default delivery limit of 20 requeues), it
+//     re-publishes it to the group's queue with the attempt header, like a
+//     delayed Nack without the delay.
 //   - Nack(delay) re-publishes a copy to the retry queue of the delay
 //     rounded up to the next of Options.DelayBuckets (250ms, 1s, 2s, 5s,
 //     10s, 30s, 1m, 2m, 5m, 10m, 30m, 1h by default; longer delays are capped

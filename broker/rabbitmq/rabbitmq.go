@@ -165,6 +165,10 @@ type Broker struct {
 
 	serverVersion string
 	retryQuorum   bool // retry queues are quorum queues (server 3.10+)
+	// requeue: Nack(0) uses basic.nack requeue=true (quorum queues before
+	// RabbitMQ 4.0, which count redeliveries in x-delivery-count and have
+	// no default delivery limit); otherwise it re-publishes.
+	requeue bool
 }
 
 var _ broker.Broker = (*Broker)(nil)
@@ -198,6 +202,7 @@ func New(ctx context.Context, opts Options) (*Broker, error) {
 		}
 	}
 	b.retryQuorum = b.opts.QueueType == QueueQuorum && (maj > 3 || (maj == 3 && min >= 10))
+	b.requeue = b.opts.QueueType == QueueQuorum && maj == 3
 	go b.supervise(conn)
 	return b, nil
 }

@@ -361,8 +361,9 @@ func (d *delivery) Term(ctx context.Context) error {
 // the attempt header incremented) to the group's retry queue for the delay
 // rounded up to a bucket, whose TTL dead-letters it back to the group's
 // queue; only once the server confirmed that copy is the original acked. With
-// no delay it is requeued (quorum queue) or re-published to the group queue
-// (classic queue, to count attempts).
+// no delay it is requeued (quorum queue on RabbitMQ 3.x) or re-published to
+// the group queue (classic queues, to count attempts; RabbitMQ 4, whose
+// quorum queues drop a message requeued more than 20 times by default).
 func (d *delivery) Nack(ctx context.Context, delay time.Duration) error {
 	if !d.Claim() {
 		return broker.ErrAlreadySettled
@@ -398,7 +399,7 @@ func (d *delivery) requeue() error {
 
 func (d *delivery) retry(ctx context.Context, delay time.Duration) error {
 	s, b := d.s, d.s.b
-	if delay <= 0 && b.opts.QueueType == QueueQuorum {
+	if delay <= 0 && b.requeue {
 		return d.requeue()
 	}
 	if d.ch.IsClosed() {
