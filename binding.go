@@ -40,21 +40,22 @@ const TimeFormat = time.RFC3339Nano
 // (e.Data) is the message body.
 func (b Binding) Headers(e Event, set func(key, value string)) {
 	p := b.Prefix
-	set(p+"specversion", SpecVersion)
-	set(p+"id", e.ID)
-	set(p+"source", e.Source)
-	set(p+"type", e.Type)
+	n := headerNamesFor(p) // Prefix+attribute, without allocating for the standard prefixes
+	set(n.specversion, SpecVersion)
+	set(n.id, e.ID)
+	set(n.source, e.Source)
+	set(n.typ, e.Type)
 	if !e.Time.IsZero() {
-		set(p+"time", e.Time.UTC().Format(TimeFormat))
+		set(n.time, e.Time.UTC().Format(TimeFormat))
 	}
 	if e.Subject != "" {
-		set(p+"subject", e.Subject)
+		set(n.subject, e.Subject)
 	}
 	if e.DataVersion != "" {
-		set(p+"dataversion", e.DataVersion)
+		set(n.dataversion, e.DataVersion)
 	}
 	if e.DataSchema != "" {
-		set(p+"dataschema", e.DataSchema)
+		set(n.dataschema, e.DataSchema)
 	}
 	if e.DataContentType != "" && b.ContentTypeKey != "" {
 		set(b.ContentTypeKey, e.DataContentType)

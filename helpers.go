@@ -1,5 +1,8 @@
 package eventkit
 
+// Helpers of the decoders and encoders in event.go, binding.go,
+// structured.go and envelope_proto.go.
+
 import (
 	"encoding/json"
 	"fmt"
@@ -124,4 +127,30 @@ func jsonKind(c byte) string {
 	default:
 		return "number"
 	}
+}
+
+// headerNames are the header names Binding.Headers writes for one prefix.
+type headerNames struct {
+	specversion, id, source, typ, time, subject, dataversion, dataschema string
+}
+
+func newHeaderNames(p string) *headerNames {
+	return &headerNames{
+		specversion: p + "specversion", id: p + "id", source: p + "source", typ: p + "type",
+		time: p + "time", subject: p + "subject", dataversion: p + "dataversion", dataschema: p + "dataschema",
+	}
+}
+
+// stdHeaderNames holds the names for the prefixes of the standard bindings.
+var stdHeaderNames = map[string]*headerNames{
+	NATSBinding.Prefix:  newHeaderNames(NATSBinding.Prefix),
+	KafkaBinding.Prefix: newHeaderNames(KafkaBinding.Prefix),
+	AMQPBinding.Prefix:  newHeaderNames(AMQPBinding.Prefix),
+}
+
+func headerNamesFor(prefix string) *headerNames {
+	if n := stdHeaderNames[prefix]; n != nil {
+		return n
+	}
+	return newHeaderNames(prefix)
 }

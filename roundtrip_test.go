@@ -46,7 +46,8 @@ func TestRoundTripStructuredJSON(t *testing.T) {
 
 func TestRoundTripBindings(t *testing.T) {
 	t.Parallel()
-	for _, b := range []eventkit.Binding{eventkit.NATSBinding, eventkit.KafkaBinding, eventkit.AMQPBinding, eventkit.RedisBinding} {
+	for _, b := range []eventkit.Binding{eventkit.NATSBinding, eventkit.KafkaBinding, eventkit.AMQPBinding, eventkit.RedisBinding,
+		{Name: "custom", Prefix: "x-ce-", ContentTypeKey: "x-content-type"}} {
 		for name, e := range sampleEvents() {
 			t.Run(b.Name+"/"+name, func(t *testing.T) {
 				got, h, err := bindingRoundTrip(b, e)
