@@ -1,0 +1,145 @@
+package consumer_test
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"go.opentelemetry.io/otel/trace"
+	"go.opentelemetry.io/otel/trace/embedded"
+	"go.opentelemetry.io/otel/trace/noop"
+
+	"github.com/eventkit/eventkit"
+	"github.com/eventkit/eventkit/consumer"
+	"github.com/eventkit/eventkit/inbox/sqlinbox"
+	"github.com/eventkit/eventkit/internal/testenv"
+	outboxpg "github.com/eventkit/eventkit/outbox/postgres"
+)
+
+// Consume-transform-produce: the handler writes its output event to the
+// outbox in the inbox transaction. A failed attempt leaves no output; a
+// duplicate delivery adds none; the output is there exactly once.
+func TestConsumeTransformProduceWithOutbox(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	pool, err := pgxpool.New(ctx, testenv.Postgres.URL(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pool.Close)
+	inTable, outTable := testenv.Name("inbox"), testenv.Name("outbox")
+	in, err := sqlinbox.NewPgx(pool, sqlinbox.Options{Table: inTable})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := in.Migrate(ctx); err != nil {
+		t.Fatal(err)
+	}
+	ob, err := outboxpg.New(pool, outboxpg.Config{Table: outTable, Logger: quietLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := ob.Migrate(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_, _ = pool.Exec(context.Background(), "DROP TABLE IF EXISTS "+inTable)
+		_, _ = pool.Exec(context.Background(), "DROP TABLE IF EXISTS "+outTable+" CASCADE")
+	})
+
+	b := newBroker(t)
+	topic := testenv.Name("orders")
+	var attempts atomic.Int32
+	c := newConsumer(t, b, consumer.Config{Concurrency: 4, Inbox: in, Retry: fastRetry(5)})
+	_ = c.Handle(topic, "invoicing", consumer.HandlerFunc(func(ctx context.Context, e eventkit.Event) error {
+		out := eventkit.New("invoice.created", "application/json", []byte(`{}`),
+			eventkit.WithSubject(e.Subject), eventkit.WithExtension("causationid", e.ID))
+		if err := ob.Add(ctx, sqlinbox.PgxTx(ctx), "invoices", out); err != nil {
+			return err
+		}
+		if attempts.Add(1) == 1 {
+			return errors.New("fails after writing to the outbox")
+		}
+		return nil
+	}))
+	start(t, c)
+	order := ev("order.created", "o-1", `{}`)
+	publish(t, b, topic, order, order, order)
+	eventually(t, 10*time.Second, "settled", func() bool {
+		s := c.Stats()
+		return s.Handled == 1 && s.Duplicates == 2
+	})
+	var n int
+	if err := pool.QueryRow(ctx, "SELECT count(*) FROM "+outTable+" WHERE type = 'invoice.created' AND extensions->>'causationid' = $1", order.ID).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	if n != 1 {
+		t.Fatalf("%d invoice events in the outbox, want 1", n)
+	}
+}
+
+// recTracer records the spans started through it.
+type recTracer struct {
+	embedded.TracerProvider
+	mu    sync.Mutex
+	spans []recSpan
+}
+
+type recTracerT struct {
+	embedded.Tracer
+	r *recTracer
+}
+
+type recSpan struct {
+	name   string
+	parent trace.SpanContext
+	kind   trace.SpanKind
+}
+
+func (r *recTracer) Tracer(string, ...trace.TracerOption) trace.Tracer { return recTracerT{r: r} }
+
+func (t recTracerT) Start(ctx context.Context, name string, opts ...trace.SpanStartOption) (context.Context, trace.Span) {
+	cfg := trace.NewSpanStartConfig(opts...)
+	parent := trace.SpanContextFromContext(ctx)
+	t.r.mu.Lock()
+	t.r.spans = append(t.r.spans, recSpan{name: name, parent: parent, kind: cfg.SpanKind()})
+	t.r.mu.Unlock()
+	sc := trace.NewSpanContext(trace.SpanContextConfig{TraceID: parent.TraceID(), SpanID: trace.SpanID{1, 2, 3, 4, 5, 6, 7, 8}, TraceFlags: parent.TraceFlags()})
+	span := noop.Span{}
+	return trace.ContextWithSpanContext(ctx, sc), span
+}
+
+// The runtime starts a consumer span "handle <topic>" whose parent is the
+// producer's span from the traceparent extension; the handler runs in it.
+func TestHandleSpanIsChildOfProducer(t *testing.T) {
+	t.Parallel()
+	tr := &recTracer{}
+	b := newBroker(t)
+	topic := testenv.Name("t")
+	got := make(chan trace.SpanContext, 1)
+	c := newConsumer(t, b, consumer.Config{TracerProvider: tr})
+	_ = c.Handle(topic, "g", consumer.HandlerFunc(func(ctx context.Context, e eventkit.Event) error {
+		got <- trace.SpanContextFromContext(ctx)
+		return nil
+	}))
+	start(t, c)
+	publish(t, b, topic, ev("x", "s", `{}`, eventkit.WithExtension("traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")))
+	sc := <-got
+	tr.mu.Lock()
+	defer tr.mu.Unlock()
+	if len(tr.spans) != 1 {
+		t.Fatalf("%d spans", len(tr.spans))
+	}
+	s := tr.spans[0]
+	if s.name != "handle "+topic || s.kind != trace.SpanKindConsumer || !s.parent.IsRemote() ||
+		s.parent.SpanID().String() != "00f067aa0ba902b7" || s.parent.TraceID().String() != "4bf92f3577b34da6a3ce929d0e0e4736" {
+		t.Fatalf("span %+v", s)
+	}
+	if sc.SpanID() != (trace.SpanID{1, 2, 3, 4, 5, 6, 7, 8}) {
+		t.Fatalf("handler ctx is not in the handle span: %v", sc.SpanID())
+	}
+}
