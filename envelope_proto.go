@@ -243,7 +243,8 @@ func isTextual(ct string) bool {
 // extension names are ignored, as in the other decoders. A proto_data payload
 // becomes Data (the message bytes), with DataContentType
 // "application/protobuf" and DataSchema the Any's type URL unless the event
-// sets them.
+// sets them. The event does not alias b (Data is a copy). Unknown fields are
+// skipped, so later versions of the format stay readable.
 func DecodeProto(b []byte) (Event, error) {
 	e, err := decodeProtoWire(b)
 	if err != nil {
