@@ -287,66 +287,99 @@ func newRelation(m relationMsg, schema, base string) (*relation, error) {
 	return rel, nil
 }
 
-// decodeRow turns the tuple of an Insert into an outbox record. Errors
-// wrap eventkit.ErrDecode (a *eventkit.DecodeError keeping the raw tuple).
+// decodeRow turns the tuple of an Insert into an outbox record. Values may
+// be in text or in binary (send) format. Errors wrap eventkit.ErrDecode (a
+// *eventkit.DecodeError keeping the raw tuple); the record's Seq is set if
+// it could be read, so that the row can be parked.
 func decodeRow(rel *relation, cols []column) (outbox.Record, error) {
 	var rec outbox.Record
 	if len(cols) != rel.ncol {
 		return rec, rowErr(cols, fmt.Errorf("tuple has %d columns, relation %d", len(cols), rel.ncol))
 	}
-	text := func(f int) (string, bool, error) {
+	var firstErr error
+	val := func(f int) (column, bool) {
 		i := rel.ix[f]
 		if i < 0 {
-			return "", false, nil
+			return column{}, false
 		}
-		switch cols[i].kind {
-		case 't':
-			return string(cols[i].data), true, nil
+		c := cols[i]
+		switch c.kind {
+		case 't', 'b':
+			return c, true
 		case 'n':
-			return "", false, nil
+			return c, false
 		default:
-			return "", false, fmt.Errorf("column %s: unexpected value kind %q", fieldNames[f], cols[i].kind)
+			if firstErr == nil {
+				firstErr = fmt.Errorf("column %s: unexpected value kind %q", fieldNames[f], c.kind)
+			}
+			return c, false
 		}
 	}
-	var firstErr error
-	get := func(f int) string {
-		s, _, err := text(f)
-		if err != nil && firstErr == nil {
-			firstErr = err
+	str := func(f int) string {
+		c, ok := val(f)
+		if !ok {
+			return ""
 		}
-		return s
+		return string(c.data) // text and binary format are the same for text
 	}
-	seq, err := strconv.ParseInt(get(fSeq), 10, 64)
+	integer := func(f int) (int64, error) {
+		c, ok := val(f)
+		if !ok {
+			return 0, fmt.Errorf("column %s is null", fieldNames[f])
+		}
+		if c.kind == 't' {
+			return strconv.ParseInt(string(c.data), 10, 64)
+		}
+		switch len(c.data) {
+		case 8:
+			return int64(binary.BigEndian.Uint64(c.data)), nil
+		case 4:
+			return int64(int32(binary.BigEndian.Uint32(c.data))), nil
+		}
+		return 0, fmt.Errorf("column %s: %d-byte binary integer", fieldNames[f], len(c.data))
+	}
+	seq, err := integer(fSeq)
 	if err != nil {
 		return rec, rowErr(cols, fmt.Errorf("column seq: %w", err))
 	}
 	rec.Seq = seq
-	rec.Topic = get(fTopic)
+	rec.Topic = str(fTopic)
 	e := &rec.Event
-	e.ID, e.Type, e.Source, e.Subject = get(fID), get(fType), get(fSource), get(fSubject)
-	e.DataVersion, e.DataContentType, e.DataSchema = get(fDataVersion), get(fDataContentType), get(fDataSchema)
-	if e.Time, err = sqlutil.ParseTime(get(fEventTime)); err != nil {
+	e.ID, e.Type, e.Source, e.Subject = str(fID), str(fType), str(fSource), str(fSubject)
+	e.DataVersion, e.DataContentType, e.DataSchema = str(fDataVersion), str(fDataContentType), str(fDataSchema)
+	if e.Time, err = sqlutil.ParseTime(str(fEventTime)); err != nil {
 		return rec, rowErr(cols, err)
 	}
-	if s, ok, err := text(fExtensions); err != nil {
-		return rec, rowErr(cols, err)
-	} else if ok {
+	if c, ok := val(fExtensions); ok {
+		js := c.data
+		if c.kind == 'b' { // jsonb send format: version byte 1, then the text
+			if len(js) == 0 || js[0] != 1 {
+				return rec, rowErr(cols, fmt.Errorf("column extensions: unknown jsonb format"))
+			}
+			js = js[1:]
+		}
+		s := string(js)
 		if e.Extensions, err = sqlutil.ParseExt(&s); err != nil {
 			return rec, rowErr(cols, err)
 		}
 	}
-	if s, ok, err := text(fData); err != nil {
-		return rec, rowErr(cols, err)
-	} else if ok {
-		if e.Data, err = decodeBytea(s); err != nil {
+	if c, ok := val(fData); ok {
+		if c.kind == 'b' {
+			e.Data = append(make([]byte, 0, len(c.data)), c.data...)
+		} else if e.Data, err = decodeBytea(c.data); err != nil {
 			return rec, rowErr(cols, fmt.Errorf("column data: %w", err))
 		}
 	}
-	if s := get(fCreatedAt); s != "" {
-		rec.CreatedAt, _ = parseTimestamptz(s) // informational only
+	if c, ok := val(fCreatedAt); ok { // informational only: errors ignored
+		if c.kind == 'b' && len(c.data) == 8 {
+			rec.CreatedAt = pgTime(binary.BigEndian.Uint64(c.data))
+		} else if c.kind == 't' {
+			rec.CreatedAt, _ = parseTimestamptz(string(c.data))
+		}
 	}
-	if s := get(fAttempts); s != "" {
-		rec.Attempts, _ = strconv.Atoi(s)
+	if _, ok := val(fAttempts); ok {
+		n, _ := integer(fAttempts)
+		rec.Attempts = int(n)
 	}
 	if firstErr != nil {
 		return rec, rowErr(cols, firstErr)
@@ -365,12 +398,12 @@ func rowErr(cols []column, err error) error {
 
 // decodeBytea decodes bytea in the hex output format (the relay sets
 // bytea_output=hex on its replication connection).
-func decodeBytea(s string) ([]byte, error) {
-	if !strings.HasPrefix(s, `\x`) {
+func decodeBytea(s []byte) ([]byte, error) {
+	if len(s) < 2 || s[0] != '\\' || s[1] != 'x' {
 		return nil, fmt.Errorf("bytea value not in hex format")
 	}
 	b := make([]byte, hex.DecodedLen(len(s)-2))
-	if _, err := hex.Decode(b, []byte(s[2:])); err != nil {
+	if _, err := hex.Decode(b, s[2:]); err != nil {
 		return nil, err
 	}
 	return b, nil

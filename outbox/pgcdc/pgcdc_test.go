@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -34,20 +36,41 @@ func TestMain(m *testing.M) {
 	goleak.VerifyTestMain(m)
 }
 
-// sweep drops inactive slots and publications of earlier test runs older
-// than a minute (a slot left behind pins WAL).
+// sweep drops inactive slots that earlier, killed test runs of this
+// package left behind (a slot left behind pins WAL). Test names carry their
+// creation time, so slots of a test running right now are left alone.
 func sweep() {
-	url := testenv.Postgres.Default
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
+	url := os.Getenv(testenv.Postgres.EnvVar)
+	if url == "" {
+		url = testenv.Postgres.Default
+	}
 	conn, err := pgx.Connect(ctx, url)
 	if err != nil {
 		return
 	}
 	defer conn.Close(ctx)
-	_, _ = conn.Exec(ctx, `SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots
-  WHERE slot_name LIKE 'eventkit\_`+prefix+`\_%' AND NOT active`)
+	rows, err := conn.Query(ctx, `SELECT slot_name FROM pg_replication_slots WHERE slot_name LIKE 'eventkit\_`+prefix+`\_%' AND NOT active`)
+	if err != nil {
+		return
+	}
+	names, _ := pgx.CollectRows(rows, pgx.RowTo[string])
+	for _, n := range names {
+		parts := strings.Split(n, "_") // eventkit, cdct, <unix hex>, <random>
+		if len(parts) != 4 {
+			continue
+		}
+		sec, err := strconv.ParseInt(parts[2], 16, 64)
+		if err != nil || time.Since(time.Unix(sec, 0)) < 15*time.Minute {
+			continue
+		}
+		_, _ = conn.Exec(ctx, `SELECT pg_drop_replication_slot($1)`, n)
+	}
 }
+
+// tableName is unique and carries its creation time (see sweep).
+func tableName() string { return testenv.Name(fmt.Sprintf("%s_%x", prefix, time.Now().Unix())) }
 
 type env struct {
 	t     testing.TB
@@ -76,7 +99,7 @@ func newPool(t testing.TB) *pgxpool.Pool {
 func newEnv(t testing.TB) *env {
 	t.Helper()
 	pool := newPool(t)
-	table := testenv.Name(prefix)
+	table := tableName()
 	store, err := postgres.New(pool, postgres.Config{Table: table})
 	if err != nil {
 		t.Fatal(err)

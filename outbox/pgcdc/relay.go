@@ -252,9 +252,14 @@ func (r *Relay) session(ctx context.Context) error {
 		_ = conn.Close(cctx)
 		cancel()
 	}()
+	args := []string{"proto_version '1'", "publication_names '" + r.cfg.Publication + "'"}
+	if serverMajor(conn) >= 14 {
+		// Values in binary send format: bytea is sent raw, not hex-encoded,
+		// which halves what the server encodes and sends for the payload.
+		args = append(args, "binary 'true'")
+	}
 	err = pglogrepl.StartReplication(ctx, conn, r.cfg.Slot, start, pglogrepl.StartReplicationOptions{
-		Mode:       pglogrepl.LogicalReplication,
-		PluginArgs: []string{"proto_version '1'", "publication_names '" + r.cfg.Publication + "'"},
+		Mode: pglogrepl.LogicalReplication, PluginArgs: args,
 	})
 	if err != nil {
 		return fmt.Errorf("pgcdc: start replication from %s: %w", start, err)
@@ -316,6 +321,19 @@ func (r *Relay) connect(ctx context.Context) (*pgconn.PgConn, error) {
 	return pgconn.ConnectConfig(ctx, cfg)
 }
 
+// serverMajor returns the server's major version (0 if unknown).
+func serverMajor(conn *pgconn.PgConn) int {
+	v := conn.ParameterStatus("server_version")
+	n := 0
+	for _, c := range v {
+		if c < '0' || c > '9' {
+			break
+		}
+		n = n*10 + int(c-'0')
+	}
+	return n
+}
+
 func (r *Relay) sendStatus(conn *pgconn.PgConn) error {
 	pos := pglogrepl.LSN(r.confirmed.Load())
 	return pglogrepl.SendStandbyStatusUpdate(context.Background(), conn, pglogrepl.StandbyStatusUpdate{
@@ -332,6 +350,8 @@ func (r *Relay) read(ctx context.Context, conn *pgconn.PgConn, txs chan<- *txn, 
 	var cur *txn
 	received := start // end of the last commit received
 	nextStatus := time.Now()
+	var dl deadline // one deadline context per status interval, not one per message
+	defer dl.stop()
 	for {
 		if !time.Now().Before(nextStatus) {
 			if err := r.sendStatus(conn); err != nil {
@@ -339,9 +359,7 @@ func (r *Relay) read(ctx context.Context, conn *pgconn.PgConn, txs chan<- *txn, 
 			}
 			nextStatus = time.Now().Add(r.cfg.StatusInterval)
 		}
-		rctx, cancel := context.WithDeadline(ctx, nextStatus)
-		msg, err := conn.ReceiveMessage(rctx)
-		cancel()
+		msg, err := conn.ReceiveMessage(dl.get(ctx, nextStatus))
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil
@@ -451,6 +469,29 @@ func (r *Relay) read(ctx context.Context, conn *pgconn.PgConn, txs chan<- *txn, 
 				}
 			}
 		}
+	}
+}
+
+// deadline keeps a context with a deadline for as long as the deadline
+// stays the same.
+type deadline struct {
+	ctx    context.Context
+	cancel context.CancelFunc
+	until  time.Time
+}
+
+func (d *deadline) get(parent context.Context, until time.Time) context.Context {
+	if d.ctx == nil || !d.until.Equal(until) || d.ctx.Err() != nil {
+		d.stop()
+		d.ctx, d.cancel = context.WithDeadline(parent, until)
+		d.until = until
+	}
+	return d.ctx
+}
+
+func (d *deadline) stop() {
+	if d.cancel != nil {
+		d.cancel()
 	}
 }
 

@@ -1,0 +1,275 @@
+package pgcdc_test
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/jackc/pglogrepl"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgproto3"
+
+	"github.com/eventkit/eventkit"
+	"github.com/eventkit/eventkit/broker"
+	"github.com/eventkit/eventkit/broker/memory"
+	"github.com/eventkit/eventkit/outbox/pgcdc"
+)
+
+// counting wraps a publisher, counts what it accepted and stamps the time
+// each event was confirmed.
+type counting struct {
+	next  broker.Publisher
+	n     atomic.Int64
+	mu    sync.Mutex
+	stamp map[string]time.Time // nil: do not stamp
+}
+
+func (c *counting) Publish(ctx context.Context, topic string, events ...eventkit.Event) error {
+	if err := c.next.Publish(ctx, topic, events...); err != nil {
+		return err
+	}
+	if c.stamp != nil {
+		now := time.Now()
+		c.mu.Lock()
+		for _, e := range events {
+			if _, ok := c.stamp[e.ID]; !ok {
+				c.stamp[e.ID] = now
+			}
+		}
+		c.mu.Unlock()
+	}
+	c.n.Add(int64(len(events)))
+	return nil
+}
+
+// preinsert adds n events of size bytes in transactions of 500.
+func (e *env) preinsert(n, size int) {
+	payload := []byte(`"` + strings.Repeat("x", size-2) + `"`)
+	for done := 0; done < n; {
+		k := min(500, n-done)
+		evs := make([]eventkit.Event, k)
+		for i := range evs {
+			evs[i] = eventkit.New("bench.event", "application/json", payload, eventkit.WithSubject(fmt.Sprintf("s%d", (done+i)%64)))
+		}
+		e.insert("bench", evs...)
+		done += k
+	}
+}
+
+// BenchmarkDrain measures draining 100,000 pre-inserted 1 KB events from the
+// slot to a publisher, beside two baselines measured in the same run on the
+// same WAL: raw-pglogrepl-read (pglogrepl alone: stream the inserts through
+// a second slot and parse them with pglogrepl.Parse, no publishing) and
+// raw-memory-publish (the memory broker's Publish alone, 500 per call).
+//
+//	go test -run '^$' -bench Drain -benchtime 1x ./outbox/pgcdc
+func BenchmarkDrain(b *testing.B) {
+	const total = 100000
+	e := newEnv(b)
+	ctx := context.Background()
+	rawSlot := "eventkit_" + e.cfg.Table + "_raw"
+	if _, err := e.pool.Exec(ctx, `SELECT pg_create_logical_replication_slot($1, 'pgoutput', false)`, rawSlot); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() {
+		e.killWalsender(rawSlot)
+		for range 50 {
+			if _, err := e.pool.Exec(context.Background(), `SELECT pg_drop_replication_slot($1)`, rawSlot); err == nil {
+				return
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	})
+	t0 := time.Now()
+	e.preinsert(total, 1024)
+	b.Logf("inserted %d events in %v", total, time.Since(t0))
+
+	b.Run("raw-pglogrepl-read", func(b *testing.B) {
+		for range b.N {
+			start := time.Now()
+			if n := rawRead(b, e, rawSlot, total); n != total {
+				b.Fatalf("read %d inserts", n)
+			}
+			b.ReportMetric(float64(total)/time.Since(start).Seconds(), "events/s")
+		}
+	})
+	b.Run("raw-memory-publish", func(b *testing.B) {
+		evs := make([]eventkit.Event, 500)
+		payload := []byte(`"` + strings.Repeat("x", 1022) + `"`)
+		for i := range evs {
+			evs[i] = eventkit.New("bench.event", "application/json", payload, eventkit.WithSubject("s"))
+		}
+		for range b.N {
+			mem := memory.New(memory.Options{})
+			start := time.Now()
+			for done := 0; done < total; done += len(evs) {
+				if err := mem.Publish(ctx, "bench", evs...); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ReportMetric(float64(total)/time.Since(start).Seconds(), "events/s")
+			_ = mem.Close(ctx)
+		}
+	})
+	b.Run("pgcdc-memory", func(b *testing.B) {
+		if b.N > 1 {
+			b.Skip("the events drain once: use -benchtime 1x")
+		}
+		mem := memory.New(memory.Options{})
+		defer mem.Close(ctx) //nolint:errcheck
+		pub := &counting{next: mem}
+		r, err := pgcdc.New(e.pool, pub, e.cfg)
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.ResetTimer()
+		start := time.Now()
+		stop := startB(b, r)
+		for pub.n.Load() < total {
+			time.Sleep(2 * time.Millisecond)
+		}
+		el := time.Since(start)
+		b.StopTimer()
+		stop()
+		b.ReportMetric(float64(total)/el.Seconds(), "events/s")
+	})
+}
+
+func startB(b *testing.B, r *pgcdc.Relay) func() {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); _ = r.Run(ctx) }()
+	return func() { cancel(); <-done }
+}
+
+// rawRead streams slot with pglogrepl as its README shows (acknowledging the
+// received position) until n inserts were parsed.
+func rawRead(b *testing.B, e *env, slot string, n int) int {
+	ctx := context.Background()
+	cfg := e.pool.Config().ConnConfig.Config.Copy()
+	cfg.RuntimeParams["replication"] = "database"
+	conn, err := pgconn.ConnectConfig(ctx, cfg)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	if err := pglogrepl.StartReplication(ctx, conn, slot, 0, pglogrepl.StartReplicationOptions{
+		PluginArgs: []string{"proto_version '1'", "publication_names '" + e.relay(nil).Config().Publication + "'"},
+	}); err != nil {
+		b.Fatal(err)
+	}
+	got := 0
+	var pos pglogrepl.LSN
+	for got < n {
+		msg, err := conn.ReceiveMessage(ctx)
+		if err != nil {
+			b.Fatal(err)
+		}
+		cd, ok := msg.(*pgproto3.CopyData)
+		if !ok || len(cd.Data) == 0 || cd.Data[0] != pglogrepl.XLogDataByteID {
+			continue
+		}
+		xld, err := pglogrepl.ParseXLogData(cd.Data[1:])
+		if err != nil {
+			b.Fatal(err)
+		}
+		m, err := pglogrepl.Parse(xld.WALData)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if _, ok := m.(*pglogrepl.InsertMessage); ok {
+			got++
+		}
+		pos = xld.WALStart + pglogrepl.LSN(len(xld.WALData))
+	}
+	_ = pglogrepl.SendStandbyStatusUpdate(ctx, conn, pglogrepl.StandbyStatusUpdate{WALWritePosition: pos})
+	return got
+}
+
+// BenchmarkLatency measures commit-to-publish latency (from just before
+// COMMIT to the broker's confirm) at a steady 1,000 events/s, one event per
+// transaction, for 5 s.
+//
+//	go test -run '^$' -bench Latency -benchtime 1x ./outbox/pgcdc
+func BenchmarkLatency(b *testing.B) {
+	const rate, seconds = 1000, 5
+	const total = rate * seconds
+	e := newEnv(b)
+	ctx := context.Background()
+	mem := memory.New(memory.Options{})
+	defer mem.Close(ctx) //nolint:errcheck
+	pub := &counting{next: mem, stamp: make(map[string]time.Time, total)}
+	r, err := pgcdc.New(e.pool, pub, e.cfg)
+	if err != nil {
+		b.Fatal(err)
+	}
+	stop := startB(b, r)
+	defer stop()
+	for !r.Stats().Streaming {
+		time.Sleep(5 * time.Millisecond)
+	}
+	var mu sync.Mutex
+	committed := make(map[string]time.Time, total)
+	ticks := make(chan struct{}, 64)
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for range ticks {
+				x := eventkit.New("bench.event", "application/json", []byte(`{"k":1}`), eventkit.WithSubject("s"))
+				tx, err := e.pool.Begin(ctx)
+				if err != nil {
+					b.Error(err)
+					return
+				}
+				if err := e.store.Add(ctx, tx, "lat", x); err != nil {
+					b.Error(err)
+					return
+				}
+				t0 := time.Now()
+				if err := tx.Commit(ctx); err != nil {
+					b.Error(err)
+					return
+				}
+				mu.Lock()
+				committed[x.ID] = t0
+				mu.Unlock()
+			}
+		}()
+	}
+	b.ResetTimer()
+	tk := time.NewTicker(time.Second / rate)
+	started := time.Now()
+	for range total {
+		<-tk.C
+		ticks <- struct{}{}
+	}
+	tk.Stop()
+	close(ticks)
+	wg.Wait()
+	produced := time.Since(started)
+	for pub.n.Load() < total {
+		time.Sleep(5 * time.Millisecond)
+	}
+	b.StopTimer()
+	pub.mu.Lock()
+	lat := make([]time.Duration, 0, total)
+	for id, t0 := range committed {
+		if t1, ok := pub.stamp[id]; ok {
+			lat = append(lat, max(t1.Sub(t0), 0))
+		}
+	}
+	pub.mu.Unlock()
+	slices.Sort(lat)
+	pct := func(p float64) float64 { return float64(lat[int(p*float64(len(lat)-1))].Microseconds()) / 1000 }
+	b.ReportMetric(float64(total)/produced.Seconds(), "events/s")
+	b.ReportMetric(pct(0.50), "p50-ms")
+	b.ReportMetric(pct(0.99), "p99-ms")
+	b.ReportMetric(pct(1), "max-ms")
+}
