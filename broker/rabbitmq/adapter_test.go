@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"os/exec"
 	"strings"
 	"sync"
@@ -593,5 +594,49 @@ func TestServerVersionAndQueueType(t *testing.T) {
 		if b.QueueType() != rabbitmq.QueueQuorum {
 			t.Fatalf("queue type %s on %s, want quorum", b.QueueType(), b.ServerVersion())
 		}
+	}
+}
+
+// Confirmed events survive a broker restart, and a Broker reconnects by
+// itself once the server is back. It restarts the shared server, so it runs
+// only when EVENTKIT_RABBITMQ_RESTART=1.
+func TestDurableAcrossRestart(t *testing.T) {
+	if os.Getenv("EVENTKIT_RABBITMQ_RESTART") != "1" {
+		t.Skip("restarts the RabbitMQ server: set EVENTKIT_RABBITMQ_RESTART=1")
+	}
+	for _, qt := range []string{rabbitmq.QueueQuorum, rabbitmq.QueueClassic} {
+		t.Run(qt, func(t *testing.T) {
+			opts := rabbitmq.Options{QueueType: qt, ConnectTimeout: 60 * time.Second}
+			topic := provisionedTopic(t, opts, "g")
+			b := newBroker(t, opts)
+			ctx := ctxT(t, 120*time.Second)
+			evs := mk(100)
+			if err := b.Publish(ctx, topic, evs...); err != nil {
+				t.Fatal(err)
+			}
+			for _, cmd := range []string{"stop_app", "start_app"} {
+				if out, err := exec.Command("rabbitmqctl", cmd).CombinedOutput(); err != nil {
+					t.Fatalf("rabbitmqctl %s: %v: %s", cmd, err, out)
+				}
+			}
+			got, h := collect(nil)
+			var sub broker.Subscription
+			var err error
+			for i := 0; i < 50; i++ { // quorum queues take a moment to elect a leader after a restart
+				if sub, err = b.Subscribe(ctx, topic, "g", h); err == nil {
+					break
+				}
+				time.Sleep(200 * time.Millisecond)
+			}
+			if err != nil {
+				t.Fatalf("Subscribe after restart: %v", err)
+			}
+			defer sub.Close(ctx)
+			for i := range evs {
+				if r := next(t, got, 30*time.Second); r.id != evs[i].ID {
+					t.Fatalf("after restart: delivery %d = %s, want %s", i, r.id, evs[i].ID)
+				}
+			}
+		})
 	}
 }
