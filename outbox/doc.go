@@ -95,7 +95,11 @@
 // duplicated). The holder checks its lock connection every
 // LockCheckInterval (store config) and stops publishing when it is lost.
 // Because one relay publishes at a time, per-subject order holds across
-// relay instances. The tests run two relays on one outbox, stop the leader
+// relay instances, with one window: a leader whose lock session is cut off
+// (network partition, terminated backend) keeps publishing until it notices,
+// after at most LockCheckInterval plus the Publish call in progress, while
+// a standby may already have taken over. That batch can then be duplicated
+// and interleaved with the new leader's first batch. The tests run two relays on one outbox, stop the leader
 // mid-stream, and check every subject's order and that nothing is missing.
 //
 // # Latency

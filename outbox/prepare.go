@@ -50,6 +50,10 @@ func Prepare(ctx context.Context, topic string, maxSize int, events []eventkit.E
 			}
 			out[i].Extensions = ext
 		}
+		if y := out[i].Time.UTC().Year(); y < 1 || y > 9999 {
+			return nil, fmt.Errorf("outbox: event %d of %d: %w", i, len(events),
+				&eventkit.ValidationError{ID: out[i].ID, Field: "time", Reason: "year must be 1-9999"})
+		}
 		if err := out[i].Validate(maxSize); err != nil {
 			return nil, fmt.Errorf("outbox: event %d of %d: %w", i, len(events), err)
 		}

@@ -339,6 +339,11 @@ func (r *Relay) process(ctx context.Context, recs []Record, retry map[int64]retr
 	send := recs[:0:0]
 	for _, rec := range recs {
 		subj := rec.Event.Subject
+		if rec.DecodeErr != nil { // not an event: park it, never publish it
+			clean = false
+			r.park(ctx, rec, rec.DecodeErr)
+			continue
+		}
 		if subj != "" && held[subj] {
 			continue
 		}
@@ -432,6 +437,22 @@ func (r *Relay) process(ctx context.Context, recs []Record, retry map[int64]retr
 		clean = false
 	}
 	return transient, clean
+}
+
+// park parks rec at once with err as the reason.
+func (r *Relay) park(ctx context.Context, rec Record, err error) {
+	reason := err.Error()
+	if len(reason) > 2000 {
+		reason = reason[:2000]
+	}
+	if ferr := r.retryStore(ctx, "fail", func() error {
+		return r.store.Fail(ctx, FailParams{Seq: rec.Seq, Reason: reason, Park: true})
+	}); ferr != nil {
+		return
+	}
+	r.stats.parked.Add(1)
+	r.cfg.Metrics.Parked(rec.Topic, 1)
+	r.cfg.Logger.Error("outbox: undecodable row parked", "topic", rec.Topic, "seq", rec.Seq, "err", err)
 }
 
 // reject handles one permanent rejection: count the attempt, park the event

@@ -33,6 +33,10 @@ type Record struct {
 	Attempts int
 	// LastError is the reason of the last recorded failure ("" if none).
 	LastError string
+	// DecodeErr is set (a *eventkit.DecodeError) when the stored row is
+	// not a valid event (written by another tool): the relay parks it
+	// without publishing it.
+	DecodeErr error
 }
 
 // ClaimParams select the records a relay reads next.

@@ -60,6 +60,10 @@ func harness(t *testing.T) outboxtest.Harness {
 				func(context.Context) error { return tx.Commit() },
 				func(context.Context) error { return tx.Rollback() }), nil
 		},
+		Corrupt: func(ctx context.Context, seq int64) error {
+			_, err := db.ExecContext(ctx, `UPDATE `+s.Table()+` SET event_time = 'yesterday' WHERE seq = ?`, seq)
+			return err
+		},
 		NewStore: func(t *testing.T) outbox.Store {
 			s2, err := mysql.New(openDB(t), mysql.Config{Table: s.Table(), LockCheckInterval: 100 * time.Millisecond})
 			if err != nil {

@@ -33,6 +33,10 @@ type Harness struct {
 	// NewStore, if set, returns a second store on the same table (as another
 	// process would have), for the HA tests. Default: the same Store.
 	NewStore func(t *testing.T) outbox.Store
+	// Corrupt, if set, overwrites the stored event_time of record seq with
+	// text that is not a time (as a foreign tool might), for the
+	// undecodable-row tests.
+	Corrupt func(ctx context.Context, seq int64) error
 }
 
 // Factory returns a Harness on a new outbox table, cleaned up with t.

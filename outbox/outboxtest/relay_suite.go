@@ -28,6 +28,34 @@ func RunRelay(t *testing.T, factory Factory) {
 	t.Run("HATakeover", func(t *testing.T) { t.Parallel(); testHA(t, factory(t)) })
 	t.Run("Retention", func(t *testing.T) { t.Parallel(); testRetention(t, factory(t)) })
 	t.Run("WakeOnCommit", func(t *testing.T) { t.Parallel(); testWake(t, factory(t)) })
+	t.Run("UndecodableRowParked", func(t *testing.T) { t.Parallel(); testRelayCorrupt(t, factory(t)) })
+}
+
+func testRelayCorrupt(t *testing.T, h Harness) {
+	if h.Corrupt == nil {
+		t.Skip("harness cannot corrupt rows")
+	}
+	ctx := ctxT(t)
+	bad, good := Event("a", 1), Event("a", 2)
+	AddCommit(t, ctx, h, "t1", bad, good)
+	recs := claimAll(t, ctx, h.Store)
+	if err := h.Corrupt(ctx, recs[0].Seq); err != nil {
+		t.Fatal(err)
+	}
+	rec := &Recorder{}
+	relay := outbox.NewRelay(h.Store, rec, fastConfig(t))
+	StartRelay(t, relay)
+	WaitFor(t, 10*time.Second, "good event delivered", func() bool { return distinct(rec.Events())[good.ID] })
+	if distinct(rec.Events())[bad.ID] {
+		t.Fatal("undecodable row was published")
+	}
+	st, err := h.Store.Status(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.ParkedCount != 1 || st.Parked[0].ID != bad.ID || !strings.Contains(st.Parked[0].Reason, "cannot decode") {
+		t.Fatalf("parked: %+v", st.Parked)
+	}
 }
 
 // TestLogger returns a logger that writes to t.Log at level Warn and above.

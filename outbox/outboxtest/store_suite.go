@@ -32,6 +32,30 @@ func Run(t *testing.T, factory Factory) {
 	t.Run("Lock", func(t *testing.T) { t.Parallel(); testLock(t, factory(t)) })
 	t.Run("Listen", func(t *testing.T) { t.Parallel(); testListen(t, factory(t)) })
 	t.Run("OutOfOrderCommit", func(t *testing.T) { t.Parallel(); testGapStore(t, factory(t)) })
+	t.Run("UndecodableRow", func(t *testing.T) { t.Parallel(); testCorrupt(t, factory(t)) })
+}
+
+func testCorrupt(t *testing.T, h Harness) {
+	if h.Corrupt == nil {
+		t.Skip("harness cannot corrupt rows")
+	}
+	ctx := ctxT(t)
+	AddCommit(t, ctx, h, "t1", Event("a", 1), Event("a", 2))
+	recs := claimAll(t, ctx, h.Store)
+	if err := h.Corrupt(ctx, recs[0].Seq); err != nil {
+		t.Fatal(err)
+	}
+	recs = claimAll(t, ctx, h.Store)
+	if len(recs) != 2 {
+		t.Fatalf("%d records: an undecodable row must not fail the claim", len(recs))
+	}
+	var de *eventkit.DecodeError
+	if !errors.As(recs[0].DecodeErr, &de) || !errors.Is(recs[0].DecodeErr, eventkit.ErrDecode) {
+		t.Fatalf("corrupt row: DecodeErr %v", recs[0].DecodeErr)
+	}
+	if recs[1].DecodeErr != nil {
+		t.Fatalf("good row: %v", recs[1].DecodeErr)
+	}
 }
 
 func ctxT(t *testing.T) context.Context {

@@ -167,12 +167,7 @@ func (s *Store) Claim(ctx context.Context, p outbox.ClaimParams) ([]outbox.Recor
 			&e.DataContentType, &e.DataSchema, &ext, &e.Data, &r.CreatedAt, &r.Attempts, &r.LastError); err != nil {
 			return nil, fmt.Errorf("outbox/postgres: claim: %w", err)
 		}
-		if e.Time, err = sqlutil.ParseTime(tm); err != nil {
-			return nil, err
-		}
-		if e.Extensions, err = sqlutil.ParseExt(ext); err != nil {
-			return nil, err
-		}
+		r.DecodeErr = sqlutil.DecodeRow(&r, tm, ext)
 		recs = append(recs, r)
 	}
 	if err := rows.Err(); err != nil {

@@ -57,6 +57,10 @@ func harness(t *testing.T) outboxtest.Harness {
 			}
 			return outboxtest.NewTx[pgx.Tx](s, tx, tx.Commit, tx.Rollback), nil
 		},
+		Corrupt: func(ctx context.Context, seq int64) error {
+			_, err := pool.Exec(ctx, `UPDATE `+s.Table()+` SET event_time = 'yesterday' WHERE seq = $1`, seq)
+			return err
+		},
 		NewStore: func(t *testing.T) outbox.Store {
 			s2, err := postgres.New(newPool(t), postgres.Config{Table: s.Table(), LockCheckInterval: 100 * time.Millisecond})
 			if err != nil {

@@ -164,14 +164,11 @@ func (s *DB) Claim(ctx context.Context, p outbox.ClaimParams) ([]outbox.Record, 
 			&e.DataContentType, &e.DataSchema, &ext, &e.Data, &created, &r.Attempts, &r.LastError); err != nil {
 			return nil, s.errf("claim", err)
 		}
-		if e.Time, err = ParseTime(tm); err != nil {
-			return nil, err
-		}
+		var extp *string
 		if ext.Valid {
-			if e.Extensions, err = ParseExt(&ext.String); err != nil {
-				return nil, err
-			}
+			extp = &ext.String
 		}
+		r.DecodeErr = DecodeRow(&r, tm, extp)
 		r.CreatedAt = time.UnixMicro(created).UTC()
 		recs = append(recs, r)
 	}

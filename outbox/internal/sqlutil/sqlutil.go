@@ -13,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/eventkit/eventkit"
 	"github.com/eventkit/eventkit/outbox"
 )
 
@@ -128,6 +129,24 @@ func ParseExt(s *string) (map[string]string, error) {
 		return nil, nil
 	}
 	return m, nil
+}
+
+// DecodeRow fills r.Event's time and extensions from their stored text. A
+// row that does not decode (written by another tool) gives a
+// *eventkit.DecodeError, which the relay parks the row with.
+func DecodeRow(r *outbox.Record, tm string, ext *string) error {
+	var err error
+	if r.Event.Time, err = ParseTime(tm); err == nil {
+		r.Event.Extensions, err = ParseExt(ext)
+	}
+	if err != nil {
+		raw := []byte(tm)
+		if ext != nil {
+			raw = append(append(raw, ' '), *ext...)
+		}
+		return &eventkit.DecodeError{Format: "outbox row", Raw: raw, Err: fmt.Errorf("seq %d: %w", r.Seq, err)}
+	}
+	return nil
 }
 
 // Placeholders returns "?, ?, ?" with n marks.
