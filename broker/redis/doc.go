@@ -78,8 +78,12 @@
 //
 //   - At-least-once delivery per group, as long as the entry is in the
 //     stream. Duplicates happen after an ack wait expires, a crash, or an
-//     XACK lost with the connection. NativeDedupe is false: dedupe with the
+//     XACK lost with the connection. Publish can also add an event twice:
+//     go-redis retries a pipeline whose connection broke, and Redis may have
+//     run it already. NativeDedupe is false: dedupe by event id with the
 //     consumer runtime's inbox.
+//   - Connection failures are retried (with backoff, up to 2s) for as long
+//     as the subscription runs; Err() stays nil.
 //   - Order (Capabilities.Ordered): one subscription in a group with no
 //     Nack and no ack wait expiry gets entries in stream order. Competing
 //     subscriptions split the stream with no per-subject order

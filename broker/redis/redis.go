@@ -41,7 +41,11 @@ const (
 
 // Options configure a Broker. The zero value (plus URL or Client) is usable.
 type Options struct {
-	// URL of the server ("redis://127.0.0.1:6379/0"), used when Client is nil.
+	// URL of the server ("redis://127.0.0.1:6379/0"), used when Client is
+	// nil. go-redis options go in the query ("?pool_size=50"): each
+	// subscription's blocking XREADGROUP holds a pooled connection, so the
+	// pool (10 per CPU by default) must be larger than the number of
+	// subscriptions on this broker.
 	URL string
 	// Client is an existing client to use instead of URL. The broker does
 	// not close it. Blocking reads hold one pooled connection per

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -521,4 +522,72 @@ func TestGroupStartNewest(t *testing.T) {
 	}
 	_ = d.Ack(context.Background())
 	quiet(t, ch, 300*time.Millisecond)
+}
+
+// The server drops the subscription's connections (CLIENT KILL): the
+// subscription reconnects and goes on; nothing is lost.
+func TestReconnectAfterConnectionsKilled(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	o, err := goredis.ParseURL(e.url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	o.ClientName = testenv.Name("ekt-kill")
+	c := goredis.NewClient(o)
+	t.Cleanup(func() { _ = c.Close() })
+	b := e.broker(t, redisbroker.Options{Client: c})
+	closeBroker(t, b)
+	topic := testenv.Name("kill")
+	h, ch := collect()
+	subscribe(t, b, topic, "g", h, broker.WithAckWait(time.Second))
+	evs := events(20)
+	if err := b.Publish(context.Background(), topic, evs[:10]...); err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range recv(t, ch, 10, 5*time.Second) {
+		_ = d.Ack(context.Background())
+	}
+	list, err := e.raw.ClientList(context.Background()).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	killed := 0
+	for _, line := range strings.Split(list, "\n") {
+		if !strings.Contains(line, " name="+o.ClientName+" ") {
+			continue
+		}
+		for _, f := range strings.Fields(line) {
+			if id, ok := strings.CutPrefix(f, "id="); ok {
+				if e.raw.Do(context.Background(), "CLIENT", "KILL", "ID", id).Err() == nil {
+					killed++
+				}
+			}
+		}
+	}
+	if killed == 0 {
+		t.Fatal("found no connection to kill")
+	}
+	// Publish may hit a dead pooled connection once; the caller retries.
+	for try := 0; ; try++ {
+		err := b.Publish(context.Background(), topic, evs[10:]...)
+		if err == nil {
+			break
+		}
+		if try == 3 {
+			t.Fatal(err)
+		}
+	}
+	seen := map[string]bool{}
+	for len(seen) < 10 {
+		d := recv(t, ch, 1, 10*time.Second)[0]
+		seen[d.Event().ID] = true
+		_ = d.Ack(context.Background())
+	}
+	for _, ev := range evs[10:] {
+		if !seen[ev.ID] {
+			t.Fatalf("event %s lost after the connections were killed", ev.ID)
+		}
+	}
+	t.Logf("killed %d connections", killed)
 }
