@@ -3,6 +3,8 @@ package pgcdc_test
 import (
 	"context"
 	"fmt"
+	"net"
+	"os"
 	"slices"
 	"strings"
 	"sync"
@@ -11,12 +13,16 @@ import (
 	"time"
 
 	"github.com/jackc/pglogrepl"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgproto3"
 
 	"github.com/eventkit/eventkit"
 	"github.com/eventkit/eventkit/broker"
 	"github.com/eventkit/eventkit/broker/memory"
+	natsbroker "github.com/eventkit/eventkit/broker/nats"
+	"github.com/eventkit/eventkit/internal/testenv"
 	"github.com/eventkit/eventkit/outbox/pgcdc"
 )
 
@@ -47,8 +53,8 @@ func (c *counting) Publish(ctx context.Context, topic string, events ...eventkit
 	return nil
 }
 
-// preinsert adds n events of size bytes in transactions of 500.
-func (e *env) preinsert(n, size int) {
+// preinsert adds n events of size bytes to topic in transactions of 500.
+func (e *env) preinsert(topic string, n, size int) {
 	payload := []byte(`"` + strings.Repeat("x", size-2) + `"`)
 	for done := 0; done < n; {
 		k := min(500, n-done)
@@ -56,30 +62,47 @@ func (e *env) preinsert(n, size int) {
 		for i := range evs {
 			evs[i] = eventkit.New("bench.event", "application/json", payload, eventkit.WithSubject(fmt.Sprintf("s%d", (done+i)%64)))
 		}
-		e.insert("bench", evs...)
+		e.insert(topic, evs...)
 		done += k
 	}
 }
 
-// BenchmarkDrain measures draining 100,000 pre-inserted 1 KB events from the
-// slot to a publisher, beside two baselines measured in the same run on the
-// same WAL: raw-pglogrepl-read (pglogrepl alone: stream the inserts through
-// a second slot and parse them with pglogrepl.Parse, no publishing) and
-// raw-memory-publish (the memory broker's Publish alone, 500 per call).
+// BenchmarkDrain measures draining 100,000 pre-inserted 1 KB events from a
+// slot to a publisher: the memory broker (pgcdc-memory) and NATS JetStream
+// through broker/nats (pgcdc-nats, if NATS is up). Baselines measured in
+// the same run on the same WAL or the same server: raw-pglogrepl-read
+// (pglogrepl alone: stream the inserts through another slot and parse them
+// with pglogrepl.Parse, no publishing), raw-memory-publish (the memory
+// broker's Publish alone, 500 per call) and raw-nats-publish (nats.go
+// JetStream PublishAsync alone, a window of 512, waiting for every ack).
 //
 //	go test -run '^$' -bench Drain -benchtime 1x ./outbox/pgcdc
 func BenchmarkDrain(b *testing.B) {
 	const total = 100000
 	e := newEnv(b)
 	ctx := context.Background()
+	topic := testenv.Name("pgcdcbench")
 	rawSlot := "eventkit_" + e.cfg.Table + "_raw"
 	if _, err := e.pool.Exec(ctx, `SELECT pg_create_logical_replication_slot($1, 'pgoutput', false)`, rawSlot); err != nil {
 		b.Fatal(err)
 	}
 	b.Cleanup(func() { dropSlot(e, rawSlot) })
+	// A second relay slot for the NATS run (same publication).
+	natsCfg := e.cfg
+	natsCfg.Slot = "eventkit_" + e.cfg.Table + "_nats"
+	natsCfg.Publication = e.relay(nil).Config().Publication
+	natsAdmin, err := pgcdc.New(e.pool, nil, natsCfg)
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := natsAdmin.Setup(ctx); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { dropSlot(e, natsCfg.Slot) })
 	t0 := time.Now()
-	e.preinsert(total, 1024)
+	e.preinsert(topic, total, 1024)
 	b.Logf("inserted %d events in %v", total, time.Since(t0))
+	payload := []byte(`"` + strings.Repeat("x", 1022) + `"`)
 
 	b.Run("raw-pglogrepl-read", func(b *testing.B) {
 		for range b.N {
@@ -92,7 +115,6 @@ func BenchmarkDrain(b *testing.B) {
 	})
 	b.Run("raw-memory-publish", func(b *testing.B) {
 		evs := make([]eventkit.Event, 500)
-		payload := []byte(`"` + strings.Repeat("x", 1022) + `"`)
 		for i := range evs {
 			evs[i] = eventkit.New("bench.event", "application/json", payload, eventkit.WithSubject("s"))
 		}
@@ -114,22 +136,83 @@ func BenchmarkDrain(b *testing.B) {
 		}
 		mem := memory.New(memory.Options{})
 		defer mem.Close(ctx) //nolint:errcheck
-		pub := &counting{next: mem}
-		r, err := pgcdc.New(e.pool, pub, e.cfg)
-		if err != nil {
+		b.ReportMetric(drain(b, e, e.cfg, &counting{next: mem}, total), "events/s")
+	})
+	if os.Getenv(testenv.NATS.EnvVar) == "" && !reachable("127.0.0.1:4222") {
+		b.Log("NATS not reachable: skipping the NATS runs")
+		return
+	}
+	nb, err := natsbroker.Connect(ctx, testenv.NATS.URL(b), natsbroker.Options{Name: "pgcdc-bench"})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer nb.Close(ctx) //nolint:errcheck
+	b.Run("raw-nats-publish", func(b *testing.B) {
+		js := nb.JetStream()
+		name := strings.ToUpper(testenv.Name("PGCDCRAW"))
+		subj := strings.ToLower(name) + ".x"
+		if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: name, Subjects: []string{subj}}); err != nil {
 			b.Fatal(err)
 		}
-		b.ResetTimer()
-		start := time.Now()
-		stop := startB(b, r)
-		for pub.n.Load() < total {
-			time.Sleep(2 * time.Millisecond)
+		defer js.DeleteStream(ctx, name) //nolint:errcheck
+		for range b.N {
+			start := time.Now()
+			futs := make([]jetstream.PubAckFuture, 0, 512)
+			for i := 0; i < total; i++ {
+				f, err := js.PublishMsgAsync(&nats.Msg{Subject: subj, Data: payload, Header: nats.Header{"Nats-Msg-Id": []string{eventkit.NewID()}}})
+				if err != nil {
+					b.Fatal(err)
+				}
+				futs = append(futs, f)
+				if len(futs) == cap(futs) || i == total-1 {
+					for _, f := range futs {
+						select {
+						case <-f.Ok():
+						case err := <-f.Err():
+							b.Fatal(err)
+						}
+					}
+					futs = futs[:0]
+				}
+			}
+			b.ReportMetric(float64(total)/time.Since(start).Seconds(), "events/s")
 		}
-		el := time.Since(start)
-		b.StopTimer()
-		stop()
-		b.ReportMetric(float64(total)/el.Seconds(), "events/s")
 	})
+	b.Run("pgcdc-nats", func(b *testing.B) {
+		if b.N > 1 {
+			b.Skip("the events drain once: use -benchtime 1x")
+		}
+		defer nb.DeleteTopic(ctx, topic) //nolint:errcheck
+		b.ReportMetric(drain(b, e, natsCfg, &counting{next: nb}, total), "events/s")
+	})
+}
+
+func reachable(addr string) bool {
+	c, err := net.DialTimeout("tcp", addr, time.Second)
+	if err != nil {
+		return false
+	}
+	_ = c.Close()
+	return true
+}
+
+// drain runs a relay with cfg until pub has accepted total events and
+// returns the rate.
+func drain(b *testing.B, e *env, cfg pgcdc.Config, pub *counting, total int64) float64 {
+	r, err := pgcdc.New(e.pool, pub, cfg)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.ResetTimer()
+	start := time.Now()
+	stop := startB(b, r)
+	for pub.n.Load() < total {
+		time.Sleep(2 * time.Millisecond)
+	}
+	el := time.Since(start)
+	b.StopTimer()
+	stop()
+	return float64(total) / el.Seconds()
 }
 
 func startB(b *testing.B, r *pgcdc.Relay) func() {

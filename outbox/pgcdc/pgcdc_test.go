@@ -10,12 +10,14 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"go.opentelemetry.io/otel/metric/noop"
 	"go.uber.org/goleak"
 
 	"github.com/eventkit/eventkit"
@@ -528,12 +530,17 @@ func TestIdleSlotAdvancesAndLagWarning(t *testing.T) {
 	e := newEnv(t)
 	ctx := context.Background()
 	var logs syncBuffer
+	lm := &lagMetrics{}
+	if _, err := pgcdc.NewOTelMetrics(noop.NewMeterProvider().Meter("t")); err != nil {
+		t.Fatal(err)
+	}
 	rec := &outboxtest.Recorder{}
 	r := e.relay(rec, func(c *pgcdc.Config) {
 		c.HeartbeatInterval = 100 * time.Millisecond
 		c.LagInterval = 50 * time.Millisecond
 		c.LagWarnBytes = 1
 		c.Logger = slog.New(slog.NewTextHandler(&logs, nil))
+		c.Metrics = lm
 	})
 	slot := r.Config().Slot
 	before := e.slotLSN(slot)
@@ -556,7 +563,25 @@ func TestIdleSlotAdvancesAndLagWarning(t *testing.T) {
 	if len(rec.Events()) != 0 {
 		t.Fatalf("published %d events from other tables", len(rec.Events()))
 	}
+	if lm.last.Load() <= 0 {
+		t.Fatal("no slot lag reported to Metrics")
+	}
 }
+
+type lagMetrics struct {
+	nop
+	last atomic.Int64
+}
+
+func (l *lagMetrics) SlotLag(b int64) { l.last.Store(b) }
+
+type nop struct{}
+
+func (nop) Delivered(int)                              {}
+func (nop) PublishLatency(string, time.Duration, bool) {}
+func (nop) Error(string)                               {}
+func (nop) Parked(string, int)                         {}
+func (nop) Backlog(int64, time.Duration, int64)        {}
 
 type syncBuffer struct {
 	mu sync.Mutex
