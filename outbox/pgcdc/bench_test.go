@@ -13,10 +13,10 @@ import (
 	"time"
 
 	"github.com/jackc/pglogrepl"
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgproto3"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/eventkit/eventkit"
 	"github.com/eventkit/eventkit/broker"
