@@ -106,8 +106,10 @@
 //     latency for everyone). Streams live in memory.
 //   - All consumers of a group should use the same AckWait: a consumer with
 //     a shorter one reclaims the others' entries sooner.
-//   - Consumer names are not removed from the group when a subscription
-//     closes (XGROUP DELCONSUMER would drop its pending entries); they are
-//     small and can be removed with XGROUP DELCONSUMER once XINFO CONSUMERS
-//     shows them with no pending entries.
+//   - Consumer names: a subscription that closes with no pending entries
+//     deletes its consumer; Subscribe deletes the group's consumers that
+//     have no pending entries and were idle for Options.PruneAfter (1h),
+//     left by crashed processes. A consumer with pending entries is never
+//     deleted (XGROUP DELCONSUMER would drop them): its entries are
+//     reclaimed first, and the name goes at a later prune.
 package redis

@@ -70,6 +70,12 @@ type Options struct {
 	// ReadBatch caps the COUNT of one XREADGROUP (default 128; never more
 	// than the subscription's free MaxInFlight slots).
 	ReadBatch int
+	// PruneAfter: when Subscribe joins a group, it deletes the group's
+	// consumers that have no pending entries and have been idle this long
+	// (left behind by crashed processes). Default 1h; negative disables it.
+	// A closing subscription deletes its own consumer if it has no pending
+	// entries left.
+	PruneAfter time.Duration
 	// SyncAck makes Ack and Term wait until their XACK is done and return
 	// its error. By default they return once the ack is queued; a
 	// background flusher sends queued acks together in one XACK.
@@ -91,6 +97,9 @@ func (o *Options) setDefaults() {
 	}
 	if o.Block < time.Millisecond {
 		o.Block = time.Millisecond
+	}
+	if o.PruneAfter == 0 {
+		o.PruneAfter = time.Hour
 	}
 	if o.ReadBatch <= 0 {
 		o.ReadBatch = 128
@@ -256,6 +265,10 @@ func (b *Broker) Subscribe(ctx context.Context, topic, group string, h broker.Ha
 	key := b.StreamKey(topic)
 	if err := b.createGroup(ctx, key, group); err != nil {
 		return nil, err
+	}
+	if b.opts.PruneAfter > 0 {
+		// Best effort: a failure here does not stop the subscription.
+		_ = prune.Run(ctx, b.rdb, []string{key}, group, b.opts.PruneAfter.Milliseconds(), "").Err()
 	}
 	s := newSubscription(ctx, b, topic, key, group, h, broker.ApplySubscribeOptions(opts...))
 	b.subs[s] = struct{}{}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -590,4 +591,68 @@ func TestReconnectAfterConnectionsKilled(t *testing.T) {
 		}
 	}
 	t.Logf("killed %d connections", killed)
+}
+
+func consumers(t *testing.T, e *env, key, group string) []string {
+	t.Helper()
+	cs, err := e.raw.XInfoConsumers(context.Background(), key, group).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, c := range cs {
+		names = append(names, fmt.Sprintf("%s(pending %d)", c.Name, c.Pending))
+	}
+	return names
+}
+
+// Consumer names do not pile up: a subscription that closes with nothing
+// pending removes its own, and Subscribe prunes idle ones without pending
+// entries, but never one that still has some.
+func TestConsumersPruned(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	b := e.broker(t, redisbroker.Options{PruneAfter: 200 * time.Millisecond})
+	closeBroker(t, b)
+	topic := testenv.Name("prune")
+	key := b.StreamKey(topic)
+	ctx := context.Background()
+	h, ch := collect()
+	sub, err := b.Subscribe(ctx, topic, "g", h)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Publish(ctx, topic, events(1)...); err != nil {
+		t.Fatal(err)
+	}
+	_ = recv(t, ch, 1, 5*time.Second)[0].Ack(ctx)
+	if err := sub.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if cs := consumers(t, e, key, "g"); len(cs) != 0 {
+		t.Fatalf("consumers after a clean Close: %v, want none", cs)
+	}
+	// Leftovers of crashed processes: one with a pending entry, one without.
+	if err := e.raw.XGroupCreateConsumer(ctx, key, "g", "idle-empty").Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Publish(ctx, topic, events(1)...); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.raw.XReadGroup(ctx, &goredis.XReadGroupArgs{Group: "g", Consumer: "idle-holding", Streams: []string{key, ">"}, Count: 1, Block: -1}).Err(); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(300 * time.Millisecond)
+	h2, ch2 := collect()
+	subscribe(t, b, topic, "g", h2, broker.WithAckWait(time.Hour))
+	cs := consumers(t, e, key, "g")
+	for _, c := range cs {
+		if strings.HasPrefix(c, "idle-empty") {
+			t.Fatalf("idle consumer without pending entries not pruned: %v", cs)
+		}
+	}
+	if !slices.Contains(cs, "idle-holding(pending 1)") {
+		t.Fatalf("consumer with a pending entry was pruned: %v", cs)
+	}
+	quiet(t, ch2, 100*time.Millisecond)
 }

@@ -103,3 +103,25 @@ for i = 4, #ARGV, 2 do
 end
 return n
 `)
+
+// prune deletes consumers of the group that have no pending entries and have
+// been idle for at least ARGV[2] ms; only the consumer ARGV[3] if it is not
+// empty. A consumer with no pending entries holds nothing, so deleting it
+// loses nothing (a live one is re-created by its next XREADGROUP); checking
+// and deleting in one script leaves no window for an entry to arrive.
+//
+// KEYS[1] stream; ARGV[1] group, ARGV[2] min idle ms, ARGV[3] consumer or "".
+var prune = goredis.NewScript(`
+local cs = redis.call('XINFO', 'CONSUMERS', KEYS[1], ARGV[1])
+local minIdle = tonumber(ARGV[2])
+local n = 0
+for _, c in ipairs(cs) do
+  local f = {}
+  for i = 1, #c, 2 do f[c[i]] = c[i+1] end
+  if f['pending'] == 0 and f['idle'] >= minIdle and (ARGV[3] == '' or f['name'] == ARGV[3]) then
+    redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], f['name'])
+    n = n + 1
+  end
+end
+return n
+`)

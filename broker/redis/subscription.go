@@ -201,11 +201,14 @@ func (s *subscription) teardown(ctx context.Context) {
 		}
 	}
 	s.mu.Unlock()
+	cctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
 	if len(pairs) > 0 {
-		hctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		args := append([]any{s.group, s.consumer, handBackIdle.Milliseconds()}, pairs...)
-		_ = handBack.Run(hctx, s.b.rdb, []string{s.key}, args...).Err()
-		cancel()
+		_ = handBack.Run(cctx, s.b.rdb, []string{s.key}, args...).Err()
+	} else {
+		// Nothing pending: the consumer name can go.
+		_ = prune.Run(cctx, s.b.rdb, []string{s.key}, s.group, 0, s.consumer).Err()
 	}
 }
 
