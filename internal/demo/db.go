@@ -57,3 +57,12 @@ type Outbox func(ctx context.Context, tx *sql.Tx, topic string, events ...eventk
 
 // TxFunc is a handler that runs inside the consumer's inbox transaction.
 type TxFunc func(ctx context.Context, tx *sql.Tx, ev eventkit.Event) error
+
+// forUpdate is the locking-read suffix of the dialect (SQLite has none: its
+// write transactions are serialized anyway).
+func (d DB) forUpdate() string {
+	if d.Dialect == "sqlite" {
+		return ""
+	}
+	return " FOR UPDATE"
+}

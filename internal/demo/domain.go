@@ -21,11 +21,14 @@ import (
 	"github.com/eventkit/eventkit/eventkitpb/examplepb"
 )
 
-// Topics of the demo.
-const (
-	TopicOrders    = "demo.orders"
-	TopicInventory = "demo.inventory"
-)
+// Topics names the demo's two topics.
+type Topics struct {
+	Orders    string // order.created, order.cancelled
+	Inventory string // inventory.reserved, inventory.rejected
+}
+
+// DefaultTopics are the topics the example programs use.
+var DefaultTopics = Topics{Orders: "demo.orders", Inventory: "demo.inventory"}
 
 // Event types of the demo.
 const (

@@ -15,21 +15,20 @@ type Product struct {
 	SKU        string
 	Name       string
 	PriceCents int64
-	Stock      int
 }
 
-// Catalogue is what the demo sells; stock is low on purpose so that some
-// orders are rejected and compensated.
+// Catalogue is what the demo sells.
 var Catalogue = []Product{
-	{"SKU-ESPRESSO", "Espresso machine", 24900, 40},
-	{"SKU-GRINDER", "Burr grinder", 8900, 60},
-	{"SKU-KETTLE", "Gooseneck kettle", 4500, 80},
-	{"SKU-SCALE", "Coffee scale", 2900, 25},
+	{"SKU-ESPRESSO", "Espresso machine", 24900},
+	{"SKU-GRINDER", "Burr grinder", 8900},
+	{"SKU-KETTLE", "Gooseneck kettle", 4500},
+	{"SKU-SCALE", "Coffee scale", 2900},
 }
 
 // Orders is the orders service.
 type Orders struct {
 	DB     DB
+	Topics Topics
 	Outbox Outbox
 	Reg    *eventkit.Registry
 }
@@ -85,7 +84,7 @@ func (o *Orders) Place(ctx context.Context, customerID, sku string, qty int) (st
 	if err != nil {
 		return "", err
 	}
-	if err := o.Outbox(ctx, tx, TopicOrders, ev); err != nil {
+	if err := o.Outbox(ctx, tx, o.Topics.Orders, ev); err != nil {
 		return "", err
 	}
 	return id, tx.Commit()
@@ -114,7 +113,7 @@ func (o *Orders) OnInventory(ctx context.Context, tx *sql.Tx, ev eventkit.Event)
 	}
 	var version int
 	var cur, customer string
-	err := tx.QueryRowContext(ctx, o.DB.Q(`SELECT status, version, customer_id FROM demo_orders WHERE id = ?`), orderID).Scan(&cur, &version, &customer)
+	err := tx.QueryRowContext(ctx, o.DB.Q(`SELECT status, version, customer_id FROM demo_orders WHERE id = ?`+o.DB.forUpdate()), orderID).Scan(&cur, &version, &customer)
 	if errors.Is(err, sql.ErrNoRows) {
 		return eventkit.Permanent(fmt.Errorf("order %s does not exist", orderID))
 	}
@@ -140,19 +139,20 @@ func (o *Orders) OnInventory(ctx context.Context, tx *sql.Tx, ev eventkit.Event)
 	if err != nil {
 		return err
 	}
-	return o.Outbox(ctx, tx, TopicOrders, cancel)
+	return o.Outbox(ctx, tx, o.Topics.Orders, cancel)
 }
 
 // Inventory is the inventory service.
 type Inventory struct {
 	DB     DB
+	Topics Topics
 	Outbox Outbox
 	Reg    *eventkit.Registry
 }
 
-// Migrate creates the stock and reservation tables and stocks the catalogue
-// (only if the stock table is empty).
-func (s *Inventory) Migrate(ctx context.Context) error {
+// Migrate creates the stock and reservation tables and stocks every product
+// of the catalogue with stock units (only if the stock table is empty).
+func (s *Inventory) Migrate(ctx context.Context, stock int) error {
 	auto := "INTEGER PRIMARY KEY AUTOINCREMENT"
 	switch s.DB.Dialect {
 	case "postgres":
@@ -176,7 +176,7 @@ func (s *Inventory) Migrate(ctx context.Context) error {
 	}
 	for _, p := range Catalogue {
 		if _, err := s.DB.ExecContext(ctx, s.DB.Q(`INSERT INTO demo_stock (sku, name, initial, available, version) VALUES (?, ?, ?, ?, 1)`),
-			p.SKU, p.Name, p.Stock, p.Stock); err != nil {
+			p.SKU, p.Name, stock, stock); err != nil {
 			return err
 		}
 	}
@@ -201,7 +201,10 @@ func (s *Inventory) OnOrderCreated(ctx context.Context, tx *sql.Tx, ev eventkit.
 	var out eventkit.Event
 	for tries := 0; ; tries++ {
 		var available, version int
-		err := tx.QueryRowContext(ctx, s.DB.Q(`SELECT available, version FROM demo_stock WHERE sku = ?`), oc.GetProductSku()).Scan(&available, &version)
+		// A locking read on Postgres and MySQL: under MySQL's REPEATABLE READ
+		// a plain read would see the transaction's old snapshot forever and
+		// the compare-and-swap below could never succeed on a retry.
+		err := tx.QueryRowContext(ctx, s.DB.Q(`SELECT available, version FROM demo_stock WHERE sku = ?`+s.DB.forUpdate()), oc.GetProductSku()).Scan(&available, &version)
 		if errors.Is(err, sql.ErrNoRows) {
 			return eventkit.Permanent(fmt.Errorf("order %s: unknown product %s", oc.GetOrderId(), oc.GetProductSku()))
 		}
@@ -244,7 +247,7 @@ func (s *Inventory) OnOrderCreated(ctx context.Context, tx *sql.Tx, ev eventkit.
 		}
 		break
 	}
-	return s.Outbox(ctx, tx, TopicInventory, out)
+	return s.Outbox(ctx, tx, s.Topics.Inventory, out)
 }
 
 // Notifications is the notifications service.

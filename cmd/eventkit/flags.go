@@ -1,0 +1,73 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/eventkit/eventkit/broker"
+	"github.com/eventkit/eventkit/deadletter"
+	"github.com/eventkit/eventkit/inbox/sqlinbox"
+	"github.com/eventkit/eventkit/internal/connect"
+)
+
+// conn holds the connection flags shared by commands.
+type conn struct {
+	g           *globals
+	store       string
+	broker      string
+	outboxTable string
+	inboxTable  string
+	dlqTable    string
+}
+
+func (c *conn) storeFlags(cmd *cobra.Command) {
+	cmd.Flags().StringVar(&c.store, "store", envOr("EVENTKIT_STORE", ""), "database URL (env EVENTKIT_STORE): "+connect.StoreSchemes)
+	cmd.Flags().StringVar(&c.outboxTable, "outbox-table", envOr("EVENTKIT_OUTBOX_TABLE", ""), "outbox table (default eventkit_outbox; env EVENTKIT_OUTBOX_TABLE)")
+	cmd.Flags().StringVar(&c.inboxTable, "inbox-table", envOr("EVENTKIT_INBOX_TABLE", ""), "inbox table (default processed_events; env EVENTKIT_INBOX_TABLE)")
+	cmd.Flags().StringVar(&c.dlqTable, "dlq-table", envOr("EVENTKIT_DLQ_TABLE", ""), "dead-letter table (default eventkit_dead_letters; env EVENTKIT_DLQ_TABLE)")
+}
+
+func (c *conn) brokerFlag(cmd *cobra.Command) {
+	cmd.Flags().StringVar(&c.broker, "broker", envOr("EVENTKIT_BROKER", ""), "broker URL (env EVENTKIT_BROKER): "+connect.BrokerSchemes)
+}
+
+func (c *conn) openStore(ctx context.Context) (*connect.Store, error) {
+	if c.store == "" {
+		return nil, errors.New("--store is required (or set EVENTKIT_STORE)")
+	}
+	return connect.OpenStore(ctx, c.store, c.outboxTable)
+}
+
+func (c *conn) openBroker(ctx context.Context) (broker.Broker, error) {
+	if c.broker == "" {
+		return nil, errors.New("--broker is required (or set EVENTKIT_BROKER)")
+	}
+	return connect.Broker(ctx, c.broker, c.g.logger())
+}
+
+func (c *conn) inbox(st *connect.Store) (*sqlinbox.Inbox, error) {
+	return sqlinbox.New(st.SQL, st.Dialect, sqlinbox.Options{Table: c.inboxTable})
+}
+
+func (c *conn) deadLetters(st *connect.Store) (*deadletter.Store, error) {
+	return deadletter.New(st.SQL, st.Dialect, c.dlqTable)
+}
+
+// parseTime reads an RFC 3339 time or a duration ago ("2h" = two hours ago).
+func parseTime(s string) (time.Time, error) {
+	if s == "" {
+		return time.Time{}, nil
+	}
+	if d, err := time.ParseDuration(s); err == nil {
+		return time.Now().Add(-d), nil
+	}
+	t, err := time.Parse(time.RFC3339, s)
+	if err != nil {
+		return time.Time{}, fmt.Errorf("%q is neither a duration (2h) nor an RFC 3339 time", s)
+	}
+	return t, nil
+}

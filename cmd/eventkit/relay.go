@@ -1,0 +1,211 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/spf13/cobra"
+	"go.opentelemetry.io/otel/attribute"
+	otelprom "go.opentelemetry.io/otel/exporters/prometheus"
+	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
+
+	"github.com/eventkit/eventkit/deadletter"
+	"github.com/eventkit/eventkit/outbox"
+	"github.com/eventkit/eventkit/outbox/pgcdc"
+)
+
+func init() { commands = append(commands, newRelayCmd) }
+
+type relayOpts struct {
+	mode         string
+	listen       string
+	batch        int
+	pollInterval time.Duration
+	retention    time.Duration
+	slot         string
+	collectDLQ   []string
+	migrate      bool
+}
+
+func newRelayCmd(g *globals) *cobra.Command {
+	c := &conn{g: g}
+	o := &relayOpts{}
+	cmd := &cobra.Command{
+		Use:   "relay",
+		Short: "Run the outbox relay daemon: deliver committed outbox events to the broker",
+		Long: `relay reads events that services committed to their outbox table and publishes
+them to the broker, at least once and in order per subject, waiting for the
+broker's confirms before it marks them delivered.
+
+Modes:
+  polling  (any store) claims committed events in order, wakes on commit
+           (Postgres LISTEN/NOTIFY) and polls as a fallback.
+  cdc      (Postgres) streams the outbox table's inserts from a logical
+           replication slot (pgoutput) and advances the slot only after the
+           broker confirmed them. Needs wal_level=logical.
+
+Run several relays on one outbox for high availability: one holds the
+outbox's leadership lock and publishes, the others wait to take over.
+
+It serves /metrics (Prometheus), /healthz and /readyz on --listen, logs with
+log/slog, and stops gracefully on SIGTERM or SIGINT.`,
+		Example: `  eventkit relay --store postgres://postgres@127.0.0.1:5432/test --broker nats://127.0.0.1:4222
+  EVENTKIT_STORE=postgres://... EVENTKIT_BROKER=nats://... eventkit relay --mode cdc --listen :9464`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error { return runRelay(cmd.Context(), g, c, o) },
+	}
+	c.storeFlags(cmd)
+	c.brokerFlag(cmd)
+	f := cmd.Flags()
+	f.StringVar(&o.mode, "mode", envOr("EVENTKIT_RELAY_MODE", "polling"), "polling or cdc (env EVENTKIT_RELAY_MODE)")
+	f.StringVar(&o.listen, "listen", envOr("EVENTKIT_LISTEN", "127.0.0.1:9464"), "address for /metrics, /healthz and /readyz; empty disables (env EVENTKIT_LISTEN)")
+	f.IntVar(&o.batch, "batch", 500, "most events per publish round")
+	f.DurationVar(&o.pollInterval, "poll-interval", time.Second, "polling mode: how often to look for events without a wake-up")
+	f.DurationVar(&o.retention, "retention", 0, "keep delivered events this long (marked delivered) instead of deleting them")
+	f.StringVar(&o.slot, "slot", "", "cdc mode: replication slot name (default eventkit_<table>)")
+	f.StringSliceVar(&o.collectDLQ, "collect-dlq", nil, "dead-letter topics to collect into the dead-letter table (repeatable; e.g. orders.dlq)")
+	f.BoolVar(&o.migrate, "migrate", false, "create the outbox (and dead-letter) tables first if missing")
+	return cmd
+}
+
+func runRelay(ctx context.Context, g *globals, c *conn, o *relayOpts) error {
+	log := g.logger()
+	if o.mode != "polling" && o.mode != "cdc" {
+		return usageError{fmt.Errorf("--mode must be polling or cdc, not %q", o.mode), "eventkit relay"}
+	}
+	st, err := c.openStore(ctx)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	if o.mode == "cdc" && st.Pool == nil {
+		return usageError{errors.New("--mode cdc needs a postgres:// store"), "eventkit relay"}
+	}
+	b, err := c.openBroker(ctx)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		cctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		_ = b.Close(cctx)
+	}()
+	if o.migrate {
+		if err := st.Outbox.Migrate(ctx); err != nil {
+			return fmt.Errorf("migrate outbox: %w", err)
+		}
+	}
+
+	reg := prometheus.NewRegistry()
+	exp, err := otelprom.New(otelprom.WithRegisterer(reg))
+	if err != nil {
+		return err
+	}
+	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(exp))
+	defer mp.Shutdown(context.Background()) //nolint:errcheck
+	metrics, err := outbox.NewOTelMetrics(mp.Meter("eventkit/relay"), attribute.String("mode", o.mode))
+	if err != nil {
+		return err
+	}
+
+	var ready atomic.Bool
+	if o.listen != "" {
+		srv, err := serveHTTP(o.listen, reg, st, &ready)
+		if err != nil {
+			return err
+		}
+		defer func() {
+			sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			_ = srv.Shutdown(sctx)
+		}()
+		log.Info("serving metrics and health", "addr", o.listen)
+	}
+
+	if len(o.collectDLQ) > 0 {
+		dl, err := c.deadLetters(st)
+		if err != nil {
+			return err
+		}
+		if o.migrate {
+			if err := dl.Migrate(ctx); err != nil {
+				return fmt.Errorf("migrate dead letters: %w", err)
+			}
+		}
+		subs, err := deadletter.Collect(ctx, b, dl, "", o.collectDLQ...)
+		if err != nil {
+			return err
+		}
+		defer func() {
+			for _, s := range subs {
+				cctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+				_ = s.Close(cctx)
+				cancel()
+			}
+		}()
+		log.Info("collecting dead letters", "topics", strings.Join(o.collectDLQ, ","), "table", dl.Table())
+	}
+
+	ready.Store(true)
+	log.Info("relay starting", "mode", o.mode, "store", st.Dialect.String(), "broker", c.broker)
+	switch o.mode {
+	case "cdc":
+		r, err := pgcdc.New(st.Pool, b, pgcdc.Config{Table: c.outboxTable, Slot: o.slot, BatchSize: o.batch,
+			Retention: o.retention, Logger: log, Metrics: metrics})
+		if err != nil {
+			return err
+		}
+		if err := r.Setup(ctx); err != nil {
+			return fmt.Errorf("cdc setup (needs wal_level=logical): %w", err)
+		}
+		err = r.Run(ctx)
+		if ctx.Err() != nil {
+			log.Info("relay stopped", "stats", fmt.Sprintf("%+v", r.Stats()))
+			return nil
+		}
+		return err
+	default:
+		r := outbox.NewRelay(st.Outbox, b, outbox.RelayConfig{BatchSize: o.batch, PollInterval: o.pollInterval,
+			Retention: o.retention, Logger: log, Metrics: metrics})
+		err := r.Run(ctx)
+		if ctx.Err() != nil {
+			log.Info("relay stopped", "stats", r.Stats().String())
+			return nil
+		}
+		return err
+	}
+}
+
+func serveHTTP(addr string, reg *prometheus.Registry, st interface{ Ping(context.Context) error }, ready *atomic.Bool) (*http.Server, error) {
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
+	mux.HandleFunc("/readyz", func(w http.ResponseWriter, r *http.Request) {
+		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+		defer cancel()
+		if !ready.Load() {
+			http.Error(w, "starting", http.StatusServiceUnavailable)
+			return
+		}
+		if err := st.Ping(ctx); err != nil {
+			http.Error(w, "database: "+err.Error(), http.StatusServiceUnavailable)
+			return
+		}
+		fmt.Fprintln(w, "ready")
+	})
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("--listen %s: %w", addr, err)
+	}
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	go func() { _ = srv.Serve(ln) }()
+	return srv, nil
+}
