@@ -207,6 +207,7 @@ func TestPostgresRestart(t *testing.T) {
 	if err != nil {
 		t.Fatalf("restart: %v: %s", err, out)
 	}
+	e.pool.Reset() // drop the pool's dead connections
 	waitFor(t, 30*time.Second, "database back", func() bool {
 		return e.pool.Ping(context.Background()) == nil
 	})

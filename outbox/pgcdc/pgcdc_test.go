@@ -599,3 +599,52 @@ func (s *syncBuffer) String() string {
 	defer s.mu.Unlock()
 	return s.b.String()
 }
+
+// A transaction larger than BatchSize is published in several rounds, in
+// order; a row that is not a valid event (written around Store.Add) is
+// parked and does not stop the stream.
+func TestLargeTransactionAndBadRow(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	rec := &outboxtest.Recorder{}
+	r := e.relay(rec, func(c *pgcdc.Config) { c.BatchSize = 100 })
+	start(t, r)
+	var want []string
+	evs := make([]eventkit.Event, 1050)
+	for i := range evs {
+		evs[i] = ev(fmt.Sprintf("s%d", i%3), i)
+		want = append(want, evs[i].ID)
+	}
+	tx, err := e.pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = tx.Rollback(ctx) }()
+	if err := e.store.Add(ctx, tx, "big", evs[:500]...); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tx.Exec(ctx, `INSERT INTO `+e.cfg.Table+` (topic, id, type, source, event_time) VALUES ('big', 'bad-1', 't', 's', 'not a time')`); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.store.Add(ctx, tx, "big", evs[500:]...); err != nil {
+		t.Fatal(err)
+	}
+	if err := tx.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 20*time.Second, "1050 events", func() bool { return len(rec.Events()) >= len(evs) })
+	if got := ids(rec.Events()); fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("order differs (got %d events)", len(got))
+	}
+	waitFor(t, 10*time.Second, "only the bad row left", func() bool { return e.rows() == 1 })
+	var reason string
+	if err := e.pool.QueryRow(ctx, `SELECT last_error FROM `+e.cfg.Table+` WHERE id = 'bad-1' AND parked_at IS NOT NULL`).Scan(&reason); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(reason, "not a time") {
+		t.Fatalf("parked reason %q", reason)
+	}
+	if s := r.Stats(); s.Batches < 11 || s.Parked != 1 {
+		t.Fatalf("stats %+v", s)
+	}
+}
