@@ -221,4 +221,3 @@ func redactURL(u string) string {
 	}
 	return u
 }
-

@@ -89,7 +89,7 @@ type Store struct {
 	Pool *pgxpool.Pool
 	// AddSQL adds events to the outbox inside a *sql.Tx of SQL (SQLite,
 	// MySQL); nil for PostgreSQL, whose store takes a pgx.Tx.
-	AddSQL func(ctx context.Context, tx *sql.Tx, topic string, events ...eventkit.Event) error
+	AddSQL  func(ctx context.Context, tx *sql.Tx, topic string, events ...eventkit.Event) error
 	closers []func()
 }
 
