@@ -344,3 +344,79 @@ func TestNames(t *testing.T) {
 		t.Fatalf("retry topic %q has characters Kafka does not allow", rt)
 	}
 }
+
+// crash stops s like a killed process: nothing more is committed (not even
+// on the rebalance its leaving causes), nothing is settled.
+func crash(s *Subscription) {
+	s.stopOnce.Do(func() {
+		s.mu.Lock()
+		s.noCommit, s.stopping, s.hard = true, true, true
+		s.mu.Unlock()
+		s.runCancel()
+		<-s.runDone
+		close(s.bgStop)
+		<-s.bgDone
+		s.hcancel()
+		s.cl.Close()
+		s.b.forget(s)
+		close(s.done)
+	})
+}
+
+// A member that dies right after records were handed to its handler (no
+// final commit, no commit on leaving) has them redelivered with attempt 2:
+// the delivered marker was committed before the handler saw them.
+func TestCrashKeepsAttempts(t *testing.T) {
+	t.Parallel()
+	c := newCluster(t, 3)
+	opts := testOptions(c)
+	opts.CommitInterval = time.Hour // nothing settled gets committed before the crash
+	b1 := newBroker(t, opts)
+	closeAll(t, b1)
+	ctx := context.Background()
+	topic := testenv.Name("crash")
+	evs := mkEvents(20, 5)
+	ch := make(chan got, 100)
+	sub, err := b1.Subscribe(ctx, topic, "g", collect(ch, func(d broker.Delivery) error {
+		if d.Event().Subject == "agg-0" {
+			return d.Ack(context.Background()) // settled, never committed
+		}
+		return nil // in flight at the crash
+	}), broker.WithAckWait(time.Minute))
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitAssigned(t, sub)
+	if err := b1.Publish(ctx, topic, evs...); err != nil {
+		t.Fatal(err)
+	}
+	for range evs {
+		next(t, ch)
+	}
+	crash(sub.(*Subscription))
+
+	b2 := newBroker(t, opts)
+	closeAll(t, b2)
+	ch2 := make(chan got, 100)
+	sub2, err := b2.Subscribe(ctx, topic, "g", collect(ch2, nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitAssigned(t, sub2)
+	// Every record in flight at the crash comes back with attempt 2; the
+	// settled ones (agg-0) come back too unless a marker commit already
+	// moved the offset past them.
+	want := map[string]bool{}
+	for _, e := range evs {
+		if e.Subject != "agg-0" {
+			want[e.ID] = true
+		}
+	}
+	for len(want) > 0 {
+		g := next(t, ch2)
+		if g.attempt != 2 {
+			t.Errorf("%s redelivered with attempt %d, want 2", g.id, g.attempt)
+		}
+		delete(want, g.id)
+	}
+}

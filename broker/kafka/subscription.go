@@ -102,6 +102,7 @@ type Subscription struct {
 	inflight   int
 	stopping   bool // no more handler calls
 	hard       bool // rebalances no longer wait for settles
+	noCommit   bool // tests: simulate a crash (nothing more is committed)
 	pollCancel context.CancelFunc
 	holdTimer  *time.Timer
 
@@ -305,6 +306,8 @@ func (s *Subscription) interrupt() {
 
 func (s *Subscription) run() {
 	defer close(s.runDone)
+	lowWater := s.cfg.MaxInFlight / 8
+	waited := false
 	for s.runCtx.Err() == nil {
 		if s.deliverDue() {
 			continue
@@ -319,6 +322,21 @@ func (s *Subscription) run() {
 			}
 			continue
 		}
+		if n < lowWater && s.inflight > 0 && !waited {
+			// Little room: wait a moment for more, so that polls (and
+			// the delivered-marker commit each one makes) stay batched
+			// when deliveries are settled one by one by a worker pool.
+			s.mu.Unlock()
+			waited = true
+			t := time.NewTimer(2 * time.Millisecond)
+			select {
+			case <-t.C:
+			case <-s.runCtx.Done():
+			}
+			t.Stop()
+			continue
+		}
+		waited = false
 		pctx, cancel := context.WithCancel(s.runCtx)
 		s.pollCancel = cancel
 		s.armHoldTimerLocked() // after pollCancel is set: the timer interrupts the poll
@@ -616,6 +634,10 @@ func (s *Subscription) commit(ctx context.Context, cl *kgo.Client, only map[tp]b
 	}
 	var list []pending
 	s.mu.Lock()
+	if s.noCommit {
+		s.mu.Unlock()
+		return nil
+	}
 	for k, st := range s.parts {
 		if st.gone || (only != nil && !only[k]) {
 			continue
