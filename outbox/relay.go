@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -242,7 +241,18 @@ func (r *Relay) lead(ctx context.Context, lock Lock) {
 		var recs []Record
 		var err error
 		if prefetched != nil {
-			recs, prefetched = prefetched, nil
+			// Use the batch read ahead only if nothing before it is
+			// waiting (a row from a transaction that committed late, below
+			// the batch in flight when the read-ahead ran).
+			var head []Record
+			hp := p
+			hp.Limit = 1
+			if head, err = r.store.Claim(ctx, hp); err == nil && len(head) == 1 && head[0].Seq >= prefetched[0].Seq {
+				recs = prefetched
+			} else if err == nil {
+				recs, err = r.store.Claim(ctx, p)
+			}
+			prefetched = nil
 		} else {
 			recs, err = r.store.Claim(ctx, p)
 		}
@@ -276,17 +286,15 @@ func (r *Relay) lead(ctx context.Context, lock Lock) {
 			t.Stop()
 			continue
 		}
-		// A full batch means a backlog: claim the next batch while this one
-		// is published. It leaves out this batch's rows (not yet completed)
-		// and is used only if this batch went through cleanly; it is never
-		// published before this batch is confirmed and completed.
+		// A full batch means a backlog: read the next batch (the rows after
+		// this one) while this one is published. It is used only if this
+		// batch went through cleanly and no earlier row turned up meanwhile
+		// (checked above), so it is exactly what a Claim would return; it
+		// is never published before this batch is confirmed and completed.
 		var pre chan claimResult
-		if len(recs) == r.cfg.BatchSize {
+		if len(recs) == r.cfg.BatchSize && len(retry) == 0 {
 			pp := p
-			pp.ExcludeSeqs = append(slices.Clip(p.ExcludeSeqs), make([]int64, 0, len(recs))...)
-			for _, rec := range recs {
-				pp.ExcludeSeqs = append(pp.ExcludeSeqs, rec.Seq)
-			}
+			pp.AfterSeq = recs[len(recs)-1].Seq
 			pre = make(chan claimResult, 1)
 			go func() {
 				rs, err := r.store.Claim(ctx, pp)

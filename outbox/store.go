@@ -48,6 +48,10 @@ type ClaimParams struct {
 	ExcludeSubjects []string
 	// ExcludeSeqs lists individual records to leave out.
 	ExcludeSeqs []int64
+	// AfterSeq, if > 0, returns only records with Seq > AfterSeq (the relay
+	// uses it to read ahead while a batch is in flight, and checks for
+	// earlier records before using what it read).
+	AfterSeq int64
 }
 
 // FailParams record one failed publish attempt of one record.

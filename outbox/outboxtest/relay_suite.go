@@ -29,6 +29,69 @@ func RunRelay(t *testing.T, factory Factory) {
 	t.Run("Retention", func(t *testing.T) { t.Parallel(); testRetention(t, factory(t)) })
 	t.Run("WakeOnCommit", func(t *testing.T) { t.Parallel(); testWake(t, factory(t)) })
 	t.Run("UndecodableRowParked", func(t *testing.T) { t.Parallel(); testRelayCorrupt(t, factory(t)) })
+	t.Run("LateCommitDuringReadAhead", func(t *testing.T) { t.Parallel(); testReadAheadGap(t, factory(t)) })
+}
+
+// hookStore runs beforeClaim before each Claim of the store it wraps.
+type hookStore struct {
+	outbox.Store
+	beforeClaim func(p outbox.ClaimParams)
+}
+
+func (s *hookStore) Claim(ctx context.Context, p outbox.ClaimParams) ([]outbox.Record, error) {
+	s.beforeClaim(p)
+	return s.Store.Claim(ctx, p)
+}
+
+// testReadAheadGap: while a full batch is in flight the relay reads the next
+// one (rows after it). Transaction A, holding the lowest seq for subject x,
+// commits just before that read-ahead, then B writes x again (a higher seq,
+// inside the read-ahead). A must still be published before B.
+func testReadAheadGap(t *testing.T, h Harness) {
+	if !h.ConcurrentWriters {
+		t.Skip("store does not allow concurrent write transactions")
+	}
+	ctx := ctxT(t)
+	txA, err := h.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := Event("x", 0)
+	if err := txA.Add(ctx, "t1", a); err != nil { // lowest seq, not committed
+		t.Fatal(err)
+	}
+	var ys []eventkit.Event
+	for i := 1; i <= 15; i++ {
+		ys = append(ys, Event("y", i))
+	}
+	AddCommit(t, ctx, h, "t1", ys...)
+	b := Event("x", 16)
+	var once sync.Once
+	store := &hookStore{Store: h.Store, beforeClaim: func(p outbox.ClaimParams) {
+		if p.AfterSeq > 0 {
+			once.Do(func() {
+				if err := txA.Commit(ctx); err != nil {
+					t.Error(err)
+				}
+				AddCommit(t, ctx, h, "t1", b)
+			})
+		}
+	}}
+	rec := &Recorder{}
+	cfg := fastConfig(t)
+	cfg.BatchSize = 10
+	relay := outbox.NewRelay(store, rec, cfg)
+	StartRelay(t, relay)
+	WaitFor(t, 10*time.Second, "all delivered", func() bool { return len(distinct(rec.Events())) == 17 })
+	pos := map[string]int{}
+	for i, p := range rec.Events() {
+		if _, ok := pos[p.Event.ID]; !ok {
+			pos[p.Event.ID] = i
+		}
+	}
+	if pos[a.ID] > pos[b.ID] {
+		t.Fatalf("subject x out of order: A (committed first, lower seq) published at %d, B at %d", pos[a.ID], pos[b.ID])
+	}
 }
 
 func testRelayCorrupt(t *testing.T, h Harness) {

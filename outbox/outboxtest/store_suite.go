@@ -201,6 +201,13 @@ func testClaimOrder(t *testing.T, h Harness) {
 	if len(ex) != len(recs)-5-1 {
 		t.Fatalf("with exclusions: %d records, want %d", len(ex), len(recs)-6)
 	}
+	after, err := h.Store.Claim(ctx, outbox.ClaimParams{Limit: 100, AfterSeq: recs[9].Seq})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := ids(after); strings.Join(got, ",") != strings.Join(want[10:], ",") {
+		t.Fatalf("after seq %d: got %v, want %v", recs[9].Seq, got, want[10:])
+	}
 }
 
 func testComplete(t *testing.T, h Harness) {

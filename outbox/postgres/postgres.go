@@ -81,9 +81,9 @@ SELECT $1, u.id, u.type, u.source, u.subject, u.event_time, u.dv, u.dct, u.ds, u
 FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::text[], $10::text[], $11::bytea[])
   WITH ORDINALITY AS u(id, type, source, subject, event_time, dv, dct, ds, ext, data, ord)
 ORDER BY u.ord`,
-		claim: `SELECT ` + cols + ` FROM ` + table + ` WHERE delivered_at IS NULL AND parked_at IS NULL ORDER BY seq LIMIT $1`,
-		claimEx: `SELECT ` + cols + ` FROM ` + table + ` WHERE delivered_at IS NULL AND parked_at IS NULL
-  AND subject <> ALL($2::text[]) AND seq <> ALL($3::bigint[]) ORDER BY seq LIMIT $1`,
+		claim: `SELECT ` + cols + ` FROM ` + table + ` WHERE delivered_at IS NULL AND parked_at IS NULL AND seq > $2 ORDER BY seq LIMIT $1`,
+		claimEx: `SELECT ` + cols + ` FROM ` + table + ` WHERE delivered_at IS NULL AND parked_at IS NULL AND seq > $2
+  AND subject <> ALL($3::text[]) AND seq <> ALL($4::bigint[]) ORDER BY seq LIMIT $1`,
 		del:     `DELETE FROM ` + table + ` WHERE seq = ANY($1::bigint[])`,
 		deliver: `UPDATE ` + table + ` SET delivered_at = now() WHERE seq = ANY($1::bigint[]) AND delivered_at IS NULL`,
 		fail: `UPDATE ` + table + ` SET attempts = attempts + 1, last_error = $2,
@@ -142,7 +142,7 @@ func (s *Store) Claim(ctx context.Context, p outbox.ClaimParams) ([]outbox.Recor
 	var rows pgx.Rows
 	var err error
 	if len(p.ExcludeSubjects) == 0 && len(p.ExcludeSeqs) == 0 {
-		rows, err = s.pool.Query(ctx, s.q.claim, p.Limit)
+		rows, err = s.pool.Query(ctx, s.q.claim, p.Limit, p.AfterSeq)
 	} else {
 		subj, seqs := p.ExcludeSubjects, p.ExcludeSeqs
 		if subj == nil {
@@ -151,7 +151,7 @@ func (s *Store) Claim(ctx context.Context, p outbox.ClaimParams) ([]outbox.Recor
 		if seqs == nil {
 			seqs = []int64{}
 		}
-		rows, err = s.pool.Query(ctx, s.q.claimEx, p.Limit, subj, seqs)
+		rows, err = s.pool.Query(ctx, s.q.claimEx, p.Limit, p.AfterSeq, subj, seqs)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("outbox/postgres: claim: %w", err)

@@ -134,6 +134,10 @@ func (s *DB) Listen(ctx context.Context, wake func()) error {
 func (s *DB) Claim(ctx context.Context, p outbox.ClaimParams) ([]outbox.Record, error) {
 	q := s.claimHead
 	args := make([]any, 0, len(p.ExcludeSubjects)+len(p.ExcludeSeqs)+1)
+	if p.AfterSeq > 0 {
+		q += ` AND seq > ?`
+		args = append(args, p.AfterSeq)
+	}
 	if len(p.ExcludeSubjects) > 0 {
 		q += ` AND subject NOT IN (` + Placeholders(len(p.ExcludeSubjects)) + `)`
 		for _, x := range p.ExcludeSubjects {
