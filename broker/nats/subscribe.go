@@ -200,7 +200,11 @@ func (s *subscription) Close(ctx context.Context) error {
 	default:
 	}
 	s.closing.Store(true)
-	s.it.Drain()
+	if s.b.nc.IsConnected() {
+		s.it.Drain() // prefetched messages come to the loop, which nacks them
+	} else {
+		s.stopPull() // draining needs the server: just stop
+	}
 	// Wait for the loop (the current handler call, then the prefetched
 	// messages being nacked) and for settlement.
 	ld, finished := s.loopDone, false
