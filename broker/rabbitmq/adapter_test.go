@@ -103,13 +103,30 @@ func TestPublishUnroutable(t *testing.T) {
 		t.Fatalf("Publish after Provision: %v", err)
 	}
 	got, h := collect(nil)
-	if _, err := b.Subscribe(ctx, topic, "g", h); err != nil {
+	sub, err := b.Subscribe(ctx, topic, "g", h)
+	if err != nil {
 		t.Fatal(err)
 	}
 	for i := range evs {
 		if r := next(t, got, 10*time.Second); r.id != evs[i].ID {
 			t.Fatalf("delivery %d = %s, want %s", i, r.id, evs[i].ID)
 		}
+	}
+	// Deleting the group's queue under a subscription stops it with
+	// ErrQueueDeleted; it does not silently re-create the queue.
+	if err := b.DeleteTopology(ctx, topic, "g"); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-sub.Done():
+	case <-time.After(10 * time.Second):
+		t.Fatal("subscription still running after its queue was deleted")
+	}
+	if !errors.Is(sub.Err(), rabbitmq.ErrQueueDeleted) {
+		t.Fatalf("Err() = %v, want ErrQueueDeleted", sub.Err())
+	}
+	if err := b.Publish(ctx, topic, evs[0]); !errors.Is(err, rabbitmq.ErrUnroutable) {
+		t.Fatalf("Publish after the queue was deleted = %v, want ErrUnroutable", err)
 	}
 }
 

@@ -101,7 +101,9 @@
 // settled (their Ack returns ErrConnectionLost) and the server redelivers
 // them, so a loss causes duplicates, not gaps. A subscription stops with Err
 // set only if the server refuses its topology (for instance a queue that
-// exists with another type or other arguments).
+// exists with another type or other arguments) or deletes its queue
+// (ErrQueueDeleted: the subscription does not re-create it, since the events
+// it held are gone).
 //
 // # Guarantees
 //

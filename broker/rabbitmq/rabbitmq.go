@@ -31,6 +31,10 @@ var (
 	// settled because the channel it came on is gone (it will be
 	// redelivered). An unconfirmed event may or may not have been stored.
 	ErrConnectionLost = errors.New("rabbitmq: connection or channel lost")
+	// ErrQueueDeleted is the Err of a subscription that stopped because its
+	// group's queue was deleted (the server cancelled the consumer). The
+	// subscription does not re-create the queue: the events in it are gone.
+	ErrQueueDeleted = errors.New("rabbitmq: the group's queue was deleted")
 	// ErrNotConnected is wrapped when no connection could be obtained
 	// within Options.ConnectTimeout (or the call's context).
 	ErrNotConnected = errors.New("rabbitmq: not connected")

@@ -41,6 +41,7 @@ type subscription struct {
 	mu       sync.Mutex
 	ch       *amqp.Channel          // current channel, nil when released
 	tag      string                 // current consumer tag
+	cancels  chan string            // basic.cancel from the server on the current channel
 	inflight map[*delivery]struct{} // deliveries handed out and not yet settled
 	err      error
 	settled  chan struct{} // pulsed when a delivery settles
@@ -110,12 +111,13 @@ func (s *subscription) open(conn *amqp.Connection) (*amqp.Channel, <-chan amqp.D
 		return fail(err)
 	}
 	tag := "eventkit-" + strconv.FormatUint(consumerSeq.Add(1), 10)
+	cancels := ch.NotifyCancel(make(chan string, 1))
 	deliveries, err := ch.Consume(s.queue, tag, false, false, false, false, nil)
 	if err != nil {
 		return fail(fmt.Errorf("rabbitmq: consume %q: %w", s.queue, err))
 	}
 	s.mu.Lock()
-	s.ch, s.tag = ch, tag
+	s.ch, s.tag, s.cancels = ch, tag, cancels
 	s.mu.Unlock()
 	return ch, deliveries, nil
 }
@@ -155,6 +157,24 @@ func (s *subscription) run(ch *amqp.Channel, deliveries <-chan amqp.Delivery) {
 				selfStop = false // Close finishes
 			default:
 			}
+			return
+		}
+		s.mu.Lock()
+		cancels := s.cancels
+		s.mu.Unlock()
+		var cancelled bool
+		select {
+		case _, cancelled = <-cancels: // closed (false) when the channel is
+		default:
+		}
+		if cancelled && !ch.IsClosed() {
+			// The server cancelled the consumer: the queue was deleted.
+			// Re-creating it would hide that its events are gone.
+			_ = ch.Close()
+			s.mu.Lock()
+			s.err = fmt.Errorf("%w: queue %q", ErrQueueDeleted, s.queue)
+			s.mu.Unlock()
+			log.Error("rabbitmq: subscription stopped: queue deleted", "queue", s.queue)
 			return
 		}
 		_ = ch.Close()
