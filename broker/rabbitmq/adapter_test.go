@@ -657,3 +657,54 @@ func TestDurableAcrossRestart(t *testing.T) {
 		})
 	}
 }
+
+// If the delayed re-publish fails (here: its retry queue was deleted), the
+// message is requeued without delay rather than lost, and the next delayed
+// Nack declares the retry queue again.
+func TestNackDelayFallback(t *testing.T) {
+	t.Parallel()
+	opts := rabbitmq.Options{DelayBuckets: []time.Duration{300 * time.Millisecond}}
+	topic := provisionedTopic(t, opts, "g")
+	b := newBroker(t, opts)
+	ctx := ctxT(t, 30*time.Second)
+	conn, err := amqp.Dial(testenv.RabbitMQ.URL(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	admin, err := conn.Channel()
+	if err != nil {
+		t.Fatal(err)
+	}
+	retryQueue := rabbitmq.RetryQueueName(rabbitmq.QueueName(topic, "g"), 300*time.Millisecond)
+	got, h := collect(func(d broker.Delivery) error {
+		switch d.Attempt() {
+		case 1, 3:
+			return d.Nack(context.Background(), 300*time.Millisecond)
+		case 2:
+			if _, err := admin.QueueDelete(retryQueue, false, false, false); err != nil {
+				t.Errorf("delete retry queue: %v", err)
+			}
+			return d.Nack(context.Background(), 300*time.Millisecond)
+		}
+		return d.Ack(context.Background())
+	})
+	if _, err := b.Subscribe(ctx, topic, "g", h); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Publish(ctx, topic, mk(1)...); err != nil {
+		t.Fatal(err)
+	}
+	var rs []rec
+	for i := 0; i < 4; i++ {
+		rs = append(rs, next(t, got, 10*time.Second))
+		if rs[i].attempt != i+1 {
+			t.Fatalf("delivery %d has attempt %d", i, rs[i].attempt)
+		}
+	}
+	gaps := []time.Duration{rs[1].at.Sub(rs[0].at), rs[2].at.Sub(rs[1].at), rs[3].at.Sub(rs[2].at)}
+	if gaps[0] < 250*time.Millisecond || gaps[2] < 250*time.Millisecond || gaps[1] > 250*time.Millisecond {
+		t.Fatalf("gaps between attempts %v: want delayed, immediate (fallback), delayed", gaps)
+	}
+	none(t, got, 500*time.Millisecond)
+}

@@ -437,6 +437,9 @@ func (d *delivery) retry(ctx context.Context, delay time.Duration) error {
 	msg := d.republishing()
 	fails := b.send(ctx, "", 1, func(int) (string, string, amqp.Publishing) { return target, d.m.MessageId, msg })
 	if len(fails) > 0 {
+		if errors.Is(fails[0].Err, ErrUnroutable) && target != s.queue {
+			b.forget("q:" + target) // the retry queue was deleted: declare it again next time
+		}
 		b.opts.Logger.Warn("rabbitmq: re-publish for retry failed, requeueing without delay", "queue", target, "err", fails[0].Err)
 		return d.requeue()
 	}

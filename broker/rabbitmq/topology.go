@@ -218,3 +218,10 @@ func (b *Broker) DeleteTopology(ctx context.Context, topic string, groups ...str
 		return errors.Join(errs...)
 	})
 }
+
+// forget drops a declaration from the per-connection cache.
+func (b *Broker) forget(key string) {
+	b.adminMu.Lock()
+	delete(b.declared, key)
+	b.adminMu.Unlock()
+}
