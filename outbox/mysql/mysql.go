@@ -27,7 +27,9 @@ type Config struct {
 	// (eventkit.DefaultMaxSize if 0). Mind max_allowed_packet.
 	MaxEventSize int
 	// LockCheckInterval is how often the holder of the leadership lock
-	// checks that its connection (and so the lock) is alive. Default 1s.
+	// checks that its connection (and so the lock) is alive. Default 1s. A
+	// check that fails, or gets no answer within max(5 x LockCheckInterval,
+	// 3s), counts as a lost lock.
 	LockCheckInterval time.Duration
 }
 
@@ -119,7 +121,7 @@ func (l *lock) watch(every time.Duration) {
 			return
 		case <-t.C:
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), every)
+		ctx, cancel := context.WithTimeout(context.Background(), max(5*every, 3*time.Second)) // slow is not lost
 		var held sql.NullInt64
 		err := l.conn.QueryRowContext(ctx, `SELECT IS_USED_LOCK(?) = CONNECTION_ID()`, l.name).Scan(&held)
 		cancel()

@@ -30,7 +30,9 @@ type Config struct {
 	// (eventkit.DefaultMaxSize if 0).
 	MaxEventSize int
 	// LockCheckInterval is how often the holder of the leadership lock
-	// checks that its connection (and so the lock) is alive. Default 1s.
+	// checks that its connection (and so the lock) is alive. Default 1s. A
+	// check that fails, or gets no answer within max(5 x LockCheckInterval,
+	// 3s), counts as a lost lock.
 	LockCheckInterval time.Duration
 	// Logger receives reconnect messages. Default slog.Default().
 	Logger *slog.Logger
@@ -377,7 +379,7 @@ func (l *pgLock) watch(every time.Duration) {
 		case <-t.C:
 		}
 		l.mu.Lock()
-		ctx, cancel := context.WithTimeout(context.Background(), every)
+		ctx, cancel := context.WithTimeout(context.Background(), max(5*every, 3*time.Second)) // slow is not lost
 		err := l.conn.Ping(ctx)
 		cancel()
 		l.mu.Unlock()
