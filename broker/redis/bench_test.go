@@ -3,6 +3,7 @@ package redis_test
 import (
 	"context"
 	"fmt"
+	"slices"
 	"testing"
 	"time"
 
@@ -195,4 +196,94 @@ func cleanup(raw *goredis.Client, prefix string) {
 	if len(keys) > 0 {
 		_ = raw.Del(ctx, keys...).Err()
 	}
+}
+
+// BenchmarkLatency: one event at a time, published and received by a
+// subscriber blocked in XREADGROUP, acked; p50/p99 of publish-to-handler
+// time beside raw XADD + XREADGROUP BLOCK + XACK.
+func BenchmarkLatency(b *testing.B) {
+	url := testenv.Redis.URL(b)
+	o, _ := goredis.ParseURL(url)
+	raw := goredis.NewClient(o)
+	defer raw.Close()
+	prefix := testenv.Name("ekt-bench") + ":"
+	defer cleanup(raw, prefix)
+	ctx := context.Background()
+	ev := benchEvents(1)[0]
+
+	b.Run("eventkit", func(b *testing.B) {
+		br, err := redisbroker.New(ctx, redisbroker.Options{URL: url, Prefix: prefix})
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer br.Close(ctx)
+		topic := testenv.Name("lat")
+		got := make(chan time.Time, 1)
+		sub, err := br.Subscribe(ctx, topic, "g", func(ctx context.Context, d broker.Delivery) error {
+			got <- time.Now()
+			return d.Ack(ctx)
+		})
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer sub.Close(ctx)
+		lat := make([]time.Duration, 0, b.N)
+		b.ResetTimer()
+		for range b.N {
+			start := time.Now()
+			if err := br.Publish(ctx, topic, ev); err != nil {
+				b.Fatal(err)
+			}
+			lat = append(lat, (<-got).Sub(start))
+		}
+		reportLatency(b, lat)
+	})
+	b.Run("raw", func(b *testing.B) {
+		key := prefix + testenv.Name("lat")
+		if err := raw.XGroupCreateMkStream(ctx, key, "g", "$").Err(); err != nil {
+			b.Fatal(err)
+		}
+		fields := rawFields(ev)
+		got := make(chan time.Time, 1)
+		stop := make(chan struct{})
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				res, err := raw.XReadGroup(ctx, &goredis.XReadGroupArgs{Group: "g", Consumer: "c", Streams: []string{key, ">"}, Count: 1, Block: 100 * time.Millisecond}).Result()
+				if err != nil {
+					continue
+				}
+				for _, m := range res[0].Messages {
+					got <- time.Now()
+					raw.XAck(ctx, key, "g", m.ID)
+				}
+			}
+		}()
+		lat := make([]time.Duration, 0, b.N)
+		b.ResetTimer()
+		for range b.N {
+			start := time.Now()
+			if err := raw.XAdd(ctx, &goredis.XAddArgs{Stream: key, ID: "*", Values: fields}).Err(); err != nil {
+				b.Fatal(err)
+			}
+			lat = append(lat, (<-got).Sub(start))
+		}
+		b.StopTimer()
+		close(stop)
+		<-done
+		reportLatency(b, lat)
+	})
+}
+
+func reportLatency(b *testing.B, lat []time.Duration) {
+	slices.Sort(lat)
+	b.ReportMetric(float64(lat[len(lat)/2].Microseconds()), "p50-µs")
+	b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds()), "p99-µs")
+	report(b, len(lat))
 }

@@ -514,6 +514,7 @@ func (s *subscription) redeliver(ctx context.Context) (int, error) {
 		return 0, err
 	}
 	ds := make([]*delivery, 0, len(hs))
+	answered := make(map[string]bool, len(hs))
 	var gone []string
 	for _, r := range res {
 		e, _ := r.([]any)
@@ -521,9 +522,10 @@ func (s *subscription) redeliver(ctx context.Context) (int, error) {
 			continue
 		}
 		id := fieldString(e[0])
+		answered[id] = true
 		cnt, _ := e[1].(int64)
 		if cnt <= 0 || len(e) < 3 {
-			gone = append(gone, id)
+			gone = append(gone, id) // another consumer has it, or it was acked or deleted
 			continue
 		}
 		ds = append(ds, &delivery{s: s, id: id, values: pairsToMap(e[2]), attempt: int(cnt), slot: true})
@@ -531,6 +533,11 @@ func (s *subscription) redeliver(ctx context.Context) (int, error) {
 	s.mu.Lock()
 	for _, id := range gone {
 		delete(s.held, id)
+	}
+	for _, h := range hs {
+		if !answered[h.id] { // not in the reply (cannot happen): try again later
+			s.due = append(s.due, h)
+		}
 	}
 	s.mu.Unlock()
 	s.unreserve(len(hs) - len(ds))
