@@ -87,8 +87,7 @@ type Store struct {
 	SQL *sql.DB
 	// Pool is set for PostgreSQL.
 	Pool *pgxpool.Pool
-	// AddSQL adds events to the outbox inside a *sql.Tx of SQL (SQLite,
-	// MySQL); nil for PostgreSQL, whose store takes a pgx.Tx.
+	// AddSQL adds events to the outbox inside a *sql.Tx of SQL.
 	AddSQL  func(ctx context.Context, tx *sql.Tx, topic string, events ...eventkit.Event) error
 	closers []func()
 }
@@ -127,6 +126,7 @@ func OpenStore(ctx context.Context, rawURL, table string) (*Store, error) {
 			return nil, err
 		}
 		st.Outbox = pg
+		st.AddSQL = pg.SQL().Add
 		return st, nil
 	case strings.HasPrefix(rawURL, "mysql://"):
 		dsn, err := mysqlDSN(rawURL)

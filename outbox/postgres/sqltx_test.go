@@ -1,0 +1,34 @@
+package postgres_test
+
+import (
+	"context"
+	"database/sql"
+	"testing"
+
+	"github.com/jackc/pgx/v5/stdlib"
+
+	"github.com/eventkit/eventkit/outbox/outboxtest"
+	"github.com/eventkit/eventkit/outbox/postgres"
+)
+
+// TestStoreSQLWriter runs the store suite with events written through
+// database/sql transactions (Store.SQL) instead of pgx ones.
+func TestStoreSQLWriter(t *testing.T) {
+	outboxtest.Run(t, func(t *testing.T) outboxtest.Harness {
+		h := harness(t)
+		pool := newPool(t)
+		db := stdlib.OpenDBFromPool(pool)
+		t.Cleanup(func() { db.Close() })
+		w := h.Store.(*postgres.Store)
+		h.Begin = func(ctx context.Context) (outboxtest.Tx, error) {
+			tx, err := db.BeginTx(ctx, nil)
+			if err != nil {
+				return nil, err
+			}
+			return outboxtest.NewTx[*sql.Tx](w.SQL(), tx,
+				func(context.Context) error { return tx.Commit() },
+				func(context.Context) error { return tx.Rollback() }), nil
+		}
+		return h
+	})
+}
