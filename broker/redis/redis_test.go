@@ -656,3 +656,46 @@ func TestConsumersPruned(t *testing.T) {
 	}
 	quiet(t, ch2, 100*time.Millisecond)
 }
+
+// The stream is deleted under a running subscription (with an entry waiting
+// for a delayed redelivery): the group is re-created and new events flow.
+func TestStreamDeletedWhileSubscribed(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	b := e.broker(t, redisbroker.Options{})
+	closeBroker(t, b)
+	topic := testenv.Name("del")
+	h, ch := collect()
+	subscribe(t, b, topic, "g", h, broker.WithAckWait(time.Second))
+	ctx := context.Background()
+	if err := b.Publish(ctx, topic, events(1)...); err != nil {
+		t.Fatal(err)
+	}
+	if err := recv(t, ch, 1, 5*time.Second)[0].Nack(ctx, 300*time.Millisecond); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.raw.Del(ctx, b.StreamKey(topic)).Err(); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(500 * time.Millisecond) // the delayed entry is due now, its group is gone
+	ev := events(1)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		// Until the group is back, XADD re-creates only the stream.
+		if err := b.Publish(ctx, topic, ev...); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case d := <-ch:
+			if d.Event().ID != ev[0].ID {
+				t.Fatalf("got %s, want %s", d.Event().ID, ev[0].ID)
+			}
+			_ = d.Ack(ctx)
+			return
+		case <-time.After(500 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no delivery after the stream was deleted")
+		}
+	}
+}

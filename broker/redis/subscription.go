@@ -393,7 +393,7 @@ func (s *subscription) read() {
 	}
 }
 
-func isNoGroup(err error) bool { return err != nil && strings.HasPrefix(err.Error(), "NOGROUP") }
+func isNoGroup(err error) bool { return err != nil && strings.Contains(err.Error(), "NOGROUP") }
 
 // sleep waits d or until the subscription stops (false).
 func (s *subscription) sleep(d time.Duration) bool {
