@@ -708,3 +708,49 @@ func TestNackDelayFallback(t *testing.T) {
 	}
 	none(t, got, 500*time.Millisecond)
 }
+
+// While the server blocks publishers (memory alarm), Publish does not hang
+// on the socket: it waits until its ctx ends and fails with ErrBlocked, and
+// succeeds once the alarm clears. It sets an alarm on the shared server, so
+// it runs only when EVENTKIT_RABBITMQ_RESTART=1.
+func TestPublishBlocked(t *testing.T) {
+	if os.Getenv("EVENTKIT_RABBITMQ_RESTART") != "1" {
+		t.Skip("sets a memory alarm on the RabbitMQ server: set EVENTKIT_RABBITMQ_RESTART=1")
+	}
+	topic := provisionedTopic(t, rabbitmq.Options{}, "g")
+	b := newBroker(t, rabbitmq.Options{})
+	ctx := ctxT(t, 60*time.Second)
+	if err := b.Publish(ctx, topic, mk(1)...); err != nil {
+		t.Fatal(err)
+	}
+	restore := func() {
+		if out, err := exec.Command("rabbitmqctl", "set_vm_memory_high_watermark", "0.4").CombinedOutput(); err != nil {
+			t.Errorf("restore watermark: %v: %s", err, out)
+		}
+	}
+	t.Cleanup(restore)
+	if out, err := exec.Command("rabbitmqctl", "set_vm_memory_high_watermark", "absolute", "1").CombinedOutput(); err != nil {
+		t.Fatalf("set alarm: %v: %s", err, out)
+	}
+	// The server sends connection.blocked on the next publish.
+	deadline := time.Now().Add(20 * time.Second)
+	var err error
+	for time.Now().Before(deadline) {
+		pctx, cancel := context.WithTimeout(ctx, time.Second)
+		err = b.Publish(pctx, topic, mk(1)...)
+		cancel()
+		if errors.Is(err, rabbitmq.ErrBlocked) {
+			break
+		}
+	}
+	if !errors.Is(err, rabbitmq.ErrBlocked) {
+		t.Fatalf("Publish under a memory alarm = %v, want ErrBlocked", err)
+	}
+	t.Logf("blocked: %v", err)
+	restore()
+	pctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+	defer cancel()
+	if err := b.Publish(pctx, topic, mk(1)...); err != nil {
+		t.Fatalf("Publish after the alarm cleared: %v", err)
+	}
+}

@@ -183,7 +183,11 @@ func (b *Broker) send(ctx context.Context, exchange string, n int,
 			}
 		}
 		key, id, msg := build(i)
-		if err := ctx.Err(); err != nil {
+		err := ctx.Err()
+		if err == nil && b.blocked.Load() {
+			err = b.waitUnblocked(ctx)
+		}
+		if err != nil {
 			for j := i; j < n; j++ {
 				_, id, _ := build(j)
 				fails = append(fails, broker.FailedEvent{Index: j, ID: id, Err: fmt.Errorf("rabbitmq: not sent: %w", err)})

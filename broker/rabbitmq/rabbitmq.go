@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	amqp "github.com/rabbitmq/amqp091-go"
@@ -35,6 +36,9 @@ var (
 	// group's queue was deleted (the server cancelled the consumer). The
 	// subscription does not re-create the queue: the events in it are gone.
 	ErrQueueDeleted = errors.New("rabbitmq: the group's queue was deleted")
+	// ErrBlocked is wrapped when Publish gave up (its ctx ended) while the
+	// server was blocking publishers because of a memory or disk alarm.
+	ErrBlocked = errors.New("rabbitmq: server blocks publishers (resource alarm)")
 	// ErrNotConnected is wrapped when no connection could be obtained
 	// within Options.ConnectTimeout (or the call's context).
 	ErrNotConnected = errors.New("rabbitmq: not connected")
@@ -173,6 +177,36 @@ type Broker struct {
 	// RabbitMQ 4.0, which count redeliveries in x-delivery-count and have
 	// no default delivery limit); otherwise it re-publishes.
 	requeue bool
+
+	blocked atomic.Bool // the server blocks publishers (connection.blocked: memory or disk alarm)
+}
+
+// watchBlocked follows connection.blocked / unblocked notifications of conn.
+// The goroutine ends when the connection closes.
+func (b *Broker) watchBlocked(conn *amqp.Connection) {
+	ch := conn.NotifyBlocked(make(chan amqp.Blocking, 4))
+	b.blocked.Store(false)
+	go func() {
+		for x := range ch {
+			b.blocked.Store(x.Active)
+			if x.Active {
+				b.opts.Logger.Warn("rabbitmq: server blocks publishers", "reason", x.Reason)
+			}
+		}
+	}()
+}
+
+// waitUnblocked waits while the server blocks publishers (a publish would
+// block on the socket without regard to ctx), until ctx ends.
+func (b *Broker) waitUnblocked(ctx context.Context) error {
+	for b.blocked.Load() {
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%w: %w", ErrBlocked, ctx.Err())
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	return nil
 }
 
 var _ broker.Broker = (*Broker)(nil)
@@ -196,6 +230,7 @@ func New(ctx context.Context, opts Options) (*Broker, error) {
 		return nil, err
 	}
 	b.conn = conn
+	b.watchBlocked(conn)
 	close(b.ready)
 	b.serverVersion, _ = conn.Properties["version"].(string)
 	maj, min := parseVersion(b.serverVersion)
@@ -315,6 +350,7 @@ func (b *Broker) supervise(conn *amqp.Connection) {
 			return
 		}
 		b.conn = conn
+		b.watchBlocked(conn)
 		close(b.ready)
 		b.mu.Unlock()
 		log.Info("rabbitmq: reconnected")
