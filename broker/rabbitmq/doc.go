@@ -39,7 +39,10 @@
 //   - nacked by the server (ErrNacked);
 //   - not confirmed because the channel or connection was lost first
 //     (ErrConnectionLost), or because ctx ended: such an event may or may
-//     not have been stored, so it must be retried (consumers dedupe by id).
+//     not have been stored, so it must be retried (consumers dedupe by id);
+//   - not sent because ctx ended while the server was blocking publishers
+//     for a memory or disk alarm (ErrBlocked). Publish does not write to a
+//     blocked connection, where the write would hang regardless of ctx.
 //
 // Events over Options.MaxMessageSize (default 4 MiB; the server's own
 // max_message_size is 128 MiB by default) fail before anything is sent, with
