@@ -699,3 +699,45 @@ func TestStreamDeletedWhileSubscribed(t *testing.T) {
 		}
 	}
 }
+
+func TestCapabilitiesAndLimits(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	b := e.broker(t, redisbroker.Options{MaxPayload: 2048})
+	closeBroker(t, b)
+	ctx := context.Background()
+	c := b.Capabilities()
+	aof, err := e.raw.ConfigGet(ctx, "appendonly").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Durable != (aof["appendonly"] == "yes") {
+		t.Errorf("Durable = %v with appendonly %q", c.Durable, aof["appendonly"])
+	}
+	if c.Name != "redis" || !c.Ordered || c.OrderedPerSubject || c.NativeDelay || c.NativeDedupe || !c.Replay || c.MaxPayload != 2048 {
+		t.Errorf("capabilities: %+v", c)
+	}
+	topic := testenv.Name("limit")
+	small := events(1)[0]
+	big := eventkit.New("blob", "application/octet-stream", make([]byte, 4096))
+	err = b.Publish(ctx, topic, small, big)
+	var se *eventkit.SizeError
+	if !errors.Is(err, eventkit.ErrTooLarge) || !errors.As(err, &se) {
+		t.Fatalf("Publish(4 KiB) = %v, want a *eventkit.SizeError", err)
+	}
+	if se.Limit != 2048 || !strings.Contains(se.Where, "MaxPayload") {
+		t.Errorf("size error does not name the limit: %+v", se)
+	}
+	if n, _ := e.raw.XLen(ctx, b.StreamKey(topic)).Result(); n != 0 {
+		t.Errorf("%d entries written by a rejected batch", n)
+	}
+	if _, err := redisbroker.New(ctx, redisbroker.Options{}); err == nil {
+		t.Error("New without URL or Client succeeded")
+	}
+	if _, err := redisbroker.New(ctx, redisbroker.Options{URL: e.url, GroupStart: "1-0"}); err == nil {
+		t.Error("New with a bad GroupStart succeeded")
+	}
+	if _, err := b.Subscribe(ctx, topic, "bad group", func(context.Context, broker.Delivery) error { return nil }); !errors.Is(err, broker.ErrInvalidTopic) {
+		t.Errorf("Subscribe with a bad group name = %v", err)
+	}
+}
