@@ -266,17 +266,18 @@ func (s *subscription) unreserve(n int) {
 // readSize is how many entries the reader should ask for now: all free
 // slots (up to ReadBatch), but while the handler has work queued, only once
 // a quarter of MaxInFlight is free, so that reads are not one entry each.
-func (s *subscription) readSize() int {
+// When it is 0, room is closed once slots are freed.
+func (s *subscription) readSize() (n int, room <-chan struct{}) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	free := s.cfg.MaxInFlight - s.inflight
 	if free <= 0 {
-		return 0
+		return 0, s.room
 	}
 	if len(s.queue) > 0 && free < s.cfg.MaxInFlight/4 {
-		return 0
+		return 0, s.room
 	}
-	return min(free, s.b.opts.ReadBatch)
+	return min(free, s.b.opts.ReadBatch), nil
 }
 
 func (s *subscription) reclaimEvery() time.Duration {
@@ -339,7 +340,7 @@ func (s *subscription) read() {
 		}
 		// 4. New entries.
 		if err == nil && !progressed {
-			if n := s.readSize(); n > 0 {
+			if n, room := s.readSize(); n > 0 {
 				block := s.b.opts.Block
 				if d := time.Until(reclaimAt); d < block {
 					block = d
@@ -353,9 +354,6 @@ func (s *subscription) read() {
 				_, err = s.readNew(ctx, n, block)
 			} else {
 				// No room: wait for some, for work, or for the next timer.
-				s.mu.Lock()
-				room := s.room
-				s.mu.Unlock()
 				wait := min(time.Until(reclaimAt), time.Until(touchAt))
 				if wait > 0 {
 					if timer == nil {
