@@ -427,9 +427,12 @@ func (b *Broker) Close(ctx context.Context) error {
 	b.mu.Lock()
 	if b.closed {
 		b.mu.Unlock()
-		<-b.superDone
+		<-b.superDone // a concurrent Close finishes
 		return nil
 	}
+	// From here Publish, Subscribe and Provision return ErrClosed; the
+	// connection stays open while the subscriptions drain.
+	b.closed = true
 	subs := make([]*subscription, 0, len(b.subs))
 	for s := range b.subs {
 		subs = append(subs, s)
@@ -439,7 +442,6 @@ func (b *Broker) Close(ctx context.Context) error {
 		_ = s.Close(ctx)
 	}
 	b.mu.Lock()
-	b.closed = true
 	close(b.closing)
 	conn := b.conn
 	b.conn = nil
