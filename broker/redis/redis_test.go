@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -739,5 +740,108 @@ func TestCapabilitiesAndLimits(t *testing.T) {
 	}
 	if _, err := b.Subscribe(ctx, topic, "bad group", func(context.Context, broker.Delivery) error { return nil }); !errors.Is(err, broker.ErrInvalidTopic) {
 		t.Errorf("Subscribe with a bad group name = %v", err)
+	}
+}
+
+// A worker pool behind one subscription settles deliveries concurrently,
+// mixing acks, immediate and delayed nacks: every event ends acked, each
+// redelivery has the next attempt number, and nothing stays pending.
+func TestWorkerPoolSettling(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	b := e.broker(t, redisbroker.Options{})
+	closeBroker(t, b)
+	topic := testenv.Name("pool")
+	work := make(chan broker.Delivery, 1000) // the handler never waits: MaxInFlight must bound
+	const maxInFlight = 32
+	var mu sync.Mutex
+	lastAttempt := map[string]int{}
+	acked := map[string]bool{}
+	inflight, peak := 0, 0
+	var wg sync.WaitGroup
+	for w := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for d := range work {
+				id := d.Event().ID
+				mu.Lock()
+				if d.Attempt() != lastAttempt[id]+1 {
+					t.Errorf("%s: attempt %d after %d", id, d.Attempt(), lastAttempt[id])
+				}
+				lastAttempt[id] = d.Attempt()
+				mu.Unlock()
+				h := int(id[len(id)-1]) + w // pseudo-random per event
+				ctx := context.Background()
+				var err error
+				switch {
+				case d.Attempt() == 1 && h%5 == 0:
+					err = d.Nack(ctx, 0)
+				case d.Attempt() == 1 && h%7 == 0:
+					err = d.Nack(ctx, 50*time.Millisecond)
+				default:
+					mu.Lock()
+					acked[id] = true
+					mu.Unlock()
+					err = d.Ack(ctx)
+				}
+				mu.Lock()
+				inflight--
+				mu.Unlock()
+				if err != nil {
+					t.Error(err)
+				}
+			}
+		}()
+	}
+	sub := subscribe(t, b, topic, "g", func(ctx context.Context, d broker.Delivery) error {
+		mu.Lock()
+		inflight++
+		peak = max(peak, inflight)
+		mu.Unlock()
+		work <- d
+		return nil
+	}, broker.WithMaxInFlight(maxInFlight), broker.WithAckWait(5*time.Second))
+	evs := events(500)
+	for i := 0; i < len(evs); i += 100 {
+		if err := b.Publish(context.Background(), topic, evs[i:i+100]...); err != nil {
+			t.Fatal(err)
+		}
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		mu.Lock()
+		n := len(acked)
+		mu.Unlock()
+		if n == len(evs) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of %d events acked", n, len(evs))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := sub.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	close(work)
+	wg.Wait()
+	if n := e.pending(t, topic, "g"); n != 0 {
+		t.Fatalf("%d entries pending after every event was acked", n)
+	}
+	if peak > maxInFlight {
+		t.Fatalf("%d deliveries unsettled at once, MaxInFlight %d", peak, maxInFlight)
+	}
+	redelivered := 0
+	for _, a := range lastAttempt {
+		if a > 1 {
+			redelivered++
+		}
+	}
+	t.Logf("redelivered %d of %d, peak in flight %d", redelivered, len(evs), peak)
+	if redelivered == 0 {
+		t.Fatal("no nacks happened: the test did not test them")
 	}
 }
