@@ -92,15 +92,40 @@ func TestCrashRestart(t *testing.T) {
 	produced := make(chan struct{})
 	go func() { wg.Wait(); close(produced) }()
 
+	// While the relay is killed, the broker is slow (20 ms a call, as a
+	// remote one might be), so that transactions wait in the relay between
+	// being received and being confirmed.
+	rec.SetFail(func(string, []eventkit.Event) error {
+		time.Sleep(20 * time.Millisecond)
+		return nil
+	})
 	kills := 0
-	for kills < 6 {
-		r := e.relay(rec, func(c *pgcdc.Config) { c.BatchSize = 200 })
+	isProduced := func() bool {
+		select {
+		case <-produced:
+			return true
+		default:
+			return false
+		}
+	}
+	// Kill at least 6 times, and keep killing while the producers run.
+	for kills < 6 || (!isProduced() && kills < 30) {
+		r := e.relay(rec, func(c *pgcdc.Config) { c.BatchSize = 100 })
 		ctx, cancel := context.WithCancel(context.Background())
 		done := make(chan error, 1)
 		go func() { done <- r.Run(ctx) }()
-		time.Sleep(time.Duration(100+rnd.IntN(400)) * time.Millisecond)
-		if rnd.IntN(2) == 0 {
-			go e.killWalsender(slot) // the connection dies with the process
+		// Kill mid-stream: once it streams, at a random point.
+		deadline := time.Now().Add(10 * time.Second)
+		for !r.Stats().Streaming && time.Now().Before(deadline) {
+			time.Sleep(5 * time.Millisecond)
+		}
+		time.Sleep(time.Duration(50+rnd.IntN(500)) * time.Millisecond)
+		hard := rnd.IntN(2) == 0
+		if hard {
+			// A hard crash: the connection dies first, so the relay cannot
+			// report what it confirmed last (the publisher may even go on
+			// for a moment, as a dying process might).
+			e.killWalsender(slot)
 		}
 		cancel()
 		select {
@@ -112,6 +137,8 @@ func TestCrashRestart(t *testing.T) {
 			t.Fatal("Run did not return after cancel")
 		}
 		kills++
+		st := r.Stats()
+		t.Logf("kill %d (hard %v): %d transactions received, %d events delivered", kills, hard, st.Transactions, st.Delivered)
 	}
 	<-produced
 	close(errs)
@@ -120,6 +147,8 @@ func TestCrashRestart(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	t.Logf("%d distinct events published before the final restart", distinct(rec.Events()))
+	rec.SetFail(nil)
 	final := e.relay(rec)
 	start(t, final)
 	waitFor(t, 40*time.Second, "every event", func() bool { return distinct(rec.Events()) >= total })

@@ -271,7 +271,10 @@ func (r *Relay) session(ctx context.Context) error {
 	pctx, pcancel := context.WithCancel(ctx)
 	defer pcancel()
 	txs := make(chan *txn, r.cfg.QueueSize)
-	done := make(chan completion, r.cfg.QueueSize)
+	// Few published batches may wait for their rows to be deleted: the
+	// publisher must not run far ahead of the confirmed position, since
+	// everything between the two is published again after a crash.
+	done := make(chan completion, 4)
 	finished := make(chan struct{})
 	var wg sync.WaitGroup
 	wg.Add(2)
@@ -300,7 +303,7 @@ func (r *Relay) session(ctx context.Context) error {
 	pcancel()
 	<-finished
 	if !conn.IsClosed() { // shutting down: tell the server what is confirmed
-		_ = r.sendStatus(conn)
+		_, _ = r.sendStatus(conn)
 	}
 	return rerr
 }
@@ -334,9 +337,11 @@ func serverMajor(conn *pgconn.PgConn) int {
 	return n
 }
 
-func (r *Relay) sendStatus(conn *pgconn.PgConn) error {
+// sendStatus reports the confirmed position (as written, flushed and
+// applied) and returns it.
+func (r *Relay) sendStatus(conn *pgconn.PgConn) (pglogrepl.LSN, error) {
 	pos := pglogrepl.LSN(r.confirmed.Load())
-	return pglogrepl.SendStandbyStatusUpdate(context.Background(), conn, pglogrepl.StandbyStatusUpdate{
+	return pos, pglogrepl.SendStandbyStatusUpdate(context.Background(), conn, pglogrepl.StandbyStatusUpdate{
 		WALWritePosition: pos, WALFlushPosition: pos, WALApplyPosition: pos,
 	})
 }
@@ -350,16 +355,33 @@ func (r *Relay) read(ctx context.Context, conn *pgconn.PgConn, txs chan<- *txn, 
 	var cur *txn
 	received := start // end of the last commit received
 	nextStatus := time.Now()
+	var sentPos uint64
+	var sentAt time.Time
+	// While events flow, a new confirmed position is reported within
+	// statusGap rather than StatusInterval: fewer duplicates after a crash.
+	statusGap := min(100*time.Millisecond, r.cfg.StatusInterval)
 	var dl deadline // one deadline context per status interval, not one per message
 	defer dl.stop()
 	for {
-		if !time.Now().Before(nextStatus) {
-			if err := r.sendStatus(conn); err != nil {
+		now := time.Now()
+		if c := r.confirmed.Load(); c != sentPos && now.Sub(sentAt) >= statusGap {
+			nextStatus = now
+		}
+		if !now.Before(nextStatus) {
+			pos, err := r.sendStatus(conn)
+			if err != nil {
 				return fmt.Errorf("pgcdc: send status: %w", err)
 			}
-			nextStatus = time.Now().Add(r.cfg.StatusInterval)
+			sentPos, sentAt = uint64(pos), now
+			nextStatus = now.Add(r.cfg.StatusInterval)
 		}
-		msg, err := conn.ReceiveMessage(dl.get(ctx, nextStatus))
+		until := nextStatus
+		if uint64(received) > sentPos { // something is in flight: look again soon
+			if t := now.Truncate(statusGap).Add(statusGap); t.Before(until) {
+				until = t
+			}
+		}
+		msg, err := conn.ReceiveMessage(dl.get(ctx, until))
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil
@@ -459,10 +481,12 @@ func (r *Relay) read(ctx context.Context, conn *pgconn.PgConn, txs chan<- *txn, 
 					case <-timer.C:
 						// The publisher is behind (the broker may be down):
 						// keep the server from timing us out.
-						if err := r.sendStatus(conn); err != nil {
+						pos, err := r.sendStatus(conn)
+						if err != nil {
 							timer.Stop()
 							return fmt.Errorf("pgcdc: send status: %w", err)
 						}
+						sentPos, sentAt = uint64(pos), time.Now()
 						nextStatus = time.Now().Add(r.cfg.StatusInterval)
 					}
 					timer.Stop()
