@@ -10,6 +10,7 @@ import (
 	"slices"
 	"sync"
 	"time"
+	"unsafe"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -73,6 +74,12 @@ type Options struct {
 	// lost makes the event come again after AckWait, which at-least-once
 	// delivery allows.
 	ConfirmAcks bool
+	// DisableDedupe leaves out the Nats-Msg-Id header, so JetStream does
+	// not drop a re-published event (Capabilities.NativeDedupe is then
+	// false and consumers must dedupe by event id themselves, which the
+	// consumer runtime's inbox does). It saves the server's deduplication
+	// bookkeeping: measurably faster publishing (see the benchmarks).
+	DisableDedupe bool
 	// Logger receives connection events (disconnect, reconnect, errors).
 	// Nil discards them.
 	Logger *slog.Logger
@@ -118,7 +125,8 @@ func (o *Options) defaults() error {
 // StartEmbedded.
 type Broker struct {
 	nc         *nats.Conn
-	js         jetstream.JetStream
+	js         jetstream.JetStream // management, PublishRaw; exposed by JetStream()
+	pub        jetstream.JetStream // Publish only (see outMsg)
 	opts       Options
 	ownConn    bool
 	maxPayload int
@@ -216,17 +224,24 @@ func New(nc *nats.Conn, opts Options) (*Broker, error) {
 }
 
 func newBroker(nc *nats.Conn, opts Options, own bool) (*Broker, error) {
-	js, err := jetstream.New(nc,
-		jetstream.WithPublishAsyncMaxPending(1<<20), // each Publish call bounds its own window
-		jetstream.WithPublishAsyncTimeout(opts.PublishAckTimeout),
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return nil, fmt.Errorf("natsbroker: %w", err)
+	}
+	b := &Broker{
+		nc: nc, js: js, opts: opts, ownConn: own, maxPayload: int(nc.MaxPayload()),
+		streams: map[string]string{}, subs: map[*subscription]struct{}{},
+	}
+	// A private handle for Publish: its ack callbacks see only outMsgs.
+	b.pub, err = jetstream.New(nc,
+		jetstream.WithPublishAsyncMaxPending(1<<30), // each Publish call bounds its own window
+		jetstream.WithPublishAsyncAckHandler(b.onAck),
+		jetstream.WithPublishAsyncErrHandler(b.onErr),
 	)
 	if err != nil {
 		return nil, fmt.Errorf("natsbroker: %w", err)
 	}
-	return &Broker{
-		nc: nc, js: js, opts: opts, ownConn: own, maxPayload: int(nc.MaxPayload()),
-		streams: map[string]string{}, subs: map[*subscription]struct{}{},
-	}, nil
+	return b, nil
 }
 
 // Conn returns the NATS connection.
@@ -247,7 +262,7 @@ func (b *Broker) Capabilities() broker.Capabilities {
 		Name:         "nats",
 		Ordered:      true,
 		NativeDelay:  true,
-		NativeDedupe: true,
+		NativeDedupe: !b.opts.DisableDedupe,
 		Durable:      b.opts.Stream.Storage == jetstream.FileStorage,
 		Replay:       true,
 		MaxPayload:   b.maxPayload,
@@ -349,7 +364,7 @@ func (b *Broker) Publish(ctx context.Context, topic string, events ...eventkit.E
 	if err != nil {
 		return broker.FailAll(topic, events, err)
 	}
-	msgs := make([]nats.Msg, len(events))
+	msgs := make([]outMsg, len(events))
 	var pe *broker.PublishError
 	var lastType, lastSubject string
 	for i := range events {
@@ -357,14 +372,14 @@ func (b *Broker) Publish(ctx context.Context, topic string, events ...eventkit.E
 		if e.Type != lastType || lastSubject == "" {
 			lastType, lastSubject = e.Type, stream+"."+typeToken(e.Type)
 		}
-		h := encodeHeaders(e)
+		h := encodeHeaders(e, b.opts.DisableDedupe)
 		if n := encodedSize(h, e.Data); n > b.maxPayload {
 			if pe == nil {
 				pe = &broker.PublishError{Topic: topic}
 			}
 			pe.Failed = append(pe.Failed, broker.FailedEvent{Index: i, ID: e.ID, Err: b.sizeError(e.ID, n)})
 		}
-		msgs[i] = nats.Msg{Subject: lastSubject, Header: h, Data: e.Data}
+		msgs[i].Msg = nats.Msg{Subject: lastSubject, Header: h, Data: e.Data}
 	}
 	if pe != nil {
 		return pe
@@ -372,64 +387,145 @@ func (b *Broker) Publish(ctx context.Context, topic string, events ...eventkit.E
 	return b.send(ctx, topic, events, msgs)
 }
 
-// send publishes msgs asynchronously with a bounded window and waits for all
-// the acks.
-func (b *Broker) send(ctx context.Context, topic string, events []eventkit.Event, msgs []nats.Msg) error {
+// outMsg is one message of a Publish call. The JetStream handle b.pub hands
+// &outMsg.Msg back to onAck/onErr, which recover the outMsg from it: b.pub
+// is private and publishes nothing else, so every message it reports on is
+// an outMsg.
+type outMsg struct {
+	nats.Msg // first field
+	call     *pubCall
+	idx      int
+}
+
+// pubCall tracks the acks of one Publish call.
+type pubCall struct {
+	mu      sync.Mutex
+	pending int     // sent, neither acked nor failed
+	state   []uint8 // per message: 0 unsent or waiting, 1 acked, 2 failed
+	errs    []error // per failed message
+	gaveUp  bool    // the caller stopped waiting; late answers are ignored
+	need    int     // the caller waits for pending < need (0: nobody waits)
+	wake    chan struct{}
+}
+
+func (c *pubCall) settle(i int, err error) {
+	c.mu.Lock()
+	if c.gaveUp || c.state[i] != 0 {
+		c.mu.Unlock()
+		return
+	}
+	c.pending--
+	if err != nil {
+		c.state[i], c.errs[i] = 2, err
+	} else {
+		c.state[i] = 1
+	}
+	wake := c.need > 0 && c.pending < c.need
+	if wake {
+		c.need = 0
+	}
+	c.mu.Unlock()
+	if wake {
+		select {
+		case c.wake <- struct{}{}:
+		default:
+		}
+	}
+}
+
+func outOf(m *nats.Msg) *outMsg { return (*outMsg)(unsafe.Pointer(m)) }
+
+func (b *Broker) onAck(_ jetstream.JetStream, m *nats.Msg, _ *jetstream.PubAck) {
+	o := outOf(m)
+	o.call.settle(o.idx, nil)
+}
+
+func (b *Broker) onErr(_ jetstream.JetStream, m *nats.Msg, err error) {
+	o := outOf(m)
+	o.call.settle(o.idx, err)
+}
+
+// send publishes msgs asynchronously, at most PublishWindow awaiting their
+// ack at once, and waits for every ack (or ctx, or PublishAckTimeout without
+// any ack arriving).
+func (b *Broker) send(ctx context.Context, topic string, events []eventkit.Event, msgs []outMsg) error {
+	c := &pubCall{state: make([]uint8, len(msgs)), errs: make([]error, len(msgs)), wake: make(chan struct{}, 1)}
+	window := b.opts.PublishWindow
+	var stall *time.Timer
+	defer func() {
+		if stall != nil {
+			stall.Stop()
+		}
+	}()
+	// wait blocks until fewer than limit messages are pending; false if
+	// ctx ended or no ack came for PublishAckTimeout.
+	wait := func(limit int) error {
+		for {
+			c.mu.Lock()
+			if c.pending < limit {
+				c.mu.Unlock()
+				return nil
+			}
+			c.need = limit // settle wakes us once pending drops below it
+			c.mu.Unlock()
+			if stall == nil {
+				stall = time.NewTimer(b.opts.PublishAckTimeout)
+			} else {
+				stall.Reset(b.opts.PublishAckTimeout)
+			}
+			select {
+			case <-c.wake:
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-stall.C:
+				return fmt.Errorf("%w: no ack for %v", jetstream.ErrAsyncPublishTimeout, b.opts.PublishAckTimeout)
+			}
+		}
+	}
+	var stop error
+	sent := 0
+	for i := range msgs {
+		if stop = wait(window); stop != nil {
+			break
+		}
+		msgs[i].call, msgs[i].idx = c, i
+		c.mu.Lock()
+		c.pending++
+		c.mu.Unlock()
+		_, err := b.pub.PublishMsgAsync(&msgs[i].Msg)
+		if err != nil {
+			c.mu.Lock()
+			c.pending--
+			c.state[i], c.errs[i] = 2, err
+			c.mu.Unlock()
+		}
+		sent++
+	}
+	if stop == nil {
+		stop = wait(1)
+	}
+	c.mu.Lock()
+	c.gaveUp = true
 	var pe *broker.PublishError
-	fail := func(i int, err error) {
+	for i := range msgs {
+		var err error
+		switch {
+		case i >= sent:
+			err = stop
+		case c.state[i] == 2:
+			err = b.publishErr(topic, c.errs[i])
+		case c.state[i] == 0:
+			err = stop
+		default:
+			continue
+		}
 		if pe == nil {
 			pe = &broker.PublishError{Topic: topic}
 		}
 		pe.Failed = append(pe.Failed, broker.FailedEvent{Index: i, ID: events[i].ID, Err: err})
 	}
-	futs := make([]jetstream.PubAckFuture, len(msgs))
-	window := b.opts.PublishWindow
-	next := 0 // the oldest future not yet awaited
-	var ctxErr error
-	await := func(i int) {
-		f := futs[i]
-		if f == nil {
-			return
-		}
-		if ctxErr != nil {
-			fail(i, ctxErr)
-			return
-		}
-		select {
-		case <-f.Ok():
-		case err := <-f.Err():
-			fail(i, b.publishErr(topic, err))
-		case <-ctx.Done():
-			ctxErr = ctx.Err()
-			fail(i, ctxErr)
-		}
-	}
-	for i := range msgs {
-		for i-next >= window {
-			await(next)
-			next++
-		}
-		if ctxErr != nil {
-			fail(i, ctxErr)
-			continue
-		}
-		f, err := b.js.PublishMsgAsync(&msgs[i])
-		for errors.Is(err, jetstream.ErrTooManyStalledMsgs) && next < i {
-			await(next) // other callers fill the client's window: wait for ours
-			next++
-			f, err = b.js.PublishMsgAsync(&msgs[i])
-		}
-		if err != nil {
-			fail(i, b.publishErr(topic, err))
-			continue
-		}
-		futs[i] = f
-	}
-	for ; next < len(msgs); next++ {
-		await(next)
-	}
+	c.mu.Unlock()
 	if pe != nil {
-		slices.SortFunc(pe.Failed, func(a, b broker.FailedEvent) int { return a.Index - b.Index })
 		return pe
 	}
 	return nil

@@ -29,9 +29,9 @@ const (
 
 // encodeHeaders returns the NATS headers carrying e in CloudEvents binary
 // mode (the same set eventkit.NATSBinding.Headers writes) plus Nats-Msg-Id =
-// e.ID. It makes three allocations plus one per extension: the map, one
-// backing array for the values and the time string.
-func encodeHeaders(e *eventkit.Event) nats.Header {
+// e.ID unless noMsgID. It makes three allocations plus one per extension:
+// the map, one backing array for the values and the time string.
+func encodeHeaders(e *eventkit.Event, noMsgID bool) nats.Header {
 	n := 6 + len(e.Extensions) // specversion id source type time msgid
 	if e.Subject != "" {
 		n++
@@ -72,7 +72,9 @@ func encodeHeaders(e *eventkit.Event) nats.Header {
 	for k, v := range e.Extensions {
 		set("ce-"+k, v)
 	}
-	set(hMsgID, e.ID)
+	if !noMsgID {
+		set(hMsgID, e.ID)
+	}
 	return h
 }
 

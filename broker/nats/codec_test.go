@@ -26,7 +26,7 @@ func TestEncodeHeadersMatchesBinding(t *testing.T) {
 		want := map[string]string{}
 		eventkit.NATSBinding.Headers(e, func(k, v string) { want[k] = v })
 		want[hMsgID] = e.ID
-		h := encodeHeaders(&e)
+		h := encodeHeaders(&e, false)
 		if len(h) != len(want) {
 			t.Fatalf("headers %v, want %v", h, want)
 		}
@@ -47,7 +47,7 @@ func TestEncodeHeadersMatchesBinding(t *testing.T) {
 
 func TestEncodedSize(t *testing.T) {
 	e := fullEvent()
-	m := &nats.Msg{Subject: "s", Header: encodeHeaders(&e), Data: e.Data}
+	m := &nats.Msg{Subject: "s", Header: encodeHeaders(&e, false), Data: e.Data}
 	if got, want := encodedSize(m.Header, e.Data), m.Size()-len(m.Subject); got != want {
 		t.Fatalf("encodedSize = %d, nats says %d", got, want)
 	}
@@ -94,10 +94,10 @@ func TestTypeToken(t *testing.T) {
 
 func TestDeliveredCount(t *testing.T) {
 	for in, want := range map[string]int{
-		"$JS.ACK.ORDERS.g.3.10.9.1700000000000000000.5":              3,
-		"$JS.ACK.dom.ACCHASH.ORDERS.g.7.10.9.1700000000000000000.0":  7,
+		"$JS.ACK.ORDERS.g.3.10.9.1700000000000000000.5":                3,
+		"$JS.ACK.dom.ACCHASH.ORDERS.g.7.10.9.1700000000000000000.0":    7,
 		"$JS.ACK.dom.ACCHASH.ORDERS.g.12.10.9.1700000000000000000.0.r": 12,
-		"$JS.ACK.ORDERS.g.x.10.9.1.0": 0, "_INBOX.abc": 0, "$JS.ACK.a.b": 0, "": 0, "$JS.ACK.ORDERS.g.0.10.9.1.0": 0,
+		"$JS.ACK.ORDERS.g.x.10.9.1.0":                                  0, "_INBOX.abc": 0, "$JS.ACK.a.b": 0, "": 0, "$JS.ACK.ORDERS.g.0.10.9.1.0": 0,
 	} {
 		got, ok := deliveredCount(in)
 		if got != want || ok != (want > 0) {
@@ -111,7 +111,7 @@ func TestDeliveredCount(t *testing.T) {
 func FuzzDecode(f *testing.F) {
 	e := fullEvent()
 	var sb strings.Builder
-	for k, vs := range encodeHeaders(&e) {
+	for k, vs := range encodeHeaders(&e, false) {
 		sb.WriteString(k + ": " + vs[0] + "\n")
 	}
 	f.Add(sb.String(), e.Data)
