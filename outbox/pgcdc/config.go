@@ -13,7 +13,7 @@ import (
 
 var (
 	// ErrSlotNotFound is returned by Run (and reported by Status) when the
-	// replication slot does not exist: call Setup (`eventkit outbox cdc setup`).
+	// replication slot does not exist: call Setup first.
 	ErrSlotNotFound = errors.New("pgcdc: replication slot not found")
 	// ErrMismatch is returned by Setup when a slot or publication of the
 	// configured name exists but is not what the relay needs (another plugin,

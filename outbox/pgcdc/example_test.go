@@ -34,7 +34,7 @@ func Example() {
 	mem := memory.New(memory.Options{})
 	defer mem.Close(ctx)
 	relay, _ := pgcdc.New(pool, mem, pgcdc.Config{Table: "orders_outbox"})
-	// Once, at deploy time (`eventkit outbox cdc setup`): the publication
+	// Once (`eventkit relay --mode cdc` does it at start): the publication
 	// and the durable slot. From now on the slot keeps WAL until the relay
 	// confirms it: drop it with Teardown when CDC is no longer used.
 	if err := relay.Setup(ctx); err != nil {

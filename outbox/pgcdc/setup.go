@@ -259,7 +259,7 @@ func (r *Relay) slotPosition(ctx context.Context) (pglogrepl.LSN, error) {
 	var s *string
 	err := r.pool.QueryRow(ctx, `SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = $1`, r.cfg.Slot).Scan(&s)
 	if errors.Is(err, pgx.ErrNoRows) {
-		return 0, fmt.Errorf("%w: %s (run Setup: eventkit outbox cdc setup)", ErrSlotNotFound, r.cfg.Slot)
+		return 0, fmt.Errorf("%w: %s (create it with Setup; `eventkit relay --mode cdc` does)", ErrSlotNotFound, r.cfg.Slot)
 	}
 	if err != nil {
 		return 0, fmt.Errorf("pgcdc: read slot: %w", err)
