@@ -648,3 +648,44 @@ func TestLargeTransactionAndBadRow(t *testing.T) {
 		t.Fatalf("stats %+v", s)
 	}
 }
+
+// Concurrent Setups agree; Teardown of a slot in use disconnects the relay,
+// which then stops with ErrSlotNotFound instead of retrying forever.
+func TestConcurrentSetupAndTeardownWhileRunning(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	var wg sync.WaitGroup
+	errs := make(chan error, 3)
+	for range 3 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs <- e.relay(nil).Setup(ctx)
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Fatalf("concurrent Setup: %v", err)
+		}
+	}
+	rec := &outboxtest.Recorder{}
+	r := e.relay(rec)
+	rctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- r.Run(rctx) }()
+	waitFor(t, 10*time.Second, "streaming", func() bool { return r.Stats().Streaming })
+	if err := e.relay(nil).Teardown(ctx); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-done:
+		if !errors.Is(err, pgcdc.ErrSlotNotFound) {
+			t.Fatalf("Run after the slot was dropped: %v", err)
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("Run did not stop after the slot was dropped")
+	}
+}
