@@ -243,3 +243,107 @@ func TestTooLargeNamesLimit(t *testing.T) {
 		t.Fatalf("first delivery %s, want %s: part of a failed batch was sent", d.Event().ID, ok.ID)
 	}
 }
+
+// TestConnectionClosedUnderSubscription closes the NATS connection under a
+// running subscription that holds unsettled deliveries: the subscription
+// stops with an error, and another subscriber of the group gets every event
+// (attempt >= 2 for those that were in flight).
+func TestConnectionClosedUnderSubscription(t *testing.T) {
+	e := startEmbedded(t, t.TempDir(), natsbroker.EmbeddedOptions{InProcessOnly: true})
+	ctx := context.Background()
+	b1, err := e.Connect(ctx, natsbroker.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	closeBroker(t, b1)
+	topic := testenv.Name("ekt")
+	held := make(chan broker.Delivery, 100)
+	sub, err := b1.Subscribe(ctx, topic, "g", func(ctx context.Context, d broker.Delivery) error {
+		held <- d // never settled
+		return nil
+	}, broker.WithMaxInFlight(10), broker.WithAckWait(time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	evs := mkEvents(30)
+	if err := e.Broker.Publish(ctx, topic, evs...); err != nil {
+		t.Fatal(err)
+	}
+	for range 10 {
+		<-held
+	}
+	b1.Conn().Close() // the connection dies under the subscription
+	select {
+	case <-sub.Done():
+	case <-time.After(10 * time.Second):
+		t.Fatal("subscription did not stop when its connection closed")
+	}
+	if sub.Err() == nil {
+		t.Error("Err() = nil after the connection closed")
+	}
+	t.Logf("stopped with: %v", sub.Err())
+	if err := b1.Publish(ctx, topic, mkEvents(1)...); err == nil {
+		t.Error("Publish on a closed connection succeeded")
+	}
+	ch, _ := collect(t, e.Broker, topic, "g", broker.WithAckWait(time.Second))
+	seen := map[string]int{}
+	deadline := time.After(20 * time.Second)
+	for len(seen) < len(evs) {
+		select {
+		case d := <-ch:
+			seen[d.Event().ID] = d.Attempt()
+		case <-deadline:
+			t.Fatalf("got %d of %d events after the connection closed", len(seen), len(evs))
+		}
+	}
+	redelivered := 0
+	for _, a := range seen {
+		if a >= 2 {
+			redelivered++
+		}
+	}
+	if redelivered < 10 {
+		t.Errorf("%d events came with attempt >= 2, want at least the 10 in flight", redelivered)
+	}
+}
+
+// TestPublishContextCancelled: a cancelled ctx fails the events of the call
+// with the ctx error and sends nothing.
+func TestPublishContextCancelled(t *testing.T) {
+	e := startEmbedded(t, t.TempDir(), natsbroker.EmbeddedOptions{InProcessOnly: true})
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	evs := mkEvents(3)
+	err := e.Broker.Publish(ctx, "t", evs...)
+	var pe *broker.PublishError
+	if !errors.As(err, &pe) || len(pe.Failed) != 3 || !errors.Is(err, context.Canceled) {
+		t.Fatalf("Publish(cancelled) = %v", err)
+	}
+}
+
+func TestDisableDedupe(t *testing.T) {
+	e := startEmbedded(t, t.TempDir(), natsbroker.EmbeddedOptions{InProcessOnly: true})
+	ctx := context.Background()
+	b, err := e.Connect(ctx, natsbroker.Options{DisableDedupe: true, Stream: natsbroker.StreamOptions{Storage: 1}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	closeBroker(t, b)
+	c := b.Capabilities()
+	if c.NativeDedupe || c.Durable {
+		t.Fatalf("capabilities %+v: want no dedupe, not durable (memory storage)", c)
+	}
+	ev := mkEvents(1)
+	for range 2 {
+		if err := b.Publish(ctx, "t", ev...); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s, err := b.JetStream().Stream(ctx, b.StreamName("t"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := s.CachedInfo().State.Msgs; n != 2 {
+		t.Fatalf("stream holds %d messages, want 2 (no dedupe)", n)
+	}
+}

@@ -8,6 +8,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/eventkit/eventkit"
@@ -73,6 +74,7 @@ func (b *Broker) Subscribe(ctx context.Context, topic, group string, h broker.Ha
 		hctx: hctx, cancel: cancel, pull: pull, stopPull: stopPull,
 		sem: make(chan struct{}, cfg.MaxInFlight), settled: make(chan struct{}, 1),
 		loopDone: make(chan struct{}), done: make(chan struct{}),
+		connClosed: b.nc.StatusChanged(nats.CLOSED),
 	}
 	b.mu.Lock()
 	if b.closed {
@@ -80,6 +82,7 @@ func (b *Broker) Subscribe(ctx context.Context, topic, group string, h broker.Ha
 		it.Stop()
 		cancel()
 		stopPull()
+		b.nc.RemoveStatusListener(s.connClosed)
 		return nil, broker.ErrClosed
 	}
 	b.subs[s] = struct{}{}
@@ -111,8 +114,9 @@ type subscription struct {
 	pull     context.Context // cancelled to abandon a pending Next at once
 	stopPull context.CancelFunc
 
-	sem     chan struct{} // one token per unsettled delivery
-	settled chan struct{} // signalled when a delivery is settled
+	sem        chan struct{}    // one token per unsettled delivery
+	connClosed chan nats.Status // the connection closed for good
+	settled    chan struct{}    // signalled when a delivery is settled
 
 	closing  atomic.Bool
 	closeMu  sync.Mutex
@@ -139,6 +143,11 @@ func (s *subscription) loop() {
 		select {
 		case s.sem <- struct{}{}:
 		case <-s.pull.Done():
+			return
+		case <-s.connClosed:
+			if !s.closing.Load() {
+				s.setErr(nats.ErrConnectionClosed)
+			}
 			return
 		}
 		msg, err := s.it.Next(next)
@@ -231,6 +240,7 @@ func (s *subscription) finish() {
 		s.stopPull()
 		s.it.Stop()
 		s.cancel()
+		s.b.nc.RemoveStatusListener(s.connClosed)
 		s.b.mu.Lock()
 		delete(s.b.subs, s)
 		s.b.mu.Unlock()
