@@ -56,7 +56,7 @@ var (
 )
 
 type queries struct {
-	insert, claim, claimEx, del, deliver, fail, requeue, cleanup, cleanupParked string
+	insert, claim, claimAfter, claimEx, del, deliver, fail, requeue, cleanup, cleanupParked string
 }
 
 const cols = `seq, topic, id, type, source, subject, event_time, data_version, data_content_type, data_schema, extensions::text, data, created_at, attempts, coalesce(last_error, '')`
@@ -83,7 +83,11 @@ SELECT $1, u.id, u.type, u.source, u.subject, u.event_time, u.dv, u.dct, u.ds, u
 FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::text[], $10::text[], $11::bytea[])
   WITH ORDINALITY AS u(id, type, source, subject, event_time, dv, dct, ds, ext, data, ord)
 ORDER BY u.ord`,
-		claim: `SELECT ` + cols + ` FROM ` + table + ` WHERE delivered_at IS NULL AND parked_at IS NULL AND seq > $2 ORDER BY seq LIMIT $1`,
+		// Variants without the conditions they do not need: an unused
+		// "seq > $2" makes Postgres 15 walk the dead index entries of
+		// deleted rows on every claim (100x slower after a drain).
+		claim:      `SELECT ` + cols + ` FROM ` + table + ` WHERE delivered_at IS NULL AND parked_at IS NULL ORDER BY seq LIMIT $1`,
+		claimAfter: `SELECT ` + cols + ` FROM ` + table + ` WHERE delivered_at IS NULL AND parked_at IS NULL AND seq > $2 ORDER BY seq LIMIT $1`,
 		claimEx: `SELECT ` + cols + ` FROM ` + table + ` WHERE delivered_at IS NULL AND parked_at IS NULL AND seq > $2
   AND subject <> ALL($3::text[]) AND seq <> ALL($4::bigint[]) ORDER BY seq LIMIT $1`,
 		del:     `DELETE FROM ` + table + ` WHERE seq = ANY($1::bigint[])`,
@@ -143,9 +147,12 @@ func (s *Store) Add(ctx context.Context, tx pgx.Tx, topic string, events ...even
 func (s *Store) Claim(ctx context.Context, p outbox.ClaimParams) ([]outbox.Record, error) {
 	var rows pgx.Rows
 	var err error
-	if len(p.ExcludeSubjects) == 0 && len(p.ExcludeSeqs) == 0 {
-		rows, err = s.pool.Query(ctx, s.q.claim, p.Limit, p.AfterSeq)
-	} else {
+	switch {
+	case len(p.ExcludeSubjects) == 0 && len(p.ExcludeSeqs) == 0 && p.AfterSeq <= 0:
+		rows, err = s.pool.Query(ctx, s.q.claim, p.Limit)
+	case len(p.ExcludeSubjects) == 0 && len(p.ExcludeSeqs) == 0:
+		rows, err = s.pool.Query(ctx, s.q.claimAfter, p.Limit, p.AfterSeq)
+	default:
 		subj, seqs := p.ExcludeSubjects, p.ExcludeSeqs
 		if subj == nil {
 			subj = []string{}
