@@ -17,14 +17,9 @@ import (
 	"github.com/eventkit/eventkit/internal/testenv"
 )
 
-func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m,
-		// nats-server's embedded mode: a package-level goroutine that
-		// ages the server's cached account lookups keeps running after
-		// Shutdown (started once per process).
-		goleak.IgnoreAnyFunction("github.com/nats-io/nats-server/v2/server.(*Server).startGoRoutine.func1"),
-	)
-}
+// TestMain checks for leaked goroutines. The embedded nats-server shuts down
+// cleanly (Shutdown + WaitForShutdown): no goroutine needs to be ignored.
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 // topics hands out unique topic names and deletes their streams when the
 // top-level test ends (after every subscription of its subtests is closed).
