@@ -60,7 +60,9 @@
 //     from the last commit.
 //   - Backpressure: at most MaxInFlight deliveries of a subscription are
 //     unsettled; at the limit the member stops polling (franz-go keeps at
-//     most one buffered fetch per partition).
+//     most one buffered fetch per partition). Retry records waiting for
+//     their due time are not deliveries and do not count; they are bounded
+//     by one poll per retry partition, which is paused while they wait.
 //   - Durable and replayable: records live as long as the topic's
 //     retention; a new group starts at the beginning of the log
 //     (Capabilities.Replay).

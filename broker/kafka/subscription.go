@@ -103,6 +103,7 @@ type Subscription struct {
 	stopping   bool // no more handler calls
 	hard       bool // rebalances no longer wait for settles
 	noCommit   bool // tests: simulate a crash (nothing more is committed)
+	commits    int  // offset commits sent (tests)
 	pollCancel context.CancelFunc
 	holdTimer  *time.Timer
 
@@ -656,6 +657,9 @@ func (s *Subscription) commit(ctx context.Context, cl *kgo.Client, only map[tp]b
 	if len(list) == 0 {
 		return nil
 	}
+	s.mu.Lock()
+	s.commits++
+	s.mu.Unlock()
 	offsets := map[string]map[int32]kgo.EpochOffset{}
 	metas := map[tp]string{}
 	for _, p := range list {
