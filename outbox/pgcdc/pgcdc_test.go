@@ -689,3 +689,59 @@ func TestConcurrentSetupAndTeardownWhileRunning(t *testing.T) {
 		t.Fatal("Run did not stop after the slot was dropped")
 	}
 }
+
+// While the broker is down and the relay's queue is full, the relay still
+// talks to the server, so a short wal_sender_timeout does not cut it off.
+func TestStaysConnectedWhileBrokerDown(t *testing.T) {
+	e := newEnv(t)
+	pc, err := pgxpool.ParseConfig(testenv.Postgres.URL(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pc.ConnConfig.RuntimeParams["wal_sender_timeout"] = "400ms" // the relay's connections copy these
+	pool, err := pgxpool.NewWithConfig(context.Background(), pc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pool.Close)
+	var mu sync.Mutex
+	down := true
+	rec := &outboxtest.Recorder{}
+	rec.SetFail(func(string, []eventkit.Event) error {
+		mu.Lock()
+		defer mu.Unlock()
+		if down {
+			return errors.New("broker unavailable")
+		}
+		return nil
+	})
+	cfg := e.cfg
+	cfg.QueueSize = 1
+	cfg.StatusInterval = 100 * time.Millisecond
+	r, err := pgcdc.New(pool, rec, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	start(t, r)
+	waitFor(t, 10*time.Second, "streaming", func() bool { return r.Stats().Streaming })
+	walsender := func() (pid int32) {
+		_ = e.pool.QueryRow(context.Background(), `SELECT coalesce(active_pid, 0) FROM pg_replication_slots WHERE slot_name = $1`, r.Config().Slot).Scan(&pid)
+		return pid
+	}
+	pid := walsender()
+	for i := range 10 {
+		e.insert("t", ev("s", i))
+	}
+	time.Sleep(2 * time.Second) // 5 times the timeout, with the queue full
+	if s := r.Stats(); s.Reconnects != 0 {
+		t.Fatalf("relay was disconnected while the broker was down: %+v", s)
+	}
+	mu.Lock()
+	down = false
+	mu.Unlock()
+	waitFor(t, 10*time.Second, "delivery", func() bool { return len(rec.Events()) == 10 })
+	time.Sleep(300 * time.Millisecond)
+	if s, now := r.Stats(), walsender(); s.Reconnects != 0 || now != pid || pid == 0 {
+		t.Fatalf("the server dropped the relay's connection (walsender %d, now %d): %+v", pid, now, s)
+	}
+}
