@@ -113,8 +113,9 @@ func fill(b *testing.B, raw *goredis.Client, key string, n int) {
 }
 
 // BenchmarkConsume: b.N 1 KB events already in the stream, consumed and
-// acked one by one by a handler, beside a raw XREADGROUP (COUNT 128) +
-// XACK-per-batch loop.
+// acked one by one by a handler, beside raw go-redis reading with
+// XREADGROUP COUNT 128 and acking each batch with one XACK pipelined with
+// the next read.
 func BenchmarkConsume(b *testing.B) {
 	url := testenv.Redis.URL(b)
 	o, _ := goredis.ParseURL(url)
@@ -164,23 +165,30 @@ func BenchmarkConsume(b *testing.B) {
 		if err := raw.XGroupCreate(ctx, key, "g", "0").Err(); err != nil {
 			b.Fatal(err)
 		}
-		ids := make([]string, 0, 128)
+		// Best raw practice: the XACK of one batch goes in the same
+		// pipeline as the XREADGROUP of the next (one round trip each).
+		var ids []string
 		b.SetBytes(1024)
 		b.ResetTimer()
 		n := 0
 		for n < b.N {
-			res, err := raw.XReadGroup(ctx, &goredis.XReadGroupArgs{Group: "g", Consumer: "c", Streams: []string{key, ">"}, Count: 128, Block: 100 * time.Millisecond}).Result()
-			if err != nil {
+			pipe := raw.Pipeline()
+			if len(ids) > 0 {
+				pipe.XAck(ctx, key, "g", ids...)
+			}
+			read := pipe.XReadGroup(ctx, &goredis.XReadGroupArgs{Group: "g", Consumer: "c", Streams: []string{key, ">"}, Count: 128, Block: 100 * time.Millisecond})
+			if _, err := pipe.Exec(ctx); err != nil {
 				b.Fatal(err)
 			}
-			ids = ids[:0]
+			res := read.Val()
+			ids = make([]string, 0, 128)
 			for _, m := range res[0].Messages {
 				ids = append(ids, m.ID)
 			}
-			if err := raw.XAck(ctx, key, "g", ids...).Err(); err != nil {
-				b.Fatal(err)
-			}
 			n += len(ids)
+		}
+		if err := raw.XAck(ctx, key, "g", ids...).Err(); err != nil {
+			b.Fatal(err)
 		}
 		report(b, n)
 	})

@@ -40,8 +40,10 @@
 //   - Ack and Term: XACK. Acks are queued and a background flusher sends
 //     all that are queued in one XACK, so Ack returns before the XACK by
 //     default (Options.SyncAck makes it wait). Only settled deliveries are
-//     ever acked; a MaxInFlight slot is freed once its XACK is done. If the
-//     process dies before the flush, the entry is redelivered: at least once.
+//     ever acked. A settled delivery frees its MaxInFlight slot at once; the
+//     reader also stops while MaxInFlight acks wait to be flushed, so this
+//     consumer's PEL holds at most 2 x MaxInFlight entries. If the process
+//     dies before the flush, the entry is redelivered: at least once.
 //     Term is an XACK too: dead letters are the consumer runtime's job.
 //   - Nack(delay): the entry stays in this consumer's pending entries list
 //     (PEL). When the delay is over (at once for 0), the reader claims it

@@ -773,6 +773,9 @@ func TestWorkerPoolSettling(t *testing.T) {
 				mu.Unlock()
 				h := int(id[len(id)-1]) + w // pseudo-random per event
 				ctx := context.Background()
+				mu.Lock()
+				inflight-- // before settling: settling frees the slot
+				mu.Unlock()
 				var err error
 				switch {
 				case d.Attempt() == 1 && h%5 == 0:
@@ -785,9 +788,6 @@ func TestWorkerPoolSettling(t *testing.T) {
 					mu.Unlock()
 					err = d.Ack(ctx)
 				}
-				mu.Lock()
-				inflight--
-				mu.Unlock()
 				if err != nil {
 					t.Error(err)
 				}

@@ -57,13 +57,14 @@ type subscription struct {
 	ackWake chan struct{} // cap 1: the flusher has work
 
 	mu        sync.Mutex
-	inflight  int           // slots taken: deliveries queued, with the handler, or being acked
+	inflight  int           // slots taken: deliveries fetched and not settled yet
 	room      chan struct{} // closed and replaced when slots are freed
 	freed     bool          // slots were freed since room was last closed
 	held      map[string]*holder
 	queue     []*delivery // fetched, waiting for the handler
 	due       []*holder   // nacked entries to claim again
 	acks      []*delivery // settled with Ack/Term, XACK not sent yet
+	unflushed int         // acks queued or being sent
 	ackClosed bool        // the flusher has stopped: settle with a direct XACK
 	stopped   bool
 }
@@ -271,7 +272,7 @@ func (s *subscription) readSize() (n int, room <-chan struct{}) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	free := s.cfg.MaxInFlight - s.inflight
-	if free <= 0 {
+	if free <= 0 || s.unflushed >= s.cfg.MaxInFlight {
 		return 0, s.room
 	}
 	if len(s.queue) > 0 && free < s.cfg.MaxInFlight/4 {
@@ -657,8 +658,8 @@ func (s *subscription) dispatch() {
 	}
 }
 
-// flush sends queued acks in batches, one XACK per batch, and frees their
-// slots once Redis has replied.
+// flush sends queued acks in batches, one XACK per batch, and forgets the
+// entries once Redis has replied.
 func (s *subscription) flush() {
 	defer close(s.flushDone)
 	var batch []*delivery
@@ -686,6 +687,8 @@ func (s *subscription) flush() {
 			}
 			err := s.xack(ids)
 			s.mu.Lock()
+			s.unflushed -= len(batch)
+			s.freed = true // readSize may have waited for the flush
 			for i, d := range batch {
 				s.settledLocked(d)
 				d.ackErr = err
@@ -721,7 +724,8 @@ func (s *subscription) xack(ids []string) error {
 	return err
 }
 
-// settledLocked forgets an acked delivery and frees its slot.
+// settledLocked forgets an acked delivery (and frees its slot if it still
+// holds one).
 func (s *subscription) settledLocked(d *delivery) {
 	s.releaseLocked(d)
 	if h := s.held[d.id]; h != nil && h.d == d {
@@ -745,7 +749,12 @@ func (s *subscription) ack(ctx context.Context, d *delivery) error {
 	if s.b.opts.SyncAck {
 		d.ackDone = make(chan struct{})
 	}
+	// Settled: the slot is free now, while the XACK waits for the flusher
+	// (readSize stops reading while MaxInFlight acks are unflushed).
+	s.releaseLocked(d)
+	s.kickLocked()
 	s.acks = append(s.acks, d)
+	s.unflushed++
 	s.mu.Unlock()
 	signal(s.ackWake)
 	if d.ackDone == nil {
