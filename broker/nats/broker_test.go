@@ -4,10 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/goleak"
 
 	"github.com/eventkit/eventkit"
@@ -340,5 +342,61 @@ func TestDisableDedupe(t *testing.T) {
 	}
 	if n := s.CachedInfo().State.Msgs; n != 2 {
 		t.Fatalf("stream holds %d messages, want 2 (no dedupe)", n)
+	}
+}
+
+// TestCloseCancelsStuckHandler: when Close's ctx ends while the handler is
+// still running, the handler's ctx is cancelled and Close returns.
+func TestCloseCancelsStuckHandler(t *testing.T) {
+	e := startEmbedded(t, t.TempDir(), natsbroker.EmbeddedOptions{InProcessOnly: true})
+	ctx := context.Background()
+	started := make(chan struct{})
+	sub, err := e.Broker.Subscribe(ctx, "t", "g", func(ctx context.Context, d broker.Delivery) error {
+		close(started)
+		<-ctx.Done()
+		return ctx.Err()
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.Broker.Publish(ctx, "t", mkEvents(1)...); err != nil {
+		t.Fatal(err)
+	}
+	<-started
+	cctx, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
+	defer cancel()
+	done := make(chan error)
+	go func() { done <- sub.Close(cctx) }()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("Close did not return after its ctx ended")
+	}
+}
+
+// TestExistingStream: a stream that already exists for the topic with
+// other settings is used as it is; one with the topic's name but other
+// subjects is reported, not silently used.
+func TestExistingStream(t *testing.T) {
+	e := startEmbedded(t, t.TempDir(), natsbroker.EmbeddedOptions{InProcessOnly: true})
+	ctx := context.Background()
+	b := e.Broker
+	js := b.JetStream()
+	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "mine", Subjects: []string{"mine.>"}, MaxAge: time.Hour}); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Publish(ctx, "mine", mkEvents(1)...); err != nil {
+		t.Fatalf("Publish to an existing stream with other settings: %v", err)
+	}
+	s, _ := js.Stream(ctx, "mine")
+	if s.CachedInfo().Config.MaxAge != time.Hour {
+		t.Error("the existing stream's settings were changed")
+	}
+	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "other", Subjects: []string{"elsewhere"}}); err != nil {
+		t.Fatal(err)
+	}
+	err := b.Publish(ctx, "other", mkEvents(1)...)
+	if err == nil || !strings.Contains(err.Error(), "does not take subject") {
+		t.Fatalf("Publish to a stream with foreign subjects = %v", err)
 	}
 }

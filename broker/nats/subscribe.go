@@ -229,6 +229,7 @@ wait:
 	}
 	s.stopPull()
 	s.it.Stop()
+	s.cancel() // a handler still running is told to stop
 	<-s.loopDone
 	s.finish()
 	return nil
