@@ -142,7 +142,7 @@ func TestRebalanceInFlight(t *testing.T) {
 	}
 	waitAssigned(t, sub1)
 
-	evs := mkEvents(3000, 40)
+	evs := mkEvents(2000, 40)
 	published := make(chan int, 1)
 	go func() {
 		defer close(published)
@@ -154,13 +154,13 @@ func TestRebalanceInFlight(t *testing.T) {
 			time.Sleep(5 * time.Millisecond)
 		}
 	}()
-	tl.waitDistinct(t, 500, 20*time.Second)
+	tl.waitDistinct(t, 400, 20*time.Second)
 	sub2, err := b2.Subscribe(ctx, topic, "g", asyncAck(tl, &acks), broker.WithMaxInFlight(64))
 	if err != nil {
 		t.Fatal(err)
 	}
 	waitAssigned(t, sub2)
-	tl.waitDistinct(t, 1500, 20*time.Second)
+	tl.waitDistinct(t, 1000, 20*time.Second)
 	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	if err := sub1.Close(cctx); err != nil {
 		t.Fatalf("Close: %v", err)

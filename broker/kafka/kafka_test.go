@@ -2,6 +2,7 @@ package kafka
 
 import (
 	"context"
+	"flag"
 	"testing"
 	"time"
 
@@ -13,7 +14,18 @@ import (
 	"github.com/eventkit/eventkit/broker/brokertest"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) {
+	// Most tests wait on rebalances, ack waits and delays rather than use
+	// the CPU: unless -parallel is given, run more of them at once than
+	// the default GOMAXPROCS (2 on the test machine).
+	flag.Parse()
+	explicit := false
+	flag.Visit(func(f *flag.Flag) { explicit = explicit || f.Name == "test.parallel" })
+	if !explicit {
+		_ = flag.Set("test.parallel", "6")
+	}
+	goleak.VerifyTestMain(m)
+}
 
 // newCluster starts an in-process Kafka (franz-go's kfake, which speaks the
 // real protocol) of n brokers, closed when the test ends.

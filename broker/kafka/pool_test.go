@@ -20,7 +20,7 @@ func TestWorkerPoolCommitsBatched(t *testing.T) {
 	closeAll(t, br)
 	ctx := context.Background()
 	topic := testenv.Name("pool")
-	const n = 5000
+	const n = 2000
 	evs := mkEvents(n, 50)
 	for i := 0; i < n; i += 100 {
 		if err := br.Publish(ctx, topic, evs[i:i+100]...); err != nil {
