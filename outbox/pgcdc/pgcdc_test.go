@@ -698,7 +698,7 @@ func TestStaysConnectedWhileBrokerDown(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	pc.ConnConfig.RuntimeParams["wal_sender_timeout"] = "400ms" // the relay's connections copy these
+	pc.ConnConfig.RuntimeParams["wal_sender_timeout"] = "1s" // the relay's connections copy these
 	pool, err := pgxpool.NewWithConfig(context.Background(), pc)
 	if err != nil {
 		t.Fatal(err)
@@ -732,7 +732,7 @@ func TestStaysConnectedWhileBrokerDown(t *testing.T) {
 	for i := range 10 {
 		e.insert("t", ev("s", i))
 	}
-	time.Sleep(2 * time.Second) // 5 times the timeout, with the queue full
+	time.Sleep(3 * time.Second) // 3 times the timeout, with the queue full
 	if s := r.Stats(); s.Reconnects != 0 {
 		t.Fatalf("relay was disconnected while the broker was down: %+v", s)
 	}
