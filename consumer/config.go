@@ -61,6 +61,16 @@ type Config struct {
 	// package inbox. With sqlinbox the handler runs inside the inbox's
 	// transaction (sqlinbox.Tx(ctx), sqlinbox.PgxTx(ctx)).
 	Inbox inbox.Inbox
+	// InboxRetention, if > 0 and Inbox is an inbox.Pruner (sqlinbox),
+	// makes Run delete inbox keys older than this every
+	// InboxPruneInterval, in a goroutine that stops with Run. Keep it longer
+	// than the broker can redeliver an event (its retention, the longest
+	// outage you want to absorb): a duplicate older than the window is
+	// handled again.
+	InboxRetention time.Duration
+	// InboxPruneInterval is how often the inbox is pruned (default
+	// InboxRetention/10, at least a minute).
+	InboxPruneInterval time.Duration
 	// Logger (default slog.Default()).
 	Logger *slog.Logger
 	// Metrics receives outcomes and latencies (default: none). See
@@ -170,6 +180,9 @@ func (c Config) withDefaults(sub broker.Subscriber) (Config, error) {
 		if c.OrderedBySubject {
 			c.AckWait = c.Retry.worstCase(c.HandlerTimeout) + 30*time.Second
 		}
+	}
+	if c.InboxRetention > 0 && c.InboxPruneInterval <= 0 {
+		c.InboxPruneInterval = max(c.InboxRetention/10, time.Minute)
 	}
 	if c.DeadLetterTopic == nil {
 		c.DeadLetterTopic = func(topic string) string { return topic + ".dlq" }

@@ -10,6 +10,7 @@ import (
 
 	"github.com/eventkit/eventkit"
 	"github.com/eventkit/eventkit/broker"
+	"github.com/eventkit/eventkit/inbox"
 )
 
 // Consumer runs handlers for subscriptions of one broker.Subscriber. Create
@@ -98,6 +99,18 @@ func (c *Consumer) Run(ctx context.Context) error {
 			return err
 		}
 		started = append(started, r)
+	}
+
+	// Inbox retention, owned by Run.
+	var janitor sync.WaitGroup
+	jctx, stopJanitor := context.WithCancel(context.Background())
+	defer func() { stopJanitor(); janitor.Wait() }()
+	if p, ok := c.cfg.Inbox.(inbox.Pruner); ok && c.cfg.InboxRetention > 0 {
+		janitor.Go(func() {
+			_ = inbox.RunRetention(jctx, p, c.cfg.InboxRetention, c.cfg.InboxPruneInterval, func(err error) {
+				c.cfg.Logger.Warn("consumer: pruning the inbox failed", "err", err)
+			})
+		})
 	}
 
 	// Wait for ctx, or for a subscription to stop on its own.

@@ -17,6 +17,7 @@ import (
 
 	"github.com/eventkit/eventkit"
 	"github.com/eventkit/eventkit/broker"
+	"github.com/eventkit/eventkit/consumer/internal/dlq"
 	"github.com/eventkit/eventkit/inbox"
 )
 
@@ -321,7 +322,7 @@ func (r *route) process(d broker.Delivery) {
 			}
 			r.log.Error("consumer: giving up on event", "id", ev.ID, "type", ev.Type, "subject", ev.Subject,
 				"attempt", attempt, "reason", reason, "err", err)
-			r.deadLetter(d, ev, failure{reason: reason, attempts: attempt, first: first, last: now, err: err})
+			r.deadLetter(d, ev, dlq.Failure{Reason: reason, Attempts: attempt, First: first, Last: now, Err: err})
 			return
 		}
 		delay := r.cfg.Retry.Backoff(attempt)
@@ -403,9 +404,9 @@ func (r *route) safeCall(ctx context.Context, ev eventkit.Event) (err error) {
 // deadLetter publishes ev's dead letter and then acks d. If the publish
 // fails, d is nacked for a later attempt (ordered: retried in place until
 // it works or the route stops, so the subject does not move on).
-func (r *route) deadLetter(d broker.Delivery, ev eventkit.Event, f failure) {
+func (r *route) deadLetter(d broker.Delivery, ev eventkit.Event, f dlq.Failure) {
 	r.firstFail.Remove(ev.ID)
-	r.publishDeadLetter(d, deadLetterOf(ev, r.topic, r.group, f), f)
+	r.publishDeadLetter(d, dlq.Of(ev, r.topic, r.group, f), f)
 }
 
 func (r *route) deadLetterUndecodable(d broker.Delivery, err error) {
@@ -419,14 +420,14 @@ func (r *route) deadLetterUndecodable(d broker.Delivery, err error) {
 	r.failed.Add(1)
 	r.cfg.Metrics.Count(context.Background(), r.topic, r.group, OutcomeFailed)
 	r.log.Error("consumer: undecodable message; dead-lettering it", "attempt", d.Attempt(), "bytes", len(raw), "err", err)
-	f := failure{reason: ReasonUndecodable, attempts: max(d.Attempt(), 1), first: now, last: now, err: err}
-	r.publishDeadLetter(d, undecodableDeadLetter(raw, headers, r.topic, r.group, f), f)
+	f := dlq.Failure{Reason: ReasonUndecodable, Attempts: max(d.Attempt(), 1), First: now, Last: now, Err: err}
+	r.publishDeadLetter(d, dlq.Undecodable(raw, headers, r.topic, r.group, f), f)
 }
 
-func (r *route) publishDeadLetter(d broker.Delivery, dl eventkit.Event, f failure) {
+func (r *route) publishDeadLetter(d broker.Delivery, dl eventkit.Event, f dlq.Failure) {
 	topic := r.cfg.DeadLetterTopic(r.topic)
 	if topic == "" || r.cfg.DeadLetterPublisher == nil {
-		r.log.Error("consumer: no dead-letter topic; dropping the event", "id", dl.ID, "reason", f.reason)
+		r.log.Error("consumer: no dead-letter topic; dropping the event", "id", dl.ID, "reason", f.Reason)
 		r.term(d)
 		return
 	}

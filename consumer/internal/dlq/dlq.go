@@ -1,0 +1,162 @@
+// Package dlq encodes and reads the dead letters of package consumer. It is
+// separate so that its fuzz test builds without the database drivers.
+package dlq
+
+import (
+	"encoding/json"
+	"strconv"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/eventkit/eventkit"
+)
+
+// The extension attributes a dead letter carries. All start with "dlq", so
+// Original can strip them.
+const (
+	ExtDLQTopic        = "dlqtopic"        // the topic the event was consumed from
+	ExtDLQGroup        = "dlqgroup"        // the consumer group that gave up
+	ExtDLQAttempts     = "dlqattempts"     // attempts made, decimal
+	ExtDLQFirstFailure = "dlqfirstfailure" // RFC 3339 time of the first failure seen
+	ExtDLQLastFailure  = "dlqlastfailure"  // RFC 3339 time of the last failure
+	ExtDLQError        = "dlqerror"        // the last error's text (at most 1000 bytes)
+	ExtDLQReason       = "dlqreason"       // ReasonMaxAttempts, ReasonPermanent or ReasonUndecodable
+	ExtDLQHeaders      = "dlqheaders"      // undecodable only: the message headers as a JSON object
+)
+
+// Why an event was dead-lettered.
+const (
+	ReasonMaxAttempts = "max-attempts" // every attempt failed
+	ReasonPermanent   = "permanent"    // the handler returned a permanent error (eventkit.Permanent)
+	ReasonUndecodable = "undecodable"  // the message was not a valid event
+)
+
+// UndecodableType is the type of the dead letter made for a message that was
+// not a valid event. Its Data is the message's raw bytes, its content type
+// application/octet-stream, and ExtDLQError says why it could not be decoded.
+const UndecodableType = "eventkit.deadletter.undecodable"
+
+// DeadLetter describes a dead-letter event (see DeadLetterInfo).
+type DeadLetter struct {
+	Topic        string // original topic
+	Group        string // consumer group
+	Attempts     int
+	FirstFailure time.Time
+	LastFailure  time.Time
+	Error        string
+	Reason       string
+	// Undecodable is true when the dead letter holds raw bytes (Type
+	// UndecodableType) rather than the original event; Headers then has the
+	// original message headers.
+	Undecodable bool
+	Headers     map[string]string
+}
+
+// DeadLetterInfo reads the dead-letter attributes of ev. ok is false when ev
+// is not a dead letter.
+func DeadLetterInfo(ev eventkit.Event) (dl DeadLetter, ok bool) {
+	if _, ok := ev.Extensions[ExtDLQTopic]; !ok {
+		return DeadLetter{}, false
+	}
+	dl = DeadLetter{
+		Topic:       ev.Extensions[ExtDLQTopic],
+		Group:       ev.Extensions[ExtDLQGroup],
+		Error:       ev.Extensions[ExtDLQError],
+		Reason:      ev.Extensions[ExtDLQReason],
+		Undecodable: ev.Type == UndecodableType,
+	}
+	dl.Attempts, _ = strconv.Atoi(ev.Extensions[ExtDLQAttempts])
+	dl.FirstFailure, _ = time.Parse(time.RFC3339Nano, ev.Extensions[ExtDLQFirstFailure])
+	dl.LastFailure, _ = time.Parse(time.RFC3339Nano, ev.Extensions[ExtDLQLastFailure])
+	if h := ev.Extensions[ExtDLQHeaders]; h != "" {
+		_ = json.Unmarshal([]byte(h), &dl.Headers)
+	}
+	return dl, true
+}
+
+// Original returns the event a dead letter was made from: a copy of ev
+// without the dlq* extensions, ready to be republished to DeadLetter.Topic
+// (replay). For an undecodable dead letter there is no original event; it
+// returns the copy all the same.
+func Original(ev eventkit.Event) eventkit.Event {
+	out := ev.Clone()
+	for k := range out.Extensions {
+		if strings.HasPrefix(k, "dlq") {
+			delete(out.Extensions, k)
+		}
+	}
+	if len(out.Extensions) == 0 {
+		out.Extensions = nil
+	}
+	return out
+}
+
+// Failure is what the runtime knows about a failed event.
+type Failure struct {
+	Reason   string
+	Attempts int
+	First    time.Time
+	Last     time.Time
+	Err      error
+}
+
+// Of builds the dead letter of ev.
+func Of(ev eventkit.Event, topic, group string, f Failure) eventkit.Event {
+	dl := Original(ev)
+	if dl.Extensions == nil {
+		dl.Extensions = make(map[string]string, 7)
+	}
+	setFailure(dl.Extensions, topic, group, f)
+	return dl
+}
+
+func setFailure(ext map[string]string, topic, group string, f Failure) {
+	ext[ExtDLQTopic] = topic
+	ext[ExtDLQGroup] = group
+	ext[ExtDLQAttempts] = strconv.Itoa(f.Attempts)
+	ext[ExtDLQFirstFailure] = f.First.UTC().Format(time.RFC3339Nano)
+	ext[ExtDLQLastFailure] = f.Last.UTC().Format(time.RFC3339Nano)
+	ext[ExtDLQReason] = f.Reason
+	msg := "unknown error"
+	if f.Err != nil {
+		msg = f.Err.Error()
+	}
+	ext[ExtDLQError] = cleanText(msg, 1000)
+}
+
+// Undecodable builds the dead letter of a message that is not an event: raw
+// bytes as data, the reason and headers as extensions.
+func Undecodable(raw []byte, headers map[string]string, topic, group string, f Failure) eventkit.Event {
+	ev := eventkit.New(UndecodableType, "application/octet-stream", append([]byte(nil), raw...),
+		eventkit.WithSource("eventkit/consumer/"+group))
+	ev.DataVersion = ""
+	ev.Extensions = make(map[string]string, 8)
+	setFailure(ev.Extensions, topic, group, f)
+	if len(headers) > 0 {
+		if b, err := json.Marshal(headers); err == nil {
+			ev.Extensions[ExtDLQHeaders] = cleanText(string(b), 16<<10)
+		}
+	}
+	return ev
+}
+
+// cleanText makes s a valid extension value: valid UTF-8, no control
+// characters, at most max bytes.
+func cleanText(s string, max int) string {
+	s = strings.ToValidUTF8(s, "\uFFFD")
+	s = strings.Map(func(r rune) rune {
+		if r < 0x20 || r == 0x7f {
+			return ' '
+		}
+		return r
+	}, s)
+	if len(s) > max {
+		cut := max
+		for cut > 0 && !utf8.RuneStart(s[cut]) {
+			cut--
+		}
+		s = s[:cut]
+	}
+	return s
+}
