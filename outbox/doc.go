@@ -108,7 +108,7 @@
 // trigger sends NOTIFY on the table's channel, which Postgres delivers on
 // commit (and folds per transaction); the relay LISTENs on a dedicated
 // connection and coalesces wake-ups. The MySQL and SQLite stores wake the
-// relays of the same process from Add (before the commit), and the relay
+// relays that run on the same Store value from Add (before the commit), and the relay
 // then polls at 1, 2, 4, ... ms for RelayConfig.WakeLinger. Writes from
 // other processes, and lost notifications, are found by polling every
 // RelayConfig.PollInterval. Under a backlog, the relay claims the next batch

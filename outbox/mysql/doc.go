@@ -15,7 +15,8 @@
 //
 // Leadership uses GET_LOCK on a dedicated connection (the lock name derives
 // from the table name and is server-wide). Wake-ups are in-process: Add
-// wakes the relays of the same process, which poll until the commit makes
-// the events visible (RelayConfig.WakeLinger); writes from other processes
-// are found by polling (RelayConfig.PollInterval).
+// wakes the relays that run on the same Store value (share one Store per
+// process), which poll until the commit makes the events visible
+// (RelayConfig.WakeLinger); writes from other processes are found by
+// polling (RelayConfig.PollInterval).
 package mysql
