@@ -73,3 +73,32 @@ func TestEncodeDecodeRoundTrip(t *testing.T) {
 		t.Fatalf("round trip: got %+v, want %+v", got, ev)
 	}
 }
+
+// encode is a hand-unrolled eventkit.RedisBinding.Headers: they must agree.
+func TestEncodeMatchesBinding(t *testing.T) {
+	for _, ev := range []eventkit.Event{
+		eventkit.New("a.b", "application/json", []byte("{}")),
+		eventkit.New("a.b", "", nil, eventkit.WithSubject("s"), eventkit.WithDataSchema("https://x"), eventkit.WithDataVersion("7"),
+			eventkit.WithExtension("traceparent", "t"), eventkit.WithExtension("correlationid", "c")),
+		{ID: "x", Source: "/s", Type: "t"}, // no time
+	} {
+		want := map[string]string{}
+		eventkit.RedisBinding.Headers(ev, func(k, v string) { want[k] = v })
+		vals := encode(ev)
+		got := map[string]string{}
+		for i := 0; i+1 < len(vals); i += 2 {
+			if vals[i] == DataField {
+				continue
+			}
+			got[vals[i].(string)] = vals[i+1].(string)
+		}
+		if len(got) != len(want) {
+			t.Fatalf("encode gives %v, binding %v", got, want)
+		}
+		for k, v := range want {
+			if got[k] != v {
+				t.Fatalf("field %s: encode %q, binding %q", k, got[k], v)
+			}
+		}
+	}
+}
