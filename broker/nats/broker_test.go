@@ -400,3 +400,24 @@ func TestExistingStream(t *testing.T) {
 		t.Fatalf("Publish to a stream with foreign subjects = %v", err)
 	}
 }
+
+// TestTopicDeletedUnderSubscription: deleting the stream (and so the
+// consumer) stops the subscription with an error instead of leaving it
+// waiting forever.
+func TestTopicDeletedUnderSubscription(t *testing.T) {
+	e := startEmbedded(t, t.TempDir(), natsbroker.EmbeddedOptions{InProcessOnly: true})
+	ctx := context.Background()
+	_, sub := collect(t, e.Broker, "t", "g")
+	if err := e.Broker.DeleteTopic(ctx, "t"); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-sub.Done():
+		t.Logf("stopped with: %v", sub.Err())
+		if sub.Err() == nil {
+			t.Error("Err() = nil")
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("subscription still running after its stream was deleted")
+	}
+}
