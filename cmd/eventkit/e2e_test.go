@@ -387,3 +387,40 @@ func TestDLQ(t *testing.T) {
 		t.Fatalf("purge: %s", r.stdout)
 	}
 }
+
+// TestBench runs each bench subcommand briefly against the real NATS and
+// Postgres and checks that it reports sane figures.
+func TestBench(t *testing.T) {
+	t.Parallel()
+	natsURL, pgURL := testenv.NATS.URL(t), testenv.Postgres.URL(t)
+	table := testenv.Name("bench_outbox")
+	t.Cleanup(func() {
+		pool, err := pgxpool.New(context.Background(), pgURL)
+		if err == nil {
+			_, _ = pool.Exec(context.Background(), fmt.Sprintf(`DROP TABLE IF EXISTS %[1]s, %[1]s_migrations; DROP FUNCTION IF EXISTS %[1]s_notify()`, table))
+			pool.Close()
+		}
+	})
+	for _, args := range [][]string{
+		{"bench", "publish", "--broker", natsURL, "--events", "2000", "--json"},
+		{"bench", "consume", "--broker", natsURL, "--events", "2000", "--concurrency", "1,8", "--json"},
+		{"bench", "relay", "--broker", natsURL, "--store", pgURL, "--outbox-table", table, "--events", "2000", "--rate", "200", "--duration", "1s", "--json"},
+	} {
+		r := run(t, "", args...).mustOK(t, args...)
+		var res []struct {
+			Name   string  `json:"name"`
+			Events int     `json:"events"`
+			Rate   float64 `json:"events_per_second"`
+			P99    int64   `json:"p99_ns"`
+		}
+		if err := json.Unmarshal([]byte(r.stdout), &res); err != nil || len(res) == 0 {
+			t.Fatalf("eventkit %v: %v\n%s", args, err, r.stdout)
+		}
+		for _, x := range res {
+			if x.Events <= 0 || x.Rate <= 0 {
+				t.Fatalf("eventkit %v: %+v", args, x)
+			}
+			t.Logf("%s: %d events, %.0f events/s, p99 %.2fms", x.Name, x.Events, x.Rate, float64(x.P99)/1e6)
+		}
+	}
+}

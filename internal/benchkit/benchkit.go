@@ -1,0 +1,244 @@
+// Package benchkit measures a user's own setup: publish and consume rates of
+// a broker and the outbox relay's throughput and commit-to-broker latency.
+// `eventkit bench` runs it. The comparisons with raw clients and Watermill
+// are the go test benchmarks of each package and of the bench/ module.
+package benchkit
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"log/slog"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/eventkit/eventkit"
+	"github.com/eventkit/eventkit/broker"
+	"github.com/eventkit/eventkit/consumer"
+	"github.com/eventkit/eventkit/outbox"
+)
+
+var quiet = slog.New(slog.DiscardHandler)
+
+// Result is one measurement.
+type Result struct {
+	Name     string        `json:"name"`
+	Events   int           `json:"events"`
+	Duration time.Duration `json:"duration_ns"`
+	Rate     float64       `json:"events_per_second"`
+	P50      time.Duration `json:"p50_ns,omitempty"`
+	P99      time.Duration `json:"p99_ns,omitempty"`
+	Max      time.Duration `json:"max_ns,omitempty"`
+}
+
+func (r *Result) finish(lat []time.Duration) {
+	if r.Duration > 0 {
+		r.Rate = float64(r.Events) / r.Duration.Seconds()
+	}
+	if len(lat) > 0 {
+		slices.Sort(lat)
+		r.P50 = lat[len(lat)/2]
+		r.P99 = lat[min(len(lat)-1, len(lat)*99/100)]
+		r.Max = lat[len(lat)-1]
+	}
+}
+
+// Events makes n events of size payload bytes over 100 subjects.
+func Events(n, size int) []eventkit.Event {
+	payload := make([]byte, size)
+	for i := range payload {
+		payload[i] = 'a' + byte(i%26)
+	}
+	evs := make([]eventkit.Event, n)
+	for i := range evs {
+		evs[i] = eventkit.New("bench.event", "application/octet-stream", payload,
+			eventkit.WithSubject(fmt.Sprintf("subject-%d", i%100)), eventkit.WithSource("/eventkit/bench"))
+	}
+	return evs
+}
+
+// Publish publishes evs to topic in batches of batch, with confirms, and
+// measures events/s and the latency of each batch.
+func Publish(ctx context.Context, b broker.Publisher, topic string, evs []eventkit.Event, batch int) (Result, error) {
+	res := Result{Name: "publish", Events: len(evs)}
+	lat := make([]time.Duration, 0, len(evs)/batch+1)
+	start := time.Now()
+	for i := 0; i < len(evs); i += batch {
+		t := time.Now()
+		if err := b.Publish(ctx, topic, evs[i:min(i+batch, len(evs))]...); err != nil {
+			return res, err
+		}
+		lat = append(lat, time.Since(t))
+	}
+	res.Duration = time.Since(start)
+	res.finish(lat)
+	return res, nil
+}
+
+// Consume consumes n events already on topic with the consumer runtime
+// (acks after each handler call) and measures events/s.
+func Consume(ctx context.Context, sub broker.Subscriber, topic, group string, n, concurrency int) (Result, error) {
+	res := Result{Name: fmt.Sprintf("consume (concurrency %d)", concurrency), Events: n}
+	var got atomic.Int64
+	done := make(chan struct{})
+	var once sync.Once
+	c, err := consumer.New(sub, consumer.Config{Concurrency: concurrency, MaxInFlight: max(256, 4*concurrency)})
+	if err != nil {
+		return res, err
+	}
+	var start time.Time
+	var startOnce sync.Once
+	if err := c.HandleFunc(topic, group, func(context.Context, eventkit.Event) error {
+		startOnce.Do(func() { start = time.Now() })
+		if got.Add(1) >= int64(n) {
+			once.Do(func() { close(done) })
+		}
+		return nil
+	}); err != nil {
+		return res, err
+	}
+	rctx, cancel := context.WithCancel(ctx)
+	errc := make(chan error, 1)
+	go func() { errc <- c.Run(rctx) }()
+	select {
+	case <-done:
+	case <-ctx.Done():
+	case err := <-errc:
+		cancel()
+		return res, err
+	}
+	res.Duration = time.Since(start)
+	cancel()
+	<-errc
+	if got.Load() < int64(n) {
+		return res, fmt.Errorf("consumed %d of %d events: %w", got.Load(), n, ctx.Err())
+	}
+	res.finish(nil)
+	return res, nil
+}
+
+// Writer adds events to an outbox in a database/sql transaction.
+type Writer func(ctx context.Context, tx *sql.Tx, topic string, events ...eventkit.Event) error
+
+// RelayDrain fills the outbox with evs (committed in transactions of 1,000),
+// then runs a relay until they are all published, and measures events/s.
+func RelayDrain(ctx context.Context, db *sql.DB, add Writer, store outbox.Store, pub broker.Publisher, topic string, evs []eventkit.Event, batch int) (Result, error) {
+	res := Result{Name: "relay drain", Events: len(evs)}
+	for i := 0; i < len(evs); i += 1000 {
+		if err := inTx(ctx, db, func(tx *sql.Tx) error { return add(ctx, tx, topic, evs[i:min(i+1000, len(evs))]...) }); err != nil {
+			return res, fmt.Errorf("fill the outbox: %w", err)
+		}
+	}
+	counter := &countingPublisher{Publisher: pub}
+	r := outbox.NewRelay(store, counter, outbox.RelayConfig{BatchSize: batch, StatusInterval: -1, Logger: quiet})
+	rctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	errc := make(chan error, 1)
+	start := time.Now()
+	go func() { errc <- r.Run(rctx) }()
+	for r.Stats().Delivered < int64(len(evs)) {
+		select {
+		case err := <-errc:
+			return res, fmt.Errorf("relay stopped: %w", err)
+		case <-ctx.Done():
+			return res, ctx.Err()
+		case <-time.After(2 * time.Millisecond):
+		}
+	}
+	res.Duration = time.Since(start)
+	cancel()
+	<-errc
+	res.finish(nil)
+	return res, nil
+}
+
+// RelayLatency commits one event at a time at rate events/s for d with a
+// relay running, and measures the time from each transaction's start to the
+// broker's confirm of the event's publish (commit-to-ack, plus the insert).
+func RelayLatency(ctx context.Context, db *sql.DB, add Writer, store outbox.Store, pub broker.Publisher, topic string, rate int, d time.Duration, size int) (Result, error) {
+	n := int(float64(rate) * d.Seconds())
+	res := Result{Name: fmt.Sprintf("relay latency at %d events/s", rate), Events: n}
+	evs := Events(n, size)
+	committed := make(map[string]time.Time, n)
+	var mu sync.Mutex
+	lat := make([]time.Duration, 0, n)
+	counter := &countingPublisher{Publisher: pub, onConfirm: func(ids []string) {
+		now := time.Now()
+		mu.Lock()
+		for _, id := range ids {
+			if t, ok := committed[id]; ok {
+				lat = append(lat, now.Sub(t))
+				delete(committed, id)
+			}
+		}
+		mu.Unlock()
+	}}
+	r := outbox.NewRelay(store, counter, outbox.RelayConfig{StatusInterval: -1, Logger: quiet})
+	rctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	errc := make(chan error, 1)
+	go func() { errc <- r.Run(rctx) }()
+	time.Sleep(200 * time.Millisecond) // let it take the lead
+	interval := time.Second / time.Duration(rate)
+	start := time.Now()
+	for i, e := range evs {
+		if wait := time.Until(start.Add(time.Duration(i) * interval)); wait > 0 {
+			time.Sleep(wait)
+		}
+		// The clock starts before the transaction (a little pessimistic:
+		// it includes the insert), so a confirm can never come first.
+		mu.Lock()
+		committed[e.ID] = time.Now()
+		mu.Unlock()
+		err := inTx(ctx, db, func(tx *sql.Tx) error { return add(ctx, tx, topic, e) })
+		if err != nil {
+			return res, err
+		}
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for r.Stats().Delivered < int64(n) && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	res.Duration = time.Since(start)
+	cancel()
+	<-errc
+	mu.Lock()
+	defer mu.Unlock()
+	if len(lat) < n {
+		return res, fmt.Errorf("only %d of %d events were confirmed", len(lat), n)
+	}
+	res.finish(lat)
+	return res, nil
+}
+
+func inTx(ctx context.Context, db *sql.DB, fn func(*sql.Tx) error) error {
+	tx, err := db.BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	if err := fn(tx); err != nil {
+		_ = tx.Rollback()
+		return err
+	}
+	return tx.Commit()
+}
+
+// countingPublisher reports the ids of every confirmed Publish call.
+type countingPublisher struct {
+	broker.Publisher
+	onConfirm func(ids []string)
+}
+
+func (c *countingPublisher) Publish(ctx context.Context, topic string, events ...eventkit.Event) error {
+	err := c.Publisher.Publish(ctx, topic, events...)
+	if err == nil && c.onConfirm != nil {
+		ids := make([]string, len(events))
+		for i, e := range events {
+			ids[i] = e.ID
+		}
+		c.onConfirm(ids)
+	}
+	return err
+}
