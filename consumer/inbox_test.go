@@ -156,6 +156,7 @@ func redisStore(t testing.TB) *store {
 	if err != nil {
 		t.Fatal(err)
 	}
+	opt.PoolSize = 128
 	rdb := redis.NewClient(opt)
 	t.Cleanup(func() { _ = rdb.Close() })
 	return memStore("redis", redisinbox.New(rdb, redisinbox.Options{Prefix: testenv.Name("inbox") + ":", Lease: 10 * time.Second}))

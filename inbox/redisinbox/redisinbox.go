@@ -55,6 +55,9 @@ type Inbox struct {
 var _ inbox.Inbox = (*Inbox)(nil)
 
 // New returns an inbox on rdb (a *redis.Client, *redis.ClusterClient, ...).
+// Each Process makes two round trips (SET NX, then SET or a release
+// script); give the client a pool at least as large as the consumer's
+// Concurrency (redis.Options.PoolSize), or workers queue for connections.
 func New(rdb redis.UniversalClient, opts Options) *Inbox {
 	if opts.Prefix == "" {
 		opts.Prefix = "eventkit:inbox:"
