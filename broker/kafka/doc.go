@@ -106,9 +106,12 @@
 // ("eventkit1 d=<offset> a=<attempt>"). The member that takes the
 // partition over redelivers the records up to that offset with attempt+1.
 // This costs one offset commit per poll that moves past the marker. The
-// count can be too high, never too low: every record of the window gets
-// the window's highest attempt plus one, and records fetched but never
-// handed out can count as delivered.
+// count can be too high: every record of the window gets the window's
+// highest attempt plus one, and records fetched but never handed out can
+// count as delivered. It can be too low only when the marker commit itself
+// fails (coordinator failover, the member just lost its partitions): the
+// records are then delivered anyway, and if they are redelivered before a
+// later commit succeeds they come with the attempt they had.
 //
 // # Close
 //

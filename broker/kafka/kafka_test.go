@@ -43,7 +43,7 @@ func newCluster(t testing.TB, n int) *kfake.Cluster {
 func testOptions(c *kfake.Cluster) Options {
 	return Options{
 		Brokers:           c.ListenAddrs(),
-		SessionTimeout:    3 * time.Second,
+		SessionTimeout:    10 * time.Second, // members leave on Close; a short session only adds rebalances under load
 		HeartbeatInterval: 100 * time.Millisecond,
 		RebalanceTimeout:  10 * time.Second,
 		CommitInterval:    100 * time.Millisecond,

@@ -103,7 +103,7 @@ type Subscription struct {
 	stopping   bool // no more handler calls
 	hard       bool // rebalances no longer wait for settles
 	noCommit   bool // tests: simulate a crash (nothing more is committed)
-	commits    int  // offset commits sent (tests)
+	commits    int  // offset commits sent (for tests)
 	pollCancel context.CancelFunc
 	holdTimer  *time.Timer
 
@@ -689,7 +689,7 @@ func (s *Subscription) commit(ctx context.Context, cl *kgo.Client, only map[tp]b
 		for _, t := range resp.Topics {
 			for _, p := range t.Partitions {
 				if err := kerr.ErrorForCode(p.ErrorCode); err != nil && rerr == nil {
-					rerr = fmt.Errorf("partition %s/%d: %w", t.Topic, p.Partition, err)
+					rerr = fmt.Errorf("partition %d: %w", p.Partition, err)
 				}
 			}
 		}
