@@ -113,7 +113,7 @@ func run(ctx context.Context, flags *svc.Flags, stock int, log *slog.Logger) err
 		return err
 	}
 
-	log.Info("running", "broker", flags.Broker, "store", flags.Store, "topics", flags.Topics())
+	log.Info("running", flags.LogAttrs()...)
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return relay.Run(ctx) })
 	g.Go(func() error { return c.Run(ctx) })

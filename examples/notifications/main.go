@@ -101,6 +101,6 @@ func run(ctx context.Context, flags *svc.Flags, log *slog.Logger) error {
 			return err
 		}
 	}
-	log.Info("running", "broker", flags.Broker, "store", flags.Store, "topics", flags.Topics())
+	log.Info("running", flags.LogAttrs()...)
 	return c.Run(ctx)
 }

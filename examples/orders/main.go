@@ -125,7 +125,7 @@ func run(ctx context.Context, flags *svc.Flags, listen string, log *slog.Logger)
 	g.Go(func() error { return relay.Run(ctx) })
 	g.Go(func() error { return c.Run(ctx) })
 	g.Go(func() error {
-		log.Info("listening", "addr", ln.Addr().String(), "broker", flags.Broker, "store", flags.Store, "topics", flags.Topics())
+		log.Info("listening", append([]any{"addr", ln.Addr().String()}, flags.LogAttrs()...)...)
 		if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
 			return err
 		}

@@ -10,6 +10,7 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
+	"net/url"
 	"os"
 	"os/signal"
 	"strings"
@@ -65,6 +66,24 @@ func Usage(fs *flag.FlagSet, text string) {
 // Topics returns the demo's topics with the prefix.
 func (f *Flags) Topics() demo.Topics {
 	return demo.Topics{Orders: f.TopicPrefix + demo.DefaultTopics.Orders, Inventory: f.TopicPrefix + demo.DefaultTopics.Inventory}
+}
+
+// LogAttrs describe where the program runs, for its first log line
+// (passwords hidden).
+func (f *Flags) LogAttrs() []any {
+	t := f.Topics()
+	return []any{"broker", redact(f.Broker), "store", redact(f.Store), "orders_topic", t.Orders, "inventory_topic", t.Inventory}
+}
+
+func redact(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil || u.User == nil {
+		return raw
+	}
+	if _, ok := u.User.Password(); ok {
+		u.User = url.UserPassword(u.User.Username(), "xxxxx")
+	}
+	return u.String()
 }
 
 // Logger returns a text logger to stderr with the service's name on every
