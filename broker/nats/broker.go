@@ -365,6 +365,7 @@ func (b *Broker) Publish(ctx context.Context, topic string, events ...eventkit.E
 		return broker.FailAll(topic, events, err)
 	}
 	msgs := make([]outMsg, len(events))
+	a := newArena(events)
 	var pe *broker.PublishError
 	var lastType, lastSubject string
 	for i := range events {
@@ -372,7 +373,7 @@ func (b *Broker) Publish(ctx context.Context, topic string, events ...eventkit.E
 		if e.Type != lastType || lastSubject == "" {
 			lastType, lastSubject = e.Type, stream+"."+typeToken(e.Type)
 		}
-		h := encodeHeaders(e, b.opts.DisableDedupe)
+		h := encodeHeaders(e, b.opts.DisableDedupe, a)
 		if n := encodedSize(h, e.Data); n > b.maxPayload {
 			if pe == nil {
 				pe = &broker.PublishError{Topic: topic}

@@ -405,7 +405,8 @@ func TestExistingStream(t *testing.T) {
 // consumer) stops the subscription with an error instead of leaving it
 // waiting forever.
 func TestTopicDeletedUnderSubscription(t *testing.T) {
-	e := startEmbedded(t, t.TempDir(), natsbroker.EmbeddedOptions{InProcessOnly: true})
+	// A short pull expiry: heartbeats every second notice a lost pull.
+	e := startEmbedded(t, t.TempDir(), natsbroker.EmbeddedOptions{InProcessOnly: true, Broker: natsbroker.Options{PullExpiry: 2 * time.Second}})
 	ctx := context.Background()
 	_, sub := collect(t, e.Broker, "t", "g")
 	if err := e.Broker.DeleteTopic(ctx, "t"); err != nil {

@@ -4,6 +4,8 @@ import (
 	"hash/fnv"
 	"strconv"
 	"strings"
+	"time"
+	"unsafe"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -27,11 +29,36 @@ const (
 	hMsgID       = jetstream.MsgIDHeader // "Nats-Msg-Id": JetStream's dedupe key
 )
 
+// arena holds the header values and time strings of one Publish call, so
+// that encoding an event allocates only its header map. Nothing in it is
+// modified once handed out.
+type arena struct {
+	vals []string
+	buf  []byte
+}
+
+func newArena(events []eventkit.Event) *arena {
+	n := 0
+	for i := range events {
+		n += eventkit.NATSBinding.HeaderCount(events[i]) + 1
+	}
+	return &arena{vals: make([]string, 0, n), buf: make([]byte, 0, len(events)*len("2006-01-02T15:04:05.999999999Z07:00"))}
+}
+
+func (a *arena) time(t time.Time) string {
+	start := len(a.buf)
+	a.buf = t.UTC().AppendFormat(a.buf, eventkit.TimeFormat)
+	if len(a.buf) == start {
+		return ""
+	}
+	return unsafe.String(&a.buf[start], len(a.buf)-start)
+}
+
 // encodeHeaders returns the NATS headers carrying e in CloudEvents binary
 // mode (the same set eventkit.NATSBinding.Headers writes) plus Nats-Msg-Id =
-// e.ID unless noMsgID. It makes three allocations plus one per extension:
-// the map, one backing array for the values and the time string.
-func encodeHeaders(e *eventkit.Event, noMsgID bool) nats.Header {
+// e.ID unless noMsgID. With an arena (nil: allocate) it allocates the map
+// and one string per extension key only.
+func encodeHeaders(e *eventkit.Event, noMsgID bool, a *arena) nats.Header {
 	n := 6 + len(e.Extensions) // specversion id source type time msgid
 	if e.Subject != "" {
 		n++
@@ -45,18 +72,20 @@ func encodeHeaders(e *eventkit.Event, noMsgID bool) nats.Header {
 	if e.DataContentType != "" {
 		n++
 	}
-	vals := make([]string, 0, n)
+	if a == nil {
+		a = &arena{vals: make([]string, 0, n)}
+	}
 	h := make(nats.Header, n)
 	set := func(k, v string) {
-		vals = append(vals, v)
-		i := len(vals) - 1
-		h[k] = vals[i : i+1 : i+1]
+		a.vals = append(a.vals, v)
+		i := len(a.vals) - 1
+		h[k] = a.vals[i : i+1 : i+1]
 	}
 	set(hSpecVersion, eventkit.SpecVersion)
 	set(hID, e.ID)
 	set(hSource, e.Source)
 	set(hType, e.Type)
-	set(hTime, e.Time.UTC().Format(eventkit.TimeFormat))
+	set(hTime, a.time(e.Time))
 	if e.Subject != "" {
 		set(hSubject, e.Subject)
 	}

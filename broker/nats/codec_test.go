@@ -2,6 +2,7 @@ package natsbroker
 
 import (
 	"errors"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -22,11 +23,21 @@ func fullEvent() eventkit.Event {
 }
 
 func TestEncodeHeadersMatchesBinding(t *testing.T) {
-	for _, e := range []eventkit.Event{fullEvent(), eventkit.New("t", "", nil)} {
+	evs := []eventkit.Event{fullEvent(), eventkit.New("t", "", nil), fullEvent()}
+	evs[2].Time = time.Date(2027, 1, 2, 3, 4, 5, 0, time.UTC)
+	shared := newArena(evs)
+	var hs []nats.Header
+	for i := range evs {
+		hs = append(hs, encodeHeaders(&evs[i], false, shared))
+	}
+	for i, e := range evs {
 		want := map[string]string{}
 		eventkit.NATSBinding.Headers(e, func(k, v string) { want[k] = v })
 		want[hMsgID] = e.ID
-		h := encodeHeaders(&e, false)
+		h := encodeHeaders(&e, false, nil)
+		if !reflect.DeepEqual(h, hs[i]) {
+			t.Errorf("event %d: with an arena %v, without %v", i, hs[i], h)
+		}
 		if len(h) != len(want) {
 			t.Fatalf("headers %v, want %v", h, want)
 		}
@@ -47,7 +58,7 @@ func TestEncodeHeadersMatchesBinding(t *testing.T) {
 
 func TestEncodedSize(t *testing.T) {
 	e := fullEvent()
-	m := &nats.Msg{Subject: "s", Header: encodeHeaders(&e, false), Data: e.Data}
+	m := &nats.Msg{Subject: "s", Header: encodeHeaders(&e, false, nil), Data: e.Data}
 	if got, want := encodedSize(m.Header, e.Data), m.Size()-len(m.Subject); got != want {
 		t.Fatalf("encodedSize = %d, nats says %d", got, want)
 	}
@@ -111,7 +122,7 @@ func TestDeliveredCount(t *testing.T) {
 func FuzzDecode(f *testing.F) {
 	e := fullEvent()
 	var sb strings.Builder
-	for k, vs := range encodeHeaders(&e, false) {
+	for k, vs := range encodeHeaders(&e, false, nil) {
 		sb.WriteString(k + ": " + vs[0] + "\n")
 	}
 	f.Add(sb.String(), e.Data)

@@ -62,7 +62,6 @@ func (b *Broker) Subscribe(ctx context.Context, topic, group string, h broker.Ha
 	it, err := cons.Messages(
 		jetstream.PullMaxMessages(cfg.MaxInFlight),
 		jetstream.PullExpiry(b.opts.PullExpiry),
-		jetstream.WithMessagesErrOnMissingHeartbeat(false),
 	)
 	if err != nil {
 		return nil, fmt.Errorf("natsbroker: pull from consumer %s: %w", ConsumerName(group), err)
@@ -70,7 +69,7 @@ func (b *Broker) Subscribe(ctx context.Context, topic, group string, h broker.Ha
 	hctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	pull, stopPull := context.WithCancel(context.Background())
 	s := &subscription{
-		b: b, topic: topic, it: it, h: h, confirm: b.opts.ConfirmAcks,
+		b: b, topic: topic, it: it, cons: cons, h: h, confirm: b.opts.ConfirmAcks,
 		hctx: hctx, cancel: cancel, pull: pull, stopPull: stopPull,
 		sem: make(chan struct{}, cfg.MaxInFlight), settled: make(chan struct{}, 1),
 		loopDone: make(chan struct{}), done: make(chan struct{}),
@@ -106,6 +105,7 @@ type subscription struct {
 	b       *Broker
 	topic   string
 	it      jetstream.MessagesContext
+	cons    jetstream.Consumer
 	h       broker.Handler
 	confirm bool
 
@@ -160,6 +160,17 @@ func (s *subscription) loop() {
 				s.setErr(err)
 				return
 			}
+			if errors.Is(err, jetstream.ErrNoHeartbeat) {
+				// The pull request is lost (a reconnect, a restarted
+				// server) or the consumer is gone. The iterator pulls
+				// again on the next call; stop only if the consumer
+				// no longer exists.
+				if gone := s.consumerGone(); gone != nil {
+					s.setErr(gone)
+					return
+				}
+				continue
+			}
 			// Other errors (a consumer deleted, a bad request) have
 			// stopped the iterator: the next call says so.
 			s.setErr(err)
@@ -176,6 +187,18 @@ func (s *subscription) loop() {
 		err = s.h(s.hctx, d)
 		broker.AfterHandler(s.hctx, d, err)
 	}
+}
+
+// consumerGone returns an error if the group's consumer (or its stream) no
+// longer exists on the server, nil if it does or if that cannot be told now.
+func (s *subscription) consumerGone() error {
+	ctx, cancel := context.WithTimeout(s.pull, 5*time.Second)
+	defer cancel()
+	_, err := s.cons.Info(ctx)
+	if errors.Is(err, jetstream.ErrConsumerNotFound) || errors.Is(err, jetstream.ErrStreamNotFound) {
+		return err
+	}
+	return nil
 }
 
 func (s *subscription) setErr(err error) {
