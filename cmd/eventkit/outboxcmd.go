@@ -1,13 +1,17 @@
 package main
 
 import (
-	"encoding/json"
+	"context"
+	"errors"
 	"fmt"
 	"sort"
 	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
+
+	"github.com/eventkit/eventkit/outbox"
+	"github.com/eventkit/eventkit/outbox/pgcdc"
 )
 
 func init() { commands = append(commands, newOutboxCmd) }
@@ -16,6 +20,7 @@ func newOutboxCmd(g *globals) *cobra.Command {
 	c := &conn{g: g}
 	var asJSON bool
 	var requeue []int64
+	var slotName string
 	cmd := &cobra.Command{
 		Use:   "outbox",
 		Short: "Inspect an outbox: backlog, oldest event, parked events",
@@ -37,10 +42,25 @@ func newOutboxCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
+			var slot *pgcdc.Status
+			if st.Pool != nil {
+				r, err := pgcdc.New(st.Pool, nil, pgcdc.Config{Table: c.outboxTable, Slot: slotName})
+				if err != nil {
+					return err
+				}
+				cs, err := r.Status(ctx)
+				if err != nil {
+					return err
+				}
+				if cs.SlotExists {
+					slot = &cs
+				}
+			}
 			if asJSON {
-				enc := json.NewEncoder(g.stdout)
-				enc.SetIndent("", "  ")
-				return enc.Encode(s)
+				return writeJSON(g.stdout, struct {
+					outbox.Status
+					CDC *pgcdc.Status `json:"cdc,omitempty"`
+				}{s, slot})
 			}
 			fmt.Fprintf(g.stdout, "backlog:    %d events\n", s.Backlog)
 			if s.Backlog > 0 {
@@ -48,6 +68,14 @@ func newOutboxCmd(g *globals) *cobra.Command {
 			}
 			fmt.Fprintf(g.stdout, "delivered:  %d retained\n", s.Delivered)
 			fmt.Fprintf(g.stdout, "parked:     %d\n", s.ParkedCount)
+			if slot != nil {
+				active := "no relay streaming"
+				if slot.Active {
+					active = fmt.Sprintf("streaming (pid %d)", slot.ActivePID)
+				}
+				fmt.Fprintf(g.stdout, "cdc slot:   %s, %s, lag %s, WAL retained %s, wal_status %s\n", slot.Slot, active,
+					bytesText(slot.LagBytes), bytesText(slot.RetainedBytes), slot.WALStatus)
+			}
 			if len(s.ByType) > 0 {
 				types := make([]string, 0, len(s.ByType))
 				for t := range s.ByType {
@@ -74,6 +102,7 @@ func newOutboxCmd(g *globals) *cobra.Command {
 		},
 	}
 	status.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	status.Flags().StringVar(&slotName, "slot", "", "CDC replication slot to report on (default eventkit_<table>)")
 	c.storeFlags(status)
 	requeueCmd := &cobra.Command{
 		Use:     "requeue --seq N [--seq N ...]",
@@ -100,6 +129,75 @@ func newOutboxCmd(g *globals) *cobra.Command {
 	}
 	requeueCmd.Flags().Int64SliceVar(&requeue, "seq", nil, "sequence number of a parked event (repeatable)")
 	c.storeFlags(requeueCmd)
-	cmd.AddCommand(status, requeueCmd)
+	cmd.AddCommand(status, requeueCmd, newCDCCmd(g))
 	return cmd
+}
+
+func newCDCCmd(g *globals) *cobra.Command {
+	c := &conn{g: g}
+	var slot string
+	cmd := &cobra.Command{
+		Use:   "cdc setup|drop",
+		Short: "Create or drop the replication slot and publication of the CDC relay (PostgreSQL)",
+		Long: `The CDC relay (eventkit relay --mode cdc) streams the outbox table's inserts
+from a durable logical replication slot. A slot whose relay is down keeps
+WAL on the server's disk until it is dropped: drop the slot when you stop
+using CDC. eventkit relay --mode cdc runs setup itself.`,
+	}
+	run := func(what string, fn func(context.Context, *pgcdc.Relay) error) func(*cobra.Command, []string) error {
+		return func(cmd *cobra.Command, _ []string) error {
+			ctx := cmd.Context()
+			st, err := c.openStore(ctx)
+			if err != nil {
+				return err
+			}
+			defer st.Close()
+			if st.Pool == nil {
+				return usageError{errors.New("CDC needs a postgres:// store"), cmd.CommandPath()}
+			}
+			r, err := pgcdc.New(st.Pool, nil, pgcdc.Config{Table: c.outboxTable, Slot: slot})
+			if err != nil {
+				return err
+			}
+			if err := fn(ctx, r); err != nil {
+				return err
+			}
+			cfg := r.Config()
+			fmt.Fprintf(g.stdout, "%s slot %s and publication %s on %s\n", what, cfg.Slot, cfg.Publication, cfg.Table)
+			return nil
+		}
+	}
+	setup := &cobra.Command{
+		Use:     "setup",
+		Short:   "Create the publication and the durable slot (idempotent; needs wal_level=logical)",
+		Example: `  eventkit outbox cdc setup --store postgres://postgres@127.0.0.1:5432/test`,
+		Args:    cobra.NoArgs,
+		RunE:    run("created", func(ctx context.Context, r *pgcdc.Relay) error { return r.Setup(ctx) }),
+	}
+	drop := &cobra.Command{
+		Use:     "drop",
+		Short:   "Drop the slot and the publication (stops a relay streaming from them)",
+		Example: `  eventkit outbox cdc drop --store postgres://postgres@127.0.0.1:5432/test`,
+		Args:    cobra.NoArgs,
+		RunE:    run("dropped", func(ctx context.Context, r *pgcdc.Relay) error { return r.Teardown(ctx) }),
+	}
+	for _, s := range []*cobra.Command{setup, drop} {
+		c.storeFlags(s)
+		s.Flags().StringVar(&slot, "slot", "", "replication slot name (default eventkit_<table>)")
+		cmd.AddCommand(s)
+	}
+	return cmd
+}
+
+// bytesText prints a byte count for people.
+func bytesText(n int64) string {
+	switch {
+	case n >= 1<<30:
+		return fmt.Sprintf("%.1f GiB", float64(n)/(1<<30))
+	case n >= 1<<20:
+		return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
+	case n >= 1<<10:
+		return fmt.Sprintf("%.1f KiB", float64(n)/(1<<10))
+	}
+	return fmt.Sprintf("%d B", n)
 }
