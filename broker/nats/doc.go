@@ -83,7 +83,9 @@
 // subscriptions resume pulling by themselves after it. Closing a
 // subscription nacks the messages it had pulled but not yet handed to the
 // handler, so they are redelivered at once. If the connection is closed for
-// good, subscriptions stop and Err says why.
+// good, or the group's consumer or the topic's stream is deleted on the
+// server, subscriptions stop and Err says why (a deletion is noticed at once
+// or at the next missed pull heartbeat, within Options.PullExpiry).
 //
 // Limits: a message (headers plus payload) is at most the server's
 // max_payload (1 MiB by default, in Capabilities.MaxPayload). Topic and
