@@ -60,6 +60,7 @@ func harness(t *testing.T) outboxtest.Harness {
 				func(context.Context) error { return tx.Commit() },
 				func(context.Context) error { return tx.Rollback() }), nil
 		},
+		LargeTxMB: 18,
 		Corrupt: func(ctx context.Context, seq int64) error {
 			_, err := db.ExecContext(ctx, `UPDATE `+s.Table()+` SET event_time = 'yesterday' WHERE seq = ?`, seq)
 			return err

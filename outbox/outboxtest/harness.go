@@ -37,6 +37,10 @@ type Harness struct {
 	// text that is not a time (as a foreign tool might), for the
 	// undecodable-row tests.
 	Corrupt func(ctx context.Context, seq int64) error
+	// LargeTxMB is the payload size of the large-transaction test, in MB of
+	// 1,000 KB events (default 5; the MySQL suite uses 18, over MariaDB's
+	// default 16 MB max_allowed_packet).
+	LargeTxMB int
 }
 
 // Factory returns a Harness on a new outbox table, cleaned up with t.

@@ -33,6 +33,37 @@ func Run(t *testing.T, factory Factory) {
 	t.Run("Listen", func(t *testing.T) { t.Parallel(); testListen(t, factory(t)) })
 	t.Run("OutOfOrderCommit", func(t *testing.T) { t.Parallel(); testGapStore(t, factory(t)) })
 	t.Run("UndecodableRow", func(t *testing.T) { t.Parallel(); testCorrupt(t, factory(t)) })
+	t.Run("LargeTransaction", func(t *testing.T) { t.Parallel(); testLarge(t, factory(t)) })
+}
+
+// testLarge adds 1,200 small events and h.LargeTxMB events of 1,000 KB in
+// one transaction (more rows, and for MySQL more bytes, than one INSERT
+// statement takes).
+func testLarge(t *testing.T, h Harness) {
+	ctx := ctxT(t)
+	var evs []eventkit.Event
+	for i := range 1200 {
+		evs = append(evs, Event(fmt.Sprint("s", i%7), i))
+	}
+	mb := h.LargeTxMB
+	if mb <= 0 {
+		mb = 5
+	}
+	for i := range mb {
+		e := Event("big", i)
+		e.Data = bytes.Repeat([]byte{byte('a' + i)}, 1000<<10)
+		evs = append(evs, e)
+	}
+	AddCommit(t, ctx, h, "t1", evs...)
+	recs := claimAll(t, ctx, h.Store)
+	if len(recs) != len(evs) {
+		t.Fatalf("%d records, want %d", len(recs), len(evs))
+	}
+	for i := range evs {
+		if recs[i].Event.ID != evs[i].ID || !bytes.Equal(recs[i].Event.Data, evs[i].Data) {
+			t.Fatalf("record %d differs", i)
+		}
+	}
 }
 
 func testCorrupt(t *testing.T, h Harness) {

@@ -122,22 +122,11 @@ func (s *Store) Add(ctx context.Context, tx pgx.Tx, topic string, events ...even
 	if len(events) == 0 {
 		return nil
 	}
-	evs, err := outbox.Prepare(ctx, topic, s.cfg.MaxEventSize, events)
+	args, err := s.insertArgs(ctx, topic, events)
 	if err != nil {
 		return err
 	}
-	n := len(evs)
-	ids, types, sources, subjects, times := make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n)
-	dvs, dcts, dss := make([]string, n), make([]string, n), make([]string, n)
-	exts := make([]*string, n)
-	datas := make([][]byte, n)
-	for i, e := range evs {
-		ids[i], types[i], sources[i], subjects[i], times[i] = e.ID, e.Type, e.Source, e.Subject, sqlutil.TimeText(e.Time)
-		dvs[i], dcts[i], dss[i] = e.DataVersion, e.DataContentType, e.DataSchema
-		exts[i] = sqlutil.ExtText(e.Extensions)
-		datas[i] = e.Data
-	}
-	if _, err := tx.Exec(ctx, s.q.insert, topic, ids, types, sources, subjects, times, dvs, dcts, dss, exts, datas); err != nil {
+	if _, err := tx.Exec(ctx, s.q.insert, args...); err != nil {
 		return fmt.Errorf("outbox/postgres: insert into %s: %w", s.table, err)
 	}
 	return nil

@@ -58,10 +58,13 @@ func (s *DB) Table() string { return s.table }
 
 func (s *DB) errf(op string, err error) error { return fmt.Errorf("%s: %s: %w", s.d.Name, op, err) }
 
-const rowsPerInsert = 500
+const (
+	rowsPerInsert  = 500
+	bytesPerInsert = 4 << 20
+)
 
 // Add inserts events for topic inside tx (multi-row INSERTs of up to 500
-// rows), then wakes the relays of this process that listen on the store
+// rows or about 4 MB), then wakes the relays of this process that listen on the store
 // (they poll until the transaction's commit makes the events visible). Events
 // are validated first (see outbox.Prepare), and the span context of ctx, if
 // any, is stored as traceparent.
@@ -74,7 +77,12 @@ func (s *DB) Add(ctx context.Context, tx *sql.Tx, topic string, events ...eventk
 		return err
 	}
 	for len(evs) > 0 {
-		n := min(len(evs), rowsPerInsert)
+		// Up to 500 rows or about 4 MB per statement (max_allowed_packet).
+		n, size := 0, 0
+		for n < len(evs) && n < rowsPerInsert && (n == 0 || size+evs[n].Size() <= bytesPerInsert) {
+			size += evs[n].Size()
+			n++
+		}
 		var b strings.Builder
 		b.WriteString(s.insertHead)
 		args := make([]any, 0, n*11)
