@@ -1,0 +1,94 @@
+// Package telemetry carries OpenTelemetry traces across the asynchronous
+// hops of an event: from the request that wrote it to the outbox, through
+// the relay's publish, to the consumer's handler.
+//
+// The trace context travels in the event itself, as the W3C "traceparent"
+// (and "tracestate") CloudEvents extensions (the CloudEvents distributed
+// tracing extension), so it survives the outbox table and every broker:
+//
+//   - outbox stores write the caller's span context into traceparent when
+//     the event has none (outbox.Prepare);
+//   - Publisher (this package) starts a "publish <topic>" producer span as
+//     a child of that context for each event and rewrites traceparent to it;
+//   - the consumer runtime starts a "handle <topic>" consumer span as a
+//     child of the event's traceparent and gives it to the handler's ctx.
+//
+// With the global no-op TracerProvider all of this costs next to nothing.
+package telemetry
+
+import (
+	"context"
+	"maps"
+
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/eventkit/eventkit"
+	"github.com/eventkit/eventkit/broker"
+)
+
+const instrumentation = "github.com/eventkit/eventkit/telemetry"
+
+var traceContext = propagation.TraceContext{}
+
+// Publisher wraps a broker.Publisher so that every event carrying a
+// traceparent is published inside a producer span that continues its trace;
+// the event goes out with the publish span as its traceparent. Events
+// without a trace context pass through unchanged. tp nil means
+// otel.GetTracerProvider().
+func Publisher(pub broker.Publisher, tp trace.TracerProvider) broker.Publisher {
+	if tp == nil {
+		tp = otel.GetTracerProvider()
+	}
+	return &publisher{pub: pub, tracer: tp.Tracer(instrumentation)}
+}
+
+type publisher struct {
+	pub    broker.Publisher
+	tracer trace.Tracer
+}
+
+func (p *publisher) Publish(ctx context.Context, topic string, events ...eventkit.Event) error {
+	var spans []trace.Span
+	out := events
+	for i, e := range events {
+		if e.Extensions["traceparent"] == "" {
+			continue
+		}
+		parent := traceContext.Extract(context.Background(), propagation.MapCarrier(e.Extensions))
+		if !trace.SpanContextFromContext(parent).IsValid() {
+			continue
+		}
+		sctx, span := p.tracer.Start(parent, "publish "+topic,
+			trace.WithSpanKind(trace.SpanKindProducer),
+			trace.WithAttributes(
+				attribute.String("messaging.destination.name", topic),
+				attribute.String("messaging.message.id", e.ID),
+				attribute.String("cloudevents.event_id", e.ID),
+				attribute.String("cloudevents.event_type", e.Type),
+				attribute.String("cloudevents.event_subject", e.Subject),
+			))
+		if !span.SpanContext().IsValid() { // a no-op tracer: nothing to record
+			continue
+		}
+		if len(spans) == 0 {
+			out = append([]eventkit.Event(nil), events...)
+		}
+		ext := maps.Clone(e.Extensions)
+		traceContext.Inject(sctx, propagation.MapCarrier(ext))
+		out[i].Extensions = ext
+		spans = append(spans, span)
+	}
+	err := p.pub.Publish(ctx, topic, out...)
+	for _, s := range spans {
+		if err != nil {
+			s.RecordError(err)
+			s.SetStatus(codes.Error, "publish failed")
+		}
+		s.End()
+	}
+	return err
+}
