@@ -15,8 +15,6 @@ var (
 	// ErrInvalidTable is returned for a table name that is not a plain SQL
 	// identifier (letters, digits, '_', optionally "schema.table").
 	ErrInvalidTable = errors.New("outbox: invalid table name")
-	// ErrLockLost is reported when a relay loses its leadership lock.
-	ErrLockLost = errors.New("outbox: leadership lock lost")
 )
 
 // Record is one outbox row: the event, the topic it goes to, and the
