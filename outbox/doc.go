@@ -10,8 +10,9 @@
 //	relay := outbox.NewRelay(store, publisher, outbox.RelayConfig{})
 //	err = relay.Run(ctx)                                  // in every instance of the service
 //
-// The stores are outbox/postgres (pgx v5, Add takes a pgx.Tx), outbox/mysql
-// and outbox/sqlite (database/sql, Add takes a *sql.Tx). Each embeds its
+// The stores are outbox/postgres (pgx v5, Add takes a pgx.Tx; its
+// Store.SQL() writer takes a *sql.Tx on the same database), outbox/mysql and
+// outbox/sqlite (database/sql, Add takes a *sql.Tx). Each embeds its
 // migrations: store.Migrate(ctx) creates the table (default name
 // "eventkit_outbox", configurable) and store.MigrationStatus(ctx) lists
 // them. All three pass the same conformance suites (package outboxtest).
