@@ -83,15 +83,11 @@ dead-letter table, where these commands find them.`,
 				return usageError{err, cmd.CommandPath()}
 			}
 			ctx := cmd.Context()
-			st, err := c.openStore(ctx)
+			dl, closeStore, err := c.openDeadLetters(ctx)
 			if err != nil {
 				return err
 			}
-			defer st.Close()
-			dl, err := c.deadLetters(st)
-			if err != nil {
-				return err
-			}
+			defer closeStore()
 			entries, err := dl.List(ctx, fs[0])
 			if err != nil {
 				return err
@@ -127,15 +123,11 @@ dead-letter table, where these commands find them.`,
 		Args:    cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
-			st, err := c.openStore(ctx)
+			dl, closeStore, err := c.openDeadLetters(ctx)
 			if err != nil {
 				return err
 			}
-			defer st.Close()
-			dl, err := c.deadLetters(st)
-			if err != nil {
-				return err
-			}
+			defer closeStore()
 			entries, err := dl.List(ctx, deadletter.Filter{EventID: args[0]})
 			if err != nil {
 				return err
@@ -174,20 +166,16 @@ and consumers with an inbox drop the duplicate. Give event ids, filters, or
 				}
 			}
 			ctx := cmd.Context()
-			st, err := c.openStore(ctx)
+			dl, closeStore, err := c.openDeadLetters(ctx)
 			if err != nil {
 				return err
 			}
-			defer st.Close()
+			defer closeStore()
 			b, err := c.openBroker(ctx)
 			if err != nil {
 				return err
 			}
 			defer b.Close(ctx)
-			dl, err := c.deadLetters(st)
-			if err != nil {
-				return err
-			}
 			var total deadletter.ReplayResult
 			for _, f := range fs {
 				res, err := dl.Replay(ctx, b, f)
@@ -225,15 +213,11 @@ and consumers with an inbox drop the duplicate. Give event ids, filters, or
 				return usageError{err, cmd.CommandPath()}
 			}
 			ctx := cmd.Context()
-			st, err := c.openStore(ctx)
+			dl, closeStore, err := c.openDeadLetters(ctx)
 			if err != nil {
 				return err
 			}
-			defer st.Close()
-			dl, err := c.deadLetters(st)
-			if err != nil {
-				return err
-			}
+			defer closeStore()
 			var n int64
 			for _, f := range fs {
 				k, err := dl.Count(ctx, f)

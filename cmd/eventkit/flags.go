@@ -57,6 +57,21 @@ func (c *conn) deadLetters(st *connect.Store) (*deadletter.Store, error) {
 	return deadletter.New(st.SQL, st.Dialect, c.dlqTable)
 }
 
+// openDeadLetters opens the store and its dead-letter table; call the
+// returned function to close the store.
+func (c *conn) openDeadLetters(ctx context.Context) (*deadletter.Store, func(), error) {
+	st, err := c.openStore(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	dl, err := c.deadLetters(st)
+	if err != nil {
+		st.Close()
+		return nil, nil, err
+	}
+	return dl, st.Close, nil
+}
+
 // parseTime reads an RFC 3339 time or a duration ago ("2h" = two hours ago).
 func parseTime(s string) (time.Time, error) {
 	if s == "" {
