@@ -71,6 +71,24 @@ type Inbox interface {
 	Process(ctx context.Context, key Key, fn func(ctx context.Context) error) error
 }
 
+// Batcher is implemented by inboxes that can process several events in one
+// transaction (sqlinbox), so that one commit serves many events.
+type Batcher interface {
+	// ProcessBatch processes keys in order in one transaction. For each key
+	// it sets a savepoint and records the key: a key already recorded (by
+	// an earlier commit, or earlier in this batch) gets ErrDuplicate and fn
+	// is not called; otherwise fn(ctx, i) runs with the transaction in its
+	// context, and if it fails, its writes and its key are rolled back to
+	// the savepoint while the other keys stay in the batch. Then the
+	// transaction commits once.
+	//
+	// When err is nil the transaction committed and results[i] is nil
+	// (key i recorded with fn's effects), ErrDuplicate, or fn's error
+	// (nothing of key i recorded). When err is not nil nothing of the batch
+	// was recorded, whatever fn returned, and results is nil.
+	ProcessBatch(ctx context.Context, keys []Key, fn func(ctx context.Context, i int) error) (results []error, err error)
+}
+
 // Pruner is implemented by inboxes that need their old keys deleted (the
 // SQL inbox; Redis and LRU expire keys themselves).
 type Pruner interface {
