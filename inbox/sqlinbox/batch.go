@@ -121,4 +121,3 @@ func processBatch(keys []inbox.Key, exec func(q string) error, claim func(inbox.
 	}
 	return results, nil
 }
-
