@@ -61,6 +61,21 @@ type Config struct {
 	// package inbox. With sqlinbox the handler runs inside the inbox's
 	// transaction (sqlinbox.Tx(ctx), sqlinbox.PgxTx(ctx)).
 	Inbox inbox.Inbox
+	// InboxBatch, if > 1, turns on batch mode: a worker takes up to
+	// InboxBatch deliveries that are ready (waiting at most InboxBatchWait
+	// for more after the first) and processes them in one inbox
+	// transaction, with a savepoint per event and one commit for all (see
+	// inbox.Batcher). Inbox must implement inbox.Batcher (sqlinbox does),
+	// and batch mode requires OrderedBySubject to be off. A handler error
+	// rolls back only its own event, which is retried or dead-lettered as
+	// usual; the others are acked after the commit. If the transaction
+	// fails as a whole (commit error, lost connection), nothing of it
+	// happened and each of its events is processed again at once, alone.
+	InboxBatch int
+	// InboxBatchWait is how long a worker waits for more deliveries after
+	// the first one of a batch (default 2ms; it never waits when the batch
+	// is full). Only used when InboxBatch > 1.
+	InboxBatchWait time.Duration
 	// InboxRetention, if > 0 and Inbox is an inbox.Pruner (sqlinbox),
 	// makes Run delete inbox keys older than this every
 	// InboxPruneInterval, in a goroutine that stops with Run. Keep it longer
@@ -162,8 +177,26 @@ func (c Config) withDefaults(sub broker.Subscriber) (Config, error) {
 	if c.Concurrency <= 0 {
 		c.Concurrency = 1
 	}
+	if c.InboxBatch > 1 {
+		if c.OrderedBySubject {
+			return c, errors.New("consumer: InboxBatch cannot be combined with OrderedBySubject")
+		}
+		if _, ok := c.Inbox.(inbox.Batcher); !ok {
+			return c, fmt.Errorf("consumer: InboxBatch needs an Inbox that implements inbox.Batcher (have %T)", c.Inbox)
+		}
+		if c.InboxBatchWait <= 0 {
+			c.InboxBatchWait = 2 * time.Millisecond
+		}
+	} else {
+		c.InboxBatch = 1
+	}
 	if c.MaxInFlight <= 0 {
 		c.MaxInFlight = max(4*c.Concurrency, 32)
+		if c.InboxBatch > 1 {
+			// Room for every worker to fill a batch would be
+			// Concurrency*InboxBatch; keep the default bounded.
+			c.MaxInFlight = max(c.MaxInFlight, min(c.Concurrency*c.InboxBatch, 1024), 2*c.InboxBatch)
+		}
 	}
 	if c.MaxInFlight < c.Concurrency {
 		return c, fmt.Errorf("consumer: MaxInFlight (%d) must be at least Concurrency (%d)", c.MaxInFlight, c.Concurrency)

@@ -36,6 +36,9 @@ type store struct {
 	in    inbox.Inbox
 	bump  func(ctx context.Context, account string) error
 	count func(t testing.TB, account string) int
+	// tx returns the handler's transaction (SQL stores), to tell batches
+	// apart.
+	tx func(ctx context.Context) any
 }
 
 func sqlStore(t testing.TB, name, driver, dsn string, d sqlinbox.Dialect) *store {
@@ -73,6 +76,7 @@ func sqlStore(t testing.TB, name, driver, dsn string, d sqlinbox.Dialect) *store
 	}
 	return &store{
 		name: name, in: in,
+		tx: func(ctx context.Context) any { return sqlinbox.Tx(ctx) },
 		bump: func(ctx context.Context, account string) error {
 			tx := sqlinbox.Tx(ctx)
 			if _, err := tx.ExecContext(ctx, insert, account); err != nil {
@@ -117,6 +121,7 @@ func pgxStore(t testing.TB) *store {
 	})
 	return &store{
 		name: "pgx", in: in,
+		tx: func(ctx context.Context) any { return sqlinbox.PgxTx(ctx) },
 		bump: func(ctx context.Context, account string) error {
 			_, err := sqlinbox.PgxTx(ctx).Exec(ctx, "INSERT INTO "+biz+" (id, n) VALUES ($1, 1) ON CONFLICT (id) DO UPDATE SET n = "+biz+".n + 1", account)
 			return err

@@ -81,6 +81,8 @@ func (r *route) start() error {
 	for range r.cfg.Concurrency {
 		if r.cfg.OrderedBySubject {
 			r.workers.Go(r.orderedWorker)
+		} else if r.cfg.InboxBatch > 1 {
+			r.workers.Go(r.batchWorker)
 		} else {
 			r.workers.Go(r.worker)
 		}
@@ -272,84 +274,106 @@ func (r *route) process(d broker.Delivery) {
 	attempt := max(d.Attempt(), 1)
 	var first time.Time
 	for {
-		err := r.invoke(ev, attempt)
-		ctx := context.Background()
-		switch {
-		case err == nil:
-			r.ack(d)
-			r.handled.Add(1)
-			r.cfg.Metrics.Count(ctx, r.topic, r.group, OutcomeHandled)
-			if attempt > 1 {
-				r.firstFail.Remove(ev.ID)
-			}
-			return
-		case errors.Is(err, inbox.ErrDuplicate):
-			r.ack(d)
-			r.duplicates.Add(1)
-			r.cfg.Metrics.Count(ctx, r.topic, r.group, OutcomeDuplicate)
-			r.log.Debug("consumer: duplicate skipped", "id", ev.ID, "type", ev.Type)
-			return
-		case r.hardCtx.Err() != nil:
-			// Shutdown ran out of time and cancelled the handler: not the
-			// event's fault, and not counted as a failure.
-			r.nack(d, 0)
-			return
-		case errors.Is(err, inbox.ErrInProgress):
-			// Another worker holds the key; not an attempt of ours.
-			if r.cfg.OrderedBySubject && r.sleep(r.cfg.Retry.Initial) {
-				continue
-			}
-			r.nack(d, r.cfg.Retry.Initial)
+		again, next := r.outcome(d, ev, attempt, &first, r.invoke(ev, attempt))
+		if !again {
 			return
 		}
-
-		now := time.Now()
-		r.failed.Add(1)
-		r.cfg.Metrics.Count(ctx, r.topic, r.group, OutcomeFailed)
-		if first.IsZero() {
-			first = now
-			if prev, ok := r.firstFail.Get(ev.ID); ok {
-				first = prev
-			} else if !r.cfg.OrderedBySubject {
-				r.firstFail.Add(ev.ID, now)
-			}
-		}
-		permanent := eventkit.IsPermanent(err)
-		if permanent || attempt >= r.cfg.Retry.MaxAttempts {
-			reason := ReasonMaxAttempts
-			if permanent {
-				reason = ReasonPermanent
-			}
-			r.log.Error("consumer: giving up on event", "id", ev.ID, "type", ev.Type, "subject", ev.Subject,
-				"attempt", attempt, "reason", reason, "err", err)
-			r.deadLetter(d, ev, dlq.Failure{Reason: reason, Attempts: attempt, First: first, Last: now, Err: err})
-			return
-		}
-		delay := r.cfg.Retry.Backoff(attempt)
-		var ra *RetryAfterError
-		if errors.As(err, &ra) && ra.Delay >= 0 {
-			delay = ra.Delay
-		}
-		r.retried.Add(1)
-		r.cfg.Metrics.Count(ctx, r.topic, r.group, OutcomeRetried)
-		r.log.Warn("consumer: handler failed; will retry", "id", ev.ID, "type", ev.Type, "subject", ev.Subject,
-			"attempt", attempt, "max_attempts", r.cfg.Retry.MaxAttempts, "retry_in", delay, "err", err)
-		if !r.cfg.OrderedBySubject {
-			r.nack(d, delay)
-			return
-		}
-		// Ordered: retry in place so later events of this subject wait.
-		if !r.sleep(delay) {
-			r.nack(d, 0)
-			return
-		}
-		attempt++
+		attempt = next
 	}
 }
 
+// outcome settles d after attempt ended with err (ack, nack for a retry,
+// dead letter), or, for a retry in place (ordered), sleeps through the
+// backoff and returns again=true with the attempt number to run next.
+func (r *route) outcome(d broker.Delivery, ev eventkit.Event, attempt int, first *time.Time, err error) (again bool, next int) {
+	ctx := context.Background()
+	switch {
+	case err == nil:
+		r.ack(d)
+		r.handled.Add(1)
+		r.cfg.Metrics.Count(ctx, r.topic, r.group, OutcomeHandled)
+		if attempt > 1 {
+			r.firstFail.Remove(ev.ID)
+		}
+		return false, 0
+	case errors.Is(err, inbox.ErrDuplicate):
+		r.ack(d)
+		r.duplicates.Add(1)
+		r.cfg.Metrics.Count(ctx, r.topic, r.group, OutcomeDuplicate)
+		r.log.Debug("consumer: duplicate skipped", "id", ev.ID, "type", ev.Type)
+		return false, 0
+	case r.hardCtx.Err() != nil:
+		// Shutdown ran out of time and cancelled the handler: not the
+		// event's fault, and not counted as a failure.
+		r.nack(d, 0)
+		return false, 0
+	case errors.Is(err, inbox.ErrInProgress):
+		// Another worker holds the key; not an attempt of ours.
+		if r.cfg.OrderedBySubject && r.sleep(r.cfg.Retry.Initial) {
+			return true, attempt
+		}
+		r.nack(d, r.cfg.Retry.Initial)
+		return false, 0
+	}
+
+	now := time.Now()
+	r.failed.Add(1)
+	r.cfg.Metrics.Count(ctx, r.topic, r.group, OutcomeFailed)
+	if first.IsZero() {
+		*first = now
+		if prev, ok := r.firstFail.Get(ev.ID); ok {
+			*first = prev
+		} else if !r.cfg.OrderedBySubject {
+			r.firstFail.Add(ev.ID, now)
+		}
+	}
+	permanent := eventkit.IsPermanent(err)
+	if permanent || attempt >= r.cfg.Retry.MaxAttempts {
+		reason := ReasonMaxAttempts
+		if permanent {
+			reason = ReasonPermanent
+		}
+		r.log.Error("consumer: giving up on event", "id", ev.ID, "type", ev.Type, "subject", ev.Subject,
+			"attempt", attempt, "reason", reason, "err", err)
+		r.deadLetter(d, ev, dlq.Failure{Reason: reason, Attempts: attempt, First: *first, Last: now, Err: err})
+		return false, 0
+	}
+	delay := r.cfg.Retry.Backoff(attempt)
+	var ra *RetryAfterError
+	if errors.As(err, &ra) && ra.Delay >= 0 {
+		delay = ra.Delay
+	}
+	r.retried.Add(1)
+	r.cfg.Metrics.Count(ctx, r.topic, r.group, OutcomeRetried)
+	r.log.Warn("consumer: handler failed; will retry", "id", ev.ID, "type", ev.Type, "subject", ev.Subject,
+		"attempt", attempt, "max_attempts", r.cfg.Retry.MaxAttempts, "retry_in", delay, "err", err)
+	if !r.cfg.OrderedBySubject {
+		r.nack(d, delay)
+		return false, 0
+	}
+	// Ordered: retry in place so later events of this subject wait.
+	if !r.sleep(delay) {
+		r.nack(d, 0)
+		return false, 0
+	}
+	return true, attempt + 1
+}
+
 // invoke runs one attempt: trace span, timeout, inbox, panic recovery.
-func (r *route) invoke(ev eventkit.Event, attempt int) (err error) {
-	ctx, cancel := context.WithTimeout(r.hardCtx, r.cfg.HandlerTimeout)
+func (r *route) invoke(ev eventkit.Event, attempt int) error {
+	return r.call(r.hardCtx, ev, attempt, func(ctx context.Context, call func(context.Context) error) error {
+		if r.cfg.Inbox != nil {
+			return r.cfg.Inbox.Process(ctx, inbox.Key{Consumer: r.group, EventID: ev.ID, EventType: ev.Type}, call)
+		}
+		return call(ctx)
+	})
+}
+
+// call runs one attempt on a context derived from base: timeout, trace
+// span, metadata, latency, panic recovery. run wraps the handler call (in
+// the inbox, or not).
+func (r *route) call(base context.Context, ev eventkit.Event, attempt int, run func(ctx context.Context, call func(context.Context) error) error) (err error) {
+	ctx, cancel := context.WithTimeout(base, r.cfg.HandlerTimeout)
 	defer cancel()
 	if ev.Extensions["traceparent"] != "" {
 		ctx = propagation.TraceContext{}.Extract(ctx, propagation.MapCarrier(ev.Extensions))
@@ -370,12 +394,7 @@ func (r *route) invoke(ev eventkit.Event, attempt int) (err error) {
 
 	r.handling.Add(1)
 	start := time.Now()
-	call := func(ctx context.Context) error { return r.safeCall(ctx, ev) }
-	if r.cfg.Inbox != nil {
-		err = r.cfg.Inbox.Process(ctx, inbox.Key{Consumer: r.group, EventID: ev.ID, EventType: ev.Type}, call)
-	} else {
-		err = call(ctx)
-	}
+	err = run(ctx, func(ctx context.Context) error { return r.safeCall(ctx, ev) })
 	r.handling.Add(-1)
 	failed := err != nil && !errors.Is(err, inbox.ErrDuplicate)
 	r.cfg.Metrics.HandlerLatency(ctx, r.topic, r.group, time.Since(start), failed)
