@@ -243,7 +243,7 @@ type pgDeferred struct {
 	in       inbox.Inbox
 	tx       func(ctx context.Context) any
 	addChild func(ctx context.Context, ev, parent string) error // in the handler's tx
-	parent   string // the parent table
+	parent   string                                             // the parent table
 	exec     func(q string) error
 	children func(t *testing.T, ev string) int
 }
