@@ -43,4 +43,10 @@
 // with k the first 8 bytes of the FNV-1a hash of "eventkit.outbox:"+T; the
 // migration lock is pg_advisory_xact_lock(k+1). The relay LISTENs on the
 // channel named T (Store.Channel) on a dedicated connection.
+//
+// The relay takes two connections out of the pool for good (the lock and
+// LISTEN sessions) and uses one more at a time for its queries: give the
+// relay's Store its own pgxpool (writers may use another Store value on the
+// application's pool for Add), or the relay queues for a connection behind
+// the application and its latency follows.
 package postgres
