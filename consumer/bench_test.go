@@ -90,47 +90,85 @@ func benchConsume(b *testing.B, newB func(b *testing.B) (broker.Broker, string))
 		report(b)
 		_ = sub.Close(context.Background())
 	})
-	for _, kind := range []string{"none", "redis", "postgres"} {
+	for _, kind := range []string{"none", "redis", "postgres", "postgres-batch64"} {
 		for _, conc := range []int{1, 8, 64} {
 			b.Run(fmt.Sprintf("inbox=%s/concurrency=%d", kind, conc), func(b *testing.B) {
 				cfg := consumer.Config{Concurrency: conc, Logger: quietLogger()}
 				switch kind {
 				case "redis":
 					cfg.Inbox = redisStore(b).in
-				case "postgres":
+				case "postgres", "postgres-batch64":
 					st := sqlStore(b, "postgres", "pgx", testenv.Postgres.URL(b), sqlinbox.Postgres)
 					cfg.Inbox = st.in
-				}
-				br, topic := newB(b)
-				prepublish(b, br, topic)
-				c, err := consumer.New(br, cfg)
-				if err != nil {
-					b.Fatal(err)
-				}
-				done := make(chan struct{})
-				var n atomic.Int64
-				_ = c.Handle(topic, "bench", consumer.HandlerFunc(func(ctx context.Context, e eventkit.Event) error {
-					if n.Add(1) == int64(b.N) {
-						close(done)
+					if kind == "postgres-batch64" {
+						cfg.InboxBatch = 64
 					}
-					return nil
-				}))
-				ctx, cancel := context.WithCancel(context.Background())
-				runDone := make(chan error, 1)
-				b.ResetTimer()
-				go func() { runDone <- c.Run(ctx) }()
-				<-done
-				for c.Stats().Handled < uint64(b.N) { // the last ack
-					time.Sleep(50 * time.Microsecond)
 				}
-				b.StopTimer()
-				report(b)
-				cancel()
-				if err := <-runDone; err != nil {
-					b.Fatal(err)
-				}
+				benchRuntime(b, cfg, newB)
 			})
 		}
+	}
+}
+
+// BenchmarkPostgresInbox compares the Postgres inbox (database/sql over
+// pgx's stdlib driver, and pgx directly) without batching (one commit per
+// event, batch=1) and in batch mode (InboxBatch 64), at concurrency 1, 8
+// and 64, through the memory broker. Each handler writes one row through
+// the inbox transaction (its own row: no contention between events).
+//
+//	go test -run '^$' -bench 'Postgres' -benchtime=3000x ./consumer
+func BenchmarkPostgresInbox(b *testing.B) {
+	for _, driver := range []string{"sql", "pgx"} {
+		for _, batch := range []int{1, 64} {
+			for _, conc := range []int{1, 8, 64} {
+				b.Run(fmt.Sprintf("driver=%s/batch=%d/concurrency=%d", driver, batch, conc), func(b *testing.B) {
+					var st *store
+					if driver == "pgx" {
+						st = pgxStore(b)
+					} else {
+						st = sqlStore(b, "postgres", "pgx", testenv.Postgres.URL(b), sqlinbox.Postgres)
+					}
+					cfg := consumer.Config{Concurrency: conc, Logger: quietLogger(), Inbox: st.in, InboxBatch: batch}
+					benchRuntimeWith(b, cfg, func(b *testing.B) (broker.Broker, string) {
+						return newBroker(b), testenv.Name("bench")
+					}, func(ctx context.Context, e eventkit.Event) error { return st.bump(ctx, e.ID) })
+				})
+			}
+		}
+	}
+}
+
+// benchRuntime runs the runtime with cfg over b.N prepublished events and
+// reports events/s; the timer stops when the last one is acked.
+func benchRuntime(b *testing.B, cfg consumer.Config, newB func(b *testing.B) (broker.Broker, string)) {
+	benchRuntimeWith(b, cfg, newB, nil)
+}
+
+func benchRuntimeWith(b *testing.B, cfg consumer.Config, newB func(b *testing.B) (broker.Broker, string), work func(ctx context.Context, e eventkit.Event) error) {
+	br, topic := newB(b)
+	prepublish(b, br, topic)
+	c, err := consumer.New(br, cfg)
+	if err != nil {
+		b.Fatal(err)
+	}
+	_ = c.Handle(topic, "bench", consumer.HandlerFunc(func(ctx context.Context, e eventkit.Event) error {
+		if work != nil {
+			return work(ctx, e)
+		}
+		return nil
+	}))
+	ctx, cancel := context.WithCancel(context.Background())
+	runDone := make(chan error, 1)
+	b.ResetTimer()
+	go func() { runDone <- c.Run(ctx) }()
+	for c.Stats().Handled < uint64(b.N) { // the last ack
+		time.Sleep(50 * time.Microsecond)
+	}
+	b.StopTimer()
+	report(b)
+	cancel()
+	if err := <-runDone; err != nil {
+		b.Fatal(err)
 	}
 }
 

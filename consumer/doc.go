@@ -52,6 +52,32 @@
 // as an event of type UndecodableType whose data is the raw bytes. Read the
 // attributes back with DeadLetterInfo; Original strips them for a replay.
 //
+// Batch mode (Config.InboxBatch > 1, unordered subscriptions only, with an
+// inbox that implements inbox.Batcher such as sqlinbox): a worker takes the
+// deliveries that are ready, up to InboxBatch (waiting InboxBatchWait at
+// most for more), sorts them by event id, and runs them in ONE database
+// transaction: per event a SAVEPOINT, the inbox key insert (a conflict, also
+// with an earlier copy in the same batch, makes it a duplicate) and the
+// handler, under its own HandlerTimeout; a handler error rolls back to the
+// savepoint, so that event alone fails and follows the retry and
+// dead-letter policy while the others stay in the batch. Then one COMMIT,
+// and only after it the acks. The guarantee is the same as without
+// batching: each event's effects in the transaction happen once per
+// (group, event id), across crashes (a crash before the commit loses the
+// whole batch and every member is redelivered; one between commit and acks
+// makes every redelivery a skipped duplicate) and concurrent duplicates. If
+// the transaction fails as a whole (COMMIT error such as a deferred
+// constraint, a lost connection, a statement error that aborts the
+// transaction on MySQL), nothing of it happened and each member is
+// processed again at once in its own transaction, so one bad event cannot
+// fail its neighbours. What batching changes: handlers of one batch run one
+// after the other, their writes share one transaction (locks are held
+// until the batch commits, so a concurrent duplicate waits longer), and a
+// delivery waits for its whole batch before it is acked; keep AckWait
+// above InboxBatch times the usual handler time (a redelivery in between is
+// harmless, it is skipped as a duplicate). Handlers must not rely on
+// running alone in their transaction (no COMMIT, no SET TRANSACTION).
+//
 // Shutdown: when Run's context ends, fetching stops, deliveries not yet
 // started are nacked, handler calls in progress get Config.ShutdownTimeout
 // to finish (then their contexts are cancelled and the deliveries nacked),

@@ -23,6 +23,10 @@
 //     catches duplicates seen by this process, within the TTL and the size
 //     bound, and forgets everything on restart.
 //
+// sqlinbox also implements Batcher: several events in one transaction,
+// with a savepoint each, so that one commit serves a batch (the consumer's
+// Config.InboxBatch).
+//
 // None of them makes a handler's side effects outside the transaction (HTTP
 // calls, e-mails) exactly-once; make those idempotent (see the helpers in
 // package sqlinbox: Upsert-style writes and compare-and-swap on a version).

@@ -20,6 +20,20 @@
 // than the broker can redeliver. The handler may also add events to the
 // outbox in the same transaction (consume-transform-produce).
 //
+// Batches: Inbox and PgxInbox implement inbox.Batcher, used by the
+// consumer's batch mode (consumer.Config.InboxBatch). ProcessBatch runs
+// several events in one transaction with one COMMIT: per event a SAVEPOINT,
+// the key insert and the handler; a duplicate key or a failed handler is
+// rolled back to its savepoint (RELEASE after a rollback keeps savepoints
+// from nesting) and reported in that event's result, the others commit
+// together. The guarantee per event is the one above: an event's writes
+// and its key commit together or not at all, and a duplicate (earlier,
+// concurrent, or repeated in the same batch) never runs twice. If a
+// savepoint statement or the COMMIT fails, ProcessBatch returns an error
+// and nothing of the batch is recorded. The savepoint statements cost a
+// few round trips per event; the fsync of one commit is shared by the
+// batch.
+//
 // Databases: PostgreSQL (database/sql with Postgres, or pgx with NewPgx),
 // MySQL/MariaDB (event ids up to 255 characters, consumer names up to 200),
 // SQLite (writers are serialized; see New). The table is created by Migrate
