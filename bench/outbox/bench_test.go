@@ -1,0 +1,374 @@
+// Package outboxbench compares eventkit's transactional outbox relay
+// (outbox/postgres store + outbox.NewRelay + the broker/nats adapter) with a
+// minimal raw relay written directly with pgx and nats.go, and with
+// Watermill's outbox path (watermill-sql v4 publisher in transactions + the
+// watermill forwarder component draining to a watermill-nats JetStream
+// publisher), all from PostgreSQL to NATS JetStream, with 1 KB events, in
+// the same run. It is a separate module so that the main module never
+// depends on Watermill.
+//
+//	cd bench/outbox && go test -run '^$' -bench . -count 3
+package outboxbench
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill"
+	wnats "github.com/ThreeDotsLabs/watermill-nats/v2/pkg/nats"
+	wsql "github.com/ThreeDotsLabs/watermill-sql/v4/pkg/sql"
+	"github.com/ThreeDotsLabs/watermill/components/forwarder"
+	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/eventkit/eventkit"
+	natsbroker "github.com/eventkit/eventkit/broker/nats"
+	"github.com/eventkit/eventkit/internal/testenv"
+	"github.com/eventkit/eventkit/outbox"
+	"github.com/eventkit/eventkit/outbox/postgres"
+)
+
+var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
+
+const (
+	nFast   = 20000 // events per drain for eventkit and raw
+	nWM     = 20000 // events per drain for Watermill
+	txSize  = 1000  // events per writing transaction
+	claim   = 1000  // events per relay round (eventkit BatchSize, raw LIMIT)
+	evBytes = 1024
+)
+
+var payload = func() []byte {
+	p := make([]byte, evBytes)
+	for i := range p {
+		p[i] = 'a' + byte(i%26)
+	}
+	return p
+}()
+
+type env struct {
+	pool           *pgxpool.Pool
+	nc             *nats.Conn
+	js             jetstream.JetStream
+	pgURL, natsURL string
+}
+
+func newEnv(b *testing.B) *env {
+	pgURL, natsURL := testenv.Postgres.URL(b), testenv.NATS.URL(b)
+	pool, err := pgxpool.New(context.Background(), pgURL)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(pool.Close)
+	nc, err := nats.Connect(natsURL)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(nc.Close)
+	js, err := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(4096))
+	if err != nil {
+		b.Fatal(err)
+	}
+	return &env{pool: pool, nc: nc, js: js, pgURL: pgURL, natsURL: natsURL}
+}
+
+// newStore creates a migrated eventkit outbox table, dropped afterwards.
+func (e *env) newStore(b *testing.B) *postgres.Store {
+	table := testenv.Name("obench")
+	s, err := postgres.New(e.pool, postgres.Config{Table: table})
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := s.Migrate(context.Background()); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() {
+		_, _ = e.pool.Exec(context.Background(), `DROP TABLE IF EXISTS `+table+`; DROP TABLE IF EXISTS `+table+`_migrations; DROP FUNCTION IF EXISTS `+table+`_notify()`)
+	})
+	return s
+}
+
+// fill writes n events into s with Store.Add, txSize per transaction, as an
+// application would.
+func (e *env) fill(b *testing.B, s *postgres.Store, topic string, n int) {
+	ctx := context.Background()
+	for i := 0; i < n; i += txSize {
+		evs := make([]eventkit.Event, min(txSize, n-i))
+		for j := range evs {
+			evs[j] = eventkit.New("bench.event", "application/octet-stream", payload, eventkit.WithSubject(fmt.Sprint("s", j%100)))
+		}
+		if err := pgx.BeginFunc(ctx, e.pool, func(tx pgx.Tx) error { return s.Add(ctx, tx, topic, evs...) }); err != nil {
+			b.Fatal(err)
+		}
+	}
+	if _, err := e.pool.Exec(ctx, "VACUUM ANALYZE "+s.Table()); err != nil {
+		b.Fatal(err)
+	}
+}
+
+// drainEventkit: outbox.NewRelay over the postgres store, publishing with
+// the eventkit NATS adapter (Connect with default options, stream created
+// on first publish with dedupe by event id).
+func (e *env) drainEventkit(b *testing.B) time.Duration {
+	ctx := context.Background()
+	s := e.newStore(b)
+	topic := testenv.Name("ekob")
+	e.fill(b, s, topic, nFast)
+	br, err := natsbroker.Connect(ctx, e.natsURL, natsbroker.Options{StreamPrefix: "OBENCH_"})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer func() {
+		_ = br.DeleteTopic(context.Background(), topic)
+		_ = br.Close(context.Background())
+	}()
+	t0 := time.Now()
+	relay := outbox.NewRelay(s, br, outbox.RelayConfig{BatchSize: claim, StatusInterval: -1, Logger: quiet})
+	rctx, cancel := context.WithCancel(ctx)
+	runDone := make(chan error, 1)
+	go func() { runDone <- relay.Run(rctx) }()
+	deadline := time.Now().Add(2 * time.Minute)
+	for relay.Stats().Delivered < nFast {
+		if time.Now().After(deadline) {
+			b.Fatalf("eventkit relay: %d of %d delivered", relay.Stats().Delivered, nFast)
+		}
+		time.Sleep(time.Millisecond)
+	}
+	d := time.Since(t0)
+	cancel()
+	if err := <-runDone; err != nil {
+		b.Fatal(err)
+	}
+	e.checkStream(b, br.StreamName(topic), nFast)
+	return d
+}
+
+// drainRaw: a minimal relay with pgx + nats.go on the same table layout:
+// claim 1,000 rows FOR UPDATE SKIP LOCKED, PublishMsgAsync each (binary
+// mode: ce- headers, Nats-Msg-Id = id, like the adapter), wait for all
+// acks, DELETE, COMMIT.
+func (e *env) drainRaw(b *testing.B) time.Duration {
+	ctx := context.Background()
+	s := e.newStore(b)
+	topic := testenv.Name("rawob")
+	e.fill(b, s, topic, nFast)
+	stream := strings.ToUpper(testenv.Name("OBENCH_RAW"))
+	if _, err := e.js.CreateStream(ctx, jetstream.StreamConfig{
+		Name: stream, Subjects: []string{stream + ".>"}, Storage: jetstream.FileStorage, Duplicates: 2 * time.Minute,
+	}); err != nil {
+		b.Fatal(err)
+	}
+	defer func() { _ = e.js.DeleteStream(context.Background(), stream) }()
+	t0 := time.Now()
+	got, err := rawRelay(ctx, e.pool, e.js, s.Table(), stream)
+	if err != nil || got != nFast {
+		b.Fatalf("raw relay: %d events, %v", got, err)
+	}
+	d := time.Since(t0)
+	e.checkStream(b, stream, nFast)
+	return d
+}
+
+func rawRelay(ctx context.Context, pool *pgxpool.Pool, js jetstream.JetStream, table, stream string) (int, error) {
+	total := 0
+	for {
+		tx, err := pool.Begin(ctx)
+		if err != nil {
+			return total, err
+		}
+		rows, err := tx.Query(ctx, `SELECT seq, id, type, source, subject, data FROM `+table+
+			` ORDER BY seq LIMIT `+fmt.Sprint(claim)+` FOR UPDATE SKIP LOCKED`)
+		if err != nil {
+			_ = tx.Rollback(ctx)
+			return total, err
+		}
+		var seqs []int64
+		var futs []jetstream.PubAckFuture
+		for rows.Next() {
+			var seq int64
+			var id, typ, source, subject string
+			var data []byte
+			if err := rows.Scan(&seq, &id, &typ, &source, &subject, &data); err != nil {
+				rows.Close()
+				_ = tx.Rollback(ctx)
+				return total, err
+			}
+			m := nats.NewMsg(stream + "." + typ)
+			m.Header.Set("ce-id", id)
+			m.Header.Set("ce-type", typ)
+			m.Header.Set("ce-source", source)
+			m.Header.Set("ce-subject", subject)
+			m.Header.Set("Nats-Msg-Id", id)
+			m.Data = data
+			f, err := js.PublishMsgAsync(m)
+			if err != nil {
+				rows.Close()
+				_ = tx.Rollback(ctx)
+				return total, err
+			}
+			seqs = append(seqs, seq)
+			futs = append(futs, f)
+		}
+		if err := rows.Err(); err != nil {
+			_ = tx.Rollback(ctx)
+			return total, err
+		}
+		if len(seqs) == 0 {
+			return total, tx.Rollback(ctx)
+		}
+		for _, f := range futs {
+			select {
+			case <-f.Ok():
+			case err := <-f.Err():
+				_ = tx.Rollback(ctx)
+				return total, err
+			}
+		}
+		if _, err := tx.Exec(ctx, `DELETE FROM `+table+` WHERE seq = ANY($1)`, seqs); err != nil {
+			_ = tx.Rollback(ctx)
+			return total, err
+		}
+		if err := tx.Commit(ctx); err != nil {
+			return total, err
+		}
+		total += len(seqs)
+	}
+}
+
+// drainWatermill: watermill-sql v4 Publisher (DefaultPostgreSQLSchema,
+// pgx adapter) wrapped in forwarder.Publisher writes nWM messages in
+// transactions of txSize; then forwarder.Forwarder, subscribing with a
+// watermill-sql Subscriber (DefaultPostgreSQLOffsetsAdapter) and publishing
+// with a watermill-nats v2 JetStream Publisher, drains them. Changed from
+// the defaults: ForwarderTopic (unique per run so the tables are unique),
+// InitializeSchema on the subscriber (the publisher may not create tables
+// inside a transaction), TrackMsgId on the NATS publisher (dedupe by id,
+// as eventkit and raw do), and the logger (NopLogger).
+func (e *env) drainWatermill(b *testing.B) time.Duration {
+	ctx := context.Background()
+	logger := watermill.NopLogger{}
+	fwdTopic := testenv.Name("wmob")
+	dest := strings.ToUpper(testenv.Name("OBENCH_WM"))
+	schema := wsql.DefaultPostgreSQLSchema{}
+	offsets := wsql.DefaultPostgreSQLOffsetsAdapter{}
+	defer func() {
+		_, _ = e.pool.Exec(context.Background(), `DROP TABLE IF EXISTS `+schema.MessagesTable(fwdTopic)+`; DROP TABLE IF EXISTS `+offsets.MessagesOffsetsTable(fwdTopic))
+	}()
+	sub, err := wsql.NewSubscriber(wsql.BeginnerFromPgx(e.pool), wsql.SubscriberConfig{
+		SchemaAdapter: schema, OffsetsAdapter: offsets, InitializeSchema: true,
+	}, logger)
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := sub.SubscribeInitialize(fwdTopic); err != nil {
+		b.Fatal(err)
+	}
+	for i := 0; i < nWM; i += txSize {
+		msgs := make([]*message.Message, min(txSize, nWM-i))
+		for j := range msgs {
+			msgs[j] = message.NewMessage(watermill.NewUUID(), payload)
+		}
+		err := pgx.BeginFunc(ctx, e.pool, func(tx pgx.Tx) error {
+			p, err := wsql.NewPublisher(wsql.TxFromPgx(tx), wsql.PublisherConfig{SchemaAdapter: schema}, logger)
+			if err != nil {
+				return err
+			}
+			return forwarder.NewPublisher(p, forwarder.PublisherConfig{ForwarderTopic: fwdTopic}).Publish(dest, msgs...)
+		})
+		if err != nil {
+			b.Fatal(err)
+		}
+	}
+	if _, err := e.pool.Exec(ctx, "VACUUM ANALYZE "+schema.MessagesTable(fwdTopic)); err != nil {
+		b.Fatal(err)
+	}
+	if _, err := e.js.CreateStream(ctx, jetstream.StreamConfig{
+		Name: dest, Subjects: []string{dest}, Storage: jetstream.FileStorage, Duplicates: 2 * time.Minute,
+	}); err != nil {
+		b.Fatal(err)
+	}
+	defer func() { _ = e.js.DeleteStream(context.Background(), dest) }()
+	pub, err := wnats.NewPublisher(wnats.PublisherConfig{
+		URL:       e.natsURL,
+		Marshaler: &wnats.NATSMarshaler{},
+		JetStream: wnats.JetStreamConfig{TrackMsgId: true},
+	}, logger)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer func() { _ = pub.Close() }()
+	fwd, err := forwarder.NewForwarder(sub, pub, logger, forwarder.Config{ForwarderTopic: fwdTopic, CloseTimeout: 5 * time.Second})
+	if err != nil {
+		b.Fatal(err)
+	}
+	t0 := time.Now()
+	runDone := make(chan error, 1)
+	go func() { runDone <- fwd.Run(ctx) }()
+	deadline := time.Now().Add(2 * time.Minute)
+	for e.streamMsgs(b, dest) < nWM {
+		if time.Now().After(deadline) {
+			b.Fatalf("watermill forwarder: %d of %d in stream", e.streamMsgs(b, dest), nWM)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	d := time.Since(t0)
+	if err := fwd.Close(); err != nil {
+		b.Fatal(err)
+	}
+	if err := <-runDone; err != nil {
+		b.Fatal(err)
+	}
+	_ = sub.Close()
+	e.checkStream(b, dest, nWM)
+	return d
+}
+
+func (e *env) streamMsgs(b *testing.B, name string) uint64 {
+	s, err := e.js.Stream(context.Background(), name)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return s.CachedInfo().State.Msgs
+}
+
+func (e *env) checkStream(b *testing.B, name string, want uint64) {
+	if got := e.streamMsgs(b, name); got != want {
+		b.Fatalf("stream %s holds %d messages, want %d", name, got, want)
+	}
+}
+
+// BenchmarkRelay drains a pre-filled outbox into JetStream with each relay
+// per iteration (order rotated), and reports the rates and ratios.
+func BenchmarkRelay(b *testing.B) {
+	e := newEnv(b)
+	var ek, raw, wm time.Duration
+	for i := range b.N {
+		runs := []func(){
+			func() { ek += e.drainEventkit(b) },
+			func() { raw += e.drainRaw(b) },
+			func() { wm += e.drainWatermill(b) },
+		}
+		for j := range runs {
+			runs[(i+j)%len(runs)]()
+		}
+	}
+	ekRate := float64(nFast*b.N) / ek.Seconds()
+	rawRate := float64(nFast*b.N) / raw.Seconds()
+	wmRate := float64(nWM*b.N) / wm.Seconds()
+	b.ReportMetric(0, "ns/op")
+	b.ReportMetric(ekRate, "eventkit-events/s")
+	b.ReportMetric(rawRate, "raw-events/s")
+	b.ReportMetric(wmRate, "watermill-events/s")
+	b.ReportMetric(100*ekRate/rawRate, "%-of-raw")
+	b.ReportMetric(ekRate/wmRate, "x-watermill")
+	b.Logf("\n%-10s %12s\n%-10s %12.0f\n%-10s %12.0f\n%-10s %12.0f\neventkit/raw = %.1f%%  eventkit/watermill = %.1fx",
+		"relay", "events/s", "eventkit", ekRate, "raw", rawRate, "watermill", wmRate, 100*ekRate/rawRate, ekRate/wmRate)
+}
