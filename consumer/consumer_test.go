@@ -119,6 +119,8 @@ func TestPoisonEventDeadLetteredOthersFlow(t *testing.T) {
 		orig.Extension("traceparent") != poison.Extension("traceparent") {
 		t.Fatalf("Original = %+v", orig)
 	}
+	// The dead letter can arrive before the runtime has counted it.
+	eventually(t, 5*time.Second, "stats", func() bool { return c.Stats().DeadLettered == 1 })
 	if s := c.Stats(); s.DeadLettered != 1 || s.Failed != 4 || s.Retried != 3 {
 		t.Fatalf("stats %+v", s)
 	}
