@@ -72,6 +72,32 @@ func TestProcessBatch(t *testing.T) {
 		if n := e.queryInt(t, "SELECT COUNT(*) FROM "+biz); n != 5 {
 			t.Fatalf("%d rows, want 5", n)
 		}
+		// The first copy of a key fails, the second copy in the same batch
+		// takes over: its effect and the key commit, once.
+		keys = []inbox.Key{key("twice"), key("twice"), key("twice")}
+		calls := 0
+		results, err = b.ProcessBatch(ctx, keys, func(ctx context.Context, i int) error {
+			calls++
+			if err := write(ctx, "twice"); err != nil {
+				return err
+			}
+			if calls == 1 {
+				return boom
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if calls != 2 || !errors.Is(results[0], boom) || results[1] != nil || !errors.Is(results[2], inbox.ErrDuplicate) {
+			t.Fatalf("calls=%d results %v", calls, results)
+		}
+		if err := e.in.Process(ctx, key("twice"), func(ctx context.Context) error { return nil }); !errors.Is(err, inbox.ErrDuplicate) {
+			t.Fatalf("key not recorded: %v", err)
+		}
+		if n := e.queryInt(t, "SELECT COUNT(*) FROM "+biz+" WHERE id = 'twice'"); n != 1 {
+			t.Fatalf("%d rows for twice, want 1", n)
+		}
 	})
 }
 

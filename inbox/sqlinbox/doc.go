@@ -22,11 +22,12 @@
 //
 // Batches: Inbox and PgxInbox implement inbox.Batcher, used by the
 // consumer's batch mode (consumer.Config.InboxBatch). ProcessBatch runs
-// several events in one transaction with one COMMIT: per event a SAVEPOINT,
-// the key insert and the handler; a duplicate key or a failed handler is
-// rolled back to its savepoint (RELEASE after a rollback keeps savepoints
-// from nesting) and reported in that event's result, the others commit
-// together. The guarantee per event is the one above: an event's writes
+// several events in one transaction with one COMMIT: the keys are inserted
+// (on PostgreSQL with one statement for the batch), and per fresh event a
+// SAVEPOINT and the handler; a failed handler is rolled back to its
+// savepoint, its key with it, and reported in that event's result, the
+// others commit together. Keep batches at 64 events or fewer on PostgreSQL
+// (the per-backend subtransaction cache). The guarantee per event is the one above: an event's writes
 // and its key commit together or not at all, and a duplicate (earlier,
 // concurrent, or repeated in the same batch) never runs twice. If a
 // savepoint statement or the COMMIT fails, ProcessBatch returns an error
