@@ -147,7 +147,8 @@ type order struct {
 
 // TestServices runs the three programs against the real NATS with a SQLite
 // file each, places orders over HTTP, kills the inventory program with
-// SIGKILL in the middle and starts it again, and checks that every order
+// SIGKILL in the middle, then the orders program right after its last 201,
+// starts both again, and checks that every order
 // ends confirmed or cancelled, reserved or rejected once and notified once,
 // and that one trace id follows each order through the three services.
 func TestServices(t *testing.T) {
@@ -166,20 +167,24 @@ func TestServices(t *testing.T) {
 	client := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{}}
 	defer client.CloseIdleConnections()
 	base := "http://" + addr
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		resp, err := client.Get(base + "/healthz")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				break
+	waitHealthy := func() {
+		t.Helper()
+		deadline := time.Now().Add(30 * time.Second)
+		for {
+			resp, err := client.Get(base + "/healthz")
+			if err == nil {
+				resp.Body.Close()
+				if resp.StatusCode == http.StatusOK {
+					return
+				}
 			}
+			if time.Now().After(deadline) {
+				t.Fatalf("orders did not become healthy: %v", err)
+			}
+			time.Sleep(50 * time.Millisecond)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("orders did not become healthy: %v", err)
-		}
-		time.Sleep(50 * time.Millisecond)
 	}
+	waitHealthy()
 
 	// Bad requests are refused and leave nothing behind.
 	for _, body := range []string{`{`, `{"customer_id":"c","product_sku":"SKU-KETTLE","quantity":0}`, `{"customer_id":"c","product_sku":"NOPE","quantity":1}`} {
@@ -219,8 +224,15 @@ func TestServices(t *testing.T) {
 	for i := 8; i < n; i++ {
 		place(i)
 	}
+	// SIGKILL orders right after its last 201: the last events may still be
+	// in its outbox, and inventory's answers arrive while it is down.
+	if err := ord.stop(t, syscall.SIGKILL); err == nil {
+		t.Fatal("orders exited cleanly after SIGKILL?")
+	}
 	time.Sleep(300 * time.Millisecond)
 	inv.restart(t)
+	ord.restart(t)
+	waitHealthy()
 
 	// Every order is decided, and every order has its notification.
 	get := func(id string) order {
@@ -236,7 +248,7 @@ func TestServices(t *testing.T) {
 		return o
 	}
 	notesDB := openSQLite(t, store("notifications"))
-	deadline = time.Now().Add(60 * time.Second)
+	deadline := time.Now().Add(60 * time.Second)
 	for {
 		pending := 0
 		for _, o := range orders {
@@ -297,7 +309,7 @@ func TestServices(t *testing.T) {
 			}
 		}
 	}
-	t.Logf("%d orders: %d confirmed, %d cancelled; inventory killed with SIGKILL and restarted", n, v.Confirmed, v.Cancelled)
+	t.Logf("%d orders: %d confirmed, %d cancelled; inventory and orders killed with SIGKILL and restarted", n, v.Confirmed, v.Cancelled)
 }
 
 // cleanupStreams deletes the test's streams from the shared NATS server when
