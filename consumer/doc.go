@@ -56,11 +56,12 @@
 // inbox that implements inbox.Batcher such as sqlinbox): a worker takes the
 // deliveries that are ready, up to InboxBatch (waiting InboxBatchWait at
 // most for more), sorts them by event id, and runs them in ONE database
-// transaction: per event a SAVEPOINT, the inbox key insert (a conflict, also
-// with an earlier copy in the same batch, makes it a duplicate) and the
-// handler, under its own HandlerTimeout; a handler error rolls back to the
-// savepoint, so that event alone fails and follows the retry and
-// dead-letter policy while the others stay in the batch. Then one COMMIT,
+// transaction: the inbox keys are inserted (a conflict, also with an
+// earlier copy in the same batch, makes an event a duplicate), then per
+// event a SAVEPOINT and the handler, under its own HandlerTimeout; a
+// handler error rolls back to the savepoint, key included, so that event
+// alone fails and follows the retry and dead-letter policy while the others
+// stay in the batch. Then one COMMIT,
 // and only after it the acks. The guarantee is the same as without
 // batching: each event's effects in the transaction happen once per
 // (group, event id), across crashes (a crash before the commit loses the
@@ -77,6 +78,9 @@
 // above InboxBatch times the usual handler time (a redelivery in between is
 // harmless, it is skipped as a duplicate). Handlers must not rely on
 // running alone in their transaction (no COMMIT, no SET TRANSACTION).
+// Keep InboxBatch at 64 or fewer on PostgreSQL, and the database pool
+// (sql.DB.SetMaxOpenConns) near what the database's cores can run: with
+// batching, more workers mean more open transactions, not more commits.
 //
 // Shutdown: when Run's context ends, fetching stops, deliveries not yet
 // started are nacked, handler calls in progress get Config.ShutdownTimeout
