@@ -17,6 +17,13 @@ go vet ./...
 echo "== go test -race"
 go test -race -count=1 -timeout 20m ./...
 
+echo "== server restarts (alone, since they disrupt the shared servers)"
+# PostgreSQL restarted under the CDC relay; RabbitMQ restarted and put under
+# a memory alarm under the adapter. Skipped by the main run above.
+EVENTKIT_TEST_PG_RESTART=1 go test -race -count=1 -run '^TestPostgresRestart$' ./outbox/pgcdc
+EVENTKIT_RABBITMQ_RESTART=1 go test -race -count=1 -run '^(TestDurableAcrossRestart|TestPublishBlocked)$' ./broker/rabbitmq
+bash scripts/services.sh
+
 echo "== fuzz (${FUZZTIME:=5s} each)"
 # Every Fuzz target in the module, each on its own for a short while.
 for pkg in $(go list ./...); do
