@@ -59,3 +59,40 @@ func ExampleUpsertSQL() {
 	// INSERT INTO stock (sku, qty) VALUES ($1, $2) ON CONFLICT (sku) DO UPDATE SET qty = EXCLUDED.qty
 	// INSERT INTO stock (sku, qty) VALUES (?, ?) ON DUPLICATE KEY UPDATE qty = VALUES(qty)
 }
+
+// ProcessBatch runs several events in one transaction: each event's writes
+// and key commit with the batch, a failed handler loses only its own, and
+// a key seen before is a duplicate. The consumer uses it in batch mode
+// (consumer.Config.InboxBatch).
+func ExampleInbox_ProcessBatch() {
+	dir, _ := os.MkdirTemp("", "inbox")
+	defer os.RemoveAll(dir)
+	db, _ := sql.Open("sqlite", "file:"+filepath.Join(dir, "app.db")+"?_txlock=immediate&_pragma=busy_timeout(5000)")
+	defer db.Close()
+	ctx := context.Background()
+	_ = sqlinbox.Migrate(ctx, db, sqlinbox.SQLite)
+	_, _ = db.Exec(`CREATE TABLE credits (event_id TEXT PRIMARY KEY)`)
+	in, _ := sqlinbox.New(db, sqlinbox.SQLite, sqlinbox.Options{})
+
+	keys := []inbox.Key{{Consumer: "ledger", EventID: "e1"}, {Consumer: "ledger", EventID: "e2"}, {Consumer: "ledger", EventID: "e1"}}
+	results, err := in.ProcessBatch(ctx, keys, func(ctx context.Context, i int) error {
+		if keys[i].EventID == "e2" {
+			return errors.New("e2 fails") // rolled back alone; retried later
+		}
+		_, err := sqlinbox.Tx(ctx).ExecContext(ctx, `INSERT INTO credits VALUES (?)`, keys[i].EventID)
+		return err
+	})
+	fmt.Println(err)
+	for i, r := range results {
+		fmt.Println(keys[i].EventID, r)
+	}
+	var n int
+	_ = db.QueryRow(`SELECT COUNT(*) FROM credits`).Scan(&n)
+	fmt.Println("credits:", n)
+	// Output:
+	// <nil>
+	// e1 <nil>
+	// e2 e2 fails
+	// e1 inbox: event already processed
+	// credits: 1
+}
