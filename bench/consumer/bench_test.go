@@ -177,7 +177,15 @@ func ekConsume(b *testing.B, br *natsbroker.Broker, topic, group string, n int, 
 	start := time.Now()
 	go func() { runDone <- c.Run(ctx) }()
 	deadline := start.Add(timeout)
+	var last uint64
+	lastT := start
 	for c.Stats().Handled < uint64(n) { // the last ack
+		if h := c.Stats().Handled; h != last {
+			last, lastT = h, time.Now()
+		} else if stall := time.Since(lastT); stall > time.Second && os.Getenv("BENCH_DEBUG") != "" {
+			b.Logf("eventkit %s: no progress for %v at %d of %d: %+v", group, stall, h, n, c.Stats())
+			lastT = time.Now()
+		}
 		if time.Now().After(deadline) {
 			cancel()
 			b.Fatalf("eventkit %s: handled %d of %d (%+v)", group, c.Stats().Handled, n, c.Stats())
