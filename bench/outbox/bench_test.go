@@ -122,7 +122,7 @@ func (e *env) drainEventkit(b *testing.B) time.Duration {
 	s := e.newStore(b)
 	topic := testenv.Name("ekob")
 	e.fill(b, s, topic, nFast)
-	br, err := natsbroker.Connect(ctx, e.natsURL, natsbroker.Options{StreamPrefix: "OBENCH_"})
+	br, err := natsbroker.Connect(ctx, e.natsURL, natsbroker.Options{StreamPrefix: "OBENCH_", PublishWindow: claim})
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -54,7 +54,10 @@ type Options struct {
 	// Stream configures the streams created for topics.
 	Stream StreamOptions
 	// PublishWindow bounds the messages of one Publish call awaiting their
-	// JetStream ack at once (default 512).
+	// JetStream ack at once (default 1024). Keep it at least the outbox
+	// relay's batch size: a batch larger than the window waits for acks in
+	// the middle (measured: 77-83% of a raw relay with 512 for batches of
+	// 1,000, 88-95% with 1,000).
 	PublishWindow int
 	// PublishAckTimeout is how long one message may wait for its JetStream
 	// ack before it counts as failed (default 10s). The ctx of Publish
@@ -99,7 +102,7 @@ func (o *Options) defaults() error {
 		o.Stream.Duplicates = 2 * time.Minute
 	}
 	if o.PublishWindow <= 0 {
-		o.PublishWindow = 512
+		o.PublishWindow = 1024
 	}
 	if o.PublishAckTimeout <= 0 {
 		o.PublishAckTimeout = 10 * time.Second
