@@ -65,9 +65,16 @@ func Example() {
 	case <-time.After(10 * time.Second):
 		fmt.Println("timeout")
 	}
+	// The relay deletes the row once the broker has confirmed it, which
+	// can be just after the consumer saw the event.
+	var st outbox.Status
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		if st, _ = store.Status(ctx); st.Backlog == 0 {
+			break
+		}
+	}
 	stop()
 	<-done
-	st, _ := store.Status(ctx)
 	fmt.Println("backlog:", st.Backlog)
 	// Output:
 	// order.created o-1 {"id":"o-1","total":4200}
