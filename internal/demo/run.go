@@ -56,7 +56,8 @@ type Config struct {
 // OutboxTable is the outbox table of a service.
 func OutboxTable(service string) string { return "demo_" + service + "_outbox" }
 
-func inboxTable(service string) string { return "demo_" + service + "_inbox" }
+// InboxTable is the inbox table of a service.
+func InboxTable(service string) string { return "demo_" + service + "_inbox" }
 
 // DeadLetterTable is the demo's dead-letter table (in the SvcOps store).
 const DeadLetterTable = "demo_dead_letters"
@@ -124,7 +125,7 @@ func Run(ctx context.Context, cfg Config) (Summary, error) {
 		if st.AddSQL == nil {
 			return sum, fmt.Errorf("demo: the %s store has no database/sql outbox writer", name)
 		}
-		in, err := sqlinbox.New(st.SQL, st.Dialect, sqlinbox.Options{Table: inboxTable(name)})
+		in, err := sqlinbox.New(st.SQL, st.Dialect, sqlinbox.Options{Table: InboxTable(name)})
 		if err != nil {
 			return sum, err
 		}
@@ -156,7 +157,7 @@ func Run(ctx context.Context, cfg Config) (Summary, error) {
 		if err := s.inbox.Migrate(ctx); err != nil {
 			return sum, fmt.Errorf("demo: migrate %s inbox: %w", name, err)
 		}
-		for _, t := range []string{OutboxTable(name), inboxTable(name)} {
+		for _, t := range []string{OutboxTable(name), InboxTable(name)} {
 			if _, err := s.db.ExecContext(ctx, "DELETE FROM "+t); err != nil {
 				return sum, fmt.Errorf("demo: empty %s: %w", t, err)
 			}

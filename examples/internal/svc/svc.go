@@ -111,9 +111,8 @@ func (f *Flags) Open(ctx context.Context, service string, log *slog.Logger) (bro
 	return b, st, nil
 }
 
-// InboxTable is the service's inbox table: the (group, event id) pairs it
-// has processed.
-func InboxTable(service string) string { return "demo_" + service + "_inbox" }
+// InboxTable is the inbox table of a service, as the demo names it.
+func InboxTable(service string) string { return demo.InboxTable(service) }
 
 // DB wraps the store's database for the demo's services.
 func DB(st *connect.Store) demo.DB { return demo.DB{DB: st.SQL, Dialect: st.Dialect.String()} }
