@@ -19,6 +19,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"strings"
 	"syscall"
 
@@ -113,8 +114,9 @@ Start with the demo (no servers needed):
   eventkit demo`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
-		Version:       version,
 	}
+	info, ok := debug.ReadBuildInfo()
+	root.Version = buildVersion(info, ok)
 	root.SetOut(stdout)
 	root.SetErr(stderr)
 	root.PersistentFlags().StringVar(&g.logLevel, "log-level", envOr("EVENTKIT_LOG_LEVEL", "info"), "log level: debug, info, warn, error (env EVENTKIT_LOG_LEVEL)")
