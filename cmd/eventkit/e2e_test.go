@@ -56,9 +56,23 @@ type result struct {
 
 func run(t *testing.T, stdin string, args ...string) result {
 	t.Helper()
+	return runCmd(t, stdin, nil, args...)
+}
+
+// runEnv runs eventkit with extra environment variables.
+func runEnv(t *testing.T, env []string, args ...string) result {
+	t.Helper()
+	return runCmd(t, "", env, args...)
+}
+
+func runCmd(t *testing.T, stdin string, env []string, args ...string) result {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, bin, args...)
+	if env != nil {
+		cmd.Env = append(os.Environ(), env...)
+	}
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	cmd.Stdin = strings.NewReader(stdin)
@@ -390,23 +404,45 @@ func TestDLQ(t *testing.T) {
 
 // TestBench runs each bench subcommand briefly against the real NATS and
 // Postgres and checks that it reports sane figures.
-func TestBench(t *testing.T) {
+// TestBenchNeverTouchesUserData exports every EVENTKIT_* variable the way
+// a user does for `eventkit relay`, pointing at an outbox that holds
+// committed, unpublished events, then runs every bench and read-only
+// command. The user's rows must come out byte for byte as they went in, and
+// the bench must leave no table, stream or group of its own behind.
+func TestBenchNeverTouchesUserData(t *testing.T) {
 	t.Parallel()
-	natsURL, pgURL := testenv.NATS.URL(t), testenv.Postgres.URL(t)
-	table := testenv.Name("bench_outbox")
-	t.Cleanup(func() {
-		pool, err := pgxpool.New(context.Background(), pgURL)
-		if err == nil {
-			_, _ = pool.Exec(context.Background(), fmt.Sprintf(`DROP TABLE IF EXISTS %[1]s, %[1]s_migrations; DROP FUNCTION IF EXISTS %[1]s_notify()`, table))
-			pool.Close()
+	f := newPG(t)
+	ctx := context.Background()
+	f.add(t, testenv.Name("orders"), 50)
+	table := f.flags[3] // --outbox-table value
+	fingerprint := func() string {
+		var fp string
+		var n int
+		err := f.pool.QueryRow(ctx, `SELECT count(*), coalesce(md5(string_agg(t::text, '|' ORDER BY seq)), '') FROM `+table+` t`).Scan(&n, &fp)
+		if err != nil {
+			t.Fatal(err)
 		}
-	})
+		if n != 50 {
+			t.Fatalf("%s holds %d rows, want the user's 50", table, n)
+		}
+		return fp
+	}
+	before := fingerprint()
+	js := natsStreams(t, f.nats)
+	env := []string{
+		"EVENTKIT_STORE=" + f.flags[1], "EVENTKIT_BROKER=" + f.nats,
+		"EVENTKIT_OUTBOX_TABLE=" + table, "EVENTKIT_INBOX_TABLE=" + f.flags[5], "EVENTKIT_DLQ_TABLE=" + f.flags[7],
+	}
 	for _, args := range [][]string{
-		{"bench", "publish", "--broker", natsURL, "--events", "2000", "--json"},
-		{"bench", "consume", "--broker", natsURL, "--events", "2000", "--concurrency", "1,8", "--json"},
-		{"bench", "relay", "--broker", natsURL, "--store", pgURL, "--outbox-table", table, "--events", "2000", "--rate", "200", "--duration", "1s", "--json"},
+		{"bench", "publish", "--events", "2000", "--json"},
+		{"bench", "consume", "--events", "2000", "--concurrency", "1,8", "--json"},
+		{"bench", "relay", "--events", "2000", "--rate", "200", "--duration", "1s", "--json"},
+		{"outbox", "status"}, {"outbox", "status", "--json"}, {"migrate", "status"}, {"dlq", "list"},
 	} {
-		r := run(t, "", args...).mustOK(t, args...)
+		r := runEnv(t, env, args...).mustOK(t, args...)
+		if args[0] != "bench" {
+			continue
+		}
 		var res []struct {
 			Name   string  `json:"name"`
 			Events int     `json:"events"`
@@ -423,6 +459,75 @@ func TestBench(t *testing.T) {
 			t.Logf("%s: %d events, %.0f events/s, p99 %.2fms", x.Name, x.Events, x.Rate, float64(x.P99)/1e6)
 		}
 	}
+	if after := fingerprint(); after != before {
+		t.Fatalf("the user's outbox %s changed under bench and read-only commands", table)
+	}
+	var left []string
+	rows, err := f.pool.Query(ctx, `SELECT relname FROM pg_class WHERE relname LIKE 'eventkit\_bench\_%'`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for rows.Next() {
+		var n string
+		_ = rows.Scan(&n)
+		left = append(left, n)
+	}
+	rows.Close()
+	if len(left) > 0 {
+		t.Errorf("bench left tables behind: %v", left)
+	}
+	for name := range natsStreams(t, f.nats) {
+		if !js[name] && strings.Contains(strings.ToLower(name), "bench") {
+			t.Errorf("bench left stream %s behind", name)
+		}
+	}
+}
+
+// TestBenchInterrupted sends SIGINT to a running bench: it must print what
+// it measured so far, clean up, and exit non-zero.
+func TestBenchInterrupted(t *testing.T) {
+	t.Parallel()
+	natsURL := testenv.NATS.URL(t)
+	before := natsStreams(t, natsURL)
+	cmd := exec.Command(bin, "bench", "publish", "--broker", natsURL, "--events", "300000", "--batch", "1")
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(2 * time.Second) // let it publish for a while
+	_ = cmd.Process.Signal(os.Interrupt)
+	err := cmd.Wait()
+	if err == nil {
+		t.Fatalf("an interrupted bench exited 0\n%s", out.String())
+	}
+	if !strings.Contains(out.String(), "publish (interrupted)") || !strings.Contains(errb.String(), "interrupted") {
+		t.Fatalf("interrupted bench printed\nstdout: %s\nstderr: %s", out.String(), errb.String())
+	}
+	for name := range natsStreams(t, natsURL) {
+		if !before[name] && strings.Contains(strings.ToLower(name), "bench") {
+			t.Errorf("interrupted bench left stream %s behind", name)
+		}
+	}
+}
+
+// natsStreams lists the JetStream streams on the server.
+func natsStreams(t *testing.T, url string) map[string]bool {
+	t.Helper()
+	b, err := natsbroker.Connect(context.Background(), url, natsbroker.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close(context.Background())
+	names := map[string]bool{}
+	l := b.JetStream().StreamNames(context.Background())
+	for n := range l.Name() {
+		names[n] = true
+	}
+	if err := l.Err(); err != nil {
+		t.Fatal(err)
+	}
+	return names
 }
 
 // TestRelayCDC runs the relay daemon in CDC mode against the real Postgres

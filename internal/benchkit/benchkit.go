@@ -22,7 +22,35 @@ import (
 
 var quiet = slog.New(slog.DiscardHandler)
 
-// Result is one measurement.
+// Progress counts the events a measurement has completed so far, for a
+// progress line; a nil *Progress counts nothing.
+type Progress struct {
+	done atomic.Int64
+}
+
+// Done returns the events completed so far.
+func (p *Progress) Done() int64 {
+	if p == nil {
+		return 0
+	}
+	return p.done.Load()
+}
+
+func (p *Progress) add(n int) {
+	if p != nil {
+		p.done.Add(int64(n))
+	}
+}
+
+func (p *Progress) set(n int64) {
+	if p != nil {
+		p.done.Store(n)
+	}
+}
+
+// Result is one measurement. When a measurement is interrupted (its context
+// ends), the functions return the Result of what was completed by then,
+// with Interrupted set, together with the context's error.
 type Result struct {
 	Name     string        `json:"name"`
 	Events   int           `json:"events"`
@@ -31,6 +59,19 @@ type Result struct {
 	P50      time.Duration `json:"p50_ns,omitempty"`
 	P99      time.Duration `json:"p99_ns,omitempty"`
 	Max      time.Duration `json:"max_ns,omitempty"`
+	// Interrupted is set when the measurement ended early: Events is
+	// then what was completed.
+	Interrupted bool `json:"interrupted,omitempty"`
+}
+
+// partial ends an interrupted measurement with what was done by then.
+func (r *Result) partial(done int, start time.Time, lat []time.Duration) {
+	r.Events = done
+	r.Interrupted = true
+	if !start.IsZero() {
+		r.Duration = time.Since(start)
+	}
+	r.finish(lat)
 }
 
 func (r *Result) finish(lat []time.Duration) {
@@ -61,16 +102,20 @@ func Events(n, size int) []eventkit.Event {
 
 // Publish publishes evs to topic in batches of batch, with confirms, and
 // measures events/s and the latency of each batch.
-func Publish(ctx context.Context, b broker.Publisher, topic string, evs []eventkit.Event, batch int) (Result, error) {
+func Publish(ctx context.Context, b broker.Publisher, topic string, evs []eventkit.Event, batch int, p *Progress) (Result, error) {
 	res := Result{Name: "publish", Events: len(evs)}
 	lat := make([]time.Duration, 0, len(evs)/batch+1)
 	start := time.Now()
 	for i := 0; i < len(evs); i += batch {
 		t := time.Now()
 		if err := b.Publish(ctx, topic, evs[i:min(i+batch, len(evs))]...); err != nil {
+			if ctx.Err() != nil {
+				res.partial(i, start, lat)
+			}
 			return res, err
 		}
 		lat = append(lat, time.Since(t))
+		p.add(min(batch, len(evs)-i))
 	}
 	res.Duration = time.Since(start)
 	res.finish(lat)
@@ -79,7 +124,7 @@ func Publish(ctx context.Context, b broker.Publisher, topic string, evs []eventk
 
 // Consume consumes n events already on topic with the consumer runtime
 // (acks after each handler call) and measures events/s.
-func Consume(ctx context.Context, sub broker.Subscriber, topic, group string, n, concurrency int) (Result, error) {
+func Consume(ctx context.Context, sub broker.Subscriber, topic, group string, n, concurrency int, p *Progress) (Result, error) {
 	res := Result{Name: fmt.Sprintf("consume (concurrency %d)", concurrency), Events: n}
 	var got atomic.Int64
 	done := make(chan struct{})
@@ -92,6 +137,7 @@ func Consume(ctx context.Context, sub broker.Subscriber, topic, group string, n,
 	var startOnce sync.Once
 	if err := c.HandleFunc(topic, group, func(context.Context, eventkit.Event) error {
 		startOnce.Do(func() { start = time.Now() })
+		p.add(1)
 		if got.Add(1) >= int64(n) {
 			once.Do(func() { close(done) })
 		}
@@ -113,6 +159,7 @@ func Consume(ctx context.Context, sub broker.Subscriber, topic, group string, n,
 	cancel()
 	<-errc
 	if got.Load() < int64(n) {
+		res.partial(int(got.Load()), start, nil)
 		return res, fmt.Errorf("consumed %d of %d events: %w", got.Load(), n, ctx.Err())
 	}
 	res.finish(nil)
@@ -124,7 +171,7 @@ type Writer func(ctx context.Context, tx *sql.Tx, topic string, events ...eventk
 
 // RelayDrain fills the outbox with evs (committed in transactions of 1,000),
 // then runs a relay until they are all published, and measures events/s.
-func RelayDrain(ctx context.Context, db *sql.DB, add Writer, store outbox.Store, pub broker.Publisher, topic string, evs []eventkit.Event, batch int) (Result, error) {
+func RelayDrain(ctx context.Context, db *sql.DB, add Writer, store outbox.Store, pub broker.Publisher, topic string, evs []eventkit.Event, batch int, p *Progress) (Result, error) {
 	res := Result{Name: "relay drain", Events: len(evs)}
 	for i := 0; i < len(evs); i += 1000 {
 		if err := inTx(ctx, db, func(tx *sql.Tx) error { return add(ctx, tx, topic, evs[i:min(i+1000, len(evs))]...) }); err != nil {
@@ -143,8 +190,10 @@ func RelayDrain(ctx context.Context, db *sql.DB, add Writer, store outbox.Store,
 		case err := <-errc:
 			return res, fmt.Errorf("relay stopped: %w", err)
 		case <-ctx.Done():
+			res.partial(int(r.Stats().Delivered), start, nil)
 			return res, ctx.Err()
 		case <-time.After(2 * time.Millisecond):
+			p.set(r.Stats().Delivered)
 		}
 	}
 	res.Duration = time.Since(start)
@@ -157,7 +206,7 @@ func RelayDrain(ctx context.Context, db *sql.DB, add Writer, store outbox.Store,
 // RelayLatency commits one event at a time at rate events/s for d with a
 // relay running, and measures the time from each transaction's start to the
 // broker's confirm of the event's publish (commit-to-ack, plus the insert).
-func RelayLatency(ctx context.Context, db *sql.DB, add Writer, store outbox.Store, pub broker.Publisher, topic string, rate int, d time.Duration, size int) (Result, error) {
+func RelayLatency(ctx context.Context, db *sql.DB, add Writer, store outbox.Store, pub broker.Publisher, topic string, rate int, d time.Duration, size int, p *Progress) (Result, error) {
 	n := int(float64(rate) * d.Seconds())
 	res := Result{Name: fmt.Sprintf("relay latency at %d events/s", rate), Events: n}
 	evs := Events(n, size)
@@ -171,6 +220,7 @@ func RelayLatency(ctx context.Context, db *sql.DB, add Writer, store outbox.Stor
 			if t, ok := committed[id]; ok {
 				lat = append(lat, now.Sub(t))
 				delete(committed, id)
+				p.add(1)
 			}
 		}
 		mu.Unlock()
@@ -185,7 +235,18 @@ func RelayLatency(ctx context.Context, db *sql.DB, add Writer, store outbox.Stor
 	start := time.Now()
 	for i, e := range evs {
 		if wait := time.Until(start.Add(time.Duration(i) * interval)); wait > 0 {
-			time.Sleep(wait)
+			select {
+			case <-ctx.Done():
+			case <-time.After(wait):
+			}
+		}
+		if ctx.Err() != nil {
+			cancel()
+			<-errc
+			mu.Lock()
+			defer mu.Unlock()
+			res.partial(len(lat), start, lat)
+			return res, ctx.Err()
 		}
 		// The clock starts before the transaction (a little pessimistic:
 		// it includes the insert), so a confirm can never come first.
@@ -194,6 +255,13 @@ func RelayLatency(ctx context.Context, db *sql.DB, add Writer, store outbox.Stor
 		mu.Unlock()
 		err := inTx(ctx, db, func(tx *sql.Tx) error { return add(ctx, tx, topic, e) })
 		if err != nil {
+			if ctx.Err() != nil {
+				cancel()
+				<-errc
+				mu.Lock()
+				defer mu.Unlock()
+				res.partial(len(lat), start, lat)
+			}
 			return res, err
 		}
 	}
