@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Starts each service the integration tests use if it is not answering, and
-# prepares what the tests need (wal_level=logical on PostgreSQL for the CDC
-# relay). Idempotent. Commands are those of the go-svc machine (Debian
+# Starts each service the integration tests use if it is not answering.
+# Idempotent. It changes no server's settings: where the system PostgreSQL
+# lacks what the tests need (wal_level=logical for the CDC relay), the test
+# script runs a private instance instead (scripts/pgtemp.sh). Commands are those of the go-svc machine (Debian
 # packages); on another machine start the services yourself and point the
 # EVENTKIT_*_URL variables at them (see internal/testenv).
 set -u
@@ -33,17 +34,6 @@ start RabbitMQ 5672 rabbitmq-server -detached
 start NATS 4222 start-stop-daemon --start --oknodo --background --exec /usr/sbin/nats-server -- -a 127.0.0.1 -p 4222 -js -sd /var/lib/nats-server -l /var/log/nats-server.log
 
 wait_port PostgreSQL 5432 60 || status=1
-# The CDC relay needs logical decoding.
-if up 5432 && command -v psql >/dev/null 2>&1; then
-  wal=$(psql -h 127.0.0.1 -U postgres -d test -Atc 'show wal_level' 2>/dev/null)
-  if [ "$wal" != "logical" ]; then
-    echo "services: setting wal_level=logical on PostgreSQL and restarting it"
-    psql -h 127.0.0.1 -U postgres -d test -qc "ALTER SYSTEM SET wal_level = logical" &&
-      pg_ctlcluster --skip-systemctl-redirect "$(pg_cluster)" main restart >/dev/null 2>&1
-    wait_port PostgreSQL 5432 60 || status=1
-    for _ in $(seq 1 30); do psql -h 127.0.0.1 -U postgres -d test -Atc 'select 1' >/dev/null 2>&1 && break; sleep 1; done
-  fi
-fi
 wait_port MariaDB 3306 60 || status=1
 wait_port Redis 6379 30 || status=1
 wait_port RabbitMQ 5672 120 || status=1

@@ -7,6 +7,26 @@ cd "$(dirname "$0")/.."
 
 bash scripts/services.sh
 
+# PostgreSQL: the machine's server on 5432 when it is already fit for the
+# tests (a database "test", wal_level=logical for the CDC relay); otherwise a
+# private throw-away instance, so the system server is never reconfigured or
+# restarted. EVENTKIT_POSTGRES_URL set by the caller wins.
+tmp=$(mktemp -d /tmp/eventkit-test.XXXXXX)
+chmod 755 "$tmp"
+cleanup() {
+  for d in "$tmp"/pg-*; do if [ -d "$d" ]; then bash scripts/pgtemp.sh stop "$d" || true; fi; done
+  rm -rf "$tmp"
+}
+trap cleanup EXIT
+if [ -z "${EVENTKIT_POSTGRES_URL:-}" ]; then
+  wal=$(psql "postgres://postgres@127.0.0.1:5432/test" -Atc 'show wal_level' 2>/dev/null || true)
+  if [ "$wal" != "logical" ] || [ -n "${EVENTKIT_PRIVATE_PG:-}" ]; then
+    echo "== PostgreSQL: the server on 5432 is missing or lacks wal_level=logical; starting a private instance"
+    EVENTKIT_POSTGRES_URL=$(bash scripts/pgtemp.sh start "$tmp/pg-main" 55432)
+    export EVENTKIT_POSTGRES_URL
+  fi
+fi
+
 echo "== gofmt"
 bad=$(gofmt -l $(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))
 if [ -n "$bad" ]; then echo "gofmt would change:"; echo "$bad"; exit 1; fi
@@ -18,11 +38,36 @@ echo "== go test -race"
 go test -race -count=1 -timeout 20m ./...
 
 echo "== server restarts (alone, since they disrupt the shared servers)"
-# PostgreSQL restarted under the CDC relay; RabbitMQ restarted and put under
-# a memory alarm under the adapter. Skipped by the main run above.
-EVENTKIT_TEST_PG_RESTART=1 go test -race -count=1 -run '^TestPostgresRestart$' ./outbox/pgcdc
+# PostgreSQL restarted under the CDC relay (a private instance of its own,
+# never the machine's server); RabbitMQ restarted and put under a memory
+# alarm under the adapter. Skipped by the main run above.
+pg_restart_url=$(bash scripts/pgtemp.sh start "$tmp/pg-restart" 55433)
+EVENTKIT_POSTGRES_URL=$pg_restart_url EVENTKIT_TEST_PG_RESTART=1 \
+  EVENTKIT_TEST_PG_RESTART_CMD="bash $PWD/scripts/pgtemp.sh restart $tmp/pg-restart" \
+  go test -race -count=1 -run '^TestPostgresRestart$' ./outbox/pgcdc
+bash scripts/pgtemp.sh stop "$tmp/pg-restart"
 EVENTKIT_RABBITMQ_RESTART=1 go test -race -count=1 -run '^(TestDurableAcrossRestart|TestPublishBlocked)$' ./broker/rabbitmq
 bash scripts/services.sh
+
+# PostgreSQL: the machine's server on 5432 when it is already fit for the
+# tests (a database "test", wal_level=logical for the CDC relay); otherwise a
+# private throw-away instance, so the system server is never reconfigured or
+# restarted. EVENTKIT_POSTGRES_URL set by the caller wins.
+tmp=$(mktemp -d /tmp/eventkit-test.XXXXXX)
+chmod 755 "$tmp"
+cleanup() {
+  for d in "$tmp"/pg-*; do if [ -d "$d" ]; then bash scripts/pgtemp.sh stop "$d" || true; fi; done
+  rm -rf "$tmp"
+}
+trap cleanup EXIT
+if [ -z "${EVENTKIT_POSTGRES_URL:-}" ]; then
+  wal=$(psql "postgres://postgres@127.0.0.1:5432/test" -Atc 'show wal_level' 2>/dev/null || true)
+  if [ "$wal" != "logical" ] || [ -n "${EVENTKIT_PRIVATE_PG:-}" ]; then
+    echo "== PostgreSQL: the server on 5432 is missing or lacks wal_level=logical; starting a private instance"
+    EVENTKIT_POSTGRES_URL=$(bash scripts/pgtemp.sh start "$tmp/pg-main" 55432)
+    export EVENTKIT_POSTGRES_URL
+  fi
+fi
 
 echo "== fuzz (${FUZZTIME:=5s} each)"
 # Every Fuzz target in the module, each on its own for a short while.

@@ -217,7 +217,9 @@ func TestWalsenderTerminated(t *testing.T) {
 
 // TestPostgresRestart restarts the whole server mid-stream. It disturbs
 // every other test using the server, so it runs only when
-// EVENTKIT_TEST_PG_RESTART=1 (run it alone: go test -run TestPostgresRestart).
+// EVENTKIT_TEST_PG_RESTART=1, with EVENTKIT_TEST_PG_RESTART_CMD the command
+// that restarts the server (scripts/test.sh gives it a private instance of
+// its own: scripts/pgtemp.sh).
 func TestPostgresRestart(t *testing.T) {
 	if os.Getenv("EVENTKIT_TEST_PG_RESTART") != "1" {
 		t.Skip("set EVENTKIT_TEST_PG_RESTART=1 to restart PostgreSQL during this test")
@@ -232,7 +234,11 @@ func TestPostgresRestart(t *testing.T) {
 	if err := p.run(t, e, total/2, 20, []string{"a", "b"}, rnd); err != nil {
 		t.Fatal(err)
 	}
-	out, err := exec.Command("pg_ctlcluster", "--skip-systemctl-redirect", "15", "main", "restart").CombinedOutput()
+	restart := os.Getenv("EVENTKIT_TEST_PG_RESTART_CMD")
+	if restart == "" {
+		t.Fatal("set EVENTKIT_TEST_PG_RESTART_CMD to the command that restarts the server EVENTKIT_POSTGRES_URL names (scripts/test.sh runs a private instance for this)")
+	}
+	out, err := exec.Command("sh", "-c", restart).CombinedOutput()
 	if err != nil {
 		t.Fatalf("restart: %v: %s", err, out)
 	}
