@@ -124,8 +124,8 @@ func (o *Options) defaults() error {
 	return nil
 }
 
-// Broker is a broker.Broker on NATS JetStream. Make one with Connect, New or
-// StartEmbedded.
+// Broker is a broker.Broker on NATS JetStream. Make one with Connect or New
+// (or natsembed.Start, which runs a server in the process).
 type Broker struct {
 	nc         *nats.Conn
 	js         jetstream.JetStream // management, PublishRaw; exposed by JetStream()
@@ -600,7 +600,7 @@ func (b *Broker) DeleteTopic(ctx context.Context, topic string) error {
 
 // Close closes every subscription (waiting for each until ctx ends), makes
 // Publish and Subscribe fail with broker.ErrClosed, and closes the
-// connection if the Broker opened it (Connect, StartEmbedded), after
+// connection if the Broker opened it (Connect, natsembed.Start), after
 // flushing acks still buffered.
 func (b *Broker) Close(ctx context.Context) error {
 	b.mu.Lock()

@@ -16,6 +16,7 @@ import (
 	"github.com/eventkit/eventkit/broker"
 	"github.com/eventkit/eventkit/broker/brokertest"
 	natsbroker "github.com/eventkit/eventkit/broker/nats"
+	"github.com/eventkit/eventkit/broker/nats/natsembed"
 	"github.com/eventkit/eventkit/internal/testenv"
 )
 
@@ -94,9 +95,9 @@ func TestConformance(t *testing.T) {
 	conformance(t, func(t *testing.T) *natsbroker.Broker { return connect(t, url) }, admin)
 }
 
-// TestConformanceEmbedded runs the broker suite against StartEmbedded.
+// TestConformanceEmbedded runs the broker suite against natsembed.Start.
 func TestConformanceEmbedded(t *testing.T) {
-	e := startEmbedded(t, t.TempDir(), natsbroker.EmbeddedOptions{})
+	e := startEmbedded(t, t.TempDir(), natsembed.Options{})
 	conformance(t, func(t *testing.T) *natsbroker.Broker {
 		b, err := e.Connect(context.Background(), natsbroker.Options{})
 		if err != nil {
@@ -106,11 +107,11 @@ func TestConformanceEmbedded(t *testing.T) {
 	}, e.Broker)
 }
 
-func startEmbedded(t testing.TB, dir string, opts natsbroker.EmbeddedOptions) *natsbroker.Embedded {
+func startEmbedded(t testing.TB, dir string, opts natsembed.Options) *natsembed.Server {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	e, err := natsbroker.StartEmbedded(ctx, dir, opts)
+	e, err := natsembed.Start(ctx, dir, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -207,7 +208,7 @@ func TestNativeDedupe(t *testing.T) {
 // TestTooLargeNamesLimit checks that an event over the server's
 // max_payload fails before anything is sent, naming the limit.
 func TestTooLargeNamesLimit(t *testing.T) {
-	e := startEmbedded(t, t.TempDir(), natsbroker.EmbeddedOptions{MaxPayload: 64 << 10, InProcessOnly: true})
+	e := startEmbedded(t, t.TempDir(), natsembed.Options{MaxPayload: 64 << 10, InProcessOnly: true})
 	b := e.Broker
 	if got := b.Capabilities().MaxPayload; got != 64<<10 {
 		t.Fatalf("MaxPayload = %d, want %d", got, 64<<10)
@@ -246,7 +247,7 @@ func TestTooLargeNamesLimit(t *testing.T) {
 // stops with an error, and another subscriber of the group gets every event
 // (attempt >= 2 for those that were in flight).
 func TestConnectionClosedUnderSubscription(t *testing.T) {
-	e := startEmbedded(t, t.TempDir(), natsbroker.EmbeddedOptions{InProcessOnly: true})
+	e := startEmbedded(t, t.TempDir(), natsembed.Options{InProcessOnly: true})
 	ctx := context.Background()
 	b1, err := e.Connect(ctx, natsbroker.Options{})
 	if err != nil {
@@ -307,7 +308,7 @@ func TestConnectionClosedUnderSubscription(t *testing.T) {
 // TestPublishContextCancelled: a cancelled ctx fails the events of the call
 // with the ctx error and sends nothing.
 func TestPublishContextCancelled(t *testing.T) {
-	e := startEmbedded(t, t.TempDir(), natsbroker.EmbeddedOptions{InProcessOnly: true})
+	e := startEmbedded(t, t.TempDir(), natsembed.Options{InProcessOnly: true})
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
 	evs := mkEvents(3)
@@ -319,7 +320,7 @@ func TestPublishContextCancelled(t *testing.T) {
 }
 
 func TestDisableDedupe(t *testing.T) {
-	e := startEmbedded(t, t.TempDir(), natsbroker.EmbeddedOptions{InProcessOnly: true})
+	e := startEmbedded(t, t.TempDir(), natsembed.Options{InProcessOnly: true})
 	ctx := context.Background()
 	b, err := e.Connect(ctx, natsbroker.Options{DisableDedupe: true, Stream: natsbroker.StreamOptions{Storage: 1}})
 	if err != nil {
@@ -348,7 +349,7 @@ func TestDisableDedupe(t *testing.T) {
 // TestCloseCancelsStuckHandler: when Close's ctx ends while the handler is
 // still running, the handler's ctx is cancelled and Close returns.
 func TestCloseCancelsStuckHandler(t *testing.T) {
-	e := startEmbedded(t, t.TempDir(), natsbroker.EmbeddedOptions{InProcessOnly: true})
+	e := startEmbedded(t, t.TempDir(), natsembed.Options{InProcessOnly: true})
 	ctx := context.Background()
 	started := make(chan struct{})
 	sub, err := e.Broker.Subscribe(ctx, "t", "g", func(ctx context.Context, d broker.Delivery) error {
@@ -378,7 +379,7 @@ func TestCloseCancelsStuckHandler(t *testing.T) {
 // other settings is used as it is; one with the topic's name but other
 // subjects is reported, not silently used.
 func TestExistingStream(t *testing.T) {
-	e := startEmbedded(t, t.TempDir(), natsbroker.EmbeddedOptions{InProcessOnly: true})
+	e := startEmbedded(t, t.TempDir(), natsembed.Options{InProcessOnly: true})
 	ctx := context.Background()
 	b := e.Broker
 	js := b.JetStream()
@@ -406,7 +407,7 @@ func TestExistingStream(t *testing.T) {
 // waiting forever.
 func TestTopicDeletedUnderSubscription(t *testing.T) {
 	// A short pull expiry: heartbeats every second notice a lost pull.
-	e := startEmbedded(t, t.TempDir(), natsbroker.EmbeddedOptions{InProcessOnly: true, Broker: natsbroker.Options{PullExpiry: 2 * time.Second}})
+	e := startEmbedded(t, t.TempDir(), natsembed.Options{InProcessOnly: true, Broker: natsbroker.Options{PullExpiry: 2 * time.Second}})
 	ctx := context.Background()
 	_, sub := collect(t, e.Broker, "t", "g")
 	if err := e.Broker.DeleteTopic(ctx, "t"); err != nil {

@@ -1,6 +1,7 @@
 // Package natsbroker is the NATS JetStream adapter of package broker: a
 // broker.Broker built on github.com/nats-io/nats.go's jetstream package,
-// with an embedded server (StartEmbedded) for zero-setup use.
+// with an embedded server (package natsembed, so that importing this
+// adapter does not link nats-server) for zero-setup use.
 //
 // # How eventkit maps onto JetStream
 //
@@ -93,8 +94,8 @@
 //
 // # Embedded server
 //
-// StartEmbedded runs nats-server (github.com/nats-io/nats-server/v2) with
-// JetStream inside the process, storing in a directory, on a random loopback
+// Package natsembed (natsembed.Start) runs nats-server
+// (github.com/nats-io/nats-server/v2) with JetStream inside the process, storing in a directory, on a random loopback
 // port (or in-process only), and returns it with a connected Broker; Close
 // shuts both down. Starting again on the same directory (and port) finds
 // every stream, consumer and unacked event.

@@ -9,7 +9,7 @@ import (
 
 	"github.com/eventkit/eventkit"
 	"github.com/eventkit/eventkit/broker"
-	natsbroker "github.com/eventkit/eventkit/broker/nats"
+	"github.com/eventkit/eventkit/broker/nats/natsembed"
 	"github.com/eventkit/eventkit/internal/testenv"
 )
 
@@ -21,11 +21,11 @@ import (
 func TestServerRestartMidStream(t *testing.T) {
 	dir := t.TempDir()
 	ctx := context.Background()
-	e1, err := natsbroker.StartEmbedded(ctx, dir, natsbroker.EmbeddedOptions{})
+	e1, err := natsembed.Start(ctx, dir, natsembed.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	port := e1.Server().Addr().(*net.TCPAddr).Port
+	port := e1.NATSServer().Addr().(*net.TCPAddr).Port
 	url := e1.URL()
 	pub, sub := connect(t, url), connect(t, url)
 	closeBroker(t, pub)
@@ -94,7 +94,7 @@ func TestServerRestartMidStream(t *testing.T) {
 	}
 	t.Logf("server stopped in %v", time.Since(closing))
 	time.Sleep(300 * time.Millisecond) // down for a moment
-	e2 := startEmbedded(t, dir, natsbroker.EmbeddedOptions{Port: port})
+	e2 := startEmbedded(t, dir, natsembed.Options{Port: port})
 	t.Logf("server restarted on port %d", port)
 	restarted := time.Now()
 

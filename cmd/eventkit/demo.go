@@ -15,7 +15,7 @@ import (
 	"golang.org/x/term"
 
 	"github.com/eventkit/eventkit/broker"
-	natsbroker "github.com/eventkit/eventkit/broker/nats"
+	"github.com/eventkit/eventkit/broker/nats/natsembed"
 	"github.com/eventkit/eventkit/internal/connect"
 	"github.com/eventkit/eventkit/internal/demo"
 )
@@ -100,7 +100,7 @@ func runDemo(ctx context.Context, g *globals, o *demoOpts) error {
 	where := ""
 	topicSuffix := ""
 	if o.broker == "" {
-		emb, err := natsbroker.StartEmbedded(ctx, filepath.Join(dir, "nats"), natsbroker.EmbeddedOptions{InProcessOnly: true})
+		emb, err := natsembed.Start(ctx, filepath.Join(dir, "nats"), natsembed.Options{InProcessOnly: true})
 		if err != nil {
 			return fmt.Errorf("start embedded NATS: %w", err)
 		}

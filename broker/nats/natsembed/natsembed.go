@@ -1,4 +1,12 @@
-package natsbroker
+// Package natsembed runs a NATS server with JetStream inside the process,
+// for zero set-up use (`eventkit demo`, tests) with the NATS broker adapter.
+// It is a package of its own so that importing the adapter
+// (github.com/eventkit/eventkit/broker/nats) does not link nats-server.
+//
+// A server started on a storage directory keeps every stream, consumer and
+// unacked event there: start it again on the same directory and the broker
+// finds them all, with the same guarantees as on an external server.
+package natsembed
 
 import (
 	"context"
@@ -8,18 +16,20 @@ import (
 
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
+
+	natsbroker "github.com/eventkit/eventkit/broker/nats"
 )
 
-// EmbeddedOptions configure StartEmbedded.
-type EmbeddedOptions struct {
-	// Broker configures the Broker StartEmbedded returns.
-	Broker Options
+// Options configure Start.
+type Options struct {
+	// Broker configures the Broker Start returns.
+	Broker natsbroker.Options
 	// Host to listen on (default "127.0.0.1").
 	Host string
 	// Port to listen on; 0 picks a free one.
 	Port int
 	// InProcessOnly: do not listen on any port; clients connect in-process
-	// only (Embedded.Connect). Embedded.URL is then empty.
+	// only (Server.Connect). Server.URL is then empty.
 	InProcessOnly bool
 	// MaxPayload is the server's max_payload in bytes (default 1 MiB).
 	MaxPayload int32
@@ -29,23 +39,23 @@ type EmbeddedOptions struct {
 	Logs bool
 }
 
-// Embedded is a NATS server with JetStream running in this process, and a
+// Server is a NATS server with JetStream running in this process, and a
 // Broker connected to it.
-type Embedded struct {
+type Server struct {
 	// Broker is connected to the server; Close closes it.
-	Broker *Broker
+	Broker *natsbroker.Broker
 	srv    *server.Server
-	opts   EmbeddedOptions
+	opts   Options
 }
 
-// StartEmbedded starts a NATS server with JetStream inside this process,
+// Start starts a NATS server with JetStream inside this process,
 // storing streams in dir (which survives restarts: start again on the same
 // dir to find every stream, consumer and unacked event), and returns it with
 // a Broker connected to it. It needs no setup at all, which is what
 // `eventkit demo` and tests use. ctx bounds the start.
-func StartEmbedded(ctx context.Context, dir string, opts EmbeddedOptions) (*Embedded, error) {
+func Start(ctx context.Context, dir string, opts Options) (*Server, error) {
 	if dir == "" {
-		return nil, errors.New("natsbroker: StartEmbedded needs a storage directory")
+		return nil, errors.New("natsembed: Start needs a storage directory")
 	}
 	if opts.Host == "" {
 		opts.Host = "127.0.0.1"
@@ -70,7 +80,7 @@ func StartEmbedded(ctx context.Context, dir string, opts EmbeddedOptions) (*Embe
 	}
 	srv, err := server.NewServer(sopts)
 	if err != nil {
-		return nil, fmt.Errorf("natsbroker: embedded server: %w", err)
+		return nil, fmt.Errorf("natsembed: embedded server: %w", err)
 	}
 	if opts.Logs {
 		srv.ConfigureLogger()
@@ -83,7 +93,7 @@ func StartEmbedded(ctx context.Context, dir string, opts EmbeddedOptions) (*Embe
 		if !ok {
 			srv.Shutdown()
 			srv.WaitForShutdown()
-			return nil, errors.New("natsbroker: embedded server did not become ready")
+			return nil, errors.New("natsembed: embedded server did not become ready")
 		}
 	case <-ctx.Done():
 		<-ready
@@ -91,7 +101,7 @@ func StartEmbedded(ctx context.Context, dir string, opts EmbeddedOptions) (*Embe
 		srv.WaitForShutdown()
 		return nil, ctx.Err()
 	}
-	e := &Embedded{srv: srv, opts: opts}
+	e := &Server{srv: srv, opts: opts}
 	b, err := e.Connect(ctx, opts.Broker)
 	if err != nil {
 		srv.Shutdown()
@@ -102,12 +112,12 @@ func StartEmbedded(ctx context.Context, dir string, opts EmbeddedOptions) (*Embe
 	return e, nil
 }
 
-// Server returns the running server.
-func (e *Embedded) Server() *server.Server { return e.srv }
+// NATSServer returns the running nats-server.
+func (e *Server) NATSServer() *server.Server { return e.srv }
 
 // URL is the server's client URL ("nats://127.0.0.1:port"), empty with
 // InProcessOnly.
-func (e *Embedded) URL() string {
+func (e *Server) URL() string {
 	if e.opts.InProcessOnly {
 		return ""
 	}
@@ -116,17 +126,17 @@ func (e *Embedded) URL() string {
 
 // Connect returns another Broker (its own connection) on the server: over
 // the loopback port, or in-process with InProcessOnly.
-func (e *Embedded) Connect(ctx context.Context, opts Options) (*Broker, error) {
+func (e *Server) Connect(ctx context.Context, opts natsbroker.Options) (*natsbroker.Broker, error) {
 	if e.opts.InProcessOnly {
 		opts.NATSOptions = append([]nats.Option{nats.InProcessServer(e.srv)}, opts.NATSOptions...)
-		return Connect(ctx, "", opts)
+		return natsbroker.Connect(ctx, "", opts)
 	}
-	return Connect(ctx, e.srv.ClientURL(), opts)
+	return natsbroker.Connect(ctx, e.srv.ClientURL(), opts)
 }
 
 // Close closes the Broker, then shuts the server down and waits until it
 // has stopped (JetStream flushes its store).
-func (e *Embedded) Close(ctx context.Context) error {
+func (e *Server) Close(ctx context.Context) error {
 	var err error
 	if e.Broker != nil {
 		err = e.Broker.Close(ctx)

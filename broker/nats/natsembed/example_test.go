@@ -1,4 +1,4 @@
-package natsbroker_test
+package natsembed_test
 
 import (
 	"context"
@@ -9,17 +9,18 @@ import (
 	"github.com/eventkit/eventkit"
 	"github.com/eventkit/eventkit/broker"
 	natsbroker "github.com/eventkit/eventkit/broker/nats"
+	"github.com/eventkit/eventkit/broker/nats/natsembed"
 )
 
-// StartEmbedded runs a NATS server with JetStream inside the process: no
+// Start runs a NATS server with JetStream inside the process: no
 // setup, streams kept in a directory.
-func ExampleStartEmbedded() {
+func ExampleStart() {
 	dir, _ := os.MkdirTemp("", "eventkit-nats")
 	defer os.RemoveAll(dir)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 
-	srv, err := natsbroker.StartEmbedded(ctx, dir, natsbroker.EmbeddedOptions{InProcessOnly: true})
+	srv, err := natsembed.Start(ctx, dir, natsembed.Options{InProcessOnly: true})
 	if err != nil {
 		fmt.Println(err)
 		return
