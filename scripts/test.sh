@@ -69,6 +69,21 @@ if [ -z "${EVENTKIT_POSTGRES_URL:-}" ]; then
   fi
 fi
 
+echo "== deploy/systemd unit"
+# systemd-analyze verify checks the unit (directives, values, the binary);
+# any warning fails, since it exits 0 on values it ignores.
+if command -v systemd-analyze >/dev/null 2>&1; then
+  go build -o "$tmp/eventkit" ./cmd/eventkit
+  cp deploy/systemd/relay.env.example "$tmp/relay.env"
+  sed "s|/usr/local/bin/eventkit|$tmp/eventkit|; s|/etc/eventkit/relay.env|$tmp/relay.env|" \
+    deploy/systemd/eventkit-relay.service >"$tmp/eventkit-relay.service"
+  out=$(systemd-analyze verify "$tmp/eventkit-relay.service" 2>&1) || { echo "$out"; exit 1; }
+  if [ -n "$out" ]; then echo "$out"; exit 1; fi
+  "$tmp/eventkit" relay --log-format json --help >/dev/null
+else
+  echo "systemd-analyze not installed: unit not checked"
+fi
+
 echo "== fuzz (${FUZZTIME:=5s} each)"
 # Every Fuzz target in the module, each on its own for a short while.
 for pkg in $(go list ./...); do
