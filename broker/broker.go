@@ -47,6 +47,12 @@ var (
 	ErrAlreadySettled = errors.New("broker: delivery already settled")
 	// ErrInvalidTopic is returned for an empty or malformed topic or group name.
 	ErrInvalidTopic = errors.New("broker: invalid topic or group name")
+	// ErrNotSent names, in a *PublishError, an event that Publish did not
+	// send because another event of the same call failed first: an invalid
+	// event anywhere in the call (nothing of it is sent), or an earlier event
+	// of the same subject (so that a retry cannot put it behind a later
+	// one). Such an event may be retried as it is.
+	ErrNotSent = errors.New("broker: not sent")
 )
 
 // Publisher sends events to a topic.
@@ -256,22 +262,38 @@ func FailAll(topic string, events []eventkit.Event, err error) *PublishError {
 }
 
 // ValidateEvents validates every event against maxSize (see
-// eventkit.Event.Validate) and returns a *PublishError naming the invalid
-// ones, or nil. Adapters call it before sending anything.
+// eventkit.Event.Validate) and returns nil, or a *PublishError naming every
+// event of the call: the invalid ones with their error, the others with
+// ErrNotSent, since Publish sends nothing of a call with an invalid event.
+// Adapters call it before sending anything.
 func ValidateEvents(topic string, maxSize int, events []eventkit.Event) error {
-	var pe *PublishError
+	errs := make([]error, len(events))
+	invalid := false
 	for i, e := range events {
-		if err := e.Validate(maxSize); err != nil {
-			if pe == nil {
-				pe = &PublishError{Topic: topic}
-			}
-			pe.Failed = append(pe.Failed, FailedEvent{Index: i, ID: e.ID, Err: err})
+		if errs[i] = e.Validate(maxSize); errs[i] != nil {
+			invalid = true
 		}
 	}
-	if pe != nil {
-		return pe
+	if !invalid {
+		return nil
 	}
-	return nil
+	return NotSentWith(topic, events, errs, "another event of the call is invalid")
+}
+
+// NotSentWith builds the *PublishError of a call of which nothing was sent
+// because of the events with a non-nil errs[i]: those fail with their error,
+// every other event with ErrNotSent and why.
+func NotSentWith(topic string, events []eventkit.Event, errs []error, why string) *PublishError {
+	pe := &PublishError{Topic: topic, Failed: make([]FailedEvent, len(events))}
+	notSent := fmt.Errorf("%w: %s", ErrNotSent, why)
+	for i, e := range events {
+		err := errs[i]
+		if err == nil {
+			err = notSent
+		}
+		pe.Failed[i] = FailedEvent{Index: i, ID: e.ID, Err: err}
+	}
+	return pe
 }
 
 // ValidateName checks a topic or group name: 1-200 characters out of

@@ -372,7 +372,7 @@ func (b *Broker) Publish(ctx context.Context, topic string, events ...eventkit.E
 	}
 	msgs := make([]outMsg, len(events))
 	a := newArena(events)
-	var pe *broker.PublishError
+	var tooLarge []error // nil, or per event: its size error
 	var lastType, lastSubject string
 	for i := range events {
 		e := &events[i]
@@ -381,15 +381,15 @@ func (b *Broker) Publish(ctx context.Context, topic string, events ...eventkit.E
 		}
 		h := encodeHeaders(e, b.opts.DisableDedupe, a)
 		if n := encodedSize(h, e.Data); n > b.maxPayload {
-			if pe == nil {
-				pe = &broker.PublishError{Topic: topic}
+			if tooLarge == nil {
+				tooLarge = make([]error, len(events))
 			}
-			pe.Failed = append(pe.Failed, broker.FailedEvent{Index: i, ID: e.ID, Err: b.sizeError(e.ID, n)})
+			tooLarge[i] = b.sizeError(e.ID, n)
 		}
 		msgs[i].Msg = nats.Msg{Subject: lastSubject, Header: h, Data: e.Data}
 	}
-	if pe != nil {
-		return pe
+	if tooLarge != nil {
+		return broker.NotSentWith(topic, events, tooLarge, "another event of the call is too large")
 	}
 	return b.send(ctx, topic, events, msgs)
 }

@@ -220,8 +220,9 @@ func TestTooLargeNamesLimit(t *testing.T) {
 	edge.Extensions = map[string]string{"padding": "0123456789012345678901234567890123456789"}
 	err := b.Publish(ctx, topic, ok, edge)
 	var pe *broker.PublishError
-	if !errors.As(err, &pe) || len(pe.Failed) != 1 || pe.Failed[0].Index != 1 || !errors.Is(err, eventkit.ErrTooLarge) {
-		t.Fatalf("Publish = %v, want event 1 too large", err)
+	if !errors.As(err, &pe) || len(pe.Failed) != 2 || pe.Failed[1].Index != 1 || !errors.Is(pe.Failed[1].Err, eventkit.ErrTooLarge) ||
+		!errors.Is(pe.Failed[0].Err, broker.ErrNotSent) {
+		t.Fatalf("Publish = %v, want event 1 too large and event 0 not sent", err)
 	}
 	var se *eventkit.SizeError
 	if !errors.As(err, &se) || se.Limit != 64<<10 || se.Where == "" {
