@@ -12,7 +12,15 @@
 //
 //   - Publish returns nil only when the broker has durably accepted (acked,
 //     confirmed) every event given; otherwise a *PublishError says which
-//     events failed. Invalid events are rejected before anything is sent.
+//     events failed, and an event it does not name was accepted. Each call
+//     reports its own events only, however many calls run at once. Invalid
+//     events are rejected before anything is sent, naming every event of
+//     the call (the valid ones with ErrNotSent).
+//   - Within one call, once an event of a subject is known to have failed,
+//     the later events of that subject are not sent and fail with
+//     ErrNotSent. "Known" differs per adapter (failures a broker reports
+//     asynchronously may arrive after later events were sent): see each
+//     adapter's package doc.
 //   - Delivery is at least once: an event is delivered again until a
 //     subscriber of the group settles it with Ack or Term. A subscriber that
 //     dies without settling has its deliveries redelivered, to another
@@ -61,7 +69,8 @@ type Publisher interface {
 	// has durably accepted every one of them. On failure it returns a
 	// *PublishError naming the events that failed (those not named were
 	// accepted). Events that fail Validate make Publish fail before
-	// anything is sent. Publish is safe for concurrent use.
+	// anything is sent (every event is then named). Publish is safe for
+	// concurrent use; each call reports exactly its own failures.
 	Publish(ctx context.Context, topic string, events ...eventkit.Event) error
 }
 

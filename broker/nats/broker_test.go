@@ -82,6 +82,20 @@ func conformance(t *testing.T, newBroker func(t *testing.T) *natsbroker.Broker, 
 			defer cancel()
 			return admin.PublishRaw(ctx, topic, h, body)
 		},
+		// A stream whose max_msg_size no event fits: the server rejects
+		// every publish in its ack.
+		FailingTopic: func(t *testing.T) string {
+			topic := tp.new(t)
+			name := admin.StreamName(topic)
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			if _, err := admin.JetStream().CreateStream(ctx, jetstream.StreamConfig{
+				Name: name, Subjects: []string{name + ".>"}, Storage: jetstream.MemoryStorage, MaxMsgSize: 1,
+			}); err != nil {
+				t.Fatal(err)
+			}
+			return topic
+		},
 	})
 }
 
