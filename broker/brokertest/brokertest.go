@@ -51,6 +51,10 @@ type Config struct {
 	// type, NATS a stream whose max_msg_size no event fits. The concurrent
 	// failure cases publish to it beside good topics.
 	FailingTopic func(t *testing.T) string
+	// Reject, if set, sets up a broker and topic on which one event can be
+	// made to fail at the broker (see Reject); the PartialFailureOrder case
+	// is skipped without it.
+	Reject func(t *testing.T) Reject
 }
 
 func (c *Config) defaults() {
@@ -94,6 +98,7 @@ func Run(t *testing.T, cfg Config) {
 		{"LargePayload", s.large},
 		{"ConcurrentPublishers", s.concurrentPublishers},
 		{"ConcurrentPublishFailures", s.concurrentPublishFailures},
+		{"PartialFailureOrder", s.partialFailureOrder},
 		{"ForeignMessage", s.foreign},
 	}
 	for _, tc := range tests {
