@@ -73,11 +73,31 @@ func (p *pubChannel) returnOf(q *pending) (amqp.Return, bool) {
 
 // maxIdlePublishers bounds the idle publishing channels kept for later
 // calls; more concurrent calls open more channels, closed when released.
-const maxIdlePublishers = 16
+// maxPublishers bounds the channels publishing at once (the server's
+// channel_max is 2047 per connection by default, subscriptions included):
+// more concurrent calls wait for a channel.
+const (
+	maxIdlePublishers = 16
+	maxPublishers     = 256
+)
 
 // acquire takes an idle publishing channel of the current connection, or
-// opens one (waiting for a reconnection if needed).
+// opens one (waiting for a reconnection if needed). release gives it back.
 func (b *Broker) acquire(ctx context.Context) (*pubChannel, error) {
+	b.pubOnce.Do(func() { b.pubSlots = make(chan struct{}, maxPublishers) })
+	select {
+	case b.pubSlots <- struct{}{}:
+	case <-ctx.Done():
+		return nil, fmt.Errorf("rabbitmq: not sent: waiting for a publishing channel: %w", ctx.Err())
+	}
+	p, err := b.open(ctx)
+	if err != nil {
+		<-b.pubSlots
+	}
+	return p, err
+}
+
+func (b *Broker) open(ctx context.Context) (*pubChannel, error) {
 	b.pubMu.Lock()
 	for len(b.pubIdle) > 0 {
 		p := b.pubIdle[len(b.pubIdle)-1]
@@ -110,6 +130,7 @@ func (b *Broker) acquire(ctx context.Context) (*pubChannel, error) {
 // because an exchange was deleted behind our back: what we declared is
 // declared again.
 func (b *Broker) release(p *pubChannel, clean bool) {
+	defer func() { <-b.pubSlots }()
 	if p.ch.IsClosed() {
 		b.adminMu.Lock()
 		clear(b.declared)

@@ -165,8 +165,10 @@ type Broker struct {
 	subs      map[*subscription]struct{}
 	superDone chan struct{}
 
-	pubMu   sync.Mutex // guards pubIdle
-	pubIdle []*pubChannel
+	pubMu    sync.Mutex // guards pubIdle
+	pubIdle  []*pubChannel
+	pubOnce  sync.Once
+	pubSlots chan struct{} // one per publishing channel in use (maxPublishers)
 
 	adminMu  sync.Mutex // serializes declarations (synchronous RPCs)
 	admin    *amqp.Channel
