@@ -50,10 +50,12 @@ func (p *pubChannel) pull() {
 // amqp091 pushes a return to our channel before it completes the same
 // message's confirmation. When q's confirm is in, q's return (if any) is
 // therefore already pulled, and it is the first unmatched one: returns of
-// earlier messages were matched by the earlier calls of returnOf. Checking
-// the exchange, routing key and message id guards the match; a message of
-// the same call with the same three, published later, cannot be ahead of
-// q's own return.
+// earlier messages were matched by the earlier calls of returnOf. If q was
+// not returned, the first unmatched return belongs to a later message, and
+// the exchange, routing key and message id tell it from q's: sendEvents
+// never has two messages with the same three in flight at once (an event
+// twice in a call, or ids over 255 bytes, which go without a message id),
+// so the match is exact.
 func (p *pubChannel) returnOf(q *pending) (amqp.Return, bool) {
 	p.pull()
 	if len(p.fifo) == 0 {
@@ -219,7 +221,11 @@ func (b *Broker) sendEvents(ctx context.Context, exchange string, n int,
 	}
 	window := b.opts.PublishWindow
 	queue := make([]pending, 0, min(n, window))
-	head := 0
+	head, base := 0, 0 // base: how many were dropped from the front of queue
+	// inFlight: the position (base+index in queue) of the last message sent
+	// with a given routing key and message id, for returnOf.
+	type retKey struct{ key, msgID string }
+	inFlight := make(map[retKey]int, min(n, window))
 	clean := true // every message sent has its confirm
 	await := func(q *pending) {
 		for {
@@ -250,15 +256,25 @@ func (b *Broker) sendEvents(ctx context.Context, exchange string, n int,
 			}
 		}
 	}
+	next := func() {
+		await(&queue[head])
+		head++
+		if head == len(queue) {
+			base += len(queue)
+			queue, head = queue[:0], 0
+		}
+	}
 	for i := 0; i < n; i++ {
 		if len(queue)-head >= window {
-			await(&queue[head])
-			head++
-			if head == len(queue) {
-				queue, head = queue[:0], 0
-			}
+			next()
 		}
 		key, id, subject, msg := build(i)
+		rk := retKey{key, msg.MessageId}
+		if at, ok := inFlight[rk]; ok {
+			for clean && base+head <= at && head < len(queue) {
+				next() // wait for the message with the same key and id
+			}
+		}
 		if subject != "" && failedSubjects[subject] {
 			fails = append(fails, broker.FailedEvent{Index: i, ID: id,
 				Err: fmt.Errorf("%w: an earlier event of subject %q failed", broker.ErrNotSent, subject)})
@@ -282,6 +298,7 @@ func (b *Broker) sendEvents(ctx context.Context, exchange string, n int,
 			}
 			break
 		}
+		inFlight[rk] = base + len(queue)
 		queue = append(queue, pending{i: i, id: id, subject: subject, exchange: exchange, key: key, msgID: msg.MessageId, dc: dc})
 	}
 	for k := head; k < len(queue); k++ {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -40,6 +41,39 @@ func TestReturnedSubjectStopsItsLaterEvents(t *testing.T) {
 		}
 		if !errors.Is(f.Err, want) || f.ID != evs[f.Index].ID {
 			t.Errorf("event %d (%s): %v, want %v", f.Index, f.ID, f.Err, want)
+		}
+	}
+}
+
+// TestSameKeyAndIDInOneCall publishes a call in which several messages look
+// alike to basic.return (the same event three times; ids over 255 bytes,
+// which travel without a message id) to a routable and to an unroutable
+// topic: every one must be accepted on the first and returned on the second.
+func TestSameKeyAndIDInOneCall(t *testing.T) {
+	t.Parallel()
+	opts := rabbitmq.Options{}
+	good, bad := provisionedTopic(t, opts, "g"), provisionedTopic(t, opts)
+	b := newBroker(t, opts)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	ev := eventkit.New("test.event", "application/json", []byte(`{}`))
+	evs := []eventkit.Event{ev, ev, ev}
+	for range 3 {
+		long := eventkit.New("test.event", "application/json", []byte(`{}`))
+		long.ID = strings.Repeat("x", 300) + eventkit.NewID()
+		evs = append(evs, long)
+	}
+	if err := b.Publish(ctx, good, evs...); err != nil {
+		t.Fatalf("Publish to a routable topic = %v", err)
+	}
+	err := b.Publish(ctx, bad, evs...)
+	var pe *broker.PublishError
+	if !errors.As(err, &pe) || len(pe.Failed) != len(evs) {
+		t.Fatalf("Publish to an unroutable topic = %v, want all %d returned", err, len(evs))
+	}
+	for _, f := range pe.Failed {
+		if !errors.Is(f.Err, rabbitmq.ErrUnroutable) {
+			t.Errorf("event %d: %v, want ErrUnroutable", f.Index, f.Err)
 		}
 	}
 }
