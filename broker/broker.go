@@ -12,7 +12,15 @@
 //
 //   - Publish returns nil only when the broker has durably accepted (acked,
 //     confirmed) every event given; otherwise a *PublishError says which
-//     events failed. Invalid events are rejected before anything is sent.
+//     events failed, and an event it does not name was accepted. Each call
+//     reports its own events only, however many calls run at once. Invalid
+//     events are rejected before anything is sent, naming every event of
+//     the call (the valid ones with ErrNotSent).
+//   - Within one call, once an event of a subject is known to have failed,
+//     the later events of that subject are not sent and fail with
+//     ErrNotSent. "Known" differs per adapter (failures a broker reports
+//     asynchronously may arrive after later events were sent): see each
+//     adapter's package doc.
 //   - Delivery is at least once: an event is delivered again until a
 //     subscriber of the group settles it with Ack or Term. A subscriber that
 //     dies without settling has its deliveries redelivered, to another
@@ -47,6 +55,12 @@ var (
 	ErrAlreadySettled = errors.New("broker: delivery already settled")
 	// ErrInvalidTopic is returned for an empty or malformed topic or group name.
 	ErrInvalidTopic = errors.New("broker: invalid topic or group name")
+	// ErrNotSent names, in a *PublishError, an event that Publish did not
+	// send because another event of the same call failed first: an invalid
+	// event anywhere in the call (nothing of it is sent), or an earlier event
+	// of the same subject (so that a retry cannot put it behind a later
+	// one). Such an event may be retried as it is.
+	ErrNotSent = errors.New("broker: not sent")
 )
 
 // Publisher sends events to a topic.
@@ -55,7 +69,8 @@ type Publisher interface {
 	// has durably accepted every one of them. On failure it returns a
 	// *PublishError naming the events that failed (those not named were
 	// accepted). Events that fail Validate make Publish fail before
-	// anything is sent. Publish is safe for concurrent use.
+	// anything is sent (every event is then named). Publish is safe for
+	// concurrent use; each call reports exactly its own failures.
 	Publish(ctx context.Context, topic string, events ...eventkit.Event) error
 }
 
@@ -256,22 +271,38 @@ func FailAll(topic string, events []eventkit.Event, err error) *PublishError {
 }
 
 // ValidateEvents validates every event against maxSize (see
-// eventkit.Event.Validate) and returns a *PublishError naming the invalid
-// ones, or nil. Adapters call it before sending anything.
+// eventkit.Event.Validate) and returns nil, or a *PublishError naming every
+// event of the call: the invalid ones with their error, the others with
+// ErrNotSent, since Publish sends nothing of a call with an invalid event.
+// Adapters call it before sending anything.
 func ValidateEvents(topic string, maxSize int, events []eventkit.Event) error {
-	var pe *PublishError
+	errs := make([]error, len(events))
+	invalid := false
 	for i, e := range events {
-		if err := e.Validate(maxSize); err != nil {
-			if pe == nil {
-				pe = &PublishError{Topic: topic}
-			}
-			pe.Failed = append(pe.Failed, FailedEvent{Index: i, ID: e.ID, Err: err})
+		if errs[i] = e.Validate(maxSize); errs[i] != nil {
+			invalid = true
 		}
 	}
-	if pe != nil {
-		return pe
+	if !invalid {
+		return nil
 	}
-	return nil
+	return NotSentWith(topic, events, errs, "another event of the call is invalid")
+}
+
+// NotSentWith builds the *PublishError of a call of which nothing was sent
+// because of the events with a non-nil errs[i]: those fail with their error,
+// every other event with ErrNotSent and why.
+func NotSentWith(topic string, events []eventkit.Event, errs []error, why string) *PublishError {
+	pe := &PublishError{Topic: topic, Failed: make([]FailedEvent, len(events))}
+	notSent := fmt.Errorf("%w: %s", ErrNotSent, why)
+	for i, e := range events {
+		err := errs[i]
+		if err == nil {
+			err = notSent
+		}
+		pe.Failed[i] = FailedEvent{Index: i, ID: e.ID, Err: err}
+	}
+	return pe
 }
 
 // ValidateName checks a topic or group name: 1-200 characters out of

@@ -45,6 +45,16 @@ type Config struct {
 	// Setup, if set, runs before a subscription is used in a test, after it
 	// was made (e.g. to wait for a consumer group to be assigned partitions).
 	Settle func(t *testing.T, sub broker.Subscription)
+	// FailingTopic, if set, returns a topic to which this broker fails every
+	// publish, event by event, at the broker (not in validation): RabbitMQ
+	// a topic with no queue bound (unroutable), Redis a key holding another
+	// type, NATS a stream whose max_msg_size no event fits. The concurrent
+	// failure cases publish to it beside good topics.
+	FailingTopic func(t *testing.T) string
+	// Reject, if set, sets up a broker and topic on which one event can be
+	// made to fail at the broker (see Reject); the PartialFailureOrder case
+	// is skipped without it.
+	Reject func(t *testing.T) Reject
 }
 
 func (c *Config) defaults() {
@@ -87,6 +97,8 @@ func Run(t *testing.T, cfg Config) {
 		{"PublishAfterClose", s.publishAfterClose},
 		{"LargePayload", s.large},
 		{"ConcurrentPublishers", s.concurrentPublishers},
+		{"ConcurrentPublishFailures", s.concurrentPublishFailures},
+		{"PartialFailureOrder", s.partialFailureOrder},
 		{"ForeignMessage", s.foreign},
 	}
 	for _, tc := range tests {
@@ -280,8 +292,11 @@ func (s *suite) invalid(t *testing.T) {
 		t.Fatalf("Publish(invalid) = %v, want ErrInvalidEvent", err)
 	}
 	var pe *broker.PublishError
-	if !errors.As(err, &pe) || len(pe.Failed) != 1 || pe.Failed[0].Index != 1 {
-		t.Fatalf("want a *PublishError naming event 1, got %#v", err)
+	// Nothing of the call is sent, so both events are named: the invalid
+	// one with its error, the other as not sent.
+	if !errors.As(err, &pe) || len(pe.Failed) != 2 || pe.Failed[1].Index != 1 ||
+		!errors.Is(pe.Failed[0].Err, broker.ErrNotSent) || !errors.Is(pe.Failed[1].Err, eventkit.ErrInvalidEvent) {
+		t.Fatalf("want a *PublishError naming event 0 as not sent and event 1 as invalid, got %#v", err)
 	}
 	// Nothing of the call was sent: the next event is the first delivery.
 	next := mkEvents(1, nil)[0]

@@ -28,9 +28,13 @@
 // it retry transient failures without duplicates or reordering). Publish
 // validates every event and its record size first (an event over the limit
 // fails with a *eventkit.SizeError naming message.max.bytes, and nothing of
-// the call is sent), produces all records of the call at once and returns
+// the call is sent: the other events are named with broker.ErrNotSent), produces all records of the call at once and returns
 // when every one is acknowledged; a *broker.PublishError names the events
-// that failed. The size limit is the brokers' message.max.bytes, read at New
+// that failed, found by their record (franz-go reports results in the order
+// they complete, partition by partition, not the order given), so each call
+// names exactly its own failures. A subject is one partition, whose records
+// the idempotent producer sends in order in batches; a failed batch fails
+// the later events of its subject in it too. The size limit is the brokers' message.max.bytes, read at New
 // (Options.MaxMessageBytes overrides it); a topic-level max.message.bytes
 // lower than that is not checked up front (such a publish fails with
 // MESSAGE_TOO_LARGE from the broker).

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -299,12 +300,12 @@ func (b *Broker) Publish(ctx context.Context, topic string, events ...eventkit.E
 		return nil
 	}
 	recs := make([]*kgo.Record, len(events))
-	var pe *broker.PublishError
+	var invalid []error // nil, or per event: why it cannot be sent
 	fail := func(i int, err error) {
-		if pe == nil {
-			pe = &broker.PublishError{Topic: topic}
+		if invalid == nil {
+			invalid = make([]error, len(events))
 		}
-		pe.Failed = append(pe.Failed, broker.FailedEvent{Index: i, ID: events[i].ID, Err: err})
+		invalid[i] = err
 	}
 	for i, e := range events {
 		if err := e.Validate(math.MaxInt); err != nil {
@@ -318,26 +319,46 @@ func (b *Broker) Publish(ctx context.Context, topic string, events ...eventkit.E
 		}
 		recs[i] = r
 	}
-	if pe != nil {
-		return pe
+	if invalid != nil {
+		return broker.NotSentWith(topic, events, invalid, "another event of the call is invalid or too large")
 	}
 	if err := b.EnsureTopic(ctx, topic); err != nil {
 		return broker.FailAll(topic, events, err)
 	}
+	// ProduceSync's results come in the order the records completed (each
+	// partition on its own), not the order given: find each record's event
+	// by the record itself.
 	results := b.cl.ProduceSync(ctx, recs...)
-	for i, r := range results {
-		if r.Err != nil {
-			err := r.Err
-			if errors.Is(err, kgo.ErrClientClosed) {
-				err = fmt.Errorf("%w: %w", broker.ErrClosed, err)
-			}
-			fail(i, err)
+	var index map[*kgo.Record]int
+	var pe *broker.PublishError
+	for _, r := range results {
+		if r.Err == nil {
+			continue
 		}
+		if index == nil {
+			index = make(map[*kgo.Record]int, len(recs))
+			for i, rec := range recs {
+				index[rec] = i
+			}
+		}
+		i, ok := index[r.Record]
+		if !ok {
+			continue // not ours: cannot happen, ProduceSync reports only recs
+		}
+		err := r.Err
+		if errors.Is(err, kgo.ErrClientClosed) {
+			err = fmt.Errorf("%w: %w", broker.ErrClosed, err)
+		}
+		if pe == nil {
+			pe = &broker.PublishError{Topic: topic}
+		}
+		pe.Failed = append(pe.Failed, broker.FailedEvent{Index: i, ID: events[i].ID, Err: err})
 	}
-	if pe != nil {
-		return pe
+	if pe == nil {
+		return nil
 	}
-	return nil
+	slices.SortFunc(pe.Failed, func(a, b broker.FailedEvent) int { return a.Index - b.Index })
+	return pe
 }
 
 // PublishRecords produces raw records (as a foreign tool would) and waits

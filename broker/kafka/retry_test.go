@@ -293,8 +293,8 @@ func TestTooLargeNamesLimit(t *testing.T) {
 		t.Fatalf("Publish = %v, want a SizeError naming the 4096-byte limit", err)
 	}
 	var pe *broker.PublishError
-	if !errors.As(err, &pe) || len(pe.Failed) != 1 || pe.Failed[0].Index != 1 {
-		t.Fatalf("want a PublishError naming event 1, got %v", err)
+	if !errors.As(err, &pe) || len(pe.Failed) != 2 || pe.Failed[1].Index != 1 || !errors.Is(pe.Failed[0].Err, broker.ErrNotSent) {
+		t.Fatalf("want a PublishError naming event 1 too large and event 0 not sent, got %v", err)
 	}
 	// The broker's own limit is read at New.
 	b2 := newBroker(t, testOptions(c))

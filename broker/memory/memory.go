@@ -2,8 +2,9 @@
 // API for tests, examples and single-process use, held to the same
 // conformance suite as the network brokers.
 //
-// Guarantees: Publish is synchronous and "durable" only for the life of the
-// process (Capabilities.Durable is false: everything is lost when the process
+// Guarantees: Publish is synchronous, appends all the events of a call at
+// once or none of them (so no partial failure can reorder a subject), and is
+// "durable" only for the life of the process (Capabilities.Durable is false: everything is lost when the process
 // exits). Each group receives every event of the topic, including those
 // published before the group existed (the topic keeps its whole log; see
 // Options.Retain). Within a group, a single subscriber receives events in

@@ -372,7 +372,7 @@ func (b *Broker) Publish(ctx context.Context, topic string, events ...eventkit.E
 	}
 	msgs := make([]outMsg, len(events))
 	a := newArena(events)
-	var pe *broker.PublishError
+	var tooLarge []error // nil, or per event: its size error
 	var lastType, lastSubject string
 	for i := range events {
 		e := &events[i]
@@ -381,15 +381,15 @@ func (b *Broker) Publish(ctx context.Context, topic string, events ...eventkit.E
 		}
 		h := encodeHeaders(e, b.opts.DisableDedupe, a)
 		if n := encodedSize(h, e.Data); n > b.maxPayload {
-			if pe == nil {
-				pe = &broker.PublishError{Topic: topic}
+			if tooLarge == nil {
+				tooLarge = make([]error, len(events))
 			}
-			pe.Failed = append(pe.Failed, broker.FailedEvent{Index: i, ID: e.ID, Err: b.sizeError(e.ID, n)})
+			tooLarge[i] = b.sizeError(e.ID, n)
 		}
 		msgs[i].Msg = nats.Msg{Subject: lastSubject, Header: h, Data: e.Data}
 	}
-	if pe != nil {
-		return pe
+	if tooLarge != nil {
+		return broker.NotSentWith(topic, events, tooLarge, "another event of the call is too large")
 	}
 	return b.send(ctx, topic, events, msgs)
 }
@@ -410,6 +410,7 @@ type pubCall struct {
 	pending int     // sent, neither acked nor failed
 	state   []uint8 // per message: 0 unsent or waiting, 1 acked, 2 failed
 	errs    []error // per failed message
+	failed  int     // messages in state 2
 	gaveUp  bool    // the caller stopped waiting; late answers are ignored
 	need    int     // the caller waits for pending < need (0: nobody waits)
 	wake    chan struct{}
@@ -424,6 +425,7 @@ func (c *pubCall) settle(i int, err error) {
 	c.pending--
 	if err != nil {
 		c.state[i], c.errs[i] = 2, err
+		c.failed++
 	} else {
 		c.state[i] = 1
 	}
@@ -491,12 +493,36 @@ func (b *Broker) send(ctx context.Context, topic string, events []eventkit.Event
 	}
 	var stop error
 	sent := 0
+	// Subjects with an event known to have failed: their later events are
+	// not sent (see the package doc). Rebuilt when failures come in.
+	var failedSubjects map[string]bool
+	known := 0
 	for i := range msgs {
 		if stop = wait(window); stop != nil {
 			break
 		}
 		msgs[i].call, msgs[i].idx = c, i
+		subject := events[i].Subject
 		c.mu.Lock()
+		if c.failed > known && subject != "" {
+			known = c.failed
+			for j := range i {
+				if c.state[j] == 2 && events[j].Subject != "" {
+					if failedSubjects == nil {
+						failedSubjects = map[string]bool{}
+					}
+					failedSubjects[events[j].Subject] = true
+				}
+			}
+		}
+		if subject != "" && failedSubjects[subject] {
+			c.state[i], c.errs[i] = 2, fmt.Errorf("%w: an earlier event of subject %q failed", broker.ErrNotSent, subject)
+			c.failed++
+			known++
+			c.mu.Unlock()
+			sent++
+			continue
+		}
 		c.pending++
 		c.mu.Unlock()
 		_, err := b.pub.PublishMsgAsync(&msgs[i].Msg)
@@ -504,6 +530,7 @@ func (b *Broker) send(ctx context.Context, topic string, events []eventkit.Event
 			c.mu.Lock()
 			c.pending--
 			c.state[i], c.errs[i] = 2, err
+			c.failed++
 			c.mu.Unlock()
 		}
 		sent++

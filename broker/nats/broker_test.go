@@ -72,7 +72,21 @@ func closeBroker(t testing.TB, b broker.Broker) {
 	})
 }
 
-func conformance(t *testing.T, newBroker func(t *testing.T) *natsbroker.Broker, admin *natsbroker.Broker) {
+// smallStream creates topic's stream with a max_msg_size of limit bytes,
+// which the server enforces in its acks.
+func smallStream(t *testing.T, admin *natsbroker.Broker, topic string, limit int32) {
+	t.Helper()
+	name := admin.StreamName(topic)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := admin.JetStream().CreateStream(ctx, jetstream.StreamConfig{
+		Name: name, Subjects: []string{name + ".>"}, Storage: jetstream.MemoryStorage, MaxMsgSize: limit,
+	}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func conformance(t *testing.T, newBroker func(t *testing.T) *natsbroker.Broker, admin *natsbroker.Broker, connect func(t *testing.T, opts natsbroker.Options) *natsbroker.Broker) {
 	tp := &topics{}
 	tp.cleanup(t, admin)
 	brokertest.Run(t, brokertest.Config{
@@ -83,6 +97,22 @@ func conformance(t *testing.T, newBroker func(t *testing.T) *natsbroker.Broker, 
 			defer cancel()
 			return admin.PublishRaw(ctx, topic, h, body)
 		},
+		// A stream whose max_msg_size no event fits: the server rejects
+		// every publish in its ack.
+		FailingTopic: func(t *testing.T) string {
+			topic := tp.new(t)
+			smallStream(t, admin, topic, 1)
+			return topic
+		},
+		// A stream taking messages up to 4 KiB, an 8 KiB event, and a
+		// publish window of 1, so each ack is in before the next event.
+		Reject: func(t *testing.T) brokertest.Reject {
+			topic := tp.new(t)
+			smallStream(t, admin, topic, 4<<10)
+			b := connect(t, natsbroker.Options{PublishWindow: 1})
+			closeBroker(t, b)
+			return brokertest.Reject{Broker: b, Topic: topic, Poison: func(e *eventkit.Event) { e.Data = make([]byte, 8<<10) }}
+		},
 	})
 }
 
@@ -92,7 +122,16 @@ func TestConformance(t *testing.T) {
 	url := testenv.NATS.URL(t)
 	admin := connect(t, url)
 	closeBroker(t, admin)
-	conformance(t, func(t *testing.T) *natsbroker.Broker { return connect(t, url) }, admin)
+	conformance(t, func(t *testing.T) *natsbroker.Broker { return connect(t, url) }, admin,
+		func(t *testing.T, opts natsbroker.Options) *natsbroker.Broker {
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			b, err := natsbroker.Connect(ctx, url, opts)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return b
+		})
 }
 
 // TestConformanceEmbedded runs the broker suite against natsembed.Start.
@@ -104,7 +143,13 @@ func TestConformanceEmbedded(t *testing.T) {
 			t.Fatal(err)
 		}
 		return b
-	}, e.Broker)
+	}, e.Broker, func(t *testing.T, opts natsbroker.Options) *natsbroker.Broker {
+		b, err := e.Connect(context.Background(), opts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	})
 }
 
 func startEmbedded(t testing.TB, dir string, opts natsembed.Options) *natsembed.Server {
@@ -221,8 +266,9 @@ func TestTooLargeNamesLimit(t *testing.T) {
 	edge.Extensions = map[string]string{"padding": "0123456789012345678901234567890123456789"}
 	err := b.Publish(ctx, topic, ok, edge)
 	var pe *broker.PublishError
-	if !errors.As(err, &pe) || len(pe.Failed) != 1 || pe.Failed[0].Index != 1 || !errors.Is(err, eventkit.ErrTooLarge) {
-		t.Fatalf("Publish = %v, want event 1 too large", err)
+	if !errors.As(err, &pe) || len(pe.Failed) != 2 || pe.Failed[1].Index != 1 || !errors.Is(pe.Failed[1].Err, eventkit.ErrTooLarge) ||
+		!errors.Is(pe.Failed[0].Err, broker.ErrNotSent) {
+		t.Fatalf("Publish = %v, want event 1 too large and event 0 not sent", err)
 	}
 	var se *eventkit.SizeError
 	if !errors.As(err, &se) || se.Limit != 64<<10 || se.Where == "" {

@@ -34,11 +34,21 @@
 // JetStream has acked every one, that is stored it (on disk with file
 // storage; in a cluster, on a majority of replicas). Otherwise a
 // *broker.PublishError names the events without an ack; the others are
-// stored. An event over the server's max_payload (header block included) is
+// stored. Each message's ack or error is handed to that message's own
+// record of its call, so concurrent calls never see each other's results.
+// An event over the server's max_payload (header block included) is
 // rejected before anything of the call is sent, with an error wrapping
-// eventkit.ErrTooLarge that names the limit. Events of one call from one
-// connection are stored in order; after a partial failure, re-publishing the
-// failed ones puts them after the ones that succeeded.
+// eventkit.ErrTooLarge that names the limit (the other events are named
+// with broker.ErrNotSent). Events of one call from one connection are
+// stored in order; after a partial failure, re-publishing the failed ones
+// puts them after the ones that succeeded. To keep a subject in order
+// through such a retry, once an event of a subject is known to have failed
+// (a synchronous publish error, or an error ack already received) the
+// call's later events of that subject are not sent (broker.ErrNotSent). An
+// error ack that comes back after later events of its subject were sent,
+// which happens within the publish window, cannot stop them; with
+// Options.PublishWindow 1 every failure is known before the next event is
+// sent, at the cost of one round trip per event.
 //
 // Deduplication: JetStream drops a message whose Nats-Msg-Id it has stored
 // within the stream's duplicate window (2 minutes by default), and acks it

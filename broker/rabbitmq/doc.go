@@ -26,10 +26,24 @@
 // # Publishing
 //
 // Publish declares the topic's exchange (once per connection) and publishes
-// every event with the mandatory flag on one confirm-mode channel shared by
-// all Publish calls, at most Options.PublishWindow awaiting their confirm per
-// call, and returns only when the server has confirmed every one. It returns
-// a *broker.PublishError naming each event that was
+// every event with the mandatory flag on a confirm-mode channel that the
+// call holds for itself until its last confirm (idle channels are kept for
+// later calls, up to 16; concurrent calls open more), at most
+// Options.PublishWindow awaiting their confirm, and returns only when the
+// server has confirmed every one. Each basic.return and basic.nack is
+// attributed to the exact call and event that sent it, under any number of
+// concurrent callers: a channel carries one call's messages, the server
+// handles them in order and sends a message's basic.return before its ack,
+// so when an event's confirm arrives its return, if any, is the first
+// unmatched return of the channel (checked against exchange, routing key
+// and message id). A call that gives up (ctx ended) with confirms
+// outstanding closes its channel rather than leave late answers to the next
+// call. (A single channel shared by concurrent calls cannot do this:
+// basic.return carries no delivery tag, and matching by message id fails
+// when one event goes to two topics at once, or its id is over 255 bytes.
+// The channel per call also publishes faster with 8 concurrent callers; see
+// docs/design.md.) It returns a *broker.PublishError naming each event that
+// was
 //
 //   - returned as unroutable (ErrUnroutable): no queue is bound to the
 //     exchange, i.e. no group exists yet. RabbitMQ would otherwise drop the
@@ -42,11 +56,21 @@
 //     not have been stored, so it must be retried (consumers dedupe by id);
 //   - not sent because ctx ended while the server was blocking publishers
 //     for a memory or disk alarm (ErrBlocked). Publish does not write to a
-//     blocked connection, where the write would hang regardless of ctx.
+//     blocked connection, where the write would hang regardless of ctx;
+//   - not sent (broker.ErrNotSent) because an earlier event of the call
+//     with the same subject had already failed when its turn came: a
+//     return or nack already received, or a failed write (which stops the
+//     call). With up to PublishWindow messages in flight, a nack or return
+//     that arrives after a later event of the subject was written cannot
+//     stop it: that event may be stored ahead of the failed one's retry.
+//     Callers that need per-subject order through failures (the outbox
+//     relay) must not have a later event of a subject in flight before an
+//     earlier one is confirmed.
 //
 // Events over Options.MaxMessageSize (default 4 MiB; the server's own
 // max_message_size is 128 MiB by default) fail before anything is sent, with
-// a *eventkit.SizeError naming the option.
+// a *eventkit.SizeError naming the option; the other events of the call are
+// named with broker.ErrNotSent.
 //
 // # Consuming
 //

@@ -151,8 +151,9 @@ func (o *Options) defaults() error {
 }
 
 // Broker is a RabbitMQ client implementing broker.Broker. It holds one
-// connection, re-established with backoff when lost. Publishes share one
-// confirm-mode channel; each subscription has its own channel.
+// connection, re-established with backoff when lost. Each Publish call in
+// flight has a confirm-mode channel of its own (idle ones are reused); each
+// subscription has its own channel.
 type Broker struct {
 	opts Options
 
@@ -164,8 +165,10 @@ type Broker struct {
 	subs      map[*subscription]struct{}
 	superDone chan struct{}
 
-	pubMu sync.Mutex // guards pub
-	pub   *pubChannel
+	pubMu    sync.Mutex // guards pubIdle
+	pubIdle  []*pubChannel
+	pubOnce  sync.Once
+	pubSlots chan struct{} // one per publishing channel in use (maxPublishers)
 
 	adminMu  sync.Mutex // serializes declarations (synchronous RPCs)
 	admin    *amqp.Channel
@@ -447,12 +450,7 @@ func (b *Broker) Close(ctx context.Context) error {
 	b.conn = nil
 	b.mu.Unlock()
 	<-b.superDone
-	b.pubMu.Lock()
-	if b.pub != nil {
-		_ = b.pub.ch.Close()
-		b.pub = nil
-	}
-	b.pubMu.Unlock()
+	b.closePublishers()
 	var err error
 	if conn != nil && !conn.IsClosed() {
 		if cerr := conn.Close(); cerr != nil && !errors.Is(cerr, amqp.ErrClosed) {

@@ -95,6 +95,8 @@ func conformance(t *testing.T, opts rabbitmq.Options) {
 		PublishRaw: func(t *testing.T, topic string, h map[string]string, body []byte) error {
 			return publishRaw(t, topic, h, body)
 		},
+		// An exchange with no queue bound: every publish is returned.
+		FailingTopic: func(t *testing.T) string { return provisionedTopic(t, opts) },
 	})
 }
 

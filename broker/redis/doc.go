@@ -19,13 +19,19 @@
 //
 // # Publishing
 //
-// Publish validates every event first (nothing is sent if one is invalid;
+// Publish validates every event first (nothing is sent if one is invalid,
+// and every event is named;
 // an event over Options.MaxPayload, default 1 MiB + 64 KiB, fails with a
 // *eventkit.SizeError wrapping eventkit.ErrTooLarge that names the limit),
 // then sends one XADD per event in a single pipeline, one round trip per
 // call, and returns when Redis replied to all of them. Entries that failed
-// are listed in the *broker.PublishError; the others were added. Events of
-// one Publish call are added in order; concurrent calls interleave.
+// are listed in the *broker.PublishError; the others were added. Each call
+// reads the replies of its own pipeline, so concurrent calls never see each
+// other's results. Events of one Publish call are added in order; concurrent
+// calls interleave. Every XADD of a call is written before any reply is
+// read, so an XADD that Redis rejects (OOM under maxmemory, WRONGTYPE) does
+// not stop the later ones of its subject; a broken connection fails the
+// rest of the call. Per-key errors fail every event of the call alike.
 // Options.MaxLen trims each stream to about that many entries (XADD MAXLEN
 // ~); 0 (default) never trims.
 //

@@ -89,6 +89,15 @@ func TestConformance(t *testing.T) {
 			vals = append(vals, redisbroker.DataField, body)
 			return e.raw.XAdd(context.Background(), &goredis.XAddArgs{Stream: e.prefix + topic, Values: vals}).Err()
 		},
+		// The topic's key holds a string: every XADD fails with WRONGTYPE.
+		FailingTopic: func(t *testing.T) string {
+			topic := testenv.Name("ekt")
+			if err := e.raw.Set(context.Background(), e.prefix+topic, "not a stream", 0).Err(); err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { _ = e.raw.Del(context.Background(), e.prefix+topic).Err() })
+			return topic
+		},
 	})
 }
 
