@@ -81,16 +81,19 @@ func (d *Delivery) Ack(ctx context.Context) error {
 	return d.s.ack(d.st, d.e)
 }
 
-// Release implements broker.Releaser: while the subscription closes or the
-// partition is being revoked, the record is left unsettled, so that it is
-// read again from the committed offset, in order and with the same attempt,
-// by the partition's next owner (this member after a restart); otherwise it
-// is Nack(0).
+// Release implements broker.Releaser, for a consumer that is stopping: the
+// record is left unsettled and stops counting as in flight, so Close does
+// not wait for it and commits the offsets before it; the partition's next
+// owner (this member after a restart) reads it again from there, in order,
+// without counting an attempt for it. Should this member keep the
+// partition until the record's ack wait runs out, the record goes to the
+// retry topic as an expired delivery does.
 func (d *Delivery) Release(ctx context.Context) error {
 	if !d.Claim() {
 		return broker.ErrAlreadySettled
 	}
-	return d.s.release(ctx, d.st, d.e)
+	d.s.release(d.st, d.e)
+	return nil
 }
 
 // Context is cancelled when the delivery's partition is revoked or lost (or

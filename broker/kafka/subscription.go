@@ -568,23 +568,18 @@ func (s *Subscription) nack(ctx context.Context, st *partState, e *entry, delay 
 	return s.moveToRetry(ctx, st, e, delay)
 }
 
-// release hands e back unstarted: while the subscription closes or the
-// partition is being revoked, e stays unsettled (its offset is not
-// committed) and the next owner reads it again with the same attempt;
-// otherwise it is a Nack(0).
-func (s *Subscription) release(ctx context.Context, st *partState, e *entry) error {
+// release hands e back unstarted: it stays unsettled (its offset is not
+// committed) and no longer counts as in flight, so that the partition's
+// next owner (this member after a restart) reads it again, in order. If
+// this member still owns the partition when e's ack wait runs out, e goes
+// to the retry topic as an expired delivery would.
+func (s *Subscription) release(st *partState, e *entry) {
 	s.mu.Lock()
-	if e.settled || e.moving || st.gone || s.stopping || st.revoking {
-		if !e.settled && !e.moving {
-			s.releaseLocked(st, e)
-		}
-		s.mu.Unlock()
-		s.signal()
-		return nil
+	if !e.settled && !e.moving && !st.gone {
+		s.releaseLocked(st, e)
 	}
-	e.moving = true
 	s.mu.Unlock()
-	return s.moveToRetry(ctx, st, e, 0)
+	s.signal()
 }
 
 func (s *Subscription) releaseLocked(st *partState, e *entry) {
@@ -663,7 +658,7 @@ func (s *Subscription) expire(ctx context.Context) {
 			continue
 		}
 		for _, e := range st.q {
-			if e.delivered && !e.settled && !e.moving && now.After(e.deadline) {
+			if (e.delivered || e.released) && !e.settled && !e.moving && now.After(e.deadline) {
 				e.moving = true
 				list = append(list, item{st, e})
 			}
