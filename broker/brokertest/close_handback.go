@@ -11,20 +11,20 @@ import (
 )
 
 // closeHandBack checks what Subscription.Close promises about deliveries
-// still unsettled: a subscriber holds one delivery in its handler and has the
-// rest of MaxInFlight prefetched; it closes (the handler is released during
-// Close, acking or nacking with no delay what it held) and its connection
-// goes away; a subscriber of the same group on a new connection then
-// receives every unsettled event within a few seconds, far sooner than the
-// 60 s ack wait, round after round (the failure this guards against depends
-// on timing).
+// still unsettled: a subscriber holds one delivery in its handler and has
+// the rest of MaxInFlight prefetched; it closes, or its Subscribe context is
+// cancelled (the handler is released meanwhile and acks or nacks with no
+// delay what it held), and its connection goes away; a subscriber of the
+// same group on a new connection then receives every unsettled event within
+// a few seconds, far sooner than the 60 s ack wait, round after round (the
+// failure this guards against depends on timing).
 func (s *suite) closeHandBack(t *testing.T) {
-	for _, mode := range []string{"Ack", "Nack"} {
-		t.Run("Held"+mode, func(t *testing.T) {
+	for _, mode := range []string{"HeldAck", "HeldNack", "CancelHeldNack"} {
+		t.Run(mode, func(t *testing.T) {
 			t.Parallel()
 			const rounds = 4
 			for r := range rounds {
-				if !s.closeHandBackRound(t, mode == "Nack", r) {
+				if !s.closeHandBackRound(t, mode != "HeldAck", mode == "CancelHeldNack", r) {
 					return
 				}
 			}
@@ -41,7 +41,9 @@ const (
 	handBackHeld    = 8 // MaxInFlight of the closing subscriber
 )
 
-func (s *suite) closeHandBackRound(t *testing.T, nack bool, round int) bool {
+// closeHandBackRound runs one round; cancel stops the subscription by
+// cancelling its Subscribe context instead of calling Close.
+func (s *suite) closeHandBackRound(t *testing.T, nack, cancel bool, round int) bool {
 	t.Helper()
 	ctx, topic := s.ctx(t), s.cfg.Topic(t)
 	a, b := s.cfg.New(t), s.cfg.New(t)
@@ -75,7 +77,9 @@ func (s *suite) closeHandBackRound(t *testing.T, nack bool, round int) bool {
 		}
 		return d.Ack(context.Background())
 	}
-	subA, err := a.Subscribe(ctx, topic, "g", ha,
+	actx, stopA := context.WithCancel(ctx)
+	defer stopA()
+	subA, err := a.Subscribe(actx, topic, "g", ha,
 		broker.WithAckWait(handBackAckWait), broker.WithMaxInFlight(32))
 	if err != nil {
 		t.Fatalf("round %d: Subscribe: %v", round, err)
@@ -96,8 +100,18 @@ func (s *suite) closeHandBackRound(t *testing.T, nack bool, round int) bool {
 
 	closed := make(chan error, 1)
 	go func() {
-		cctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
+		if cancel {
+			stopA()
+			select {
+			case <-subA.Done():
+				closed <- nil
+			case <-time.After(10 * time.Second):
+				closed <- fmt.Errorf("not stopped 10s after its context was cancelled")
+			}
+			return
+		}
+		cctx, done := context.WithTimeout(context.Background(), 10*time.Second)
+		defer done()
 		closed <- subA.Close(cctx)
 	}()
 	// Release the handler while Close runs: it settles during Close. (A
@@ -109,9 +123,9 @@ func (s *suite) closeHandBackRound(t *testing.T, nack bool, round int) bool {
 	if err := <-closed; err != nil {
 		t.Fatalf("round %d: Close: %v", round, err)
 	}
-	cctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	cctx, done := context.WithTimeout(context.Background(), 10*time.Second)
 	err = a.Close(cctx)
-	cancel()
+	done()
 	if err != nil {
 		t.Fatalf("round %d: broker Close: %v", round, err)
 	}
