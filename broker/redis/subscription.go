@@ -800,7 +800,7 @@ func (s *subscription) nack(ctx context.Context, d *delivery, delay time.Duratio
 		s.mu.Unlock()
 		return nil // superseded by a later claim of the same entry
 	}
-	if s.stopped && s.backDone {
+	if s.stopped && s.backDone && delay <= 0 {
 		delete(s.held, d.id)
 		s.mu.Unlock()
 		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
