@@ -36,9 +36,13 @@ func (s *suite) closeHandBack(t *testing.T) {
 // closed subscriber's unsettled events (its subscription is already
 // settled, see Config.Settle); the ack wait is 60 s.
 const (
-	handBackWithin  = 5 * time.Second
+	handBackWithin  = 10 * time.Second
 	handBackAckWait = 60 * time.Second
-	handBackHeld    = 8 // MaxInFlight of the closing subscriber
+	// The closing subscriber takes every event (one in the handler, the
+	// rest prefetched) and has room for more: a pull request left open
+	// with room is where a server delivers what is nacked into it.
+	handBackEvents      = 12
+	handBackMaxInFlight = 32
 )
 
 // closeHandBackRound runs one round; cancel stops the subscription by
@@ -53,7 +57,7 @@ func (s *suite) closeHandBackRound(t *testing.T, nack, cancel bool, round int) b
 		_ = a.Close(cctx)
 		_ = b.Close(cctx)
 	})
-	evs := mkEvents(handBackHeld+4, func(i int) string { return fmt.Sprintf("s%d", i%3) })
+	evs := mkEvents(handBackEvents, func(i int) string { return fmt.Sprintf("s%d", i%3) })
 
 	held := make(chan string, 1)
 	release := make(chan struct{})
@@ -80,7 +84,7 @@ func (s *suite) closeHandBackRound(t *testing.T, nack, cancel bool, round int) b
 	actx, stopA := context.WithCancel(ctx)
 	defer stopA()
 	subA, err := a.Subscribe(actx, topic, "g", ha,
-		broker.WithAckWait(handBackAckWait), broker.WithMaxInFlight(32))
+		broker.WithAckWait(handBackAckWait), broker.WithMaxInFlight(handBackMaxInFlight))
 	if err != nil {
 		t.Fatalf("round %d: Subscribe: %v", round, err)
 	}
