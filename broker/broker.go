@@ -31,7 +31,11 @@
 //   - At most MaxInFlight deliveries of one subscription are unsettled at
 //     once: a slow consumer applies backpressure instead of buffering.
 //   - Subscription.Close stops fetching and waits (until its context ends)
-//     for handler calls to return and deliveries to be settled.
+//     for handler calls to return and deliveries to be settled. What it
+//     fetched but did not hand to the handler, and what the handler nacks
+//     (with no delay) while Close runs, goes back to the group at once:
+//     another subscriber receives it without waiting for the ack wait. The
+//     same holds when the Subscribe context is cancelled.
 //
 // What differs per broker (ordering across competing consumers, native
 // delays, native deduplication, durability, replay, payload limits) is in

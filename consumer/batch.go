@@ -53,8 +53,8 @@ func (r *route) processBatch(ds []broker.Delivery) {
 	}
 	items := make([]broker.Delivery, 0, len(ds))
 	for _, d := range ds {
-		if r.isStopping() {
-			r.nack(d, 0)
+		if r.isStopping() || lost(d) {
+			r.handBack(d)
 			r.release()
 			continue
 		}

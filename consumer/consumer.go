@@ -66,9 +66,11 @@ func (c *Consumer) HandleFunc(topic, group string, fn func(ctx context.Context, 
 }
 
 // Run subscribes every handler and consumes until ctx ends, then shuts down
-// gracefully: it stops fetching, nacks deliveries not yet started, lets
-// handler calls in progress finish for up to Config.ShutdownTimeout (then
-// cancels their contexts and nacks them), settles everything, closes the
+// gracefully: it stops fetching, hands back deliveries not yet started
+// (broker.Release: on Kafka they stay uncommitted and are read again, in
+// order, after a restart; elsewhere they are nacked), lets handler calls in
+// progress finish for up to Config.ShutdownTimeout (then cancels their
+// contexts and hands them back too), settles everything, closes the
 // subscriptions and returns. It returns nil after ctx ended, or the error
 // that stopped a subscription (after shutting the others down), or a
 // Subscribe error. Run may be called once.

@@ -22,7 +22,7 @@ import (
 )
 
 // errStopping is returned to the adapter for deliveries that arrive while
-// the route shuts down: the adapter nacks them.
+// the route shuts down, after they were handed back (broker.Release).
 var errStopping = errors.New("consumer: shutting down")
 
 // route is one subscription (topic, group) with its worker pool.
@@ -138,6 +138,7 @@ func (r *route) dispatch(ctx context.Context, d broker.Delivery) error {
 	select {
 	case r.sem <- struct{}{}:
 	case <-r.stopping:
+		r.handBack(d)
 		return errStopping
 	case <-ctx.Done():
 		return ctx.Err()
@@ -148,6 +149,7 @@ func (r *route) dispatch(ctx context.Context, d broker.Delivery) error {
 		case r.work <- d:
 			return nil
 		case <-r.stopping:
+			r.handBack(d)
 			r.release()
 			return errStopping
 		}
@@ -168,6 +170,7 @@ func (r *route) dispatch(ctx context.Context, d broker.Delivery) error {
 		r.mu.Lock()
 		delete(r.queues, key) // only dispatch appends, so the backlog is empty
 		r.mu.Unlock()
+		r.handBack(d)
 		r.release()
 		return errStopping
 	}
@@ -235,6 +238,25 @@ func (r *route) nack(d broker.Delivery, delay time.Duration) {
 	}
 }
 
+// handBack returns a delivery that was not started, or was stopped by the
+// shutdown or by the loss of its partition, without counting an attempt
+// (broker.Release): on Kafka it is read again from the committed offset
+// rather than copied to the retry topic behind later events.
+func (r *route) handBack(d broker.Delivery) {
+	ctx, cancel := settleCtx()
+	defer cancel()
+	if err := broker.Release(ctx, d); err != nil && !errors.Is(err, broker.ErrAlreadySettled) {
+		r.log.Warn("consumer: handing back a delivery failed; the event will be redelivered after the ack wait", "id", d.Event().ID, "err", err)
+	}
+}
+
+// lost reports whether d may no longer be settled by this consumer (its
+// Kafka partition was revoked).
+func lost(d broker.Delivery) bool {
+	c := broker.DeliveryContext(d)
+	return c != nil && c.Err() != nil
+}
+
 func (r *route) term(d broker.Delivery) {
 	ctx, cancel := settleCtx()
 	defer cancel()
@@ -262,8 +284,8 @@ func (r *route) sleep(d time.Duration) bool {
 // returns.
 func (r *route) process(d broker.Delivery) {
 	defer r.release()
-	if r.isStopping() {
-		r.nack(d, 0)
+	if r.isStopping() || lost(d) {
+		r.handBack(d)
 		return
 	}
 	if err := d.DecodeErr(); err != nil {
@@ -274,7 +296,7 @@ func (r *route) process(d broker.Delivery) {
 	attempt := max(d.Attempt(), 1)
 	var first time.Time
 	for {
-		again, next := r.outcome(d, ev, attempt, &first, r.invoke(ev, attempt))
+		again, next := r.outcome(d, ev, attempt, &first, r.invoke(d, ev, attempt))
 		if !again {
 			return
 		}
@@ -302,10 +324,11 @@ func (r *route) outcome(d broker.Delivery, ev eventkit.Event, attempt int, first
 		r.cfg.Metrics.Count(ctx, r.topic, r.group, OutcomeDuplicate)
 		r.log.Debug("consumer: duplicate skipped", "id", ev.ID, "type", ev.Type)
 		return false, 0
-	case r.hardCtx.Err() != nil:
-		// Shutdown ran out of time and cancelled the handler: not the
-		// event's fault, and not counted as a failure.
-		r.nack(d, 0)
+	case r.hardCtx.Err() != nil || lost(d):
+		// Shutdown ran out of time, or the partition was revoked, and
+		// cancelled the handler: not the event's fault, and not counted
+		// as a failure.
+		r.handBack(d)
 		return false, 0
 	case errors.Is(err, inbox.ErrInProgress):
 		// Another worker holds the key; not an attempt of ours.
@@ -359,9 +382,17 @@ func (r *route) outcome(d broker.Delivery, ev eventkit.Event, attempt int, first
 	return true, attempt + 1
 }
 
-// invoke runs one attempt: trace span, timeout, inbox, panic recovery.
-func (r *route) invoke(ev eventkit.Event, attempt int) error {
-	return r.call(r.hardCtx, ev, attempt, func(ctx context.Context, call func(context.Context) error) error {
+// invoke runs one attempt: trace span, timeout, inbox, panic recovery. The
+// handler's context also ends with d's (broker.DeliveryContext).
+func (r *route) invoke(d broker.Delivery, ev eventkit.Event, attempt int) error {
+	base := r.hardCtx
+	if dctx := broker.DeliveryContext(d); dctx != nil {
+		ctx, cancel := context.WithCancel(base)
+		defer cancel()
+		defer context.AfterFunc(dctx, cancel)()
+		base = ctx
+	}
+	return r.call(base, ev, attempt, func(ctx context.Context, call func(context.Context) error) error {
 		if r.cfg.Inbox != nil {
 			return r.cfg.Inbox.Process(ctx, inbox.Key{Consumer: r.group, EventID: ev.ID, EventType: ev.Type}, call)
 		}

@@ -94,6 +94,7 @@ func Run(t *testing.T, cfg Config) {
 		{"Backpressure", s.backpressure},
 		{"ContextCancelStops", s.cancel},
 		{"CloseWaitsForHandler", s.closeWaits},
+		{"CloseHandsBackUnsettled", s.closeHandBack},
 		{"PublishAfterClose", s.publishAfterClose},
 		{"LargePayload", s.large},
 		{"ConcurrentPublishers", s.concurrentPublishers},

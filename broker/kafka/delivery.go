@@ -2,6 +2,7 @@ package kafka
 
 import (
 	"context"
+	"errors"
 	"iter"
 	"time"
 
@@ -10,6 +11,10 @@ import (
 	"github.com/eventkit/eventkit"
 	"github.com/eventkit/eventkit/broker"
 )
+
+// ErrRevoked is returned by Ack of a delivery whose partition was revoked or
+// lost: another member owns the record now, and reads it again.
+var ErrRevoked = errors.New("kafka: partition revoked: the delivery is no longer this member's to settle")
 
 // Delivery is one delivery of a Kafka record. Besides broker.Delivery it
 // exposes the record (read-only).
@@ -67,13 +72,34 @@ func (d *Delivery) Record() *kgo.Record { return d.e.rec }
 
 // Ack settles the delivery; its offset is committed once every record before
 // it on the partition is settled too.
+// After the partition was revoked (or lost) Ack returns ErrRevoked and
+// commits nothing: the partition's next owner delivers the record again.
 func (d *Delivery) Ack(ctx context.Context) error {
 	if !d.Claim() {
 		return broker.ErrAlreadySettled
 	}
-	d.s.settle(d.st, d.e)
+	return d.s.ack(d.st, d.e)
+}
+
+// Release implements broker.Releaser, for a consumer that is stopping: the
+// record is left unsettled and stops counting as in flight, so Close does
+// not wait for it and commits the offsets before it; the partition's next
+// owner (this member after a restart) reads it again from there, in order,
+// without counting an attempt for it. Should this member keep the
+// partition until the record's ack wait runs out, the record goes to the
+// retry topic as an expired delivery does.
+func (d *Delivery) Release(ctx context.Context) error {
+	if !d.Claim() {
+		return broker.ErrAlreadySettled
+	}
+	d.s.release(d.st, d.e)
 	return nil
 }
+
+// Context is cancelled when the delivery's partition is revoked or lost (or
+// the subscription is released): from then on the delivery is no longer
+// this member's to settle. It is the context the handler is called with.
+func (d *Delivery) Context() context.Context { return d.st.ctx }
 
 // Term settles the delivery for good (like Ack: Kafka has no other way to
 // drop a record).
@@ -82,7 +108,8 @@ func (d *Delivery) Term(ctx context.Context) error { return d.Ack(ctx) }
 // Nack produces the record to the group's retry topic, due after delay and
 // with the next attempt number, and then settles this delivery. If the
 // produce fails, Nack returns the error and the record is retried when its
-// ack wait runs out.
+// ack wait runs out. While the partition is being revoked, or after, Nack
+// produces nothing: the next owner reads the record again.
 func (d *Delivery) Nack(ctx context.Context, delay time.Duration) error {
 	if !d.Claim() {
 		return broker.ErrAlreadySettled

@@ -56,12 +56,18 @@
 //     Redeliveries break the order of their subject, see Retries.
 //   - Rebalances: when partitions are revoked the member stops delivering
 //     them, waits up to Options.RevokeWait (5s) for their deliveries to be
-//     settled, commits the settled prefix and lets go. With handlers that
-//     settle within that time a rebalance duplicates nothing; deliveries
-//     still unsettled are redelivered by the next owner (duplicates, with
-//     their per-subject order restarting from the first unsettled record).
-//     Partitions lost without a revoke (session timeout) are redelivered
-//     from the last commit.
+//     settled (a Nack meanwhile copies nothing to the retry topic: the
+//     record is left to the next owner), commits the settled prefix and
+//     lets go. Then the contexts of the partition's deliveries (the
+//     handler's ctx, Delivery.Context) are cancelled, and their Ack returns
+//     ErrRevoked and commits nothing: the old owner never settles a record
+//     that the next owner reads again, from the first unsettled record, in
+//     order. With handlers that settle within RevokeWait a rebalance
+//     duplicates nothing. A handler that ignores its cancelled context can
+//     still apply its effect after the next owner applied later records of
+//     the subject; the consumer runtime's handlers run on a context that
+//     ends with the delivery's. Partitions lost without a revoke (session
+//     timeout) are treated the same way, from the last commit.
 //   - Backpressure: at most MaxInFlight deliveries of a subscription are
 //     unsettled; at the limit the member stops polling (franz-go keeps at
 //     most one buffered fetch per partition). Retry records waiting for
@@ -120,9 +126,17 @@
 // # Close
 //
 // Subscription.Close stops delivering, waits (until its ctx ends) for the
-// handler and for deliveries in flight to be settled, commits, and leaves
-// the group (a rebalance gives its partitions to the other members at
-// once). Broker.Close closes every subscription and the producer.
+// handler and for deliveries in flight to be settled, commits the settled
+// prefix of each partition, and leaves the group (a rebalance gives its
+// partitions to the other members at once). Records fetched but not handed
+// out, records handed back with Delivery.Release (the consumer runtime
+// releases the deliveries it had queued but not started when it shuts
+// down), and deliveries still unsettled are not committed: the next owner
+// (another member, or this one after a restart) reads them again from the
+// committed offset, in order, nothing of them is copied to the retry topic,
+// and the final commit's delivered marker counts an attempt only for the
+// records that were handed out and not released. Broker.Close closes every
+// subscription and the producer.
 //
 // # Testing
 //

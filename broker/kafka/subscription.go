@@ -29,6 +29,7 @@ type entry struct {
 	attempt   int
 	due       time.Time // retry records: not to be delivered before
 	delivered bool
+	released  bool // handed back unstarted: the next owner reads it again
 	settled   bool
 	moving    bool // being produced to the retry topic
 	deadline  time.Time
@@ -48,11 +49,15 @@ type partState struct {
 	paused    bool
 	revoking  bool
 	gone      bool // revoked or lost: settles no longer count
+
+	ctx    context.Context // given to handlers; cancelled when the partition goes
+	cancel context.CancelFunc
 }
 
-func newPartState(k tp, retry bool) *partState {
+func newPartState(parent context.Context, k tp, retry bool) *partState {
+	ctx, cancel := context.WithCancel(parent)
 	return &partState{tp: k, retry: retry, next: -1, committed: -1, durable: -1, markTo: -1,
-		inherit: commitMeta{Delivered: -1}}
+		inherit: commitMeta{Delivered: -1}, ctx: ctx, cancel: cancel}
 }
 
 // commitOffset is the offset to commit: the first record not settled, or
@@ -71,15 +76,28 @@ func (p *partState) pop() {
 	}
 }
 
-// meta is the commit metadata for a commit at off.
-func (p *partState) meta(off int64) commitMeta {
+// meta is the commit metadata for a commit at off. A final commit (the
+// member lets the partition go: Close, revoke) marks only the records that
+// were handed to the handler and not handed back unstarted: nothing more
+// will be delivered, so the marker no longer needs to run ahead of the
+// deliveries, and the records released at shutdown do not count an attempt.
+func (p *partState) meta(off int64, final bool) commitMeta {
 	m := commitMeta{Delivered: p.markTo}
+	if final {
+		m.Delivered = off - 1
+		for _, e := range p.q {
+			if e.delivered && !e.released {
+				m.Delivered = max(m.Delivered, e.rec.Offset)
+			}
+		}
+		m.Delivered = min(m.Delivered, p.markTo)
+	}
 	if off <= p.inherit.Delivered {
 		m.Delivered = max(m.Delivered, p.inherit.Delivered)
 		m.Attempt = p.inherit.Attempt
 	}
 	for _, e := range p.q {
-		if e.rec.Offset <= p.markTo && e.attempt > m.Attempt {
+		if e.rec.Offset <= m.Delivered && e.attempt > m.Attempt {
 			m.Attempt = e.attempt
 		}
 	}
@@ -143,6 +161,7 @@ func (b *Broker) Subscribe(ctx context.Context, topic, group string, h broker.Ha
 		parts: map[tp]*partState{}, wake: make(chan struct{}, 1),
 		runDone: make(chan struct{}), bgStop: make(chan struct{}), bgDone: make(chan struct{}), done: make(chan struct{}),
 	}
+	s.hctx, s.hcancel = context.WithCancel(context.Background()) // before the client: partitions derive from it
 	if err := b.EnsureTopic(ctx, topic); err != nil {
 		return nil, err
 	}
@@ -172,7 +191,6 @@ func (b *Broker) Subscribe(ctx context.Context, topic, group string, h broker.Ha
 		return nil, fmt.Errorf("kafka: %w", err)
 	}
 	s.cl = cl
-	s.hctx, s.hcancel = context.WithCancel(context.Background())
 	s.runCtx, s.runCancel = context.WithCancel(context.Background())
 	b.mu.Lock()
 	if b.closed {
@@ -266,7 +284,7 @@ func (s *Subscription) stop(ctx context.Context) error {
 		if ctx.Err() != nil {
 			cctx, cancel = context.WithTimeout(context.Background(), time.Second)
 		}
-		if cerr := s.commit(cctx, s.cl, nil); cerr != nil {
+		if cerr := s.commitAs(cctx, s.cl, nil, true); cerr != nil {
 			s.b.opts.Logger.Warn("kafka: final commit failed", "topic", s.topic, "group", s.group, "err", cerr)
 		}
 		cancel()
@@ -488,7 +506,7 @@ func (s *Subscription) armHoldTimerLocked() {
 
 func (s *Subscription) deliver(st *partState, e *entry) {
 	s.mu.Lock()
-	if s.stopping || st.gone || st.revoking || e.settled {
+	if s.stopping || st.gone || st.revoking || e.settled || e.released {
 		s.mu.Unlock()
 		return
 	}
@@ -497,16 +515,22 @@ func (s *Subscription) deliver(st *partState, e *entry) {
 	s.inflight++
 	s.mu.Unlock()
 	d := newDelivery(s, st, e)
-	err := s.h(s.hctx, d)
+	err := s.h(st.ctx, d)
 	broker.AfterHandler(s.hctx, d, err)
 }
 
-// settle marks e settled and lets the partition's commit offset move on.
-func (s *Subscription) settle(st *partState, e *entry) {
+// ack marks e settled and lets the partition's commit offset move on,
+// unless the partition is no longer this member's.
+func (s *Subscription) ack(st *partState, e *entry) error {
 	s.mu.Lock()
+	if st.gone && !e.settled {
+		s.mu.Unlock()
+		return ErrRevoked
+	}
 	s.settleLocked(st, e)
 	s.mu.Unlock()
 	s.signal()
+	return nil
 }
 
 func (s *Subscription) settleLocked(st *partState, e *entry) {
@@ -531,9 +555,42 @@ func (s *Subscription) nack(ctx context.Context, st *partState, e *entry, delay 
 		s.mu.Unlock()
 		return nil
 	}
+	if st.revoking {
+		// A copy on the retry topic would race the records after it,
+		// which the next owner reads from the committed offset anyway.
+		s.releaseLocked(st, e)
+		s.mu.Unlock()
+		s.signal()
+		return nil
+	}
 	e.moving = true
 	s.mu.Unlock()
 	return s.moveToRetry(ctx, st, e, delay)
+}
+
+// release hands e back unstarted: it stays unsettled (its offset is not
+// committed) and no longer counts as in flight, so that the partition's
+// next owner (this member after a restart) reads it again, in order. If
+// this member still owns the partition when e's ack wait runs out, e goes
+// to the retry topic as an expired delivery would.
+func (s *Subscription) release(st *partState, e *entry) {
+	s.mu.Lock()
+	if !e.settled && !e.moving && !st.gone {
+		s.releaseLocked(st, e)
+	}
+	s.mu.Unlock()
+	s.signal()
+}
+
+func (s *Subscription) releaseLocked(st *partState, e *entry) {
+	if e.released {
+		return
+	}
+	e.released = true
+	if e.delivered && !st.gone {
+		s.inflight--
+	}
+	e.delivered = false
 }
 
 // moveToRetry produces e's record to the retry topic, due after delay with
@@ -601,7 +658,7 @@ func (s *Subscription) expire(ctx context.Context) {
 			continue
 		}
 		for _, e := range st.q {
-			if e.delivered && !e.settled && !e.moving && now.After(e.deadline) {
+			if (e.delivered || e.released) && !e.settled && !e.moving && now.After(e.deadline) {
 				e.moving = true
 				list = append(list, item{st, e})
 			}
@@ -626,12 +683,19 @@ func (s *Subscription) expire(ctx context.Context) {
 // commit commits, for every partition owned (or only those in only), the
 // first unsettled offset with the delivered marker as metadata.
 func (s *Subscription) commit(ctx context.Context, cl *kgo.Client, only map[tp]bool) error {
+	return s.commitAs(ctx, cl, only, false)
+}
+
+// commitAs is commit; final says the member lets the partitions go (see
+// partState.meta).
+func (s *Subscription) commitAs(ctx context.Context, cl *kgo.Client, only map[tp]bool, final bool) error {
 	s.commitMu.Lock()
 	defer s.commitMu.Unlock()
 	type pending struct {
 		st   *partState
 		off  int64
 		meta commitMeta
+		last bool // may lower the delivered marker
 	}
 	var list []pending
 	s.mu.Lock()
@@ -647,11 +711,12 @@ func (s *Subscription) commit(ctx context.Context, cl *kgo.Client, only map[tp]b
 		if off < 0 {
 			continue
 		}
-		m := st.meta(off)
-		if off == st.committed && m.Delivered <= st.durable {
+		last := final || st.revoking
+		m := st.meta(off, last)
+		if off == st.committed && (m.Delivered == st.durable || (!last && m.Delivered < st.durable)) {
 			continue
 		}
-		list = append(list, pending{st, off, m})
+		list = append(list, pending{st, off, m, last})
 	}
 	s.mu.Unlock()
 	if len(list) == 0 {
@@ -700,7 +765,11 @@ func (s *Subscription) commit(ctx context.Context, cl *kgo.Client, only map[tp]b
 	s.mu.Lock()
 	for _, p := range list {
 		p.st.committed = max(p.st.committed, p.off)
-		p.st.durable = max(p.st.durable, p.meta.Delivered)
+		if p.last {
+			p.st.durable = p.meta.Delivered
+		} else {
+			p.st.durable = max(p.st.durable, p.meta.Delivered)
+		}
 	}
 	s.mu.Unlock()
 	return nil
@@ -715,7 +784,7 @@ func (s *Subscription) onAssigned(_ context.Context, _ *kgo.Client, assigned map
 			if old := s.parts[k]; old != nil {
 				s.dropLocked(old)
 			}
-			s.parts[k] = newPartState(k, topic == s.retryTopic)
+			s.parts[k] = newPartState(s.hctx, k, topic == s.retryTopic)
 		}
 	}
 }
@@ -844,6 +913,7 @@ func (s *Subscription) dropLocked(st *partState) {
 		return
 	}
 	st.gone = true
+	st.cancel()
 	for _, e := range st.q {
 		if e.delivered && !e.settled {
 			s.inflight--

@@ -91,9 +91,22 @@
 // (ConnectOptions). A subscriber that dies holds nothing: its unsettled
 // deliveries come again after AckWait with a higher Attempt. During a
 // disconnection, Publish calls fail (or are acked after the reconnect);
-// subscriptions resume pulling by themselves after it. Closing a
-// subscription nacks the messages it had pulled but not yet handed to the
-// handler, so they are redelivered at once. If the connection is closed for
+// subscriptions resume pulling by themselves after it.
+//
+// Closing a subscription (Close, or the end of Subscribe's ctx) first ends
+// its pull: the iterator unsubscribes and drains, so that the server holds
+// no live pull request for it and delivers nothing more into it; then the
+// messages pulled but not handed to the handler, and the deliveries the
+// handler nacks while Close runs, are nacked, so another subscriber of the
+// group receives them at once, not after AckWait. (Before that, the server
+// redelivered the nacks into the closing subscription's pull request, and
+// they came back only after AckWait.) Deliveries still unsettled when
+// Close's ctx ends come back after AckWait. Two limits remain: a message
+// the server was routing to the subscription in the very instant its pull
+// ended, and, on nats-server before 2.10.14, a message nacked in the
+// instant before Close began, can come back only after AckWait.
+//
+// If the connection is closed for
 // good, or the group's consumer or the topic's stream is deleted on the
 // server, subscriptions stop and Err says why (a deletion is noticed at once
 // or at the next missed pull heartbeat, within Options.PullExpiry).

@@ -118,13 +118,21 @@ type subscription struct {
 	connClosed chan nats.Status // the connection closed for good
 	settled    chan struct{}    // signalled when a delivery is settled
 
-	closing  atomic.Bool
-	closeMu  sync.Mutex
-	loopDone chan struct{}
-	done     chan struct{}
-	doneOnce sync.Once
-	errMu    sync.Mutex
-	err      error
+	closing atomic.Bool
+	closeMu sync.Mutex
+
+	// While Close ends the pull, nacks wait in back: a message nacked
+	// while the server may still deliver into this subscription's pull
+	// request would go straight back into it and be lost with the
+	// subscription, until AckWait.
+	backMu    sync.Mutex
+	pullEnded bool
+	back      []heldBack
+	loopDone  chan struct{}
+	done      chan struct{}
+	doneOnce  sync.Once
+	errMu     sync.Mutex
+	err       error
 }
 
 func (s *subscription) Done() <-chan struct{} { return s.done }
@@ -177,10 +185,10 @@ func (s *subscription) loop() {
 			continue
 		}
 		if s.closing.Load() {
-			// Prefetched while closing: give it back at once rather than
-			// after AckWait.
-			_ = msg.Nak()
+			// Prefetched while closing: Close gives it back once the
+			// pull has ended.
 			<-s.sem
+			s.handBack(msg, 0)
 			continue
 		}
 		d := s.newDelivery(msg)
@@ -218,11 +226,81 @@ func (s *subscription) release() {
 	}
 }
 
+// heldBack is a nack waiting for the pull to end.
+type heldBack struct {
+	msg   jetstream.Msg
+	delay time.Duration
+}
+
+// handBack nacks msg, or, while Close is ending the pull, holds the nack
+// back until the pull has ended.
+func (s *subscription) handBack(msg jetstream.Msg, delay time.Duration) error {
+	s.backMu.Lock()
+	defer s.backMu.Unlock()
+	if s.closing.Load() && !s.pullEnded {
+		s.back = append(s.back, heldBack{msg, delay})
+		return nil
+	}
+	return nak(msg, delay)
+}
+
+func nak(msg jetstream.Msg, delay time.Duration) error {
+	if delay > 0 {
+		return msg.NakWithDelay(delay)
+	}
+	return msg.Nak()
+}
+
+// handBackTimeout bounds how long Close waits for the server to end the
+// pull, whatever Close's context.
+const handBackTimeout = 5 * time.Second
+
+// endPull ends the pull and then nacks what was held back: the messages
+// pulled but not handed to the handler, and the nacks of deliveries settled
+// meanwhile. The iterator is drained: it unsubscribes and makes a round
+// trip, so once it reports closed the server has no interest left in the
+// pull request and delivers what is nacked afterwards to other subscribers
+// of the group. Messages still buffered come out of the drain and are held
+// back too.
+func (s *subscription) endPull() {
+	if s.b.nc.IsConnected() {
+		s.it.Drain()
+		ctx, cancel := context.WithTimeout(context.Background(), handBackTimeout)
+		for {
+			msg, err := s.it.Next(jetstream.NextContext(ctx))
+			if err != nil {
+				break
+			}
+			s.handBack(msg, 0)
+		}
+		// The server keeps the ended pull request in its list until it
+		// next looks at it. A redelivery that finds it there first is
+		// lost until AckWait on servers before 2.10 (the consumer steps
+		// its stream sequence back instead of requeueing the redelivery).
+		// Consumer info makes the server drop requests that lost their
+		// interest, so nothing nacked below meets it.
+		_, _ = s.cons.Info(ctx)
+		cancel()
+	}
+	s.stopPull()
+	s.it.Stop()
+	s.backMu.Lock()
+	s.pullEnded = true
+	back := s.back
+	s.back = nil
+	s.backMu.Unlock()
+	for _, h := range back {
+		_ = nak(h.msg, h.delay)
+	}
+}
+
 // Close stops pulling, waits (until ctx ends) for the handler to return and
 // for the deliveries handed out to be settled, and releases the
-// subscription. Messages pulled but not yet handed to the handler are nacked,
-// so they are redelivered at once (to another subscriber of the group if
-// there is one); deliveries left unsettled are redelivered after AckWait.
+// subscription. The pull ends first (the server will deliver nothing more
+// into it); then the messages pulled but not handed to the handler are
+// nacked, and so are deliveries the handler nacks during Close, so they are
+// redelivered at once (to another subscriber of the group if there is one).
+// Deliveries left unsettled when ctx ends are redelivered after AckWait.
 func (s *subscription) Close(ctx context.Context) error {
 	s.closeMu.Lock()
 	defer s.closeMu.Unlock()
@@ -231,14 +309,11 @@ func (s *subscription) Close(ctx context.Context) error {
 		return nil
 	default:
 	}
+	s.backMu.Lock() // a nack being sent goes out before the pull ends
 	s.closing.Store(true)
-	if s.b.nc.IsConnected() {
-		s.it.Drain() // prefetched messages come to the loop, which nacks them
-	} else {
-		s.stopPull() // draining needs the server: just stop
-	}
-	// Wait for the loop (the current handler call, then the prefetched
-	// messages being nacked) and for settlement.
+	s.backMu.Unlock()
+	s.endPull()
+	// Wait for the loop (the current handler call) and for settlement.
 	ld, finished := s.loopDone, false
 wait:
 	for !finished || len(s.sem) > 0 {
@@ -250,8 +325,6 @@ wait:
 			break wait
 		}
 	}
-	s.stopPull()
-	s.it.Stop()
 	s.cancel() // a handler still running is told to stop
 	<-s.loopDone
 	s.finish()
@@ -325,10 +398,7 @@ func (d *delivery) Nack(ctx context.Context, delay time.Duration) error {
 		return broker.ErrAlreadySettled
 	}
 	defer d.s.release()
-	if delay > 0 {
-		return d.msg.NakWithDelay(delay)
-	}
-	return d.msg.Nak()
+	return d.s.handBack(d.msg, delay)
 }
 
 // Term implements broker.Delivery with a JetStream TERM: the message is

@@ -102,6 +102,12 @@
 //     message expires can lose it. If
 //     the re-publish fails, the message is requeued without delay. This is an
 //     emulation, so Capabilities.NativeDelay is false.
+//   - Close stops consuming, waits (until its ctx ends) for the handler and
+//     for handed-out deliveries to be settled, then closes the channel: the
+//     server requeues at once every message still unacked on it (the
+//     prefetched ones, a Nack(0) requeued back into the prefetch, and
+//     deliveries left unsettled), so another subscriber of the group
+//     receives them without waiting for AckWait.
 //   - A delivery left unsettled longer than AckWait is requeued by the
 //     adapter (like Nack(0)); settling it later returns
 //     broker.ErrAlreadySettled. (RabbitMQ's own consumer_timeout, 30 minutes

@@ -73,9 +73,13 @@
 //     fetched but not yet handed to the handler, and entries nacked and due,
 //     are handed back to the group at once (XCLAIM IDLE ... RETRYCOUNT ...:
 //     eligible for the next XAUTOCLAIM, counter restored so their next
-//     Attempt is right); unsettled deliveries and delayed nacks are
-//     reclaimed by the group after the ack wait (a delayed nack may so come
-//     back sooner or later than its delay).
+//     Attempt is right), and so is an entry nacked with no delay by a
+//     handler that was still running when Close's ctx ended or the
+//     Subscribe context was cancelled (Broker.Close waits for such a
+//     handler, until its own ctx ends, before it closes the connection);
+//     deliveries left unsettled and delayed nacks are reclaimed by the
+//     group after the ack wait (a delayed nack may so come back sooner or
+//     later than its delay).
 //
 // Entries that are not events (added by redis-cli or another tool, missing
 // attributes, garbage) are delivered with DecodeErr set to a

@@ -310,6 +310,13 @@ func (b *Broker) Close(ctx context.Context) error {
 		go func() {
 			defer wg.Done()
 			_ = s.Close(ctx)
+			// A handler still running after Close's ctx ended may settle
+			// (a nack hands its entry back): keep the connection for it
+			// as long as ctx allows.
+			select {
+			case <-s.dispDone:
+			case <-ctx.Done():
+			}
 		}()
 	}
 	wg.Wait()

@@ -5,10 +5,12 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"os"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	goredis "github.com/redis/go-redis/v9"
@@ -33,6 +35,12 @@ type holder struct {
 }
 
 type subscription struct {
+	// running counts the teardown and the dispatcher (the handler may
+	// still run after the teardown, and settle then): the broker forgets
+	// the subscription, and Broker.Close stops waiting for it, when both
+	// have ended.
+	running atomic.Int32
+
 	b        *Broker
 	topic    string
 	key      string
@@ -67,6 +75,7 @@ type subscription struct {
 	unflushed int         // acks queued or being sent
 	ackClosed bool        // the flusher has stopped: settle with a direct XACK
 	stopped   bool
+	backDone  bool // the teardown has handed back what it held: later nacks go alone
 }
 
 func newSubscription(ctx context.Context, b *Broker, topic, key, group string, h broker.Handler, cfg broker.SubscribeConfig) *subscription {
@@ -94,6 +103,7 @@ func consumerName() string {
 }
 
 func (s *subscription) start() {
+	s.running.Store(2)
 	go s.read()
 	go s.dispatch()
 	go s.flush()
@@ -140,8 +150,8 @@ func (s *subscription) watch() {
 		ctx = c
 	}
 	s.teardown(ctx)
-	s.b.forget(s)
 	close(s.done)
+	s.leave()
 }
 
 func (s *subscription) teardown(ctx context.Context) {
@@ -186,6 +196,7 @@ func (s *subscription) teardown(ctx context.Context) {
 	<-s.flushDone
 	// Hand back what we hold but will not process.
 	s.mu.Lock()
+	s.backDone = true
 	var pairs []any
 	for _, d := range back {
 		if h := s.held[d.id]; h != nil && h.d == d {
@@ -616,7 +627,15 @@ func (s *subscription) reclaim(ctx context.Context, cursor string) (int, string,
 }
 
 // dispatch hands queued deliveries to the handler, one call at a time.
+// leave is called when the teardown, and when the dispatcher, has ended.
+func (s *subscription) leave() {
+	if s.running.Add(-1) == 0 {
+		s.b.forget(s)
+	}
+}
+
 func (s *subscription) dispatch() {
+	defer s.leave()
 	defer close(s.dispDone)
 	for {
 		s.mu.Lock()
@@ -769,15 +788,30 @@ func (s *subscription) ack(ctx context.Context, d *delivery) error {
 }
 
 // nack leaves the entry pending and has the reader claim it again when due.
-func (s *subscription) nack(d *delivery, delay time.Duration) error {
+// After the teardown handed back what the subscription held (a handler
+// still running when Close's ctx ended, or when the Subscribe context was
+// cancelled), the entry is handed back to the group on its own.
+func (s *subscription) nack(ctx context.Context, d *delivery, delay time.Duration) error {
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	h := s.held[d.id]
 	s.releaseLocked(d)
 	s.kickLocked()
 	if h == nil || h.d != d {
+		s.mu.Unlock()
 		return nil // superseded by a later claim of the same entry
 	}
+	if s.stopped && s.backDone && delay <= 0 {
+		delete(s.held, d.id)
+		s.mu.Unlock()
+		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		err := handBack.Run(cctx, s.b.rdb, []string{s.key}, s.group, s.consumer, handBackIdle.Milliseconds(), d.id, d.attempt).Err()
+		if err != nil {
+			return fmt.Errorf("redis: nack after close: hand back %s: %w", d.id, err)
+		}
+		return nil
+	}
+	defer s.mu.Unlock()
 	if s.stopped {
 		h.state = stDue // handed back to the group by the teardown
 		return nil
@@ -851,5 +885,5 @@ func (d *delivery) Nack(ctx context.Context, delay time.Duration) error {
 	if !d.Claim() {
 		return broker.ErrAlreadySettled
 	}
-	return d.s.nack(d, delay)
+	return d.s.nack(ctx, d, delay)
 }
