@@ -186,14 +186,13 @@ func (r *Relay) Run(ctx context.Context) error {
 	}
 	r.health.setState(StateStandby)
 	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
 	var wg sync.WaitGroup
+	defer func() { cancel(); wg.Wait() }()
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
 		_ = r.store.Listen(ctx, r.Wake)
 	}()
-	defer wg.Wait()
 	log := r.cfg.Logger
 	for {
 		lock, err := r.store.TryLock(ctx)
@@ -464,33 +463,29 @@ runs:
 }
 
 // calls splits a run of same-topic records into Publish calls: the whole
-// run with PipelineSubjects, otherwise waves in which each subject has at
-// most one event (wave k holds the k-th event of each subject, in outbox
-// order; events without a subject ride in the wave of the event before
-// them).
+// run with PipelineSubjects, otherwise consecutive chunks in which no
+// subject appears twice (a chunk ends before the event whose subject it
+// already holds), so events keep their outbox order and a subject's next
+// event goes out only after the call with the one before it returned.
 func (r *Relay) calls(run []Record, out [][]Record) [][]Record {
 	if r.cfg.PipelineSubjects {
 		return append(out, run)
 	}
-	count := make(map[string]int, len(run))
-	wave := make([]int, len(run))
-	waves, last := 0, 0
+	seen := make(map[string]bool, len(run))
+	start := 0
 	for i, rec := range run {
-		if s := rec.Event.Subject; s != "" {
-			last = count[s]
-			count[s]++
+		s := rec.Event.Subject
+		if s == "" {
+			continue
 		}
-		wave[i] = last
-		waves = max(waves, last+1)
+		if seen[s] {
+			out = append(out, run[start:i])
+			clear(seen)
+			start = i
+		}
+		seen[s] = true
 	}
-	if waves == 1 {
-		return append(out, run)
-	}
-	buckets := make([][]Record, waves)
-	for i, rec := range run {
-		buckets[wave[i]] = append(buckets[wave[i]], rec)
-	}
-	return append(out, buckets...)
+	return append(out, run[start:])
 }
 
 // publish sends one Publish call and sorts out its result: confirmed events
