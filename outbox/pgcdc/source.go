@@ -388,7 +388,7 @@ type streamLock struct {
 
 var _ outbox.SourceError = (*streamLock)(nil)
 
-func (l *streamLock) markLost()              { l.once.Do(func() { close(l.lost) }) }
+func (l *streamLock) markLost()             { l.once.Do(func() { close(l.lost) }) }
 func (l *streamLock) Lost() <-chan struct{} { return l.lost }
 
 // Err implements outbox.SourceError: ErrSlotNotFound if the slot vanished.
