@@ -61,8 +61,14 @@ func TestConcurrentWritersLeaveNoRow(t *testing.T) {
 	end := e.currentLSN()
 	waitFor(t, 30*time.Second, "slot past the last commit", func() bool { return r.Stats().ConfirmedLSN >= end })
 	left := e.rows()
+	st := r.Stats()
 	stop()
 	if left != 0 {
 		t.Fatalf("%d of %d rows left in the outbox after the slot moved past them", left, total)
 	}
+	// Stats counts rows the database completed, not events published.
+	if st.Delivered != total {
+		t.Fatalf("Stats.Delivered %d, want %d (published %d)", st.Delivered, total, st.Published)
+	}
+	t.Logf("%d rows completed; %d completions retried for rows not visible yet", st.Delivered, st.Rechecks)
 }
