@@ -1,6 +1,12 @@
 // Package outbox is the transactional outbox: a service writes its events
 // into an outbox table in the same database transaction as its business
-// change, and a Relay publishes the committed events to a broker.
+// change, and a Relay publishes the committed events to a broker at least
+// once, in order per subject, and deletes (or marks) a row only after the
+// broker confirmed its event and the database reported the row completed.
+// No later event of a subject is ever at the broker before an earlier one
+// was confirmed; a crash duplicates at most the batch in flight. One engine
+// serves both sources of events: a Store (polling) and outbox/pgcdc's
+// replication stream (CDC).
 //
 //	tx, _ := pool.Begin(ctx)                              // the caller's transaction
 //	// ... business writes ...
@@ -29,7 +35,9 @@
 //
 //   - At least once. An event whose transaction commits is published until
 //     the broker confirms it (Publish returns nil for it), and only then
-//     deleted or marked delivered. Nothing is lost when the relay, the
+//     deleted or marked delivered; Source.Complete reports the rows the
+//     database completed, Stats.Delivered counts them, and a stream source
+//     (CDC) lets its position move past a row only once it is completed. Nothing is lost when the relay, the
 //     database connection or the broker fails; the relay retries with
 //     exponential backoff (RelayConfig.MinBackoff..MaxBackoff) for as long
 //     as it takes, logs each failure (log/slog) and counts it (Stats,
@@ -38,18 +46,22 @@
 //     batch that was in flight, i.e. published but whose completion was not
 //     recorded yet, is published again by the next leader: at most
 //     RelayConfig.BatchSize events per crash. A partial failure inside one
-//     Publish call also republishes the failed events and the events of the
-//     same subjects after them. Consumers dedupe by event id (package inbox).
-//   - Order. Events are published in outbox order (Seq, taken at insert)
-//     among the committed events the relay sees, grouped into one Publish
-//     call per run of consecutive events with the same topic, so adapters
-//     can pipeline them with asynchronous confirms. Per subject, consumers
-//     see the first copies of events in that order: a failed event holds
-//     back the later events of its subject in the same batch, and a single
-//     active relay (below) publishes one batch at a time. Two transactions
-//     that write the same subject concurrently have no defined order
-//     between them; serialize writes of one aggregate (a row lock) to get
-//     one.
+//     Publish call republishes only the failed events (the others were
+//     confirmed and are completed). Consumers dedupe by event id (package
+//     inbox).
+//   - Order. Events are published in outbox order (Seq, taken at insert;
+//     commit order for the CDC source) among the committed events the relay
+//     sees. A run of consecutive events with the same topic is sent in as
+//     few Publish calls as possible such that no call carries two events of
+//     one subject (adapters pipeline a call's events with asynchronous
+//     confirms), and a subject whose event failed sends nothing more in
+//     that batch. So a subject's next event is sent only after the broker
+//     confirmed the one before it: even a broker that rejects e1 and stores
+//     the e2 after it never holds e2 before e1, and a single active relay
+//     (below) publishes one batch at a time. RelayConfig.PipelineSubjects
+//     trades this for fewer calls (see there). Two transactions that write
+//     the same subject concurrently have no defined order between them;
+//     serialize writes of one aggregate (a row lock) to get one.
 //   - Poison events. An event the broker rejects permanently
 //     (eventkit.IsPermanent, or over a size limit: eventkit.ErrTooLarge),
 //     as named by a *broker.PublishError, is retried RelayConfig.MaxAttempts
@@ -57,6 +69,12 @@
 //     lists it and Store.Requeue puts it back. While it waits, only the
 //     events of its own subject wait behind it; once it is parked they go
 //     on. Transient failures are never counted as attempts.
+//   - Bad input. Relay.Run checks the source first (Checker): a missing
+//     table (ErrNoTable), a table of another shape (ErrTableShape) or, for
+//     CDC, a missing slot or a publication without the table is returned at
+//     once, not retried. A row whose columns do not form a valid event
+//     (CheckRecord: undecodable time or extensions, invalid topic, empty
+//     id, type or source) is parked at once with the reason.
 //
 // # Gap safety: transactions that commit out of Seq order
 //
@@ -122,7 +140,10 @@
 // retention period (and parked rows after ParkedRetention, if set).
 // Store.Status reports the backlog, the oldest undelivered event's age,
 // counts per type and the parked events with their reasons (what
-// `eventkit outbox status` prints). The relay reports delivered counts,
-// Publish latency, errors by kind, parked events, backlog and oldest age to
-// a Metrics (NewOTelMetrics for OpenTelemetry), and keeps Stats.
+// `eventkit outbox status` prints). The relay reports completed rows,
+// Publish latency, errors by kind, parked events, backlog, oldest age and
+// whether it leads (LeaderMetrics) to a Metrics (NewOTelMetrics for
+// OpenTelemetry), and keeps Stats. Relay.Health says whether it leads or
+// stands by and whether its last store call or Publish failed (what
+// `eventkit relay` answers on /readyz, as a status word).
 package outbox

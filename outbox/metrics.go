@@ -12,7 +12,8 @@ import (
 // concurrent use and must not block. NewOTelMetrics adapts an OpenTelemetry
 // meter; tests can implement it directly.
 type Metrics interface {
-	// Delivered counts events confirmed by the broker and completed.
+	// Delivered counts rows completed (deleted or marked delivered) after
+	// the broker confirmed their events, as the database reported them.
 	Delivered(n int)
 	// PublishLatency is the duration of one Publish call.
 	PublishLatency(topic string, d time.Duration, ok bool)
@@ -37,7 +38,7 @@ func (nopMetrics) Backlog(int64, time.Duration, int64)        {}
 type otelMetrics struct {
 	delivered, errors, parked metric.Int64Counter
 	latency                   metric.Float64Histogram
-	backlog, parkedNow        metric.Int64Gauge
+	backlog, parkedNow, lead  metric.Int64Gauge
 	oldest                    metric.Float64Gauge
 	attrs                     metric.MeasurementOption
 }
@@ -51,6 +52,7 @@ type otelMetrics struct {
 //	eventkit.outbox.backlog             gauge     events waiting
 //	eventkit.outbox.oldest.age          gauge     seconds, age of the oldest waiting event
 //	eventkit.outbox.parked.current      gauge     events parked now
+//	eventkit.outbox.leader              gauge     1 while this relay holds the leadership lock, else 0
 //
 // attrs (e.g. the table name) are added to every measurement.
 func NewOTelMetrics(meter metric.Meter, attrs ...attribute.KeyValue) (Metrics, error) {
@@ -80,11 +82,24 @@ func NewOTelMetrics(meter metric.Meter, attrs ...attribute.KeyValue) (Metrics, e
 		metric.WithDescription("Events parked now")); err != nil {
 		return nil, err
 	}
+	if m.lead, err = meter.Int64Gauge("eventkit.outbox.leader", metric.WithUnit("1"),
+		metric.WithDescription("1 while this relay holds the outbox's leadership lock, 0 while it stands by")); err != nil {
+		return nil, err
+	}
 	if m.oldest, err = meter.Float64Gauge("eventkit.outbox.oldest.age", metric.WithUnit("s"),
 		metric.WithDescription("Age of the oldest waiting event")); err != nil {
 		return nil, err
 	}
 	return m, nil
+}
+
+// Leader implements LeaderMetrics.
+func (m *otelMetrics) Leader(v bool) {
+	n := int64(0)
+	if v {
+		n = 1
+	}
+	m.lead.Record(context.Background(), n, m.attrs)
 }
 
 func (m *otelMetrics) Delivered(n int) {

@@ -48,6 +48,19 @@ type RelayConfig struct {
 	MinBackoff, MaxBackoff time.Duration
 	// PublishTimeout bounds one Publish call. Default 30s.
 	PublishTimeout time.Duration
+	// PipelineSubjects sends consecutive events of one subject in the same
+	// Publish call (one call per run of same-topic events). It is faster for
+	// a few hot subjects, but gives up the strict order guarantee: when the
+	// broker rejects e1 and stores the e2 after it in the same call (an
+	// adapter that pipelines, e.g. NATS after an async publish error), e2
+	// is at the broker before e1, and the relay then publishes e1 and e2
+	// again, so the broker holds e2, e1, e2 and a consumer that keeps first
+	// copies applies e2 first. Default false: a Publish call carries at most
+	// one event of each subject, and a subject's next event is sent only
+	// after the broker confirmed the one before it, so no later event of a
+	// subject is ever at the broker before an earlier one (see the package
+	// doc).
+	PipelineSubjects bool
 	// LockRetryInterval is how often a standby relay tries to take the
 	// leadership lock. Default 1s.
 	LockRetryInterval time.Duration
@@ -61,7 +74,7 @@ type RelayConfig struct {
 	Metrics Metrics
 }
 
-func (c RelayConfig) withDefaults(s Store) RelayConfig {
+func (c RelayConfig) withDefaults(s Source) RelayConfig {
 	def := func(d *time.Duration, v time.Duration) {
 		if *d <= 0 {
 			*d = v
@@ -99,7 +112,8 @@ func (c RelayConfig) withDefaults(s Store) RelayConfig {
 
 // Stats are a relay's counters since it was created.
 type Stats struct {
-	Delivered     int64 // events confirmed by the broker and completed
+	Delivered     int64 // rows completed (deleted or marked delivered), as the database reported
+	Published     int64 // events the broker confirmed
 	Parked        int64 // events parked after MaxAttempts permanent rejections
 	Rejected      int64 // permanent rejections (each attempt)
 	PublishErrors int64 // transient publish failures (each failed Publish call)
@@ -113,20 +127,22 @@ type Stats struct {
 // active, the others wait to take over. See the package doc for the
 // guarantees.
 type Relay struct {
-	store Store
+	store Source
 	pub   broker.Publisher
 	cfg   RelayConfig
 	wake  chan struct{}
 
 	leader atomic.Bool
+	health healthState
 	stats  struct {
-		delivered, parked, rejected, publishErrors, storeErrors, batches, leaderships atomic.Int64
+		delivered, published, parked, rejected, publishErrors, storeErrors, batches, leaderships atomic.Int64
 	}
 }
 
-// NewRelay returns a relay from store to pub.
-func NewRelay(store Store, pub broker.Publisher, cfg RelayConfig) *Relay {
-	return &Relay{store: store, pub: pub, cfg: cfg.withDefaults(store), wake: make(chan struct{}, 1)}
+// NewRelay returns a relay from src (a Store, for the polling relay, or a
+// stream such as outbox/pgcdc's) to pub.
+func NewRelay(src Source, pub broker.Publisher, cfg RelayConfig) *Relay {
+	return &Relay{store: src, pub: pub, cfg: cfg.withDefaults(src), wake: make(chan struct{}, 1)}
 }
 
 // Wake makes the relay look for events now. It never blocks. The store's
@@ -145,41 +161,61 @@ func (r *Relay) IsLeader() bool { return r.leader.Load() }
 func (r *Relay) Stats() Stats {
 	s := &r.stats
 	return Stats{
-		Delivered: s.delivered.Load(), Parked: s.parked.Load(), Rejected: s.rejected.Load(),
+		Delivered: s.delivered.Load(), Published: s.published.Load(), Parked: s.parked.Load(), Rejected: s.rejected.Load(),
 		PublishErrors: s.publishErrors.Load(), StoreErrors: s.storeErrors.Load(),
 		Batches: s.batches.Load(), Leaderships: s.leaderships.Load(),
 	}
 }
 
 // Run relays events until ctx ends, then returns nil (or the error that
-// stopped it). It waits for the leadership lock, publishes while it holds
-// it, and goes back to waiting if it loses it. Every goroutine it starts has
-// ended when it returns.
+// stopped it). It first checks the source (Checker: a missing table or one
+// of the wrong shape is returned at once, wrapping ErrNoTable or
+// ErrTableShape), then waits for the leadership lock, publishes while it
+// holds it, and goes back to waiting if it loses it. Every goroutine it
+// starts has ended when it returns.
 func (r *Relay) Run(ctx context.Context) error {
+	r.setLeader(false)
+	if c, ok := r.store.(Checker); ok {
+		if err := c.Check(ctx); err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			r.health.setStore(err)
+			return err
+		}
+	}
+	r.health.setState(StateStandby)
 	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
 	var wg sync.WaitGroup
+	defer func() { cancel(); wg.Wait() }()
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
 		_ = r.store.Listen(ctx, r.Wake)
 	}()
-	defer wg.Wait()
 	log := r.cfg.Logger
 	for {
 		lock, err := r.store.TryLock(ctx)
 		if err != nil && ctx.Err() == nil {
 			r.storeError("lock", err)
+		} else if err == nil {
+			r.health.setStore(nil)
 		}
 		if lock != nil {
-			r.leader.Store(true)
+			r.setLeader(true)
 			r.stats.leaderships.Add(1)
 			log.Info("outbox: relay is the leader")
 			r.lead(ctx, lock)
-			r.leader.Store(false)
+			r.setLeader(false)
 			rctx, rcancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
 			_ = lock.Release(rctx)
 			rcancel()
+			if se, ok := lock.(SourceError); ok && ctx.Err() == nil {
+				if err := se.Err(); err != nil {
+					log.Error("outbox: relay source failed; stopping", "err", err)
+					return err
+				}
+			}
 			if ctx.Err() == nil {
 				log.Warn("outbox: relay lost the leadership lock; standing by")
 			}
@@ -189,6 +225,18 @@ func (r *Relay) Run(ctx context.Context) error {
 			return nil
 		case <-time.After(r.cfg.LockRetryInterval):
 		}
+	}
+}
+
+func (r *Relay) setLeader(v bool) {
+	r.leader.Store(v)
+	if v {
+		r.health.setState(StateLeader)
+	} else if r.health.state() == StateLeader {
+		r.health.setState(StateStandby)
+	}
+	if lm, ok := r.cfg.Metrics.(LeaderMetrics); ok {
+		lm.Leader(v)
 	}
 }
 
@@ -264,6 +312,7 @@ func (r *Relay) lead(ctx context.Context, lock Lock) {
 			backoff = r.sleepBackoff(ctx, backoff)
 			continue
 		}
+		r.health.setStore(nil)
 		if len(recs) == 0 {
 			wait := r.cfg.PollInterval
 			if now.Before(lingerUntil) {
@@ -292,7 +341,7 @@ func (r *Relay) lead(ctx context.Context, lock Lock) {
 		// (checked above), so it is exactly what a Claim would return; it
 		// is never published before this batch is confirmed and completed.
 		var pre chan claimResult
-		if len(recs) == r.cfg.BatchSize && len(retry) == 0 {
+		if len(recs) == r.cfg.BatchSize && len(retry) == 0 && !streams(r.store) {
 			pp := p
 			pp.AfterSeq = recs[len(recs)-1].Seq
 			pre = make(chan claimResult, 1)
@@ -366,6 +415,8 @@ func (r *Relay) process(ctx context.Context, recs []Record, retry map[int64]retr
 
 	var done []int64
 	blocked := map[string]bool{} // subjects with an unconfirmed event earlier in this batch
+	var calls [][]Record
+runs:
 	for start := 0; start < len(send); {
 		end := start + 1
 		for end < len(send) && send[end].Topic == send[start].Topic {
@@ -373,69 +424,33 @@ func (r *Relay) process(ctx context.Context, recs []Record, retry map[int64]retr
 		}
 		run := send[start:end]
 		start = end
-		topic := run[0].Topic
-		events := make([]eventkit.Event, len(run))
-		for i := range run {
-			events[i] = run[i].Event
-		}
-		pctx, cancel := context.WithTimeout(ctx, r.cfg.PublishTimeout)
-		t0 := time.Now()
-		err := r.pub.Publish(pctx, topic, events...)
-		cancel()
-		r.cfg.Metrics.PublishLatency(topic, time.Since(t0), err == nil)
-		failed := map[int]error{}
-		if err != nil {
-			var pe *broker.PublishError
-			if errors.As(err, &pe) {
-				for _, f := range pe.Failed {
-					if f.Index >= 0 && f.Index < len(run) {
-						failed[f.Index] = f.Err
-					}
+		calls = r.calls(run, calls[:0])
+		for _, call := range calls {
+			// A subject whose earlier event failed sends nothing more in
+			// this batch: its later events were never sent, so none is at
+			// the broker ahead of it.
+			k := 0
+			for _, rec := range call {
+				if s := rec.Event.Subject; s == "" || !blocked[s] {
+					call[k] = rec
+					k++
 				}
 			}
-			if len(failed) == 0 { // not a PublishError (or an empty one): all failed
-				for i := range run {
-					failed[i] = err
-				}
+			if k < len(call) {
+				clean = false
 			}
-		}
-		runTransient := false
-		var firstErr error
-		if len(failed) > 0 {
-			clean = false
-		}
-		for i, rec := range run {
-			subj := rec.Event.Subject
-			ferr, bad := failed[i]
-			switch {
-			case !bad:
-				if subj == "" || !blocked[subj] {
-					done = append(done, rec.Seq)
-				}
-			case permanent(ferr) && ctx.Err() == nil:
-				r.reject(ctx, rec, ferr, retry)
-				if subj != "" {
-					blocked[subj] = true
-				}
-			default:
-				runTransient = true
-				if firstErr == nil {
-					firstErr = ferr
-				}
-				if subj != "" {
-					blocked[subj] = true
-				}
+			call = call[:k]
+			if len(call) == 0 {
+				continue
 			}
-		}
-		if runTransient {
-			transient = true
-			if ctx.Err() == nil {
-				r.stats.publishErrors.Add(1)
-				r.cfg.Metrics.Error("publish")
-				r.cfg.Logger.Warn("outbox: publish failed; will retry with backoff",
-					"topic", topic, "events", len(run), "failed", len(failed), "err", firstErr)
+			ok, callTransient := r.publish(ctx, call, retry, blocked, &done)
+			if !ok {
+				clean = false
 			}
-			break // later runs wait: the broker is likely down
+			if callTransient {
+				transient = true
+				break runs // later calls wait: the broker is likely down
+			}
 		}
 	}
 	if len(send) < len(recs) {
@@ -445,6 +460,108 @@ func (r *Relay) process(ctx context.Context, recs []Record, retry map[int64]retr
 		clean = false
 	}
 	return transient, clean
+}
+
+// calls splits a run of same-topic records into Publish calls: the whole
+// run with PipelineSubjects, otherwise consecutive chunks in which no
+// subject appears twice (a chunk ends before the event whose subject it
+// already holds), so events keep their outbox order and a subject's next
+// event goes out only after the call with the one before it returned.
+func (r *Relay) calls(run []Record, out [][]Record) [][]Record {
+	if r.cfg.PipelineSubjects {
+		return append(out, run)
+	}
+	seen := make(map[string]bool, len(run))
+	start := 0
+	for i, rec := range run {
+		s := rec.Event.Subject
+		if s == "" {
+			continue
+		}
+		if seen[s] {
+			out = append(out, run[start:i])
+			clear(seen)
+			start = i
+		}
+		seen[s] = true
+	}
+	return append(out, run[start:])
+}
+
+// publish sends one Publish call and sorts out its result: confirmed events
+// are added to done (unless an earlier event of their subject failed),
+// permanent rejections are counted (and parked after MaxAttempts), and
+// subjects with a failed event are blocked for the rest of the batch. ok
+// is false if anything failed; transient if a failure was not permanent.
+func (r *Relay) publish(ctx context.Context, call []Record, retry map[int64]retryState, blocked map[string]bool, done *[]int64) (ok, transient bool) {
+	topic := call[0].Topic
+	events := make([]eventkit.Event, len(call))
+	for i := range call {
+		events[i] = call[i].Event
+	}
+	pctx, cancel := context.WithTimeout(ctx, r.cfg.PublishTimeout)
+	t0 := time.Now()
+	err := r.pub.Publish(pctx, topic, events...)
+	cancel()
+	r.cfg.Metrics.PublishLatency(topic, time.Since(t0), err == nil)
+	failed := map[int]error{}
+	if err != nil {
+		var pe *broker.PublishError
+		if errors.As(err, &pe) {
+			for _, f := range pe.Failed {
+				if f.Index >= 0 && f.Index < len(call) {
+					failed[f.Index] = f.Err
+				}
+			}
+		}
+		if len(failed) == 0 { // not a PublishError (or an empty one): all failed
+			for i := range call {
+				failed[i] = err
+			}
+		}
+	}
+	var firstErr error
+	for i, rec := range call {
+		subj := rec.Event.Subject
+		ferr, bad := failed[i]
+		switch {
+		case !bad:
+			r.stats.published.Add(1)
+			if subj == "" || !blocked[subj] {
+				*done = append(*done, rec.Seq)
+			} else if r.cfg.PipelineSubjects {
+				// An earlier event of its subject failed in this same call
+				// and this one is at the broker ahead of it: it is published
+				// again after that one (see PipelineSubjects).
+				r.cfg.Logger.Warn("outbox: broker stored an event after an earlier event of its subject failed; it is published again after it",
+					"topic", topic, "id", rec.Event.ID, "subject", subj, "seq", rec.Seq)
+			}
+		case permanent(ferr) && ctx.Err() == nil:
+			r.reject(ctx, rec, ferr, retry)
+			if subj != "" {
+				blocked[subj] = true
+			}
+		default:
+			transient = true
+			if firstErr == nil {
+				firstErr = ferr
+			}
+			if subj != "" {
+				blocked[subj] = true
+			}
+		}
+	}
+	if !transient && err == nil {
+		r.health.setBroker(nil)
+	}
+	if transient && ctx.Err() == nil {
+		r.health.setBroker(firstErr)
+		r.stats.publishErrors.Add(1)
+		r.cfg.Metrics.Error("publish")
+		r.cfg.Logger.Warn("outbox: publish failed; will retry with backoff",
+			"topic", topic, "events", len(call), "failed", len(failed), "err", firstErr)
+	}
+	return len(failed) == 0, transient
 }
 
 // park parks rec at once with err as the reason.
@@ -495,12 +612,21 @@ func (r *Relay) reject(ctx context.Context, rec Record, err error, retry map[int
 
 func (r *Relay) complete(ctx context.Context, seqs []int64) bool {
 	keep := r.cfg.Retention > 0
-	if err := r.retryStore(ctx, "complete", func() error { return r.store.Complete(ctx, seqs, keep) }); err != nil {
+	var n int64
+	if err := r.retryStore(ctx, "complete", func() (err error) {
+		n, err = r.store.Complete(ctx, seqs, keep)
+		return err
+	}); err != nil {
 		return false // lost the lock or shutting down: these events will be published again
 	}
-	r.stats.delivered.Add(int64(len(seqs)))
+	r.stats.delivered.Add(n)
 	r.stats.batches.Add(1)
-	r.cfg.Metrics.Delivered(len(seqs))
+	r.cfg.Metrics.Delivered(int(n))
+	if n < int64(len(seqs)) {
+		r.cfg.Logger.Warn("outbox: published rows were already gone when the relay completed them (completed by another relay, or deleted)",
+			"published", len(seqs), "completed", n)
+		return false
+	}
 	return true
 }
 
@@ -518,6 +644,7 @@ func (r *Relay) retryStore(ctx context.Context, op string, fn func() error) erro
 }
 
 func (r *Relay) storeError(op string, err error) {
+	r.health.setStore(err)
 	r.stats.storeErrors.Add(1)
 	r.cfg.Metrics.Error("store_" + op)
 	r.cfg.Logger.Warn("outbox: store call failed; will retry", "op", op, "err", err)
@@ -579,12 +706,17 @@ func (r *Relay) reportStatus(ctx context.Context) {
 }
 
 func (s Stats) String() string {
-	return fmt.Sprintf("delivered=%d parked=%d rejected=%d publishErrors=%d storeErrors=%d batches=%d leaderships=%d",
-		s.Delivered, s.Parked, s.Rejected, s.PublishErrors, s.StoreErrors, s.Batches, s.Leaderships)
+	return fmt.Sprintf("delivered=%d published=%d parked=%d rejected=%d publishErrors=%d storeErrors=%d batches=%d leaderships=%d",
+		s.Delivered, s.Published, s.Parked, s.Rejected, s.PublishErrors, s.StoreErrors, s.Batches, s.Leaderships)
 }
 
 // permanent reports whether retrying cannot help: eventkit.IsPermanent, or
 // an event over a size limit.
 func permanent(err error) bool {
 	return eventkit.IsPermanent(err) || errors.Is(err, eventkit.ErrTooLarge)
+}
+
+func streams(s Source) bool {
+	ss, ok := s.(StreamSource)
+	return ok && ss.Streams()
 }

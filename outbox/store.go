@@ -3,9 +3,12 @@ package outbox
 import (
 	"context"
 	"errors"
+	"fmt"
+	"math"
 	"time"
 
 	"github.com/eventkit/eventkit"
+	"github.com/eventkit/eventkit/broker"
 )
 
 // DefaultTable is the outbox table name used when a store's config leaves it empty.
@@ -15,6 +18,13 @@ var (
 	// ErrInvalidTable is returned for a table name that is not a plain SQL
 	// identifier (letters, digits, '_', optionally "schema.table").
 	ErrInvalidTable = errors.New("outbox: invalid table name")
+	// ErrNoTable is returned by Relay.Run (from Checker.Check) when the
+	// outbox table does not exist: run the store's migrations.
+	ErrNoTable = errors.New("outbox: table does not exist")
+	// ErrTableShape is returned by Relay.Run (from Checker.Check) when the
+	// outbox table lacks a column the relay needs (not an eventkit outbox
+	// table, or one from an unknown version).
+	ErrTableShape = errors.New("outbox: table is not an eventkit outbox table")
 )
 
 // Record is one outbox row: the event, the topic it goes to, and the
@@ -95,26 +105,32 @@ type ParkedEvent struct {
 // MaxParkedListed is how many parked events Status lists.
 const MaxParkedListed = 100
 
-// Store is the database side of the outbox, implemented by outbox/postgres,
-// outbox/mysql and outbox/sqlite (and checked by outboxtest.Run). The relay
-// depends only on this interface. All methods are safe for concurrent use.
-type Store interface {
+// Source is where a Relay's events come from, and where it records what
+// became of them. A Store is a Source (the polling relay: Claim reads the
+// table); outbox/pgcdc provides one that streams the table's inserts from a
+// logical replication slot. The relay owns everything else: publishing,
+// per-subject order, retries, parking, completion, metrics and leadership.
+// All methods are safe for concurrent use.
+type Source interface {
 	// Claim returns up to p.Limit committed records that are neither
-	// delivered nor parked, in Seq order. It takes no locks: the relay that
-	// calls it holds the leadership lock (see TryLock), and records stay
-	// claimable until Complete or Fail(Park) removes them, so a record whose
-	// transaction commits after records with higher Seq were published is
-	// simply returned by a later Claim.
+	// completed nor parked, in publish order (Seq order for a table, commit
+	// order for a stream). It takes no locks: the relay that calls it holds
+	// the leadership lock (see TryLock), and records stay claimable until
+	// Complete or Fail(Park) removes them, so a record whose transaction
+	// commits after records with higher Seq were published is simply
+	// returned by a later Claim.
 	Claim(ctx context.Context, p ClaimParams) ([]Record, error)
 	// Complete marks records as published: deletes them, or, when keep is
-	// true, marks them delivered (removed later by Cleanup).
-	Complete(ctx context.Context, seqs []int64, keep bool) error
+	// true, marks them delivered (removed later by Cleanup). It returns how
+	// many rows the database completed. A table store completes what is
+	// there (a record completed by someone else is not counted); a stream
+	// source completes a record only once the database has (its row may not
+	// be visible yet when the stream hands it over), and only then lets its
+	// position move past it.
+	Complete(ctx context.Context, seqs []int64, keep bool) (int64, error)
 	// Fail records a failed attempt (Attempts+1, LastError) and parks the
 	// record if p.Park.
 	Fail(ctx context.Context, p FailParams) error
-	// Requeue puts parked records back into the stream with Attempts 0.
-	// It returns how many it requeued.
-	Requeue(ctx context.Context, seqs []int64) (int64, error)
 	// Cleanup deletes delivered records delivered before deliveredBefore,
 	// and, if parkedBefore is not zero, parked records parked before it.
 	Cleanup(ctx context.Context, deliveredBefore, parkedBefore time.Time) (int64, error)
@@ -123,11 +139,45 @@ type Store interface {
 	Status(ctx context.Context) (Status, error)
 	// Listen calls wake (which must not block) whenever events may have
 	// been committed, until ctx ends; then it returns ctx.Err(). It
-	// reconnects by itself on connection errors. See Notifier.
+	// reconnects by itself on connection errors. See CommitNotifier.
 	Listen(ctx context.Context, wake func()) error
 	// TryLock tries once to take the outbox's leadership lock without
 	// waiting. It returns (nil, nil) if another holder has it.
 	TryLock(ctx context.Context) (Lock, error)
+}
+
+// Store is the database side of the outbox, implemented by outbox/postgres,
+// outbox/mysql and outbox/sqlite (and checked by outboxtest.Run): a Source
+// that reads the table, plus what operators need.
+type Store interface {
+	Source
+	// Requeue puts parked records back into the stream with Attempts 0.
+	// It returns how many it requeued.
+	Requeue(ctx context.Context, seqs []int64) (int64, error)
+}
+
+// Checker is implemented by sources that can check, before the relay
+// starts, that their table (and stream) exist and have the shape they
+// need. Relay.Run calls Check first and returns its error (wrapping
+// ErrNoTable, ErrTableShape or a source's own) instead of retrying: a
+// missing or foreign table is a configuration error, not an outage.
+type Checker interface {
+	Check(ctx context.Context) error
+}
+
+// StreamSource is implemented by sources whose Claim reads what a stream
+// delivered into memory (outbox/pgcdc): the relay does not read ahead
+// (Claim is cheap, and ClaimParams.AfterSeq has no meaning in commit order).
+type StreamSource interface {
+	Streams() bool
+}
+
+// SourceError is implemented by a Lock whose loss is final: after Lost is
+// closed, Err reports why the source cannot go on (e.g. its replication
+// slot was dropped), and Relay.Run returns that error instead of standing
+// by.
+type SourceError interface {
+	Err() error
 }
 
 // Lock is a held leadership lock (a Postgres advisory lock, a MySQL named
@@ -181,4 +231,21 @@ type Migrator interface {
 // MigrationStatuser reports which embedded migrations are applied.
 type MigrationStatuser interface {
 	MigrationStatus(ctx context.Context) ([]MigrationState, error)
+}
+
+// CheckRecord reports why r cannot be published as it stands, as a
+// *eventkit.DecodeError naming the row, or nil: the topic must be a valid
+// name (broker.ValidateName) and the event must pass eventkit.Event.Validate
+// (at any size: size limits are the broker's). Sources set Record.DecodeErr
+// from it, so that the relay parks such a row with the reason at once
+// instead of offering it to the broker again and again.
+func CheckRecord(r *Record) error {
+	err := broker.ValidateName("topic", r.Topic)
+	if err == nil {
+		err = r.Event.Validate(math.MaxInt)
+	}
+	if err != nil {
+		return &eventkit.DecodeError{Format: "outbox row", Raw: []byte(r.Event.ID), Err: fmt.Errorf("seq %d: %w", r.Seq, err)}
+	}
+	return nil
 }

@@ -7,7 +7,6 @@ import (
 	"net"
 	"net/http"
 	"strings"
-	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -33,6 +32,7 @@ type relayOpts struct {
 	slot         string
 	collectDLQ   []string
 	migrate      bool
+	verboseReady bool
 }
 
 func newRelayCmd(g *globals) *cobra.Command {
@@ -55,8 +55,16 @@ Modes:
 Run several relays on one outbox for high availability: one holds the
 outbox's leadership lock and publishes, the others wait to take over.
 
-It serves /metrics (Prometheus), /healthz and /readyz on --listen, logs with
-log/slog, and stops gracefully on SIGTERM or SIGINT.`,
+Both modes run the same relay engine (outbox.Relay) with the same flags and
+meanings; only where the events come from differs. It checks the outbox
+table (and, for cdc, the slot and publication) at start-up and exits with an
+error if one is missing or does not fit, instead of retrying.
+
+It serves /metrics (Prometheus, including eventkit_outbox_leader), /healthz
+and /readyz on --listen, logs with log/slog, and stops gracefully on SIGTERM
+or SIGINT. /readyz answers 200 "leader" or "standby", or 503 "starting",
+"database unavailable" or "broker unavailable" (the error text only with
+--verbose-readyz).`,
 		Example: `  eventkit relay --store postgres://postgres@127.0.0.1:5432/test --broker nats://127.0.0.1:4222
   EVENTKIT_STORE=postgres://... EVENTKIT_BROKER=nats://... eventkit relay --mode cdc --listen :9464`,
 		Args: cobra.NoArgs,
@@ -73,6 +81,7 @@ log/slog, and stops gracefully on SIGTERM or SIGINT.`,
 	f.StringVar(&o.slot, "slot", "", "cdc mode: replication slot name (default eventkit_<table>)")
 	f.StringSliceVar(&o.collectDLQ, "collect-dlq", nil, "dead-letter topics to collect into the dead-letter table (repeatable; e.g. orders.dlq)")
 	f.BoolVar(&o.migrate, "migrate", false, "create the outbox (and dead-letter) tables first if missing")
+	f.BoolVar(&o.verboseReady, "verbose-readyz", false, "/readyz also prints the last database or broker error text (may reveal internals: keep the endpoint private)")
 	return cmd
 }
 
@@ -116,9 +125,25 @@ func runRelay(ctx context.Context, g *globals, c *conn, o *relayOpts) error {
 		return err
 	}
 
-	var ready atomic.Bool
+	rcfg := outbox.RelayConfig{BatchSize: o.batch, PollInterval: o.pollInterval, Retention: o.retention,
+		Logger: log, Metrics: metrics}
+	var rl relayRunner
+	switch o.mode {
+	case "cdc":
+		r, err := pgcdc.New(st.Pool, b, pgcdc.Config{Table: c.outboxTable, Slot: o.slot, RelayConfig: rcfg})
+		if err != nil {
+			return err
+		}
+		if err := r.Setup(ctx); err != nil {
+			return fmt.Errorf("cdc setup (needs wal_level=logical): %w", err)
+		}
+		rl = cdcRunner{r}
+	default:
+		rl = pollingRunner{outbox.NewRelay(st.Outbox, b, rcfg)}
+	}
+
 	if o.listen != "" {
-		srv, err := serveHTTP(o.listen, reg, st, &ready)
+		srv, err := serveHTTP(o.listen, reg, rl.Health, o.verboseReady)
 		if err != nil {
 			return err
 		}
@@ -154,52 +179,53 @@ func runRelay(ctx context.Context, g *globals, c *conn, o *relayOpts) error {
 		log.Info("collecting dead letters", "topics", strings.Join(o.collectDLQ, ","), "table", dl.Table())
 	}
 
-	ready.Store(true)
 	log.Info("relay starting", "mode", o.mode, "store", st.Dialect.String(), "broker", c.broker)
-	switch o.mode {
-	case "cdc":
-		r, err := pgcdc.New(st.Pool, b, pgcdc.Config{Table: c.outboxTable, Slot: o.slot, BatchSize: o.batch,
-			Retention: o.retention, Logger: log, Metrics: metrics})
-		if err != nil {
-			return err
-		}
-		if err := r.Setup(ctx); err != nil {
-			return fmt.Errorf("cdc setup (needs wal_level=logical): %w", err)
-		}
-		err = r.Run(ctx)
-		if ctx.Err() != nil {
-			log.Info("relay stopped", "stats", fmt.Sprintf("%+v", r.Stats()))
-			return nil
-		}
-		return err
-	default:
-		r := outbox.NewRelay(st.Outbox, b, outbox.RelayConfig{BatchSize: o.batch, PollInterval: o.pollInterval,
-			Retention: o.retention, Logger: log, Metrics: metrics})
-		err := r.Run(ctx)
-		if ctx.Err() != nil {
-			log.Info("relay stopped", "stats", r.Stats().String())
-			return nil
-		}
-		return err
+	err = rl.Run(ctx)
+	if ctx.Err() != nil {
+		log.Info("relay stopped", "stats", rl.Stats())
+		return nil
 	}
+	if err != nil {
+		return fmt.Errorf("relay: %w", err)
+	}
+	return nil
 }
 
-func serveHTTP(addr string, reg *prometheus.Registry, st interface{ Ping(context.Context) error }, ready *atomic.Bool) (*http.Server, error) {
+// relayRunner is what the command needs of either relay.
+type relayRunner interface {
+	Run(ctx context.Context) error
+	Health() outbox.Health
+	Stats() string
+}
+
+type pollingRunner struct{ *outbox.Relay }
+
+func (p pollingRunner) Stats() string { return p.Relay.Stats().String() }
+
+type cdcRunner struct{ *pgcdc.Relay }
+
+func (c cdcRunner) Stats() string { return fmt.Sprintf("%+v", c.Relay.Stats()) }
+
+func serveHTTP(addr string, reg *prometheus.Registry, health func() outbox.Health, verbose bool) (*http.Server, error) {
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
-	mux.HandleFunc("/readyz", func(w http.ResponseWriter, r *http.Request) {
-		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
-		defer cancel()
-		if !ready.Load() {
-			http.Error(w, "starting", http.StatusServiceUnavailable)
-			return
+	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
+		h := health()
+		code := http.StatusOK
+		if !h.Ready() {
+			code = http.StatusServiceUnavailable
 		}
-		if err := st.Ping(ctx); err != nil {
-			http.Error(w, "database: "+err.Error(), http.StatusServiceUnavailable)
-			return
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		w.WriteHeader(code)
+		fmt.Fprintln(w, h.Status())
+		if verbose {
+			for _, err := range []error{h.StoreErr, h.BrokerErr} {
+				if err != nil {
+					fmt.Fprintln(w, err.Error())
+				}
+			}
 		}
-		fmt.Fprintln(w, "ready")
 	})
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {

@@ -77,7 +77,7 @@ func harness(t *testing.T) outboxtest.Harness {
 
 func TestStore(t *testing.T) { outboxtest.Run(t, harness) }
 
-func TestRelay(t *testing.T) { outboxtest.RunRelay(t, harness) }
+func TestRelay(t *testing.T) { outboxtest.RunRelay(t, harness, outboxtest.Polling) }
 
 func TestMigrate(t *testing.T) {
 	db := openDB(t)

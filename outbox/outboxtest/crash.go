@@ -12,7 +12,6 @@ import (
 	"github.com/eventkit/eventkit"
 	"github.com/eventkit/eventkit/broker"
 	"github.com/eventkit/eventkit/broker/memory"
-	"github.com/eventkit/eventkit/outbox"
 )
 
 // CrashConfig sizes a crash test.
@@ -22,6 +21,8 @@ type CrashConfig struct {
 	PerTx     int // events per transaction (default 25)
 	Kills     int // relay kills (default 8)
 	BatchSize int // relay batch size (default 200)
+	// Relay builds the relays (default Polling).
+	Relay RelayFactory
 }
 
 // Crash streams cfg.Events events through the outbox into an in-memory
@@ -117,7 +118,7 @@ func Crash(t *testing.T, h Harness, cfg CrashConfig) {
 			pub.killAfter.Store(int64(1 + rand.IntN(15)))
 			pub.kill = kill
 		}
-		relay := outbox.NewRelay(h.Store, pub, rcfg)
+		relay := cfg.Relay.new(t, h, pub, rcfg)
 		done := make(chan error, 1)
 		go func() { done <- relay.Run(rctx) }()
 		if midBatch {
@@ -145,7 +146,7 @@ func Crash(t *testing.T, h Harness, cfg CrashConfig) {
 	}
 
 	// The last relay runs to the end.
-	relay := outbox.NewRelay(h.Store, mem, rcfg)
+	relay := cfg.Relay.new(t, h, mem, rcfg)
 	StartRelay(t, relay)
 	WaitFor(t, 90*time.Second, "every event delivered", func() bool { return distinctN.Load() == int64(cfg.Events) })
 	WaitFor(t, 10*time.Second, "backlog drained", func() bool {

@@ -17,19 +17,48 @@ import (
 	"github.com/eventkit/eventkit/outbox"
 )
 
-// RunRelay runs the relay suite on top of a store: ordered delivery with one
-// Publish per same-topic run, out-of-order commits, broker outages, permanent
+// RelayFactory builds the relay under test on a harness's outbox.
+type RelayFactory struct {
+	// New returns a relay from h's outbox to pub with cfg. It may set up
+	// what its source needs (a replication slot) and clean it up with t.
+	New func(t testing.TB, h Harness, pub broker.Publisher, cfg outbox.RelayConfig) *outbox.Relay
+	// Streams is true for a source that streams changes (outbox/pgcdc):
+	// it delivers only rows committed after New returned, and its rows
+	// cannot be corrupted after the fact (the stream already carries them),
+	// so the cases that need either are skipped.
+	Streams bool
+}
+
+// Polling builds the polling relay on the harness's store.
+var Polling = RelayFactory{New: func(_ testing.TB, h Harness, pub broker.Publisher, cfg outbox.RelayConfig) *outbox.Relay {
+	return outbox.NewRelay(h.Store, pub, cfg)
+}}
+
+func (f RelayFactory) new(t testing.TB, h Harness, pub broker.Publisher, cfg outbox.RelayConfig) *outbox.Relay {
+	if f.New == nil {
+		return Polling.New(t, h, pub, cfg)
+	}
+	return f.New(t, h, pub, cfg)
+}
+
+// RunRelay runs the relay suite on the relay that rf builds on top of each
+// store that factory returns: ordered delivery, out-of-order commits,
+// broker outages, Publish calls that fail in the middle, permanent
 // rejections, HA takeover, retention and wake-on-commit.
-func RunRelay(t *testing.T, factory Factory) {
-	t.Run("DeliversInOrderPerTopicRun", func(t *testing.T) { t.Parallel(); testRelayOrder(t, factory(t)) })
-	t.Run("OutOfOrderCommitNotSkipped", func(t *testing.T) { t.Parallel(); testRelayGap(t, factory(t)) })
-	t.Run("BrokerDownThenRecovers", func(t *testing.T) { t.Parallel(); testBrokerDown(t, factory(t)) })
-	t.Run("PermanentRejectionParks", func(t *testing.T) { t.Parallel(); testPermanent(t, factory(t)) })
-	t.Run("HATakeover", func(t *testing.T) { t.Parallel(); testHA(t, factory(t)) })
-	t.Run("Retention", func(t *testing.T) { t.Parallel(); testRetention(t, factory(t)) })
-	t.Run("WakeOnCommit", func(t *testing.T) { t.Parallel(); testWake(t, factory(t)) })
-	t.Run("UndecodableRowParked", func(t *testing.T) { t.Parallel(); testRelayCorrupt(t, factory(t)) })
-	t.Run("LateCommitDuringReadAhead", func(t *testing.T) { t.Parallel(); testReadAheadGap(t, factory(t)) })
+func RunRelay(t *testing.T, factory Factory, rf RelayFactory) {
+	run := func(name string, f func(*testing.T, Harness, RelayFactory)) {
+		t.Run(name, func(t *testing.T) { t.Parallel(); f(t, factory(t), rf) })
+	}
+	run("DeliversInOrderPerTopicRun", testRelayOrder)
+	run("OutOfOrderCommitNotSkipped", testRelayGap)
+	run("BrokerDownThenRecovers", testBrokerDown)
+	run("PartialFailureKeepsSubjectOrder", testPartialFailure)
+	run("PermanentRejectionParks", testPermanent)
+	run("HATakeover", testHA)
+	run("Retention", testRetention)
+	run("WakeOnCommit", testWake)
+	run("UndecodableRowParked", testRelayCorrupt)
+	run("LateCommitDuringReadAhead", testReadAheadGap)
 }
 
 // hookStore runs beforeClaim before each Claim of the store it wraps.
@@ -47,7 +76,10 @@ func (s *hookStore) Claim(ctx context.Context, p outbox.ClaimParams) ([]outbox.R
 // one (rows after it). Transaction A, holding the lowest seq for subject x,
 // commits just before that read-ahead, then B writes x again (a higher seq,
 // inside the read-ahead). A must still be published before B.
-func testReadAheadGap(t *testing.T, h Harness) {
+func testReadAheadGap(t *testing.T, h Harness, rf RelayFactory) {
+	if rf.Streams {
+		t.Skip("a stream source does not read ahead")
+	}
 	if !h.ConcurrentWriters {
 		t.Skip("store does not allow concurrent write transactions")
 	}
@@ -80,7 +112,9 @@ func testReadAheadGap(t *testing.T, h Harness) {
 	rec := &Recorder{}
 	cfg := fastConfig(t)
 	cfg.BatchSize = 10
-	relay := outbox.NewRelay(store, rec, cfg)
+	hs := h
+	hs.Store = store
+	relay := rf.new(t, hs, rec, cfg)
 	StartRelay(t, relay)
 	WaitFor(t, 10*time.Second, "all delivered", func() bool { return len(distinct(rec.Events())) == 17 })
 	pos := map[string]int{}
@@ -94,9 +128,9 @@ func testReadAheadGap(t *testing.T, h Harness) {
 	}
 }
 
-func testRelayCorrupt(t *testing.T, h Harness) {
-	if h.Corrupt == nil {
-		t.Skip("harness cannot corrupt rows")
+func testRelayCorrupt(t *testing.T, h Harness, rf RelayFactory) {
+	if h.Corrupt == nil || rf.Streams {
+		t.Skip("harness cannot corrupt rows (or the stream already carries them)")
 	}
 	ctx := ctxT(t)
 	bad, good := Event("a", 1), Event("a", 2)
@@ -106,7 +140,7 @@ func testRelayCorrupt(t *testing.T, h Harness) {
 		t.Fatal(err)
 	}
 	rec := &Recorder{}
-	relay := outbox.NewRelay(h.Store, rec, fastConfig(t))
+	relay := rf.new(t, h, rec, fastConfig(t))
 	StartRelay(t, relay)
 	WaitFor(t, 10*time.Second, "good event delivered", func() bool { return distinct(rec.Events())[good.ID] })
 	if distinct(rec.Events())[bad.ID] {
@@ -204,8 +238,14 @@ func (m *countingMetrics) Error(string)                               { m.errors
 func (m *countingMetrics) Parked(string, int)                         {}
 func (m *countingMetrics) Backlog(int64, time.Duration, int64)        { m.backlogCalls.Add(1) }
 
-func testRelayOrder(t *testing.T, h Harness) {
+func testRelayOrder(t *testing.T, h Harness, rf RelayFactory) {
 	ctx := ctxT(t)
+	rec := &Recorder{}
+	m := &countingMetrics{}
+	cfg := fastConfig(t)
+	cfg.Metrics = m
+	cfg.StatusInterval = 50 * time.Millisecond
+	relay := rf.new(t, h, rec, cfg)
 	var evs []eventkit.Event
 	topics := []string{"t1", "t1", "t2", "t2", "t2", "t1", "t3"}
 	tx, err := h.Begin(ctx)
@@ -222,12 +262,6 @@ func testRelayOrder(t *testing.T, h Harness) {
 	if err := tx.Commit(ctx); err != nil {
 		t.Fatal(err)
 	}
-	rec := &Recorder{}
-	m := &countingMetrics{}
-	cfg := fastConfig(t)
-	cfg.Metrics = m
-	cfg.StatusInterval = 50 * time.Millisecond
-	relay := outbox.NewRelay(h.Store, rec, cfg)
 	StartRelay(t, relay)
 	WaitFor(t, 10*time.Second, "delivery", func() bool { return relay.Stats().Delivered == int64(len(evs)) })
 	got := rec.Events()
@@ -242,31 +276,36 @@ func testRelayOrder(t *testing.T, h Harness) {
 			t.Fatalf("event %d: %v", i, err)
 		}
 	}
-	if c := rec.Calls(); c != 4 { // t1 x2 | t2 x3 | t1 | t3
-		t.Fatalf("%d Publish calls, want 4 (one per same-topic run)", c)
+	// One call per same-topic run, and within a run at most one event per
+	// subject per call: t1 [s0 s1] | t2 [s0 s1] [s0] | t1 [s1] | t3 [s0].
+	if c := rec.Calls(); c != 5 {
+		t.Fatalf("%d Publish calls, want 5 (one per same-topic run and subject wave)", c)
 	}
 	WaitFor(t, 5*time.Second, "backlog metric", func() bool { return m.backlogCalls.Load() > 0 })
-	if m.delivered.Load() != int64(len(evs)) || m.latencies.Load() != 4 {
+	if m.delivered.Load() != int64(len(evs)) || m.latencies.Load() != 5 {
 		t.Fatalf("metrics: delivered %d, latencies %d", m.delivered.Load(), m.latencies.Load())
 	}
 	st, err := h.Store.Status(ctx)
 	if err != nil || st.Backlog != 0 {
 		t.Fatalf("backlog after delivery: %+v %v", st, err)
 	}
-	if !relay.IsLeader() || relay.Stats().Leaderships != 1 {
+	if !relay.IsLeader() || relay.Stats().Leaderships != 1 || relay.Stats().Published != int64(len(evs)) {
 		t.Fatalf("leader %v, stats %v", relay.IsLeader(), relay.Stats())
+	}
+	if hl := relay.Health(); !hl.Ready() || hl.Status() != "leader" {
+		t.Fatalf("health %+v", hl)
 	}
 }
 
 // testRelayGap: tx A inserts (lower seq), tx B inserts and commits, the relay
 // delivers B, then A commits: A must be delivered too.
-func testRelayGap(t *testing.T, h Harness) {
+func testRelayGap(t *testing.T, h Harness, rf RelayFactory) {
 	if !h.ConcurrentWriters {
 		t.Skip("store does not allow concurrent write transactions")
 	}
 	ctx := ctxT(t)
 	rec := &Recorder{}
-	relay := outbox.NewRelay(h.Store, rec, fastConfig(t))
+	relay := rf.new(t, h, rec, fastConfig(t))
 	StartRelay(t, relay)
 	txA, err := h.Begin(ctx)
 	if err != nil {
@@ -294,7 +333,7 @@ func testRelayGap(t *testing.T, h Harness) {
 
 // testBrokerDown: the publisher fails (wholly, then partly) for a while; the
 // relay retries with backoff, loses nothing and keeps per-subject order.
-func testBrokerDown(t *testing.T, h Harness) {
+func testBrokerDown(t *testing.T, h Harness, rf RelayFactory) {
 	ctx := ctxT(t)
 	rec := &Recorder{}
 	var down atomic.Bool
@@ -316,7 +355,7 @@ func testBrokerDown(t *testing.T, h Harness) {
 	}
 	cfg := fastConfig(t)
 	cfg.BatchSize = 20
-	relay := outbox.NewRelay(h.Store, rec, cfg)
+	relay := rf.new(t, h, rec, cfg)
 	StartRelay(t, relay)
 	sent := map[string][]string{}
 	write := func(from, to int) {
@@ -331,12 +370,12 @@ func testBrokerDown(t *testing.T, h Harness) {
 		}
 	}
 	write(0, 100)
-	time.Sleep(500 * time.Millisecond)
+	WaitFor(t, 10*time.Second, "publish errors counted", func() bool { return relay.Stats().PublishErrors >= 2 })
 	if n := len(rec.Events()); n != 0 {
 		t.Fatalf("%d events accepted while the broker was down", n)
 	}
-	if relay.Stats().PublishErrors < 2 {
-		t.Fatalf("publish errors not counted: %v", relay.Stats())
+	if hl := relay.Health(); hl.Ready() || hl.Status() != "broker unavailable" || hl.BrokerErr == nil {
+		t.Fatalf("health while the broker is down: %+v (%s)", hl, hl.Status())
 	}
 	down.Store(false)
 	write(100, 200)
@@ -345,6 +384,10 @@ func testBrokerDown(t *testing.T, h Harness) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if err := CheckBrokerOrder(eventsOf(rec.Events()), sent); err != nil {
+		t.Fatal(err)
+	}
+	WaitFor(t, 5*time.Second, "healthy again", func() bool { return relay.Health().Ready() })
 	st := relay.Stats()
 	t.Logf("broker outage: %v; %d duplicates from partial failures", st, dups)
 	WaitFor(t, 5*time.Second, "backlog drained", func() bool {
@@ -355,14 +398,16 @@ func testBrokerDown(t *testing.T, h Harness) {
 
 // testPermanent: an event the broker rejects permanently is parked after
 // MaxAttempts; events of other subjects flow meanwhile; the events of its
-// subject wait behind it, then follow.
-func testPermanent(t *testing.T, h Harness) {
+// subject wait behind it, unpublished, then follow.
+func testPermanent(t *testing.T, h Harness, rf RelayFactory) {
 	ctx := ctxT(t)
 	rec := &Recorder{}
 	bad := Event("s1", 0)
+	var parkedAt atomic.Int64 // how many events the broker held when the bad one was last offered
 	rec.Fail = func(topic string, events []eventkit.Event) error {
 		for i, e := range events {
 			if e.ID == bad.ID {
+				parkedAt.Store(int64(len(rec.Events())))
 				return &broker.PublishError{Topic: topic, Failed: []broker.FailedEvent{{Index: i, ID: e.ID,
 					Err: &eventkit.SizeError{ID: e.ID, Size: 2 << 20, Limit: 1 << 20, Where: "nats max_payload"}}}}
 			}
@@ -372,7 +417,7 @@ func testPermanent(t *testing.T, h Harness) {
 	cfg := fastConfig(t)
 	cfg.MaxAttempts = 3
 	cfg.RetryDelay = 300 * time.Millisecond // attempts at 0, 0.3s, 0.9s
-	relay := outbox.NewRelay(h.Store, rec, cfg)
+	relay := rf.new(t, h, rec, cfg)
 	sent := map[string][]string{}
 	evs := []eventkit.Event{bad}
 	for i := 1; i <= 6; i++ {
@@ -391,6 +436,13 @@ func testPermanent(t *testing.T, h Harness) {
 	if relay.Stats().Parked != 0 {
 		t.Fatal("parked too early: s2 was blocked behind s1")
 	}
+	// While the bad event waits for its retries, no later event of its
+	// subject may reach the broker: it would be ahead of it.
+	for _, p := range rec.Events() {
+		if p.Event.Subject == "s1" {
+			t.Fatalf("s1 event %s published while the earlier rejected s1 event was still being retried", p.Event.ID)
+		}
+	}
 	WaitFor(t, 10*time.Second, "parked", func() bool { return relay.Stats().Parked == 1 })
 	WaitFor(t, 10*time.Second, "s1 followers delivered", func() bool { return len(distinct(rec.Events())) == len(evs) })
 	got := eventsOf(rec.Events())
@@ -401,21 +453,24 @@ func testPermanent(t *testing.T, h Harness) {
 		st, err := h.Store.Status(ctx)
 		return err == nil && st.Backlog == 0
 	})
-	// The s1 events behind the bad one went out in the same Publish call as
-	// its first attempt, were held (not completed) while it was retried,
-	// and were published again once it was parked.
+	// The s1 events behind the bad one went out once, after it was parked
+	// (its last attempt came after everything then at the broker).
 	got = eventsOf(rec.Events())
 	copies := map[string]int{}
-	for _, e := range got {
+	firstAt := map[string]int{}
+	for i, e := range got {
+		if copies[e.ID] == 0 {
+			firstAt[e.ID] = i
+		}
 		copies[e.ID]++
 	}
 	for _, id := range sent["s1"] {
-		if copies[id] < 2 {
-			t.Errorf("s1 event %s published %d times: it was not held behind the rejected event", id, copies[id])
+		if copies[id] != 1 {
+			t.Errorf("s1 event %s published %d times, want once", id, copies[id])
 		}
-	}
-	if _, err := CheckStream(got, sent); err != nil {
-		t.Fatal(err)
+		if int64(firstAt[id]) < parkedAt.Load() {
+			t.Errorf("s1 event %s published at %d, before the rejected s1 event's last attempt (at %d)", id, firstAt[id], parkedAt.Load())
+		}
 	}
 	st, err := h.Store.Status(ctx)
 	if err != nil {
@@ -428,7 +483,7 @@ func testPermanent(t *testing.T, h Harness) {
 	if st.Backlog != 0 {
 		t.Fatalf("backlog %d", st.Backlog)
 	}
-	if s := relay.Stats(); s.Rejected != 3 || s.PublishErrors != 0 {
+	if s := relay.Stats(); s.Rejected != 3 || s.PublishErrors != 0 || s.Delivered != int64(len(evs)) {
 		t.Fatalf("stats %v", s)
 	}
 }
@@ -436,7 +491,7 @@ func testPermanent(t *testing.T, h Harness) {
 // testHA: two relays on one outbox, 2,000 events over 20 subjects written
 // while they run; the leader is stopped mid-stream and the standby takes
 // over: no loss, per-subject order kept.
-func testHA(t *testing.T, h Harness) {
+func testHA(t *testing.T, h Harness, rf RelayFactory) {
 	ctx := ctxT(t)
 	rec := &Recorder{}
 	cfg := fastConfig(t)
@@ -445,8 +500,10 @@ func testHA(t *testing.T, h Harness) {
 	if h.NewStore != nil {
 		other = h.NewStore(t)
 	}
-	r1 := outbox.NewRelay(h.Store, rec, cfg)
-	r2 := outbox.NewRelay(other, rec, cfg)
+	h2 := h
+	h2.Store = other
+	r1 := rf.new(t, h, rec, cfg)
+	r2 := rf.new(t, h2, rec, cfg)
 	stop1 := StartRelay(t, r1)
 	WaitFor(t, 5*time.Second, "r1 leads", r1.IsLeader)
 	stop2 := StartRelay(t, r2)
@@ -481,6 +538,10 @@ func testHA(t *testing.T, h Harness) {
 	if r2.IsLeader() {
 		t.Fatal("two leaders")
 	}
+	WaitFor(t, 5*time.Second, "r2 says it is a standby", func() bool {
+		hl := r2.Health()
+		return hl.Ready() && hl.Status() == "standby"
+	})
 	stop1() // kill the active relay mid-stream
 	WaitFor(t, 10*time.Second, "standby takes over", r2.IsLeader)
 	<-writerDone
@@ -499,12 +560,12 @@ func testHA(t *testing.T, h Harness) {
 	stop2()
 }
 
-func testRetention(t *testing.T, h Harness) {
+func testRetention(t *testing.T, h Harness, rf RelayFactory) {
 	ctx := ctxT(t)
 	rec := &Recorder{}
 	cfg := fastConfig(t)
 	cfg.Retention = time.Hour
-	relay := outbox.NewRelay(h.Store, rec, cfg)
+	relay := rf.new(t, h, rec, cfg)
 	stop := StartRelay(t, relay)
 	var evs []eventkit.Event
 	for i := range 10 {
@@ -519,7 +580,7 @@ func testRetention(t *testing.T, h Harness) {
 	stop()
 	cfg.Retention = time.Millisecond
 	cfg.CleanupInterval = 20 * time.Millisecond
-	relay2 := outbox.NewRelay(h.Store, rec, cfg)
+	relay2 := rf.new(t, h, rec, cfg)
 	StartRelay(t, relay2)
 	WaitFor(t, 10*time.Second, "background cleanup", func() bool {
 		st, err := h.Store.Status(ctx)
@@ -530,12 +591,12 @@ func testRetention(t *testing.T, h Harness) {
 	}
 }
 
-func testWake(t *testing.T, h Harness) {
+func testWake(t *testing.T, h Harness, rf RelayFactory) {
 	ctx := ctxT(t)
 	rec := &Recorder{}
 	cfg := fastConfig(t)
 	cfg.PollInterval = time.Minute // only a wake-up can deliver in time
-	relay := outbox.NewRelay(h.Store, rec, cfg)
+	relay := rf.new(t, h, rec, cfg)
 	StartRelay(t, relay)
 	WaitFor(t, 5*time.Second, "leader", relay.IsLeader)
 	time.Sleep(200 * time.Millisecond) // listening

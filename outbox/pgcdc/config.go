@@ -39,22 +39,24 @@ type Config struct {
 	// Publication is the publication on the table. Default: the slot name.
 	Publication string
 
-	// BatchSize is the most events published per round (several
-	// transactions are batched together up to this size; one larger
-	// transaction is published in several rounds). Default 500.
-	BatchSize int
-	// QueueSize is how many received transactions may wait for the
-	// publisher. Default 256.
+	// RelayConfig configures the relay engine, exactly as for the polling
+	// relay (outbox.RelayConfig, same names, meanings and defaults):
+	// BatchSize, PublishTimeout, MinBackoff/MaxBackoff, MaxAttempts and
+	// RetryDelay for permanent rejections, Retention, CleanupInterval,
+	// LockRetryInterval, StatusInterval (backlog metrics), PipelineSubjects,
+	// Logger and Metrics (outbox.NewOTelMetrics, or NewOTelMetrics here,
+	// which adds the slot lag). PollInterval and WakeLinger are unused: the
+	// stream wakes the engine.
+	outbox.RelayConfig
+
+	// QueueSize is how many received transactions may wait, in memory,
+	// for the engine to publish and complete them; the stream pauses
+	// when they are full. Default 256.
 	QueueSize int
-	// PublishTimeout bounds one Publish call. Default 30s.
-	PublishTimeout time.Duration
-	// MinBackoff and MaxBackoff bound the exponential backoff after a
-	// transient failure (broker down, replication connection lost).
-	// Defaults 100ms and 10s.
-	MinBackoff, MaxBackoff time.Duration
-	// StatusInterval is how often the confirmed position is sent to the
-	// server (it is also sent whenever the server asks). Default 1s.
-	StatusInterval time.Duration
+	// FeedbackInterval is how often the confirmed position is sent to the
+	// server (it is also sent whenever the server asks, and within 100ms
+	// of a change while events flow). Default 1s.
+	FeedbackInterval time.Duration
 	// HeartbeatInterval: when no change has arrived for this long, the
 	// relay writes a tiny non-transactional logical message
 	// (pg_logical_emit_message) so that the server reports its WAL position
@@ -65,24 +67,6 @@ type Config struct {
 	// LagWarnBytes: when pg_current_wal_lsn() - confirmed_flush_lsn is over
 	// this, every lag measurement logs a warning. Default 1 GiB.
 	LagWarnBytes int64
-	// DrainTimeout: when the replication connection breaks, transactions
-	// already received are still published (and confirmed) for up to this
-	// long before reconnecting, which saves duplicates. Default 5s.
-	DrainTimeout time.Duration
-	// Retention keeps delivered rows, marked delivered_at, for this long
-	// (deleted by a cleanup every CleanupInterval) instead of deleting them
-	// once the broker has confirmed them. Default 0: delete.
-	Retention time.Duration
-	// CleanupInterval is how often retained rows are cleaned up. Default 1m.
-	CleanupInterval time.Duration
-	// LockRetryInterval is how often a standby relay tries to take the
-	// outbox's leadership lock. Default 1s.
-	LockRetryInterval time.Duration
-	// Logger. Default slog.Default().
-	Logger *slog.Logger
-	// Metrics receives measurements (outbox.NewOTelMetrics or NewOTelMetrics,
-	// which adds the slot lag). Default none.
-	Metrics outbox.Metrics
 }
 
 // LagMetrics is implemented by Metrics that also record the slot's lag.
@@ -115,16 +99,10 @@ func (c Config) withDefaults() (Config, error) {
 			return c, fmt.Errorf("%w: %q (want 1-63 of a-z, 0-9, _)", ErrInvalidName, n)
 		}
 	}
-	if c.BatchSize <= 0 {
-		c.BatchSize = 500
-	}
 	if c.QueueSize <= 0 {
 		c.QueueSize = 256
 	}
-	def(&c.PublishTimeout, 30*time.Second)
-	def(&c.MinBackoff, 100*time.Millisecond)
-	def(&c.MaxBackoff, 10*time.Second)
-	def(&c.StatusInterval, time.Second)
+	def(&c.FeedbackInterval, time.Second)
 	if c.HeartbeatInterval == 0 {
 		c.HeartbeatInterval = 30 * time.Second
 	}
@@ -132,9 +110,10 @@ func (c Config) withDefaults() (Config, error) {
 	if c.LagWarnBytes <= 0 {
 		c.LagWarnBytes = 1 << 30
 	}
-	def(&c.DrainTimeout, 5*time.Second)
-	def(&c.CleanupInterval, time.Minute)
-	def(&c.LockRetryInterval, time.Second)
+	// The stream uses these before the engine fills in its own defaults
+	// (the same values).
+	def(&c.MinBackoff, 100*time.Millisecond)
+	def(&c.MaxBackoff, 30*time.Second)
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}

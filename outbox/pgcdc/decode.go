@@ -384,7 +384,9 @@ func decodeRow(rel *relation, cols []column) (outbox.Record, error) {
 	if firstErr != nil {
 		return rec, rowErr(cols, firstErr)
 	}
-	return rec, nil
+	// Columns that decode but do not form a valid event (a row written by
+	// another tool): parked with the reason, never offered to the broker.
+	return rec, outbox.CheckRecord(&rec)
 }
 
 func rowErr(cols []column, err error) error {

@@ -1,7 +1,14 @@
-// Package pgcdc relays a Postgres outbox table by change data capture: it
-// reads the table's inserts from a logical replication slot (the built-in
-// pgoutput plugin, through github.com/jackc/pglogrepl) instead of polling
-// the table, and publishes them to a broker.Publisher.
+// Package pgcdc relays a Postgres outbox table by change data capture, with
+// the guarantees of the polling relay: at least once, per-subject order (no
+// later event of a subject at the broker before an earlier one was
+// confirmed), and the slot moves past a row only after the broker confirmed
+// its event and the row was deleted (or marked or parked) as the database
+// reported. It reads the table's inserts from a logical replication slot
+// (the built-in pgoutput plugin, through github.com/jackc/pglogrepl) instead
+// of polling the table. It is a stream Source under the one relay engine
+// (outbox.Relay): publishing, retries, MaxAttempts and parking, metrics,
+// health and leadership are the engine's, configured by the same
+// outbox.RelayConfig (Config.RelayConfig).
 //
 // The table is the one outbox/postgres creates and writes (Store.Add inside
 // the caller's transaction); nothing changes for the writer. The relay needs
@@ -33,32 +40,45 @@
 //   - Commit order. Transactions are published in the order they committed
 //     (not in seq order: a transaction that took lower seqs but committed
 //     later is published later), and events of one transaction in insert
-//     order. Several transactions are batched into one Publish call per
-//     topic; the calls of different topics in one batch run concurrently,
-//     so the order holds per topic (and so per subject), not across topics.
-//     After a transient publish failure the call is repeated from the first
-//     failed event, so the last copy of each event is in order.
+//     order, with the engine's per-subject rules (see package outbox): a
+//     Publish call carries at most one event per subject, and a subject
+//     whose event failed waits, unpublished, until that event is confirmed
+//     or parked. Several transactions are batched up to BatchSize.
+//   - Complete is checked. The stream can hand a transaction over before
+//     its rows are visible to other sessions. A row is finished only when
+//     the relay's DELETE (or UPDATE) returned it; one it did not find is
+//     tried again until it is found, or until its transaction is visible to
+//     a snapshot taken before the statement and the row still is not there
+//     (deleted by something else: logged). The slot's confirmed position
+//     moves past a transaction only when all its rows, and all earlier
+//     transactions', are finished (Stats.Rechecks counts the retries).
 //   - Restart resumes from the slot. After a crash, the next relay (in this
 //     or another process) starts at the slot's confirmed_flush_lsn. The
 //     duplicates are the events that were published but not yet confirmed
 //     in the slot at the crash: the batches between Publish and the deletion
-//     of their rows (at most a few batches: the publisher may not run
-//     further ahead) plus the confirmations not yet reported to the server
-//     (reported within 100ms while events flow, within StatusInterval
+//     of their rows (the batch in flight and the received transactions
+//     not yet completed) plus the confirmations not yet reported to the server
+//     (reported within 100ms while events flow, within FeedbackInterval
 //     otherwise). In the crash test (10,000 events, a broker taking 20 ms a
 //     call, the relay killed 6-10 times mid-stream, half of the kills with
 //     its connection cut first so that it cannot report anything) that is
 //     0-20% of the events. Consumers dedupe by event id (package inbox).
-//     When only the replication connection breaks, the events already
-//     received are still published and streaming resumes after them,
-//     without duplicates.
+//     When only the replication connection breaks, the transactions already
+//     received stay buffered and are published, and streaming resumes after
+//     them, without duplicates.
 //   - Rows do not pile up. After the broker confirms a batch, its rows are
 //     deleted (Config.Retention > 0: marked delivered_at and deleted later),
 //     and only then is the position confirmed, so no row outlives the
 //     slot's interest in it.
-//   - An event the broker rejects permanently (eventkit.IsPermanent), or a
-//     row that is not a valid event, is parked (parked_at, last_error) and
-//     the stream goes on; it shows in Status().Outbox.Parked.
+//   - An event the broker rejects permanently (eventkit.IsPermanent) is
+//     tried MaxAttempts times with RetryDelay between them, as by the
+//     polling relay, then parked (parked_at, last_error); a row that is not
+//     a valid event is parked at once. The stream goes on (other subjects
+//     flow meanwhile); parked rows show in Status().Outbox.Parked.
+//   - Start-up checks. Run returns at once, instead of retrying, when the
+//     table is missing or of another shape (outbox.ErrNoTable,
+//     outbox.ErrTableShape), the slot is missing (ErrSlotNotFound) or the
+//     publication does not carry the table's inserts (ErrMismatch).
 //
 // # Polling or CDC, not both
 //
@@ -100,5 +120,6 @@
 //
 // Exactly once (see above); order across topics; delivery of rows inserted
 // before the slot existed; transactions are held in memory whole until
-// published (a transaction of a million events needs the memory for them).
+// completed (up to QueueSize transactions; a transaction of a million
+// events needs the memory for them).
 package pgcdc

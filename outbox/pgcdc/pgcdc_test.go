@@ -24,6 +24,7 @@ import (
 	"github.com/eventkit/eventkit/broker"
 	"github.com/eventkit/eventkit/broker/memory"
 	"github.com/eventkit/eventkit/internal/testenv"
+	"github.com/eventkit/eventkit/outbox"
 	"github.com/eventkit/eventkit/outbox/outboxtest"
 	"github.com/eventkit/eventkit/outbox/pgcdc"
 	"github.com/eventkit/eventkit/outbox/postgres"
@@ -111,9 +112,12 @@ func newEnv(t testing.TB) *env {
 		t.Fatal(err)
 	}
 	e := &env{t: t, pool: pool, store: store, cfg: pgcdc.Config{
-		Table: table, StatusInterval: 100 * time.Millisecond, MinBackoff: 20 * time.Millisecond,
-		MaxBackoff: 200 * time.Millisecond, LockRetryInterval: 100 * time.Millisecond,
-		Logger: slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn})),
+		Table: table, FeedbackInterval: 100 * time.Millisecond,
+		RelayConfig: outbox.RelayConfig{
+			MinBackoff: 20 * time.Millisecond, MaxBackoff: 200 * time.Millisecond,
+			LockRetryInterval: 100 * time.Millisecond, StatusInterval: -1, RetryDelay: 50 * time.Millisecond,
+			Logger: slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn})),
+		},
 	}}
 	admin := e.relay(nil)
 	t.Cleanup(func() {
@@ -726,7 +730,7 @@ func TestStaysConnectedWhileBrokerDown(t *testing.T) {
 	})
 	cfg := e.cfg
 	cfg.QueueSize = 1
-	cfg.StatusInterval = 100 * time.Millisecond
+	cfg.FeedbackInterval = 100 * time.Millisecond
 	r, err := pgcdc.New(pool, rec, cfg)
 	if err != nil {
 		t.Fatal(err)

@@ -14,7 +14,6 @@ import (
 	"github.com/jackc/pgx/v5/pgproto3"
 	"github.com/jackc/pgx/v5/pgxpool"
 
-	"github.com/eventkit/eventkit"
 	"github.com/eventkit/eventkit/broker"
 	"github.com/eventkit/eventkit/outbox"
 	"github.com/eventkit/eventkit/outbox/internal/sqlutil"
@@ -22,7 +21,9 @@ import (
 )
 
 // Relay streams committed outbox inserts from a logical replication slot to
-// a broker.Publisher. See the package doc for its guarantees.
+// a broker.Publisher. It is the outbox relay engine (outbox.Relay: publish,
+// per-subject order, retry, park, completion, metrics, leadership) over a
+// stream Source (Source). See the package doc for its guarantees.
 type Relay struct {
 	pool  *pgxpool.Pool
 	pub   broker.Publisher
@@ -31,12 +32,15 @@ type Relay struct {
 
 	schema, base string
 
-	confirmed atomic.Uint64 // published, completed (rows deleted) and so safe to confirm
+	src    *source
+	engine *outbox.Relay
+
+	confirmed atomic.Uint64 // completed (rows deleted or parked) and so safe to confirm
 	lastData  atomic.Int64  // unix nanos of the last change received
 	lag       atomic.Int64
 	streaming atomic.Bool
 	stats     struct {
-		delivered, parked, publishErrors, storeErrors, batches, txns, reconnects, heartbeats atomic.Int64
+		txns, reconnects, heartbeats, recheck atomic.Int64
 	}
 }
 
@@ -55,25 +59,34 @@ func New(pool *pgxpool.Pool, pub broker.Publisher, cfg Config) (*Relay, error) {
 	c.Table = store.Table()
 	base := sqlutil.Base(c.Table)
 	schema := strings.TrimSuffix(strings.TrimSuffix(c.Table, base), ".")
-	return &Relay{pool: pool, pub: pub, cfg: c, store: store, schema: schema, base: base}, nil
+	r := &Relay{pool: pool, pub: pub, cfg: c, store: store, schema: schema, base: base}
+	r.src = &source{r: r, bySeq: map[int64]*item{}, space: make(chan struct{}, 1)}
+	if pub != nil {
+		r.engine = outbox.NewRelay(r.src, pub, c.RelayConfig)
+	}
+	return r, nil
 }
 
 // Config returns the effective configuration (with defaults and the slot
 // and publication names filled in).
 func (r *Relay) Config() Config { return r.cfg }
 
-// Stats are a relay's counters since it was created.
+// Source returns the relay's stream source, for outbox.NewRelay (Run does
+// that itself; this is for tests and for code that builds its own engine).
+func (r *Relay) Source() outbox.Source { return r.src }
+
+// Stats are a relay's counters since it was created: the engine's (every
+// field means what it means for the polling relay) plus the stream's.
 type Stats struct {
-	Delivered     int64 // events confirmed by the broker and completed
-	Parked        int64 // events parked (permanent rejection or undecodable row)
-	PublishErrors int64 // failed Publish calls (each retry counts)
-	StoreErrors   int64 // failed database calls (deletes, parks)
-	Batches       int64 // publish rounds
-	Transactions  int64 // transactions received
-	Reconnects    int64 // replication sessions that ended with an error
-	Heartbeats    int64 // heartbeat messages written
+	outbox.Stats
+	Transactions int64 // transactions received
+	Reconnects   int64 // replication sessions that ended with an error
+	Heartbeats   int64 // heartbeat messages written
+	// Rechecks counts completions (deletes, parks) retried because a row
+	// the stream delivered was not visible to the relay's session yet.
+	Rechecks int64
 	// ConfirmedLSN is the position up to which everything has been
-	// published and confirmed (the slot follows within StatusInterval).
+	// published and completed (the slot follows within FeedbackInterval).
 	ConfirmedLSN pglogrepl.LSN
 	// LagBytes is the slot's lag at the last measurement (see LagInterval).
 	LagBytes int64
@@ -83,14 +96,26 @@ type Stats struct {
 
 // Stats returns the relay's counters.
 func (r *Relay) Stats() Stats {
-	s := &r.stats
-	return Stats{
-		Delivered: s.delivered.Load(), Parked: s.parked.Load(), PublishErrors: s.publishErrors.Load(),
-		StoreErrors: s.storeErrors.Load(), Batches: s.batches.Load(), Transactions: s.txns.Load(),
-		Reconnects: s.reconnects.Load(), Heartbeats: s.heartbeats.Load(),
-		ConfirmedLSN: pglogrepl.LSN(r.confirmed.Load()), LagBytes: r.lag.Load(), Streaming: r.streaming.Load(),
+	var st Stats
+	if r.engine != nil {
+		st.Stats = r.engine.Stats()
 	}
+	s := &r.stats
+	st.Transactions, st.Reconnects, st.Heartbeats, st.Rechecks = s.txns.Load(), s.reconnects.Load(), s.heartbeats.Load(), s.recheck.Load()
+	st.ConfirmedLSN, st.LagBytes, st.Streaming = pglogrepl.LSN(r.confirmed.Load()), r.lag.Load(), r.streaming.Load()
+	return st
 }
+
+// Health returns the engine's health (see outbox.Relay.Health).
+func (r *Relay) Health() outbox.Health {
+	if r.engine == nil {
+		return outbox.Health{State: outbox.StateStarting}
+	}
+	return r.engine.Health()
+}
+
+// IsLeader reports whether this relay holds the leadership lock now.
+func (r *Relay) IsLeader() bool { return r.engine != nil && r.engine.IsLeader() }
 
 // advance moves the confirmed position forward (never back).
 func (r *Relay) advance(lsn pglogrepl.LSN) {
@@ -102,67 +127,59 @@ func (r *Relay) advance(lsn pglogrepl.LSN) {
 	}
 }
 
-// Run relays events until ctx ends, then returns nil. It first takes the
-// outbox's leadership lock (the one the polling relay of outbox/postgres
-// takes, so a polling relay and a CDC relay never run at once on a table,
-// and further CDC relays stand by), then streams from the slot, reconnecting
-// with backoff when the connection breaks. It returns ErrSlotNotFound at
-// once if the slot does not exist. Every goroutine it starts has ended when
-// it returns.
+// Run relays events until ctx ends, then returns nil. It checks first that
+// the table, the slot and the publication are there and fit (returning
+// outbox.ErrNoTable, outbox.ErrTableShape, ErrSlotNotFound or ErrMismatch
+// at once), then runs the relay engine: it takes the outbox's leadership
+// lock (the one the polling relay of outbox/postgres takes, so a polling
+// relay and a CDC relay never run at once on a table, and further CDC
+// relays stand by), streams from the slot while it holds it, and
+// reconnects with backoff when the replication connection breaks. It
+// returns ErrSlotNotFound if the slot is dropped while it runs. Every
+// goroutine it starts has ended when it returns.
 func (r *Relay) Run(ctx context.Context) error {
-	if r.pub == nil {
+	if r.engine == nil {
 		return ErrNoPublisher
 	}
-	if _, err := r.slotPosition(ctx); err != nil {
-		if ctx.Err() != nil {
-			return nil
-		}
-		if errors.Is(err, ErrSlotNotFound) {
-			return err
-		}
-	}
-	log := r.cfg.Logger
-	for {
-		lock, err := r.store.TryLock(ctx)
-		if err != nil && ctx.Err() == nil {
-			r.storeError("lock", err)
-		}
-		if lock != nil {
-			log.Info("pgcdc: relay is the leader", "slot", r.cfg.Slot)
-			err := r.lead(ctx, lock)
-			rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
-			_ = lock.Release(rctx)
-			cancel()
-			if err != nil {
-				return err
-			}
-			if ctx.Err() == nil {
-				log.Warn("pgcdc: relay lost the leadership lock; standing by", "slot", r.cfg.Slot)
-			}
-		}
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-time.After(r.cfg.LockRetryInterval):
-		}
-	}
+	return r.engine.Run(ctx)
 }
 
-// lead streams while lock is held. It returns a non-nil error only for a
-// condition retrying cannot fix (the slot is gone).
-func (r *Relay) lead(ctx context.Context, lock outbox.Lock) error {
+// check is the start-up check (outbox.Checker): the table has the outbox's
+// shape, the slot exists, and the publication carries the table's inserts.
+func (r *Relay) check(ctx context.Context) error {
+	if err := r.store.Check(ctx); err != nil {
+		return err
+	}
+	if _, err := r.slotPosition(ctx); err != nil {
+		return err
+	}
+	var exists, insert, has bool
+	err := r.pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_publication WHERE pubname = $1),
+  coalesce((SELECT pubinsert FROM pg_publication WHERE pubname = $1), false),
+  EXISTS (SELECT 1 FROM pg_publication_rel pr JOIN pg_publication p ON p.oid = pr.prpubid
+    WHERE p.pubname = $1 AND pr.prrelid = to_regclass($2)) OR EXISTS (SELECT 1 FROM pg_publication WHERE pubname = $1 AND puballtables)`,
+		r.cfg.Publication, r.cfg.Table).Scan(&exists, &insert, &has)
+	switch {
+	case err != nil:
+		return fmt.Errorf("pgcdc: check publication %s: %w", r.cfg.Publication, err)
+	case !exists:
+		return fmt.Errorf("%w: publication %s does not exist (create it with Setup)", ErrMismatch, r.cfg.Publication)
+	case !insert:
+		return fmt.Errorf("%w: publication %s does not publish inserts", ErrMismatch, r.cfg.Publication)
+	case !has:
+		return fmt.Errorf("%w: publication %s does not include table %s", ErrMismatch, r.cfg.Publication, r.cfg.Table)
+	}
+	return nil
+}
+
+// stream runs replication sessions while the lock is held. It returns a
+// non-nil error only for a condition retrying cannot fix (the slot is
+// gone).
+func (r *Relay) stream(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	var wg sync.WaitGroup
 	defer func() { cancel(); wg.Wait() }()
-	wg.Add(2)
-	go func() {
-		defer wg.Done()
-		select {
-		case <-lock.Lost():
-			cancel()
-		case <-ctx.Done():
-		}
-	}()
+	wg.Add(1)
 	go func() {
 		defer wg.Done()
 		r.monitor(ctx)
@@ -206,43 +223,25 @@ func sleep(ctx context.Context, d time.Duration) {
 	}
 }
 
-// txn is one committed transaction as received.
-type txn struct {
-	end  pglogrepl.LSN // end of the commit record: confirm this once done
-	recs []outbox.Record
-	bad  []badRow
-}
-
-// badRow is an inserted row that is not a valid event; it is parked.
-type badRow struct {
-	seq int64
-	err error
-}
-
-// completion is a published batch whose rows must be deleted before its
-// position is confirmed.
-type completion struct {
-	seqs []int64
-	end  pglogrepl.LSN
-	n    int
-}
-
-// session runs one replication connection: it reads (this goroutine),
-// publishes (one goroutine) and completes (one goroutine) until the
-// connection breaks or ctx ends.
+// session runs one replication connection, handing every committed
+// transaction to the source's buffer, until the connection breaks or ctx
+// ends. Transactions already in the buffer stay there: the next session
+// starts after the last one received.
 func (r *Relay) session(ctx context.Context) error {
 	start, err := r.slotPosition(ctx)
 	if err != nil {
 		return err
 	}
-	// The in-memory position may be ahead of the slot's if the last
-	// status update did not reach the server: starting there skips the
-	// transactions already published.
+	// The in-memory positions may be ahead of the slot's: the last status
+	// update may not have reached the server (confirmed), and what was
+	// received is still buffered (received). Starting there skips what
+	// this relay has already.
 	if c := pglogrepl.LSN(r.confirmed.Load()); c > start {
 		start = c
 	} else {
 		r.confirmed.Store(uint64(start))
 	}
+	start = max(start, r.src.receivedEnd())
 	conn, err := r.connect(ctx)
 	if err != nil {
 		return fmt.Errorf("pgcdc: connect: %w", err)
@@ -267,41 +266,7 @@ func (r *Relay) session(ctx context.Context) error {
 	r.streaming.Store(true)
 	defer r.streaming.Store(false)
 	r.lastData.Store(time.Now().UnixNano())
-
-	pctx, pcancel := context.WithCancel(ctx)
-	defer pcancel()
-	txs := make(chan *txn, r.cfg.QueueSize)
-	// Few published batches may wait for their rows to be deleted: the
-	// publisher must not run far ahead of the confirmed position, since
-	// everything between the two is published again after a crash.
-	done := make(chan completion, 4)
-	finished := make(chan struct{})
-	var wg sync.WaitGroup
-	wg.Add(2)
-	go func() {
-		defer wg.Done()
-		defer close(done)
-		r.publishLoop(pctx, txs, done)
-	}()
-	go func() {
-		defer wg.Done()
-		r.completeLoop(pctx, done)
-	}()
-	go func() { wg.Wait(); close(finished) }()
-
-	rerr := r.read(ctx, conn, txs, start, finished)
-	close(txs)
-	if ctx.Err() == nil {
-		// The connection broke: finish what was received, briefly.
-		t := time.NewTimer(r.cfg.DrainTimeout)
-		select {
-		case <-finished:
-		case <-t.C:
-		}
-		t.Stop()
-	}
-	pcancel()
-	<-finished
+	rerr := r.read(ctx, conn, start)
 	if !conn.IsClosed() { // shutting down: tell the server what is confirmed
 		_, _ = r.sendStatus(conn)
 	}
@@ -347,10 +312,10 @@ func (r *Relay) sendStatus(conn *pgconn.PgConn) (pglogrepl.LSN, error) {
 }
 
 // read receives the replication stream, assembles transactions and hands
-// them to the publisher in commit order. It reports only the CONFIRMED
-// position to the server (never the received one), every StatusInterval
+// them to the source in commit order. It reports only the CONFIRMED
+// position to the server (never the received one), every FeedbackInterval
 // and whenever the server asks.
-func (r *Relay) read(ctx context.Context, conn *pgconn.PgConn, txs chan<- *txn, start pglogrepl.LSN, finished <-chan struct{}) error {
+func (r *Relay) read(ctx context.Context, conn *pgconn.PgConn, start pglogrepl.LSN) error {
 	rels := map[uint32]*relation{}
 	var cur *txn
 	received := start // end of the last commit received
@@ -358,8 +323,8 @@ func (r *Relay) read(ctx context.Context, conn *pgconn.PgConn, txs chan<- *txn, 
 	var sentPos uint64
 	var sentAt time.Time
 	// While events flow, a new confirmed position is reported within
-	// statusGap rather than StatusInterval: fewer duplicates after a crash.
-	statusGap := min(100*time.Millisecond, r.cfg.StatusInterval)
+	// statusGap rather than FeedbackInterval: fewer duplicates after a crash.
+	statusGap := min(100*time.Millisecond, r.cfg.FeedbackInterval)
 	var dl deadline // one deadline context per status interval, not one per message
 	defer dl.stop()
 	for {
@@ -373,7 +338,7 @@ func (r *Relay) read(ctx context.Context, conn *pgconn.PgConn, txs chan<- *txn, 
 				return fmt.Errorf("pgcdc: send status: %w", err)
 			}
 			sentPos, sentAt = uint64(pos), now
-			nextStatus = now.Add(r.cfg.StatusInterval)
+			nextStatus = now.Add(r.cfg.FeedbackInterval)
 		}
 		until := nextStatus
 		if uint64(received) > sentPos { // something is in flight: look again soon
@@ -390,11 +355,6 @@ func (r *Relay) read(ctx context.Context, conn *pgconn.PgConn, txs chan<- *txn, 
 				continue
 			}
 			return fmt.Errorf("pgcdc: receive: %w", err)
-		}
-		select {
-		case <-finished: // the publisher stopped (cannot happen while txs is open, but be safe)
-			return errors.New("pgcdc: publisher stopped")
-		default:
 		}
 		var data []byte
 		switch m := msg.(type) {
@@ -437,7 +397,7 @@ func (r *Relay) read(ctx context.Context, conn *pgconn.PgConn, txs chan<- *txn, 
 			r.lastData.Store(time.Now().UnixNano())
 			switch m := m.(type) {
 			case beginMsg:
-				cur = &txn{}
+				cur = &txn{xid: m.xid}
 			case relationMsg:
 				rel, err := newRelation(m, r.schema, r.base)
 				if err != nil {
@@ -457,10 +417,14 @@ func (r *Relay) read(ctx context.Context, conn *pgconn.PgConn, txs chan<- *txn, 
 				}
 				rec, err := decodeRow(rel, m.cols)
 				if err != nil {
-					cur.bad = append(cur.bad, badRow{seq: rec.Seq, err: err})
-					continue
+					if rec.Seq == 0 { // cannot even name the row: nothing to park
+						r.cfg.Logger.Error("pgcdc: outbox row is not a valid event and has no readable seq; skipped",
+							"table", r.cfg.Table, "err", err)
+						continue
+					}
+					rec.DecodeErr = err // the engine parks it with the reason
 				}
-				cur.recs = append(cur.recs, rec)
+				cur.items = append(cur.items, &item{rec: rec, t: cur})
 			case commitMsg:
 				if cur == nil {
 					return fmt.Errorf("%w: commit without begin", ErrProtocol)
@@ -470,24 +434,23 @@ func (r *Relay) read(ctx context.Context, conn *pgconn.PgConn, txs chan<- *txn, 
 				r.stats.txns.Add(1)
 				t := cur
 				cur = nil
-				for sent := false; !sent; {
+				for !r.src.push(t) {
+					// The buffer is full (the broker may be down): wait for
+					// room, keeping the server from timing us out.
 					timer := time.NewTimer(time.Until(nextStatus))
 					select {
-					case txs <- t:
-						sent = true
+					case <-r.src.space:
 					case <-ctx.Done():
 						timer.Stop()
 						return nil
 					case <-timer.C:
-						// The publisher is behind (the broker may be down):
-						// keep the server from timing us out.
 						pos, err := r.sendStatus(conn)
 						if err != nil {
 							timer.Stop()
 							return fmt.Errorf("pgcdc: send status: %w", err)
 						}
 						sentPos, sentAt = uint64(pos), time.Now()
-						nextStatus = time.Now().Add(r.cfg.StatusInterval)
+						nextStatus = time.Now().Add(r.cfg.FeedbackInterval)
 					}
 					timer.Stop()
 				}
@@ -519,297 +482,16 @@ func (d *deadline) stop() {
 	}
 }
 
-// publishLoop takes transactions in commit order, batches those that are
-// available (up to BatchSize events), publishes them and hands the batch
-// to completeLoop.
-func (r *Relay) publishLoop(ctx context.Context, txs <-chan *txn, done chan<- completion) {
-	for {
-		var first *txn
-		select {
-		case t, ok := <-txs:
-			if !ok {
-				return
-			}
-			first = t
-		case <-ctx.Done():
-			return
-		}
-		batch := []*txn{first}
-		n := len(first.recs)
-		closed := false
-	collect:
-		for n < r.cfg.BatchSize {
-			select {
-			case t, ok := <-txs:
-				if !ok {
-					closed = true
-					break collect
-				}
-				batch = append(batch, t)
-				n += len(t.recs)
-			default:
-				break collect
-			}
-		}
-		var recs []outbox.Record
-		var bad []badRow
-		if len(batch) == 1 {
-			recs, bad = first.recs, first.bad
-		} else {
-			recs = make([]outbox.Record, 0, n)
-			for _, t := range batch {
-				recs = append(recs, t.recs...)
-				bad = append(bad, t.bad...)
-			}
-		}
-		parked, ok := r.deliver(ctx, recs, bad)
-		if !ok {
-			return
-		}
-		c := completion{end: batch[len(batch)-1].end, n: len(recs) - len(parked), seqs: make([]int64, 0, len(recs))}
-		for _, rec := range recs {
-			if !parked[rec.Seq] {
-				c.seqs = append(c.seqs, rec.Seq)
-			}
-		}
-		select {
-		case done <- c:
-		case <-ctx.Done():
-			return
-		}
-		if closed {
-			return
-		}
-	}
-}
-
-// deliver publishes recs (in chunks of BatchSize; per chunk one Publish per
-// topic, topics concurrently, each in commit order) until the broker has
-// accepted every event or rejected it permanently (then it is parked). It
-// retries transient failures with backoff forever. It reports false if ctx
-// ended first.
-func (r *Relay) deliver(ctx context.Context, recs []outbox.Record, bad []badRow) (map[int64]bool, bool) {
-	parked := map[int64]bool{}
-	var mu sync.Mutex
-	for _, b := range bad {
-		r.cfg.Logger.Error("pgcdc: outbox row is not a valid event; parking it", "table", r.cfg.Table, "seq", b.seq, "err", b.err)
-		if b.seq != 0 && !r.park(ctx, b.seq, "", b.err) {
-			return nil, false
-		}
-	}
-	for start := 0; start < len(recs); start += r.cfg.BatchSize {
-		chunk := recs[start:min(start+r.cfg.BatchSize, len(recs))]
-		r.stats.batches.Add(1)
-		var order []string
-		byTopic := map[string][]outbox.Record{}
-		for _, rec := range chunk {
-			if _, ok := byTopic[rec.Topic]; !ok {
-				order = append(order, rec.Topic)
-			}
-			byTopic[rec.Topic] = append(byTopic[rec.Topic], rec)
-		}
-		if len(order) == 1 {
-			p, ok := r.publishTopic(ctx, order[0], chunk)
-			if !ok {
-				return nil, false
-			}
-			for _, s := range p {
-				parked[s] = true
-			}
-			continue
-		}
-		var wg sync.WaitGroup
-		var failed atomic.Bool
-		for _, topic := range order {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				p, ok := r.publishTopic(ctx, topic, byTopic[topic])
-				if !ok {
-					failed.Store(true)
-				}
-				mu.Lock()
-				for _, s := range p {
-					parked[s] = true
-				}
-				mu.Unlock()
-			}()
-		}
-		wg.Wait()
-		if failed.Load() {
-			return nil, false
-		}
-	}
-	return parked, true
-}
-
-// publishTopic publishes recs to topic until each is accepted or parked. On
-// a transient failure it publishes again from the first event that failed
-// (later events of the call are sent again even if they were accepted, so
-// that the last copy of each event is in commit order). It returns the
-// parked seqs, and false if ctx ended.
-func (r *Relay) publishTopic(ctx context.Context, topic string, recs []outbox.Record) ([]int64, bool) {
-	var parked []int64
-	pending := recs
-	backoff := time.Duration(0)
-	events := make([]eventkit.Event, len(recs))
-	for len(pending) > 0 {
-		events = events[:len(pending)]
-		for i := range pending {
-			events[i] = pending[i].Event
-		}
-		pctx, cancel := context.WithTimeout(ctx, r.cfg.PublishTimeout)
-		t0 := time.Now()
-		err := r.pub.Publish(pctx, topic, events...)
-		cancel()
-		r.cfg.Metrics.PublishLatency(topic, time.Since(t0), err == nil)
-		if err == nil {
-			return parked, true
-		}
-		if ctx.Err() != nil {
-			return nil, false
-		}
-		failed := map[int]error{}
-		var pe *broker.PublishError
-		if errors.As(err, &pe) {
-			for _, f := range pe.Failed {
-				if f.Index >= 0 && f.Index < len(pending) {
-					failed[f.Index] = f.Err
-				}
-			}
-		}
-		if len(failed) == 0 {
-			for i := range pending {
-				failed[i] = err
-			}
-		}
-		firstTransient := -1
-		var firstErr error
-		for i := range pending {
-			ferr, bad := failed[i]
-			if !bad {
-				continue
-			}
-			if !eventkit.IsPermanent(ferr) {
-				firstTransient, firstErr = i, ferr
-				break
-			}
-			if !r.park(ctx, pending[i].Seq, topic, ferr) {
-				return nil, false
-			}
-			r.cfg.Logger.Error("pgcdc: broker rejected event permanently; parked",
-				"topic", topic, "id", pending[i].Event.ID, "seq", pending[i].Seq, "err", ferr)
-			parked = append(parked, pending[i].Seq)
-		}
-		if firstTransient < 0 {
-			return parked, true
-		}
-		pending = pending[firstTransient:]
-		r.stats.publishErrors.Add(1)
-		r.cfg.Metrics.Error("publish")
-		backoff = nextBackoff(backoff, r.cfg.MinBackoff, r.cfg.MaxBackoff)
-		r.cfg.Logger.Warn("pgcdc: publish failed; will retry (the slot does not advance meanwhile)",
-			"topic", topic, "events", len(pending), "err", firstErr, "in", backoff)
-		sleep(ctx, backoff)
-		if ctx.Err() != nil {
-			return nil, false
-		}
-	}
-	return parked, true
-}
-
-// park marks a row parked with the reason (it stays in the table for an
-// operator). It reports false if ctx ended first.
-func (r *Relay) park(ctx context.Context, seq int64, topic string, reason error) bool {
-	msg := reason.Error()
-	if len(msg) > 2000 {
-		msg = msg[:2000]
-	}
-	if err := r.retryStore(ctx, "park", func() error {
-		return r.store.Fail(ctx, outbox.FailParams{Seq: seq, Reason: msg, Park: true})
-	}); err != nil {
-		return false
-	}
-	r.stats.parked.Add(1)
-	r.cfg.Metrics.Parked(topic, 1)
-	return true
-}
-
-// completeLoop deletes (or marks delivered) the rows of published batches,
-// in order, then confirms their position.
-func (r *Relay) completeLoop(ctx context.Context, done <-chan completion) {
-	keep := r.cfg.Retention > 0
-	for {
-		var c completion
-		select {
-		case x, ok := <-done:
-			if !ok {
-				return
-			}
-			c = x
-		case <-ctx.Done():
-			return
-		}
-	more:
-		for len(c.seqs) < 10*r.cfg.BatchSize {
-			select {
-			case x, ok := <-done:
-				if !ok {
-					break more
-				}
-				c.seqs = append(c.seqs, x.seqs...)
-				c.end, c.n = x.end, c.n+x.n
-			default:
-				break more
-			}
-		}
-		if len(c.seqs) > 0 {
-			if err := r.retryStore(ctx, "complete", func() error { return r.store.Complete(ctx, c.seqs, keep) }); err != nil {
-				return
-			}
-		}
-		r.advance(c.end)
-		if c.n > 0 {
-			r.stats.delivered.Add(int64(c.n))
-			r.cfg.Metrics.Delivered(c.n)
-		}
-	}
-}
-
-func (r *Relay) retryStore(ctx context.Context, op string, fn func() error) error {
-	backoff := time.Duration(0)
-	for {
-		err := fn()
-		if err == nil || ctx.Err() != nil {
-			return err
-		}
-		r.storeError(op, err)
-		backoff = nextBackoff(backoff, r.cfg.MinBackoff, r.cfg.MaxBackoff)
-		sleep(ctx, backoff)
-	}
-}
-
-func (r *Relay) storeError(op string, err error) {
-	r.stats.storeErrors.Add(1)
-	r.cfg.Metrics.Error("store_" + op)
-	r.cfg.Logger.Warn("pgcdc: database call failed; will retry", "op", op, "err", err)
-}
-
-// monitor measures the slot's lag, writes heartbeats when idle and cleans
-// up retained rows, while the relay leads.
+// monitor measures the slot's lag and writes heartbeats when idle, while
+// the relay leads.
 func (r *Relay) monitor(ctx context.Context) {
 	lagT := time.NewTicker(r.cfg.LagInterval)
 	defer lagT.Stop()
-	var hbC, cleanC <-chan time.Time
+	var hbC <-chan time.Time
 	if r.cfg.HeartbeatInterval > 0 {
 		t := time.NewTicker(r.cfg.HeartbeatInterval)
 		defer t.Stop()
 		hbC = t.C
-	}
-	if r.cfg.Retention > 0 {
-		t := time.NewTicker(r.cfg.CleanupInterval)
-		defer t.Stop()
-		cleanC = t.C
 	}
 	for {
 		select {
@@ -826,10 +508,6 @@ func (r *Relay) monitor(ctx context.Context) {
 				} else {
 					r.stats.heartbeats.Add(1)
 				}
-			}
-		case <-cleanC:
-			if _, err := r.store.Cleanup(ctx, time.Now().Add(-r.cfg.Retention), time.Time{}); err != nil && ctx.Err() == nil {
-				r.storeError("cleanup", err)
 			}
 		}
 	}

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/eventkit/eventkit"
@@ -52,6 +53,7 @@ var (
 	_ outbox.Store             = (*Store)(nil)
 	_ outbox.Writer[pgx.Tx]    = (*Store)(nil)
 	_ outbox.CommitNotifier    = (*Store)(nil)
+	_ outbox.Checker           = (*Store)(nil)
 	_ outbox.MigrationStatuser = (*Store)(nil)
 )
 
@@ -175,16 +177,71 @@ func (s *Store) Claim(ctx context.Context, p outbox.ClaimParams) ([]outbox.Recor
 }
 
 // Complete implements outbox.Store.
-func (s *Store) Complete(ctx context.Context, seqs []int64, keep bool) error {
+func (s *Store) Complete(ctx context.Context, seqs []int64, keep bool) (int64, error) {
 	if len(seqs) == 0 {
-		return nil
+		return 0, nil
 	}
 	q := s.q.del
 	if keep {
 		q = s.q.deliver
 	}
-	if _, err := s.pool.Exec(ctx, q, seqs); err != nil {
-		return fmt.Errorf("outbox/postgres: complete: %w", err)
+	tag, err := s.pool.Exec(ctx, q, seqs)
+	if err != nil {
+		return 0, fmt.Errorf("outbox/postgres: complete: %w", err)
+	}
+	return tag.RowsAffected(), nil
+}
+
+// CompleteSeqs is Complete returning which of seqs the database completed
+// (a row whose transaction is not visible yet, or that is gone, is not
+// among them). outbox/pgcdc uses it to complete only what is there.
+func (s *Store) CompleteSeqs(ctx context.Context, seqs []int64, keep bool) ([]int64, error) {
+	if len(seqs) == 0 {
+		return nil, nil
+	}
+	q := s.q.del
+	if keep {
+		q = s.q.deliver
+	}
+	rows, err := s.pool.Query(ctx, q+` RETURNING seq`, seqs)
+	if err != nil {
+		return nil, fmt.Errorf("outbox/postgres: complete: %w", err)
+	}
+	done, err := pgx.CollectRows(rows, pgx.RowTo[int64])
+	if err != nil {
+		return nil, fmt.Errorf("outbox/postgres: complete: %w", err)
+	}
+	return done, nil
+}
+
+// FailRow is Fail reporting whether the row was there to update.
+func (s *Store) FailRow(ctx context.Context, p outbox.FailParams) (bool, error) {
+	tag, err := s.pool.Exec(ctx, s.q.fail, p.Seq, p.Reason, p.Park)
+	if err != nil {
+		return false, fmt.Errorf("outbox/postgres: fail: %w", err)
+	}
+	return tag.RowsAffected() == 1, nil
+}
+
+// Check implements outbox.Checker: the table must exist with the columns
+// the relay reads.
+func (s *Store) Check(ctx context.Context) error {
+	rows, err := s.pool.Query(ctx, `SELECT `+cols+` FROM `+s.table+` WHERE delivered_at IS NULL AND parked_at IS NULL AND false`)
+	if err == nil {
+		rows.Close()
+		err = rows.Err()
+	}
+	if err != nil {
+		var pe *pgconn.PgError
+		if errors.As(err, &pe) {
+			switch pe.Code {
+			case "42P01", "3F000": // undefined_table, invalid_schema_name
+				return fmt.Errorf("outbox/postgres: %w: %s: %w", outbox.ErrNoTable, s.table, err)
+			case "42703", "42804", "42883": // undefined_column, datatype_mismatch, undefined_function
+				return fmt.Errorf("outbox/postgres: %w: %s: %w", outbox.ErrTableShape, s.table, err)
+			}
+		}
+		return fmt.Errorf("outbox/postgres: check %s: %w", s.table, err)
 	}
 	return nil
 }

@@ -99,7 +99,7 @@ func TestMigrate(t *testing.T) {
 	}
 }
 
-func TestRelay(t *testing.T) { outboxtest.RunRelay(t, harness) }
+func TestRelay(t *testing.T) { outboxtest.RunRelay(t, harness, outboxtest.Polling) }
 
 func TestCrash(t *testing.T) {
 	t.Parallel()

@@ -190,8 +190,35 @@ func (s *DB) Claim(ctx context.Context, p outbox.ClaimParams) ([]outbox.Record, 
 	return recs, nil
 }
 
+// Check implements outbox.Checker: the table must exist with the columns
+// the relay reads.
+func (s *DB) Check(ctx context.Context) error {
+	rows, err := s.db.QueryContext(ctx, s.claimHead+` AND 1 = 0`)
+	if err != nil {
+		return s.errf("check "+s.table, ClassifyTableError(err))
+	}
+	return rows.Close()
+}
+
+// ClassifyTableError wraps outbox.ErrNoTable or outbox.ErrTableShape around
+// err when the database says the table or one of its columns does not exist
+// (MySQL/MariaDB, SQLite, Postgres wordings), and returns err otherwise.
+func ClassifyTableError(err error) error {
+	msg := err.Error()
+	switch {
+	case strings.Contains(msg, "no such table"), strings.Contains(msg, "doesn't exist"),
+		strings.Contains(msg, "SQLSTATE 42P01"):
+		return fmt.Errorf("%w: %w", outbox.ErrNoTable, err)
+	case strings.Contains(msg, "no such column"), strings.Contains(msg, "Unknown column"),
+		strings.Contains(msg, "SQLSTATE 42703"):
+		return fmt.Errorf("%w: %w", outbox.ErrTableShape, err)
+	}
+	return err
+}
+
 // Complete implements outbox.Store.
-func (s *DB) Complete(ctx context.Context, seqs []int64, keep bool) error {
+func (s *DB) Complete(ctx context.Context, seqs []int64, keep bool) (int64, error) {
+	var total int64
 	for len(seqs) > 0 {
 		n := min(len(seqs), 1000)
 		args := make([]any, n)
@@ -202,12 +229,16 @@ func (s *DB) Complete(ctx context.Context, seqs []int64, keep bool) error {
 		if keep {
 			q = `UPDATE ` + s.table + ` SET delivered_at = ` + s.d.NowMicros + ` WHERE delivered_at IS NULL AND seq IN (` + Placeholders(n) + `)`
 		}
-		if _, err := s.db.ExecContext(ctx, q, args...); err != nil {
-			return s.errf("complete", err)
+		res, err := s.db.ExecContext(ctx, q, args...)
+		if err != nil {
+			return total, s.errf("complete", err)
+		}
+		if k, err := res.RowsAffected(); err == nil {
+			total += k
 		}
 		seqs = seqs[n:]
 	}
-	return nil
+	return total, nil
 }
 
 // Fail implements outbox.Store.

@@ -132,7 +132,8 @@ func ParseExt(s *string) (map[string]string, error) {
 }
 
 // DecodeRow fills r.Event's time and extensions from their stored text. A
-// row that does not decode (written by another tool) gives a
+// row that does not decode, or whose columns do not form a valid event
+// (outbox.CheckRecord; written by another tool), gives a
 // *eventkit.DecodeError, which the relay parks the row with.
 func DecodeRow(r *outbox.Record, tm string, ext *string) error {
 	var err error
@@ -146,7 +147,7 @@ func DecodeRow(r *outbox.Record, tm string, ext *string) error {
 		}
 		return &eventkit.DecodeError{Format: "outbox row", Raw: raw, Err: fmt.Errorf("seq %d: %w", r.Seq, err)}
 	}
-	return nil
+	return outbox.CheckRecord(r)
 }
 
 // Placeholders returns "?, ?, ?" with n marks.
