@@ -70,7 +70,7 @@ log/slog, and stops gracefully on SIGTERM or SIGINT.`,
 	f.IntVar(&o.batch, "batch", 500, "most events per publish round")
 	f.DurationVar(&o.pollInterval, "poll-interval", time.Second, "polling mode: how often to look for events without a wake-up")
 	f.DurationVar(&o.retention, "retention", 0, "keep delivered events this long (marked delivered) instead of deleting them")
-	f.StringVar(&o.slot, "slot", "", "cdc mode: replication slot name (default eventkit_<table>)")
+	f.StringVar(&o.slot, "slot", "", "cdc mode: replication slot name (default: per database and table, see pgcdc.DefaultSlotName)")
 	f.StringSliceVar(&o.collectDLQ, "collect-dlq", nil, "dead-letter topics to collect into the dead-letter table (repeatable; e.g. orders.dlq)")
 	f.BoolVar(&o.migrate, "migrate", false, "create the outbox (and dead-letter) tables first if missing")
 	return cmd
@@ -164,6 +164,9 @@ func runRelay(ctx context.Context, g *globals, c *conn, o *relayOpts) error {
 			return err
 		}
 		if err := r.Setup(ctx); err != nil {
+			if errors.Is(err, pgcdc.ErrMismatch) {
+				return fmt.Errorf("cdc setup: %w", err)
+			}
 			return fmt.Errorf("cdc setup (needs wal_level=logical): %w", err)
 		}
 		err = r.Run(ctx)

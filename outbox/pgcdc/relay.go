@@ -30,6 +30,7 @@ type Relay struct {
 	store *postgres.Store
 
 	schema, base string
+	names        sync.Mutex // guards the resolution of cfg.Slot and cfg.Publication (setup.go)
 
 	confirmed atomic.Uint64 // published, completed (rows deleted) and so safe to confirm
 	lastData  atomic.Int64  // unix nanos of the last change received
@@ -58,9 +59,15 @@ func New(pool *pgxpool.Pool, pub broker.Publisher, cfg Config) (*Relay, error) {
 	return &Relay{pool: pool, pub: pub, cfg: c, store: store, schema: schema, base: base}, nil
 }
 
-// Config returns the effective configuration (with defaults and the slot
-// and publication names filled in).
-func (r *Relay) Config() Config { return r.cfg }
+// Config returns the effective configuration, with the defaults filled in.
+// The default slot and publication names depend on the database: they are
+// empty until the relay has resolved them (Names, Setup, Run, Teardown,
+// Status and Lag do).
+func (r *Relay) Config() Config {
+	r.names.Lock()
+	defer r.names.Unlock()
+	return r.cfg
+}
 
 // Stats are a relay's counters since it was created.
 type Stats struct {
@@ -106,20 +113,16 @@ func (r *Relay) advance(lsn pglogrepl.LSN) {
 // outbox's leadership lock (the one the polling relay of outbox/postgres
 // takes, so a polling relay and a CDC relay never run at once on a table,
 // and further CDC relays stand by), then streams from the slot, reconnecting
-// with backoff when the connection breaks. It returns ErrSlotNotFound at
-// once if the slot does not exist. Every goroutine it starts has ended when
-// it returns.
+// with backoff when the connection breaks. It returns at once, with
+// ErrSlotNotFound, ErrPublicationNotFound or ErrMismatch, if the slot or
+// the publication does not exist in this database or does not fit (see
+// Setup). Every goroutine it starts has ended when it returns.
 func (r *Relay) Run(ctx context.Context) error {
 	if r.pub == nil {
 		return ErrNoPublisher
 	}
-	if _, err := r.slotPosition(ctx); err != nil {
-		if ctx.Err() != nil {
-			return nil
-		}
-		if errors.Is(err, ErrSlotNotFound) {
-			return err
-		}
+	if err := r.preflight(ctx); err != nil || ctx.Err() != nil {
+		return err
 	}
 	log := r.cfg.Logger
 	for {
@@ -174,8 +177,8 @@ func (r *Relay) lead(ctx context.Context, lock outbox.Lock) error {
 		if ctx.Err() != nil {
 			return nil
 		}
-		if errors.Is(err, ErrSlotNotFound) {
-			r.cfg.Logger.Error("pgcdc: replication slot is gone; stopping", "slot", r.cfg.Slot)
+		if fatal(err) {
+			r.cfg.Logger.Error("pgcdc: replication slot or publication is gone or not the relay's; stopping", "slot", r.cfg.Slot, "err", err)
 			return err
 		}
 		r.stats.reconnects.Add(1)
