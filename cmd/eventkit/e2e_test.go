@@ -23,6 +23,7 @@ import (
 	natsbroker "github.com/eventkit/eventkit/broker/nats"
 	"github.com/eventkit/eventkit/consumer"
 	"github.com/eventkit/eventkit/internal/testenv"
+	"github.com/eventkit/eventkit/outbox"
 	"github.com/eventkit/eventkit/outbox/postgres"
 )
 
@@ -193,21 +194,33 @@ type pgFixture struct {
 
 func newPG(t *testing.T) *pgFixture {
 	t.Helper()
-	url := testenv.Postgres.URL(t)
+	return newPGOn(t, testenv.Postgres.URL(t), testenv.Name("e2e"))
+}
+
+// newPGOn is newPG on the database of url, with tables named prefix_outbox
+// and so on, or the default tables if prefix is "" (then left for the
+// database's owner to drop).
+func newPGOn(t *testing.T, url, prefix string) *pgFixture {
+	t.Helper()
 	natsURL := testenv.NATS.URL(t)
 	pool, err := pgxpool.New(context.Background(), url)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(pool.Close)
-	prefix := testenv.Name("e2e")
-	f := &pgFixture{pool: pool, nats: natsURL, flags: []string{"--store", url,
-		"--outbox-table", prefix + "_outbox", "--inbox-table", prefix + "_inbox", "--dlq-table", prefix + "_dlq"}}
+	f := &pgFixture{pool: pool, nats: natsURL, flags: []string{"--store", url}}
+	table := outbox.DefaultTable
+	if prefix != "" {
+		table = prefix + "_outbox"
+		f.flags = append(f.flags, "--outbox-table", table, "--inbox-table", prefix+"_inbox", "--dlq-table", prefix+"_dlq")
+	}
 	run(t, "", append([]string{"migrate", "up"}, f.flags...)...).mustOK(t)
-	t.Cleanup(func() {
-		_, _ = pool.Exec(context.Background(), fmt.Sprintf(`DROP TABLE IF EXISTS %[1]s_outbox, %[1]s_outbox_migrations, %[1]s_inbox, %[1]s_dlq; DROP FUNCTION IF EXISTS %[1]s_outbox_notify()`, prefix))
-	})
-	f.store, err = postgres.New(pool, postgres.Config{Table: prefix + "_outbox"})
+	if prefix != "" {
+		t.Cleanup(func() {
+			_, _ = pool.Exec(context.Background(), fmt.Sprintf(`DROP TABLE IF EXISTS %[1]s_outbox, %[1]s_outbox_migrations, %[1]s_inbox, %[1]s_dlq; DROP FUNCTION IF EXISTS %[1]s_outbox_notify()`, prefix))
+		})
+	}
+	f.store, err = postgres.New(pool, postgres.Config{Table: table})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -54,6 +54,8 @@ func newOutboxCmd(g *globals) *cobra.Command {
 				}
 				if cs.SlotExists {
 					slot = &cs
+				} else if cs.OtherDatabase != "" {
+					fmt.Fprintf(g.stderr, "note: replication slot %s belongs to database %q, not to this one: not shown\n", cs.Slot, cs.OtherDatabase)
 				}
 			}
 			if asJSON {
@@ -102,7 +104,7 @@ func newOutboxCmd(g *globals) *cobra.Command {
 		},
 	}
 	status.Flags().BoolVar(&asJSON, "json", false, "print JSON")
-	status.Flags().StringVar(&slotName, "slot", "", "CDC replication slot to report on (default eventkit_<table>)")
+	status.Flags().StringVar(&slotName, "slot", "", "CDC replication slot to report on (default: the per-database name, see pgcdc.DefaultSlotName)")
 	c.storeFlags(status)
 	requeueCmd := &cobra.Command{
 		Use:     "requeue --seq N [--seq N ...]",
@@ -142,7 +144,13 @@ func newCDCCmd(g *globals) *cobra.Command {
 		Long: `The CDC relay (eventkit relay --mode cdc) streams the outbox table's inserts
 from a durable logical replication slot. A slot whose relay is down keeps
 WAL on the server's disk until it is dropped: drop the slot when you stop
-using CDC. eventkit relay --mode cdc runs setup itself.`,
+using CDC. eventkit relay --mode cdc runs setup itself.
+
+Slot names are cluster-wide: the default name is scoped to the store's
+database and the outbox table (eventkit_<database>_<table>_<hash>). An
+existing slot of the old default name eventkit_<table> in this database is
+used instead. Both commands act only on this database's objects: a slot of
+the name that belongs to another database is refused, never dropped.`,
 	}
 	run := func(what string, fn func(context.Context, *pgcdc.Relay) error) func(*cobra.Command, []string) error {
 		return func(cmd *cobra.Command, _ []string) error {
@@ -176,14 +184,14 @@ using CDC. eventkit relay --mode cdc runs setup itself.`,
 	}
 	drop := &cobra.Command{
 		Use:     "drop",
-		Short:   "Drop the slot and the publication (stops a relay streaming from them)",
+		Short:   "Drop this database's slot and publication (stops a relay streaming from them)",
 		Example: `  eventkit outbox cdc drop --store postgres://postgres@127.0.0.1:5432/test`,
 		Args:    cobra.NoArgs,
 		RunE:    run("dropped", func(ctx context.Context, r *pgcdc.Relay) error { return r.Teardown(ctx) }),
 	}
 	for _, s := range []*cobra.Command{setup, drop} {
 		c.storeFlags(s)
-		s.Flags().StringVar(&slot, "slot", "", "replication slot name (default eventkit_<table>)")
+		s.Flags().StringVar(&slot, "slot", "", "replication slot name (default: the per-database name, see pgcdc.DefaultSlotName)")
 		cmd.AddCommand(s)
 	}
 	return cmd

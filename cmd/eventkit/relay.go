@@ -78,7 +78,7 @@ or SIGINT. /readyz answers 200 "leader" or "standby", or 503 "starting",
 	f.IntVar(&o.batch, "batch", 500, "most events per publish round")
 	f.DurationVar(&o.pollInterval, "poll-interval", time.Second, "polling mode: how often to look for events without a wake-up")
 	f.DurationVar(&o.retention, "retention", 0, "keep delivered events this long (marked delivered) instead of deleting them")
-	f.StringVar(&o.slot, "slot", "", "cdc mode: replication slot name (default eventkit_<table>)")
+	f.StringVar(&o.slot, "slot", "", "cdc mode: replication slot name (default: per database and table, see pgcdc.DefaultSlotName)")
 	f.StringSliceVar(&o.collectDLQ, "collect-dlq", nil, "dead-letter topics to collect into the dead-letter table (repeatable; e.g. orders.dlq)")
 	f.BoolVar(&o.migrate, "migrate", false, "create the outbox (and dead-letter) tables first if missing")
 	f.BoolVar(&o.verboseReady, "verbose-readyz", false, "/readyz also prints the last database or broker error text (may reveal internals: keep the endpoint private)")

@@ -13,8 +13,12 @@
 //	parked_at BIGINT NULL    -- set when parked
 //	KEY (delivered_at, parked_at, seq)  -- the claim query
 //
-// Leadership uses GET_LOCK on a dedicated connection (the lock name derives
-// from the table name and is server-wide). Wake-ups are in-process: Add
+// Leadership uses GET_LOCK on a dedicated connection. GET_LOCK names are
+// server-wide, so the name (LockName) hashes the connection's database and
+// the table: outboxes of the same table name in different databases of one
+// server each have their own leader. (Versions before this one hashed the
+// table only; an upgraded relay stands by while an old one leads this
+// database's outbox, see Store.TryLock.) Wake-ups are in-process: Add
 // wakes the relays that run on the same Store value (share one Store per
 // process), which poll until the commit makes the events visible
 // (RelayConfig.WakeLinger); writes from other processes are found by

@@ -7,7 +7,9 @@ import (
 	"database/sql/driver"
 	"embed"
 	"encoding/hex"
+	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"time"
 
@@ -39,8 +41,7 @@ type Config struct {
 // Status, Listen and Notify come from the shared database/sql core.
 type Store struct {
 	*sqlutil.DB
-	cfg      Config
-	lockName string
+	cfg Config
 }
 
 var (
@@ -61,32 +62,84 @@ func New(db *sql.DB, cfg Config) (*Store, error) {
 	if cfg.LockCheckInterval <= 0 {
 		cfg.LockCheckInterval = time.Second
 	}
-	sum := sha256.Sum256([]byte(table))
 	return &Store{
-		DB:       sqlutil.NewDB(db, table, sqlutil.Dialect{Name: "outbox/mysql", NowMicros: nowMicros}, cfg.MaxEventSize),
-		cfg:      cfg,
-		lockName: "eventkit_outbox_" + hex.EncodeToString(sum[:16]), // GET_LOCK names are at most 64 characters
+		DB:  sqlutil.NewDB(db, table, sqlutil.Dialect{Name: "outbox/mysql", NowMicros: nowMicros}, cfg.MaxEventSize),
+		cfg: cfg,
 	}, nil
 }
 
-// TryLock implements outbox.Store with GET_LOCK(name, 0) on a dedicated
-// connection. The lock is scoped to the table name within the server (not
-// the database), so use distinct table names per outbox.
+// LockName is the GET_LOCK name of the leadership lock of the outbox table
+// in database. GET_LOCK names are server-wide, so the name hashes both:
+// "eventkit_outbox_" and 32 hex digits of the SHA-256 of the lower-cased
+// database and table names (48 characters; GET_LOCK allows 64). Lower-cased
+// because names may be case-insensitive (lower_case_table_names): two
+// spellings of one table must share the lock, while two tables whose names
+// differ only in case, where that makes them distinct, merely share a lock
+// (one relay at a time), which is safe.
+func LockName(database, table string) string {
+	sum := sha256.Sum256([]byte(strings.ToLower(database) + "\x00" + strings.ToLower(table)))
+	return "eventkit_outbox_" + hex.EncodeToString(sum[:16])
+}
+
+// legacyLockName is the lock name of earlier versions, which hashed only
+// the table name (so two databases' outboxes of one name shared it).
+func legacyLockName(table string) string {
+	sum := sha256.Sum256([]byte(table))
+	return "eventkit_outbox_" + hex.EncodeToString(sum[:16])
+}
+
+// lockName returns LockName for conn's current database.
+func (s *Store) lockName(ctx context.Context, conn *sql.Conn) (string, error) {
+	var db sql.NullString
+	if err := conn.QueryRowContext(ctx, `SELECT DATABASE()`).Scan(&db); err != nil {
+		return "", err
+	}
+	if !db.Valid || db.String == "" {
+		return "", errors.New("no database selected (name one in the DSN)")
+	}
+	return LockName(db.String, s.Table()), nil
+}
+
+// TryLock implements outbox.Store with GET_LOCK(LockName(DATABASE(),
+// table), 0) on a dedicated connection: the lock is per database and
+// table, so outboxes of the same table name in different databases of one
+// server each have their own leader.
+//
+// While a relay of an earlier version, which locks the table's old,
+// server-wide name, leads this database's outbox, TryLock stands by (it
+// finds the holder of the old name in information_schema.PROCESSLIST
+// with this database as its current one), so a rolling upgrade never has
+// two leaders. Old relays started after a new one leads are not detected:
+// stop the old relays before, not after, starting upgraded ones.
 func (s *Store) TryLock(ctx context.Context) (outbox.Lock, error) {
 	conn, err := s.SQL().Conn(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("outbox/mysql: lock: %w", err)
 	}
-	var got sql.NullInt64
-	if err := conn.QueryRowContext(ctx, `SELECT GET_LOCK(?, 0)`, s.lockName).Scan(&got); err != nil {
+	name, err := s.lockName(ctx, conn)
+	if err != nil {
 		discard(conn)
+		return nil, fmt.Errorf("outbox/mysql: lock: %w", err)
+	}
+	var got, oldLeader sql.NullInt64
+	err = conn.QueryRowContext(ctx, `SELECT GET_LOCK(?, 0)`, name).Scan(&got)
+	if err == nil && got.Int64 == 1 {
+		err = conn.QueryRowContext(ctx, `SELECT COUNT(*) FROM information_schema.PROCESSLIST
+WHERE ID = IS_USED_LOCK(?) AND DB = DATABASE()`, legacyLockName(s.Table())).Scan(&oldLeader)
+	}
+	if err != nil {
+		discard(conn) // drops the lock if it was taken
 		return nil, fmt.Errorf("outbox/mysql: lock: %w", err)
 	}
 	if got.Int64 != 1 {
 		_ = conn.Close()
 		return nil, nil
 	}
-	l := &lock{conn: conn, name: s.lockName, lost: make(chan struct{}), stop: make(chan struct{}), done: make(chan struct{})}
+	if oldLeader.Int64 > 0 {
+		discard(conn) // drops the lock
+		return nil, nil
+	}
+	l := &lock{conn: conn, name: name, lost: make(chan struct{}), stop: make(chan struct{}), done: make(chan struct{})}
 	go l.watch(s.cfg.LockCheckInterval)
 	return l, nil
 }
@@ -191,8 +244,12 @@ func (s *Store) Migrate(ctx context.Context) error {
 		return fmt.Errorf("outbox/mysql: migrate: %w", err)
 	}
 	defer discard(conn) // drops the named lock too
+	name, err := s.lockName(ctx, conn)
+	if err != nil {
+		return fmt.Errorf("outbox/mysql: migrate: %w", err)
+	}
 	var got sql.NullInt64
-	if err := conn.QueryRowContext(ctx, `SELECT GET_LOCK(?, 60)`, s.lockName+"_m").Scan(&got); err != nil || got.Int64 != 1 {
+	if err := conn.QueryRowContext(ctx, `SELECT GET_LOCK(?, 60)`, name+"_m").Scan(&got); err != nil || got.Int64 != 1 {
 		return fmt.Errorf("outbox/mysql: migrate: cannot take the migration lock: %v", err)
 	}
 	return m.Up(ctx, conn)

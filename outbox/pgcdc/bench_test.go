@@ -90,7 +90,7 @@ func BenchmarkDrain(b *testing.B) {
 	// A second relay slot for the NATS run (same publication).
 	natsCfg := e.cfg
 	natsCfg.Slot = "eventkit_" + e.cfg.Table + "_nats"
-	natsCfg.Publication = e.relay(nil).Config().Publication
+	natsCfg.Publication = e.pub
 	natsAdmin, err := pgcdc.New(e.pool, nil, natsCfg)
 	if err != nil {
 		b.Fatal(err)
@@ -234,7 +234,7 @@ func rawRead(b *testing.B, e *env, slot string, n int) int {
 	}
 	defer conn.Close(ctx)
 	if err := pglogrepl.StartReplication(ctx, conn, slot, 0, pglogrepl.StartReplicationOptions{
-		PluginArgs: []string{"proto_version '1'", "publication_names '" + e.relay(nil).Config().Publication + "'"},
+		PluginArgs: []string{"proto_version '1'", "publication_names '" + e.pub + "'"},
 	}); err != nil {
 		b.Fatal(err)
 	}
@@ -410,7 +410,7 @@ func newRawReceiver(b *testing.B, e *env, slot string) *rawReceiver {
 		b.Fatal(err)
 	}
 	if err := pglogrepl.StartReplication(ctx, conn, slot, 0, pglogrepl.StartReplicationOptions{
-		PluginArgs: []string{"proto_version '1'", "publication_names '" + e.relay(nil).Config().Publication + "'"},
+		PluginArgs: []string{"proto_version '1'", "publication_names '" + e.pub + "'"},
 	}); err != nil {
 		b.Fatal(err)
 	}

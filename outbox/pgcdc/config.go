@@ -1,6 +1,8 @@
 package pgcdc
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -15,11 +17,17 @@ var (
 	// ErrSlotNotFound is returned by Run (and reported by Status) when the
 	// replication slot does not exist: call Setup first.
 	ErrSlotNotFound = errors.New("pgcdc: replication slot not found")
-	// ErrMismatch is returned by Setup when a slot or publication of the
-	// configured name exists but is not what the relay needs (another plugin,
-	// another database, a publication without the outbox table or without
-	// inserts). Setup never alters or drops objects it did not create.
+	// ErrMismatch is returned by Setup and Run (at start, without
+	// retrying) when a slot or publication of the configured name exists but
+	// is not what the relay needs (another plugin, another database, a
+	// publication without the outbox table or without inserts), and by
+	// Teardown for a slot of another database. Setup never alters or drops
+	// objects it did not create; Teardown never touches another database's
+	// slot.
 	ErrMismatch = errors.New("pgcdc: existing slot or publication does not match")
+	// ErrPublicationNotFound is returned by Run (at start) when the slot
+	// exists but the publication does not: call Setup.
+	ErrPublicationNotFound = errors.New("pgcdc: publication not found")
 	// ErrInvalidName is returned for a slot or publication name that is not
 	// 1-63 lower-case letters, digits and '_'.
 	ErrInvalidName = errors.New("pgcdc: invalid slot or publication name")
@@ -33,10 +41,18 @@ type Config struct {
 	// Table is the outbox table, optionally schema-qualified, as given to
 	// outbox/postgres. Default outbox.DefaultTable.
 	Table string
-	// Slot is the logical replication slot. Default "eventkit_" + the table
-	// name with '.' replaced by '_', lower-cased.
+	// Slot is the logical replication slot. Slot names are cluster-wide, so
+	// the default is scoped to the database and the table:
+	// DefaultSlotName(current_database(), Table), resolved when the relay
+	// first talks to the database. One exception keeps existing setups
+	// working: if this database already has a slot of the old default name
+	// ("eventkit_" + Table with '.' as '_', which earlier versions used),
+	// and none of the new name, that slot is adopted (see the package doc).
+	// A name given here is used as is; a slot of that name that belongs to
+	// another database is an ErrMismatch, never used or dropped.
 	Slot string
-	// Publication is the publication on the table. Default: the slot name.
+	// Publication is the publication on the table (publications belong to
+	// a database, so any name is per database). Default: the slot name.
 	Publication string
 
 	// RelayConfig configures the relay engine, exactly as for the polling
@@ -85,17 +101,11 @@ func (c Config) withDefaults() (Config, error) {
 	if c.Table == "" {
 		c.Table = outbox.DefaultTable
 	}
-	if c.Slot == "" {
-		c.Slot = "eventkit_" + strings.ToLower(strings.ReplaceAll(c.Table, ".", "_"))
-		if len(c.Slot) > 63 {
-			c.Slot = c.Slot[:63]
-		}
-	}
 	if c.Publication == "" {
-		c.Publication = c.Slot
+		c.Publication = c.Slot // "" when the slot's default is still to resolve
 	}
 	for _, n := range []string{c.Slot, c.Publication} {
-		if !slotNameRe.MatchString(n) {
+		if n != "" && !slotNameRe.MatchString(n) {
 			return c, fmt.Errorf("%w: %q (want 1-63 of a-z, 0-9, _)", ErrInvalidName, n)
 		}
 	}
@@ -121,6 +131,42 @@ func (c Config) withDefaults() (Config, error) {
 		c.Metrics = nopMetrics{}
 	}
 	return c, nil
+}
+
+// DefaultSlotName is the slot name a relay uses for table on database when
+// Config.Slot is empty: "eventkit_", then the database and table names
+// (lower-cased, every character other than a-z, 0-9 and '_' replaced by
+// '_', shortened to 41 characters together), then '_' and 12 hex digits of
+// the SHA-256 of the exact database name and the lower-cased table name.
+// The hash makes the name differ for every database and table, also when
+// the readable part is shortened or replaces characters; the result is
+// always a valid slot name of at most 63 characters. Example: database
+// "shop", table "eventkit_outbox" gives
+// "eventkit_shop_eventkit_outbox_" + 12 hex digits.
+func DefaultSlotName(database, table string) string {
+	table = strings.ToLower(table) // unquoted identifiers fold to lower case
+	sum := sha256.Sum256([]byte(database + "\x00" + table))
+	readable := []byte(strings.ToLower(database) + "_" + table)
+	for i, b := range readable {
+		if (b < 'a' || b > 'z') && (b < '0' || b > '9') && b != '_' {
+			readable[i] = '_'
+		}
+	}
+	const maxReadable = 63 - len("eventkit_") - 1 - 12
+	if len(readable) > maxReadable {
+		readable = readable[:maxReadable]
+	}
+	return "eventkit_" + string(readable) + "_" + hex.EncodeToString(sum[:6])
+}
+
+// legacySlotName is the default slot name before names were scoped to the
+// database: "eventkit_" + table, which collides across databases.
+func legacySlotName(table string) string {
+	n := "eventkit_" + strings.ToLower(strings.ReplaceAll(table, ".", "_"))
+	if len(n) > 63 {
+		n = n[:63]
+	}
+	return n
 }
 
 type nopMetrics struct{}

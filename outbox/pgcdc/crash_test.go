@@ -69,7 +69,7 @@ func TestCrashRestart(t *testing.T) {
 	mem := memory.New(memory.Options{})
 	t.Cleanup(func() { _ = mem.Close(context.Background()) })
 	rec := &outboxtest.Recorder{Next: mem}
-	slot := e.relay(nil).Config().Slot
+	slot := e.slot
 
 	seed := uint64(time.Now().UnixNano())
 	t.Logf("seed %d", seed)
@@ -185,7 +185,7 @@ func TestWalsenderTerminated(t *testing.T) {
 	rec := &outboxtest.Recorder{}
 	r := e.relay(rec)
 	start(t, r)
-	slot := r.Config().Slot
+	slot := e.slot
 	rnd := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 7))
 	p := &producer{sent: map[string][]string{}}
 	errc := make(chan error, 1)

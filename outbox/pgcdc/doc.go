@@ -29,6 +29,38 @@
 // The CLI's `eventkit relay --mode cdc` calls Setup and then Run; Status
 // and Teardown are what an operator's status and drop commands call.
 //
+// # Names, one database at a time
+//
+// Replication slots are cluster-wide while publications, the outbox table
+// and the leadership lock (an advisory lock) belong to a database. So that
+// two services with the default table on one server (one database each)
+// never share a slot, the default slot name is scoped to the database and
+// the table: DefaultSlotName(current_database(), Table), e.g.
+// "eventkit_shop_eventkit_outbox_b7a662892c7c" (sanitised and shortened
+// readable part, then a hash of the exact names; at most 63 bytes). The
+// publication defaults to the same name. The default depends on the
+// database, so it is resolved when the relay first talks to it (Names,
+// Setup, Run, Status, Teardown, Lag); New does not. A name set in
+// Config.Slot (CLI: --slot) is used as is.
+//
+// The relay acts only on its own database's slot: Status reports only a
+// slot of this database (OtherDatabase names the database of a foreign
+// slot of the name); Teardown (`eventkit outbox cdc drop`) never
+// terminates or drops another database's slot, even when named
+// explicitly, and returns ErrMismatch instead; Setup and Run stop at once
+// with ErrMismatch when the slot belongs to another database or the
+// publication lacks the table (ErrPublicationNotFound when it is missing),
+// never in a retry loop.
+//
+// Upgrading from a version whose default slot was "eventkit_" + table
+// (which collided across databases): if this database has a pgoutput slot
+// of that old name and none of the new one, the relay adopts it (and its
+// publication of the same name), so an existing relay keeps its position
+// and nothing is redelivered or lost. To move to the new name, stop the
+// relays, drop the old slot and publication (Teardown does, as long as it
+// is adopted), drain what is left with the polling relay and start again;
+// or set Config.Slot to keep any name for good.
+//
 // # What is guaranteed
 //
 //   - At least once. An event is published, and confirmed by the broker,
@@ -111,10 +143,10 @@
 // a busy database does not pin WAL.
 //
 // To stop using CDC, stop the relays and drop the slot with Teardown (or
-// `eventkit` CLI's drop command, or in SQL: SELECT
-// pg_drop_replication_slot('eventkit_outbox'); DROP PUBLICATION
-// eventkit_outbox;). Events committed but not yet relayed stay in the table
-// for the polling relay.
+// `eventkit outbox cdc drop`, or in SQL, in the outbox's database, with
+// the names Status or Names reports: SELECT pg_drop_replication_slot('<slot>');
+// DROP PUBLICATION <publication>;). Events committed but not yet relayed
+// stay in the table for the polling relay.
 //
 // # What is not guaranteed
 //

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -54,23 +55,26 @@ func sweep() {
 		return
 	}
 	defer conn.Close(ctx)
-	rows, err := conn.Query(ctx, `SELECT slot_name FROM pg_replication_slots WHERE slot_name LIKE 'eventkit\_`+prefix+`\_%' AND NOT active`)
+	rows, err := conn.Query(ctx, `SELECT slot_name FROM pg_replication_slots WHERE slot_name LIKE 'eventkit\_%\_`+prefix+`\_%' AND NOT active`)
 	if err != nil {
 		return
 	}
 	names, _ := pgx.CollectRows(rows, pgx.RowTo[string])
 	for _, n := range names {
-		parts := strings.Split(n, "_") // eventkit, cdct, <unix hex>, <random>
-		if len(parts) != 4 {
+		// eventkit_[<database>_]cdct_<unix hex>_<random>[_<hash>|_raw|...]
+		m := sweepRe.FindStringSubmatch(n)
+		if m == nil {
 			continue
 		}
-		sec, err := strconv.ParseInt(parts[2], 16, 64)
+		sec, err := strconv.ParseInt(m[1], 16, 64)
 		if err != nil || time.Since(time.Unix(sec, 0)) < 15*time.Minute {
 			continue
 		}
 		_, _ = conn.Exec(ctx, `SELECT pg_drop_replication_slot($1)`, n)
 	}
 }
+
+var sweepRe = regexp.MustCompile(`_` + prefix + `_([0-9a-f]{8})_[0-9a-f]{12}`)
 
 // tableName is unique and carries its creation time (see sweep).
 func tableName() string { return testenv.Name(fmt.Sprintf("%s_%x", prefix, time.Now().Unix())) }
@@ -80,11 +84,15 @@ type env struct {
 	pool  *pgxpool.Pool
 	store *postgres.Store
 	cfg   pgcdc.Config
+	// slot and pub are the relay's default names, resolved by Setup.
+	slot, pub string
 }
 
-func newPool(t testing.TB) *pgxpool.Pool {
+func newPool(t testing.TB) *pgxpool.Pool { return newPoolOn(t, testenv.Postgres.URL(t)) }
+
+func newPoolOn(t testing.TB, url string) *pgxpool.Pool {
 	t.Helper()
-	pc, err := pgxpool.ParseConfig(testenv.Postgres.URL(t))
+	pc, err := pgxpool.ParseConfig(url)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -101,8 +109,14 @@ func newPool(t testing.TB) *pgxpool.Pool {
 // publication, all dropped with t (even when the test fails).
 func newEnv(t testing.TB) *env {
 	t.Helper()
-	pool := newPool(t)
-	table := tableName()
+	return newEnvOn(t, testenv.Postgres.URL(t), tableName())
+}
+
+// newEnvOn is newEnv on the database of url, with the given table;
+// prepare runs after the migration, before Setup.
+func newEnvOn(t testing.TB, url, table string, prepare ...func(*pgxpool.Pool)) *env {
+	t.Helper()
+	pool := newPoolOn(t, url)
 	store, err := postgres.New(pool, postgres.Config{Table: table})
 	if err != nil {
 		t.Fatal(err)
@@ -128,9 +142,13 @@ func newEnv(t testing.TB) *env {
 		}
 		_, _ = pool.Exec(cctx, `DROP TABLE IF EXISTS `+table+`; DROP TABLE IF EXISTS `+table+`_migrations; DROP FUNCTION IF EXISTS `+table+`_notify()`)
 	})
+	for _, p := range prepare {
+		p(pool)
+	}
 	if err := admin.Setup(ctx); err != nil {
 		t.Fatal(err)
 	}
+	e.slot, e.pub = admin.Config().Slot, admin.Config().Publication
 	return e
 }
 
@@ -271,7 +289,7 @@ func TestSetupTeardownIdempotent(t *testing.T) {
 	}
 	var temporary bool
 	var plugin string
-	if err := e.pool.QueryRow(ctx, `SELECT temporary, plugin FROM pg_replication_slots WHERE slot_name = $1`, r.Config().Slot).Scan(&temporary, &plugin); err != nil {
+	if err := e.pool.QueryRow(ctx, `SELECT temporary, plugin FROM pg_replication_slots WHERE slot_name = $1`, e.slot).Scan(&temporary, &plugin); err != nil {
 		t.Fatal(err)
 	}
 	if temporary || plugin != "pgoutput" {
@@ -305,7 +323,7 @@ func TestSetupTeardownIdempotent(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer e.pool.Exec(context.Background(), `DROP TABLE `+other) //nolint:errcheck
-	if _, err := e.pool.Exec(ctx, `CREATE PUBLICATION `+r.Config().Publication+` FOR TABLE `+other); err != nil {
+	if _, err := e.pool.Exec(ctx, `CREATE PUBLICATION `+e.pub+` FOR TABLE `+other); err != nil {
 		t.Fatal(err)
 	}
 	if err := r.Setup(ctx); !errors.Is(err, pgcdc.ErrMismatch) {
@@ -347,7 +365,7 @@ func TestRoundTripAndCleanup(t *testing.T) {
 	// Delivered rows are deleted, and the slot moves past the transaction.
 	waitFor(t, 10*time.Second, "rows deleted", func() bool { return e.rows() == 0 })
 	after := e.currentLSN()
-	waitFor(t, 10*time.Second, "slot to advance", func() bool { return e.slotLSN(r.Config().Slot) >= after })
+	waitFor(t, 10*time.Second, "slot to advance", func() bool { return e.slotLSN(e.slot) >= after })
 	st, err := r.Status(context.Background())
 	if err != nil {
 		t.Fatal(err)
@@ -435,7 +453,7 @@ func TestBrokerOutage(t *testing.T) {
 	})
 	r := e.relay(rec)
 	stop := start(t, r)
-	slot := r.Config().Slot
+	slot := e.slot
 	waitFor(t, 10*time.Second, "streaming", func() bool { return r.Stats().Streaming })
 	var sent []string
 	for i := range 5 {
@@ -546,7 +564,7 @@ func TestIdleSlotAdvancesAndLagWarning(t *testing.T) {
 		c.Logger = slog.New(slog.NewTextHandler(&logs, nil))
 		c.Metrics = lm
 	})
-	slot := r.Config().Slot
+	slot := e.slot
 	before := e.slotLSN(slot)
 	other := testenv.Name(prefix)
 	if _, err := e.pool.Exec(ctx, `CREATE TABLE `+other+` (x int)`); err != nil {
@@ -738,7 +756,7 @@ func TestStaysConnectedWhileBrokerDown(t *testing.T) {
 	start(t, r)
 	waitFor(t, 10*time.Second, "streaming", func() bool { return r.Stats().Streaming })
 	walsender := func() (pid int32) {
-		_ = e.pool.QueryRow(context.Background(), `SELECT coalesce(active_pid, 0) FROM pg_replication_slots WHERE slot_name = $1`, r.Config().Slot).Scan(&pid)
+		_ = e.pool.QueryRow(context.Background(), `SELECT coalesce(active_pid, 0) FROM pg_replication_slots WHERE slot_name = $1`, e.slot).Scan(&pid)
 		return pid
 	}
 	pid := walsender()

@@ -31,6 +31,7 @@ type Relay struct {
 	store *postgres.Store
 
 	schema, base string
+	names        sync.Mutex // guards the resolution of cfg.Slot and cfg.Publication (setup.go)
 
 	src    *source
 	engine *outbox.Relay
@@ -67,9 +68,15 @@ func New(pool *pgxpool.Pool, pub broker.Publisher, cfg Config) (*Relay, error) {
 	return r, nil
 }
 
-// Config returns the effective configuration (with defaults and the slot
-// and publication names filled in).
-func (r *Relay) Config() Config { return r.cfg }
+// Config returns the effective configuration, with the defaults filled in.
+// The default slot and publication names depend on the database: they are
+// empty until the relay has resolved them (Names, Setup, Run, Teardown,
+// Status and Lag do).
+func (r *Relay) Config() Config {
+	r.names.Lock()
+	defer r.names.Unlock()
+	return r.cfg
+}
 
 // Source returns the relay's stream source, for outbox.NewRelay (Run does
 // that itself; this is for tests and for code that builds its own engine).
@@ -127,19 +134,23 @@ func (r *Relay) advance(lsn pglogrepl.LSN) {
 	}
 }
 
-// Run relays events until ctx ends, then returns nil. It checks first that
-// the table, the slot and the publication are there and fit (returning
-// outbox.ErrNoTable, outbox.ErrTableShape, ErrSlotNotFound or ErrMismatch
-// at once), then runs the relay engine: it takes the outbox's leadership
-// lock (the one the polling relay of outbox/postgres takes, so a polling
-// relay and a CDC relay never run at once on a table, and further CDC
-// relays stand by), streams from the slot while it holds it, and
-// reconnects with backoff when the replication connection breaks. It
-// returns ErrSlotNotFound if the slot is dropped while it runs. Every
-// goroutine it starts has ended when it returns.
+// Run relays events until ctx ends, then returns nil. It resolves the slot
+// and publication names and checks first that the table, the slot and the
+// publication are there, belong to this database and fit (returning
+// outbox.ErrNoTable, outbox.ErrTableShape, ErrSlotNotFound,
+// ErrPublicationNotFound or ErrMismatch at once), then runs the relay
+// engine: it takes the outbox's leadership lock (the one the polling relay
+// of outbox/postgres takes, so a polling relay and a CDC relay never run at
+// once on a table, and further CDC relays stand by), streams from the slot
+// while it holds it, and reconnects with backoff when the replication
+// connection breaks. It returns ErrSlotNotFound if the slot is dropped while
+// it runs. Every goroutine it starts has ended when it returns.
 func (r *Relay) Run(ctx context.Context) error {
 	if r.engine == nil {
 		return ErrNoPublisher
+	}
+	if err := r.preflight(ctx); err != nil || ctx.Err() != nil {
+		return err
 	}
 	return r.engine.Run(ctx)
 }
@@ -191,8 +202,8 @@ func (r *Relay) stream(ctx context.Context) error {
 		if ctx.Err() != nil {
 			return nil
 		}
-		if errors.Is(err, ErrSlotNotFound) {
-			r.cfg.Logger.Error("pgcdc: replication slot is gone; stopping", "slot", r.cfg.Slot)
+		if fatal(err) {
+			r.cfg.Logger.Error("pgcdc: replication slot or publication is gone or not the relay's; stopping", "slot", r.cfg.Slot, "err", err)
 			return err
 		}
 		r.stats.reconnects.Add(1)

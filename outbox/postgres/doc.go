@@ -41,7 +41,11 @@
 //
 // The leadership lock is pg_try_advisory_lock(k) on a dedicated session,
 // with k the first 8 bytes of the FNV-1a hash of "eventkit.outbox:"+T; the
-// migration lock is pg_advisory_xact_lock(k+1). The relay LISTENs on the
+// migration lock is pg_advisory_xact_lock(k+1). Advisory locks belong to
+// the database they are taken in (pg_locks.database), so outboxes of the
+// same table name in different databases of one server each have their own
+// leader; within one database, two schemas' tables of one name share the
+// lock unless T is schema-qualified. The relay LISTENs on the
 // channel named T (Store.Channel) on a dedicated connection.
 //
 // The relay takes two connections out of the pool for good (the lock and

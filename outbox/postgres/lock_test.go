@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/eventkit/eventkit"
+	"github.com/eventkit/eventkit/internal/testenv/testdb"
 	"github.com/eventkit/eventkit/outbox"
 	"github.com/eventkit/eventkit/outbox/outboxtest"
 )
@@ -79,4 +80,37 @@ WHERE locktype = 'advisory' AND granted AND classid = $1 AND objid = $2 AND objs
 		t.Fatalf("no takeover: r1 %v, r2 %v", s1, s2)
 	}
 	t.Logf("after the lock session was killed: r1 %v; r2 %v; %d duplicates", s1, s2, dups)
+}
+
+// TestTwoDatabases runs an outbox of the default table name in each of two
+// databases of one server: both relays lead and drain at once. Advisory
+// locks belong to the database they are taken in (pg_locks.database), so
+// the same key in two databases is two locks: this checks it, also in
+// pg_locks.
+func TestTwoDatabases(t *testing.T) {
+	t.Parallel()
+	a := harnessOn(t, testdb.Postgres(t), outbox.DefaultTable)
+	b := harnessOn(t, testdb.Postgres(t), outbox.DefaultTable)
+	ctx := context.Background()
+	la, err := a.Store.TryLock(ctx)
+	if err != nil || la == nil {
+		t.Fatalf("lock a: %v %v", la, err)
+	}
+	lb, err := b.Store.TryLock(ctx)
+	if err != nil || lb == nil {
+		t.Fatalf("lock b while a holds its own: %v %v", lb, err)
+	}
+	hash := fnv.New64a()
+	_, _ = hash.Write([]byte("eventkit.outbox:" + outbox.DefaultTable))
+	key := hash.Sum64()
+	var dbs int
+	if err := newPool(t).QueryRow(ctx, `SELECT count(DISTINCT database) FROM pg_locks
+WHERE locktype = 'advisory' AND granted AND classid = $1 AND objid = $2 AND objsubid = 1
+  AND database IN (SELECT oid FROM pg_database WHERE datname LIKE 'ekdb\_%')`,
+		int64(uint32(key>>32)), int64(uint32(key))).Scan(&dbs); err != nil || dbs < 2 {
+		t.Fatalf("the key is locked in %d test databases (%v), want 2", dbs, err)
+	}
+	_ = la.Release(ctx)
+	_ = lb.Release(ctx)
+	outboxtest.TwoDatabases(t, a, b)
 }

@@ -17,9 +17,11 @@ import (
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
-func newPool(t testing.TB) *pgxpool.Pool {
+func newPool(t testing.TB) *pgxpool.Pool { return newPoolOn(t, testenv.Postgres.URL(t)) }
+
+func newPoolOn(t testing.TB, url string) *pgxpool.Pool {
 	t.Helper()
-	pool, err := pgxpool.New(context.Background(), testenv.Postgres.URL(t))
+	pool, err := pgxpool.New(context.Background(), url)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -30,7 +32,11 @@ func newPool(t testing.TB) *pgxpool.Pool {
 // newStore creates a migrated outbox on a new table, dropped with t.
 func newStore(t testing.TB, pool *pgxpool.Pool) *postgres.Store {
 	t.Helper()
-	table := testenv.Name("outbox")
+	return newStoreOn(t, pool, testenv.Name("outbox"))
+}
+
+func newStoreOn(t testing.TB, pool *pgxpool.Pool, table string) *postgres.Store {
+	t.Helper()
 	s, err := postgres.New(pool, postgres.Config{Table: table, LockCheckInterval: 100 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
@@ -45,8 +51,13 @@ func newStore(t testing.TB, pool *pgxpool.Pool) *postgres.Store {
 }
 
 func harness(t *testing.T) outboxtest.Harness {
-	pool := newPool(t)
-	s := newStore(t, pool)
+	return harnessOn(t, testenv.Postgres.URL(t), testenv.Name("outbox"))
+}
+
+// harnessOn is a harness on a new outbox table of the database of url.
+func harnessOn(t *testing.T, url, table string) outboxtest.Harness {
+	pool := newPoolOn(t, url)
+	s := newStoreOn(t, pool, table)
 	return outboxtest.Harness{
 		Store:             s,
 		ConcurrentWriters: true,
@@ -62,7 +73,7 @@ func harness(t *testing.T) outboxtest.Harness {
 			return err
 		},
 		NewStore: func(t *testing.T) outbox.Store {
-			s2, err := postgres.New(newPool(t), postgres.Config{Table: s.Table(), LockCheckInterval: 100 * time.Millisecond})
+			s2, err := postgres.New(newPoolOn(t, url), postgres.Config{Table: s.Table(), LockCheckInterval: 100 * time.Millisecond})
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -16,8 +16,8 @@
 //
 // SQLite runs one write transaction at a time, so seq order is commit order
 // and there are no out-of-order commits. Leadership is an in-process lock
-// (per database file and table): run the relays of one SQLite outbox in one
-// process. Wake-ups are in-process too: Add wakes the relays that run on
+// per database file and table (two files' outboxes never share it): run
+// the relays of one SQLite outbox in one process. Wake-ups are in-process too: Add wakes the relays that run on
 // the same Store value (share one Store per process), which poll until the
 // commit makes the events visible.
 package sqlite
