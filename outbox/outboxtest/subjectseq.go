@@ -132,4 +132,3 @@ func testSubjectSeq(t *testing.T, h Harness) {
 		}
 	}
 }
-
