@@ -61,11 +61,11 @@ func positionMigrationSQL(d Dialect, table string) ([]string, error) {
 
 // seqQueries are the position statements of one dialect and table.
 type seqQueries struct {
-	table  string
-	keyed  bool   // MySQL: rows are identified by a SHA-256 of (consumer, topic, subject)
-	lock   string // creates the row if needed, locks it; returns last, failures, parked (PG, SQLite)
-	create string // MySQL: creates the row, outside the handler's transaction
-	read   string // MySQL: reads the locked row
+	table                                       string
+	keyed                                       bool   // MySQL: rows are identified by a SHA-256 of (consumer, topic, subject)
+	lock                                        string // creates the row if needed, locks it; returns last, failures, parked (PG, SQLite)
+	create                                      string // MySQL: creates the row, outside the handler's transaction
+	read                                        string // MySQL: reads the locked row
 	advance, fail, failures, park, skip, unpark string
 }
 
