@@ -3,6 +3,7 @@ package consumer
 import (
 	"context"
 	"errors"
+	"strconv"
 	"time"
 
 	"github.com/eventkit/eventkit"
@@ -21,6 +22,20 @@ import (
 // is acked; the head's failures are counted in the position row, so that
 // MaxAttempts counts handler failures of the head across processes and
 // redeliveries, not deliveries of early copies.
+
+// ExtDLQParked marks the dead letter of an event that parked its subject
+// (StrictOrder): its value is the event's subject sequence number. Until an
+// operator replays the dead letter (deadletter.Store.Unpark, then Replay)
+// or skips it (deadletter.Store.Skip), the subject's later events wait.
+const ExtDLQParked = "dlqparked"
+
+// deadLetterParked publishes the dead letter of ev, the head its subject
+// is parked at, marked with ExtDLQParked, and then acks d.
+func (r *route) deadLetterParked(d broker.Delivery, ev eventkit.Event, seq int64, f dlq.Failure) {
+	dl := dlq.Of(ev, r.topic, r.group, f)
+	dl.Extensions[ExtDLQParked] = strconv.FormatInt(seq, 10)
+	r.publishDeadLetter(d, dl, f)
+}
 
 // runOrdered processes one delivery of an ordered (or strict) route.
 func (r *route) runOrdered(d broker.Delivery) {
@@ -104,7 +119,7 @@ func (r *route) processStrict(d broker.Delivery) {
 			// The subject is parked at this very event: it was given up
 			// on and its dead letter may not have been published (or
 			// this is a copy). Publish it (again: at least once).
-			r.deadLetter(d, ev, dlq.Failure{Reason: ReasonMaxAttempts, Attempts: r.cfg.Retry.MaxAttempts, First: now, Last: now, Err: err})
+			r.deadLetterParked(d, ev, seq, dlq.Failure{Reason: ReasonMaxAttempts, Attempts: r.cfg.Retry.MaxAttempts, First: now, Last: now, Err: err})
 			return
 		}
 
@@ -145,7 +160,7 @@ func (r *route) processStrict(d broker.Delivery) {
 				return
 			}
 			r.parked.Add(1)
-			r.deadLetter(d, ev, dlq.Failure{Reason: reason, Attempts: n, First: first, Last: now, Err: err})
+			r.deadLetterParked(d, ev, seq, dlq.Failure{Reason: reason, Attempts: n, First: first, Last: now, Err: err})
 			return
 		}
 		delay := r.cfg.Retry.Backoff(n)

@@ -393,4 +393,3 @@ func TestBestEffortOrderViolatesUnderReordering(t *testing.T) {
 		t.Fatal("no order violation in best-effort mode: the scenario does not reorder")
 	}
 }
-
