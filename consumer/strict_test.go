@@ -30,10 +30,10 @@ import (
 // returns a new client (its own connection), closed when the test ends.
 type strictBroker struct {
 	name  string
-	setup func(t *testing.T, group string) (conn func() broker.Broker, topic string)
+	setup func(t testing.TB, group string) (conn func() broker.Broker, topic string)
 }
 
-func closeLater(t *testing.T, b broker.Broker) broker.Broker {
+func closeLater(t testing.TB, b broker.Broker) broker.Broker {
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
@@ -47,11 +47,11 @@ func dialCtx() (context.Context, context.CancelFunc) {
 }
 
 var strictBrokers = []strictBroker{
-	{"memory", func(t *testing.T, _ string) (func() broker.Broker, string) {
+	{"memory", func(t testing.TB, _ string) (func() broker.Broker, string) {
 		shared := newBroker(t)
 		return func() broker.Broker { return memory.Client(shared) }, testenv.Name("ckt")
 	}},
-	{"nats", func(t *testing.T, _ string) (func() broker.Broker, string) {
+	{"nats", func(t testing.TB, _ string) (func() broker.Broker, string) {
 		admin, newTopic := natsBroker(t)
 		_ = admin
 		url := testenv.NATS.URL(t)
@@ -66,7 +66,7 @@ var strictBrokers = []strictBroker{
 			return closeLater(t, b)
 		}, newTopic()
 	}},
-	{"rabbitmq", func(t *testing.T, group string) (func() broker.Broker, string) {
+	{"rabbitmq", func(t testing.TB, group string) (func() broker.Broker, string) {
 		url := testenv.RabbitMQ.URL(t)
 		conn := func() broker.Broker {
 			ctx, cancel := dialCtx()
@@ -91,7 +91,7 @@ var strictBrokers = []strictBroker{
 		})
 		return conn, topic
 	}},
-	{"redis", func(t *testing.T, _ string) (func() broker.Broker, string) {
+	{"redis", func(t testing.TB, _ string) (func() broker.Broker, string) {
 		url := testenv.Redis.URL(t)
 		prefix := testenv.Name("ekt-strict") + ":"
 		o, err := goredis.ParseURL(url)
@@ -122,7 +122,7 @@ var strictBrokers = []strictBroker{
 			return closeLater(t, b)
 		}, testenv.Name("ckt")
 	}},
-	{"kafka", func(t *testing.T, _ string) (func() broker.Broker, string) {
+	{"kafka", func(t testing.TB, _ string) (func() broker.Broker, string) {
 		c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.GroupMinSessionTimeout(time.Second))
 		if err != nil {
 			t.Fatal(err)
