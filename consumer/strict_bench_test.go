@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"strconv"
-	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -32,24 +31,10 @@ func BenchmarkStrictOrder(b *testing.B) {
 				conn, topic := sb.setup(b, "raw")
 				br := conn()
 				prepublishSeq(b, br, topic)
-				var n atomic.Int64
-				done := make(chan struct{})
 				cpu := cpuTime()
 				b.ResetTimer()
-				sub, err := br.Subscribe(context.Background(), topic, "raw", broker.AutoAck(
-					func(ctx context.Context, e eventkit.Event, attempt int) error {
-						if n.Add(1) == int64(b.N) {
-							close(done)
-						}
-						return nil
-					}))
-				if err != nil {
-					b.Fatal(err)
-				}
-				<-done
-				b.StopTimer()
+				rawConsume(b, br, topic)
 				reportCPU(b, cpu)
-				_ = sub.Close(context.Background())
 			})
 			for _, mode := range []string{"best-effort", "strict"} {
 				b.Run(mode, func(b *testing.B) {
