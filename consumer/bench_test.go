@@ -72,23 +72,9 @@ func benchConsume(b *testing.B, newB func(b *testing.B) (broker.Broker, string))
 	b.Run("raw-broker", func(b *testing.B) {
 		br, topic := newB(b)
 		prepublish(b, br, topic)
-		var n atomic.Int64
-		done := make(chan struct{})
 		b.ResetTimer()
-		sub, err := br.Subscribe(context.Background(), topic, "raw", broker.AutoAck(
-			func(ctx context.Context, e eventkit.Event, attempt int) error {
-				if n.Add(1) == int64(b.N) {
-					close(done)
-				}
-				return nil
-			}))
-		if err != nil {
-			b.Fatal(err)
-		}
-		<-done
-		b.StopTimer()
+		rawConsume(b, br, topic)
 		report(b)
-		_ = sub.Close(context.Background())
 	})
 	for _, kind := range []string{"none", "redis", "postgres", "postgres-batch64"} {
 		for _, conc := range []int{1, 8, 64} {
@@ -136,6 +122,26 @@ func BenchmarkPostgresInbox(b *testing.B) {
 			}
 		}
 	}
+}
+
+// rawConsume consumes b.N events of topic with a plain adapter subscription
+// (AutoAck, one call at a time) and stops the timer after the last one.
+func rawConsume(b *testing.B, br broker.Subscriber, topic string) {
+	var n atomic.Int64
+	done := make(chan struct{})
+	sub, err := br.Subscribe(context.Background(), topic, "raw", broker.AutoAck(
+		func(ctx context.Context, e eventkit.Event, attempt int) error {
+			if n.Add(1) == int64(b.N) {
+				close(done)
+			}
+			return nil
+		}))
+	if err != nil {
+		b.Fatal(err)
+	}
+	<-done
+	b.StopTimer()
+	_ = sub.Close(context.Background())
 }
 
 // benchRuntime runs the runtime with cfg over b.N prepublished events and

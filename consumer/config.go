@@ -35,6 +35,14 @@ type Config struct {
 	// it is dead-lettered and the subject moves on. Events without a subject
 	// share one key (they are ordered among themselves).
 	OrderedBySubject bool
+	// StrictOrder applies the events of each subject strictly in the order
+	// of their subject sequence numbers (eventkit.SubjectSeqExtension,
+	// stamped by the SQL outbox stores), with any number of competing
+	// consumers, across crashes and redeliveries; see "Strict order" in
+	// the package doc. It needs an Inbox that implements inbox.Sequencer
+	// (sqlinbox), implies OrderedBySubject, and cannot be combined with
+	// InboxBatch.
+	StrictOrder bool
 	// HandlerTimeout bounds one handler call (default 30s). The handler's
 	// context is also cancelled when shutdown runs out of time.
 	HandlerTimeout time.Duration
@@ -176,6 +184,15 @@ func (p RetryPolicy) worstCase(handlerTimeout time.Duration) time.Duration {
 func (c Config) withDefaults(sub broker.Subscriber) (Config, error) {
 	if c.Concurrency <= 0 {
 		c.Concurrency = 1
+	}
+	if c.StrictOrder {
+		if _, ok := c.Inbox.(inbox.Sequencer); !ok {
+			return c, fmt.Errorf("consumer: StrictOrder needs an Inbox that implements inbox.Sequencer, such as sqlinbox (have %T)", c.Inbox)
+		}
+		if c.InboxBatch > 1 {
+			return c, errors.New("consumer: InboxBatch cannot be combined with StrictOrder")
+		}
+		c.OrderedBySubject = true
 	}
 	if c.InboxBatch > 1 {
 		if c.OrderedBySubject {

@@ -156,6 +156,11 @@ type Stats struct {
 	Retried      uint64
 	DeadLettered uint64
 	Duplicates   uint64
+	// Early counts deliveries put back because an earlier event of their
+	// subject was not applied yet (StrictOrder); Parked counts subjects
+	// parked behind a dead-lettered event (StrictOrder).
+	Early  uint64
+	Parked uint64
 }
 
 // Stats returns the current counters.
@@ -172,6 +177,8 @@ func (c *Consumer) Stats() Stats {
 		s.Retried += r.retried.Load()
 		s.DeadLettered += r.deadLettered.Load()
 		s.Duplicates += r.duplicates.Load()
+		s.Early += r.early.Load()
+		s.Parked += r.parked.Load()
 	}
 	return s
 }
@@ -179,6 +186,7 @@ func (c *Consumer) Stats() Stats {
 type counters struct {
 	inflight, handling                                 atomic.Int64
 	handled, failed, retried, deadLettered, duplicates atomic.Uint64
+	early, parked                                      atomic.Uint64
 }
 
 // settleTimeout bounds one Ack/Nack/Term or dead-letter publish.

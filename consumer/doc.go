@@ -1,6 +1,7 @@
 // Package consumer is the consumer runtime: it runs handlers for the
 // deliveries of any broker.Subscriber with a bounded worker pool, optional
-// per-subject order, retries with backoff, dead letters, an optional inbox
+// per-subject order (best effort, or strict across competing consumers and
+// crashes with the SQL inbox), retries with backoff, dead letters, an optional inbox
 // for idempotency, panic recovery, tracing and metrics, and a graceful
 // shutdown.
 //
@@ -27,15 +28,49 @@
 // that), so a slow or blocked handler applies backpressure; memory does not
 // grow with the backlog.
 //
-// Order: without OrderedBySubject, deliveries run in parallel with no order.
-// With it, events of one subject run one at a time in delivery order and
-// different subjects in parallel; a failing event is retried in place (its
-// worker sleeps through the backoff, holding back later events of that
-// subject only) and after Retry.MaxAttempts it is dead-lettered and the
-// subject moves on. The order is the broker's delivery order: brokers
-// without Capabilities.OrderedPerSubject do not keep it across competing
-// consumers of a group, and a delivery redelivered after its ack wait (or a
-// crash) comes back out of order.
+// Order has three modes.
+//
+// Unordered (the default): deliveries run in parallel with no order.
+//
+// Best effort (OrderedBySubject): events of one subject run one at a time
+// in delivery order and different subjects in parallel; a failing event is
+// retried in place (its worker sleeps through the backoff, holding back
+// later events of that subject only) and after Retry.MaxAttempts it is
+// dead-lettered and the subject moves on. The order is the broker's
+// delivery order in this process: competing consumers of a group can run
+// one subject's events in parallel, and a delivery redelivered after its
+// ack wait (or a consumer's crash) comes back after later events of its
+// subject.
+//
+// Strict (StrictOrder, with an inbox.Sequencer such as sqlinbox): each
+// event of a subject is applied only after every earlier event of that
+// subject was applied, skipped or is parked, with any number of competing
+// consumers in a group, across crashes and redeliveries, on every broker.
+// The order is the subject sequence (eventkit.SubjectSeqExtension) that
+// the SQL outbox stores stamp in the producer's transaction, gap-free in
+// commit order. The inbox keeps a position row per (group, topic, subject)
+// and locks it in the handler's transaction: an event whose number is
+// already applied is a duplicate (acked); the next number runs, and the
+// position advances in the same commit as the handler's writes; a later
+// number is early: it goes back to the broker with a short, growing delay
+// (Retry.Initial doubling, at most a second) without counting an attempt
+// and without holding a worker or memory, so other subjects keep flowing.
+// MaxAttempts counts the failures of a subject's head event, kept in the
+// position row, not broker redeliveries. When the head fails for the last
+// time (or permanently) the subject is parked: the head is dead-lettered
+// (marked ExtDLQParked) and the subject's later events wait (they are
+// redelivered at most every Retry.Max) until an operator replays the dead letter
+// (eventkit dlq replay, or deadletter.Store.Unpark then Replay: it runs
+// first again, with a fresh count of attempts) or skips it (eventkit dlq
+// skip, deadletter.Store.Skip: the subject moves past it). Deduplication
+// is by (group, topic, subject, sequence number): a replayed event whose
+// subject was skipped past it is a duplicate. A group's first event of a
+// subject must be number 1: a group started after earlier events of a
+// subject are gone waits for them (start a group before the events it must
+// apply; there is no call yet to set a position by hand).
+// Events without a subject or without a sequence number get best-effort
+// order and the inbox's deduplication by event id. An event whose
+// sequence number is not a positive integer is dead-lettered.
 //
 // Retries: a handler error is retried with exponential backoff and jitter
 // (RetryPolicy) up to MaxAttempts, counting with Delivery.Attempt(); without

@@ -59,7 +59,11 @@ func sqlStore(t testing.TB, name, driver, dsn string, d sqlinbox.Dialect) *store
 	if _, err := db.Exec("CREATE TABLE " + biz + " (id VARCHAR(64) PRIMARY KEY, n INTEGER NOT NULL)"); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _, _ = db.Exec("DROP TABLE " + table); _, _ = db.Exec("DROP TABLE " + biz) })
+	t.Cleanup(func() {
+		_, _ = db.Exec("DROP TABLE " + table)
+		_, _ = db.Exec("DROP TABLE " + table + "_positions")
+		_, _ = db.Exec("DROP TABLE " + biz)
+	})
 	up, _ := sqlinbox.UpsertSQL(d, biz, []string{"id"}, []string{"id", "n"})
 	_ = up
 	var insert, update string

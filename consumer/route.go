@@ -199,7 +199,7 @@ func (r *route) orderedWorker() {
 		case j := <-r.ready:
 			d := j.d
 			for {
-				r.process(d)
+				r.runOrdered(d)
 				r.mu.Lock()
 				q := r.queues[j.key]
 				if len(q) == 0 {

@@ -60,8 +60,20 @@
 //     the e2 after it never holds e2 before e1, and a single active relay
 //     (below) publishes one batch at a time. RelayConfig.PipelineSubjects
 //     trades this for fewer calls (see there). Two transactions that write
-//     the same subject concurrently have no defined order between them;
-//     serialize writes of one aggregate (a row lock) to get one.
+//     the same subject are ordered by the subject sequence (below): the
+//     second waits in Add for the first to commit or roll back.
+//   - Subject sequence. Add stamps every event that has a subject with the
+//     next number of its (topic, subject) sequence, in the
+//     eventkit.SubjectSeqExtension extension ("subjectseq", overwriting a
+//     value the caller set), from a counter row in <table>_subject_seq
+//     updated in the caller's transaction. The row lock serialises the
+//     writers of one subject until they commit and a rollback returns its
+//     numbers, so each subject's numbers are 1, 2, 3, ... with no gap and
+//     no repeat, in commit order. The consumer's strict order mode
+//     (consumer.Config.StrictOrder) applies events by these numbers,
+//     whatever order the broker delivers them in. A parked event (below)
+//     is a gap for those consumers: its subject waits there until the
+//     event is requeued.
 //   - Poison events. An event the broker rejects permanently
 //     (eventkit.IsPermanent, or over a size limit: eventkit.ErrTooLarge),
 //     as named by a *broker.PublishError, is retried RelayConfig.MaxAttempts

@@ -61,7 +61,7 @@ func newDLQCmd(g *globals) *cobra.Command {
 	c := &conn{g: g}
 	cmd := &cobra.Command{
 		Use:   "dlq",
-		Short: "List, show, replay and purge dead letters",
+		Short: "List, show, replay, skip and purge dead letters",
 		Long: `Dead letters are events that a consumer gave up on (every attempt failed, a
 permanent error, or a message that is not a valid event). The consumer
 runtime publishes them to dead-letter topics (<topic>.dlq); the relay daemon
@@ -146,8 +146,9 @@ dead-letter table, where these commands find them.`,
 		Long: `replay republishes the original event (without the dead-letter attributes) to
 its original topic and then marks the dead letter replayed. It is at least
 once: if it stops between the two, the next replay publishes the event again,
-and consumers with an inbox drop the duplicate. Give event ids, filters, or
---all.`,
+and consumers with an inbox drop the duplicate. A subject that a dead letter
+parked (strict order) is resumed first so that the replayed event runs
+before the subject's later events. Give event ids, filters, or --all.`,
 		Example: `  eventkit dlq replay --store postgres://... --broker nats://127.0.0.1:4222 0192f0c4-7a9e-7c1b-9f0e-5b7d2c1a9e33
   eventkit dlq replay --store postgres://... --broker nats://127.0.0.1:4222 --topic orders --since 1h
   eventkit dlq replay --store postgres://... --broker nats://127.0.0.1:4222 --all`,
@@ -166,7 +167,7 @@ and consumers with an inbox drop the duplicate. Give event ids, filters, or
 				}
 			}
 			ctx := cmd.Context()
-			dl, closeStore, err := c.openDeadLetters(ctx)
+			dl, in, closeStore, err := c.openParked(ctx)
 			if err != nil {
 				return err
 			}
@@ -178,6 +179,11 @@ and consumers with an inbox drop the duplicate. Give event ids, filters, or
 			defer b.Close(ctx)
 			var total deadletter.ReplayResult
 			for _, f := range fs {
+				// Strict order: a subject parked at a dead letter runs it
+				// first again when it comes back.
+				if _, err := dl.Unpark(ctx, in, f); err != nil {
+					return err
+				}
 				res, err := dl.Replay(ctx, b, f)
 				total.Replayed += res.Replayed
 				total.Skipped += res.Skipped
@@ -256,7 +262,7 @@ and consumers with an inbox drop the duplicate. Give event ids, filters, or
 	}
 	c.storeFlags(replay)
 	c.brokerFlag(replay)
-	cmd.AddCommand(list, show, replay, purge)
+	cmd.AddCommand(list, show, replay, purge, newDLQSkip(c, g))
 	return cmd
 }
 

@@ -35,6 +35,20 @@
 // few round trips per event; the fsync of one commit is shared by the
 // batch.
 //
+// Strict order: Inbox and PgxInbox implement inbox.Sequencer, used by the
+// consumer's strict order mode (consumer.Config.StrictOrder). A position
+// table (Options.PositionTable, default <table>_positions) holds per
+// (consumer, topic, subject) the last applied subject sequence number, the
+// failed attempts of the next one and the number the subject is parked at.
+// ProcessInOrder locks the row in the handler's transaction (INSERT ... ON
+// CONFLICT DO UPDATE ... RETURNING on PostgreSQL and SQLite; SELECT ...
+// FOR UPDATE on MySQL, whose row is created once in a statement of its own
+// to avoid InnoDB's gap-lock deadlocks), runs the handler only for the next
+// number, and advances the position in the same commit as the handler's
+// writes: each number is applied once and in order, across processes,
+// crashes and redeliveries. On MySQL the row is keyed by a SHA-256 of
+// (consumer, topic, subject).
+//
 // Databases: PostgreSQL (database/sql with Postgres, or pgx with NewPgx),
 // MySQL/MariaDB (event ids up to 255 characters, consumer names up to 200),
 // SQLite (writers are serialized; see New). The table is created by Migrate

@@ -25,6 +25,8 @@ type PgxInbox struct {
 	table     string
 	insertSQL string
 	pruneSQL  string
+
+	sequencer
 }
 
 var _ inbox.Inbox = (*PgxInbox)(nil)
@@ -36,23 +38,37 @@ func NewPgx(db PgxDB, opts Options) (*PgxInbox, error) {
 	if err != nil {
 		return nil, err
 	}
+	ptable, err := positionTable(opts, table)
+	if err != nil {
+		return nil, err
+	}
 	return &PgxInbox{
 		db:        db,
 		table:     table,
 		insertSQL: "INSERT INTO " + table + " (consumer, event_id, event_type, processed_at) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
 		pruneSQL:  "DELETE FROM " + table + " WHERE processed_at < $1",
+		sequencer: sequencer{q: newSeqQueries(Postgres, ptable), begin: func(ctx context.Context) (seqTx, error) {
+			tx, err := db.Begin(ctx)
+			return pgxSeqTx{tx}, err
+		}},
 	}, nil
 }
 
 // Table returns the table name in use.
 func (in *PgxInbox) Table() string { return in.table }
 
-// Migrate creates the inbox's table and index if they do not exist.
+// Migrate creates the inbox's tables (keys and subject positions) and
+// index if they do not exist.
 func (in *PgxInbox) Migrate(ctx context.Context) error {
 	stmts, err := migrationSQL(Postgres, in.table)
 	if err != nil {
 		return err
 	}
+	pos, err := positionMigrationSQL(Postgres, in.sequencer.q.table)
+	if err != nil {
+		return err
+	}
+	stmts = append(stmts, pos...)
 	for _, st := range stmts {
 		if _, err := in.db.Exec(ctx, st); err != nil {
 			return fmt.Errorf("sqlinbox: migrate %s: %w", in.table, err)

@@ -51,6 +51,10 @@ type Options struct {
 	// database's default isolation, READ COMMITTED on PostgreSQL, REPEATABLE
 	// READ on MySQL). Not used by the pgx inbox.
 	TxOptions *sql.TxOptions
+	// PositionTable is the table of subject positions for strict order
+	// (inbox.Sequencer), optionally schema-qualified. Default Table +
+	// "_positions".
+	PositionTable string
 }
 
 //go:embed migrations/*.sql
@@ -125,6 +129,8 @@ type Inbox struct {
 
 	insertSQL string
 	pruneSQL  string
+
+	sequencer
 }
 
 var _ inbox.Inbox = (*Inbox)(nil)
@@ -142,7 +148,21 @@ func New(db *sql.DB, d Dialect, opts Options) (*Inbox, error) {
 	if err != nil {
 		return nil, err
 	}
+	ptable, err := positionTable(opts, table)
+	if err != nil {
+		return nil, err
+	}
 	in := &Inbox{db: db, dialect: d, table: table, txOpts: opts.TxOptions}
+	in.sequencer = sequencer{q: newSeqQueries(d, ptable), begin: func(ctx context.Context) (seqTx, error) {
+		tx, err := db.BeginTx(ctx, opts.TxOptions)
+		return sqlSeqTx{tx}, err
+	}, execDB: func(ctx context.Context, q string, args ...any) (int64, error) {
+		res, err := db.ExecContext(ctx, q, args...)
+		if err != nil {
+			return 0, err
+		}
+		return res.RowsAffected()
+	}}
 	switch d {
 	case Postgres:
 		in.insertSQL = "INSERT INTO " + table + " (consumer, event_id, event_type, processed_at) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING"
@@ -165,12 +185,18 @@ func New(db *sql.DB, d Dialect, opts Options) (*Inbox, error) {
 // Table returns the table name in use.
 func (in *Inbox) Table() string { return in.table }
 
-// Migrate creates the inbox's table and index if they do not exist.
+// Migrate creates the inbox's tables (keys and subject positions) and
+// index if they do not exist.
 func (in *Inbox) Migrate(ctx context.Context) error {
 	stmts, err := migrationSQL(in.dialect, in.table)
 	if err != nil {
 		return err
 	}
+	pos, err := positionMigrationSQL(in.dialect, in.sequencer.q.table)
+	if err != nil {
+		return err
+	}
+	stmts = append(stmts, pos...)
 	for _, st := range stmts {
 		if _, err := in.db.ExecContext(ctx, st); err != nil {
 			return fmt.Errorf("sqlinbox: migrate %s: %w", in.table, err)

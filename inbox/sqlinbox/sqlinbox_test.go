@@ -67,7 +67,7 @@ func sqlDB(t *testing.T, driver, dsn string, d sqlinbox.Dialect) *env {
 	if err := in.Migrate(ctx); err != nil { // idempotent
 		t.Fatalf("second Migrate: %v", err)
 	}
-	t.Cleanup(func() { _, _ = db.Exec("DROP TABLE " + table) })
+	t.Cleanup(func() { _, _ = db.Exec("DROP TABLE " + table); _, _ = db.Exec("DROP TABLE " + table + "_positions") })
 	ph := func(int) string { return "?" }
 	if d == sqlinbox.Postgres {
 		ph = func(i int) string { return "$" + string(rune('0'+i)) }
@@ -122,7 +122,10 @@ func pgxSetup(t *testing.T) *env {
 	if err := in.Migrate(ctx); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _, _ = pool.Exec(context.Background(), "DROP TABLE "+table) })
+	t.Cleanup(func() {
+		_, _ = pool.Exec(context.Background(), "DROP TABLE "+table)
+		_, _ = pool.Exec(context.Background(), "DROP TABLE "+table+"_positions")
+	})
 	return &env{
 		name: "pgx", dialect: sqlinbox.Postgres, in: in, pruner: in,
 		ph: func(i int) string { return "$" + string(rune('0'+i)) },

@@ -63,7 +63,7 @@ func New(db *sql.DB, cfg Config) (*Store, error) {
 		cfg.LockCheckInterval = time.Second
 	}
 	return &Store{
-		DB:  sqlutil.NewDB(db, table, sqlutil.Dialect{Name: "outbox/mysql", NowMicros: nowMicros}, cfg.MaxEventSize),
+		DB:  sqlutil.NewDB(db, table, sqlutil.Dialect{Name: "outbox/mysql", NowMicros: nowMicros, ReserveSeq: reserveSeq(table)}, cfg.MaxEventSize),
 		cfg: cfg,
 	}, nil
 }
@@ -284,4 +284,21 @@ func MigrationStatus(ctx context.Context, db *sql.DB, cfg Config) ([]outbox.Migr
 		return nil, err
 	}
 	return s.MigrationStatus(ctx)
+}
+
+// reserveSeq adds n to the subject counter in tx and returns the new value.
+// The row is keyed by a SHA-256 of (topic, subject), as a primary key on the
+// two columns would exceed InnoDB's key length; LAST_INSERT_ID(expr) hands
+// the value back without a second statement.
+func reserveSeq(table string) func(ctx context.Context, tx *sql.Tx, topic, subject string, n int64) (int64, error) {
+	q := `INSERT INTO ` + table + `_subject_seq (k, topic, subject, seq) VALUES (?, ?, ?, LAST_INSERT_ID(?))
+ON DUPLICATE KEY UPDATE seq = LAST_INSERT_ID(seq + ?)`
+	return func(ctx context.Context, tx *sql.Tx, topic, subject string, n int64) (int64, error) {
+		k := sha256.Sum256([]byte(topic + "\x00" + subject))
+		res, err := tx.ExecContext(ctx, q, k[:], topic, subject, n, n)
+		if err != nil {
+			return 0, err
+		}
+		return res.LastInsertId()
+	}
 }

@@ -348,7 +348,9 @@ func TestRoundTripAndCleanup(t *testing.T) {
 	e.insert("orders", full, bare, empty)
 	waitFor(t, 10*time.Second, "3 events", func() bool { return len(rec.Events()) >= 3 })
 	got := rec.Events()
-	want := []eventkit.Event{full, bare, empty}
+	stamped := full.Clone() // the store's subject sequence stamp
+	stamped.Extensions[eventkit.SubjectSeqExtension] = "1"
+	want := []eventkit.Event{stamped, bare, empty}
 	for i, w := range want {
 		g := got[i]
 		if g.Topic != "orders" {
@@ -409,10 +411,12 @@ func TestCommitOrder(t *testing.T) {
 	if err := e.store.Add(ctx, txA, "t1", a1, a2); err != nil {
 		t.Fatal(err)
 	}
-	b1, b2, b3 := ev("x", 3), ev("z", 4), ev("x", 5)
+	// Other subjects than A's: writers of one subject wait for each
+	// other's commit in Add (the subject sequence's row lock).
+	b1, b2, b3 := ev("p", 3), ev("z", 4), ev("x", 5)
 	e.insert("t1", b1, b2)
-	e.insert("t2", b3) // another topic
-	c1 := ev("x", 6)
+	e.insert("t2", b3) // another topic: its own sequence
+	c1 := ev("q", 6)
 	e.insert("t1", c1)
 	if err := txA.Commit(ctx); err != nil {
 		t.Fatal(err)

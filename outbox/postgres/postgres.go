@@ -58,7 +58,7 @@ var (
 )
 
 type queries struct {
-	insert, claim, claimAfter, claimEx, del, deliver, fail, requeue, cleanup, cleanupParked string
+	insert, reserveSeq, claim, claimAfter, claimEx, del, deliver, fail, requeue, cleanup, cleanupParked string
 }
 
 const cols = `seq, topic, id, type, source, subject, event_time, data_version, data_content_type, data_schema, extensions::text, data, created_at, attempts, coalesce(last_error, '')`
@@ -85,6 +85,8 @@ SELECT $1, u.id, u.type, u.source, u.subject, u.event_time, u.dv, u.dct, u.ds, u
 FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::text[], $10::text[], $11::bytea[])
   WITH ORDINALITY AS u(id, type, source, subject, event_time, dv, dct, ds, ext, data, ord)
 ORDER BY u.ord`,
+		reserveSeq: `INSERT INTO ` + table + `_subject_seq AS s (topic, subject, seq) VALUES ($1, $2, $3)
+ON CONFLICT (topic, subject) DO UPDATE SET seq = s.seq + EXCLUDED.seq RETURNING seq`,
 		// Variants without the conditions they do not need: an unused
 		// "seq > $2" makes Postgres 15 walk the dead index entries of
 		// deleted rows on every claim (100x slower after a drain).
@@ -119,12 +121,20 @@ func (s *Store) NotifiesOnCommit() bool { return true }
 // Add inserts events for topic inside tx, in one statement. They become
 // visible to the relay when tx commits (the table's trigger then sends a
 // NOTIFY that wakes it). Events are validated first (see outbox.Prepare),
-// and the span context of ctx, if any, is stored as traceparent.
+// the span context of ctx, if any, is stored as traceparent, and each
+// event with a subject gets the next number of its (topic, subject)
+// sequence in the eventkit.SubjectSeqExtension extension, from a counter
+// row in the <table>_subject_seq table, updated in tx: writers of one
+// subject wait for each other's commit, and a rollback returns the numbers,
+// so the sequence is gap-free in commit order.
 func (s *Store) Add(ctx context.Context, tx pgx.Tx, topic string, events ...eventkit.Event) error {
 	if len(events) == 0 {
 		return nil
 	}
-	args, err := s.insertArgs(ctx, topic, events)
+	args, err := s.insertArgs(ctx, topic, events, func(subject string, n int64) (last int64, err error) {
+		err = tx.QueryRow(ctx, s.q.reserveSeq, topic, subject, n).Scan(&last)
+		return last, err
+	})
 	if err != nil {
 		return err
 	}

@@ -26,7 +26,10 @@ func (w SQLWriter) Add(ctx context.Context, tx *sql.Tx, topic string, events ...
 	if len(events) == 0 {
 		return nil
 	}
-	args, err := w.s.insertArgs(ctx, topic, events)
+	args, err := w.s.insertArgs(ctx, topic, events, func(subject string, n int64) (last int64, err error) {
+		err = tx.QueryRowContext(ctx, w.s.q.reserveSeq, topic, subject, n).Scan(&last)
+		return last, err
+	})
 	if err != nil {
 		return err
 	}
@@ -36,10 +39,21 @@ func (w SQLWriter) Add(ctx context.Context, tx *sql.Tx, topic string, events ...
 	return nil
 }
 
-// insertArgs validates events and returns the arguments of the insert
-// statement: one array per column.
-func (s *Store) insertArgs(ctx context.Context, topic string, events []eventkit.Event) ([]any, error) {
+// insertArgs validates events, stamps their subject sequence numbers
+// (reserve runs in the caller's transaction) and returns the arguments of
+// the insert statement: one array per column.
+func (s *Store) insertArgs(ctx context.Context, topic string, events []eventkit.Event, reserve func(subject string, n int64) (int64, error)) ([]any, error) {
 	evs, err := outbox.Prepare(ctx, topic, s.cfg.MaxEventSize, events)
+	if err != nil {
+		return nil, err
+	}
+	evs, err = sqlutil.StampSubjectSeq(evs, func(subject string, n int64) (int64, error) {
+		last, err := reserve(subject, n)
+		if err != nil {
+			return 0, fmt.Errorf("outbox/postgres: subject sequence: %w", err)
+		}
+		return last, nil
+	})
 	if err != nil {
 		return nil, err
 	}

@@ -60,7 +60,8 @@ func New(db *sql.DB, cfg Config) (*Store, error) {
 		return nil, err
 	}
 	return &Store{
-		DB:  sqlutil.NewDB(db, table, sqlutil.Dialect{Name: "outbox/sqlite", NowMicros: nowMicros}, cfg.MaxEventSize),
+		DB: sqlutil.NewDB(db, table, sqlutil.Dialect{Name: "outbox/sqlite", NowMicros: nowMicros,
+			ReserveSeq: reserveSeq(table)}, cfg.MaxEventSize),
 		cfg: cfg,
 	}, nil
 }
@@ -203,4 +204,15 @@ func MigrationStatus(ctx context.Context, db *sql.DB, cfg Config) ([]outbox.Migr
 		return nil, err
 	}
 	return s.MigrationStatus(ctx)
+}
+
+// reserveSeq adds n to the subject counter in tx and returns the new value.
+func reserveSeq(table string) func(ctx context.Context, tx *sql.Tx, topic, subject string, n int64) (int64, error) {
+	q := `INSERT INTO ` + table + `_subject_seq (topic, subject, seq) VALUES (?, ?, ?)
+ON CONFLICT (topic, subject) DO UPDATE SET seq = seq + excluded.seq RETURNING seq`
+	return func(ctx context.Context, tx *sql.Tx, topic, subject string, n int64) (int64, error) {
+		var last int64
+		err := tx.QueryRowContext(ctx, q, topic, subject, n).Scan(&last)
+		return last, err
+	}
 }

@@ -20,6 +20,10 @@ type Dialect struct {
 	// NowMicros is an SQL expression for the current time in microseconds
 	// since the Unix epoch (an integer).
 	NowMicros string
+	// ReserveSeq, if set, reserves n numbers of the subject sequence of
+	// (topic, subject) in tx and returns the last one (see
+	// StampSubjectSeq). nil: Add stamps no sequence.
+	ReserveSeq func(ctx context.Context, tx *sql.Tx, topic, subject string, n int64) (int64, error)
 }
 
 // DB implements the common part of outbox.Store over database/sql, for
@@ -64,10 +68,11 @@ const (
 )
 
 // Add inserts events for topic inside tx (multi-row INSERTs of up to 500
-// rows or about 4 MB), then wakes the relays of this process that listen on the store
-// (they poll until the transaction's commit makes the events visible). Events
-// are validated first (see outbox.Prepare), and the span context of ctx, if
-// any, is stored as traceparent.
+// rows or about 4 MB), then wakes the relays of this process that listen on
+// the store (they poll until the transaction's commit makes the events
+// visible). Events are validated first (see outbox.Prepare), the span
+// context of ctx, if any, is stored as traceparent, and each event with a
+// subject is stamped with its subject sequence number (StampSubjectSeq).
 func (s *DB) Add(ctx context.Context, tx *sql.Tx, topic string, events ...eventkit.Event) error {
 	if len(events) == 0 {
 		return nil
@@ -75,6 +80,18 @@ func (s *DB) Add(ctx context.Context, tx *sql.Tx, topic string, events ...eventk
 	evs, err := outbox.Prepare(ctx, topic, s.maxSize, events)
 	if err != nil {
 		return err
+	}
+	if s.d.ReserveSeq != nil {
+		evs, err = StampSubjectSeq(evs, func(subject string, n int64) (int64, error) {
+			last, err := s.d.ReserveSeq(ctx, tx, topic, subject, n)
+			if err != nil {
+				return 0, s.errf("subject sequence", err)
+			}
+			return last, nil
+		})
+		if err != nil {
+			return err
+		}
 	}
 	for len(evs) > 0 {
 		// Up to 500 rows or about 4 MB per statement (max_allowed_packet).

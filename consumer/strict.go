@@ -1,0 +1,182 @@
+package consumer
+
+import (
+	"context"
+	"errors"
+	"strconv"
+	"time"
+
+	"github.com/eventkit/eventkit"
+	"github.com/eventkit/eventkit/broker"
+	"github.com/eventkit/eventkit/consumer/internal/dlq"
+	"github.com/eventkit/eventkit/inbox"
+)
+
+// Strict order (Config.StrictOrder). Deliveries still go through the
+// per-subject dispatch of OrderedBySubject (one worker per subject in this
+// process, so the common case needs no round trip to the broker), but the
+// decision whether an event may run is the inbox's: its position row for
+// (group, topic, subject), locked in the handler's transaction, says which
+// sequence number is next. An event that is early goes back to the broker
+// with a short, growing delay and is not counted as an attempt; a duplicate
+// is acked; the head's failures are counted in the position row, so that
+// MaxAttempts counts handler failures of the head across processes and
+// redeliveries, not deliveries of early copies.
+
+// ExtDLQParked marks the dead letter of an event that parked its subject
+// (StrictOrder): its value is the event's subject sequence number. Until an
+// operator replays the dead letter (deadletter.Store.Unpark, then Replay)
+// or skips it (deadletter.Store.Skip), the subject's later events wait.
+const ExtDLQParked = "dlqparked"
+
+// deadLetterParked publishes the dead letter of ev, the head its subject
+// is parked at, marked with ExtDLQParked, and then acks d.
+func (r *route) deadLetterParked(d broker.Delivery, ev eventkit.Event, seq int64, f dlq.Failure) {
+	dl := dlq.Of(ev, r.topic, r.group, f)
+	dl.Extensions[ExtDLQParked] = strconv.FormatInt(seq, 10)
+	r.publishDeadLetter(d, dl, f)
+}
+
+// runOrdered processes one delivery of an ordered (or strict) route.
+func (r *route) runOrdered(d broker.Delivery) {
+	if r.cfg.StrictOrder {
+		r.processStrict(d)
+		return
+	}
+	r.process(d)
+}
+
+// earlyDelay is how long an early event waits before it is delivered again:
+// Retry.Initial doubling with each early delivery, up to a second (up to
+// Retry.Max while its subject is parked: only an operator can resume it).
+func (r *route) earlyDelay(d broker.Delivery, parked bool) time.Duration {
+	limit := min(time.Second, r.cfg.Retry.Max)
+	if parked {
+		limit = r.cfg.Retry.Max
+	}
+	return min(r.cfg.Retry.Backoff(min(max(d.Attempt(), 1), 16)), limit)
+}
+
+// processStrict handles one delivery to the end (it is settled when
+// processStrict returns) in strict order.
+func (r *route) processStrict(d broker.Delivery) {
+	if r.isStopping() || d.DecodeErr() != nil {
+		r.process(d)
+		return
+	}
+	ev := d.Event()
+	seq, ok, err := eventkit.SubjectSeq(ev)
+	if !ok || ev.Subject == "" {
+		// Not sequenced: best-effort order (OrderedBySubject), inbox
+		// deduplication by event id.
+		r.process(d)
+		return
+	}
+	defer r.release()
+	now := time.Now()
+	if err != nil {
+		r.failed.Add(1)
+		r.log.Error("consumer: bad subject sequence; dead-lettering the event", "id", ev.ID, "err", err)
+		r.deadLetter(d, ev, dlq.Failure{Reason: ReasonPermanent, Attempts: 1, First: now, Last: now, Err: err})
+		return
+	}
+	seqr := r.cfg.Inbox.(inbox.Sequencer)
+	pos := inbox.Position{Consumer: r.group, Topic: r.topic, Subject: ev.Subject, Seq: seq}
+	var first time.Time
+	ctx := context.Background()
+	for {
+		failures := 0
+		tctx, cancel := context.WithTimeout(r.hardCtx, r.cfg.HandlerTimeout)
+		err := seqr.ProcessInOrder(tctx, pos, func(ctx context.Context, f int) error {
+			failures = f
+			return r.call(ctx, ev, f+1, func(ctx context.Context, call func(context.Context) error) error { return call(ctx) })
+		})
+		cancel()
+		var early *inbox.EarlyError
+		switch {
+		case err == nil:
+			r.ack(d)
+			r.handled.Add(1)
+			r.cfg.Metrics.Count(ctx, r.topic, r.group, OutcomeHandled)
+			return
+		case errors.Is(err, inbox.ErrDuplicate):
+			r.ack(d)
+			r.duplicates.Add(1)
+			r.cfg.Metrics.Count(ctx, r.topic, r.group, OutcomeDuplicate)
+			r.log.Debug("consumer: duplicate skipped", "id", ev.ID, "subject", ev.Subject, "seq", seq)
+			return
+		case r.hardCtx.Err() != nil:
+			r.nack(d, 0)
+			return
+		case errors.As(err, &early):
+			r.early.Add(1)
+			delay := r.earlyDelay(d, early.Parked != 0)
+			r.log.Debug("consumer: early event; waiting for its subject's earlier events", "id", ev.ID,
+				"subject", ev.Subject, "seq", seq, "last", early.Last, "parked", early.Parked, "retry_in", delay)
+			r.nack(d, delay)
+			return
+		case errors.Is(err, inbox.ErrParked):
+			// The subject is parked at this very event: it was given up
+			// on and its dead letter may not have been published (or
+			// this is a copy). Publish it (again: at least once).
+			r.deadLetterParked(d, ev, seq, dlq.Failure{Reason: ReasonMaxAttempts, Attempts: r.cfg.Retry.MaxAttempts, First: now, Last: now, Err: err})
+			return
+		}
+
+		// The head failed (its writes were rolled back): count it.
+		now := time.Now()
+		if first.IsZero() {
+			first = now
+		}
+		r.failed.Add(1)
+		r.cfg.Metrics.Count(ctx, r.topic, r.group, OutcomeFailed)
+		fctx, cancel := settleCtx()
+		n, ferr := seqr.RecordFailure(fctx, pos, err.Error())
+		cancel()
+		if ferr != nil {
+			delay := r.cfg.Retry.Backoff(failures + 1)
+			r.log.Warn("consumer: handler failed and its failure could not be recorded; will retry", "id", ev.ID,
+				"subject", ev.Subject, "seq", seq, "err", err, "record_err", ferr, "retry_in", delay)
+			r.nack(d, delay)
+			return
+		}
+		if n == 0 {
+			continue // no longer the head: another copy was applied meanwhile
+		}
+		permanent := eventkit.IsPermanent(err)
+		if permanent || n >= r.cfg.Retry.MaxAttempts {
+			reason := ReasonMaxAttempts
+			if permanent {
+				reason = ReasonPermanent
+			}
+			r.log.Error("consumer: giving up on event; parking its subject", "id", ev.ID, "type", ev.Type,
+				"subject", ev.Subject, "seq", seq, "attempt", n, "reason", reason, "err", err)
+			pctx, cancel := settleCtx()
+			perr := seqr.Park(pctx, pos, reason+": "+err.Error())
+			cancel()
+			if perr != nil {
+				r.log.Warn("consumer: parking the subject failed; will retry", "id", ev.ID, "err", perr)
+				r.nack(d, r.cfg.Retry.Backoff(n))
+				return
+			}
+			r.parked.Add(1)
+			r.deadLetterParked(d, ev, seq, dlq.Failure{Reason: reason, Attempts: n, First: first, Last: now, Err: err})
+			return
+		}
+		delay := r.cfg.Retry.Backoff(n)
+		var ra *RetryAfterError
+		if errors.As(err, &ra) && ra.Delay >= 0 {
+			delay = ra.Delay
+		}
+		r.retried.Add(1)
+		r.cfg.Metrics.Count(ctx, r.topic, r.group, OutcomeRetried)
+		r.log.Warn("consumer: handler failed; will retry", "id", ev.ID, "type", ev.Type, "subject", ev.Subject,
+			"seq", seq, "attempt", n, "max_attempts", r.cfg.Retry.MaxAttempts, "retry_in", delay, "err", err)
+		// Retry in place: the events queued behind it in this process
+		// wait; copies elsewhere find it is not applied and wait too.
+		if !r.sleep(delay) {
+			r.nack(d, 0)
+			return
+		}
+	}
+}

@@ -1,0 +1,147 @@
+package consumer_test
+
+import (
+	"context"
+	"fmt"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/eventkit/eventkit"
+	"github.com/eventkit/eventkit/consumer"
+	"github.com/eventkit/eventkit/deadletter"
+	"github.com/eventkit/eventkit/inbox/sqlinbox"
+)
+
+// StrictOrder parks a subject behind its dead-lettered head: the subject's
+// later events wait while other subjects flow; skipping the dead letter
+// resumes the subject after it, replaying it resumes the subject with it,
+// in order both times.
+func TestStrictOrderParksAndResumes(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	b := newBroker(t)
+	db := openDB(t, "sqlite", "file:"+filepath.Join(t.TempDir(), "park.db")+"?_txlock=immediate&_pragma=busy_timeout(10000)&_pragma=journal_mode(wal)")
+	in, err := sqlinbox.New(db, sqlinbox.SQLite, sqlinbox.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dls, err := deadletter.New(db, sqlinbox.SQLite, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := in.Migrate(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := dls.Migrate(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.Exec("CREATE TABLE biz (id TEXT PRIMARY KEY, n INTEGER NOT NULL, last INTEGER NOT NULL)"); err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range []string{"p", "q", "r"} {
+		if _, err := db.Exec("INSERT INTO biz VALUES (?, 0, 0)", s); err != nil {
+			t.Fatal(err)
+		}
+	}
+	topic := "orders"
+	subs, err := deadletter.Collect(ctx, b, dls, "", topic+".dlq")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		for _, s := range subs {
+			_ = s.Close(context.Background())
+		}
+	})
+
+	var mu sync.Mutex
+	poison := map[string]bool{"p2": true, "r2": true}
+	var violations atomic.Int64
+	c := newConsumer(t, b, consumer.Config{Concurrency: 4, Inbox: in, StrictOrder: true, AckWait: 2 * time.Second,
+		Retry: consumer.RetryPolicy{MaxAttempts: 3, Initial: 2 * time.Millisecond, Max: 20 * time.Millisecond}})
+	_ = c.HandleFunc(topic, "g", func(ctx context.Context, ev eventkit.Event) error {
+		seq, _, _ := eventkit.SubjectSeq(ev)
+		mu.Lock()
+		bad := poison[fmt.Sprint(ev.Subject, seq)]
+		mu.Unlock()
+		if bad {
+			return fmt.Errorf("poison %s#%d", ev.Subject, seq)
+		}
+		tx := sqlinbox.Tx(ctx)
+		res, err := tx.ExecContext(ctx, "UPDATE biz SET n = n + 1, last = ? WHERE id = ? AND last < ?", seq, ev.Subject, seq)
+		if err != nil {
+			return err
+		}
+		if n, _ := res.RowsAffected(); n != 1 {
+			violations.Add(1)
+		}
+		return nil
+	})
+	r := start(t, c)
+	evs := map[string]eventkit.Event{}
+	var all []eventkit.Event
+	for i := 1; i <= 4; i++ {
+		for _, s := range []string{"p", "q", "r"} {
+			e := ev("x", s, "{}", eventkit.WithExtension(eventkit.SubjectSeqExtension, strconv.Itoa(i)))
+			evs[fmt.Sprint(s, i)] = e
+			all = append(all, e)
+		}
+	}
+	publish(t, b, topic, all...)
+
+	state := func(s string) (n, last int) {
+		if err := db.QueryRow("SELECT n, last FROM biz WHERE id = ?", s).Scan(&n, &last); err != nil {
+			t.Fatal(err)
+		}
+		return n, last
+	}
+	eventually(t, 20*time.Second, "q applied, p and r parked with their dead letters stored", func() bool {
+		n, _ := state("q")
+		k, _ := dls.Count(ctx, deadletter.Filter{})
+		return n == 4 && k == 2 && r.c.Stats().Parked == 2
+	})
+	// The followers of the parked heads come back and wait.
+	eventually(t, 20*time.Second, "followers of parked subjects delivered early", func() bool { return r.c.Stats().Early >= 4 })
+	for _, s := range []string{"p", "r"} {
+		if n, last := state(s); n != 1 || last != 1 {
+			t.Fatalf("parked subject %s: n %d, last %d; want 1, 1 (held behind its dead letter)", s, n, last)
+		}
+	}
+	list, err := dls.List(ctx, deadletter.Filter{EventID: evs["p2"].ID})
+	if err != nil || len(list) != 1 {
+		t.Fatalf("dead letter of p2: %v %v", list, err)
+	}
+	if pos, ok := list[0].Parked(); !ok || pos.Seq != 2 || pos.Subject != "p" || pos.Consumer != "g" || pos.Topic != topic {
+		t.Fatalf("Parked() = %v, %v", pos, ok)
+	}
+
+	// Skip p2: p3 and p4 run.
+	if n, err := dls.Skip(ctx, in, deadletter.Filter{EventID: evs["p2"].ID}); err != nil || n != 1 {
+		t.Fatalf("Skip: %d %v", n, err)
+	}
+	eventually(t, 20*time.Second, "p resumed after the skipped event", func() bool { n, last := state("p"); return n == 3 && last == 4 })
+
+	// Fix r2's handler, unpark and replay it: r2, r3, r4 run in order.
+	mu.Lock()
+	delete(poison, "r2")
+	mu.Unlock()
+	f := deadletter.Filter{EventID: evs["r2"].ID}
+	if n, err := dls.Unpark(ctx, in, f); err != nil || n != 1 {
+		t.Fatalf("Unpark: %d %v", n, err)
+	}
+	if res, err := dls.Replay(ctx, b, f); err != nil || res.Replayed != 1 {
+		t.Fatalf("Replay: %+v %v", res, err)
+	}
+	eventually(t, 20*time.Second, "r resumed with the replayed event", func() bool { n, last := state("r"); return n == 4 && last == 4 })
+	if v := violations.Load(); v != 0 {
+		t.Fatalf("%d order violations", v)
+	}
+	// Skipping again is a no-op.
+	if n, err := dls.Skip(ctx, in, deadletter.Filter{}); err != nil || n != 0 {
+		t.Fatalf("second Skip: %d %v", n, err)
+	}
+}
