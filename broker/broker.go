@@ -164,6 +164,11 @@ type SubscribeConfig struct {
 	// AckWait is how long a delivery may stay unsettled before the broker
 	// redelivers it. Default 30s.
 	AckWait time.Duration
+	// GroupMaxInFlight, if > 0, bounds the unsettled deliveries of the
+	// whole group on brokers that keep that limit on the server (NATS
+	// MaxAckPending). 0: the adapter's default. Adapters without such a
+	// limit ignore it.
+	GroupMaxInFlight int
 }
 
 // SubscribeOption changes a SubscribeConfig.
@@ -177,6 +182,12 @@ func WithMaxInFlight(n int) SubscribeOption {
 // WithAckWait sets how long a delivery may stay unsettled before redelivery.
 func WithAckWait(d time.Duration) SubscribeOption {
 	return func(c *SubscribeConfig) { c.AckWait = d }
+}
+
+// WithGroupMaxInFlight bounds the unsettled deliveries of the whole group
+// where the broker keeps such a limit (see SubscribeConfig.GroupMaxInFlight).
+func WithGroupMaxInFlight(n int) SubscribeOption {
+	return func(c *SubscribeConfig) { c.GroupMaxInFlight = n }
 }
 
 // Default subscription settings.
