@@ -152,7 +152,7 @@ func (p RetryPolicy) withDefaults() RetryPolicy {
 		p.Jitter = 0.2
 	}
 	if p.Jitter < 0 {
-		p.Jitter = 0
+		p.Jitter = -1 // none; kept negative so that defaults applied again keep it
 	}
 	if p.Jitter > 1 {
 		p.Jitter = 1
