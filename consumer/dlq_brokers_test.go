@@ -17,6 +17,7 @@ import (
 	"github.com/eventkit/eventkit/broker/rabbitmq"
 	redisbroker "github.com/eventkit/eventkit/broker/redis"
 	"github.com/eventkit/eventkit/consumer"
+	"github.com/eventkit/eventkit/inbox"
 	"github.com/eventkit/eventkit/inbox/lruinbox"
 	"github.com/eventkit/eventkit/internal/testenv"
 )
@@ -377,4 +378,38 @@ func TestNATSRetryInPlaceExtendsAckWait(t *testing.T) {
 	if n := calls.Load(); n != 3 {
 		t.Fatalf("handler ran %d times for 3 attempts: a copy was redelivered during the retry in place", n)
 	}
+}
+
+// An event type without a route is dead-lettered at once with reason
+// no-route (it was acked and, with an inbox, recorded as processed, so an
+// old consumer swallowed a new type for good during a rolling deploy);
+// IgnoreUnrouted restores skipping.
+func TestUnroutedTypeDeadLettered(t *testing.T) {
+	t.Parallel()
+	eachBroker(t, func(t *testing.T, b broker.Broker, topic string) {
+		dlq := lateSubscriber(t, b, topic+".dlq", "ops")
+		r := consumer.NewRouter(nil)
+		r.Route("known", consumer.HandlerFunc(func(context.Context, eventkit.Event) error { return nil }))
+		in := lruinbox.New(lruinbox.Options{})
+		c := newConsumer(t, b, consumer.Config{Retry: fastRetry(3), Inbox: in})
+		_ = c.Handle(topic, "g", r)
+		waitReady(t, start(t, c))
+		unknown := ev("brand.new", "s-1", `{}`)
+		publish(t, b, topic, unknown)
+		info, ok := consumer.DeadLetterInfo(receive(t, dlq, 30*time.Second))
+		if !ok || info.EventID != unknown.ID || info.Reason != consumer.ReasonNoRoute || info.Attempts != 1 {
+			t.Fatalf("dead letter %+v", info)
+		}
+		// Not recorded in the inbox: a replay after the deploy is handled.
+		ran := false
+		if err := in.Process(context.Background(), inbox.Key{Consumer: "g", EventID: unknown.ID}, func(context.Context) error { ran = true; return nil }); err != nil || !ran {
+			t.Fatalf("the unrouted event was recorded in the inbox: %v", err)
+		}
+		r.IgnoreUnrouted()
+		publish(t, b, topic, ev("brand.new", "s-1", `{}`))
+		eventually(t, 30*time.Second, "the ignored type acked", func() bool { return c.Stats().Handled == 1 })
+		if s := c.Stats(); s.DeadLettered != 1 {
+			t.Fatalf("stats %+v", s)
+		}
+	})
 }
