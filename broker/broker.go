@@ -27,7 +27,9 @@
 //
 // What differs per broker (ordering across competing consumers, native
 // delays, native deduplication, durability, replay, payload limits) is in
-// Capabilities and in each adapter's package doc.
+// Capabilities and in each adapter's package doc. Every adapter is also a
+// Provisioner (create a topic and groups before anyone subscribes); NATS
+// deliveries are Extenders (restart a delivery's ack wait).
 package broker
 
 import (
