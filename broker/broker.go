@@ -39,7 +39,9 @@
 //
 // What differs per broker (ordering across competing consumers, native
 // delays, native deduplication, durability, replay, payload limits) is in
-// Capabilities and in each adapter's package doc.
+// Capabilities and in each adapter's package doc. Every adapter is also a
+// Provisioner (create a topic and groups before anyone subscribes); NATS
+// deliveries are Extenders (restart a delivery's ack wait).
 package broker
 
 import (
@@ -183,6 +185,11 @@ type SubscribeConfig struct {
 	// AckWait is how long a delivery may stay unsettled before the broker
 	// redelivers it. Default 30s.
 	AckWait time.Duration
+	// GroupMaxInFlight, if > 0, bounds the unsettled deliveries of the
+	// whole group on brokers that keep that limit on the server (NATS
+	// MaxAckPending). 0: the adapter's default. Adapters without such a
+	// limit ignore it.
+	GroupMaxInFlight int
 }
 
 // SubscribeOption changes a SubscribeConfig.
@@ -196,6 +203,12 @@ func WithMaxInFlight(n int) SubscribeOption {
 // WithAckWait sets how long a delivery may stay unsettled before redelivery.
 func WithAckWait(d time.Duration) SubscribeOption {
 	return func(c *SubscribeConfig) { c.AckWait = d }
+}
+
+// WithGroupMaxInFlight bounds the unsettled deliveries of the whole group
+// where the broker keeps such a limit (see SubscribeConfig.GroupMaxInFlight).
+func WithGroupMaxInFlight(n int) SubscribeOption {
+	return func(c *SubscribeConfig) { c.GroupMaxInFlight = n }
 }
 
 // Default subscription settings.

@@ -50,12 +50,26 @@ type Config struct {
 	// handler calls in progress to finish; then their contexts are cancelled
 	// and their deliveries nacked (default 10s).
 	ShutdownTimeout time.Duration
-	// AckWait is passed to the broker (broker.WithAckWait). Default: enough
-	// for one handler call plus dead-lettering, and with OrderedBySubject
-	// for every attempt of a retry in place plus its backoffs. A delivery
-	// held longer (queued behind a slow subject) is redelivered by the
-	// broker: the inbox then drops the duplicate.
+	// AckWait is passed to the broker (broker.WithAckWait): how long a
+	// delivery may stay unsettled before the broker gives it to another
+	// consumer, which is also how late the events a killed consumer held
+	// come back on brokers that notice only by the ack wait (NATS, Redis).
+	// Default: HandlerTimeout + 30s, long enough for one handler call plus
+	// dead-lettering, in every mode. With OrderedBySubject a retry in place
+	// may outlast it (slow handlers, long backoffs): then the runtime
+	// extends the delivery's ack wait before each retry where the broker can
+	// (broker.Extender: NATS); elsewhere the broker redelivers a copy, which
+	// the inbox drops as a duplicate (without an inbox the handler must be
+	// idempotent). Set it longer for handlers that may need longer.
 	AckWait time.Duration
+	// GroupMaxInFlight, if > 0, bounds the deliveries of the whole group
+	// (every consumer of it together) that are unsettled at once, on
+	// brokers that keep such a limit on the server (NATS MaxAckPending),
+	// via broker.WithGroupMaxInFlight. Default: the adapter's (NATS: the
+	// subscription's MaxInFlight or its Options.MaxAckPending, whichever
+	// is larger). Raise it to Consumers × MaxInFlight when several consumer
+	// processes compete, or they share one process's window.
+	GroupMaxInFlight int
 	// Retry is the retry policy.
 	Retry RetryPolicy
 	// DeadLetterTopic names the dead-letter topic of a topic (default
@@ -63,8 +77,14 @@ type Config struct {
 	// events that exhaust their attempts are then Termed (dropped) and logged.
 	DeadLetterTopic func(topic string) string
 	// DeadLetterPublisher publishes dead letters. Default: the subscriber,
-	// if it is a broker.Publisher.
+	// if it is a broker.Publisher. When it is also a broker.Provisioner
+	// (every adapter is), Run provisions each dead-letter topic with
+	// DeadLetterGroup before it subscribes, so that no dead letter is
+	// unroutable or missed before the collector first ran.
 	DeadLetterPublisher broker.Publisher
+	// DeadLetterGroup is the group provisioned on each dead-letter topic:
+	// the group of deadletter.Collect (default DefaultDeadLetterGroup).
+	DeadLetterGroup string
 	// Inbox, if set, makes handling idempotent per (group, event id): see
 	// package inbox. With sqlinbox the handler runs inside the inbox's
 	// transaction (sqlinbox.Tx(ctx), sqlinbox.PgxTx(ctx)).
@@ -140,7 +160,7 @@ func (p RetryPolicy) withDefaults() RetryPolicy {
 		p.Jitter = 0.2
 	}
 	if p.Jitter < 0 {
-		p.Jitter = 0
+		p.Jitter = -1 // none; kept negative so that defaults applied again keep it
 	}
 	if p.Jitter > 1 {
 		p.Jitter = 1
@@ -162,23 +182,6 @@ func (p RetryPolicy) Backoff(attempt int) time.Duration {
 		d += d * p.Jitter * (2*rand.Float64() - 1)
 	}
 	return time.Duration(d)
-}
-
-// worstCase is the longest a delivery's own attempts can take in place.
-func (p RetryPolicy) worstCase(handlerTimeout time.Duration) time.Duration {
-	p = p.withDefaults()
-	var total time.Duration
-	for i := 1; i <= p.MaxAttempts; i++ {
-		total += handlerTimeout
-		if i < p.MaxAttempts {
-			d := float64(p.Initial)
-			for j := 1; j < i && d < float64(p.Max); j++ {
-				d *= p.Multiplier
-			}
-			total += time.Duration(min(d, float64(p.Max)) * (1 + p.Jitter))
-		}
-	}
-	return total
 }
 
 func (c Config) withDefaults(sub broker.Subscriber) (Config, error) {
@@ -227,9 +230,15 @@ func (c Config) withDefaults(sub broker.Subscriber) (Config, error) {
 	c.Retry = c.Retry.withDefaults()
 	if c.AckWait <= 0 {
 		c.AckWait = c.HandlerTimeout + 30*time.Second
-		if c.OrderedBySubject {
-			c.AckWait = c.Retry.worstCase(c.HandlerTimeout) + 30*time.Second
-		}
+	}
+	if c.GroupMaxInFlight < 0 {
+		return c, fmt.Errorf("consumer: GroupMaxInFlight (%d) must not be negative", c.GroupMaxInFlight)
+	}
+	if c.DeadLetterGroup == "" {
+		c.DeadLetterGroup = DefaultDeadLetterGroup
+	}
+	if err := broker.ValidateName("dead-letter group", c.DeadLetterGroup); err != nil {
+		return c, err
 	}
 	if c.InboxRetention > 0 && c.InboxPruneInterval <= 0 {
 		c.InboxPruneInterval = max(c.InboxRetention/10, time.Minute)

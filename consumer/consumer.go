@@ -21,6 +21,7 @@ type Consumer struct {
 	mu     sync.Mutex
 	routes []*route
 	ran    bool
+	ready  chan struct{}
 }
 
 // New returns a consumer of sub. It fails only on an invalid Config.
@@ -29,8 +30,15 @@ func New(sub broker.Subscriber, cfg Config) (*Consumer, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Consumer{sub: sub, cfg: cfg}, nil
+	return &Consumer{sub: sub, cfg: cfg, ready: make(chan struct{})}, nil
 }
+
+// Ready is closed once Run has subscribed every handler (and provisioned
+// their dead-letter topics): from then on events published to the topics
+// reach the handlers even on brokers without Capabilities.Replay. It stays
+// open if Run fails before that (Run then returns the error). Use it in
+// tests and readiness checks instead of sleeping.
+func (c *Consumer) Ready() <-chan struct{} { return c.ready }
 
 // Handle subscribes h to topic as (a member of) group when Run starts. The
 // group is also the consumer name in inbox keys and dead letters. Handle
@@ -102,6 +110,7 @@ func (c *Consumer) Run(ctx context.Context) error {
 		}
 		started = append(started, r)
 	}
+	close(c.ready)
 
 	// Inbox retention, owned by Run.
 	var janitor sync.WaitGroup
@@ -161,6 +170,8 @@ type Stats struct {
 	// parked behind a dead-lettered event (StrictOrder).
 	Early  uint64
 	Parked uint64
+	// DeadLetterFailed counts failed dead-letter publishes (every try).
+	DeadLetterFailed uint64
 }
 
 // Stats returns the current counters.
@@ -179,6 +190,7 @@ func (c *Consumer) Stats() Stats {
 		s.Duplicates += r.duplicates.Load()
 		s.Early += r.early.Load()
 		s.Parked += r.parked.Load()
+		s.DeadLetterFailed += r.deadLetterFailed.Load()
 	}
 	return s
 }
@@ -187,6 +199,7 @@ type counters struct {
 	inflight, handling                                 atomic.Int64
 	handled, failed, retried, deadLettered, duplicates atomic.Uint64
 	early, parked                                      atomic.Uint64
+	deadLetterFailed                                   atomic.Uint64
 }
 
 // settleTimeout bounds one Ack/Nack/Term or dead-letter publish.

@@ -154,7 +154,7 @@ func TestPermanentAndRetryAfter(t *testing.T) {
 	publish(t, b, topic, perm, later)
 	dl := receive(t, dlq, 5*time.Second)
 	info, _ := consumer.DeadLetterInfo(dl)
-	if dl.ID != perm.ID || info.Attempts != 1 || info.Reason != consumer.ReasonPermanent {
+	if dl.ID == perm.ID || info.EventID != perm.ID || info.Attempts != 1 || info.Reason != consumer.ReasonPermanent {
 		t.Fatalf("permanent: %+v", info)
 	}
 	eventually(t, 5*time.Second, "retried event handled", func() bool { return c.Stats().Handled == 1 })

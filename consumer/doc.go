@@ -35,7 +35,8 @@
 // Best effort (OrderedBySubject): events of one subject run one at a time
 // in delivery order and different subjects in parallel; a failing event is
 // retried in place (its worker sleeps through the backoff, holding back
-// later events of that subject only) and after Retry.MaxAttempts it is
+// later events of that subject only; where the broker can, broker.Extender,
+// its ack wait is extended before each retry) and after Retry.MaxAttempts it is
 // dead-lettered and the subject moves on. The order is the broker's
 // delivery order in this process: competing consumers of a group can run
 // one subject's events in parallel, and a delivery redelivered after its
@@ -72,6 +73,11 @@
 // order and the inbox's deduplication by event id. An event whose
 // sequence number is not a positive integer is dead-lettered.
 //
+// Subscription settings: Config.AckWait (default HandlerTimeout + 30s, in
+// every mode) and Config.GroupMaxInFlight (the group's unacked limit on the
+// server, NATS MaxAckPending) reach the broker per subscription. Ready is
+// closed once every handler is subscribed, for tests and readiness checks.
+//
 // Retries: a handler error is retried with exponential backoff and jitter
 // (RetryPolicy) up to MaxAttempts, counting with Delivery.Attempt(); without
 // OrderedBySubject a retry is a Nack with the delay, so it survives a restart.
@@ -79,13 +85,36 @@
 // the registry cannot decode) dead-letters at once. A panic is recovered,
 // logged with its stack, and treated as an error.
 //
-// Dead letters: the original event, with dlq* extensions (topic, group,
-// attempts, first and last failure time, error text, reason) is published to
-// Config.DeadLetterTopic(topic), "<topic>.dlq" by default, and only then is
-// the delivery acked; if that publish fails the delivery is nacked and tried
-// again later. A message that is not a valid event is dead-lettered at once
-// as an event of type UndecodableType whose data is the raw bytes. Read the
-// attributes back with DeadLetterInfo; Original strips them for a replay.
+// Dead letters: the original event, with an id of its own and dlq*
+// extensions (original id, topic, group, attempts, first and last failure
+// time, error text, reason) is published to Config.DeadLetterTopic(topic),
+// "<topic>.dlq" by default, and only then is the delivery acked. Its own id
+// keeps a broker's deduplication by message id (JetStream's Nats-Msg-Id
+// window) from dropping the second group's dead letter of an event. Before
+// it subscribes, Run provisions each dead-letter topic with
+// Config.DeadLetterGroup (the collector's group) on the dead-letter
+// publisher (broker.Provisioner), so no dead letter is unroutable (RabbitMQ)
+// or missed before the collector first ran. If the publish fails, every
+// try is logged as an error and counted (OutcomeDeadLetterFailed,
+// Stats.DeadLetterFailed); it is tried 3 times in place with backoff (once,
+// if the broker rejects the dead letter itself, e.g. over its size limit),
+// then the delivery is nacked with Retry.Max as its delay: the worker (and
+// the subject) is released, and the event comes back later, is handled once
+// more and, if it fails again, dead-lettered again. The delivery is never
+// acked or termed without its dead letter accepted by the broker (unless
+// DeadLetterTopic returns "", which drops it on purpose). A message that is
+// not a valid event is dead-lettered at once as an event of type
+// UndecodableType whose data is the raw bytes. A Router dead-letters an
+// event type it has no route for at once with ReasonNoRoute
+// (Router.IgnoreUnrouted skips such types instead). Read the attributes
+// back with DeadLetterInfo; Original gives the original event back.
+//
+// Replays: Replay (what deadletter.Store.Replay and `eventkit dlq replay`
+// publish) is the original event with an id of its own, addressed to the
+// group that gave up (ExtReplayGroup): that group's routes hand the
+// handler and the inbox the event with its original id, so an inbox drops
+// a replay of an event applied meanwhile as a duplicate; every other group
+// of the topic acks the replay without handling it.
 //
 // Batch mode (Config.InboxBatch > 1, unordered subscriptions only, with an
 // inbox that implements inbox.Batcher such as sqlinbox): a worker takes the

@@ -94,10 +94,13 @@ func ExampleDeadLetterInfo() {
 
 	info, _ := consumer.DeadLetterInfo(dl)
 	fmt.Println(info.Topic, info.Group, info.Attempts, info.Reason, info.Error)
-	replay := consumer.Original(dl) // same id, type and data, no dlq* extensions
-	fmt.Println(replay.Type, len(replay.Extensions))
+	orig := consumer.Original(dl) // the original id, type and data, no dlq* extensions
+	fmt.Println(orig.Type, orig.ID == info.EventID, len(orig.Extensions))
+	replay := consumer.Replay(dl) // an id of its own, for the ledger group only
+	fmt.Println(replay.Extension(consumer.ExtReplayOf) == info.EventID, replay.Extension(consumer.ExtReplayGroup))
 	_ = b.Publish(ctx, info.Topic, replay)
 	// Output:
 	// payments ledger 2 max-attempts ledger unavailable
-	// payment.received 0
+	// payment.received true 0
+	// true ledger
 }

@@ -24,6 +24,9 @@ const (
 	OutcomeDeadLettered Outcome = "dead_lettered"
 	// Duplicate: the inbox had already processed the event; skipped and acked.
 	OutcomeDuplicate Outcome = "duplicate"
+	// DeadLetterFailed: publishing a dead letter failed (once per try); the
+	// event is kept unacked (see the package doc). Alert on it.
+	OutcomeDeadLetterFailed Outcome = "dead_letter_failed"
 )
 
 // Metrics receives what the runtime measures. Implementations must be safe
@@ -52,7 +55,7 @@ func NewOTelMetrics(mp metric.MeterProvider) (Metrics, error) {
 	}
 	m := mp.Meter("github.com/eventkit/eventkit/consumer")
 	events, err := m.Int64Counter("eventkit.consumer.events",
-		metric.WithDescription("Deliveries by outcome: handled, failed, retried, dead_lettered, duplicate."),
+		metric.WithDescription("Deliveries by outcome: handled, failed, retried, dead_lettered, duplicate, dead_letter_failed."),
 		metric.WithUnit("{event}"))
 	if err != nil {
 		return nil, err

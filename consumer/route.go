@@ -88,8 +88,11 @@ func (r *route) start() error {
 		}
 	}
 	subCtx, cancel := context.WithCancel(context.Background())
-	sub, err := r.c.sub.Subscribe(subCtx, r.topic, r.group, r.dispatch,
-		broker.WithMaxInFlight(r.cfg.MaxInFlight), broker.WithAckWait(r.cfg.AckWait))
+	err := r.provisionDeadLetters()
+	var sub broker.Subscription
+	if err == nil {
+		sub, err = r.c.sub.Subscribe(subCtx, r.topic, r.group, r.dispatch, r.subscribeOptions()...)
+	}
 	if err != nil {
 		cancel()
 		r.stop()
@@ -135,6 +138,11 @@ func (r *route) shutdown() {
 // dispatch is the broker.Handler: it takes an in-flight slot (waiting while
 // MaxInFlight deliveries are unsettled) and hands the delivery to a worker.
 func (r *route) dispatch(ctx context.Context, d broker.Delivery) error {
+	d, skip := r.unreplay(d)
+	if skip {
+		r.ack(d)
+		return nil
+	}
 	select {
 	case r.sem <- struct{}{}:
 	case <-r.stopping:
@@ -353,7 +361,10 @@ func (r *route) outcome(d broker.Delivery, ev eventkit.Event, attempt int, first
 	permanent := eventkit.IsPermanent(err)
 	if permanent || attempt >= r.cfg.Retry.MaxAttempts {
 		reason := ReasonMaxAttempts
-		if permanent {
+		switch {
+		case errors.Is(err, ErrNoRoute):
+			reason = ReasonNoRoute
+		case permanent:
 			reason = ReasonPermanent
 		}
 		r.log.Error("consumer: giving up on event", "id", ev.ID, "type", ev.Type, "subject", ev.Subject,
@@ -375,10 +386,12 @@ func (r *route) outcome(d broker.Delivery, ev eventkit.Event, attempt int, first
 		return false, 0
 	}
 	// Ordered: retry in place so later events of this subject wait.
+	r.extend(d)
 	if !r.sleep(delay) {
 		r.nack(d, 0)
 		return false, 0
 	}
+	r.extend(d)
 	return true, attempt + 1
 }
 
@@ -472,39 +485,6 @@ func (r *route) deadLetterUndecodable(d broker.Delivery, err error) {
 	r.log.Error("consumer: undecodable message; dead-lettering it", "attempt", d.Attempt(), "bytes", len(raw), "err", err)
 	f := dlq.Failure{Reason: ReasonUndecodable, Attempts: max(d.Attempt(), 1), First: now, Last: now, Err: err}
 	r.publishDeadLetter(d, dlq.Undecodable(raw, headers, r.topic, r.group, f), f)
-}
-
-func (r *route) publishDeadLetter(d broker.Delivery, dl eventkit.Event, f dlq.Failure) {
-	topic := r.cfg.DeadLetterTopic(r.topic)
-	if topic == "" || r.cfg.DeadLetterPublisher == nil {
-		r.log.Error("consumer: no dead-letter topic; dropping the event", "id", dl.ID, "reason", f.Reason)
-		r.term(d)
-		return
-	}
-	for try := 1; ; try++ {
-		ctx, cancel := settleCtx()
-		err := r.cfg.DeadLetterPublisher.Publish(ctx, topic, dl)
-		cancel()
-		if err == nil {
-			r.ack(d)
-			r.deadLettered.Add(1)
-			r.cfg.Metrics.Count(context.Background(), r.topic, r.group, OutcomeDeadLettered)
-			return
-		}
-		if errors.Is(err, eventkit.ErrInvalidEvent) {
-			// The dead letter itself is unacceptable (too large for the
-			// broker): retrying cannot help.
-			r.log.Error("consumer: dead letter rejected; dropping the event", "id", dl.ID, "dlq", topic, "err", err)
-			r.term(d)
-			return
-		}
-		delay := r.cfg.Retry.Backoff(try)
-		r.log.Warn("consumer: dead-letter publish failed", "id", dl.ID, "dlq", topic, "err", err, "retry_in", delay)
-		if !r.cfg.OrderedBySubject || !r.sleep(delay) {
-			r.nack(d, delay)
-			return
-		}
-	}
 }
 
 // Meta describes the delivery a handler is running for.

@@ -25,8 +25,12 @@ func (f HandlerFunc) HandleEvent(ctx context.Context, ev eventkit.Event) error {
 // registered with On, decoding payloads through a registry.
 //
 // An event whose type has no handler is passed to the handler set with
-// Unhandled; without one it is acked and skipped (a topic usually carries
-// more types than one consumer cares about). A payload that the registry
+// Unhandled; without one it is dead-lettered at once with ReasonNoRoute (an
+// error wrapping ErrNoRoute), so that a type that a consumer does not know
+// yet, during a rolling deploy, is kept rather than acked away. Call
+// IgnoreUnrouted when the topic carries types that this consumer does not
+// care about: they are then acked and skipped (and, with an inbox, recorded
+// as processed). A payload that the registry
 // cannot decode (unknown version, wrong content type, bad bytes) is a
 // permanent error: the event is dead-lettered at once.
 type Router struct {
@@ -34,6 +38,7 @@ type Router struct {
 	mu        sync.RWMutex
 	routes    map[string]Handler
 	unhandled Handler
+	ignore    bool
 }
 
 // NewRouter returns a router decoding through reg (nil:
@@ -72,6 +77,14 @@ func (r *Router) Unhandled(h Handler) {
 	r.mu.Unlock()
 }
 
+// IgnoreUnrouted makes the router ack and skip events of types without a
+// route (and without an Unhandled handler) instead of dead-lettering them.
+func (r *Router) IgnoreUnrouted() {
+	r.mu.Lock()
+	r.ignore = true
+	r.mu.Unlock()
+}
+
 // HandleEvent implements Handler.
 func (r *Router) HandleEvent(ctx context.Context, ev eventkit.Event) error {
 	r.mu.RLock()
@@ -79,9 +92,13 @@ func (r *Router) HandleEvent(ctx context.Context, ev eventkit.Event) error {
 	if !ok {
 		h = r.unhandled
 	}
+	ignore := r.ignore
 	r.mu.RUnlock()
 	if h == nil {
-		return nil
+		if ignore {
+			return nil
+		}
+		return eventkit.Permanent(fmt.Errorf("%w %q", ErrNoRoute, ev.Type))
 	}
 	return h.HandleEvent(ctx, ev)
 }

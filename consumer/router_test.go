@@ -15,9 +15,9 @@ type Shipped struct {
 	OrderID string `json:"order_id"`
 }
 
-// The router decodes registered types, skips (acks) types without a route
-// unless Unhandled is set, and dead-letters payloads it cannot decode at
-// once.
+// The router decodes registered types, dead-letters types without a route
+// (reason no-route) unless Unhandled is set or IgnoreUnrouted called, and
+// dead-letters payloads it cannot decode at once.
 func TestRouter(t *testing.T) {
 	t.Parallel()
 	reg := eventkit.NewRegistry()
@@ -50,11 +50,25 @@ func TestRouter(t *testing.T) {
 	if s := <-got; s.OrderID != "o-9" {
 		t.Fatalf("got %+v", s)
 	}
-	dl := receive(t, dlq, 5*time.Second)
-	if info, _ := consumer.DeadLetterInfo(dl); dl.ID != badVersion.ID || info.Reason != consumer.ReasonPermanent || info.Attempts != 1 {
-		t.Fatalf("dead letter %+v", info)
+	reasons := map[string]consumer.DeadLetter{}
+	for range 2 {
+		info, _ := consumer.DeadLetterInfo(receive(t, dlq, 5*time.Second))
+		reasons[info.EventID] = info
 	}
-	eventually(t, 5*time.Second, "the unknown type acked", func() bool { return c.Stats().Handled == 2 })
+	if info := reasons[badVersion.ID]; info.Reason != consumer.ReasonPermanent || info.Attempts != 1 {
+		t.Fatalf("dead letter of the bad version %+v", info)
+	}
+	if info := reasons[other.ID]; info.Reason != consumer.ReasonNoRoute || info.Attempts != 1 {
+		t.Fatalf("dead letter of the unknown type %+v", info)
+	}
+	eventually(t, 5*time.Second, "two dead letters", func() bool { return c.Stats().DeadLettered == 2 })
+	if s := c.Stats(); s.Handled != 1 {
+		t.Fatalf("stats %+v: the unknown type counted as handled", s)
+	}
+
+	r.IgnoreUnrouted()
+	publish(t, b, topic, ev("order.cancelled", "o-11", `{}`))
+	eventually(t, 5*time.Second, "the ignored type acked", func() bool { return c.Stats().Handled == 2 })
 
 	r.Unhandled(consumer.HandlerFunc(func(context.Context, eventkit.Event) error { unhandled.Add(1); return nil }))
 	publish(t, b, topic, ev("order.cancelled", "o-10", `{}`))

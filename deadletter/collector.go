@@ -14,7 +14,10 @@ import (
 )
 
 // DefaultCollectorGroup is the consumer group the Collector uses.
-const DefaultCollectorGroup = "eventkit-dlq-collector"
+// It is the group the consumer runtime provisions on each dead-letter topic
+// (consumer.Config.DeadLetterGroup), so dead letters published before the
+// collector first ran are kept for it.
+const DefaultCollectorGroup = consumer.DefaultDeadLetterGroup
 
 // Collect subscribes to each dead-letter topic and stores every dead letter
 // in s before acking it. Messages on a dead-letter topic that are not dead

@@ -5,12 +5,20 @@
 //
 // Guarantees: the Collector stores a dead letter before it acks it, so none
 // is lost (a crash in between stores it twice, which the table's key
-// (topic, group, event id) folds into one row). Replay republishes the
-// original event (without the dlq* attributes) to its original topic and
-// only then marks the row replayed: it is at least once, so a crash between
-// the two replays the event again on the next call, and consumers with an
-// inbox drop the duplicate. Undecodable dead letters hold raw bytes, not an
-// event, and cannot be replayed; they can be shown and purged.
+// (topic, group, original event id) folds into one row). Every dead letter
+// and every replay is a message with an id of its own (the original id is
+// kept in an attribute), so a broker's deduplication by message id
+// (JetStream's Nats-Msg-Id window) cannot drop the second group's dead
+// letter of an event, nor a replay of an event seen within the window.
+// Replay republishes the original event (without the dlq* attributes) to its
+// original topic, addressed to the group that gave up only (other groups of
+// the topic ack it unseen), and only then marks the row replayed: it is at
+// least once, so a crash between the two replays the event again on the
+// next call. The consumer runtime hands the replay to the handler and the
+// inbox with the original event id, so an inbox drops a replay of an event
+// that was applied meanwhile as a duplicate. Undecodable dead letters hold
+// raw bytes, not an event, and cannot be replayed; they can be shown and
+// purged.
 package deadletter
 
 import (
@@ -160,7 +168,7 @@ func (s *Store) Add(ctx context.Context, dl eventkit.Event) error {
 		dead = time.Now()
 	}
 	typ := dl.Type
-	args := []any{info.Topic, info.Group, dl.ID, typ, info.Reason, info.Error, info.Attempts, dead.UnixNano(), env}
+	args := []any{info.Topic, info.Group, info.EventID, typ, info.Reason, info.Error, info.Attempts, dead.UnixNano(), env}
 	var upsert string
 	switch s.dialect {
 	case sqlinbox.MySQL:
@@ -173,7 +181,7 @@ func (s *Store) Add(ctx context.Context, dl eventkit.Event) error {
 	_, err = s.db.ExecContext(ctx, s.q(`INSERT INTO `+s.table+` (topic, grp, event_id, event_type, reason, error, attempts, dead_at, envelope)
 		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`+upsert), args...)
 	if err != nil {
-		return fmt.Errorf("deadletter: add %s: %w", dl.ID, err)
+		return fmt.Errorf("deadletter: add %s: %w", info.EventID, err)
 	}
 	return nil
 }
@@ -278,7 +286,11 @@ type ReplayResult struct {
 
 // Replay republishes the original events of the dead letters f selects to
 // their original topics, in dead-letter order, and marks each replayed after
-// the broker confirmed it. At least once: see the package doc.
+// the broker confirmed it. Each is published as consumer.Replay makes it:
+// with an id of its own (so JetStream's duplicate window cannot drop it)
+// and addressed to the group that gave up, whose runtime hands the handler
+// the original event id; other groups of the topic skip it. At least once:
+// see the package doc.
 func (s *Store) Replay(ctx context.Context, pub broker.Publisher, f Filter) (ReplayResult, error) {
 	var res ReplayResult
 	entries, err := s.List(ctx, f)
@@ -290,7 +302,7 @@ func (s *Store) Replay(ctx context.Context, pub broker.Publisher, f Filter) (Rep
 			res.Skipped++
 			continue
 		}
-		if err := pub.Publish(ctx, e.Topic, consumer.Original(e.Event)); err != nil {
+		if err := pub.Publish(ctx, e.Topic, consumer.Replay(e.Event)); err != nil {
 			return res, fmt.Errorf("deadletter: replay %s to %s: %w", e.EventID, e.Topic, err)
 		}
 		if _, err := s.db.ExecContext(ctx, s.q(`UPDATE `+s.table+` SET replays = replays + 1, replayed_at = ?

@@ -76,13 +76,16 @@ func Example() {
 
 	<-seen // the original
 
-	// Replay puts the original event back on "orders".
+	// Replay puts the original event back on "orders", with an id of its
+	// own and addressed to billing: a consumer runtime of another group
+	// skips it, billing's handler sees the original id "evt-1". A raw
+	// subscriber such as the auditor sees the replay's attributes.
 	res, err := store.Replay(ctx, b, deadletter.Filter{EventID: "evt-1"})
 	fmt.Println("replayed:", res.Replayed, err)
 	e := <-seen
-	fmt.Println("audit saw again:", e.ID, e.Type, string(e.Data))
+	fmt.Println("audit saw the replay of:", e.Extension(consumer.ExtReplayOf), "for", e.Extension(consumer.ExtReplayGroup), e.Type, string(e.Data))
 	// Output:
 	// orders evt-1 order.created group=billing reason=permanent error="permanent: no price for SKU-X"
 	// replayed: 1 <nil>
-	// audit saw again: evt-1 order.created {"sku":"SKU-X"}
+	// audit saw the replay of: evt-1 for billing order.created {"sku":"SKU-X"}
 }

@@ -202,12 +202,7 @@ func (b *Broker) Subscribe(ctx context.Context, topicName, groupName string, h b
 	if b.closed {
 		return nil, broker.ErrClosed
 	}
-	t := b.topicLocked(topicName)
-	g := t.groups[groupName]
-	if g == nil {
-		g = &group{t: t, name: groupName, next: t.base, pend: map[uint64]*pending{}, notify: make(chan struct{})}
-		t.groups[groupName] = g
-	}
+	g := b.groupLocked(topicName, groupName)
 	hctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	s := &subscription{
 		b: b, g: g, h: h, cfg: cfg, hctx: hctx, cancel: cancel,

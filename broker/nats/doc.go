@@ -20,7 +20,8 @@
 //     AckExplicit, AckWait = the subscription's AckWait, MaxDeliver
 //     unlimited (the consumer runtime decides when to dead-letter, from
 //     Attempt), DeliverAll (a new group replays the whole stream), and
-//     MaxAckPending = MaxInFlight. Subscribers of one group compete for its
+//     MaxAckPending = MaxInFlight (broker.WithGroupMaxInFlight sets it per
+//     subscription). Subscribers of one group compete for its
 //     messages. The last Subscribe's settings win for the whole group.
 //   - An event is a message in CloudEvents binary mode (NATS protocol
 //     binding, eventkit.NATSBinding): attributes in "ce-" headers,
@@ -73,8 +74,11 @@
 // are unsettled; the consumer's MaxAckPending = MaxInFlight makes the server
 // enforce the same bound, so messages are never buffered beyond it. With
 // competing subscribers the group shares that bound; Options.MaxAckPending
-// raises the server's bound (each subscription still hands out at most
-// MaxInFlight, but may then hold up to MaxInFlight more prefetched).
+// (every subscription of the broker) or broker.WithGroupMaxInFlight (one
+// subscription; consumer.Config.GroupMaxInFlight) raises the server's bound
+// (each subscription still hands out at most MaxInFlight, but may then hold
+// up to MaxInFlight more prefetched). A delivery implements broker.Extender:
+// InProgress restarts its ack wait on the server.
 //
 // Ordering: one subscriber of a group receives events in stream order
 // (Ordered), until a Nack or an AckWait expiry puts a redelivery behind later

@@ -17,8 +17,9 @@ import (
 
 // Subscribe implements broker.Subscriber. The group is a durable pull
 // consumer on the topic's stream, created or updated idempotently with
-// AckWait = cfg.AckWait, MaxAckPending = cfg.MaxInFlight (or
-// Options.MaxAckPending if larger), unlimited deliveries and DeliverAll. The
+// AckWait = cfg.AckWait, MaxAckPending = cfg.GroupMaxInFlight if set, else
+// cfg.MaxInFlight (or Options.MaxAckPending if larger), unlimited
+// deliveries and DeliverAll. The
 // subscription pulls at most MaxInFlight messages at a time and hands them to
 // h one at a time; a message is handed over only while fewer than
 // MaxInFlight deliveries are unsettled.
@@ -48,6 +49,9 @@ func (b *Broker) Subscribe(ctx context.Context, topic, group string, h broker.Ha
 		MaxDeliver:    -1,
 		MaxAckPending: max(cfg.MaxInFlight, b.opts.MaxAckPending),
 		DeliverPolicy: jetstream.DeliverAllPolicy,
+	}
+	if cfg.GroupMaxInFlight > 0 {
+		ccfg.MaxAckPending = cfg.GroupMaxInFlight
 	}
 	cons, err := b.js.CreateOrUpdateConsumer(ctx, stream, ccfg)
 	if errors.Is(err, jetstream.ErrStreamNotFound) {
@@ -409,4 +413,13 @@ func (d *delivery) Term(ctx context.Context) error {
 	}
 	defer d.s.release()
 	return d.msg.Term()
+}
+
+// InProgress implements broker.Extender with a JetStream "+WPI": the server
+// restarts the message's ack wait.
+func (d *delivery) InProgress(ctx context.Context) error {
+	if d.Settled() {
+		return broker.ErrAlreadySettled
+	}
+	return d.msg.InProgress()
 }

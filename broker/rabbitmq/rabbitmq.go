@@ -212,7 +212,10 @@ func (b *Broker) waitUnblocked(ctx context.Context) error {
 	return nil
 }
 
-var _ broker.Broker = (*Broker)(nil)
+var (
+	_ broker.Broker      = (*Broker)(nil)
+	_ broker.Provisioner = (*Broker)(nil)
+)
 
 // New connects to the server and returns a Broker. It fails if the first
 // connection cannot be made; later losses are repaired in the background.

@@ -63,10 +63,13 @@ func newDLQCmd(g *globals) *cobra.Command {
 		Use:   "dlq",
 		Short: "List, show, replay, skip and purge dead letters",
 		Long: `Dead letters are events that a consumer gave up on (every attempt failed, a
-permanent error, or a message that is not a valid event). The consumer
-runtime publishes them to dead-letter topics (<topic>.dlq); the relay daemon
-(eventkit relay --collect-dlq ...) or the consumer process stores them in the
-dead-letter table, where these commands find them.`,
+permanent error, an event type with no route, or a message that is not a
+valid event). The consumer runtime publishes them to dead-letter topics
+(<topic>.dlq, provisioned with the collector's group before the first one),
+each with an id of its own; the relay daemon (eventkit relay --collect-dlq
+...) or the consumer process stores them in the dead-letter table, one row
+per (topic, group, original event id), where these commands find them. Event
+ids given to these commands are the original events' ids.`,
 	}
 
 	var lf dlqFilter
@@ -142,13 +145,17 @@ dead-letter table, where these commands find them.`,
 	var rf dlqFilter
 	replay := &cobra.Command{
 		Use:   "replay [EVENT-ID ...]",
-		Short: "Republish dead letters' original events to their original topics",
+		Short: "Republish dead letters' original events to their topics, for the failing group",
 		Long: `replay republishes the original event (without the dead-letter attributes) to
-its original topic and then marks the dead letter replayed. It is at least
-once: if it stops between the two, the next replay publishes the event again,
-and consumers with an inbox drop the duplicate. A subject that a dead letter
-parked (strict order) is resumed first so that the replayed event runs
-before the subject's later events. Give event ids, filters, or --all.`,
+its original topic and then marks the dead letter replayed. The replay has a
+message id of its own (so a broker's duplicate window, such as JetStream's,
+cannot drop it) and is addressed to the group that gave up: only that group's
+consumers handle it, with the original event id; other groups of the topic
+skip it. It is at least once: if it stops between the two, the next replay
+publishes the event again, and consumers with an inbox drop the duplicate. A
+subject that a dead letter parked (strict order) is resumed first so that the
+replayed event runs before the subject's later events. Give event ids,
+filters, or --all.`,
 		Example: `  eventkit dlq replay --store postgres://... --broker nats://127.0.0.1:4222 0192f0c4-7a9e-7c1b-9f0e-5b7d2c1a9e33
   eventkit dlq replay --store postgres://... --broker nats://127.0.0.1:4222 --topic orders --since 1h
   eventkit dlq replay --store postgres://... --broker nats://127.0.0.1:4222 --all`,

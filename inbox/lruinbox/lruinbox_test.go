@@ -16,7 +16,9 @@ import (
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 func TestSuite(t *testing.T) {
-	inboxtest.Exercise(t, func(t *testing.T) inbox.Inbox { return lruinbox.New(lruinbox.Options{}) })
+	inboxtest.Exercise(t, func(t *testing.T) inbox.Inbox { return lruinbox.New(lruinbox.Options{}) },
+		inboxtest.WithExpiry(func(t *testing.T) inbox.Inbox { return lruinbox.New(lruinbox.Options{TTL: 300 * time.Millisecond}) },
+			0, 300*time.Millisecond))
 }
 
 func TestTTLAndSizeBound(t *testing.T) {

@@ -31,7 +31,9 @@ func client(t *testing.T) *redis.Client {
 func TestSuite(t *testing.T) {
 	inboxtest.Exercise(t, func(t *testing.T) inbox.Inbox {
 		return redisinbox.New(client(t), redisinbox.Options{Prefix: testenv.Name("inbox") + ":", TTL: time.Minute})
-	})
+	}, inboxtest.WithExpiry(func(t *testing.T) inbox.Inbox {
+		return redisinbox.New(client(t), redisinbox.Options{Prefix: testenv.Name("inbox") + ":", Lease: 300 * time.Millisecond, TTL: 600 * time.Millisecond})
+	}, 300*time.Millisecond, 600*time.Millisecond))
 }
 
 // The documented windows: a reservation outlived by its handler lets a

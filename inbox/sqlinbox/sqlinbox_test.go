@@ -179,6 +179,12 @@ func businessTable(t *testing.T, e *env) string {
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() {
+		_ = e.in.Process(context.Background(), inbox.Key{Consumer: "teardown", EventID: name}, func(ctx context.Context) error {
+			_, err := e.exec(ctx, "DROP TABLE "+name)
+			return err
+		})
+	})
 	return name
 }
 
@@ -408,7 +414,20 @@ func TestSuite(t *testing.T) {
 	for _, s := range setups {
 		t.Run(s.name, func(t *testing.T) {
 			t.Parallel()
-			inboxtest.Exercise(t, func(t *testing.T) inbox.Inbox { return s.setup(t).in })
+			inboxtest.Exercise(t, func(t *testing.T) inbox.Inbox { return s.setup(t).in },
+				inboxtest.WithTx(func(t *testing.T) (inbox.Inbox, inboxtest.Tx) {
+					e := s.setup(t)
+					biz := businessTable(t, e)
+					return e.in, inboxtest.Tx{
+						Write: func(ctx context.Context, id string) error {
+							_, err := e.exec(ctx, "INSERT INTO "+biz+" (id, n, version) VALUES ("+e.ph(1)+", 1, 1)", id)
+							return err
+						},
+						Written: func(t *testing.T, id string) bool {
+							return e.queryInt(t, "SELECT COUNT(*) FROM "+biz+" WHERE id = "+e.ph(1), id) == 1
+						},
+					}
+				}))
 		})
 	}
 }

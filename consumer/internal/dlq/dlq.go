@@ -23,6 +23,14 @@ const (
 	ExtDLQError        = "dlqerror"        // the last error's text (at most 1000 bytes)
 	ExtDLQReason       = "dlqreason"       // ReasonMaxAttempts, ReasonPermanent or ReasonUndecodable
 	ExtDLQHeaders      = "dlqheaders"      // undecodable only: the message headers as a JSON object
+	ExtDLQEventID      = "dlqeventid"      // the original event's id (the dead letter has an id of its own)
+)
+
+// The extension attributes of a replayed event (see Replay). They do not
+// start with "dlq": a replay is the original event, not a dead letter.
+const (
+	ExtReplayOf    = "replayof"    // the original event's id (the replay has an id of its own)
+	ExtReplayGroup = "replaygroup" // the only consumer group that handles the replay
 )
 
 // Why an event was dead-lettered.
@@ -30,6 +38,7 @@ const (
 	ReasonMaxAttempts = "max-attempts" // every attempt failed
 	ReasonPermanent   = "permanent"    // the handler returned a permanent error (eventkit.Permanent)
 	ReasonUndecodable = "undecodable"  // the message was not a valid event
+	ReasonNoRoute     = "no-route"     // the Router had no route for the event type
 )
 
 // UndecodableType is the type of the dead letter made for a message that was
@@ -39,6 +48,11 @@ const UndecodableType = "eventkit.deadletter.undecodable"
 
 // DeadLetter describes a dead-letter event (see DeadLetterInfo).
 type DeadLetter struct {
+	// EventID is the original event's id. The dead letter itself has an id
+	// of its own, so that a broker's deduplication by message id (JetStream's
+	// Nats-Msg-Id) cannot drop it as a copy of the original or of another
+	// group's dead letter.
+	EventID      string
 	Topic        string // original topic
 	Group        string // consumer group
 	Attempts     int
@@ -65,6 +79,10 @@ func DeadLetterInfo(ev eventkit.Event) (dl DeadLetter, ok bool) {
 		Error:       ev.Extensions[ExtDLQError],
 		Reason:      ev.Extensions[ExtDLQReason],
 		Undecodable: ev.Type == UndecodableType,
+		EventID:     ev.ID,
+	}
+	if id := ev.Extensions[ExtDLQEventID]; id != "" && !dl.Undecodable {
+		dl.EventID = id
 	}
 	dl.Attempts, _ = strconv.Atoi(ev.Extensions[ExtDLQAttempts])
 	dl.FirstFailure, _ = time.Parse(time.RFC3339Nano, ev.Extensions[ExtDLQFirstFailure])
@@ -75,12 +93,14 @@ func DeadLetterInfo(ev eventkit.Event) (dl DeadLetter, ok bool) {
 	return dl, true
 }
 
-// Original returns the event a dead letter was made from: a copy of ev
-// without the dlq* extensions, ready to be republished to DeadLetter.Topic
-// (replay). For an undecodable dead letter there is no original event; it
-// returns the copy all the same.
+// Original returns the event a dead letter was made from: a copy of ev with
+// the original event id and without the dlq* extensions. For an undecodable
+// dead letter there is no original event; it returns the copy all the same.
 func Original(ev eventkit.Event) eventkit.Event {
 	out := ev.Clone()
+	if id := out.Extensions[ExtDLQEventID]; id != "" && out.Type != UndecodableType {
+		out.ID = id
+	}
 	for k := range out.Extensions {
 		if strings.HasPrefix(k, "dlq") {
 			delete(out.Extensions, k)
@@ -101,14 +121,61 @@ type Failure struct {
 	Err      error
 }
 
-// Of builds the dead letter of ev.
+// Of builds the dead letter of ev: ev with an id of its own, the original
+// id in ExtDLQEventID and the failure's attributes.
 func Of(ev eventkit.Event, topic, group string, f Failure) eventkit.Event {
 	dl := Original(ev)
 	if dl.Extensions == nil {
-		dl.Extensions = make(map[string]string, 7)
+		dl.Extensions = make(map[string]string, 8)
 	}
+	dl.Extensions[ExtDLQEventID] = dl.ID
+	dl.ID = eventkit.NewID()
 	setFailure(dl.Extensions, topic, group, f)
 	return dl
+}
+
+// Replay builds the replay of dead letter dl: the original event with an id
+// of its own (so that a broker's deduplication by message id cannot drop it
+// as a copy of the original), the original id in ExtReplayOf and the group
+// that gave up in ExtReplayGroup. The consumer runtime gives the replay back
+// its original id before the inbox and the handler see it, and only the
+// named group handles it; other groups of the topic ack it unseen.
+func Replay(dl eventkit.Event) eventkit.Event {
+	group := dl.Extensions[ExtDLQGroup]
+	ev := Original(dl)
+	if ev.Extensions == nil {
+		ev.Extensions = make(map[string]string, 2)
+	}
+	ev.Extensions[ExtReplayOf] = ev.ID
+	if group != "" {
+		ev.Extensions[ExtReplayGroup] = group
+	}
+	ev.ID = eventkit.NewID()
+	return ev
+}
+
+// Unreplay undoes Replay for the consumer of group: it returns ev with its
+// original id and without the replay attributes, and skip=true when the
+// replay is meant for another group. An event that is not a replay is
+// returned as it is.
+func Unreplay(ev eventkit.Event, group string) (out eventkit.Event, skip bool) {
+	orig, ok := ev.Extensions[ExtReplayOf]
+	if !ok {
+		return ev, false
+	}
+	if g := ev.Extensions[ExtReplayGroup]; g != "" && g != group {
+		return ev, true
+	}
+	out = ev.Clone()
+	if orig != "" {
+		out.ID = orig
+	}
+	delete(out.Extensions, ExtReplayOf)
+	delete(out.Extensions, ExtReplayGroup)
+	if len(out.Extensions) == 0 {
+		out.Extensions = nil
+	}
+	return out, false
 }
 
 func setFailure(ext map[string]string, topic, group string, f Failure) {
