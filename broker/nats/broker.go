@@ -17,6 +17,7 @@ import (
 
 	"github.com/eventkit/eventkit"
 	"github.com/eventkit/eventkit/broker"
+	"github.com/eventkit/eventkit/internal/redact"
 )
 
 // StreamOptions configure the streams the broker creates for topics. They
@@ -210,7 +211,7 @@ func Connect(ctx context.Context, url string, opts Options) (*Broker, error) {
 		return nil, ctx.Err()
 	}
 	if r.err != nil {
-		return nil, fmt.Errorf("natsbroker: connect to %s: %w", url, r.err)
+		return nil, fmt.Errorf("natsbroker: connect to %s: %w", redact.URL(url), redact.Err(r.err, url))
 	}
 	b, err := newBroker(r.nc, opts, true)
 	if err != nil {

@@ -11,6 +11,7 @@ import (
 
 	"github.com/eventkit/eventkit/broker"
 	"github.com/eventkit/eventkit/internal/benchkit"
+	"github.com/eventkit/eventkit/internal/redact"
 )
 
 func init() { commands = append(commands, newBenchCmd) }
@@ -53,7 +54,7 @@ benchmarks: go test -run '^$' -bench . ./broker/... ./outbox/... ./consumer/...`
 			if err != nil {
 				return err
 			}
-			return o.print(g.stdout, fmt.Sprintf("broker %s, %d-byte events, batches of %d", c.broker, o.size, o.batch), res)
+			return o.print(g.stdout, fmt.Sprintf("broker %s, %d-byte events, batches of %d", redact.URL(c.broker), o.size, o.batch), res)
 		},
 	}
 	consume := &cobra.Command{
@@ -83,7 +84,7 @@ benchmarks: go test -run '^$' -bench . ./broker/... ./outbox/... ./consumer/...`
 				}
 				results = append(results, res)
 			}
-			return o.print(g.stdout, fmt.Sprintf("broker %s, %d-byte events", c.broker, o.size), results...)
+			return o.print(g.stdout, fmt.Sprintf("broker %s, %d-byte events", redact.URL(c.broker), o.size), results...)
 		},
 	}
 	relay := &cobra.Command{
@@ -123,7 +124,7 @@ benchmarks: go test -run '^$' -bench . ./broker/... ./outbox/... ./consumer/...`
 			if err != nil {
 				return err
 			}
-			return o.print(g.stdout, fmt.Sprintf("store %s, broker %s, %d-byte events", redactURL(c.store), c.broker, o.size), drain, lat)
+			return o.print(g.stdout, fmt.Sprintf("store %s, broker %s, %d-byte events", redact.URL(c.store), redact.URL(c.broker), o.size), drain, lat)
 		},
 	}
 	for _, s := range []*cobra.Command{publish, consume, relay} {
