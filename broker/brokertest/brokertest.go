@@ -16,6 +16,7 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -89,6 +90,7 @@ func Run(t *testing.T, cfg Config) {
 		{"ConcurrentPublishers", s.concurrentPublishers},
 		{"ForeignMessage", s.foreign},
 		{"NamesDoNotCollide", s.namesDoNotCollide},
+		{"HostileNamesRejected", s.hostileNames},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -829,6 +831,32 @@ func (s *suite) namesDoNotCollide(t *testing.T) {
 					t.Errorf("(%s, %s) got event %s of (%s, %s): they share a queue or topic",
 						x.topic, x.group, r.ev.ID, p[1-i].topic, p[1-i].group)
 				}
+			}
+		}
+	}
+}
+
+// hostileNames checks that topic and group names with quotes, separators,
+// wildcards ('*', '>'), spaces, control bytes, Unicode, or 1 KB of letters
+// are refused with ErrInvalidTopic by Publish and Subscribe, before they
+// reach the broker.
+func (s *suite) hostileNames(t *testing.T) {
+	ctx := s.ctx(t)
+	b := s.broker(t)
+	topic := s.cfg.Topic(t)
+	h := broker.AutoAck(func(context.Context, eventkit.Event, int) error { return nil })
+	for _, n := range []string{"", `a"b`, "a'b", "a`b", "a;b", "a b", "a*", "a>", "a.*", "a.>", "*", ">", "a/b", `a\b`,
+		"a:b", "a@b", "a#b", "a\x00b", "a\nb", "ä", "日本", strings.Repeat("a", 1024)} {
+		if err := b.Publish(ctx, n, mkEvents(1, nil)...); !errors.Is(err, broker.ErrInvalidTopic) {
+			t.Errorf("Publish(topic %q) = %v, want ErrInvalidTopic", n, err)
+		}
+		for _, tg := range [][2]string{{n, "g"}, {topic, n}} {
+			sub, err := b.Subscribe(ctx, tg[0], tg[1], h)
+			if !errors.Is(err, broker.ErrInvalidTopic) {
+				t.Errorf("Subscribe(topic %q, group %q) = %v, want ErrInvalidTopic", tg[0], tg[1], err)
+			}
+			if sub != nil {
+				_ = sub.Close(ctx)
 			}
 		}
 	}

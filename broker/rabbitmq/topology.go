@@ -178,6 +178,9 @@ func (b *Broker) Provision(ctx context.Context, topic string, groups ...string) 
 		return err
 	}
 	for _, g := range groups {
+		if g == "" {
+			return broker.ValidateName("group", g)
+		}
 		if err := b.checkNames(topic, g); err != nil {
 			return err
 		}
