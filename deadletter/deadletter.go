@@ -53,8 +53,8 @@ func New(db *sql.DB, dialect sqlinbox.Dialect, table string) (*Store, error) {
 	if table == "" {
 		table = DefaultTable
 	}
-	if strings.Trim(table, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.") != "" {
-		return nil, fmt.Errorf("deadletter: invalid table name %q", table)
+	if err := sqlinbox.CheckTable(table); err != nil {
+		return nil, fmt.Errorf("deadletter: %w", err)
 	}
 	switch dialect {
 	case sqlinbox.Postgres, sqlinbox.MySQL, sqlinbox.SQLite:

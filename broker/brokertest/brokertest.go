@@ -16,6 +16,7 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -101,6 +102,8 @@ func Run(t *testing.T, cfg Config) {
 		{"ConcurrentPublishFailures", s.concurrentPublishFailures},
 		{"PartialFailureOrder", s.partialFailureOrder},
 		{"ForeignMessage", s.foreign},
+		{"NamesDoNotCollide", s.namesDoNotCollide},
+		{"HostileNamesRejected", s.hostileNames},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -765,4 +768,112 @@ func (s *suite) foreign(t *testing.T) {
 		t.Fatalf("%d deliveries had a decode error, want 2", bad)
 	}
 	quiet(t, c, s.cfg.AckWait+500*time.Millisecond) // termed garbage is not redelivered
+}
+
+// namesDoNotCollide subscribes pairs of (topic, group) that naive name
+// mappings send to one queue or topic ("<topic>.<group>" for ("a.b", "c") and
+// ("a", "b.c"); "<topic>.retry.<group>" for a user's topic "a.retry.g"): each
+// subscription must get its own topic's events only. A broker may instead
+// refuse a name with ErrInvalidTopic.
+func (s *suite) namesDoNotCollide(t *testing.T) {
+	ctx := s.ctx(t)
+	b := s.broker(t)
+	type sg struct{ topic, group string }
+	t1, t2 := s.cfg.Topic(t), s.cfg.Topic(t)
+	pairs := [][2]sg{
+		{{t1 + ".b", "c"}, {t1, "b.c"}},
+		{{t2, "g"}, {t2 + ".retry.g", "h"}},
+	}
+	if d, ok := b.(interface {
+		DeleteTopic(ctx context.Context, topic string) error
+	}); ok {
+		t.Cleanup(func() {
+			cctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			for _, p := range pairs {
+				for _, x := range p {
+					if x.topic != t1 && x.topic != t2 { // the suite's own topics are cleaned up by Config
+						_ = d.DeleteTopic(cctx, x.topic)
+					}
+				}
+			}
+		})
+	}
+	for _, p := range pairs {
+		var cs [2]*collector
+		var ids [2]map[string]bool
+		rejected := false
+		for i, x := range p {
+			cs[i] = newCollector(nil)
+			sub, err := b.Subscribe(ctx, x.topic, x.group, cs[i].handle)
+			if errors.Is(err, broker.ErrInvalidTopic) {
+				rejected = true
+				break
+			}
+			if err != nil {
+				t.Fatalf("Subscribe(%s, %s): %v", x.topic, x.group, err)
+			}
+			t.Cleanup(func() {
+				cctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+				defer cancel()
+				_ = sub.Close(cctx)
+			})
+			s.cfg.Settle(t, sub)
+		}
+		if rejected {
+			continue
+		}
+		for i, x := range p {
+			evs := mkEvents(3, nil)
+			ids[i] = map[string]bool{}
+			for _, e := range evs {
+				ids[i][e.ID] = true
+			}
+			err := b.Publish(ctx, x.topic, evs...)
+			if errors.Is(err, broker.ErrInvalidTopic) {
+				rejected = true
+				break
+			}
+			if err != nil {
+				t.Fatalf("Publish(%s): %v", x.topic, err)
+			}
+		}
+		if rejected {
+			continue
+		}
+		for i, x := range p {
+			for _, r := range s.wait(t, cs[i], 3) {
+				if !ids[i][r.ev.ID] {
+					t.Errorf("(%s, %s) got event %s of (%s, %s): they share a queue or topic",
+						x.topic, x.group, r.ev.ID, p[1-i].topic, p[1-i].group)
+				}
+			}
+		}
+	}
+}
+
+// hostileNames checks that topic and group names with quotes, separators,
+// wildcards ('*', '>'), spaces, control bytes, Unicode, or 1 KB of letters
+// are refused with ErrInvalidTopic by Publish and Subscribe, before they
+// reach the broker.
+func (s *suite) hostileNames(t *testing.T) {
+	ctx := s.ctx(t)
+	b := s.broker(t)
+	topic := s.cfg.Topic(t)
+	h := broker.AutoAck(func(context.Context, eventkit.Event, int) error { return nil })
+	for _, n := range []string{"", `a"b`, "a'b", "a`b", "a;b", "a b", "a*", "a>", "a.*", "a.>", "*", ">", "a/b", `a\b`,
+		"a:b", "a@b", "a#b", "a\x00b", "a\nb", "ä", "日本", strings.Repeat("a", 1024)} {
+		if err := b.Publish(ctx, n, mkEvents(1, nil)...); !errors.Is(err, broker.ErrInvalidTopic) {
+			t.Errorf("Publish(topic %q) = %v, want ErrInvalidTopic", n, err)
+		}
+		for _, tg := range [][2]string{{n, "g"}, {topic, n}} {
+			sub, err := b.Subscribe(ctx, tg[0], tg[1], h)
+			if !errors.Is(err, broker.ErrInvalidTopic) {
+				t.Errorf("Subscribe(topic %q, group %q) = %v, want ErrInvalidTopic", tg[0], tg[1], err)
+			}
+			if sub != nil {
+				_ = sub.Close(ctx)
+			}
+		}
+	}
 }

@@ -10,6 +10,7 @@ import (
 	"math"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -115,6 +116,23 @@ func (o *Options) defaults() {
 
 // DefaultGroupID returns "<group>@<topic>".
 func DefaultGroupID(topic, group string) string { return group + "@" + topic }
+
+// CheckTopic checks a topic name for this adapter: broker.ValidateName, and
+// no ".retry." inside and no ".retry" at the end. Those are reserved for the
+// retry topics ("<topic>.retry.<group>"): with them a user's topic could be
+// another group's retry topic, and ("a.retry.b", "c") and ("a", "b.retry.c")
+// would share one. Without them the first ".retry." of a retry topic's name
+// ends its topic, so distinct (topic, group) pairs never share a retry topic.
+func CheckTopic(topic string) error {
+	if err := broker.ValidateName("topic", topic); err != nil {
+		return err
+	}
+	if strings.Contains(topic, ".retry.") || strings.HasSuffix(topic, ".retry") {
+		return fmt.Errorf("%w: topic %q: \".retry.\" and a \".retry\" suffix are reserved for the retry topics (<topic>.retry.<group>)",
+			broker.ErrInvalidTopic, topic)
+	}
+	return nil
+}
 
 // DefaultRetryTopic returns "<topic>.retry.<group>", or, if that is longer
 // than Kafka's limit of 249 characters, a prefix of it followed by a hash of
@@ -293,7 +311,7 @@ func (b *Broker) Publish(ctx context.Context, topic string, events ...eventkit.E
 	if b.isClosed() {
 		return broker.ErrClosed
 	}
-	if err := broker.ValidateName("topic", topic); err != nil {
+	if err := CheckTopic(topic); err != nil {
 		return err
 	}
 	if len(events) == 0 {

@@ -149,7 +149,7 @@ func (b *Broker) Subscribe(ctx context.Context, topic, group string, h broker.Ha
 	if b.isClosed() {
 		return nil, broker.ErrClosed
 	}
-	if err := broker.ValidateName("topic", topic); err != nil {
+	if err := CheckTopic(topic); err != nil {
 		return nil, err
 	}
 	if err := broker.ValidateName("group", group); err != nil {

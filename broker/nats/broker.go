@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 	"unsafe"
@@ -17,6 +18,7 @@ import (
 
 	"github.com/eventkit/eventkit"
 	"github.com/eventkit/eventkit/broker"
+	"github.com/eventkit/eventkit/internal/redact"
 )
 
 // StreamOptions configure the streams the broker creates for topics. They
@@ -210,7 +212,7 @@ func Connect(ctx context.Context, url string, opts Options) (*Broker, error) {
 		return nil, ctx.Err()
 	}
 	if r.err != nil {
-		return nil, fmt.Errorf("natsbroker: connect to %s: %w", url, r.err)
+		return nil, fmt.Errorf("natsbroker: connect to %s: %w", redact.URL(url), redact.Err(r.err, url))
 	}
 	b, err := newBroker(r.nc, opts, true)
 	if err != nil {
@@ -304,16 +306,25 @@ func (b *Broker) stream(ctx context.Context, topic string) (string, error) {
 	}
 	var err error
 	if so.Update {
-		_, err = b.js.CreateOrUpdateStream(ctx, cfg)
+		// Never update another topic's stream into this one's.
+		if s, serr := b.js.Stream(ctx, name); serr == nil {
+			err = checkOwner("stream", name, s.CachedInfo().Config.Description, cfg.Description)
+		}
+		if err == nil {
+			_, err = b.js.CreateOrUpdateStream(ctx, cfg)
+		}
 	} else {
 		_, err = b.js.CreateStream(ctx, cfg)
 		if errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
 			// It exists with another configuration: use it as it is if
-			// it holds this topic's subjects.
+			// it holds this topic's subjects and no other topic's events.
 			var s jetstream.Stream
 			if s, err = b.js.Stream(ctx, name); err == nil && !slices.Contains(s.CachedInfo().Config.Subjects, subject) {
 				err = fmt.Errorf("stream %s exists but does not take subject %s (subjects %v): another topic maps to the same stream name",
 					name, subject, s.CachedInfo().Config.Subjects)
+			}
+			if err == nil {
+				err = checkOwner("stream", name, s.CachedInfo().Config.Description, cfg.Description)
 			}
 		}
 	}
@@ -324,6 +335,19 @@ func (b *Broker) stream(ctx context.Context, topic string) (string, error) {
 	b.streams[topic] = name
 	b.mu.Unlock()
 	return name, nil
+}
+
+// checkOwner rejects a stream or consumer that eventkit made for another
+// topic or group mapped to the same name (sanitizeName is not one-to-one:
+// "a.b" and "a_b_<hash of a.b>" meet). eventkit writes the original name in
+// the description ("eventkit topic a.b"); one it did not write is used as it
+// is.
+func checkOwner(kind, name, have, want string) error {
+	if have == want || !strings.HasPrefix(have, "eventkit ") {
+		return nil
+	}
+	return fmt.Errorf("%w: %s %s already holds %q, not %q: the two names map to the same JetStream name; rename one",
+		broker.ErrInvalidTopic, kind, name, strings.TrimPrefix(have, "eventkit "), strings.TrimPrefix(want, "eventkit "))
 }
 
 // forget drops topic's stream from the cache, so that the next use checks

@@ -53,6 +53,11 @@ func (b *Broker) Subscribe(ctx context.Context, topic, group string, h broker.Ha
 	if cfg.GroupMaxInFlight > 0 {
 		ccfg.MaxAckPending = cfg.GroupMaxInFlight
 	}
+	if c, cerr := b.js.Consumer(ctx, stream, ccfg.Durable); cerr == nil {
+		if err := checkOwner("consumer", ccfg.Durable, c.CachedInfo().Config.Description, ccfg.Description); err != nil {
+			return nil, err
+		}
+	}
 	cons, err := b.js.CreateOrUpdateConsumer(ctx, stream, ccfg)
 	if errors.Is(err, jetstream.ErrStreamNotFound) {
 		b.forget(topic) // deleted behind our back: create it once more

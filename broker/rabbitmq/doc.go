@@ -8,8 +8,10 @@
 //	topic "orders"            -> durable topic exchange "orders"
 //	group "billing" on it     -> durable queue "orders.billing" (quorum on
 //	                             RabbitMQ 3.8+, else classic; Options.QueueType),
-//	                             bound with "#"
-//	Nack(delay) of that group -> durable queue "orders.billing.retry.<ms>" per
+//	                             bound with "#"; a group with a dot, "b.v2",
+//	                             gets "orders:b.v2" (see QueueName: no two
+//	                             (topic, group) pairs share a queue)
+//	Nack(delay) of that group -> durable queue "orders.billing:retry:<ms>" per
 //	                             delay bucket: x-message-ttl=<ms>, dead-lettered
 //	                             through the default exchange back to
 //	                             "orders.billing"

@@ -15,6 +15,7 @@ import (
 
 	"github.com/eventkit/eventkit"
 	"github.com/eventkit/eventkit/broker"
+	"github.com/eventkit/eventkit/internal/redact"
 )
 
 var (
@@ -285,7 +286,7 @@ func (b *Broker) dial(ctx context.Context) (*amqp.Connection, error) {
 	select {
 	case r := <-ch:
 		if r.err != nil {
-			return nil, fmt.Errorf("rabbitmq: connect: %w", r.err)
+			return nil, fmt.Errorf("rabbitmq: connect to %s: %w", redact.URL(b.opts.URL), redact.Err(r.err, b.opts.URL))
 		}
 		return r.c, nil
 	case <-ctx.Done():

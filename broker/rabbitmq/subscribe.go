@@ -57,6 +57,9 @@ func (b *Broker) Subscribe(ctx context.Context, topic, group string, h broker.Ha
 	if b.isClosed() {
 		return nil, broker.ErrClosed
 	}
+	if group == "" {
+		return nil, broker.ValidateName("group", group) // checkNames takes "" as no group
+	}
 	if err := b.checkNames(topic, group); err != nil {
 		return nil, err
 	}

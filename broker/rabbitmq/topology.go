@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
 
 	amqp "github.com/rabbitmq/amqp091-go"
@@ -15,13 +16,26 @@ import (
 // ExchangeName is the durable topic exchange of a topic: the topic name itself.
 func ExchangeName(topic string) string { return topic }
 
-// QueueName is the durable queue of a group on a topic: "<topic>.<group>".
-func QueueName(topic, group string) string { return topic + "." + group }
+// QueueName is the durable queue of a group on a topic: "<topic>.<group>"
+// when the group has no '.', else "<topic>:<group>". Topic and group names
+// hold no ':' (broker.ValidateName), so the name tells the pair apart:
+// without a ':' the group is what follows the last '.', with one it is what
+// follows the ':'. ("a.b", "c") gets "a.b.c" and ("a", "b.c") "a:b.c".
+// Queues of groups without a dot keep the names of earlier versions.
+func QueueName(topic, group string) string {
+	if strings.Contains(group, ".") {
+		return topic + ":" + group
+	}
+	return topic + "." + group
+}
 
 // RetryQueueName is the retry queue of a group queue for one delay bucket:
-// "<queue>.retry.<milliseconds>".
+// "<queue>:retry:<milliseconds>". Group queues have at most one ':', retry
+// queues two or three, so a retry queue is never a group's queue (the
+// ".retry.<ms>" suffix of earlier versions was: the queue of group "1000" on
+// topic "orders.billing.retry").
 func RetryQueueName(queue string, delay time.Duration) string {
-	return queue + ".retry." + strconv.FormatInt(delay.Milliseconds(), 10)
+	return queue + ":retry:" + strconv.FormatInt(delay.Milliseconds(), 10)
 }
 
 // maxNameLen is AMQP's limit on exchange and queue names (short strings).
@@ -164,6 +178,9 @@ func (b *Broker) Provision(ctx context.Context, topic string, groups ...string) 
 		return err
 	}
 	for _, g := range groups {
+		if g == "" {
+			return broker.ValidateName("group", g)
+		}
 		if err := b.checkNames(topic, g); err != nil {
 			return err
 		}

@@ -12,6 +12,7 @@ import (
 
 	"github.com/eventkit/eventkit"
 	"github.com/eventkit/eventkit/broker"
+	"github.com/eventkit/eventkit/internal/redact"
 )
 
 // Defaults of Options.
@@ -143,7 +144,7 @@ func New(ctx context.Context, opts Options) (*Broker, error) {
 	if b.rdb == nil {
 		o, err := goredis.ParseURL(opts.URL)
 		if err != nil {
-			return nil, fmt.Errorf("redis broker: %w", err)
+			return nil, fmt.Errorf("redis broker: %s: %w", redact.URL(opts.URL), redact.Err(err, opts.URL))
 		}
 		b.rdb = goredis.NewClient(o)
 		b.ownsRDB = true

@@ -171,7 +171,7 @@ and measures the time from each commit to the broker's confirm.`,
 	consume.Flags().IntSliceVar(&o.concurrency, "concurrency", []int{1, 8, 64}, "worker counts to measure")
 	relay.Flags().IntVar(&o.rate, "rate", 1000, "events/s committed in the latency phase")
 	relay.Flags().DurationVar(&o.duration, "duration", 5*time.Second, "length of the latency phase")
-	relay.Flags().StringVar(&store, "store", envOr("EVENTKIT_STORE", ""), "database URL (env EVENTKIT_STORE); the bench creates and drops its own table there")
+	envFlag(relay.Flags(), &store, "store", "EVENTKIT_STORE", "", "database URL; the bench creates and drops its own table there")
 	return cmd
 }
 

@@ -18,6 +18,7 @@ import (
 	"github.com/eventkit/eventkit/broker/nats/natsembed"
 	"github.com/eventkit/eventkit/internal/connect"
 	"github.com/eventkit/eventkit/internal/demo"
+	"github.com/eventkit/eventkit/internal/redact"
 )
 
 func init() { commands = append(commands, newDemoCmd) }
@@ -117,7 +118,7 @@ func runDemo(ctx context.Context, g *globals, o *demoOpts) error {
 			return err
 		}
 		defer b.Close(context.Background())
-		where = o.broker
+		where = redact.URL(o.broker)
 		// A real broker keeps earlier runs' events: use fresh topics.
 		topicSuffix = "-" + time.Now().UTC().Format("20060102-150405")
 	}
@@ -134,7 +135,7 @@ func runDemo(ctx context.Context, g *globals, o *demoOpts) error {
 		url := "sqlite://" + filepath.Join(dir, svc+".db")
 		if o.store != "" {
 			url = o.store
-			dbWhere = redactURL(o.store)
+			dbWhere = redact.URL(o.store)
 		}
 		st, err := connect.OpenStore(ctx, url, demo.OutboxTable(svc))
 		if err != nil {
@@ -154,7 +155,7 @@ func runDemo(ctx context.Context, g *globals, o *demoOpts) error {
 	if !o.json {
 		fmt.Fprintf(g.stdout, "eventkit demo: %d orders through orders -> inventory -> notifications\n  broker: %s\n  stores: %s\n  faults: %s\n\n",
 			o.orders, where, dbWhere, map[bool]string{true: "relay kill, lost acks, poison event, consumer restart", false: "none"}[cfg.Faults])
-		if f, ok := g.stderr.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
+		if f, ok := g.terminal.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
 			bar = progressbar.NewOptions(o.orders*2,
 				progressbar.OptionSetWriter(g.stderr),
 				progressbar.OptionSetDescription("placing and settling orders"),
@@ -209,15 +210,4 @@ func printSummary(w io.Writer, s demo.Summary) {
 	for _, p := range v.Problems {
 		fmt.Fprintf(w, "  - %s\n", p)
 	}
-}
-
-func redactURL(u string) string {
-	if i := strings.Index(u, "@"); i >= 0 {
-		if j := strings.Index(u, "://"); j >= 0 && j < i {
-			if k := strings.Index(u[j+3:i], ":"); k >= 0 {
-				return u[:j+3+k] + ":xxxxx" + u[i:]
-			}
-		}
-	}
-	return u
 }

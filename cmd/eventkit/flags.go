@@ -25,14 +25,15 @@ type conn struct {
 }
 
 func (c *conn) storeFlags(cmd *cobra.Command) {
-	cmd.Flags().StringVar(&c.store, "store", envOr("EVENTKIT_STORE", ""), "database URL (env EVENTKIT_STORE): "+connect.StoreSchemes)
-	cmd.Flags().StringVar(&c.outboxTable, "outbox-table", envOr("EVENTKIT_OUTBOX_TABLE", ""), "outbox table (default eventkit_outbox; env EVENTKIT_OUTBOX_TABLE)")
-	cmd.Flags().StringVar(&c.inboxTable, "inbox-table", envOr("EVENTKIT_INBOX_TABLE", ""), "inbox table (default processed_events; env EVENTKIT_INBOX_TABLE)")
-	cmd.Flags().StringVar(&c.dlqTable, "dlq-table", envOr("EVENTKIT_DLQ_TABLE", ""), "dead-letter table (default eventkit_dead_letters; env EVENTKIT_DLQ_TABLE)")
+	f := cmd.Flags()
+	envFlag(f, &c.store, "store", "EVENTKIT_STORE", "", "database URL: "+connect.StoreSchemes)
+	envFlag(f, &c.outboxTable, "outbox-table", "EVENTKIT_OUTBOX_TABLE", "", "outbox table (default eventkit_outbox)")
+	envFlag(f, &c.inboxTable, "inbox-table", "EVENTKIT_INBOX_TABLE", "", "inbox table (default processed_events)")
+	envFlag(f, &c.dlqTable, "dlq-table", "EVENTKIT_DLQ_TABLE", "", "dead-letter table (default eventkit_dead_letters)")
 }
 
 func (c *conn) brokerFlag(cmd *cobra.Command) {
-	cmd.Flags().StringVar(&c.broker, "broker", envOr("EVENTKIT_BROKER", ""), "broker URL (env EVENTKIT_BROKER): "+connect.BrokerSchemes)
+	envFlag(cmd.Flags(), &c.broker, "broker", "EVENTKIT_BROKER", "", "broker URL: "+connect.BrokerSchemes)
 }
 
 func (c *conn) openStore(ctx context.Context) (*connect.Store, error) {

@@ -24,6 +24,9 @@ import (
 	"syscall"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+
+	"github.com/eventkit/eventkit/internal/redact"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
@@ -47,8 +50,28 @@ func main() {
 
 // run executes the command line args and returns the exit status. Errors are
 // printed as one line on stderr, never as a stack trace.
-func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	root := newRoot(stdout, stderr)
+//
+// Every command redacts the URLs it shows (internal/redact). Behind that,
+// everything written to stdout and stderr, panics included, is scrubbed of
+// the secrets found in the arguments and the EVENTKIT_* environment, so that
+// a client library quoting its URL cannot print a password either.
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) (code int) {
+	values := append([]string(nil), args...)
+	for _, kv := range os.Environ() {
+		if k, v, _ := strings.Cut(kv, "="); strings.HasPrefix(k, "EVENTKIT_") || strings.HasSuffix(k, "_STORE") {
+			values = append(values, v)
+		}
+	}
+	scrub := redact.NewScrubber(values...)
+	rawStderr := stderr
+	stdout, stderr = scrub.Writer(stdout), scrub.Writer(stderr)
+	defer func() {
+		if p := recover(); p != nil {
+			fmt.Fprintf(stderr, "eventkit: panic: %s\n%s", redact.URL(fmt.Sprint(p)), debug.Stack())
+			code = 1
+		}
+	}()
+	root := newRoot(stdout, stderr, rawStderr)
 	root.SetArgs(args)
 	err := root.ExecuteContext(ctx)
 	if err == nil {
@@ -87,6 +110,8 @@ type globals struct {
 	logFormat string
 	stdout    io.Writer
 	stderr    io.Writer
+	// terminal is the unwrapped stderr, to tell whether it is a terminal.
+	terminal io.Writer
 }
 
 func (g *globals) logger() *slog.Logger {
@@ -101,8 +126,8 @@ func (g *globals) logger() *slog.Logger {
 	return slog.New(slog.NewTextHandler(g.stderr, opts))
 }
 
-func newRoot(stdout, stderr io.Writer) *cobra.Command {
-	g := &globals{stdout: stdout, stderr: stderr}
+func newRoot(stdout, stderr, terminal io.Writer) *cobra.Command {
+	g := &globals{stdout: stdout, stderr: stderr, terminal: terminal}
 	root := &cobra.Command{
 		Use:   "eventkit",
 		Short: "Reliable events for Go services: outbox relay, dead letters, demo and benchmarks",
@@ -119,8 +144,8 @@ Start with the demo (no servers needed):
 	root.Version = buildVersion(info, ok)
 	root.SetOut(stdout)
 	root.SetErr(stderr)
-	root.PersistentFlags().StringVar(&g.logLevel, "log-level", envOr("EVENTKIT_LOG_LEVEL", "info"), "log level: debug, info, warn, error (env EVENTKIT_LOG_LEVEL)")
-	root.PersistentFlags().StringVar(&g.logFormat, "log-format", envOr("EVENTKIT_LOG_FORMAT", "text"), "log format: text or json (env EVENTKIT_LOG_FORMAT)")
+	envFlag(root.PersistentFlags(), &g.logLevel, "log-level", "EVENTKIT_LOG_LEVEL", "info", "log level: debug, info, warn, error")
+	envFlag(root.PersistentFlags(), &g.logFormat, "log-format", "EVENTKIT_LOG_FORMAT", "text", "log format: text or json")
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error { return usageError{err, c.CommandPath()} })
 	for _, add := range commands {
 		root.AddCommand(add(g))
@@ -131,9 +156,14 @@ Start with the demo (no servers needed):
 // commands are the subcommands, registered by each command's file.
 var commands []func(*globals) *cobra.Command
 
-func envOr(name, def string) string {
-	if v := os.Getenv(name); v != "" {
-		return v
+// envFlag defines a string flag whose value defaults to the environment
+// variable env, or else to def. --help shows def, never the variable's
+// value: it may hold a password.
+func envFlag(fs *pflag.FlagSet, p *string, name, env, def, usage string) {
+	v := def
+	if e := os.Getenv(env); e != "" {
+		v = e
 	}
-	return def
+	fs.StringVar(p, name, v, usage+" (env "+env+")")
+	fs.Lookup(name).DefValue = def
 }

@@ -17,6 +17,7 @@ import (
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 
 	"github.com/eventkit/eventkit/deadletter"
+	"github.com/eventkit/eventkit/internal/redact"
 	"github.com/eventkit/eventkit/outbox"
 	"github.com/eventkit/eventkit/outbox/pgcdc"
 )
@@ -66,15 +67,15 @@ or SIGINT. /readyz answers 200 "leader" or "standby", or 503 "starting",
 "database unavailable" or "broker unavailable" (the error text only with
 --verbose-readyz).`,
 		Example: `  eventkit relay --store postgres://postgres@127.0.0.1:5432/test --broker nats://127.0.0.1:4222
-  EVENTKIT_STORE=postgres://... EVENTKIT_BROKER=nats://... eventkit relay --mode cdc --listen :9464`,
+  EVENTKIT_STORE=postgres://... EVENTKIT_BROKER=nats://... eventkit relay --mode cdc --listen 127.0.0.1:9464`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error { return runRelay(cmd.Context(), g, c, o) },
 	}
 	c.storeFlags(cmd)
 	c.brokerFlag(cmd)
 	f := cmd.Flags()
-	f.StringVar(&o.mode, "mode", envOr("EVENTKIT_RELAY_MODE", "polling"), "polling or cdc (env EVENTKIT_RELAY_MODE)")
-	f.StringVar(&o.listen, "listen", envOr("EVENTKIT_LISTEN", "127.0.0.1:9464"), "address for /metrics, /healthz and /readyz; empty disables (env EVENTKIT_LISTEN)")
+	envFlag(f, &o.mode, "mode", "EVENTKIT_RELAY_MODE", "polling", "polling or cdc")
+	envFlag(f, &o.listen, "listen", "EVENTKIT_LISTEN", "127.0.0.1:9464", "address for /metrics, /healthz and /readyz (loopback by default; empty disables)")
 	f.IntVar(&o.batch, "batch", 500, "most events per publish round")
 	f.DurationVar(&o.pollInterval, "poll-interval", time.Second, "polling mode: how often to look for events without a wake-up")
 	f.DurationVar(&o.retention, "retention", 0, "keep delivered events this long (marked delivered) instead of deleting them")
@@ -179,7 +180,7 @@ func runRelay(ctx context.Context, g *globals, c *conn, o *relayOpts) error {
 		log.Info("collecting dead letters", "topics", strings.Join(o.collectDLQ, ","), "table", dl.Table())
 	}
 
-	log.Info("relay starting", "mode", o.mode, "store", st.Dialect.String(), "broker", c.broker)
+	log.Info("relay starting", "mode", o.mode, "store", st.Dialect.String(), "broker", redact.URL(c.broker))
 	err = rl.Run(ctx)
 	if ctx.Err() != nil {
 		log.Info("relay stopped", "stats", rl.Stats())

@@ -43,7 +43,8 @@ const service = "orders"
 
 func main() {
 	flags := svc.Register(flag.CommandLine, service)
-	listen := flag.String("listen", envOr("ORDERS_LISTEN", "127.0.0.1:8080"), "HTTP address to listen on (env ORDERS_LISTEN)")
+	listen := flag.String("listen", envOr("ORDERS_LISTEN", "127.0.0.1:8080"), "HTTP address to listen on, loopback by default (env ORDERS_LISTEN)")
+	flag.Lookup("listen").DefValue = "127.0.0.1:8080" // never show the environment's value
 	svc.Usage(flag.CommandLine, `
 orders: the orders service of the eventkit examples.
 

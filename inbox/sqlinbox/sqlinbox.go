@@ -67,10 +67,18 @@ func tableName(opts Options) (string, error) {
 	if t == "" {
 		t = DefaultTable
 	}
-	if !identRE.MatchString(t) {
-		return "", fmt.Errorf("%w: %q", ErrInvalidTable, t)
+	return t, CheckTable(t)
+}
+
+// CheckTable returns an error wrapping ErrInvalidTable unless name is a plain
+// SQL identifier, optionally schema-qualified (letters, digits and '_', not
+// starting with a digit, at most 63 bytes per part). Names that pass need no
+// quoting in any dialect; eventkit's other SQL tables use the same check.
+func CheckTable(name string) error {
+	if !identRE.MatchString(name) {
+		return fmt.Errorf("%w: %q (want letters, digits and '_', optionally schema.table)", ErrInvalidTable, name)
 	}
-	return t, nil
+	return nil
 }
 
 // migrationSQL returns the statements creating the table for dialect d.

@@ -23,6 +23,7 @@ import (
 	"github.com/eventkit/eventkit/broker/rabbitmq"
 	redisbroker "github.com/eventkit/eventkit/broker/redis"
 	"github.com/eventkit/eventkit/inbox/sqlinbox"
+	"github.com/eventkit/eventkit/internal/redact"
 	"github.com/eventkit/eventkit/outbox"
 	"github.com/eventkit/eventkit/outbox/mysql"
 	"github.com/eventkit/eventkit/outbox/postgres"
@@ -42,7 +43,7 @@ var ErrBadURL = errors.New("bad URL")
 func Broker(ctx context.Context, rawURL string, log *slog.Logger) (broker.Broker, error) {
 	u, err := url.Parse(rawURL)
 	if err != nil || u.Scheme == "" {
-		return nil, fmt.Errorf("%w: broker %q: want one of %s", ErrBadURL, rawURL, BrokerSchemes)
+		return nil, fmt.Errorf("%w: broker %q: want one of %s", ErrBadURL, redact.URL(rawURL), BrokerSchemes)
 	}
 	if log == nil {
 		log = slog.Default()
@@ -69,7 +70,7 @@ func Broker(ctx context.Context, rawURL string, log *slog.Logger) (broker.Broker
 		return nil, fmt.Errorf("%w: broker scheme %q: want one of %s", ErrBadURL, u.Scheme, BrokerSchemes)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("cannot connect to broker %s: %w", redact(rawURL), err)
+		return nil, fmt.Errorf("cannot connect to broker %s: %w", redact.URL(rawURL), redact.Err(err, rawURL))
 	}
 	return b, nil
 }
@@ -111,12 +112,12 @@ func OpenStore(ctx context.Context, rawURL, table string) (*Store, error) {
 		st.Dialect = sqlinbox.Postgres
 		st.Pool, err = pgxpool.New(ctx, rawURL)
 		if err != nil {
-			return nil, fmt.Errorf("%w: %s: %v", ErrBadURL, redact(rawURL), err)
+			return nil, fmt.Errorf("%w: %s: %v", ErrBadURL, redact.URL(rawURL), redact.Err(err, rawURL))
 		}
 		st.closers = append(st.closers, st.Pool.Close)
 		if err := st.Pool.Ping(ctx); err != nil {
 			st.Close()
-			return nil, fmt.Errorf("cannot connect to %s: %w", redact(rawURL), err)
+			return nil, fmt.Errorf("cannot connect to %s: %w", redact.URL(rawURL), redact.Err(err, rawURL))
 		}
 		st.SQL = stdlib.OpenDBFromPool(st.Pool)
 		st.closers = append(st.closers, func() { st.SQL.Close() })
@@ -135,12 +136,12 @@ func OpenStore(ctx context.Context, rawURL, table string) (*Store, error) {
 		}
 		st.Dialect = sqlinbox.MySQL
 		if st.SQL, err = sql.Open("mysql", dsn); err != nil {
-			return nil, fmt.Errorf("%w: %s: %v", ErrBadURL, redact(rawURL), err)
+			return nil, fmt.Errorf("%w: %s: %v", ErrBadURL, redact.URL(rawURL), redact.Err(err, rawURL))
 		}
 		st.closers = append(st.closers, func() { st.SQL.Close() })
 		if err := st.SQL.PingContext(ctx); err != nil {
 			st.Close()
-			return nil, fmt.Errorf("cannot connect to %s: %w", redact(rawURL), err)
+			return nil, fmt.Errorf("cannot connect to %s: %w", redact.URL(rawURL), redact.Err(err, rawURL))
 		}
 		my, err := mysql.New(st.SQL, mysql.Config{Table: table})
 		if err != nil {
@@ -153,7 +154,7 @@ func OpenStore(ctx context.Context, rawURL, table string) (*Store, error) {
 	case strings.HasPrefix(rawURL, "sqlite:") || strings.HasSuffix(rawURL, ".db") || strings.HasSuffix(rawURL, ".sqlite"):
 		path := strings.TrimPrefix(strings.TrimPrefix(rawURL, "sqlite://"), "sqlite:")
 		if path == "" {
-			return nil, fmt.Errorf("%w: %q: want sqlite:///path/to/file.db", ErrBadURL, rawURL)
+			return nil, fmt.Errorf("%w: %q: want sqlite:///path/to/file.db", ErrBadURL, redact.URL(rawURL))
 		}
 		st.Dialect = sqlinbox.SQLite
 		if st.SQL, err = sql.Open("sqlite", sqlite.DSN(path)); err != nil {
@@ -177,7 +178,7 @@ func OpenStore(ctx context.Context, rawURL, table string) (*Store, error) {
 		st.AddSQL = sl.Add
 		return st, nil
 	}
-	return nil, fmt.Errorf("%w: store %q: want one of %s", ErrBadURL, redact(rawURL), StoreSchemes)
+	return nil, fmt.Errorf("%w: store %q: want one of %s", ErrBadURL, redact.URL(rawURL), StoreSchemes)
 }
 
 // mysqlDSN turns mysql://user:pass@host:port/db?params into a
@@ -185,7 +186,7 @@ func OpenStore(ctx context.Context, rawURL, table string) (*Store, error) {
 func mysqlDSN(raw string) (string, error) {
 	u, err := url.Parse(raw)
 	if err != nil || u.Host == "" {
-		return "", fmt.Errorf("%w: %q: want mysql://user:pass@host:3306/db", ErrBadURL, redact(raw))
+		return "", fmt.Errorf("%w: %q: want mysql://user:pass@host:3306/db", ErrBadURL, redact.URL(raw))
 	}
 	c := mysqldrv.NewConfig()
 	c.User = u.User.Username()
@@ -199,18 +200,6 @@ func mysqlDSN(raw string) (string, error) {
 		c.Params[k] = v[0]
 	}
 	return c.FormatDSN(), nil
-}
-
-// redact hides a URL's password.
-func redact(raw string) string {
-	u, err := url.Parse(raw)
-	if err != nil || u.User == nil {
-		return raw
-	}
-	if _, ok := u.User.Password(); ok {
-		u.User = url.UserPassword(u.User.Username(), "xxxxx")
-	}
-	return u.String()
 }
 
 // Ping checks that the database answers.

@@ -10,7 +10,6 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
-	"net/url"
 	"os"
 	"os/signal"
 	"strings"
@@ -26,6 +25,7 @@ import (
 	"github.com/eventkit/eventkit/inbox/sqlinbox"
 	"github.com/eventkit/eventkit/internal/connect"
 	"github.com/eventkit/eventkit/internal/demo"
+	"github.com/eventkit/eventkit/internal/redact"
 )
 
 // Flags are the settings every example program takes.
@@ -41,16 +41,13 @@ type Flags struct {
 // environment, for the service named service.
 func Register(fs *flag.FlagSet, service string) *Flags {
 	f := &Flags{}
-	fs.StringVar(&f.Broker, "broker", envOr("EVENTKIT_BROKER", "nats://127.0.0.1:4222"),
-		"broker URL (env EVENTKIT_BROKER): "+connect.BrokerSchemes)
-	fs.StringVar(&f.Store, "store", envOr(strings.ToUpper(service)+"_STORE", "./"+service+".db"),
-		"this service's database URL (env "+strings.ToUpper(service)+"_STORE): "+connect.StoreSchemes)
-	fs.StringVar(&f.TopicPrefix, "topic-prefix", os.Getenv("EVENTKIT_TOPIC_PREFIX"),
-		"put before every topic name, e.g. \"test1.\" for topics test1.demo.orders and test1.demo.inventory (env EVENTKIT_TOPIC_PREFIX); all three programs must use the same one")
+	envString(fs, &f.Broker, "broker", "EVENTKIT_BROKER", "nats://127.0.0.1:4222", "broker URL: "+connect.BrokerSchemes)
+	envString(fs, &f.Store, "store", strings.ToUpper(service)+"_STORE", "./"+service+".db", "this service's database URL: "+connect.StoreSchemes)
+	envString(fs, &f.TopicPrefix, "topic-prefix", "EVENTKIT_TOPIC_PREFIX", "",
+		"put before every topic name, e.g. \"test1.\" for topics test1.demo.orders and test1.demo.inventory; all three programs must use the same one")
 	fs.DurationVar(&f.AckWait, "ack-wait", 30*time.Second,
 		"how long the broker waits for an ack before it delivers an event again; after a crash, the events that were in flight come back after this long")
-	fs.StringVar(&f.LogLevel, "log-level", envOr("EVENTKIT_LOG_LEVEL", "info"),
-		"debug, info, warn or error (env EVENTKIT_LOG_LEVEL); debug also logs every trace span")
+	envString(fs, &f.LogLevel, "log-level", "EVENTKIT_LOG_LEVEL", "info", "debug, info, warn or error; debug also logs every trace span")
 	return f
 }
 
@@ -72,18 +69,7 @@ func (f *Flags) Topics() demo.Topics {
 // (passwords hidden).
 func (f *Flags) LogAttrs() []any {
 	t := f.Topics()
-	return []any{"broker", redact(f.Broker), "store", redact(f.Store), "orders_topic", t.Orders, "inventory_topic", t.Inventory}
-}
-
-func redact(raw string) string {
-	u, err := url.Parse(raw)
-	if err != nil || u.User == nil {
-		return raw
-	}
-	if _, ok := u.User.Password(); ok {
-		u.User = url.UserPassword(u.User.Username(), "xxxxx")
-	}
-	return u.String()
+	return []any{"broker", redact.URL(f.Broker), "store", redact.URL(f.Store), "orders_topic", t.Orders, "inventory_topic", t.Inventory}
 }
 
 // Logger returns a text logger to stderr with the service's name on every
@@ -176,6 +162,14 @@ func Main(log *slog.Logger, run func(ctx context.Context) error) {
 		os.Exit(1)
 	}
 	log.Info("stopped")
+}
+
+// envString defines a string flag defaulting to the environment variable
+// env, or else to def. The usage shows def, never the variable's value: it
+// may hold a password.
+func envString(fs *flag.FlagSet, p *string, name, env, def, usage string) {
+	fs.StringVar(p, name, envOr(env, def), usage+" (env "+env+")")
+	fs.Lookup(name).DefValue = def
 }
 
 func envOr(name, def string) string {
