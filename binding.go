@@ -138,7 +138,7 @@ func (b Binding) Decode(headers iter.Seq2[string, string], contentType string, b
 			continue
 		}
 		if hasPrefixFold(k, b.Prefix) {
-			d.set(b, k, k[len(b.Prefix):], v, true)
+			d.set(&b, k, k[len(b.Prefix):], v, true)
 		}
 	}
 	if b.AltPrefix != "" && d.err == nil {
@@ -148,7 +148,7 @@ func (b Binding) Decode(headers iter.Seq2[string, string], contentType string, b
 				break
 			}
 			if hasPrefixFold(k, b.AltPrefix) && !hasPrefixFold(k, b.Prefix) {
-				d.set(b, k, k[len(b.AltPrefix):], v, false)
+				d.set(&b, k, k[len(b.AltPrefix):], v, false)
 			}
 		}
 	}
@@ -230,7 +230,7 @@ func hasPrefixFold(k, prefix string) bool {
 }
 
 // value undoes the binding's header value encoding.
-func (b Binding) value(k, v string, err *error) string {
+func (b *Binding) value(k, v string, err *error) string {
 	if !b.PercentEncode {
 		return v
 	}
@@ -268,7 +268,7 @@ const (
 
 // set applies header k (attribute name, value v); primary tells whether k
 // has the binding's Prefix rather than AltPrefix.
-func (d *bindingDecoder) set(b Binding, k, name, v string, primary bool) {
+func (d *bindingDecoder) set(b *Binding, k, name, v string, primary bool) {
 	name = strings.ToLower(name)
 	var dst *string
 	var bit uint16
@@ -295,7 +295,7 @@ func (d *bindingDecoder) set(b Binding, k, name, v string, primary bool) {
 		if !ValidExtensionName(name) {
 			return
 		}
-		if primary {
+		if primary && b.AltPrefix != "" { // only a second pass needs to know
 			if d.primaryExt == nil {
 				d.primaryExt = make(map[string]bool, 4)
 			}
