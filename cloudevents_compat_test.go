@@ -108,7 +108,7 @@ func TestProtoIsOfficialCloudEvent(t *testing.T) {
 	}
 	get := func(name string) protoreflect.Value { return m.Get(fields.ByName(protoreflect.Name(name))) }
 	if get("id").String() != e.ID || get("source").String() != e.Source || get("spec_version").String() != "1.0" ||
-		get("type").String() != e.Type || get("text_data").String() != string(e.Data) {
+		get("type").String() != e.Type || string(get("binary_data").Bytes()) != string(e.Data) {
 		t.Fatalf("required attributes or data differ: %v", m)
 	}
 	attrs := get("attributes").Map()
@@ -126,7 +126,7 @@ func TestProtoIsOfficialCloudEvent(t *testing.T) {
 		return am.Get(fd)
 	}
 	if attr("subject", "ce_string").String() != e.Subject || attr("dataversion", "ce_string").String() != e.DataVersion ||
-		attr("datacontenttype", "ce_string").String() != e.DataContentType || attr("dataschema", "ce_uri_ref").String() != e.DataSchema ||
+		attr("datacontenttype", "ce_string").String() != e.DataContentType || attr("dataschema", "ce_uri").String() != e.DataSchema ||
 		attr("traceparent", "ce_string").String() != e.Extensions["traceparent"] {
 		t.Fatalf("attributes differ: %v", m)
 	}

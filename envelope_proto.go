@@ -37,7 +37,7 @@ const (
 	pbMapValue protowire.Number = 2
 
 	pbAttrString    protowire.Number = 3
-	pbAttrURIRef    protowire.Number = 6
+	pbAttrURI       protowire.Number = 5
 	pbAttrTimestamp protowire.Number = 7
 )
 
@@ -52,10 +52,14 @@ const (
 // so any CloudEvents SDK reads them (media type ProtoContentType).
 //
 // Time becomes the ce_timestamp attribute "time"; Subject, DataVersion,
-// DataContentType and Extensions ce_string attributes; DataSchema the
-// ce_uri_ref attribute "dataschema". Data is text_data when the content type is
-// textual (text/*, JSON, XML) and Data is valid UTF-8, binary_data otherwise,
-// and absent when Data is nil. Extensions named like an attribute eventkit
+// DataContentType and Extensions ce_string attributes; DataSchema the ce_uri
+// attribute "dataschema" (the core spec types dataschema as URI; readers that
+// follow the type, such as the Go SDK, drop a ce_uri_ref). Data is text_data
+// when the media type is text/* (other than text/json and text/xml) and Data
+// is valid UTF-8, as the format requires of text; JSON and XML payloads
+// (application/json, */*+json, XML) are binary_data, the serializer's output
+// bytes, which is how the Go SDK writes and reads them (it JSON-encodes a
+// text_data string again, see docs/cloudevents.md); Data is absent when nil. Extensions named like an attribute eventkit
 // sets itself are left out. The encoding is deterministic (attributes sorted
 // by name): it is byte-identical to proto.Marshal of the equivalent
 // eventkitpb.Envelope with Deterministic set.
@@ -80,7 +84,7 @@ func AppendProto(b []byte, e Event) ([]byte, error) {
 		attrs[i].size()
 		size += protowire.SizeTag(pbAttributes) + protowire.SizeBytes(attrs[i].entrySize)
 	}
-	text := e.Data != nil && isTextual(e.DataContentType) && utf8.Valid(e.Data)
+	text := e.Data != nil && protoText(e.DataContentType) && utf8.Valid(e.Data)
 	if e.Data != nil {
 		size += protowire.SizeTag(pbBinaryData) + protowire.SizeBytes(len(e.Data))
 	}
@@ -122,7 +126,7 @@ func pbAppendString(b []byte, n protowire.Number, s string) []byte {
 // pbAttr is one entry of the attributes map being encoded.
 type pbAttr struct {
 	key       string
-	kind      protowire.Number // pbAttrString, pbAttrURIRef or pbAttrTimestamp
+	kind      protowire.Number // pbAttrString, pbAttrURI or pbAttrTimestamp
 	s         string
 	sec       int64
 	nsec      int32
@@ -199,7 +203,7 @@ func protoAttrs(attrs []pbAttr, e Event) ([]pbAttr, error) {
 		attrs = append(attrs, pbAttr{key: "datacontenttype", kind: pbAttrString, s: e.DataContentType})
 	}
 	if e.DataSchema != "" {
-		attrs = append(attrs, pbAttr{key: "dataschema", kind: pbAttrURIRef, s: e.DataSchema})
+		attrs = append(attrs, pbAttr{key: "dataschema", kind: pbAttrURI, s: e.DataSchema})
 	}
 	if !e.Time.IsZero() {
 		sec, nsec := e.Time.Unix(), int32(e.Time.Nanosecond())
@@ -221,15 +225,14 @@ func protoAttrs(attrs []pbAttr, e Event) ([]pbAttr, error) {
 	return attrs, nil
 }
 
-// isTextual reports whether a payload of media type ct is text (text/*,
-// JSON, XML), so that MarshalProto may carry it as text_data.
-func isTextual(ct string) bool {
+// protoText reports whether a payload of media type ct is text that
+// MarshalProto carries as text_data: text/*, except text/json and text/xml,
+// which like every JSON and XML media type are a serializer's bytes and go in
+// binary_data.
+func protoText(ct string) bool {
 	mt := mediaType(ct)
-	if mt == "" {
-		return false
-	}
-	return strings.HasPrefix(mt, "text/") || mt == "application/json" || strings.HasSuffix(mt, "+json") ||
-		mt == "application/xml" || strings.HasSuffix(mt, "+xml")
+	return strings.HasPrefix(mt, "text/") && mt != "text/json" && mt != "text/xml" &&
+		!strings.HasSuffix(mt, "+json") && !strings.HasSuffix(mt, "+xml")
 }
 
 // DecodeProto decodes an event in the CloudEvents protobuf format (what
@@ -239,7 +242,8 @@ func isTextual(ct string) bool {
 // Attribute values of any CloudEvents type are accepted: "time" as a
 // ce_timestamp (or a ce_string in RFC 3339), the others in their canonical
 // string form (booleans "true"/"false", integers in decimal, bytes in base64,
-// timestamps in RFC 3339). Attributes whose names are not valid eventkit
+// timestamps in RFC 3339); dataschema as ce_uri, ce_uri_ref or ce_string.
+// Attributes whose names are not valid eventkit
 // extension names are ignored, as in the other decoders. A proto_data payload
 // becomes Data (the message bytes), with DataContentType
 // "application/protobuf" and DataSchema the Any's type URL unless the event
@@ -348,15 +352,15 @@ func ToProto(e Event) (*eventkitpb.Envelope, error) {
 		switch a.kind {
 		case pbAttrTimestamp:
 			v.Attr = &eventkitpb.Envelope_AttributeValue_CeTimestamp{CeTimestamp: &timestamppb.Timestamp{Seconds: a.sec, Nanos: a.nsec}}
-		case pbAttrURIRef:
-			v.Attr = &eventkitpb.Envelope_AttributeValue_CeUriRef{CeUriRef: a.s}
+		case pbAttrURI:
+			v.Attr = &eventkitpb.Envelope_AttributeValue_CeUri{CeUri: a.s}
 		default:
 			v.Attr = &eventkitpb.Envelope_AttributeValue_CeString{CeString: a.s}
 		}
 		pb.Attributes[a.key] = v
 	}
 	if e.Data != nil {
-		if isTextual(e.DataContentType) && utf8.Valid(e.Data) {
+		if protoText(e.DataContentType) && utf8.Valid(e.Data) {
 			pb.Data = &eventkitpb.Envelope_TextData{TextData: string(e.Data)}
 		} else {
 			pb.Data = &eventkitpb.Envelope_BinaryData{BinaryData: e.Data}

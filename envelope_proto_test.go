@@ -39,7 +39,7 @@ func toEnvelope(e eventkit.Event) *eventkitpb.Envelope {
 		pb.Attributes["datacontenttype"] = strAttr(e.DataContentType)
 	}
 	if e.DataSchema != "" {
-		pb.Attributes["dataschema"] = &attr{Attr: &eventkitpb.Envelope_AttributeValue_CeUriRef{CeUriRef: e.DataSchema}}
+		pb.Attributes["dataschema"] = &attr{Attr: &eventkitpb.Envelope_AttributeValue_CeUri{CeUri: e.DataSchema}}
 	}
 	if !e.Time.IsZero() {
 		pb.Attributes["time"] = &attr{Attr: &eventkitpb.Envelope_AttributeValue_CeTimestamp{CeTimestamp: timestamppb.New(e.Time)}}
@@ -48,9 +48,11 @@ func toEnvelope(e eventkit.Event) *eventkitpb.Envelope {
 		pb.Attributes[k] = strAttr(v)
 	}
 	if e.Data != nil {
-		ct := strings.ToLower(e.DataContentType)
-		textual := strings.HasPrefix(ct, "text/") || strings.HasPrefix(ct, "application/json") ||
-			strings.Contains(ct, "+json") || strings.HasPrefix(ct, "application/xml")
+		// text/* is text_data; JSON and XML (serializer output) binary_data.
+		ct, _, _ := strings.Cut(strings.ToLower(e.DataContentType), ";")
+		ct = strings.TrimSpace(ct)
+		textual := strings.HasPrefix(ct, "text/") && ct != "text/json" && ct != "text/xml" &&
+			!strings.HasSuffix(ct, "+json") && !strings.HasSuffix(ct, "+xml")
 		if textual && utf8.Valid(e.Data) {
 			pb.Data = &eventkitpb.Envelope_TextData{TextData: string(e.Data)}
 		} else {

@@ -131,21 +131,23 @@ func jsonKind(c byte) string {
 
 // headerNames are the header names Binding.Headers writes for one prefix.
 type headerNames struct {
-	specversion, id, source, typ, time, subject, dataversion, dataschema string
+	specversion, id, source, typ, time, subject, dataversion, dataschema, datacontenttype string
 }
 
 func newHeaderNames(p string) *headerNames {
 	return &headerNames{
 		specversion: p + "specversion", id: p + "id", source: p + "source", typ: p + "type",
 		time: p + "time", subject: p + "subject", dataversion: p + "dataversion", dataschema: p + "dataschema",
+		datacontenttype: p + "datacontenttype",
 	}
 }
 
 // stdHeaderNames holds the names for the prefixes of the standard bindings.
 var stdHeaderNames = map[string]*headerNames{
-	NATSBinding.Prefix:  newHeaderNames(NATSBinding.Prefix),
-	KafkaBinding.Prefix: newHeaderNames(KafkaBinding.Prefix),
-	AMQPBinding.Prefix:  newHeaderNames(AMQPBinding.Prefix),
+	NATSBinding.Prefix:           newHeaderNames(NATSBinding.Prefix),
+	KafkaBinding.Prefix:          newHeaderNames(KafkaBinding.Prefix),
+	AMQPBinding.Prefix:           newHeaderNames(AMQPBinding.Prefix),
+	AMQPUnderscoreBinding.Prefix: newHeaderNames(AMQPUnderscoreBinding.Prefix),
 }
 
 func headerNamesFor(prefix string) *headerNames {

@@ -46,7 +46,7 @@ func TestRoundTripStructuredJSON(t *testing.T) {
 
 func TestRoundTripBindings(t *testing.T) {
 	t.Parallel()
-	for _, b := range []eventkit.Binding{eventkit.NATSBinding, eventkit.KafkaBinding, eventkit.AMQPBinding, eventkit.RedisBinding,
+	for _, b := range []eventkit.Binding{eventkit.NATSBinding, eventkit.KafkaBinding, eventkit.AMQPBinding, eventkit.AMQPUnderscoreBinding, eventkit.RedisBinding,
 		{Name: "custom", Prefix: "x-ce-", ContentTypeKey: "x-content-type"}} {
 		for name, e := range sampleEvents() {
 			t.Run(b.Name+"/"+name, func(t *testing.T) {
@@ -58,7 +58,7 @@ func TestRoundTripBindings(t *testing.T) {
 					t.Fatalf("%s\nheaders: %q", d, h)
 				}
 				for k := range h {
-					if k != b.ContentTypeKey && !strings.HasPrefix(k, b.Prefix) {
+					if k != b.ContentTypeKey && !strings.HasPrefix(k, b.Prefix) { // never AltPrefix
 						t.Errorf("header %q has neither the prefix %q nor is the content type", k, b.Prefix)
 					}
 				}
@@ -99,9 +99,10 @@ func TestBindingHeaderNames(t *testing.T) {
 		want []string
 		ct   string
 	}{
-		{eventkit.NATSBinding, []string{"ce-specversion", "ce-id", "ce-source", "ce-type", "ce-time", "ce-subject", "ce-dataversion", "ce-dataschema", "ce-traceparent"}, "content-type"},
+		{eventkit.NATSBinding, []string{"ce-specversion", "ce-id", "ce-source", "ce-type", "ce-time", "ce-subject", "ce-dataversion", "ce-dataschema", "ce-traceparent"}, "ce-datacontenttype"},
 		{eventkit.KafkaBinding, []string{"ce_specversion", "ce_id", "ce_source", "ce_type", "ce_time", "ce_subject", "ce_dataversion", "ce_dataschema", "ce_traceparent"}, "content-type"},
-		{eventkit.AMQPBinding, []string{"cloudEvents_specversion", "cloudEvents_id", "cloudEvents_source", "cloudEvents_type", "cloudEvents_time", "cloudEvents_subject", "cloudEvents_dataversion", "cloudEvents_dataschema", "cloudEvents_traceparent"}, ""},
+		{eventkit.AMQPBinding, []string{"cloudEvents:specversion", "cloudEvents:id", "cloudEvents:source", "cloudEvents:type", "cloudEvents:time", "cloudEvents:subject", "cloudEvents:dataversion", "cloudEvents:dataschema", "cloudEvents:traceparent"}, ""},
+		{eventkit.AMQPUnderscoreBinding, []string{"cloudEvents_specversion", "cloudEvents_id", "cloudEvents_source", "cloudEvents_type", "cloudEvents_time", "cloudEvents_subject", "cloudEvents_dataversion", "cloudEvents_dataschema", "cloudEvents_traceparent"}, ""},
 	} {
 		h := headerMap(tc.b, e)
 		for _, k := range tc.want {
@@ -127,7 +128,7 @@ func TestBindingHeadersIgnoreReservedExtensions(t *testing.T) {
 	t.Parallel()
 	e := fullEvent()
 	e.Extensions = map[string]string{"id": "evil", "specversion": "0.3", "subject": "other", "type": "x", "time": "never"}
-	for _, b := range []eventkit.Binding{eventkit.NATSBinding, eventkit.KafkaBinding, eventkit.AMQPBinding} {
+	for _, b := range []eventkit.Binding{eventkit.NATSBinding, eventkit.KafkaBinding, eventkit.AMQPBinding, eventkit.AMQPUnderscoreBinding} {
 		got, h, err := bindingRoundTrip(b, e)
 		if err != nil {
 			t.Fatalf("%s: %v (headers %q)", b.Name, err, h)

@@ -14,7 +14,8 @@ import (
 )
 
 // The headers of the CloudEvents NATS protocol binding (binary content mode),
-// as eventkit.NATSBinding writes them. They are constants here so that
+// as eventkit.NATSBinding writes them (values percent-encoded by
+// eventkit.NATSBinding.HeaderValue). They are constants here so that
 // encoding an event does not build every key anew.
 const (
 	hSpecVersion = "ce-specversion"
@@ -25,7 +26,7 @@ const (
 	hSubject     = "ce-subject"
 	hDataVersion = "ce-dataversion"
 	hDataSchema  = "ce-dataschema"
-	hContentType = "content-type"
+	hContentType = "ce-datacontenttype"  // the draft binding's name; the decoder also reads "content-type"
 	hMsgID       = jetstream.MsgIDHeader // "Nats-Msg-Id": JetStream's dedupe key
 )
 
@@ -77,6 +78,9 @@ func encodeHeaders(e *eventkit.Event, noMsgID bool, a *arena) nats.Header {
 	}
 	h := make(nats.Header, n)
 	set := func(k, v string) {
+		if k != hMsgID { // the dedupe key stays the raw id
+			v = eventkit.NATSBinding.HeaderValue(v) // no allocation for plain ASCII
+		}
 		a.vals = append(a.vals, v)
 		i := len(a.vals) - 1
 		h[k] = a.vals[i : i+1 : i+1]

@@ -23,8 +23,9 @@ func fullEvent() eventkit.Event {
 }
 
 func TestEncodeHeadersMatchesBinding(t *testing.T) {
-	evs := []eventkit.Event{fullEvent(), eventkit.New("t", "", nil), fullEvent()}
+	evs := []eventkit.Event{fullEvent(), eventkit.New("t", "", nil), fullEvent(), fullEvent()}
 	evs[2].Time = time.Date(2027, 1, 2, 3, 4, 5, 0, time.UTC)
+	evs[3].Subject, evs[3].DataContentType = "Grüße 100%", "text/plain; charset=utf-8" // percent-encoded
 	shared := newArena(evs)
 	var hs []nats.Header
 	for i := range evs {
@@ -50,7 +51,8 @@ func TestEncodeHeadersMatchesBinding(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if got.ID != e.ID || !got.Time.Equal(e.Time) || got.Extension("traceparent") != e.Extension("traceparent") {
+		if got.ID != e.ID || !got.Time.Equal(e.Time) || got.Extension("traceparent") != e.Extension("traceparent") ||
+			got.Subject != e.Subject || got.DataContentType != e.DataContentType {
 			t.Errorf("round trip: got %+v, want %+v", got, e)
 		}
 	}

@@ -25,8 +25,10 @@
 //     messages. The last Subscribe's settings win for the whole group.
 //   - An event is a message in CloudEvents binary mode (NATS protocol
 //     binding, eventkit.NATSBinding): attributes in "ce-" headers,
-//     datacontenttype in "content-type", the payload as the body unchanged,
-//     plus "Nats-Msg-Id" = the event id.
+//     datacontenttype in "ce-datacontenttype" (the working draft; the
+//     decoder reads "content-type" too), values percent-encoded as the
+//     draft requires, the payload as the body unchanged, plus
+//     "Nats-Msg-Id" = the event id (raw).
 //
 // # Guarantees
 //

@@ -19,7 +19,9 @@
 // Messages are persistent (delivery mode 2) and routed with the event type as
 // routing key. Events are encoded in CloudEvents binary mode with the AMQP
 // binding (eventkit.AMQPBinding): the attributes are application properties
-// "cloudEvents_id", "cloudEvents_type", ... in the headers table, the content
+// "cloudEvents:id", "cloudEvents:type", ... in the headers table (read with
+// either "cloudEvents:" or "cloudEvents_", values as strings or native AMQP
+// types such as a timestamp "time"), the content
 // type is the message's content-type property, the message id is the event
 // id and the body is the payload unchanged. Messages that do not decode
 // (another tool's, garbage) are delivered with DecodeErr set, keeping body and

@@ -4,7 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"iter"
+	"maps"
 	"strconv"
 	"strings"
 	"sync"
@@ -530,30 +530,12 @@ func intValue(v any) (int64, bool) {
 	return 0, false
 }
 
-// decode reads an event from a delivery in CloudEvents binary mode.
+// decode reads an event from a delivery in CloudEvents binary mode. Header
+// values keep their AMQP types (a "time" sent as a native timestamp, boolean
+// and integer extensions), which eventkit.Binding.DecodeTyped accepts as the
+// AMQP binding requires; both "cloudEvents:" and "cloudEvents_" are read.
 func decode(m *amqp.Delivery) (eventkit.Event, error) {
-	return eventkit.AMQPBinding.Decode(tableHeaders(m.Headers), m.ContentType, m.Body)
-}
-
-// tableHeaders yields an AMQP headers table as strings: strings and byte
-// arrays as they are, other values formatted.
-func tableHeaders(t amqp.Table) iter.Seq2[string, string] {
-	return func(yield func(string, string) bool) {
-		for k, v := range t {
-			var s string
-			switch x := v.(type) {
-			case string:
-				s = x
-			case []byte:
-				s = string(x)
-			default:
-				s = fmt.Sprint(x)
-			}
-			if !yield(k, s) {
-				return
-			}
-		}
-	}
+	return eventkit.AMQPBinding.DecodeTyped(maps.All(m.Headers), m.ContentType, m.Body)
 }
 
 // permanentCode reports whether a channel error means the server refused the
