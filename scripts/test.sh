@@ -37,6 +37,9 @@ go vet ./...
 echo "== go test -race"
 go test -race -count=1 -timeout 20m ./...
 
+echo "== interop (the official CloudEvents Go SDK, separate module)"
+(cd interop && go vet ./... && go test -race -count=1 -timeout 5m ./...)
+
 echo "== server restarts (alone, since they disrupt the shared servers)"
 # PostgreSQL restarted under the CDC relay (a private instance of its own,
 # never the machine's server); RabbitMQ restarted and put under a memory
