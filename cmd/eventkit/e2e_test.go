@@ -217,7 +217,7 @@ func newPGOn(t *testing.T, url, prefix string) *pgFixture {
 	run(t, "", append([]string{"migrate", "up"}, f.flags...)...).mustOK(t)
 	if prefix != "" {
 		t.Cleanup(func() {
-			_, _ = pool.Exec(context.Background(), fmt.Sprintf(`DROP TABLE IF EXISTS %[1]s_outbox, %[1]s_outbox_migrations, %[1]s_inbox, %[1]s_dlq; DROP FUNCTION IF EXISTS %[1]s_outbox_notify()`, prefix))
+			_, _ = pool.Exec(context.Background(), fmt.Sprintf(`DROP TABLE IF EXISTS %[1]s_outbox, %[1]s_outbox_migrations, %[1]s_outbox_subject_seq, %[1]s_inbox, %[1]s_inbox_positions, %[1]s_dlq; DROP FUNCTION IF EXISTS %[1]s_outbox_notify()`, prefix))
 		})
 	}
 	f.store, err = postgres.New(pool, postgres.Config{Table: table})

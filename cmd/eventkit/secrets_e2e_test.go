@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/twmb/franz-go/pkg/kfake"
 
@@ -89,7 +90,26 @@ func TestNoSecretPrinted(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
-		_, _ = pool.Exec(context.Background(), fmt.Sprintf(`DROP TABLE IF EXISTS %[1]s_outbox, %[1]s_outbox_migrations, %[1]s_inbox, %[1]s_dlq; DROP FUNCTION IF EXISTS %[1]s_outbox_notify()`, prefix))
+		ctx := context.Background()
+		_, _ = pool.Exec(ctx, fmt.Sprintf(`DROP TABLE IF EXISTS %[1]s_outbox, %[1]s_outbox_migrations, %[1]s_outbox_subject_seq, %[1]s_inbox, %[1]s_inbox_positions, %[1]s_dlq; DROP FUNCTION IF EXISTS %[1]s_outbox_notify()`, prefix))
+		// `outbox cdc setup` made a slot and a publication named after the
+		// table: drop them too, or every run leaks a replication slot.
+		_, _ = pool.Exec(ctx, `SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots
+			WHERE database = current_database() AND NOT active AND strpos(slot_name, $1) > 0`, prefix)
+		rows, err := pool.Query(ctx, `SELECT pubname FROM pg_publication WHERE strpos(pubname, $1) > 0`, prefix)
+		if err == nil {
+			var pubs []string
+			for rows.Next() {
+				var n string
+				if rows.Scan(&n) == nil {
+					pubs = append(pubs, n)
+				}
+			}
+			rows.Close()
+			for _, n := range pubs {
+				_, _ = pool.Exec(ctx, `DROP PUBLICATION IF EXISTS `+pgx.Identifier{n}.Sanitize())
+			}
+		}
 		pool.Close()
 	})
 
