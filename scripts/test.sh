@@ -52,26 +52,6 @@ bash scripts/pgtemp.sh stop "$tmp/pg-restart"
 EVENTKIT_RABBITMQ_RESTART=1 go test -race -count=1 -run '^(TestDurableAcrossRestart|TestPublishBlocked)$' ./broker/rabbitmq
 bash scripts/services.sh
 
-# PostgreSQL: the machine's server on 5432 when it is already fit for the
-# tests (a database "test", wal_level=logical for the CDC relay); otherwise a
-# private throw-away instance, so the system server is never reconfigured or
-# restarted. EVENTKIT_POSTGRES_URL set by the caller wins.
-tmp=$(mktemp -d /tmp/eventkit-test.XXXXXX)
-chmod 755 "$tmp"
-cleanup() {
-  for d in "$tmp"/pg-*; do if [ -d "$d" ]; then bash scripts/pgtemp.sh stop "$d" || true; fi; done
-  rm -rf "$tmp"
-}
-trap cleanup EXIT
-if [ -z "${EVENTKIT_POSTGRES_URL:-}" ]; then
-  wal=$(psql "postgres://postgres@127.0.0.1:5432/test" -Atc 'show wal_level' 2>/dev/null || true)
-  if [ "$wal" != "logical" ] || [ -n "${EVENTKIT_PRIVATE_PG:-}" ]; then
-    echo "== PostgreSQL: the server on 5432 is missing or lacks wal_level=logical; starting a private instance"
-    EVENTKIT_POSTGRES_URL=$(bash scripts/pgtemp.sh start "$tmp/pg-main" 55432)
-    export EVENTKIT_POSTGRES_URL
-  fi
-fi
-
 echo "== deploy/systemd unit"
 # systemd-analyze verify checks the unit (directives, values, the binary);
 # any warning fails, since it exits 0 on values it ignores.
