@@ -114,14 +114,45 @@ func (b *Broker) open(ctx context.Context) (*pubChannel, error) {
 	if err != nil {
 		return nil, err
 	}
-	ch, err := conn.Channel()
-	if err != nil {
-		return nil, fmt.Errorf("%w: open channel: %w", ErrConnectionLost, err)
+	// A connection the server blocks (resource alarm) may not be read by
+	// the server at all: a channel.open would wait for ever. Wait for the
+	// alarm to clear (ErrBlocked when ctx ends), and bound the open by ctx.
+	if err := b.waitUnblocked(ctx); err != nil {
+		return nil, fmt.Errorf("rabbitmq: not sent: %w", err)
 	}
-	if err := ch.Confirm(false); err != nil {
-		_ = ch.Close()
-		return nil, fmt.Errorf("%w: confirm mode: %w", ErrConnectionLost, err)
+	type opened struct {
+		ch  *amqp.Channel
+		err error
 	}
+	done := make(chan opened, 1)
+	go func() {
+		ch, err := conn.Channel()
+		if err == nil {
+			if err = ch.Confirm(false); err != nil {
+				_ = ch.Close()
+				err = fmt.Errorf("confirm mode: %w", err)
+			}
+		}
+		done <- opened{ch, err}
+	}()
+	var o opened
+	select {
+	case o = <-done:
+	case <-ctx.Done():
+		go func() { // close it whenever the server answers
+			if o := <-done; o.err == nil {
+				_ = o.ch.Close()
+			}
+		}()
+		if b.blocked.Load() {
+			return nil, fmt.Errorf("rabbitmq: not sent: %w: %w", ErrBlocked, ctx.Err())
+		}
+		return nil, fmt.Errorf("rabbitmq: not sent: opening a publishing channel: %w", ctx.Err())
+	}
+	if o.err != nil {
+		return nil, fmt.Errorf("%w: open channel: %w", ErrConnectionLost, o.err)
+	}
+	ch := o.ch
 	return &pubChannel{ch: ch, returns: ch.NotifyReturn(make(chan amqp.Return, b.opts.PublishWindow))}, nil
 }
 
