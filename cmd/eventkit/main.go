@@ -114,6 +114,21 @@ type globals struct {
 	terminal io.Writer
 }
 
+// check refuses log settings the logger would otherwise ignore in silence.
+func (g *globals) check() error {
+	switch strings.ToLower(g.logLevel) {
+	case "debug", "info", "warn", "error":
+	default:
+		return fmt.Errorf("--log-level %q: want debug, info, warn or error", g.logLevel)
+	}
+	switch g.logFormat {
+	case "text", "json":
+	default:
+		return fmt.Errorf("--log-format %q: want text or json", g.logFormat)
+	}
+	return nil
+}
+
 func (g *globals) logger() *slog.Logger {
 	var lvl slog.Level
 	if err := lvl.UnmarshalText([]byte(g.logLevel)); err != nil {
@@ -147,6 +162,12 @@ Start with the demo (no servers needed):
 	envFlag(root.PersistentFlags(), &g.logLevel, "log-level", "EVENTKIT_LOG_LEVEL", "info", "log level: debug, info, warn, error")
 	envFlag(root.PersistentFlags(), &g.logFormat, "log-format", "EVENTKIT_LOG_FORMAT", "text", "log format: text or json")
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error { return usageError{err, c.CommandPath()} })
+	root.PersistentPreRunE = func(c *cobra.Command, _ []string) error {
+		if err := g.check(); err != nil {
+			return usageError{err, c.CommandPath()}
+		}
+		return nil
+	}
 	for _, add := range commands {
 		root.AddCommand(add(g))
 	}
