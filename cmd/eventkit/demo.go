@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -183,6 +184,9 @@ func runDemo(ctx context.Context, g *globals, o *demoOpts) error {
 	} else {
 		printSummary(g.stdout, sum)
 	}
+	if sum.Interrupted {
+		return errors.New("interrupted: the figures above are what happened before the signal; no verdict was computed")
+	}
 	if !sum.OK() {
 		return verdictError{"the consistency verdict failed: " + strings.Join(sum.Verdict.Problems, "; ")}
 	}
@@ -202,6 +206,10 @@ func printSummary(w io.Writer, s demo.Summary) {
 	}
 	fmt.Fprintf(w, "\nnotifications        %6d\n", v.Notifications)
 	fmt.Fprintf(w, "elapsed              %6.1fs\n\n", s.Elapsed.Seconds())
+	if s.Interrupted {
+		fmt.Fprintln(w, "verdict: not computed (interrupted before the services settled)")
+		return
+	}
 	if v.OK {
 		fmt.Fprintln(w, "verdict: PASS — every order is confirmed (reserved once, notified once) or cancelled (notified once); stock never negative; poison event dead-lettered")
 		return

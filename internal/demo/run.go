@@ -81,6 +81,10 @@ type Summary struct {
 	PoisonEventID    string        `json:"poison_event_id,omitempty"`
 	PoisonInDLQ      bool          `json:"poison_in_dead_letters"`
 	Elapsed          time.Duration `json:"elapsed_ns"`
+	// Interrupted is set when the caller's context ended (SIGINT) before
+	// the services settled: the figures are what happened until then and
+	// no verdict was computed.
+	Interrupted bool `json:"interrupted"`
 	Verdict          Verdict       `json:"verdict"`
 }
 
@@ -111,6 +115,7 @@ func Run(ctx context.Context, cfg Config) (Summary, error) {
 		cfg.Timeout = 3 * time.Minute
 	}
 	start := time.Now()
+	parent := ctx
 	ctx, cancel := context.WithTimeout(ctx, cfg.Timeout)
 	defer cancel()
 	reg := NewRegistry()
@@ -398,7 +403,8 @@ func Run(ctx context.Context, cfg Config) (Summary, error) {
 	if runErr != nil {
 		return sum, runErr
 	}
-	if err := ctx.Err(); err != nil {
+	sum.Interrupted = parent.Err() != nil
+	if err := ctx.Err(); err != nil && !sum.Interrupted {
 		sum.Verdict.Problems = append(sum.Verdict.Problems, fmt.Sprintf("the demo did not settle within %v", cfg.Timeout))
 	}
 	// Let stray redeliveries arrive, then stop everything and judge.
@@ -428,7 +434,7 @@ func Run(ctx context.Context, cfg Config) (Summary, error) {
 			v.Problems = append(v.Problems, "the poison event is not in the dead letters")
 		}
 	}
-	v.OK = len(v.Problems) == 0
+	v.OK = len(v.Problems) == 0 && !sum.Interrupted
 	sum.Verdict = v
 	sum.Elapsed = time.Since(start)
 	return sum, nil

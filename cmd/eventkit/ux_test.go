@@ -2,8 +2,10 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"strings"
 	"testing"
+	"time"
 )
 
 // TestLogFlagsValidated: a log level or format the logger does not know is
@@ -37,5 +39,25 @@ func TestLogFlagsValidated(t *testing.T) {
 		if code := run(t.Context(), []string{"--log-level", lvl, "--log-format", "json", "version"}, &out, &errb); code != 0 {
 			t.Errorf("--log-level %s: exit %d: %s", lvl, code, errb.String())
 		}
+	}
+}
+
+// TestDemoInterrupted: SIGINT (the command's context ending) during the
+// demo prints the figures so far and says no verdict was computed, in one
+// short line: it used to report "did not settle within 3m0s" after a few
+// seconds, followed by every pending order.
+func TestDemoInterrupted(t *testing.T) {
+	ctx, cancel := context.WithCancel(t.Context())
+	time.AfterFunc(2*time.Second, cancel)
+	var out, errb bytes.Buffer
+	code := run(ctx, []string{"demo", "--orders", "100000"}, &out, &errb)
+	if code != 1 {
+		t.Fatalf("exit %d, want 1; stderr %q", code, errb.String())
+	}
+	if !strings.Contains(out.String(), "verdict: not computed (interrupted") || strings.Contains(out.String(), "verdict: FAIL") {
+		t.Errorf("stdout:\n%s", out.String())
+	}
+	if s := errb.String(); strings.Contains(s, "did not settle") || strings.Count(s, "\n") != 1 || len(s) > 200 {
+		t.Errorf("stderr should be one short line, got %d bytes:\n%s", len(s), s)
 	}
 }
