@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"math/rand/v2"
 	"slices"
@@ -86,7 +85,7 @@ type Options struct {
 	// bookkeeping: measurably faster publishing (see the benchmarks).
 	DisableDedupe bool
 	// Logger receives connection events (disconnect, reconnect, errors).
-	// Nil discards them.
+	// Default slog.Default(); slog.New(slog.DiscardHandler) silences it.
 	Logger *slog.Logger
 }
 
@@ -116,7 +115,7 @@ func (o *Options) defaults() error {
 		o.PullExpiry = 2 * time.Second
 	}
 	if o.Logger == nil {
-		o.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+		o.Logger = slog.Default()
 	}
 	if o.StreamPrefix != "" {
 		if err := broker.ValidateName("stream prefix", o.StreamPrefix); err != nil || sanitizeName(o.StreamPrefix) != o.StreamPrefix {
@@ -147,10 +146,10 @@ var _ broker.Broker = (*Broker)(nil)
 // ConnectOptions returns the connection options Connect uses: the name,
 // reconnecting forever with exponential backoff (100ms doubling to 5s, with
 // jitter), a 10s ping interval to notice dead connections, and handlers
-// that log to logger.
+// that log to logger (nil: slog.Default()).
 func ConnectOptions(name string, logger *slog.Logger) []nats.Option {
 	if logger == nil {
-		logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+		logger = slog.Default()
 	}
 	return []nats.Option{
 		nats.Name(name),

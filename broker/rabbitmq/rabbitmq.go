@@ -106,7 +106,8 @@ type Options struct {
 	// ReconnectMin and ReconnectMax bound the exponential backoff between
 	// reconnection attempts. Defaults 100ms and 5s.
 	ReconnectMin, ReconnectMax time.Duration
-	// Logger receives reconnection and subscription events. Default: discard.
+	// Logger receives reconnection and subscription events. Default
+	// slog.Default(); slog.New(slog.DiscardHandler) silences it.
 	Logger *slog.Logger
 }
 
@@ -146,7 +147,7 @@ func (o *Options) defaults() error {
 		o.ReconnectMax = max(DefaultReconnectMax, o.ReconnectMin)
 	}
 	if o.Logger == nil {
-		o.Logger = slog.New(slog.DiscardHandler)
+		o.Logger = slog.Default()
 	}
 	return nil
 }

@@ -16,6 +16,7 @@ import (
 	"golang.org/x/term"
 
 	"github.com/eventkit/eventkit/broker"
+	natsbroker "github.com/eventkit/eventkit/broker/nats"
 	"github.com/eventkit/eventkit/broker/nats/natsembed"
 	"github.com/eventkit/eventkit/internal/connect"
 	"github.com/eventkit/eventkit/internal/demo"
@@ -101,8 +102,12 @@ func runDemo(ctx context.Context, g *globals, o *demoOpts) error {
 	var b broker.Broker
 	where := ""
 	topicSuffix := ""
+	blog := log
+	if blog == nil {
+		blog = slog.New(slog.DiscardHandler)
+	}
 	if o.broker == "" {
-		emb, err := natsembed.Start(ctx, filepath.Join(dir, "nats"), natsembed.Options{InProcessOnly: true})
+		emb, err := natsembed.Start(ctx, filepath.Join(dir, "nats"), natsembed.Options{InProcessOnly: true, Broker: natsbroker.Options{Logger: blog}})
 		if err != nil {
 			return fmt.Errorf("start embedded NATS: %w", err)
 		}
@@ -111,10 +116,6 @@ func runDemo(ctx context.Context, g *globals, o *demoOpts) error {
 		where = "embedded NATS JetStream"
 	} else {
 		var err error
-		blog := log
-		if blog == nil {
-			blog = slog.New(slog.DiscardHandler)
-		}
 		if b, err = connect.Broker(ctx, o.broker, blog); err != nil {
 			return err
 		}
