@@ -4,9 +4,10 @@
 // once, in order per subject, and deletes (or marks) a row only after the
 // broker confirmed its event and the database reported the row completed.
 // No later event of a subject is ever at the broker before an earlier one
-// was confirmed; a crash duplicates at most the batch in flight. One engine
-// serves both sources of events: a Store (polling) and outbox/pgcdc's
-// replication stream (CDC).
+// was confirmed; a crash duplicates at most the batch in flight (on an
+// outbox split into partitions: the batch in flight of each partition the
+// crashed relay led). One engine serves both sources of events: a Store
+// (polling) and outbox/pgcdc's replication stream (CDC).
 //
 //	tx, _ := pool.Begin(ctx)                              // the caller's transaction
 //	// ... business writes ...
@@ -132,6 +133,39 @@
 // a standby may already have taken over. That batch can then be duplicated
 // and interleaved with the new leader's first batch. The tests run two relays on one outbox, stop the leader
 // mid-stream, and check every subject's order and that nothing is missing.
+//
+// # Scaling out: partitions
+//
+// One active relay is the ceiling of the above. A Postgres or MySQL/MariaDB
+// outbox can instead be split into P partitions by a hash of the event
+// subject (the first 28 bits of MD5(subject) modulo P, computed by the
+// database, so a subject always maps to one partition): SetPartitions on
+// the store, or `eventkit migrate up --partitions P`. Each partition then
+// has its own lease, a row of <table>_leases (owner, expiry on the
+// database's clock), and every relay on the outbox (Partitioned) takes
+// partitions instead of the whole outbox: it records itself alive in
+// <table>_relays, renews its leases every RelayConfig.LeaseTTL/4, and
+// aims for ceil(P/alive) partitions, so a relay that joins gets work
+// (the others give up their extras), one that stops releases its leases
+// for the others to take at once, and the partitions of one that dies
+// are taken when its leases expire (after LeaseTTL). A relay with no
+// partition is a standby. Each partition is relayed by its own publish
+// loop with everything above (order, retries, parking, read-ahead).
+//
+// Per-subject order holds through every handover: a relay gives a
+// partition up only after that partition's loop has returned (no publish
+// of it in flight), and a partition whose lease it could not renew it
+// stops by itself 3/4 LeaseTTL after the last successful renewal was
+// sent, before the lease can expire in the database; a new leader can
+// take a lease only once it is released or expired. What can be
+// duplicated is the batch in flight of each partition of a relay that
+// crashed or was cut off: at most RelayConfig.BatchSize x the partitions it
+// led, per crash. The count can change only while no relay runs
+// (SetPartitions fails with ErrRelaysRunning while a lease is held or a
+// relay leads the unsplit outbox): stop the relays, change it, start them.
+// Relays need distinct RelayConfig.Instance names (default hostname-pid).
+// SQLite outboxes and the CDC source (outbox/pgcdc, one slot) have one
+// partition. See docs/design.md.
 //
 // # Latency
 //

@@ -30,6 +30,15 @@ type Health struct {
 	BrokerErr error
 	// Since is when the current failure (or, with none, the state) began.
 	Since time.Time
+	// Instance is the relay's instance id (RelayConfig.Instance).
+	Instance string
+	// Partitions lists the partitions this relay leads, on a partitioned
+	// outbox (see Partitioned); nil otherwise. A relay of a partitioned
+	// outbox that leads none is a standby.
+	Partitions []int
+	// PartitionCount is the outbox's partition count (0 until known, 1 if
+	// it is not partitioned).
+	PartitionCount int
 }
 
 // Ready reports whether the relay does its job: it leads or stands by, and
@@ -58,6 +67,8 @@ func (r *Relay) Health() Health {
 	if h.State == "" {
 		h.State = StateStarting
 	}
+	h.Instance = r.cfg.Instance
+	h.Partitions = append([]int(nil), h.Partitions...)
 	return h
 }
 
@@ -104,4 +115,15 @@ func (s *healthState) setBroker(err error) {
 // Leader(false) when Run starts and on every change.
 type LeaderMetrics interface {
 	Leader(bool)
+}
+
+func (s *healthState) setPartitions(n int, ps []int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.h.PartitionCount = n
+	if n > 1 {
+		s.h.Partitions = append(s.h.Partitions[:0:0], ps...)
+	} else {
+		s.h.Partitions = nil
+	}
 }

@@ -39,6 +39,7 @@ type otelMetrics struct {
 	delivered, errors, parked metric.Int64Counter
 	latency                   metric.Float64Histogram
 	backlog, parkedNow, lead  metric.Int64Gauge
+	partLead                  metric.Int64Gauge
 	oldest                    metric.Float64Gauge
 	attrs                     metric.MeasurementOption
 }
@@ -52,7 +53,8 @@ type otelMetrics struct {
 //	eventkit.outbox.backlog             gauge     events waiting
 //	eventkit.outbox.oldest.age          gauge     seconds, age of the oldest waiting event
 //	eventkit.outbox.parked.current      gauge     events parked now
-//	eventkit.outbox.leader              gauge     1 while this relay holds the leadership lock, else 0
+//	eventkit.outbox.leader              gauge     1 while this relay holds the leadership lock (or a partition lease), else 0
+//	eventkit.outbox.partition.leader    gauge     per partition of a partitioned outbox, attribute "partition": 1 while this relay leads it
 //
 // attrs (e.g. the table name) are added to every measurement.
 func NewOTelMetrics(meter metric.Meter, attrs ...attribute.KeyValue) (Metrics, error) {
@@ -86,6 +88,10 @@ func NewOTelMetrics(meter metric.Meter, attrs ...attribute.KeyValue) (Metrics, e
 		metric.WithDescription("1 while this relay holds the outbox's leadership lock, 0 while it stands by")); err != nil {
 		return nil, err
 	}
+	if m.partLead, err = meter.Int64Gauge("eventkit.outbox.partition.leader", metric.WithUnit("1"),
+		metric.WithDescription("1 while this relay holds the partition's lease, 0 otherwise")); err != nil {
+		return nil, err
+	}
 	if m.oldest, err = meter.Float64Gauge("eventkit.outbox.oldest.age", metric.WithUnit("s"),
 		metric.WithDescription("Age of the oldest waiting event")); err != nil {
 		return nil, err
@@ -100,6 +106,15 @@ func (m *otelMetrics) Leader(v bool) {
 		n = 1
 	}
 	m.lead.Record(context.Background(), n, m.attrs)
+}
+
+// PartitionLeader implements PartitionMetrics.
+func (m *otelMetrics) PartitionLeader(p int, v bool) {
+	n := int64(0)
+	if v {
+		n = 1
+	}
+	m.partLead.Record(context.Background(), n, m.attrs, metric.WithAttributes(attribute.Int("partition", p)))
 }
 
 func (m *otelMetrics) Delivered(n int) {

@@ -64,6 +64,19 @@ type RelayConfig struct {
 	// LockRetryInterval is how often a standby relay tries to take the
 	// leadership lock. Default 1s.
 	LockRetryInterval time.Duration
+	// Instance names this relay in partition leases, logs, metrics and
+	// `eventkit outbox status`. Default DefaultInstance() (hostname-pid;
+	// "-2", "-3", ... is added for the second and later relays of one
+	// process). Two running relays must not share one: they would lead the
+	// same partitions.
+	Instance string
+	// LeaseTTL is how long a partition lease lasts without renewal (on a
+	// partitioned outbox, see Partitioned). The relay renews its leases
+	// every LeaseTTL/4 and stops leading a partition whose lease it could
+	// not renew within 3/4 of LeaseTTL (so it has stopped before another
+	// relay can take the lease); a relay that dies holds its partitions for
+	// up to LeaseTTL. Default 10s.
+	LeaseTTL time.Duration
 	// StatusInterval is how often the leader reads Status to report the
 	// backlog and the oldest event's age as metrics. Default 10s; negative
 	// disables it.
@@ -98,6 +111,13 @@ func (c RelayConfig) withDefaults(s Source) RelayConfig {
 	def(&c.MaxBackoff, 30*time.Second)
 	def(&c.PublishTimeout, 30*time.Second)
 	def(&c.LockRetryInterval, time.Second)
+	def(&c.LeaseTTL, 10*time.Second)
+	if c.Instance == "" {
+		c.Instance = DefaultInstance()
+		if k := relaysInProcess.Add(1); k > 1 { // a second relay of this process
+			c.Instance += fmt.Sprintf("-%d", k)
+		}
+	}
 	if c.StatusInterval == 0 {
 		c.StatusInterval = 10 * time.Second
 	}
@@ -109,6 +129,8 @@ func (c RelayConfig) withDefaults(s Source) RelayConfig {
 	}
 	return c
 }
+
+var relaysInProcess atomic.Int64
 
 // Stats are a relay's counters since it was created.
 type Stats struct {
@@ -132,6 +154,9 @@ type Relay struct {
 	cfg   RelayConfig
 	wake  chan struct{}
 
+	wakeMu sync.Mutex
+	wakes  map[chan struct{}]struct{} // the partition loops' wake channels
+
 	leader atomic.Bool
 	health healthState
 	stats  struct {
@@ -142,7 +167,8 @@ type Relay struct {
 // NewRelay returns a relay from src (a Store, for the polling relay, or a
 // stream such as outbox/pgcdc's) to pub.
 func NewRelay(src Source, pub broker.Publisher, cfg RelayConfig) *Relay {
-	return &Relay{store: src, pub: pub, cfg: cfg.withDefaults(src), wake: make(chan struct{}, 1)}
+	return &Relay{store: src, pub: pub, cfg: cfg.withDefaults(src), wake: make(chan struct{}, 1),
+		wakes: map[chan struct{}]struct{}{}}
 }
 
 // Wake makes the relay look for events now. It never blocks. The store's
@@ -152,9 +178,18 @@ func (r *Relay) Wake() {
 	case r.wake <- struct{}{}:
 	default:
 	}
+	r.wakeMu.Lock()
+	defer r.wakeMu.Unlock()
+	for c := range r.wakes {
+		select {
+		case c <- struct{}{}:
+		default:
+		}
+	}
 }
 
-// IsLeader reports whether this relay holds the leadership lock now.
+// IsLeader reports whether this relay holds the leadership lock now (on a
+// partitioned outbox: the lease of at least one partition).
 func (r *Relay) IsLeader() bool { return r.leader.Load() }
 
 // Stats returns the relay's counters.
@@ -195,7 +230,25 @@ func (r *Relay) Run(ctx context.Context) error {
 	}()
 	log := r.cfg.Logger
 	for {
-		lock, err := r.store.TryLock(ctx)
+		ps, n, err := r.partitions(ctx)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			r.storeError("partitions", err)
+		} else if n > 1 {
+			if err := r.runPartitioned(ctx, ps, n); err != nil && !errors.Is(err, errPartitionsChanged) {
+				return err
+			}
+			if ctx.Err() != nil {
+				return nil
+			}
+			continue
+		}
+		var lock Lock
+		if err == nil {
+			lock, err = r.store.TryLock(ctx)
+		}
 		if err != nil && ctx.Err() == nil {
 			r.storeError("lock", err)
 		} else if err == nil {
@@ -205,7 +258,7 @@ func (r *Relay) Run(ctx context.Context) error {
 			r.setLeader(true)
 			r.stats.leaderships.Add(1)
 			log.Info("outbox: relay is the leader")
-			r.lead(ctx, lock)
+			r.lead(ctx, lock, r.store, r.wake, true)
 			r.setLeader(false)
 			rctx, rcancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
 			_ = lock.Release(rctx)
@@ -245,8 +298,10 @@ type retryState struct {
 	subject string
 }
 
-// lead runs the publish loop while lock is held.
-func (r *Relay) lead(ctx context.Context, lock Lock) {
+// lead runs the publish loop over src (the outbox, or one partition of it)
+// while lock is held, woken by wake; with maintain it also runs the
+// cleanup and backlog metrics.
+func (r *Relay) lead(ctx context.Context, lock Lock, src Source, wake <-chan struct{}, maintain bool) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	go func() { // stop the moment the lock is lost
@@ -257,11 +312,13 @@ func (r *Relay) lead(ctx context.Context, lock Lock) {
 		}
 	}()
 	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		r.maintain(ctx)
-	}()
+	if maintain {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			r.maintain(ctx)
+		}()
+	}
 	defer wg.Wait()
 
 	retry := map[int64]retryState{} // permanently rejected events waiting for their next attempt
@@ -295,14 +352,14 @@ func (r *Relay) lead(ctx context.Context, lock Lock) {
 			var head []Record
 			hp := p
 			hp.Limit = 1
-			if head, err = r.store.Claim(ctx, hp); err == nil && len(head) == 1 && head[0].Seq >= prefetched[0].Seq {
+			if head, err = src.Claim(ctx, hp); err == nil && len(head) == 1 && head[0].Seq >= prefetched[0].Seq {
 				recs = prefetched
 			} else if err == nil {
-				recs, err = r.store.Claim(ctx, p)
+				recs, err = src.Claim(ctx, p)
 			}
 			prefetched = nil
 		} else {
-			recs, err = r.store.Claim(ctx, p)
+			recs, err = src.Claim(ctx, p)
 		}
 		if err != nil {
 			if ctx.Err() != nil {
@@ -325,7 +382,7 @@ func (r *Relay) lead(ctx context.Context, lock Lock) {
 			t := time.NewTimer(wait)
 			select {
 			case <-ctx.Done():
-			case <-r.wake:
+			case <-wake:
 				if r.cfg.WakeLinger > 0 {
 					lingerUntil = time.Now().Add(r.cfg.WakeLinger)
 					lingerStep = time.Millisecond
@@ -341,16 +398,16 @@ func (r *Relay) lead(ctx context.Context, lock Lock) {
 		// (checked above), so it is exactly what a Claim would return; it
 		// is never published before this batch is confirmed and completed.
 		var pre chan claimResult
-		if len(recs) == r.cfg.BatchSize && len(retry) == 0 && !streams(r.store) {
+		if len(recs) == r.cfg.BatchSize && len(retry) == 0 && !streams(src) {
 			pp := p
 			pp.AfterSeq = recs[len(recs)-1].Seq
 			pre = make(chan claimResult, 1)
 			go func() {
-				rs, err := r.store.Claim(ctx, pp)
+				rs, err := src.Claim(ctx, pp)
 				pre <- claimResult{rs, err}
 			}()
 		}
-		transient, clean := r.process(ctx, recs, retry)
+		transient, clean := r.process(ctx, src, recs, retry)
 		if pre != nil {
 			if res := <-pre; clean && res.err == nil && len(res.recs) > 0 {
 				prefetched = res.recs
@@ -388,7 +445,7 @@ func (r *Relay) sleepBackoff(ctx context.Context, prev time.Duration) time.Durat
 // confirmed. It reports whether a transient failure happened (the caller then
 // backs off) and whether the whole batch went through cleanly (every event
 // sent, confirmed and completed; no retry involved).
-func (r *Relay) process(ctx context.Context, recs []Record, retry map[int64]retryState) (transient, clean bool) {
+func (r *Relay) process(ctx context.Context, src Source, recs []Record, retry map[int64]retryState) (transient, clean bool) {
 	// A subject whose head event is a retry of a rejected event is sent
 	// alone: the events behind it wait until it is delivered or parked.
 	held := map[string]bool{}
@@ -398,7 +455,7 @@ func (r *Relay) process(ctx context.Context, recs []Record, retry map[int64]retr
 		subj := rec.Event.Subject
 		if rec.DecodeErr != nil { // not an event: park it, never publish it
 			clean = false
-			r.park(ctx, rec, rec.DecodeErr)
+			r.park(ctx, src, rec, rec.DecodeErr)
 			continue
 		}
 		if subj != "" && held[subj] {
@@ -443,7 +500,7 @@ runs:
 			if len(call) == 0 {
 				continue
 			}
-			ok, callTransient := r.publish(ctx, call, retry, blocked, &done)
+			ok, callTransient := r.publish(ctx, src, call, retry, blocked, &done)
 			if !ok {
 				clean = false
 			}
@@ -456,7 +513,7 @@ runs:
 	if len(send) < len(recs) {
 		clean = false
 	}
-	if len(done) > 0 && !r.complete(ctx, done) {
+	if len(done) > 0 && !r.complete(ctx, src, done) {
 		clean = false
 	}
 	return transient, clean
@@ -493,7 +550,7 @@ func (r *Relay) calls(run []Record, out [][]Record) [][]Record {
 // permanent rejections are counted (and parked after MaxAttempts), and
 // subjects with a failed event are blocked for the rest of the batch. ok
 // is false if anything failed; transient if a failure was not permanent.
-func (r *Relay) publish(ctx context.Context, call []Record, retry map[int64]retryState, blocked map[string]bool, done *[]int64) (ok, transient bool) {
+func (r *Relay) publish(ctx context.Context, src Source, call []Record, retry map[int64]retryState, blocked map[string]bool, done *[]int64) (ok, transient bool) {
 	topic := call[0].Topic
 	events := make([]eventkit.Event, len(call))
 	for i := range call {
@@ -537,7 +594,7 @@ func (r *Relay) publish(ctx context.Context, call []Record, retry map[int64]retr
 					"topic", topic, "id", rec.Event.ID, "subject", subj, "seq", rec.Seq)
 			}
 		case permanent(ferr) && ctx.Err() == nil:
-			r.reject(ctx, rec, ferr, retry)
+			r.reject(ctx, src, rec, ferr, retry)
 			if subj != "" {
 				blocked[subj] = true
 			}
@@ -565,13 +622,13 @@ func (r *Relay) publish(ctx context.Context, call []Record, retry map[int64]retr
 }
 
 // park parks rec at once with err as the reason.
-func (r *Relay) park(ctx context.Context, rec Record, err error) {
+func (r *Relay) park(ctx context.Context, src Source, rec Record, err error) {
 	reason := err.Error()
 	if len(reason) > 2000 {
 		reason = reason[:2000]
 	}
 	if ferr := r.retryStore(ctx, "fail", func() error {
-		return r.store.Fail(ctx, FailParams{Seq: rec.Seq, Reason: reason, Park: true})
+		return src.Fail(ctx, FailParams{Seq: rec.Seq, Reason: reason, Park: true})
 	}); ferr != nil {
 		return
 	}
@@ -582,7 +639,7 @@ func (r *Relay) park(ctx context.Context, rec Record, err error) {
 
 // reject handles one permanent rejection: count the attempt, park the event
 // after MaxAttempts, or schedule its retry.
-func (r *Relay) reject(ctx context.Context, rec Record, err error, retry map[int64]retryState) {
+func (r *Relay) reject(ctx context.Context, src Source, rec Record, err error, retry map[int64]retryState) {
 	r.stats.rejected.Add(1)
 	r.cfg.Metrics.Error("rejected")
 	attempts := rec.Attempts + 1
@@ -592,7 +649,7 @@ func (r *Relay) reject(ctx context.Context, rec Record, err error, retry map[int
 		reason = reason[:2000]
 	}
 	if ferr := r.retryStore(ctx, "fail", func() error {
-		return r.store.Fail(ctx, FailParams{Seq: rec.Seq, Reason: reason, Park: park})
+		return src.Fail(ctx, FailParams{Seq: rec.Seq, Reason: reason, Park: park})
 	}); ferr != nil {
 		return
 	}
@@ -610,11 +667,11 @@ func (r *Relay) reject(ctx context.Context, rec Record, err error, retry map[int
 		"topic", rec.Topic, "id", rec.Event.ID, "seq", rec.Seq, "attempt", attempts, "in", delay, "err", err)
 }
 
-func (r *Relay) complete(ctx context.Context, seqs []int64) bool {
+func (r *Relay) complete(ctx context.Context, src Source, seqs []int64) bool {
 	keep := r.cfg.Retention > 0
 	var n int64
 	if err := r.retryStore(ctx, "complete", func() (err error) {
-		n, err = r.store.Complete(ctx, seqs, keep)
+		n, err = src.Complete(ctx, seqs, keep)
 		return err
 	}); err != nil {
 		return false // lost the lock or shutting down: these events will be published again

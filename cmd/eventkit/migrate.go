@@ -5,6 +5,8 @@ import (
 	"text/tabwriter"
 
 	"github.com/spf13/cobra"
+
+	"github.com/eventkit/eventkit/outbox"
 )
 
 func init() { commands = append(commands, newMigrateCmd) }
@@ -20,11 +22,19 @@ exist. It is idempotent. migrate status shows which migrations are applied.`,
 		Example: `  eventkit migrate up --store postgres://postgres@127.0.0.1:5432/test
   eventkit migrate status --store sqlite:///var/lib/orders.db`,
 	}
+	var partitions int
 	up := &cobra.Command{
-		Use:     "up",
-		Short:   "Apply the migrations that are not applied yet",
-		Example: `  eventkit migrate up --store mysql://root@127.0.0.1:3306/test`,
-		Args:    cobra.NoArgs,
+		Use:   "up",
+		Short: "Apply the migrations that are not applied yet",
+		Long: `up applies the migrations that are not applied yet. With --partitions N it
+also splits the outbox into N partitions by a hash of the event subject (1: not
+split), so that up to N relays share the work. The count can only change while
+no relay runs: stop every relay, run migrate up --partitions N, start them
+again (it fails, changing nothing, while a relay holds a lease). PostgreSQL and
+MySQL/MariaDB only; SQLite has one partition.`,
+		Example: `  eventkit migrate up --store mysql://root@127.0.0.1:3306/test
+  eventkit migrate up --partitions 16 --store postgres://postgres@127.0.0.1:5432/test`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
 			st, err := c.openStore(ctx)
@@ -34,6 +44,16 @@ exist. It is idempotent. migrate status shows which migrations are applied.`,
 			defer st.Close()
 			if err := st.Outbox.Migrate(ctx); err != nil {
 				return fmt.Errorf("outbox: %w", err)
+			}
+			if cmd.Flags().Changed("partitions") {
+				ps, ok := st.Outbox.(outbox.PartitionSetter)
+				if !ok {
+					return fmt.Errorf("--partitions: this store has one partition (PostgreSQL and MySQL/MariaDB can be split)")
+				}
+				if err := ps.SetPartitions(ctx, partitions); err != nil {
+					return fmt.Errorf("outbox: %w", err)
+				}
+				fmt.Fprintf(g.stdout, "outbox partitions: %d\n", partitions)
 			}
 			in, err := c.inbox(st)
 			if err != nil {
@@ -97,6 +117,7 @@ exist. It is idempotent. migrate status shows which migrations are applied.`,
 			return w.Flush()
 		},
 	}
+	up.Flags().IntVar(&partitions, "partitions", 1, "split the outbox into this many partitions (1-4096; stop all relays first)")
 	for _, s := range []*cobra.Command{up, status} {
 		c.storeFlags(s)
 		cmd.AddCommand(s)

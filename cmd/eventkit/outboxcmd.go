@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"sort"
+	"strconv"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -58,11 +60,27 @@ func newOutboxCmd(g *globals) *cobra.Command {
 					fmt.Fprintf(g.stderr, "note: replication slot %s belongs to database %q, not to this one: not shown\n", cs.Slot, cs.OtherDatabase)
 				}
 			}
+			var parts *partitionsJSON
+			if ps, ok := st.Outbox.(outbox.Partitioned); ok {
+				ls, err := ps.Leases().List(ctx)
+				if err != nil {
+					return err
+				}
+				if ls.Partitions > 1 {
+					parts = &partitionsJSON{Count: ls.Partitions, Leaders: ls.LeadersOf(), Instances: ls.Instances}
+					for _, l := range ls.Leases {
+						if !l.Held() {
+							parts.Unled = append(parts.Unled, l.Partition)
+						}
+					}
+				}
+			}
 			if asJSON {
 				return writeJSON(g.stdout, struct {
 					outbox.Status
-					CDC *pgcdc.Status `json:"cdc,omitempty"`
-				}{s, slot})
+					CDC        *pgcdc.Status   `json:"cdc,omitempty"`
+					Partitions *partitionsJSON `json:"partitions,omitempty"`
+				}{s, slot, parts})
 			}
 			fmt.Fprintf(g.stdout, "backlog:    %d events\n", s.Backlog)
 			if s.Backlog > 0 {
@@ -77,6 +95,25 @@ func newOutboxCmd(g *globals) *cobra.Command {
 				}
 				fmt.Fprintf(g.stdout, "cdc slot:   %s, %s, lag %s, WAL retained %s, wal_status %s\n", slot.Slot, active,
 					bytesText(slot.LagBytes), bytesText(slot.RetainedBytes), slot.WALStatus)
+			}
+			if parts != nil {
+				fmt.Fprintf(g.stdout, "partitions: %d, %d relays alive, %d not led\n", parts.Count, len(parts.Instances), len(parts.Unled))
+				w := tabwriter.NewWriter(g.stdout, 0, 4, 2, ' ', 0)
+				fmt.Fprintln(w, "\nINSTANCE\tPARTITIONS")
+				insts := make([]string, 0, len(parts.Leaders))
+				for in := range parts.Leaders {
+					insts = append(insts, in)
+				}
+				sort.Strings(insts)
+				for _, in := range insts {
+					fmt.Fprintf(w, "%s\t%s\n", in, intsText(parts.Leaders[in]))
+				}
+				for _, in := range parts.Instances {
+					if _, ok := parts.Leaders[in]; !ok {
+						fmt.Fprintf(w, "%s\tnone (standby)\n", in)
+					}
+				}
+				_ = w.Flush()
 			}
 			if len(s.ByType) > 0 {
 				types := make([]string, 0, len(s.ByType))
@@ -208,4 +245,23 @@ func bytesText(n int64) string {
 		return fmt.Sprintf("%.1f KiB", float64(n)/(1<<10))
 	}
 	return fmt.Sprintf("%d B", n)
+}
+
+// partitionsJSON is the partition part of `outbox status --json`.
+type partitionsJSON struct {
+	Count int `json:"count"`
+	// Leaders maps each relay instance to the partitions it leads.
+	Leaders map[string][]int `json:"leaders"`
+	// Instances are the relays alive (standbys included).
+	Instances []string `json:"instances"`
+	// Unled lists partitions no relay leads now.
+	Unled []int `json:"unled,omitempty"`
+}
+
+func intsText(ps []int) string {
+	s := make([]string, len(ps))
+	for i, p := range ps {
+		s[i] = strconv.Itoa(p)
+	}
+	return strings.Join(s, ",")
 }

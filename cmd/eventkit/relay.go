@@ -34,6 +34,8 @@ type relayOpts struct {
 	collectDLQ   []string
 	migrate      bool
 	verboseReady bool
+	instance     string
+	leaseTTL     time.Duration
 }
 
 func newRelayCmd(g *globals) *cobra.Command {
@@ -54,7 +56,14 @@ Modes:
            broker confirmed them. Needs wal_level=logical.
 
 Run several relays on one outbox for high availability: one holds the
-outbox's leadership lock and publishes, the others wait to take over.
+outbox's leadership lock and publishes, the others wait to take over. On an
+outbox split into partitions (eventkit migrate up --partitions N; polling
+mode), the relays share the partitions instead: each leads about N/relays of
+them (its lease renewed every --lease-ttl/4), hands some over when a relay
+joins, and takes over those of a relay that stopped (at once) or died (when
+its lease expires). Each relay is named by --instance (default hostname-pid);
+it logs the partitions it takes and gives up, and eventkit outbox status
+shows who leads which.
 
 Both modes run the same relay engine (outbox.Relay) with the same flags and
 meanings; only where the events come from differs. It checks the outbox
@@ -65,7 +74,9 @@ It serves /metrics (Prometheus, including eventkit_outbox_leader), /healthz
 and /readyz on --listen, logs with log/slog, and stops gracefully on SIGTERM
 or SIGINT. /readyz answers 200 "leader" or "standby", or 503 "starting",
 "database unavailable" or "broker unavailable" (the error text only with
---verbose-readyz).`,
+--verbose-readyz); on a partitioned outbox a second line names the instance
+and the partitions it leads ("instance web-1-4242 partitions 0,5,9 of 16").
+eventkit_outbox_partition_leader{partition="p"} is 1 for each partition led.`,
 		Example: `  eventkit relay --store postgres://postgres@127.0.0.1:5432/test --broker nats://127.0.0.1:4222
   EVENTKIT_STORE=postgres://... EVENTKIT_BROKER=nats://... eventkit relay --mode cdc --listen 127.0.0.1:9464`,
 		Args: cobra.NoArgs,
@@ -82,6 +93,8 @@ or SIGINT. /readyz answers 200 "leader" or "standby", or 503 "starting",
 	f.StringVar(&o.slot, "slot", "", "cdc mode: replication slot name (default: per database and table, see pgcdc.DefaultSlotName)")
 	f.StringSliceVar(&o.collectDLQ, "collect-dlq", nil, "dead-letter topics to collect into the dead-letter table (repeatable; e.g. orders.dlq)")
 	f.BoolVar(&o.migrate, "migrate", false, "create the outbox (and dead-letter) tables first if missing")
+	envFlag(f, &o.instance, "instance", "EVENTKIT_RELAY_INSTANCE", "", "this relay's name in partition leases, logs and outbox status (default hostname-pid; must be unique)")
+	f.DurationVar(&o.leaseTTL, "lease-ttl", 10*time.Second, "partitioned outbox: how long a partition lease lasts unless renewed (a dead relay's partitions wait this long)")
 	f.BoolVar(&o.verboseReady, "verbose-readyz", false, "/readyz also prints the last database or broker error text (may reveal internals: keep the endpoint private)")
 	return cmd
 }
@@ -126,8 +139,11 @@ func runRelay(ctx context.Context, g *globals, c *conn, o *relayOpts) error {
 		return err
 	}
 
+	if o.instance == "" {
+		o.instance = outbox.DefaultInstance()
+	}
 	rcfg := outbox.RelayConfig{BatchSize: o.batch, PollInterval: o.pollInterval, Retention: o.retention,
-		Logger: log, Metrics: metrics}
+		Logger: log, Metrics: metrics, Instance: o.instance, LeaseTTL: o.leaseTTL}
 	var rl relayRunner
 	switch o.mode {
 	case "cdc":
@@ -220,6 +236,13 @@ func serveHTTP(addr string, reg *prometheus.Registry, health func() outbox.Healt
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		w.WriteHeader(code)
 		fmt.Fprintln(w, h.Status())
+		if h.PartitionCount > 1 {
+			led := intsText(h.Partitions)
+			if led == "" {
+				led = "none"
+			}
+			fmt.Fprintf(w, "instance %s partitions %s of %d\n", h.Instance, led, h.PartitionCount)
+		}
 		if verbose {
 			for _, err := range []error{h.StoreErr, h.BrokerErr} {
 				if err != nil {

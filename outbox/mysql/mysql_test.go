@@ -48,6 +48,9 @@ func newStore(t testing.TB, db *sql.DB, table string) *mysql.Store {
 	t.Cleanup(func() {
 		_, _ = db.Exec(`DROP TABLE IF EXISTS ` + table)
 		_, _ = db.Exec(`DROP TABLE IF EXISTS ` + table + `_migrations`)
+		for _, x := range []string{"_subject_seq", "_leases", "_relays"} {
+			_, _ = db.Exec(`DROP TABLE IF EXISTS ` + table + x)
+		}
 	})
 	return s
 }

@@ -41,6 +41,9 @@ type Harness struct {
 	// 1,000 KB events (default 5; the MySQL suite uses 18, over MariaDB's
 	// default 16 MB max_allowed_packet).
 	LargeTxMB int
+	// Partitions is the outbox's partition count when the factory split it
+	// (outbox.Partitioned); 0 or 1 when it is not split.
+	Partitions int
 }
 
 // Factory returns a Harness on a new outbox table, cleaned up with t.

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -204,11 +205,19 @@ func fastConfig(t testing.TB) outbox.RelayConfig {
 		MinBackoff:        10 * time.Millisecond,
 		MaxBackoff:        100 * time.Millisecond,
 		LockRetryInterval: 50 * time.Millisecond,
+		LeaseTTL:          time.Second,
 		RetryDelay:        100 * time.Millisecond,
 		StatusInterval:    -1,
 		PublishTimeout:    5 * time.Second,
 		Logger:            TestLogger(t),
 	}
+}
+
+func boolInt(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }
 
 func distinct(got []Published) map[string]bool {
@@ -268,28 +277,53 @@ func testRelayOrder(t *testing.T, h Harness, rf RelayFactory) {
 	if len(got) != len(evs) {
 		t.Fatalf("published %d, want %d", len(got), len(evs))
 	}
-	for i := range evs {
-		if got[i].Event.ID != evs[i].ID || got[i].Topic != topics[i] {
-			t.Fatalf("event %d: got %s on %s, want %s on %s", i, got[i].Event.ID, got[i].Topic, evs[i].ID, topics[i])
+	calls := 5
+	if h.Partitions > 1 {
+		// Partitions are relayed side by side: the order holds per
+		// subject (per partition), not across subjects.
+		byID := map[string]int{}
+		for i, e := range evs {
+			byID[e.ID] = i
 		}
-		if err := SameEvent(got[i].Event, evs[i]); err != nil {
-			t.Fatalf("event %d: %v", i, err)
+		last := map[string]int{}
+		for _, g := range got {
+			i, ok := byID[g.Event.ID]
+			if !ok || g.Topic != topics[i] {
+				t.Fatalf("unexpected %s on %s", g.Event.ID, g.Topic)
+			}
+			if err := SameEvent(g.Event, evs[i]); err != nil {
+				t.Fatalf("event %d: %v", i, err)
+			}
+			if j, ok := last[g.Event.Subject]; ok && j > i {
+				t.Fatalf("subject %s: event %d after %d", g.Event.Subject, i, j)
+			}
+			last[g.Event.Subject] = i
 		}
-	}
-	// One call per same-topic run, and within a run at most one event per
-	// subject per call: t1 [s0 s1] | t2 [s0 s1] [s0] | t1 [s1] | t3 [s0].
-	if c := rec.Calls(); c != 5 {
-		t.Fatalf("%d Publish calls, want 5 (one per same-topic run and subject wave)", c)
+		calls = rec.Calls()
+	} else {
+		for i := range evs {
+			if got[i].Event.ID != evs[i].ID || got[i].Topic != topics[i] {
+				t.Fatalf("event %d: got %s on %s, want %s on %s", i, got[i].Event.ID, got[i].Topic, evs[i].ID, topics[i])
+			}
+			if err := SameEvent(got[i].Event, evs[i]); err != nil {
+				t.Fatalf("event %d: %v", i, err)
+			}
+		}
+		// One call per same-topic run, and within a run at most one event per
+		// subject per call: t1 [s0 s1] | t2 [s0 s1] [s0] | t1 [s1] | t3 [s0].
+		if c := rec.Calls(); c != 5 {
+			t.Fatalf("%d Publish calls, want 5 (one per same-topic run and subject wave)", c)
+		}
 	}
 	WaitFor(t, 5*time.Second, "backlog metric", func() bool { return m.backlogCalls.Load() > 0 })
-	if m.delivered.Load() != int64(len(evs)) || m.latencies.Load() != 5 {
+	if m.delivered.Load() != int64(len(evs)) || m.latencies.Load() != int64(calls) {
 		t.Fatalf("metrics: delivered %d, latencies %d", m.delivered.Load(), m.latencies.Load())
 	}
 	st, err := h.Store.Status(ctx)
 	if err != nil || st.Backlog != 0 {
 		t.Fatalf("backlog after delivery: %+v %v", st, err)
 	}
-	if !relay.IsLeader() || relay.Stats().Leaderships != 1 || relay.Stats().Published != int64(len(evs)) {
+	if !relay.IsLeader() || relay.Stats().Leaderships != int64(max(h.Partitions, 1)) || relay.Stats().Published != int64(len(evs)) {
 		t.Fatalf("leader %v, stats %v", relay.IsLeader(), relay.Stats())
 	}
 	if hl := relay.Health(); !hl.Ready() || hl.Status() != "leader" {
@@ -535,15 +569,28 @@ func testHA(t *testing.T, h Harness, rf RelayFactory) {
 		}
 	}()
 	WaitFor(t, 60*time.Second, "a third delivered", func() bool { return len(rec.Events()) >= total/3 })
-	if r2.IsLeader() {
-		t.Fatal("two leaders")
+	if h.Partitions > 1 {
+		// The partitions are shared: r2 joins and takes half of them.
+		WaitFor(t, 10*time.Second, "r2 takes its share of the partitions", func() bool {
+			h1, h2 := r1.Health(), r2.Health()
+			return len(h1.Partitions) == h.Partitions/2 && len(h2.Partitions) == h.Partitions/2
+		})
+		if p1, p2 := r1.Health().Partitions, r2.Health().Partitions; slices.ContainsFunc(p1, func(p int) bool { return slices.Contains(p2, p) }) {
+			t.Fatalf("a partition with two leaders: r1 %v, r2 %v", p1, p2)
+		}
+	} else {
+		if r2.IsLeader() {
+			t.Fatal("two leaders")
+		}
+		WaitFor(t, 5*time.Second, "r2 says it is a standby", func() bool {
+			hl := r2.Health()
+			return hl.Ready() && hl.Status() == "standby"
+		})
 	}
-	WaitFor(t, 5*time.Second, "r2 says it is a standby", func() bool {
-		hl := r2.Health()
-		return hl.Ready() && hl.Status() == "standby"
+	stop1() // stop a leading relay mid-stream
+	WaitFor(t, 10*time.Second, "the other takes over", func() bool {
+		return r2.IsLeader() && len(r2.Health().Partitions) == max(h.Partitions, 1)*boolInt(h.Partitions > 1)
 	})
-	stop1() // kill the active relay mid-stream
-	WaitFor(t, 10*time.Second, "standby takes over", r2.IsLeader)
 	<-writerDone
 	if werr != nil {
 		t.Fatal(werr)

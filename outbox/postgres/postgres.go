@@ -146,13 +146,17 @@ func (s *Store) Add(ctx context.Context, tx pgx.Tx, topic string, events ...even
 
 // Claim implements outbox.Store.
 func (s *Store) Claim(ctx context.Context, p outbox.ClaimParams) ([]outbox.Record, error) {
+	return s.claim(ctx, &s.q, p)
+}
+
+func (s *Store) claim(ctx context.Context, q *queries, p outbox.ClaimParams) ([]outbox.Record, error) {
 	var rows pgx.Rows
 	var err error
 	switch {
 	case len(p.ExcludeSubjects) == 0 && len(p.ExcludeSeqs) == 0 && p.AfterSeq <= 0:
-		rows, err = s.pool.Query(ctx, s.q.claim, p.Limit)
+		rows, err = s.pool.Query(ctx, q.claim, p.Limit)
 	case len(p.ExcludeSubjects) == 0 && len(p.ExcludeSeqs) == 0:
-		rows, err = s.pool.Query(ctx, s.q.claimAfter, p.Limit, p.AfterSeq)
+		rows, err = s.pool.Query(ctx, q.claimAfter, p.Limit, p.AfterSeq)
 	default:
 		subj, seqs := p.ExcludeSubjects, p.ExcludeSeqs
 		if subj == nil {
@@ -161,7 +165,7 @@ func (s *Store) Claim(ctx context.Context, p outbox.ClaimParams) ([]outbox.Recor
 		if seqs == nil {
 			seqs = []int64{}
 		}
-		rows, err = s.pool.Query(ctx, s.q.claimEx, p.Limit, p.AfterSeq, subj, seqs)
+		rows, err = s.pool.Query(ctx, q.claimEx, p.Limit, p.AfterSeq, subj, seqs)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("outbox/postgres: claim: %w", err)

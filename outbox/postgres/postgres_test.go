@@ -45,7 +45,8 @@ func newStoreOn(t testing.TB, pool *pgxpool.Pool, table string) *postgres.Store 
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
-		_, _ = pool.Exec(context.Background(), `DROP TABLE IF EXISTS `+table+`; DROP TABLE IF EXISTS `+table+`_migrations; DROP FUNCTION IF EXISTS `+table+`_notify()`)
+		_, _ = pool.Exec(context.Background(), `DROP TABLE IF EXISTS `+table+`; DROP TABLE IF EXISTS `+table+`_migrations; DROP FUNCTION IF EXISTS `+table+`_notify(); `+
+			`DROP TABLE IF EXISTS `+table+`_subject_seq; DROP TABLE IF EXISTS `+table+`_leases; DROP TABLE IF EXISTS `+table+`_relays`)
 	})
 	return s
 }
@@ -94,7 +95,8 @@ func TestMigrate(t *testing.T) {
 		t.Fatalf("before: %+v %v", st, err)
 	}
 	defer func() {
-		_, _ = pool.Exec(ctx, `DROP TABLE IF EXISTS `+table+`; DROP TABLE IF EXISTS `+table+`_migrations; DROP FUNCTION IF EXISTS `+table+`_notify()`)
+		_, _ = pool.Exec(ctx, `DROP TABLE IF EXISTS `+table+`; DROP TABLE IF EXISTS `+table+`_migrations; DROP FUNCTION IF EXISTS `+table+`_notify(); `+
+			`DROP TABLE IF EXISTS `+table+`_subject_seq, `+table+`_leases, `+table+`_relays`)
 	}()
 	for range 2 { // idempotent
 		if err := postgres.Migrate(ctx, pool, cfg); err != nil {

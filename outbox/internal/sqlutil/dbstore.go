@@ -157,7 +157,16 @@ func (s *DB) Listen(ctx context.Context, wake func()) error {
 
 // Claim implements outbox.Store.
 func (s *DB) Claim(ctx context.Context, p outbox.ClaimParams) ([]outbox.Record, error) {
+	return s.ClaimWhere(ctx, "", p)
+}
+
+// ClaimWhere is Claim of the records that also meet the SQL condition cond
+// ("" for none): a partition's records.
+func (s *DB) ClaimWhere(ctx context.Context, cond string, p outbox.ClaimParams) ([]outbox.Record, error) {
 	q := s.claimHead
+	if cond != "" {
+		q += ` AND ` + cond
+	}
 	args := make([]any, 0, len(p.ExcludeSubjects)+len(p.ExcludeSeqs)+1)
 	if p.AfterSeq > 0 {
 		q += ` AND seq > ?`
