@@ -26,7 +26,9 @@ func server(t *testing.T, token string) (*httptest.Server, *connect.Store) {
 	}
 	t.Cleanup(st.Close)
 	con, err := console.New(console.Config{DB: st.SQL, Dialect: st.Dialect, Outbox: st.Outbox, Pool: st.Pool, Token: token,
-		Broker: func(context.Context) (broker.Broker, error) { return nil, errors.New("cannot connect to broker nats://127.0.0.1:1") }})
+		Broker: func(context.Context) (broker.Broker, error) {
+			return nil, errors.New("cannot connect to broker nats://127.0.0.1:1")
+		}})
 	if err != nil {
 		t.Fatal(err)
 	}
