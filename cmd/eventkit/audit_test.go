@@ -67,3 +67,13 @@ func TestAudit(t *testing.T) {
 		t.Fatalf("clean audit:\n%s", r.stdout)
 	}
 }
+
+// TestConsoleOpenListen: the console refuses a non-loopback address without
+// a token, before it touches the store.
+func TestConsoleOpenListen(t *testing.T) {
+	t.Parallel()
+	r := run(t, "", "console", "--listen", "0.0.0.0:0", "--store", "postgres://nobody@127.0.0.1:1/x")
+	if r.code != 2 || !strings.Contains(r.stderr, "not a loopback address") || !strings.Contains(r.stderr, "--token") {
+		t.Fatalf("exit %d\n%s", r.code, r.stderr)
+	}
+}
