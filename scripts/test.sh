@@ -7,6 +7,13 @@ cd "$(dirname "$0")/.."
 
 bash scripts/services.sh
 
+# --- console (issue 12): the browser test needs Debian's chromium ---
+if ! command -v chromium >/dev/null 2>&1; then
+  echo "== installing chromium for the console's browser test"
+  apt-get install -y chromium >/dev/null || { apt-get update >/dev/null && apt-get install -y chromium >/dev/null; }
+fi
+# --- end console ---
+
 # PostgreSQL: the machine's server on 5432 when it is already fit for the
 # tests (a database "test", wal_level=logical for the CDC relay); otherwise a
 # private throw-away instance, so the system server is never reconfigured or
