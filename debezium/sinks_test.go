@@ -19,7 +19,7 @@ import (
 	"github.com/eventkit/eventkit/internal/testenv"
 )
 
-func fixtureNamed(t *testing.T, name string) fixture {
+func fixtureNamed(t testing.TB, name string) fixture {
 	for _, fx := range loadFixtures(t) {
 		if fx.Name == name {
 			return fx
