@@ -21,7 +21,7 @@ import (
 // *eventkit.DecodeError of f.Decode (dead-lettered by the runtime, never
 // retried). Publish, Provision, Capabilities and Close are b's.
 //
-// Deliveries keep what the adapter's offer: Release (handing back
+// Deliveries keep what the adapter's deliveries offer: Release (handing back
 // unstarted), InProgress (NATS ack wait extension), the per-partition
 // context (Kafka); Unwrap returns the adapter's delivery.
 func Wrap(b broker.Broker, f Format) broker.Broker {
