@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/eventkit/eventkit"
 	"github.com/eventkit/eventkit/broker"
 )
 
@@ -63,15 +64,7 @@ func (s *suite) capabilities(t *testing.T) {
 		s.wait(t, old, len(evs))
 		c := newCollector(nil)
 		s.subscribe(t, ctx, b, topic, "new", c.handle)
-		got := map[string]bool{}
-		for _, r := range s.wait(t, c, len(evs)) {
-			got[r.ev.ID] = true
-		}
-		for _, e := range evs {
-			if !got[e.ID] {
-				t.Errorf("a group made after %s was published did not receive it; Replay claims it does", e.ID)
-			}
-		}
+		s.expectAll(t, c, evs, "a group made after they were published did not receive them; Replay claims it does")
 	})
 	t.Run("NativeDelay", func(t *testing.T) {
 		t.Parallel()
@@ -133,15 +126,7 @@ func (s *suite) capabilities(t *testing.T) {
 		b2 := s.broker(t)
 		c := newCollector(nil)
 		s.subscribe(t, ctx, b2, topic, "g", c.handle)
-		got := map[string]bool{}
-		for _, r := range s.wait(t, c, len(evs)) {
-			got[r.ev.ID] = true
-		}
-		for _, e := range evs {
-			if !got[e.ID] {
-				t.Errorf("%s lost in a server restart; Durable claims accepted events survive it", e.ID)
-			}
-		}
+		s.expectAll(t, c, evs, "lost in a server restart; Durable claims accepted events survive it")
 	})
 }
 
@@ -187,15 +172,7 @@ func (s *suite) provisioning(t *testing.T) {
 	for _, g := range []string{"collector", "other"} {
 		c := newCollector(nil)
 		s.subscribe(t, ctx, s.broker(t), topic, g, c.handle)
-		got := map[string]bool{}
-		for _, r := range s.wait(t, c, len(evs)) {
-			got[r.ev.ID] = true
-		}
-		for _, e := range evs {
-			if !got[e.ID] {
-				t.Errorf("group %s: %s published after Provision and before the first subscriber is missing", g, e.ID)
-			}
-		}
+		s.expectAll(t, c, evs, "group "+g+": published after Provision and before the first subscriber, missing")
 	}
 }
 
@@ -275,5 +252,20 @@ func (s *suite) connectionDrop(t *testing.T) {
 	for len(seen) < len(evs) {
 		r := s.wait(t, c, 1)[0]
 		seen[r.ev.ID] = true
+	}
+}
+
+// expectAll waits for len(evs) deliveries on c and fails, saying why, for
+// each event of evs not among them.
+func (s *suite) expectAll(t *testing.T, c *collector, evs []eventkit.Event, why string) {
+	t.Helper()
+	got := map[string]bool{}
+	for _, r := range s.wait(t, c, len(evs)) {
+		got[r.ev.ID] = true
+	}
+	for _, e := range evs {
+		if !got[e.ID] {
+			t.Errorf("%s: %s", e.ID, why)
+		}
 	}
 }
