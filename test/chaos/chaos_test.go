@@ -21,8 +21,8 @@ var brokers = []string{"nats", "rabbitmq", "redis", "kafka"}
 
 // TestFaultRun runs a short version of the fault run as CI does: one
 // broker per day, rotating (EVENTKIT_CHAOS_BROKER=nats|rabbitmq|redis|kafka|all
-// picks), 1,000 events over 20 subjects (EVENTKIT_CHAOS_EVENTS), with every
-// fault of the long run. It fails on any loss, double application or order
+// picks), 600 events over 20 subjects (EVENTKIT_CHAOS_EVENTS), with every
+// fault of the long run while the producer runs and for 10 s after. It fails on any loss, double application or order
 // violation, or when the events are not all applied within the drain time.
 // The long run:
 //
@@ -35,13 +35,13 @@ func TestFaultRun(t *testing.T) {
 	if kind == "" {
 		kind = brokers[time.Now().UTC().YearDay()%len(brokers)]
 	}
-	events := 1000
+	events := 600
 	if v := os.Getenv("EVENTKIT_CHAOS_EVENTS"); v != "" {
 		events, _ = strconv.Atoi(v)
 	}
 	pg := testenv.Postgres.URL(t)
 	checkLogical(t, pg)
-	args := []string{"-broker", kind, "-events", strconv.Itoa(events), "-subjects", "20", "-drain", "150s", "-pg", pg}
+	args := []string{"-broker", kind, "-events", strconv.Itoa(events), "-subjects", "20", "-faults-after", "10s", "-drain", "150s", "-pg", pg}
 	kinds := []string{kind}
 	if kind == "all" {
 		kinds = brokers

@@ -31,6 +31,10 @@
 //     process, which advertises the proxy's address so that every Kafka
 //     connection goes through the proxy. Not killed.
 //
+// Faults run while the producer runs and after it until 90% of the events
+// are applied (at most -faults-after), then the run waits up to -drain for
+// the rest. See docs/faultrun.md for the design and the figures.
+//
 // Every table, stream, queue, topic, group and slot has the run's id in its
 // name and is removed at the end (-keep leaves them).
 package main
@@ -60,6 +64,7 @@ func main() {
 	flag.IntVar(&cfg.events, "events", 20000, "events to produce")
 	flag.IntVar(&cfg.subjects, "subjects", 50, "subjects")
 	flag.DurationVar(&cfg.minFaults, "duration", 0, "keep injecting faults at least this long (default: while the producer runs)")
+	flag.DurationVar(&cfg.faultsAfter, "faults-after", 4*time.Minute, "after the producer is done, keep injecting faults until 90% of the events are applied, at most this long")
 	flag.DurationVar(&cfg.drain, "drain", 3*time.Minute, "after the faults stop, how long to wait for every event to be applied")
 	flag.StringVar(&cfg.pg, "pg", envOr("EVENTKIT_POSTGRES_URL", "postgres://postgres@127.0.0.1:5432/test?sslmode=disable"), "PostgreSQL URL (wal_level=logical)")
 	flag.StringVar(&cfg.natsURL, "nats", envOr("EVENTKIT_NATS_URL", "nats://127.0.0.1:4222"), "NATS URL")

@@ -32,14 +32,14 @@ import (
 )
 
 type config struct {
-	brokers                 string
-	events, subjects        int
-	minFaults, drain        time.Duration
-	pg, natsURL, rabbitURL  string
-	redisURL                string
-	portBase                int
-	eventkitBin             string
-	noFaults, keep, verbose bool
+	brokers                       string
+	events, subjects              int
+	minFaults, drain, faultsAfter time.Duration
+	pg, natsURL, rabbitURL        string
+	redisURL                      string
+	portBase                      int
+	eventkitBin                   string
+	noFaults, keep, verbose       bool
 }
 
 type result struct {
@@ -432,9 +432,9 @@ func run(ctx context.Context, cfg config, kind string) (res result, err error) {
 	}
 	cfg.logf("producer done after %s", time.Since(faultsStart).Round(time.Millisecond))
 	// The faults go on while the events flow: until 90% of them are
-	// applied (at most half of -drain after the producer is done), and at
+	// applied (at most -faults-after after the producer is done), and at
 	// least -duration.
-	_ = waitFor(ctx, cfg.drain/2, func() (bool, error) {
+	_ = waitFor(ctx, cfg.faultsAfter, func() (bool, error) {
 		var applied int64
 		err := pool.QueryRow(ctx, "SELECT count(DISTINCT (subject, seq)) FROM "+n.applied()).Scan(&applied)
 		return err == nil && applied >= int64(cfg.events)*9/10, err
