@@ -56,6 +56,13 @@ type Config struct {
 	// made to fail at the broker (see Reject); the PartialFailureOrder case
 	// is skipped without it.
 	Reject func(t *testing.T) Reject
+	// KillConnection, if set, drops b's connection to the server as a
+	// crash would (no unsubscribe, no close of its subscriptions). The
+	// ConnectionDropRedelivers case is skipped without it.
+	KillConnection func(t *testing.T, b broker.Broker)
+	// Restart, if set, restarts the server (its data kept). The
+	// Capabilities/Durable case is skipped without it.
+	Restart func(t *testing.T)
 }
 
 func (c *Config) defaults() {
@@ -104,6 +111,10 @@ func Run(t *testing.T, cfg Config) {
 		{"ForeignMessage", s.foreign},
 		{"NamesDoNotCollide", s.namesDoNotCollide},
 		{"HostileNamesRejected", s.hostileNames},
+		{"Capabilities", s.capabilities},
+		{"ProvisionKeepsEventsForGroups", s.provisioning},
+		{"CloseWaitsForLaterSettle", s.closeWaitsForLaterSettle},
+		{"ConnectionDropRedelivers", s.connectionDrop},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

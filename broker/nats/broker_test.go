@@ -97,6 +97,9 @@ func conformance(t *testing.T, newBroker func(t *testing.T) *natsbroker.Broker, 
 			defer cancel()
 			return admin.PublishRaw(ctx, topic, h, body)
 		},
+		// The connection goes away under the subscription, which is not
+		// closed (no unsubscribe, no settle).
+		KillConnection: func(t *testing.T, b broker.Broker) { b.(*natsbroker.Broker).Conn().Close() },
 		// A stream whose max_msg_size no event fits: the server rejects
 		// every publish in its ack.
 		FailingTopic: func(t *testing.T) string {
