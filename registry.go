@@ -48,6 +48,8 @@ type typeEntry struct {
 	codec     Codec
 	schema    string
 	decode    func(data []byte) (any, error) // decodes into a value of goType
+	upcastTo  string                         // the version upcast converts to ("" if none)
+	upcast    func(v any) (any, error)       // converts a goType value to upcastTo's type
 }
 
 // timeOne is a non-zero time for validating registrations.
@@ -205,8 +207,7 @@ func Decode[T any](r *Registry, ev Event) (T, error) {
 		return zero, err
 	}
 	if goType := reflect.TypeFor[T](); ent.goType != goType {
-		return zero, payloadError(ev, fmt.Errorf("event type %s version %q is registered as %s, not %s",
-			ev.Type, ev.DataVersion, ent.goType, goType))
+		return decodeUpcast[T](r.orDefault(), ev, ent)
 	}
 	v, err := unmarshalAs[T](ent.codec, ev.Data)
 	if err != nil {
@@ -312,4 +313,68 @@ func unmarshalAs[T any](codec Codec, data []byte) (T, error) {
 		return v, err
 	}
 	return v, nil
+}
+
+// RegisterUpcaster registers fn as the conversion of the payloads of
+// eventType from version from (Go type From, registered) to version to (Go
+// type To, registered). Decode[T] then reads an event of an older version
+// when T is the type of a newer one, applying the upcasters in a chain
+// (1 to 2, 2 to 3, ...): a consumer that handles only the newest version
+// still reads old events from an outbox backlog or a replay. Registry.Decode
+// is unchanged (it returns the type of the event's own version).
+//
+// It returns an error if either version is not registered with the given Go
+// type, if from already has an upcaster, or if the chain would loop.
+func RegisterUpcaster[From, To any](r *Registry, eventType, from, to string, fn func(From) (To, error)) error {
+	r = r.orDefault()
+	if fn == nil {
+		return fmt.Errorf("eventkit: upcaster %s %q to %q: nil function", eventType, from, to)
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	src, dst := r.byName[eventType][from], r.byName[eventType][to]
+	switch {
+	case src == nil || src.goType != reflect.TypeFor[From]():
+		return fmt.Errorf("eventkit: upcaster %s: version %q is not registered as %s", eventType, from, reflect.TypeFor[From]())
+	case dst == nil || dst.goType != reflect.TypeFor[To]():
+		return fmt.Errorf("eventkit: upcaster %s: version %q is not registered as %s", eventType, to, reflect.TypeFor[To]())
+	case src.upcast != nil:
+		return fmt.Errorf("eventkit: upcaster %s: version %q already upcasts to %q", eventType, from, src.upcastTo)
+	}
+	for e := dst; e != nil; e = r.byName[eventType][e.upcastTo] {
+		if e == src {
+			return fmt.Errorf("eventkit: upcaster %s %q to %q: the chain loops", eventType, from, to)
+		}
+		if e.upcast == nil {
+			break
+		}
+	}
+	src.upcastTo = to
+	src.upcast = func(v any) (any, error) { return fn(v.(From)) }
+	return nil
+}
+
+// decodeUpcast decodes ev as its own version's type and upcasts it along
+// the registered chain until it reaches T.
+func decodeUpcast[T any](r *Registry, ev Event, ent *typeEntry) (T, error) {
+	var zero T
+	want := reflect.TypeFor[T]()
+	v, err := ent.decode(ev.Data)
+	if err != nil {
+		return zero, payloadError(ev, err)
+	}
+	for seen := 0; ent.goType != want; seen++ {
+		r.mu.RLock()
+		next := r.byName[ev.Type][ent.upcastTo]
+		r.mu.RUnlock()
+		if ent.upcast == nil || next == nil || seen > 1000 {
+			return zero, payloadError(ev, fmt.Errorf("event type %s version %q is registered as %s, not %s, and no upcaster leads there",
+				ev.Type, ev.DataVersion, ent.goType, want))
+		}
+		if v, err = ent.upcast(v); err != nil {
+			return zero, payloadError(ev, fmt.Errorf("upcast %s from version %q to %q: %w", ev.Type, ent.version, next.version, err))
+		}
+		ent = next
+	}
+	return v.(T), nil
 }
