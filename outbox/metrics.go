@@ -2,10 +2,14 @@ package outbox
 
 import (
 	"context"
+	"strconv"
 	"time"
 
+	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
+
+	"github.com/eventkit/eventkit/telemetry"
 )
 
 // Metrics receives a relay's measurements. Implementations must be safe for
@@ -43,7 +47,11 @@ type otelMetrics struct {
 	attrs                     metric.MeasurementOption
 }
 
-// NewOTelMetrics returns Metrics recorded on meter as:
+// Meter is the instrumentation scope of the outbox relay's metrics.
+const Meter = "github.com/eventkit/eventkit/outbox"
+
+// NewOTelMetrics returns Metrics recorded through mp (nil: the global
+// MeterProvider) as:
 //
 //	eventkit.outbox.delivered           counter   events delivered
 //	eventkit.outbox.errors              counter   failures, attribute "kind"
@@ -52,10 +60,16 @@ type otelMetrics struct {
 //	eventkit.outbox.backlog             gauge     events waiting
 //	eventkit.outbox.oldest.age          gauge     seconds, age of the oldest waiting event
 //	eventkit.outbox.parked.current      gauge     events parked now
-//	eventkit.outbox.leader              gauge     1 while this relay holds the leadership lock, else 0
+//	eventkit.outbox.leader              gauge     1 while this relay leads, else 0; attribute "partition"
 //
+// The histogram has explicit buckets in seconds (telemetry.LatencyBuckets).
 // attrs (e.g. the table name) are added to every measurement.
-func NewOTelMetrics(meter metric.Meter, attrs ...attribute.KeyValue) (Metrics, error) {
+// docs/observability.md lists the names as Prometheus exports them.
+func NewOTelMetrics(mp metric.MeterProvider, attrs ...attribute.KeyValue) (Metrics, error) {
+	if mp == nil {
+		mp = otel.GetMeterProvider()
+	}
+	meter := mp.Meter(Meter)
 	m := &otelMetrics{attrs: metric.WithAttributes(attrs...)}
 	var err error
 	if m.delivered, err = meter.Int64Counter("eventkit.outbox.delivered", metric.WithUnit("{event}"),
@@ -71,7 +85,8 @@ func NewOTelMetrics(meter metric.Meter, attrs ...attribute.KeyValue) (Metrics, e
 		return nil, err
 	}
 	if m.latency, err = meter.Float64Histogram("eventkit.outbox.publish.duration", metric.WithUnit("s"),
-		metric.WithDescription("Duration of one Publish call")); err != nil {
+		metric.WithDescription("Duration of one Publish call"),
+		metric.WithExplicitBucketBoundaries(telemetry.LatencyBuckets()...)); err != nil {
 		return nil, err
 	}
 	if m.backlog, err = meter.Int64Gauge("eventkit.outbox.backlog", metric.WithUnit("{event}"),
@@ -82,7 +97,7 @@ func NewOTelMetrics(meter metric.Meter, attrs ...attribute.KeyValue) (Metrics, e
 		metric.WithDescription("Events parked now")); err != nil {
 		return nil, err
 	}
-	if m.lead, err = meter.Int64Gauge("eventkit.outbox.leader", metric.WithUnit("1"),
+	if m.lead, err = meter.Int64Gauge("eventkit.outbox.leader",
 		metric.WithDescription("1 while this relay holds the outbox's leadership lock, 0 while it stands by")); err != nil {
 		return nil, err
 	}
@@ -93,13 +108,25 @@ func NewOTelMetrics(meter metric.Meter, attrs ...attribute.KeyValue) (Metrics, e
 	return m, nil
 }
 
-// Leader implements LeaderMetrics.
-func (m *otelMetrics) Leader(v bool) {
+// Leader implements LeaderMetrics: partition "0" (an unpartitioned relay).
+func (m *otelMetrics) Leader(v bool) { m.PartitionLeader(0, v) }
+
+// PartitionLeader implements PartitionLeaderMetrics: the leader gauge with
+// the attribute partition.
+func (m *otelMetrics) PartitionLeader(partition int, v bool) {
 	n := int64(0)
 	if v {
 		n = 1
 	}
-	m.lead.Record(context.Background(), n, m.attrs)
+	m.lead.Record(context.Background(), n, m.attrs, metric.WithAttributes(attribute.String("partition", strconv.Itoa(partition))))
+}
+
+// PartitionLeaderMetrics is implemented by Metrics that record leadership
+// per partition (NewOTelMetrics does: eventkit.outbox.leader with the
+// attribute partition). A relay that leads several partitions calls it per
+// partition; LeaderMetrics.Leader(v) is partition 0.
+type PartitionLeaderMetrics interface {
+	PartitionLeader(partition int, leads bool)
 }
 
 func (m *otelMetrics) Delivered(n int) {
