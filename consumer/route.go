@@ -438,6 +438,7 @@ func (r *route) call(base context.Context, ev eventkit.Event, attempt int, run f
 
 	r.handling.Add(1)
 	start := time.Now()
+	recordLag(ctx, r.cfg.Metrics, r.topic, r.group, ev, start)
 	err = run(ctx, func(ctx context.Context) error { return r.safeCall(ctx, ev) })
 	r.handling.Add(-1)
 	failed := err != nil && !errors.Is(err, inbox.ErrDuplicate)

@@ -2,10 +2,14 @@ package outbox
 
 import (
 	"context"
+	"strconv"
 	"time"
 
+	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
+
+	"github.com/eventkit/eventkit/telemetry"
 )
 
 // Metrics receives a relay's measurements. Implementations must be safe for
@@ -39,12 +43,15 @@ type otelMetrics struct {
 	delivered, errors, parked metric.Int64Counter
 	latency                   metric.Float64Histogram
 	backlog, parkedNow, lead  metric.Int64Gauge
-	partLead                  metric.Int64Gauge
 	oldest                    metric.Float64Gauge
 	attrs                     metric.MeasurementOption
 }
 
-// NewOTelMetrics returns Metrics recorded on meter as:
+// Meter is the instrumentation scope of the outbox relay's metrics.
+const Meter = "github.com/eventkit/eventkit/outbox"
+
+// NewOTelMetrics returns Metrics recorded through mp (nil: the global
+// MeterProvider) as:
 //
 //	eventkit.outbox.delivered           counter   events delivered
 //	eventkit.outbox.errors              counter   failures, attribute "kind"
@@ -53,11 +60,16 @@ type otelMetrics struct {
 //	eventkit.outbox.backlog             gauge     events waiting
 //	eventkit.outbox.oldest.age          gauge     seconds, age of the oldest waiting event
 //	eventkit.outbox.parked.current      gauge     events parked now
-//	eventkit.outbox.leader              gauge     1 while this relay holds the leadership lock (or a partition lease), else 0
-//	eventkit.outbox.partition.leader    gauge     per partition of a partitioned outbox, attribute "partition": 1 while this relay leads it
+//	eventkit.outbox.leader              gauge     1 while this relay leads, else 0; attribute "partition"
 //
+// The histogram has explicit buckets in seconds (telemetry.LatencyBuckets).
 // attrs (e.g. the table name) are added to every measurement.
-func NewOTelMetrics(meter metric.Meter, attrs ...attribute.KeyValue) (Metrics, error) {
+// docs/observability.md lists the names as Prometheus exports them.
+func NewOTelMetrics(mp metric.MeterProvider, attrs ...attribute.KeyValue) (Metrics, error) {
+	if mp == nil {
+		mp = otel.GetMeterProvider()
+	}
+	meter := mp.Meter(Meter)
 	m := &otelMetrics{attrs: metric.WithAttributes(attrs...)}
 	var err error
 	if m.delivered, err = meter.Int64Counter("eventkit.outbox.delivered", metric.WithUnit("{event}"),
@@ -73,7 +85,8 @@ func NewOTelMetrics(meter metric.Meter, attrs ...attribute.KeyValue) (Metrics, e
 		return nil, err
 	}
 	if m.latency, err = meter.Float64Histogram("eventkit.outbox.publish.duration", metric.WithUnit("s"),
-		metric.WithDescription("Duration of one Publish call")); err != nil {
+		metric.WithDescription("Duration of one Publish call"),
+		metric.WithExplicitBucketBoundaries(telemetry.LatencyBuckets()...)); err != nil {
 		return nil, err
 	}
 	if m.backlog, err = meter.Int64Gauge("eventkit.outbox.backlog", metric.WithUnit("{event}"),
@@ -84,12 +97,8 @@ func NewOTelMetrics(meter metric.Meter, attrs ...attribute.KeyValue) (Metrics, e
 		metric.WithDescription("Events parked now")); err != nil {
 		return nil, err
 	}
-	if m.lead, err = meter.Int64Gauge("eventkit.outbox.leader", metric.WithUnit("1"),
+	if m.lead, err = meter.Int64Gauge("eventkit.outbox.leader",
 		metric.WithDescription("1 while this relay holds the outbox's leadership lock, 0 while it stands by")); err != nil {
-		return nil, err
-	}
-	if m.partLead, err = meter.Int64Gauge("eventkit.outbox.partition.leader", metric.WithUnit("1"),
-		metric.WithDescription("1 while this relay holds the partition's lease, 0 otherwise")); err != nil {
 		return nil, err
 	}
 	if m.oldest, err = meter.Float64Gauge("eventkit.outbox.oldest.age", metric.WithUnit("s"),
@@ -99,22 +108,17 @@ func NewOTelMetrics(meter metric.Meter, attrs ...attribute.KeyValue) (Metrics, e
 	return m, nil
 }
 
-// Leader implements LeaderMetrics.
-func (m *otelMetrics) Leader(v bool) {
-	n := int64(0)
-	if v {
-		n = 1
-	}
-	m.lead.Record(context.Background(), n, m.attrs)
-}
+// Leader implements LeaderMetrics: partition "0" (an unpartitioned relay).
+func (m *otelMetrics) Leader(v bool) { m.PartitionLeader(0, v) }
 
-// PartitionLeader implements PartitionMetrics.
-func (m *otelMetrics) PartitionLeader(p int, v bool) {
+// PartitionLeader implements PartitionMetrics: the leader gauge with the
+// attribute partition.
+func (m *otelMetrics) PartitionLeader(partition int, v bool) {
 	n := int64(0)
 	if v {
 		n = 1
 	}
-	m.partLead.Record(context.Background(), n, m.attrs, metric.WithAttributes(attribute.Int("partition", p)))
+	m.lead.Record(context.Background(), n, m.attrs, metric.WithAttributes(attribute.String("partition", strconv.Itoa(partition))))
 }
 
 func (m *otelMetrics) Delivered(n int) {

@@ -42,7 +42,7 @@ func TestOTelMetrics(t *testing.T) {
 	reader := sdkmetric.NewManualReader()
 	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))
 	defer mp.Shutdown(context.Background())
-	m, err := outbox.NewOTelMetrics(mp.Meter("test"), attribute.String("table", "t"))
+	m, err := outbox.NewOTelMetrics(mp, attribute.String("table", "t"))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -100,8 +100,9 @@ func DefaultInstance() string {
 }
 
 // PartitionMetrics is implemented by Metrics that record which partitions
-// this relay leads (NewOTelMetrics does: eventkit.outbox.partition.leader,
-// attribute "partition").
+// this relay leads (NewOTelMetrics does: eventkit.outbox.leader with the
+// attribute "partition"; an unpartitioned relay's LeaderMetrics.Leader is
+// partition "0").
 type PartitionMetrics interface {
 	PartitionLeader(p int, leads bool)
 }

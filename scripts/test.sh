@@ -74,6 +74,17 @@ else
   echo "systemd-analyze not installed: unit not checked"
 fi
 
+echo "== deploy/prometheus alert rules (promtool; issue 12)"
+# promtool comes with Debian's prometheus package; its post-install may
+# enable a prometheus service: make sure none is left running.
+if ! command -v promtool >/dev/null 2>&1; then
+  DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends prometheus >/dev/null
+  if command -v systemctl >/dev/null 2>&1; then systemctl stop prometheus >/dev/null 2>&1 || true; fi
+  if command -v service >/dev/null 2>&1; then service prometheus stop >/dev/null 2>&1 || true; fi
+fi
+promtool check rules deploy/prometheus/alerts.yml
+promtool test rules deploy/prometheus/alerts_test.yml
+
 echo "== fuzz (${FUZZTIME:=5s} each)"
 # Every Fuzz target in the module, each on its own for a short while.
 for pkg in $(go list ./...); do

@@ -9,7 +9,9 @@
 //   - outbox stores write the caller's span context into traceparent when
 //     the event has none (outbox.Prepare);
 //   - Publisher (this package) starts a "publish <topic>" producer span as
-//     a child of that context for each event and rewrites traceparent to it;
+//     a child of that context for each event and rewrites traceparent to it,
+//     and one "send <topic>" span per Publish call (the relay's batch),
+//     linked to every event's producer span;
 //   - the consumer runtime starts a "handle <topic>" consumer span as a
 //     child of the event's traceparent and gives it to the handler's ctx.
 //
@@ -53,15 +55,18 @@ type publisher struct {
 
 func (p *publisher) Publish(ctx context.Context, topic string, events ...eventkit.Event) error {
 	var spans []trace.Span
+	var links []trace.Link
 	out := events
 	for i, e := range events {
 		if e.Extensions["traceparent"] == "" {
 			continue
 		}
 		parent := traceContext.Extract(context.Background(), propagation.MapCarrier(e.Extensions))
-		if !trace.SpanContextFromContext(parent).IsValid() {
+		psc := trace.SpanContextFromContext(parent)
+		if !psc.IsValid() {
 			continue
 		}
+		links = append(links, trace.Link{SpanContext: psc, Attributes: []attribute.KeyValue{attribute.String("messaging.message.id", e.ID)}})
 		sctx, span := p.tracer.Start(parent, "publish "+topic,
 			trace.WithSpanKind(trace.SpanKindProducer),
 			trace.WithAttributes(
@@ -82,8 +87,19 @@ func (p *publisher) Publish(ctx context.Context, topic string, events ...eventki
 		out[i].Extensions = ext
 		spans = append(spans, span)
 	}
+	// The batch: one span per call, in the caller's trace (if any), linked
+	// to each event's producer span (OpenTelemetry messaging conventions
+	// for a batch send).
+	ctx, batch := p.tracer.Start(ctx, "send "+topic,
+		trace.WithSpanKind(trace.SpanKindProducer),
+		trace.WithLinks(links...),
+		trace.WithAttributes(
+			attribute.String("messaging.operation.type", "send"),
+			attribute.String("messaging.destination.name", topic),
+			attribute.Int("messaging.batch.message_count", len(events)),
+		))
 	err := p.pub.Publish(ctx, topic, out...)
-	for _, s := range spans {
+	for _, s := range append(spans, batch) {
 		if err != nil {
 			s.RecordError(err)
 			s.SetStatus(codes.Error, "publish failed")

@@ -95,8 +95,8 @@ func TestTraceFromRequestToHandler(t *testing.T) {
 	for _, s := range rec.Ended() {
 		byName[s.Name()] = s
 	}
-	req, pub, handle := byName["POST /orders"], byName["publish orders"], byName["handle orders"]
-	if req == nil || pub == nil || handle == nil {
+	req, pub, handle, send := byName["POST /orders"], byName["publish orders"], byName["handle orders"], byName["send orders"]
+	if req == nil || pub == nil || handle == nil || send == nil {
 		t.Fatalf("spans: %v", keys(byName))
 	}
 	traceID := req.SpanContext().TraceID()
@@ -116,6 +116,10 @@ func TestTraceFromRequestToHandler(t *testing.T) {
 	}
 	if pub.SpanKind() != oteltrace.SpanKindProducer || handle.SpanKind() != oteltrace.SpanKindConsumer {
 		t.Errorf("span kinds: publish %v, handle %v", pub.SpanKind(), handle.SpanKind())
+	}
+	// The relay's batch span links to the event's producer span.
+	if l := send.Links(); len(l) != 1 || l[0].SpanContext.SpanID() != req.SpanContext().SpanID() || l[0].SpanContext.TraceID() != traceID {
+		t.Errorf("send span links %v, want one link to the request span %s", l, req.SpanContext().SpanID())
 	}
 }
 

@@ -9,12 +9,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/spf13/cobra"
-	"go.opentelemetry.io/otel/attribute"
-	otelprom "go.opentelemetry.io/otel/exporters/prometheus"
-	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 
 	"github.com/eventkit/eventkit/deadletter"
 	"github.com/eventkit/eventkit/internal/redact"
@@ -76,7 +71,7 @@ or SIGINT. /readyz answers 200 "leader" or "standby", or 503 "starting",
 "database unavailable" or "broker unavailable" (the error text only with
 --verbose-readyz); on a partitioned outbox a second line names the instance
 and the partitions it leads ("instance web-1-4242 partitions 0,5,9 of 16").
-eventkit_outbox_partition_leader{partition="p"} is 1 for each partition led.`,
+eventkit_outbox_leader{partition="p"} is 1 for each partition led.`,
 		Example: `  eventkit relay --store postgres://postgres@127.0.0.1:5432/test --broker nats://127.0.0.1:4222
   EVENTKIT_STORE=postgres://... EVENTKIT_BROKER=nats://... eventkit relay --mode cdc --listen 127.0.0.1:9464`,
 		Args: cobra.NoArgs,
@@ -127,14 +122,14 @@ func runRelay(ctx context.Context, g *globals, c *conn, o *relayOpts) error {
 		}
 	}
 
-	reg := prometheus.NewRegistry()
-	exp, err := otelprom.New(otelprom.WithRegisterer(reg))
+	// Metrics on /metrics (and OTLP), traces over OTLP: see telemetry.go.
+	tel, err := newTelemetry(ctx, "eventkit-relay")
 	if err != nil {
 		return err
 	}
-	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(exp))
-	defer mp.Shutdown(context.Background()) //nolint:errcheck
-	metrics, err := outbox.NewOTelMetrics(mp.Meter("eventkit/relay"), attribute.String("mode", o.mode))
+	defer tel.shutdown()
+	mattrs := relayMetricAttrs(o.mode, c.outboxTable)
+	metrics, err := relayMetrics(tel, o.mode, mattrs)
 	if err != nil {
 		return err
 	}
@@ -144,23 +139,29 @@ func runRelay(ctx context.Context, g *globals, c *conn, o *relayOpts) error {
 	}
 	rcfg := outbox.RelayConfig{BatchSize: o.batch, PollInterval: o.pollInterval, Retention: o.retention,
 		Logger: log, Metrics: metrics, Instance: o.instance, LeaseTTL: o.leaseTTL}
+	pub := tel.publisher(b)
 	var rl relayRunner
 	switch o.mode {
 	case "cdc":
-		r, err := pgcdc.New(st.Pool, b, pgcdc.Config{Table: c.outboxTable, Slot: o.slot, RelayConfig: rcfg})
+		r, err := pgcdc.New(st.Pool, pub, pgcdc.Config{Table: c.outboxTable, Slot: o.slot, RelayConfig: rcfg})
 		if err != nil {
 			return err
 		}
 		if err := r.Setup(ctx); err != nil {
 			return fmt.Errorf("cdc setup (needs wal_level=logical): %w", err)
 		}
+		reg, err := r.ObserveSlot(tel.prom.MeterProvider, mattrs...)
+		if err != nil {
+			return err
+		}
+		defer reg.Unregister() //nolint:errcheck
 		rl = cdcRunner{r}
 	default:
-		rl = pollingRunner{outbox.NewRelay(st.Outbox, b, rcfg)}
+		rl = pollingRunner{outbox.NewRelay(st.Outbox, pub, rcfg)}
 	}
 
 	if o.listen != "" {
-		srv, err := serveHTTP(o.listen, reg, rl.Health, o.verboseReady)
+		srv, err := serveHTTP(o.listen, tel.metricsHandler(), rl.Health, o.verboseReady)
 		if err != nil {
 			return err
 		}
@@ -223,9 +224,9 @@ type cdcRunner struct{ *pgcdc.Relay }
 
 func (c cdcRunner) Stats() string { return fmt.Sprintf("%+v", c.Relay.Stats()) }
 
-func serveHTTP(addr string, reg *prometheus.Registry, health func() outbox.Health, verbose bool) (*http.Server, error) {
+func serveHTTP(addr string, metrics http.Handler, health func() outbox.Health, verbose bool) (*http.Server, error) {
 	mux := http.NewServeMux()
-	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	mux.Handle("/metrics", metrics)
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
 	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
 		h := health()

@@ -557,7 +557,7 @@ func TestIdleSlotAdvancesAndLagWarning(t *testing.T) {
 	ctx := context.Background()
 	var logs syncBuffer
 	lm := &lagMetrics{}
-	if _, err := pgcdc.NewOTelMetrics(noop.NewMeterProvider().Meter("t")); err != nil {
+	if _, err := pgcdc.NewOTelMetrics(noop.NewMeterProvider()); err != nil {
 		t.Fatal(err)
 	}
 	rec := &outboxtest.Recorder{}
