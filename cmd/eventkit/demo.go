@@ -16,7 +16,8 @@ import (
 
 	"github.com/eventkit/eventkit/broker"
 	"github.com/eventkit/eventkit/broker/nats/natsembed"
-	"github.com/eventkit/eventkit/internal/connect"
+	"github.com/eventkit/eventkit/connect"
+	"github.com/eventkit/eventkit/examples/shop"
 	"github.com/eventkit/eventkit/internal/demo"
 	"github.com/eventkit/eventkit/internal/redact"
 )
@@ -114,7 +115,7 @@ func runDemo(ctx context.Context, g *globals, o *demoOpts) error {
 		if blog == nil {
 			blog = slog.New(slog.DiscardHandler)
 		}
-		if b, err = connect.Broker(ctx, o.broker, blog); err != nil {
+		if b, err = connect.Broker(ctx, o.broker, connect.WithLogger(blog)); err != nil {
 			return err
 		}
 		defer b.Close(context.Background())
@@ -137,7 +138,7 @@ func runDemo(ctx context.Context, g *globals, o *demoOpts) error {
 			url = o.store
 			dbWhere = redact.URL(o.store)
 		}
-		st, err := connect.OpenStore(ctx, url, demo.OutboxTable(svc))
+		st, err := connect.OpenStore(ctx, url, connect.WithOutboxTable(shop.OutboxTable(svc)))
 		if err != nil {
 			return err
 		}
@@ -146,7 +147,7 @@ func runDemo(ctx context.Context, g *globals, o *demoOpts) error {
 
 	cfg := demo.Config{
 		Orders: o.orders, Broker: b, Stores: stores, Faults: !o.noFaults, Timeout: o.timeout,
-		Topics: demo.Topics{Orders: "demo.orders" + topicSuffix, Inventory: "demo.inventory" + topicSuffix},
+		Topics: shop.Topics{Orders: "demo.orders" + topicSuffix, Inventory: "demo.inventory" + topicSuffix},
 	}
 	if log != nil {
 		cfg.Logger = log

@@ -9,7 +9,7 @@ import (
 	natsbroker "github.com/eventkit/eventkit/broker/nats"
 	"github.com/eventkit/eventkit/broker/rabbitmq"
 	redisbroker "github.com/eventkit/eventkit/broker/redis"
-	"github.com/eventkit/eventkit/internal/connect"
+	"github.com/eventkit/eventkit/connect"
 )
 
 const secret = "Pl4ntedS3cr3t"
@@ -40,27 +40,27 @@ func TestErrorsHideSecrets(t *testing.T) {
 	for _, u := range bad("nats", "u", "") {
 		_, err := natsbroker.Connect(ctx, u, natsbroker.Options{})
 		check("natsbroker.Connect", u, err)
-		_, err = connect.Broker(ctx, u, nil)
+		_, err = connect.Broker(ctx, u)
 		check("connect.Broker", u, err)
 	}
 	for _, u := range bad("amqp", "guest", "/") {
 		_, err := rabbitmq.New(ctx, rabbitmq.Options{URL: u})
 		check("rabbitmq.New", u, err)
-		_, err = connect.Broker(ctx, u, nil)
+		_, err = connect.Broker(ctx, u)
 		check("connect.Broker", u, err)
 	}
 	for _, u := range bad("redis", "", "/0") {
 		_, err := redisbroker.New(ctx, redisbroker.Options{URL: u})
 		check("redisbroker.New", u, err)
-		_, err = connect.Broker(ctx, u, nil)
+		_, err = connect.Broker(ctx, u)
 		check("connect.Broker", u, err)
 	}
 	for _, u := range bad("kafka", "u", "") {
-		_, err := connect.Broker(ctx, u, nil)
+		_, err := connect.Broker(ctx, u)
 		check("connect.Broker", u, err)
 	}
 	for _, u := range append(append(bad("postgres", "postgres", "/test"), bad("mysql", "root", "/test")...), "bogus://u:"+secret+"@h", "u:"+secret+"@h") {
-		_, err := connect.OpenStore(ctx, u, "")
+		_, err := connect.OpenStore(ctx, u)
 		check("connect.OpenStore", u, err)
 	}
 }
