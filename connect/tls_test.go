@@ -149,7 +149,6 @@ func tlsEnv(t *testing.T, names ...string) []string {
 	return out
 }
 
-
 // TestNATSTLSAndAuth: tls:// with the CA and a client certificate, with a
 // user and password, an NKey seed file or a token; no client certificate,
 // another CA, a wrong password or token fail.
