@@ -16,7 +16,7 @@ import (
 	natsbroker "github.com/eventkit/eventkit/broker/nats"
 	"github.com/eventkit/eventkit/inbox"
 	"github.com/eventkit/eventkit/inbox/sqlinbox"
-	"github.com/eventkit/eventkit/internal/connect"
+	"github.com/eventkit/eventkit/connect"
 	"github.com/eventkit/eventkit/internal/testenv"
 	"github.com/eventkit/eventkit/internal/testenv/testdb"
 	"github.com/eventkit/eventkit/outbox"
@@ -36,7 +36,7 @@ type env struct {
 func newEnv(t *testing.T) *env {
 	t.Helper()
 	ctx := context.Background()
-	st, err := connect.OpenStore(ctx, testdb.Postgres(t), "")
+	st, err := connect.OpenStore(ctx, testdb.Postgres(t))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -16,16 +16,16 @@ import (
 	"github.com/eventkit/eventkit/consumer"
 	"github.com/eventkit/eventkit/eventkitpb/examplepb"
 	"github.com/eventkit/eventkit/eventkittest"
+	"github.com/eventkit/eventkit/examples/shop"
 	"github.com/eventkit/eventkit/inbox"
 	"github.com/eventkit/eventkit/inbox/sqlinbox"
-	"github.com/eventkit/eventkit/internal/demo"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 // txHandler adapts a demo handler: the inbox transaction when there is one,
 // else a transaction of its own (NoInbox runs).
-func txHandler(db *sql.DB, fn demo.TxFunc) consumer.Handler {
+func txHandler(db *sql.DB, fn shop.TxFunc) consumer.Handler {
 	return consumer.HandlerFunc(func(ctx context.Context, ev eventkit.Event) error {
 		if tx := sqlinbox.Tx(ctx); tx != nil {
 			return fn(ctx, tx, ev)
@@ -57,10 +57,10 @@ func notificationEvents(t *testing.T, reg *eventkit.Registry) []eventkit.Event {
 	var evs []eventkit.Event
 	for i := range 3 {
 		id := fmt.Sprintf("ord-%d", i)
-		evs = append(evs, must(t)(eventkit.NewTyped(reg, demo.InventoryReserved{OrderID: id, SKU: "SKU-KETTLE",
+		evs = append(evs, must(t)(eventkit.NewTyped(reg, shop.InventoryReserved{OrderID: id, SKU: "SKU-KETTLE",
 			ProductName: "Gooseneck kettle", Quantity: 1 + i, RemainingStock: 10}, eventkit.WithSubject(id))))
 	}
-	evs = append(evs, must(t)(eventkit.NewTyped(reg, demo.OrderCancelled{OrderID: "ord-9", CustomerID: "c", Reason: "no stock"},
+	evs = append(evs, must(t)(eventkit.NewTyped(reg, shop.OrderCancelled{OrderID: "ord-9", CustomerID: "c", Reason: "no stock"},
 		eventkit.WithSubject("ord-9"))))
 	return evs
 }
@@ -92,14 +92,14 @@ func checkNotifiedOnce(ctx context.Context, db *sql.DB, _ eventkittest.Result) e
 }
 
 func notificationsScenario(t *testing.T) eventkittest.Scenario {
-	reg := demo.NewRegistry()
+	reg := shop.NewRegistry()
 	return eventkittest.Scenario{
 		Events: notificationEvents(t, reg),
 		Setup: func(ctx context.Context, db *sql.DB) error {
-			return (&demo.Notifications{DB: demo.DB{DB: db, Dialect: "sqlite"}}).Migrate(ctx)
+			return (&shop.Notifications{DB: shop.DB{DB: db, Dialect: "sqlite"}}).Migrate(ctx)
 		},
 		Handler: func(db *sql.DB) consumer.Handler {
-			n := &demo.Notifications{DB: demo.DB{DB: db, Dialect: "sqlite"}, Reg: reg}
+			n := &shop.Notifications{DB: shop.DB{DB: db, Dialect: "sqlite"}, Reg: reg}
 			return txHandler(db, n.OnEvent)
 		},
 		Check: checkNotifiedOnce,
@@ -153,7 +153,7 @@ func (m *mailer) send(orderID string) {
 // idempotent: the scenario must fail (at CrashBeforeCommit, where the write
 // is rolled back and the mail is not).
 func TestNonIdempotentHandlerFails(t *testing.T) {
-	reg := demo.NewRegistry()
+	reg := shop.NewRegistry()
 	var m *mailer
 	s := notificationsScenario(t)
 	s.Handler = func(db *sql.DB) consumer.Handler {
@@ -197,14 +197,14 @@ func TestNonIdempotentHandlerFails(t *testing.T) {
 }
 
 func s0Handler(db *sql.DB, reg *eventkit.Registry) consumer.Handler {
-	n := &demo.Notifications{DB: demo.DB{DB: db, Dialect: "sqlite"}, Reg: reg}
+	n := &shop.Notifications{DB: shop.DB{DB: db, Dialect: "sqlite"}, Reg: reg}
 	return txHandler(db, n.OnEvent)
 }
 
 // The inventory service reserves stock exactly once per order and writes
 // exactly one outgoing event per order, under every fault.
 func TestInventoryUnderFaults(t *testing.T) {
-	reg := demo.NewRegistry()
+	reg := shop.NewRegistry()
 	var evs []eventkit.Event
 	orders := []struct {
 		sku string
@@ -219,7 +219,7 @@ func TestInventoryUnderFaults(t *testing.T) {
 	eventkittest.Run(t, eventkittest.Scenario{
 		Events: evs,
 		Setup: func(ctx context.Context, db *sql.DB) error {
-			inv := &demo.Inventory{DB: demo.DB{DB: db, Dialect: "sqlite"}}
+			inv := &shop.Inventory{DB: shop.DB{DB: db, Dialect: "sqlite"}}
 			if err := inv.Migrate(ctx, stock); err != nil {
 				return err
 			}
@@ -227,7 +227,7 @@ func TestInventoryUnderFaults(t *testing.T) {
 			return err
 		},
 		Handler: func(db *sql.DB) consumer.Handler {
-			inv := &demo.Inventory{DB: demo.DB{DB: db, Dialect: "sqlite"}, Reg: reg, Topics: demo.DefaultTopics,
+			inv := &shop.Inventory{DB: shop.DB{DB: db, Dialect: "sqlite"}, Reg: reg, Topics: shop.DefaultTopics,
 				Outbox: func(ctx context.Context, tx *sql.Tx, _ string, events ...eventkit.Event) error {
 					for _, e := range events {
 						if _, err := tx.ExecContext(ctx, `INSERT INTO test_outbox (id, type, subject) VALUES (?, ?, ?)`, e.ID, e.Type, e.Subject); err != nil {
@@ -262,7 +262,7 @@ func TestInventoryUnderFaults(t *testing.T) {
 // The Reordered fault makes later events overtake earlier ones, and
 // PublishFails and Delayed are injected.
 func TestOrderAndPublishFaultsHappen(t *testing.T) {
-	reg := demo.NewRegistry()
+	reg := shop.NewRegistry()
 	s := notificationsScenario(t)
 	var mu sync.Mutex
 	var seen []string
@@ -326,10 +326,10 @@ func TestFaultThatDidNotHappenFails(t *testing.T) {
 
 // HandleInTx gives the handler the inbox transaction and records the key.
 func TestHandleInTx(t *testing.T) {
-	reg := demo.NewRegistry()
+	reg := shop.NewRegistry()
 	db, in := eventkittest.NewSQLiteInbox(t)
 	ctx := context.Background()
-	if err := (&demo.Notifications{DB: demo.DB{DB: db, Dialect: "sqlite"}}).Migrate(ctx); err != nil {
+	if err := (&shop.Notifications{DB: shop.DB{DB: db, Dialect: "sqlite"}}).Migrate(ctx); err != nil {
 		t.Fatal(err)
 	}
 	h := consumer.HandlerFunc(func(ctx context.Context, ev eventkit.Event) error {
@@ -337,7 +337,7 @@ func TestHandleInTx(t *testing.T) {
 		if tx == nil {
 			return errors.New("no inbox transaction in the context")
 		}
-		return (&demo.Notifications{DB: demo.DB{DB: db, Dialect: "sqlite"}, Reg: reg}).OnEvent(ctx, tx, ev)
+		return (&shop.Notifications{DB: shop.DB{DB: db, Dialect: "sqlite"}, Reg: reg}).OnEvent(ctx, tx, ev)
 	})
 	ev := notificationEvents(t, reg)[0]
 	if err := eventkittest.HandleInTx(ctx, in, "notifications", h, ev); err != nil {

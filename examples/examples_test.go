@@ -21,6 +21,7 @@ import (
 	"go.uber.org/goleak"
 
 	natsbroker "github.com/eventkit/eventkit/broker/nats"
+	"github.com/eventkit/eventkit/examples/shop"
 	"github.com/eventkit/eventkit/internal/demo"
 	"github.com/eventkit/eventkit/internal/testenv"
 	"github.com/eventkit/eventkit/outbox/sqlite"
@@ -130,13 +131,13 @@ func freeAddr(t *testing.T) string {
 	return ln.Addr().String()
 }
 
-func openSQLite(t *testing.T, path string) demo.DB {
+func openSQLite(t *testing.T, path string) shop.DB {
 	db, err := sql.Open("sqlite", sqlite.DSN(path))
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { db.Close() })
-	return demo.DB{DB: db, Dialect: "sqlite"}
+	return shop.DB{DB: db, Dialect: "sqlite"}
 }
 
 type order struct {
@@ -201,7 +202,7 @@ func TestServices(t *testing.T) {
 	const n = 20
 	var orders []order
 	place := func(i int) {
-		p := demo.Catalogue[i%len(demo.Catalogue)]
+		p := shop.Catalogue[i%len(shop.Catalogue)]
 		body, _ := json.Marshal(map[string]any{"customer_id": fmt.Sprintf("customer-%d", i%5), "product_sku": p.SKU, "quantity": 1 + i%3})
 		resp, err := client.Post(base+"/orders", "application/json", bytes.NewReader(body))
 		if err != nil {
@@ -287,12 +288,12 @@ func TestServices(t *testing.T) {
 		t.Errorf("want both outcomes (stock 8 per product is too little for every order): %d confirmed, %d cancelled", v.Confirmed, v.Cancelled)
 	}
 	for _, q := range []struct {
-		db    demo.DB
+		db    shop.DB
 		query string
 	}{
 		{notesDB, `SELECT COUNT(*) FROM demo_notifications WHERE sent_count <> 1`},
-		{ordersDB, `SELECT COUNT(*) FROM ` + demo.OutboxTable("orders")},
-		{invDB, `SELECT COUNT(*) FROM ` + demo.OutboxTable("inventory")},
+		{ordersDB, `SELECT COUNT(*) FROM ` + shop.OutboxTable("orders")},
+		{invDB, `SELECT COUNT(*) FROM ` + shop.OutboxTable("inventory")},
 	} {
 		var c int
 		if err := q.db.QueryRow(q.query).Scan(&c); err != nil || c != 0 {
@@ -324,7 +325,7 @@ func cleanupStreams(t *testing.T, url, prefix string) {
 			return
 		}
 		defer b.Close(ctx)
-		for _, topic := range []string{demo.DefaultTopics.Orders, demo.DefaultTopics.Inventory} {
+		for _, topic := range []string{shop.DefaultTopics.Orders, shop.DefaultTopics.Inventory} {
 			for _, suffix := range []string{"", ".dlq"} {
 				err := b.JetStream().DeleteStream(ctx, b.StreamName(prefix+topic+suffix))
 				if err != nil && !errors.Is(err, jetstream.ErrStreamNotFound) {

@@ -22,6 +22,7 @@ tmp=$(mktemp -d /tmp/eventkit-test.XXXXXX)
 chmod 755 "$tmp"
 cleanup() {
   for d in "$tmp"/pg-*; do if [ -d "$d" ]; then bash scripts/pgtemp.sh stop "$d" || true; fi; done
+  if [ -d "$tmp/tls" ]; then bash scripts/tlsservers.sh stop "$tmp/tls" || true; fi # TLS block below
   rm -rf "$tmp"
 }
 trap cleanup EXIT
@@ -33,6 +34,13 @@ if [ -z "${EVENTKIT_POSTGRES_URL:-}" ]; then
     export EVENTKIT_POSTGRES_URL
   fi
 fi
+
+# --- TLS servers (issue 11): private TLS-enabled NATS, Redis, PostgreSQL and
+# MariaDB on ports EVENTKIT_TLS_BASE+1.. (default 56300), with generated
+# certificates, for connect/tls_test.go; stopped by cleanup.
+echo "== TLS servers"
+eval "$(bash scripts/tlsservers.sh start "$tmp/tls" "${EVENTKIT_TLS_BASE:-56300}")"
+# --- end of the TLS block
 
 echo "== gofmt"
 bad=$(gofmt -l $(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))

@@ -2,6 +2,7 @@ package rabbitmq
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -76,6 +77,10 @@ var DefaultDelayBuckets = []time.Duration{
 type Options struct {
 	// URL of the server, amqp://user:pass@host:port/vhost. Default DefaultURL.
 	URL string
+	// TLS, if set, is the TLS configuration of amqps:// connections (CA,
+	// client certificate, server name), in place of the one the URL's
+	// cacertfile, certfile and keyfile parameters make.
+	TLS *tls.Config
 	// ConnectionName is advertised to the server (client property
 	// connection_name, visible in rabbitmqctl list_connections and the
 	// management UI). Default "eventkit".
@@ -275,6 +280,9 @@ func (b *Broker) dial(ctx context.Context) (*amqp.Connection, error) {
 	props := amqp.NewConnectionProperties()
 	props.SetClientConnectionName(b.opts.ConnectionName)
 	cfg := amqp.Config{Properties: props, Heartbeat: 10 * time.Second, Locale: "en_US"}
+	if b.opts.TLS != nil {
+		cfg.TLSClientConfig = b.opts.TLS.Clone()
+	}
 	type res struct {
 		c   *amqp.Connection
 		err error

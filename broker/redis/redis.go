@@ -2,6 +2,7 @@ package redis
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"strings"
@@ -48,6 +49,10 @@ type Options struct {
 	// pool (10 per CPU by default) must be larger than the number of
 	// subscriptions on this broker.
 	URL string
+	// TLS, if set, is the TLS configuration of the connection URL opens
+	// (its CA, client certificate, server name), in place of the default
+	// one of rediss:// (the system roots); with redis:// it turns TLS on.
+	TLS *tls.Config
 	// Client is an existing client to use instead of URL. The broker does
 	// not close it. Blocking reads hold one pooled connection per
 	// subscription: size the pool accordingly.
@@ -145,6 +150,9 @@ func New(ctx context.Context, opts Options) (*Broker, error) {
 		o, err := goredis.ParseURL(opts.URL)
 		if err != nil {
 			return nil, fmt.Errorf("redis broker: %s: %w", redact.URL(opts.URL), redact.Err(err, opts.URL))
+		}
+		if opts.TLS != nil {
+			o.TLSConfig = opts.TLS
 		}
 		b.rdb = goredis.NewClient(o)
 		b.ownsRDB = true

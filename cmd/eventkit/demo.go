@@ -18,7 +18,8 @@ import (
 	"github.com/eventkit/eventkit/broker"
 	natsbroker "github.com/eventkit/eventkit/broker/nats"
 	"github.com/eventkit/eventkit/broker/nats/natsembed"
-	"github.com/eventkit/eventkit/internal/connect"
+	"github.com/eventkit/eventkit/connect"
+	"github.com/eventkit/eventkit/examples/shop"
 	"github.com/eventkit/eventkit/internal/demo"
 	"github.com/eventkit/eventkit/internal/redact"
 )
@@ -116,7 +117,7 @@ func runDemo(ctx context.Context, g *globals, o *demoOpts) error {
 		where = "embedded NATS JetStream"
 	} else {
 		var err error
-		if b, err = connect.Broker(ctx, o.broker, blog); err != nil {
+		if b, err = connect.Broker(ctx, o.broker, connect.WithLogger(blog)); err != nil {
 			return err
 		}
 		defer b.Close(context.Background())
@@ -139,7 +140,7 @@ func runDemo(ctx context.Context, g *globals, o *demoOpts) error {
 			url = o.store
 			dbWhere = redact.URL(o.store)
 		}
-		st, err := connect.OpenStore(ctx, url, demo.OutboxTable(svc))
+		st, err := connect.OpenStore(ctx, url, connect.WithOutboxTable(shop.OutboxTable(svc)))
 		if err != nil {
 			return err
 		}
@@ -148,7 +149,7 @@ func runDemo(ctx context.Context, g *globals, o *demoOpts) error {
 
 	cfg := demo.Config{
 		Orders: o.orders, Broker: b, Stores: stores, Faults: !o.noFaults, Timeout: o.timeout,
-		Topics: demo.Topics{Orders: "demo.orders" + topicSuffix, Inventory: "demo.inventory" + topicSuffix},
+		Topics: shop.Topics{Orders: "demo.orders" + topicSuffix, Inventory: "demo.inventory" + topicSuffix},
 	}
 	if log != nil {
 		cfg.Logger = log

@@ -9,9 +9,9 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/eventkit/eventkit/broker"
+	"github.com/eventkit/eventkit/connect"
 	"github.com/eventkit/eventkit/deadletter"
 	"github.com/eventkit/eventkit/inbox/sqlinbox"
-	"github.com/eventkit/eventkit/internal/connect"
 )
 
 // conn holds the connection flags shared by commands.
@@ -40,14 +40,14 @@ func (c *conn) openStore(ctx context.Context) (*connect.Store, error) {
 	if c.store == "" {
 		return nil, errors.New("--store is required (or set EVENTKIT_STORE)")
 	}
-	return connect.OpenStore(ctx, c.store, c.outboxTable)
+	return connect.OpenStore(ctx, c.store, connect.WithOutboxTable(c.outboxTable))
 }
 
 func (c *conn) openBroker(ctx context.Context) (broker.Broker, error) {
 	if c.broker == "" {
 		return nil, errors.New("--broker is required (or set EVENTKIT_BROKER)")
 	}
-	return connect.Broker(ctx, c.broker, c.g.logger())
+	return connect.Broker(ctx, c.broker, connect.WithLogger(c.g.logger()))
 }
 
 func (c *conn) inbox(st *connect.Store) (*sqlinbox.Inbox, error) {

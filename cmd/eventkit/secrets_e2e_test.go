@@ -115,16 +115,26 @@ func TestNoSecretPrinted(t *testing.T) {
 
 	stores := append(secretURLs("postgres", pgHost, "postgres", "/test",
 		"postgres://postgres:"+secret+"@"+pgHost+"/test?sslmode=disable&application_name=sec&password="+secret), // trust: any password works
-		secretURLs("mysql", myHost, "root", "/test")...)
+		secretURLs("mysql", myHost, "root", "/test",
+			"mysql://root:"+secret+"@"+myHost+"/test?ssl-cert=/nonexistent&ssl-key=/nonexistent/"+secret)...)
+	stores = append(stores, urlCase{"postgres-tls", "postgres://postgres:" + secret + "@" + pgHost +
+		"/test?sslmode=verify-full&sslrootcert=/nonexistent&sslcert=/nonexistent&sslkey=/nonexistent/" + secret})
 	brokers := []urlCase{}
 	for _, s := range []struct {
 		scheme, host, user, path string
 		ok                       []string
 	}{
-		{"nats", natsHost, "u", "", []string{"nats://u:" + secret + "@" + natsHost, "nats://" + secret + "@" + natsHost}},
-		{"kafka", kafkaHost, "u", "", []string{"kafka://u:" + secret + "@" + kafkaHost}},
-		{"amqp", amqpHost, "guest", "/", []string{"amqp://guest:guest@" + amqpHost + "/?auth_token=" + secret}},
-		{"redis", redisHost, "", "/0", []string{"redis://:" + secret + "@" + redisHost + "/0"}},
+		{"nats", natsHost, "u", "", []string{"nats://u:" + secret + "@" + natsHost, "nats://" + secret + "@" + natsHost,
+			"tls://" + secret + "@" + natsHost + "?tlsca=/nonexistent", "nats://" + natsHost + "?nkey=/nonexistent/" + secret,
+			"nats://" + natsHost + "?creds=/nonexistent/" + secret}},
+		{"kafka", kafkaHost, "u", "", []string{"kafka://u:" + secret + "@" + kafkaHost,
+			"kafka://u:" + secret + "@" + kafkaHost + "?sasl.mechanism=SCRAM-SHA-256",
+			"kafka://" + kafkaHost + "?sasl.mechanism=PLAIN&sasl.username=u&sasl.password=" + secret,
+			"kafka://" + kafkaHost + "?ssl.certificate.location=/nonexistent&ssl.key.location=/nonexistent/" + secret}},
+		{"amqp", amqpHost, "guest", "/", []string{"amqp://guest:guest@" + amqpHost + "/?auth_token=" + secret,
+			"amqps://guest:" + secret + "@" + amqpHost + "/?certfile=/nonexistent&keyfile=/nonexistent/" + secret}},
+		{"redis", redisHost, "", "/0", []string{"redis://:" + secret + "@" + redisHost + "/0",
+			"rediss://u:" + secret + "@" + redisHost + "/0?cacert=/nonexistent&key=/nonexistent/" + secret}},
 	} {
 		brokers = append(brokers, secretURLs(s.scheme, s.host, s.user, s.path, s.ok...)...)
 	}

@@ -24,9 +24,9 @@ import (
 
 	"github.com/eventkit/eventkit"
 	"github.com/eventkit/eventkit/consumer"
-	"github.com/eventkit/eventkit/examples/internal/svc"
+	"github.com/eventkit/eventkit/examples/shop"
+	"github.com/eventkit/eventkit/examples/svc"
 	"github.com/eventkit/eventkit/inbox/sqlinbox"
-	"github.com/eventkit/eventkit/internal/demo"
 	"github.com/eventkit/eventkit/outbox"
 )
 
@@ -62,7 +62,7 @@ func run(ctx context.Context, flags *svc.Flags, stock int, log *slog.Logger) err
 	defer st.Close()
 	defer b.Close(context.Background())
 
-	inv := &demo.Inventory{DB: svc.DB(st), Topics: flags.Topics(), Outbox: st.AddSQL, Reg: demo.NewRegistry()}
+	inv := &shop.Inventory{DB: svc.DB(st), Topics: flags.Topics(), Outbox: st.AddSQL, Reg: shop.NewRegistry()}
 
 	// Schema: the outbox table, the inbox table, the stock tables.
 	in, err := sqlinbox.New(st.SQL, st.Dialect, sqlinbox.Options{Table: svc.InboxTable(service)})
@@ -96,7 +96,7 @@ func run(ctx context.Context, flags *svc.Flags, stock int, log *slog.Logger) err
 		if err := inv.OnOrderCreated(ctx, tx, ev); err != nil {
 			return err
 		}
-		if ev.Type != demo.TypeOrderCreated {
+		if ev.Type != shop.TypeOrderCreated {
 			return nil // order.cancelled also travels on this topic: nothing to do
 		}
 		// Read back what OnOrderCreated decided, in the same transaction.

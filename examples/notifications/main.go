@@ -21,9 +21,9 @@ import (
 
 	"github.com/eventkit/eventkit"
 	"github.com/eventkit/eventkit/consumer"
-	"github.com/eventkit/eventkit/examples/internal/svc"
+	"github.com/eventkit/eventkit/examples/shop"
+	"github.com/eventkit/eventkit/examples/svc"
 	"github.com/eventkit/eventkit/inbox/sqlinbox"
-	"github.com/eventkit/eventkit/internal/demo"
 )
 
 const service = "notifications"
@@ -55,7 +55,7 @@ func run(ctx context.Context, flags *svc.Flags, log *slog.Logger) error {
 	defer st.Close()
 	defer b.Close(context.Background())
 
-	notes := &demo.Notifications{DB: svc.DB(st), Reg: demo.NewRegistry()}
+	notes := &shop.Notifications{DB: svc.DB(st), Reg: shop.NewRegistry()}
 
 	// Schema: the inbox table and the notifications table (no outbox: this
 	// service emits nothing).
@@ -82,7 +82,7 @@ func run(ctx context.Context, flags *svc.Flags, log *slog.Logger) error {
 		return err
 	}
 	handle := svc.InTx(func(ctx context.Context, tx *sql.Tx, ev eventkit.Event) error {
-		if ev.Type != demo.TypeInventoryReserved && ev.Type != demo.TypeOrderCancelled {
+		if ev.Type != shop.TypeInventoryReserved && ev.Type != shop.TypeOrderCancelled {
 			return nil // order.created, inventory.rejected: not for us
 		}
 		if err := notes.OnEvent(ctx, tx, ev); err != nil {

@@ -33,9 +33,9 @@ import (
 
 	"github.com/eventkit/eventkit"
 	"github.com/eventkit/eventkit/consumer"
-	"github.com/eventkit/eventkit/examples/internal/svc"
+	"github.com/eventkit/eventkit/examples/shop"
+	"github.com/eventkit/eventkit/examples/svc"
 	"github.com/eventkit/eventkit/inbox/sqlinbox"
-	"github.com/eventkit/eventkit/internal/demo"
 	"github.com/eventkit/eventkit/outbox"
 )
 
@@ -72,8 +72,8 @@ func run(ctx context.Context, flags *svc.Flags, listen string, log *slog.Logger)
 	defer st.Close()
 	defer b.Close(context.Background())
 
-	// The business logic lives in internal/demo; this program wires it up.
-	orders := &demo.Orders{DB: svc.DB(st), Topics: flags.Topics(), Outbox: st.AddSQL, Reg: demo.NewRegistry()}
+	// The business logic lives in examples/shop; this program wires it up.
+	orders := &shop.Orders{DB: svc.DB(st), Topics: flags.Topics(), Outbox: st.AddSQL, Reg: shop.NewRegistry()}
 
 	// Schema: the outbox table, the inbox table, the orders tables.
 	in, err := sqlinbox.New(st.SQL, st.Dialect, sqlinbox.Options{Table: svc.InboxTable(service)})
@@ -147,7 +147,7 @@ func run(ctx context.Context, flags *svc.Flags, listen string, log *slog.Logger)
 // api is the HTTP interface. Each request runs in a server span: Place writes
 // the span's trace context into the event (the traceparent extension), so
 // the consumers downstream continue the same trace.
-func api(orders *demo.Orders, log *slog.Logger) http.Handler {
+func api(orders *shop.Orders, log *slog.Logger) http.Handler {
 	tracer := otel.Tracer("github.com/eventkit/eventkit/examples/orders")
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST /orders", func(w http.ResponseWriter, r *http.Request) {

@@ -22,7 +22,7 @@ import (
 	"github.com/eventkit/eventkit/consumer"
 	"github.com/eventkit/eventkit/deadletter"
 	"github.com/eventkit/eventkit/inbox/sqlinbox"
-	"github.com/eventkit/eventkit/internal/connect"
+	"github.com/eventkit/eventkit/connect"
 	"github.com/eventkit/eventkit/internal/console"
 	"github.com/eventkit/eventkit/internal/testenv"
 	"github.com/eventkit/eventkit/internal/testenv/testdb"
@@ -67,7 +67,7 @@ func newWorld(t *testing.T) *world {
 	ctx := context.Background()
 	pgURL := testdb.Postgres(t)
 	natsURL := testenv.NATS.URL(t)
-	st, err := connect.OpenStore(ctx, pgURL, "")
+	st, err := connect.OpenStore(ctx, pgURL)
 	if err != nil {
 		t.Fatal(err)
 	}

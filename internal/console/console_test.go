@@ -11,7 +11,7 @@ import (
 	"testing"
 
 	"github.com/eventkit/eventkit/broker"
-	"github.com/eventkit/eventkit/internal/connect"
+	"github.com/eventkit/eventkit/connect"
 	"github.com/eventkit/eventkit/internal/console"
 	"github.com/eventkit/eventkit/internal/testenv/testdb"
 )
@@ -20,7 +20,7 @@ import (
 // broker that cannot be reached.
 func server(t *testing.T, token string) (*httptest.Server, *connect.Store) {
 	t.Helper()
-	st, err := connect.OpenStore(context.Background(), testdb.Postgres(t), "")
+	st, err := connect.OpenStore(context.Background(), testdb.Postgres(t))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,3 +1,6 @@
+// Package demo runs the example services of examples/shop in one process, with
+// injected faults, for `eventkit demo`, and checks afterwards that every
+// order was decided exactly once.
 package demo
 
 import (
@@ -12,10 +15,11 @@ import (
 
 	"github.com/eventkit/eventkit"
 	"github.com/eventkit/eventkit/broker"
+	"github.com/eventkit/eventkit/connect"
 	"github.com/eventkit/eventkit/consumer"
 	"github.com/eventkit/eventkit/deadletter"
+	"github.com/eventkit/eventkit/examples/shop"
 	"github.com/eventkit/eventkit/inbox/sqlinbox"
-	"github.com/eventkit/eventkit/internal/connect"
 	"github.com/eventkit/eventkit/outbox"
 )
 
@@ -39,7 +43,7 @@ type Config struct {
 	// prefixed with the service's name.
 	Stores map[string]*connect.Store
 	// Topics (default DefaultTopics).
-	Topics Topics
+	Topics shop.Topics
 	// Faults injects faults while the demo runs (default on in the CLI):
 	// the orders relay is killed and restarted mid-stream, one ack in ten
 	// is lost (the event comes again), one poison event is published, and
@@ -52,12 +56,6 @@ type Config struct {
 	// Timeout bounds the whole run (default 3 minutes).
 	Timeout time.Duration
 }
-
-// OutboxTable is the outbox table of a service.
-func OutboxTable(service string) string { return "demo_" + service + "_outbox" }
-
-// InboxTable is the inbox table of a service.
-func InboxTable(service string) string { return "demo_" + service + "_inbox" }
 
 // DeadLetterTable is the demo's dead-letter table (in the SvcOps store).
 const DeadLetterTable = "demo_dead_letters"
@@ -93,9 +91,9 @@ func (s Summary) OK() bool { return s.Verdict.OK }
 
 type svc struct {
 	st    *connect.Store
-	db    DB
+	db    shop.DB
 	inbox *sqlinbox.Inbox
-	add   Outbox
+	add   shop.Outbox
 }
 
 // Run runs the demo to the end and returns its summary. An error means the
@@ -105,8 +103,8 @@ func Run(ctx context.Context, cfg Config) (Summary, error) {
 	if cfg.Orders <= 0 {
 		cfg.Orders = 500
 	}
-	if cfg.Topics == (Topics{}) {
-		cfg.Topics = DefaultTopics
+	if cfg.Topics == (shop.Topics{}) {
+		cfg.Topics = shop.DefaultTopics
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
@@ -118,7 +116,7 @@ func Run(ctx context.Context, cfg Config) (Summary, error) {
 	parent := ctx
 	ctx, cancel := context.WithTimeout(ctx, cfg.Timeout)
 	defer cancel()
-	reg := NewRegistry()
+	reg := shop.NewRegistry()
 	var sum Summary
 
 	svcs := map[string]*svc{}
@@ -130,11 +128,11 @@ func Run(ctx context.Context, cfg Config) (Summary, error) {
 		if st.AddSQL == nil {
 			return sum, fmt.Errorf("demo: the %s store has no database/sql outbox writer", name)
 		}
-		in, err := sqlinbox.New(st.SQL, st.Dialect, sqlinbox.Options{Table: InboxTable(name)})
+		in, err := sqlinbox.New(st.SQL, st.Dialect, sqlinbox.Options{Table: shop.InboxTable(name)})
 		if err != nil {
 			return sum, err
 		}
-		svcs[name] = &svc{st: st, db: DB{DB: st.SQL, Dialect: st.Dialect.String()}, inbox: in, add: Outbox(st.AddSQL)}
+		svcs[name] = &svc{st: st, db: shop.DB{DB: st.SQL, Dialect: st.Dialect.String()}, inbox: in, add: shop.Outbox(st.AddSQL)}
 	}
 	ops := cfg.Stores[SvcOps]
 	if ops == nil {
@@ -145,9 +143,9 @@ func Run(ctx context.Context, cfg Config) (Summary, error) {
 		return sum, err
 	}
 
-	orders := &Orders{DB: svcs[SvcOrders].db, Topics: cfg.Topics, Outbox: svcs[SvcOrders].add, Reg: reg}
-	inv := &Inventory{DB: svcs[SvcInventory].db, Topics: cfg.Topics, Outbox: svcs[SvcInventory].add, Reg: reg}
-	notes := &Notifications{DB: svcs[SvcNotifications].db, Reg: reg}
+	orders := &shop.Orders{DB: svcs[SvcOrders].db, Topics: cfg.Topics, Outbox: svcs[SvcOrders].add, Reg: reg}
+	inv := &shop.Inventory{DB: svcs[SvcInventory].db, Topics: cfg.Topics, Outbox: svcs[SvcInventory].add, Reg: reg}
+	notes := &shop.Notifications{DB: svcs[SvcNotifications].db, Reg: reg}
 
 	// Schema: start from empty tables, so that a run on a shared database
 	// checks only itself. The outbox and inbox tables are emptied rather
@@ -162,7 +160,7 @@ func Run(ctx context.Context, cfg Config) (Summary, error) {
 		if err := s.inbox.Migrate(ctx); err != nil {
 			return sum, fmt.Errorf("demo: migrate %s inbox: %w", name, err)
 		}
-		for _, t := range []string{OutboxTable(name), InboxTable(name)} {
+		for _, t := range []string{shop.OutboxTable(name), shop.InboxTable(name)} {
 			if _, err := s.db.ExecContext(ctx, "DELETE FROM "+t); err != nil {
 				return sum, fmt.Errorf("demo: empty %s: %w", t, err)
 			}
@@ -175,7 +173,7 @@ func Run(ctx context.Context, cfg Config) (Summary, error) {
 		return sum, err
 	}
 	// Enough stock for about 70% of the demand (orders ask for 1-3 units).
-	if err := inv.Migrate(ctx, max(2, cfg.Orders*2*7/10/len(Catalogue))); err != nil {
+	if err := inv.Migrate(ctx, max(2, cfg.Orders*2*7/10/len(shop.Catalogue))); err != nil {
 		return sum, err
 	}
 	if err := notes.Migrate(ctx); err != nil {
@@ -227,7 +225,7 @@ func Run(ctx context.Context, cfg Config) (Summary, error) {
 	var statsMu sync.Mutex
 	var doneStats []consumer.Stats
 	live := map[*consumer.Consumer]bool{}
-	startConsumer := func(name string, routes map[string]TxFunc) (stop func()) {
+	startConsumer := func(name string, routes map[string]shop.TxFunc) (stop func()) {
 		s := svcs[name]
 		c, err := consumer.New(lossy, consumer.Config{
 			Concurrency: 8, OrderedBySubject: true, Inbox: s.inbox,
@@ -271,10 +269,10 @@ func Run(ctx context.Context, cfg Config) (Summary, error) {
 		}()
 		return func() { ccancel(); <-done }
 	}
-	invRoutes := map[string]TxFunc{cfg.Topics.Orders: inv.OnOrderCreated}
+	invRoutes := map[string]shop.TxFunc{cfg.Topics.Orders: inv.OnOrderCreated}
 	stopInv := startConsumer(SvcInventory, invRoutes)
-	stopOrd := startConsumer(SvcOrders, map[string]TxFunc{cfg.Topics.Inventory: orders.OnInventory})
-	stopNotes := startConsumer(SvcNotifications, map[string]TxFunc{cfg.Topics.Inventory: notes.OnEvent, cfg.Topics.Orders: notes.OnEvent})
+	stopOrd := startConsumer(SvcOrders, map[string]shop.TxFunc{cfg.Topics.Inventory: orders.OnInventory})
+	stopNotes := startConsumer(SvcNotifications, map[string]shop.TxFunc{cfg.Topics.Inventory: notes.OnEvent, cfg.Topics.Orders: notes.OnEvent})
 	defer func() { stopInv(); stopOrd(); stopNotes() }()
 
 	dlSubs, err := deadletter.Collect(runCtx, cfg.Broker, dl, "", cfg.Topics.Orders+".dlq", cfg.Topics.Inventory+".dlq")
@@ -345,7 +343,7 @@ func Run(ctx context.Context, cfg Config) (Summary, error) {
 				if i > int64(cfg.Orders) || runCtx.Err() != nil {
 					return
 				}
-				p := Catalogue[rng.IntN(len(Catalogue))]
+				p := shop.Catalogue[rng.IntN(len(shop.Catalogue))]
 				if _, err := orders.Place(runCtx, fmt.Sprintf("customer-%d", rng.IntN(50)), p.SKU, 1+rng.IntN(3)); err != nil {
 					fail(fmt.Errorf("demo: place order: %w", err))
 					return
@@ -370,7 +368,7 @@ func Run(ctx context.Context, cfg Config) (Summary, error) {
 
 		waitPlaced(n / 2)
 		// A poison event: an order.created whose Protobuf payload is garbage.
-		poison := eventkit.New(TypeOrderCreated, eventkit.ContentTypeProtobuf, []byte{0xff, 0xff, 0xff, 0xff},
+		poison := eventkit.New(shop.TypeOrderCreated, eventkit.ContentTypeProtobuf, []byte{0xff, 0xff, 0xff, 0xff},
 			eventkit.WithSubject("ord-poison"), eventkit.WithSource("/demo/chaos"))
 		if err := cfg.Broker.Publish(runCtx, cfg.Topics.Orders, poison); err != nil {
 			fail(fmt.Errorf("demo: publish poison event: %w", err))
@@ -441,7 +439,7 @@ func Run(ctx context.Context, cfg Config) (Summary, error) {
 }
 
 // counts returns how many orders are decided (not pending) and notified.
-func counts(ctx context.Context, orders, notes DB) (decided, notified int, err error) {
+func counts(ctx context.Context, orders, notes shop.DB) (decided, notified int, err error) {
 	if err = orders.QueryRowContext(ctx, `SELECT COUNT(*) FROM demo_orders WHERE status <> 'pending'`).Scan(&decided); err != nil {
 		return
 	}
@@ -462,7 +460,7 @@ func drained(ctx context.Context, svcs map[string]*svc) bool {
 // resetTables drops the demo's tables so that a run starts empty.
 func resetTables(ctx context.Context, svcs map[string]*svc, ops *connect.Store) error {
 	// The demo's own tables are dropped and created again.
-	drop := func(db DB, tables ...string) error {
+	drop := func(db shop.DB, tables ...string) error {
 		for _, t := range tables {
 			if _, err := db.ExecContext(ctx, "DROP TABLE IF EXISTS "+t); err != nil {
 				return fmt.Errorf("demo: reset: %w", err)
@@ -479,7 +477,7 @@ func resetTables(ctx context.Context, svcs map[string]*svc, ops *connect.Store) 
 	if err := drop(svcs[SvcNotifications].db, "demo_notifications"); err != nil {
 		return err
 	}
-	return drop(DB{DB: ops.SQL, Dialect: ops.Dialect.String()}, DeadLetterTable)
+	return drop(shop.DB{DB: ops.SQL, Dialect: ops.Dialect.String()}, DeadLetterTable)
 }
 
 // lossyAcks wraps a subscriber so that, when every > 0, the first ack of one

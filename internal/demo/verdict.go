@@ -3,6 +3,7 @@ package demo
 import (
 	"context"
 	"fmt"
+	"github.com/eventkit/eventkit/examples/shop"
 )
 
 // Verdict is the consistency check of a demo run, computed from the three
@@ -29,7 +30,7 @@ func (v *Verdict) fail(format string, args ...any) {
 // Check computes the verdict: every order is either confirmed, reserved once
 // and notified once, or cancelled, rejected once and notified once; stock is
 // never negative and initial stock = available + reserved quantities.
-func Check(ctx context.Context, orders, inventory, notifications DB) (Verdict, error) {
+func Check(ctx context.Context, orders, inventory, notifications shop.DB) (Verdict, error) {
 	var v Verdict
 	type order struct {
 		status string

@@ -28,7 +28,7 @@ import (
 	redisbroker "github.com/eventkit/eventkit/broker/redis"
 	"github.com/eventkit/eventkit/consumer"
 	"github.com/eventkit/eventkit/inbox/sqlinbox"
-	"github.com/eventkit/eventkit/internal/connect"
+	"github.com/eventkit/eventkit/connect"
 )
 
 // payload is the data of every event: its subject and its number in the
@@ -201,7 +201,7 @@ func openStoreRetry(ctx context.Context, url, table string) (*connect.Store, err
 	var err error
 	for range 200 {
 		var st *connect.Store
-		if st, err = connect.OpenStore(ctx, url, table); err == nil {
+		if st, err = connect.OpenStore(ctx, url, connect.WithOutboxTable(table)); err == nil {
 			return st, nil
 		}
 		select {

@@ -28,7 +28,7 @@ import (
 	redisbroker "github.com/eventkit/eventkit/broker/redis"
 	"github.com/eventkit/eventkit/consumer"
 	"github.com/eventkit/eventkit/inbox/sqlinbox"
-	"github.com/eventkit/eventkit/internal/connect"
+	"github.com/eventkit/eventkit/connect"
 	"github.com/eventkit/eventkit/outbox/pgcdc"
 )
 
@@ -542,7 +542,7 @@ func setupDB(ctx context.Context, cfg config, pool *pgxpool.Pool, n names) error
 		}
 	}
 	for i := range 2 {
-		st, err := connect.OpenStore(ctx, cfg.pg, n.outbox(i))
+		st, err := connect.OpenStore(ctx, cfg.pg, connect.WithOutboxTable(n.outbox(i)))
 		if err != nil {
 			return err
 		}

@@ -9,7 +9,7 @@ import (
 	natsbroker "github.com/eventkit/eventkit/broker/nats"
 	"github.com/eventkit/eventkit/broker/rabbitmq"
 	redisbroker "github.com/eventkit/eventkit/broker/redis"
-	"github.com/eventkit/eventkit/internal/connect"
+	"github.com/eventkit/eventkit/connect"
 )
 
 const secret = "Pl4ntedS3cr3t"
@@ -40,27 +40,53 @@ func TestErrorsHideSecrets(t *testing.T) {
 	for _, u := range bad("nats", "u", "") {
 		_, err := natsbroker.Connect(ctx, u, natsbroker.Options{})
 		check("natsbroker.Connect", u, err)
-		_, err = connect.Broker(ctx, u, nil)
+		_, err = connect.Broker(ctx, u)
 		check("connect.Broker", u, err)
 	}
 	for _, u := range bad("amqp", "guest", "/") {
 		_, err := rabbitmq.New(ctx, rabbitmq.Options{URL: u})
 		check("rabbitmq.New", u, err)
-		_, err = connect.Broker(ctx, u, nil)
+		_, err = connect.Broker(ctx, u)
 		check("connect.Broker", u, err)
 	}
 	for _, u := range bad("redis", "", "/0") {
 		_, err := redisbroker.New(ctx, redisbroker.Options{URL: u})
 		check("redisbroker.New", u, err)
-		_, err = connect.Broker(ctx, u, nil)
+		_, err = connect.Broker(ctx, u)
 		check("connect.Broker", u, err)
 	}
 	for _, u := range bad("kafka", "u", "") {
-		_, err := connect.Broker(ctx, u, nil)
+		_, err := connect.Broker(ctx, u)
 		check("connect.Broker", u, err)
 	}
+	// TLS and authentication parameters that carry a secret (a password,
+	// or a key file whose path holds it), in URLs that fail.
+	missing := "/nonexistent/" + secret
+	for _, u := range []string{
+		"kafka://127.0.0.1:1?sasl.mechanism=PLAIN&sasl.username=u&sasl.password=" + secret,
+		"kafka://u:" + secret + "@127.0.0.1:1?sasl.mechanism=SCRAM-SHA-512&security.protocol=SASL_SSL",
+		"kafka://127.0.0.1:1?ssl.certificate.location=/nonexistent&ssl.key.location=" + missing,
+		"kafka://u:" + secret + "@127.0.0.1:1?sasl.mechanism=BOGUS",
+		"tls://127.0.0.1:1?nkey=" + missing,
+		"tls://127.0.0.1:1?creds=" + missing,
+		"tls://" + secret + "@127.0.0.1:1?tlsca=/nonexistent",
+		"tls://127.0.0.1:1?tlscert=/nonexistent&tlskey=" + missing,
+		"rediss://u:" + secret + "@127.0.0.1:1/0?cert=/nonexistent&key=" + missing,
+		"amqps://u:" + secret + "@127.0.0.1:1/?certfile=/nonexistent&keyfile=" + missing,
+	} {
+		_, err := connect.Broker(ctx, u)
+		check("connect.Broker", u, err)
+	}
+	for _, u := range []string{
+		"postgres://u:" + secret + "@127.0.0.1:1/test?sslmode=verify-full&sslrootcert=/nonexistent&sslcert=/nonexistent&sslkey=" + missing,
+		"mysql://u:" + secret + "@127.0.0.1:1/test?ssl-cert=/nonexistent&ssl-key=" + missing,
+		"mysql://u:" + secret + "@127.0.0.1:1/test?ssl-mode=BOGUS",
+	} {
+		_, err := connect.OpenStore(ctx, u)
+		check("connect.OpenStore", u, err)
+	}
 	for _, u := range append(append(bad("postgres", "postgres", "/test"), bad("mysql", "root", "/test")...), "bogus://u:"+secret+"@h", "u:"+secret+"@h") {
-		_, err := connect.OpenStore(ctx, u, "")
+		_, err := connect.OpenStore(ctx, u)
 		check("connect.OpenStore", u, err)
 	}
 }

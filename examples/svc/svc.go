@@ -22,10 +22,9 @@ import (
 
 	"github.com/eventkit/eventkit"
 	"github.com/eventkit/eventkit/broker"
+	"github.com/eventkit/eventkit/connect"
+	"github.com/eventkit/eventkit/examples/shop"
 	"github.com/eventkit/eventkit/inbox/sqlinbox"
-	"github.com/eventkit/eventkit/internal/connect"
-	"github.com/eventkit/eventkit/internal/demo"
-	"github.com/eventkit/eventkit/internal/redact"
 )
 
 // Flags are the settings every example program takes.
@@ -44,7 +43,7 @@ func Register(fs *flag.FlagSet, service string) *Flags {
 	envString(fs, &f.Broker, "broker", "EVENTKIT_BROKER", "nats://127.0.0.1:4222", "broker URL: "+connect.BrokerSchemes)
 	envString(fs, &f.Store, "store", strings.ToUpper(service)+"_STORE", "./"+service+".db", "this service's database URL: "+connect.StoreSchemes)
 	envString(fs, &f.TopicPrefix, "topic-prefix", "EVENTKIT_TOPIC_PREFIX", "",
-		"put before every topic name, e.g. \"test1.\" for topics test1.demo.orders and test1.demo.inventory; all three programs must use the same one")
+		"put before every topic name, e.g. \"test1.\" for topics test1.shop.orders and test1.shop.inventory; all three programs must use the same one")
 	fs.DurationVar(&f.AckWait, "ack-wait", 30*time.Second,
 		"how long the broker waits for an ack before it delivers an event again; after a crash, the events that were in flight come back after this long")
 	envString(fs, &f.LogLevel, "log-level", "EVENTKIT_LOG_LEVEL", "info", "debug, info, warn or error; debug also logs every trace span")
@@ -61,15 +60,15 @@ func Usage(fs *flag.FlagSet, text string) {
 }
 
 // Topics returns the demo's topics with the prefix.
-func (f *Flags) Topics() demo.Topics {
-	return demo.Topics{Orders: f.TopicPrefix + demo.DefaultTopics.Orders, Inventory: f.TopicPrefix + demo.DefaultTopics.Inventory}
+func (f *Flags) Topics() shop.Topics {
+	return shop.Topics{Orders: f.TopicPrefix + shop.DefaultTopics.Orders, Inventory: f.TopicPrefix + shop.DefaultTopics.Inventory}
 }
 
 // LogAttrs describe where the program runs, for its first log line
 // (passwords hidden).
 func (f *Flags) LogAttrs() []any {
 	t := f.Topics()
-	return []any{"broker", redact.URL(f.Broker), "store", redact.URL(f.Store), "orders_topic", t.Orders, "inventory_topic", t.Inventory}
+	return []any{"broker", connect.Redact(f.Broker), "store", connect.Redact(f.Store), "orders_topic", t.Orders, "inventory_topic", t.Inventory}
 }
 
 // Logger returns a text logger to stderr with the service's name on every
@@ -85,11 +84,11 @@ func (f *Flags) Logger(service string) (*slog.Logger, error) {
 // Open connects to the broker and opens the service's database, with the
 // service's own outbox table (demo_<service>_outbox).
 func (f *Flags) Open(ctx context.Context, service string, log *slog.Logger) (broker.Broker, *connect.Store, error) {
-	st, err := connect.OpenStore(ctx, f.Store, demo.OutboxTable(service))
+	st, err := connect.OpenStore(ctx, f.Store, connect.WithOutboxTable(shop.OutboxTable(service)))
 	if err != nil {
 		return nil, nil, err
 	}
-	b, err := connect.Broker(ctx, f.Broker, log.With("component", "broker"))
+	b, err := connect.Broker(ctx, f.Broker, connect.WithLogger(log.With("component", "broker")))
 	if err != nil {
 		st.Close()
 		return nil, nil, err
@@ -98,15 +97,15 @@ func (f *Flags) Open(ctx context.Context, service string, log *slog.Logger) (bro
 }
 
 // InboxTable is the inbox table of a service, as the demo names it.
-func InboxTable(service string) string { return demo.InboxTable(service) }
+func InboxTable(service string) string { return shop.InboxTable(service) }
 
 // DB wraps the store's database for the demo's services.
-func DB(st *connect.Store) demo.DB { return demo.DB{DB: st.SQL, Dialect: st.Dialect.String()} }
+func DB(st *connect.Store) shop.DB { return shop.DB{DB: st.SQL, Dialect: st.Dialect.String()} }
 
 // InTx adapts a service method that takes the transaction to a consumer
 // handler: the consumer's inbox (sqlinbox) begins the transaction, records
 // the event id in it, and commits it after the handler returns nil.
-func InTx(fn demo.TxFunc) func(ctx context.Context, ev eventkit.Event) error {
+func InTx(fn shop.TxFunc) func(ctx context.Context, ev eventkit.Event) error {
 	return func(ctx context.Context, ev eventkit.Event) error {
 		tx := sqlinbox.Tx(ctx)
 		if tx == nil {

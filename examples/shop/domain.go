@@ -1,7 +1,9 @@
-// Package demo holds the three example services that `eventkit demo` runs in
-// one process and that examples/ runs as separate programs: orders,
-// inventory and notifications. Each service owns its database; they talk
-// only through events written to their outboxes and consumed idempotently.
+// Package shop holds the business logic of the three example services,
+// orders, inventory and notifications, which the programs in examples/ run
+// as separate processes and `eventkit demo` runs in one. Each service owns
+// its database; they talk only through events written to their outboxes
+// and consumed idempotently. It is example code: public so that an example
+// directory copied out of this repository still builds.
 //
 //   - orders places an order and writes order.created (Protobuf) to its
 //     outbox in the same transaction; when inventory rejects the order it
@@ -14,7 +16,7 @@
 //   - notifications records exactly one notification per order (an UPSERT
 //     keyed by order id): "confirmed" on inventory.reserved, "cancelled" on
 //     order.cancelled.
-package demo
+package shop
 
 import (
 	"github.com/eventkit/eventkit"
@@ -29,6 +31,12 @@ type Topics struct {
 
 // DefaultTopics are the topics the example programs use.
 var DefaultTopics = Topics{Orders: "demo.orders", Inventory: "demo.inventory"}
+
+// OutboxTable is the outbox table of a service.
+func OutboxTable(service string) string { return "demo_" + service + "_outbox" }
+
+// InboxTable is the inbox table of a service.
+func InboxTable(service string) string { return "demo_" + service + "_inbox" }
 
 // Event types of the demo.
 const (
