@@ -82,8 +82,8 @@ type Summary struct {
 	// Interrupted is set when the caller's context ended (SIGINT) before
 	// the services settled: the figures are what happened until then and
 	// no verdict was computed.
-	Interrupted bool `json:"interrupted"`
-	Verdict          Verdict       `json:"verdict"`
+	Interrupted bool    `json:"interrupted"`
+	Verdict     Verdict `json:"verdict"`
 }
 
 // OK reports whether the verdict passed.
