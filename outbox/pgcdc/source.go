@@ -3,7 +3,6 @@ package pgcdc
 import (
 	"context"
 	"fmt"
-	"strconv"
 	"sync"
 	"time"
 
@@ -288,15 +287,9 @@ func (s *source) visible(ctx context.Context, seqs []int64) (map[int64]bool, err
 	if err != nil {
 		return nil, fmt.Errorf("pgcdc: read snapshot: %w", err)
 	}
-	xmax, err := strconv.ParseUint(xmaxText, 10, 64)
+	sn, err := parseSnapshot(xmaxText, xip)
 	if err != nil {
-		return nil, fmt.Errorf("pgcdc: read snapshot: %w", err)
-	}
-	running := make(map[uint64]bool, len(xip))
-	for _, x := range xip {
-		if v, err := strconv.ParseUint(x, 10, 64); err == nil {
-			running[v] = true
-		}
+		return nil, fmt.Errorf("pgcdc: %w", err)
 	}
 	out := map[int64]bool{}
 	s.mu.Lock()
@@ -310,12 +303,7 @@ func (s *source) visible(ctx context.Context, seqs []int64) (map[int64]bool, err
 		if out[q] {
 			continue
 		}
-		// Widen the 32-bit xid of the stream to the epoch of xmax.
-		full := xmax&^0xFFFFFFFF | uint64(x)
-		if full >= xmax && full >= 1<<32 {
-			full -= 1 << 32
-		}
-		out[q] = full < xmax && !running[full]
+		out[q] = sn.sees(x)
 	}
 	return out, nil
 }
