@@ -78,6 +78,13 @@ type Config struct {
 	// (pg_logical_emit_message) so that the server reports its WAL position
 	// and an idle slot moves forward. Default 30s; negative disables it.
 	HeartbeatInterval time.Duration
+	// BackfillInterval is how often the leader looks for requeued rows
+	// (parked rows put back with `eventkit outbox requeue` or
+	// Store.Requeue: an UPDATE, which the stream does not carry) and
+	// publishes them from the table. Rows committed before the slot's
+	// position are read from the table whenever a relay becomes the
+	// leader. Default 5s.
+	BackfillInterval time.Duration
 	// LagInterval is how often the slot's lag is measured. Default 10s.
 	LagInterval time.Duration
 	// LagWarnBytes: when pg_current_wal_lsn() - confirmed_flush_lsn is over
@@ -117,6 +124,7 @@ func (c Config) withDefaults() (Config, error) {
 		c.HeartbeatInterval = 30 * time.Second
 	}
 	def(&c.LagInterval, 10*time.Second)
+	def(&c.BackfillInterval, 5*time.Second)
 	if c.LagWarnBytes <= 0 {
 		c.LagWarnBytes = 1 << 30
 	}

@@ -58,8 +58,9 @@
 // publication of the same name), so an existing relay keeps its position
 // and nothing is redelivered or lost. To move to the new name, stop the
 // relays, drop the old slot and publication (Teardown does, as long as it
-// is adopted), drain what is left with the polling relay and start again;
-// or set Config.Slot to keep any name for good.
+// is adopted) and start again (the new slot's relay backfills the rows
+// still waiting from the table); or set Config.Slot to keep any name for
+// good.
 //
 // # What is guaranteed
 //
@@ -118,12 +119,27 @@
 // (a Postgres advisory lock) as the polling relay of outbox/postgres, so a
 // polling relay and a CDC relay on one table never publish at the same time,
 // and a second CDC relay stands by until the first stops. Switching modes
-// gives duplicates, not loss, with one exception: the slot streams only
-// what commits after it was created, so rows that were already waiting when
-// Setup created it must be drained by the polling relay (Setup logs how many
-// there are). A parked row requeued by an operator (an UPDATE) is not
-// streamed again: the publication carries inserts only; insert it anew or
-// let the polling relay deliver it.
+// gives duplicates, not loss.
+//
+// # Backfill: rows the stream does not carry
+//
+// The slot streams only what commits after its position, and the
+// publication carries inserts only. Rows committed before the slot existed,
+// rows left behind by an earlier leader, and parked rows requeued by an
+// operator (`eventkit outbox requeue`, Store.Requeue: an UPDATE) are read
+// from the table instead: whenever a relay becomes the leader it lists, in
+// one snapshot and before its stream starts, every waiting row, and
+// publishes those rows first, in seq order, BatchSize at a time (the
+// streamed rows wait meanwhile); while leading it lists requeued rows every
+// BackfillInterval (default 5s) and publishes them ahead of the streamed
+// rows not yet sent. A streamed transaction visible to the list's snapshot
+// is dropped (its rows are on the list, or no longer waiting), so a row is
+// published once, from the table. Per-subject order holds (Add serializes a
+// subject's writers, so a snapshot holds a prefix of each subject's
+// commits; its later rows come from the stream after it). Duplicates stay
+// within the bound above: a kill during a backfill republishes at most the
+// batch in flight. Stats.Backfilled counts the rows read from the table. The
+// list snapshot holds one int64 per waiting row in memory.
 //
 // # The slot keeps WAL: do not leave it behind
 //

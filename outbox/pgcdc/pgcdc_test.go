@@ -399,7 +399,11 @@ func TestCommitOrder(t *testing.T) {
 	e := newEnv(t)
 	ctx := context.Background()
 	rec := &outboxtest.Recorder{}
-	start(t, e.relay(rec))
+	r := e.relay(rec)
+	start(t, r)
+	// Rows committed before the relay leads are backfilled from the table,
+	// in seq order; commit order is the stream's.
+	waitFor(t, 10*time.Second, "streaming", func() bool { return r.Stats().Streaming })
 
 	// A inserts first (lower seqs) and commits last.
 	txA, err := e.pool.Begin(ctx)

@@ -41,7 +41,7 @@ type Relay struct {
 	lag       atomic.Int64
 	streaming atomic.Bool
 	stats     struct {
-		txns, reconnects, heartbeats, recheck atomic.Int64
+		txns, reconnects, heartbeats, recheck, backfilled atomic.Int64
 	}
 }
 
@@ -92,6 +92,10 @@ type Stats struct {
 	// Rechecks counts completions (deletes, parks) retried because a row
 	// the stream delivered was not visible to the relay's session yet.
 	Rechecks int64
+	// Backfilled counts rows read from the table rather than the stream
+	// (rows committed before the slot's position: before the slot existed,
+	// requeued, or left by an earlier leader; see the package doc).
+	Backfilled int64
 	// ConfirmedLSN is the position up to which everything has been
 	// published and completed (the slot follows within FeedbackInterval).
 	ConfirmedLSN pglogrepl.LSN
@@ -108,7 +112,7 @@ func (r *Relay) Stats() Stats {
 		st.Stats = r.engine.Stats()
 	}
 	s := &r.stats
-	st.Transactions, st.Reconnects, st.Heartbeats, st.Rechecks = s.txns.Load(), s.reconnects.Load(), s.heartbeats.Load(), s.recheck.Load()
+	st.Transactions, st.Reconnects, st.Heartbeats, st.Rechecks, st.Backfilled = s.txns.Load(), s.reconnects.Load(), s.heartbeats.Load(), s.recheck.Load(), s.backfilled.Load()
 	st.ConfirmedLSN, st.LagBytes, st.Streaming = pglogrepl.LSN(r.confirmed.Load()), r.lag.Load(), r.streaming.Load()
 	return st
 }

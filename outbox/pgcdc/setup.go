@@ -22,9 +22,9 @@ import (
 // if the outbox table does not exist (run the outbox/postgres migrations
 // first).
 //
-// Events committed before the slot exists are not in its stream: if the
-// table already holds undelivered rows, drain them with the polling relay
-// first (Setup logs a warning naming how many there are).
+// Events committed before the slot exists are not in its stream: the relay
+// reads them from the table when it becomes the leader (the backfill, see
+// the package doc), in seq order and before the streamed rows.
 func (r *Relay) Setup(ctx context.Context) error {
 	if err := r.resolve(ctx); err != nil {
 		return err
@@ -54,7 +54,7 @@ func (r *Relay) Setup(ctx context.Context) error {
 	if created {
 		var n int64
 		if err := r.pool.QueryRow(ctx, `SELECT count(*) FROM `+r.cfg.Table+` WHERE delivered_at IS NULL AND parked_at IS NULL`).Scan(&n); err == nil && n > 0 {
-			r.cfg.Logger.Warn("pgcdc: the outbox table already held undelivered events when the slot was created; CDC will not deliver them: drain them with the polling relay",
+			r.cfg.Logger.Info("pgcdc: the outbox table already held undelivered events when the slot was created; the relay backfills them from the table",
 				"table", r.cfg.Table, "events", n, "slot", r.cfg.Slot)
 		}
 		r.cfg.Logger.Info("pgcdc: created replication slot", "slot", r.cfg.Slot, "publication", r.cfg.Publication)
@@ -324,7 +324,7 @@ type Status struct {
 	ActivePID int
 	// WALStatus is pg_replication_slots.wal_status: "reserved", "extended",
 	// "unreserved" or "lost" (a lost slot can no longer be streamed: drop
-	// and recreate it, and drain the table with the polling relay).
+	// and recreate it: the relay then backfills the waiting rows).
 	WALStatus string
 	// ConfirmedFlushLSN: every transaction that committed before it has
 	// been published and confirmed. CurrentLSN is pg_current_wal_lsn().

@@ -3,7 +3,6 @@ package pgcdc
 import (
 	"context"
 	"fmt"
-	"strconv"
 	"sync"
 	"time"
 
@@ -18,6 +17,9 @@ type txn struct {
 	xid   uint32
 	items []*item
 	left  int // items not finished yet
+	// backfill: the items were read from the table (see backfill.go), not
+	// streamed; the transaction is not in the buffer and has no position.
+	backfill bool
 }
 
 // item is one received row: finished once the database completed or
@@ -42,6 +44,8 @@ type source struct {
 	received pglogrepl.LSN // end of the last transaction buffered
 	wake     func()
 	space    chan struct{} // signalled when transactions leave the buffer
+
+	bf backfillState // rows read from the table (backfill.go)
 }
 
 var (
@@ -65,6 +69,7 @@ func (s *source) push(t *txn) bool {
 		s.mu.Unlock()
 		return false
 	}
+	s.dedupeLocked(t)
 	t.left = len(t.items)
 	s.txns = append(s.txns, t)
 	for _, it := range t.items {
@@ -111,6 +116,7 @@ func (s *source) reset() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.txns, s.bySeq, s.received = nil, map[int64]*item{}, 0
+	s.bf = backfillState{}
 }
 
 // finish marks seqs finished and moves the confirmed position.
@@ -131,9 +137,13 @@ func (s *source) finish(seqs []int64) {
 
 // Claim implements outbox.Source: the unfinished rows received, in commit
 // order. AfterSeq (read-ahead) is not supported: it returns nothing.
-func (s *source) Claim(_ context.Context, p outbox.ClaimParams) ([]outbox.Record, error) {
+func (s *source) Claim(ctx context.Context, p outbox.ClaimParams) ([]outbox.Record, error) {
 	if p.AfterSeq > 0 {
 		return nil, nil
+	}
+	gate, err := s.backfillStep(ctx, p.Limit)
+	if err != nil {
+		return nil, err
 	}
 	var exSubj map[string]bool
 	var exSeq map[int64]bool
@@ -152,7 +162,19 @@ func (s *source) Claim(_ context.Context, p outbox.ClaimParams) ([]outbox.Record
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	var out []outbox.Record
-	for _, t := range s.txns {
+	txns := s.txns
+	if s.bf.t != nil {
+		// Rows read from the table go first: they committed before the
+		// streamed rows not yet finished (see backfill.go); while more are
+		// to be read, the streamed rows wait.
+		txns = append([]*txn{s.bf.t}, txns...)
+		if gate {
+			txns = txns[:1]
+		}
+	} else if gate {
+		return nil, nil
+	}
+	for _, t := range txns {
 		if t.left == 0 {
 			continue
 		}
@@ -265,24 +287,23 @@ func (s *source) visible(ctx context.Context, seqs []int64) (map[int64]bool, err
 	if err != nil {
 		return nil, fmt.Errorf("pgcdc: read snapshot: %w", err)
 	}
-	xmax, err := strconv.ParseUint(xmaxText, 10, 64)
+	sn, err := parseSnapshot(xmaxText, xip)
 	if err != nil {
-		return nil, fmt.Errorf("pgcdc: read snapshot: %w", err)
-	}
-	running := make(map[uint64]bool, len(xip))
-	for _, x := range xip {
-		if v, err := strconv.ParseUint(x, 10, 64); err == nil {
-			running[v] = true
-		}
+		return nil, fmt.Errorf("pgcdc: %w", err)
 	}
 	out := map[int64]bool{}
-	for q, x := range s.xids(seqs) {
-		// Widen the 32-bit xid of the stream to the epoch of xmax.
-		full := xmax&^0xFFFFFFFF | uint64(x)
-		if full >= xmax && full >= 1<<32 {
-			full -= 1 << 32
+	s.mu.Lock()
+	for _, q := range seqs {
+		if it := s.bySeq[q]; it != nil && it.t.backfill {
+			out[q] = true // read from the table: committed and visible
 		}
-		out[q] = full < xmax && !running[full]
+	}
+	s.mu.Unlock()
+	for q, x := range s.xids(seqs) {
+		if out[q] {
+			continue
+		}
+		out[q] = sn.sees(x)
 	}
 	return out, nil
 }
@@ -351,6 +372,15 @@ func (s *source) TryLock(ctx context.Context) (outbox.Lock, error) {
 		return nil, err
 	}
 	s.reset()
+	// The full backfill list is taken before the stream starts: every
+	// transaction the stream then hands over that committed before it is
+	// either on it or done (see backfill.go).
+	if err := s.listBackfill(ctx, false); err != nil {
+		rctx, rcancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+		_ = inner.Release(rctx)
+		rcancel()
+		return nil, err
+	}
 	s.r.confirmed.Store(0)
 	sctx, cancel := context.WithCancel(ctx)
 	l := &streamLock{inner: inner, cancel: cancel, lost: make(chan struct{}), done: make(chan struct{}), src: s}

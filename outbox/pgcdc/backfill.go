@@ -1,0 +1,252 @@
+package pgcdc
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/eventkit/eventkit/outbox"
+)
+
+// Backfill: rows the stream will never carry are read from the table.
+//
+// The slot streams the inserts committed after its confirmed position.
+// Rows committed before it and still waiting in the table are not in the
+// stream: rows committed before the slot existed, rows requeued after
+// parking (an UPDATE, and the publication carries inserts only), and any
+// row a previous leader left behind. So whenever a relay becomes the leader
+// it lists, in one snapshot, the seqs of every waiting row it does not hold
+// already (the low watermark is the stream's start, the high watermark the
+// WAL insert position read with the list), and then reads those rows from
+// the table in seq order, BatchSize at a time; while it does, Claim returns
+// only those rows (the streamed ones wait in the buffer). A streamed row
+// of a transaction visible to the list's snapshot is dropped (its rows are
+// on the list, or no longer waiting); the full list is taken before the
+// stream starts.
+// While leading, it lists requeued rows (attempts = 0 with a last error:
+// what Requeue leaves) every BackfillInterval in the same way.
+//
+// Order: within a subject, Add serializes writers, so the rows of a subject
+// visible in one snapshot are a prefix of its commit order; the listed rows
+// go out first, in seq order, and the subject's later rows come from the
+// stream after them. A row of the list that commits late (not visible to the
+// snapshot) is not on it: it comes from the stream, with its subject's later
+// rows behind it. Duplicates: a listed row that is also streamed is
+// published once; a kill during a backfill publishes at most the rows in
+// flight again (the next leader lists them again): the same bound as a
+// kill of the stream.
+type backfillState struct {
+	need     bool    // list the waiting rows at the next Claim
+	requeued bool    // list only requeued rows (the periodic scan)
+	list     []int64 // seqs still to read, ascending
+	seen     map[int64]bool
+	snap     *snapshot // the snapshot of the full list
+	t        *txn      // the rows read and not all finished
+	lastScan time.Time
+}
+
+// dedupeLocked drops the streamed rows the stream carries again although
+// the backfill has them or they are done: a transaction that committed
+// before the full list was taken (end <= hw) held, at that time, only rows
+// that were listed (read from the table), already buffered (streamed before
+// the list: not dropped, they were pushed earlier) or no longer waiting
+// (completed or parked, maybe by an earlier leader). Requeued rows listed by
+// the periodic scan are dropped by seq.
+func (s *source) dedupeLocked(t *txn) {
+	if s.bf.snap != nil && s.bf.snap.sees(t.xid) {
+		clear(t.items)
+		t.items = t.items[:0]
+		return
+	}
+	if len(s.bf.seen) == 0 {
+		return
+	}
+	k := 0
+	for _, it := range t.items {
+		if s.bf.seen[it.rec.Seq] {
+			delete(s.bf.seen, it.rec.Seq)
+			continue
+		}
+		t.items[k] = it
+		k++
+	}
+	clear(t.items[k:])
+	t.items = t.items[:k]
+}
+
+// backfillStep lists or reads the next backfill rows if due, and reports
+// whether streamed rows must wait (rows of the list are still unread).
+func (s *source) backfillStep(ctx context.Context, limit int) (gate bool, err error) {
+	s.mu.Lock()
+	if s.bf.t != nil && s.bf.t.left == 0 {
+		s.bf.t = nil
+	}
+	if !s.bf.need && len(s.bf.list) == 0 && s.bf.t == nil && time.Since(s.bf.lastScan) >= s.r.cfg.BackfillInterval {
+		s.bf.need, s.bf.requeued = true, true
+	}
+	need, requeued := s.bf.need, s.bf.requeued
+	s.mu.Unlock()
+	if need {
+		if err := s.listBackfill(ctx, requeued); err != nil {
+			return false, err
+		}
+	}
+	for {
+		s.mu.Lock()
+		next := s.bf.t == nil && len(s.bf.list) > 0
+		s.mu.Unlock()
+		if !next {
+			break
+		}
+		if err := s.readBackfill(ctx, limit); err != nil {
+			return false, err
+		}
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.bf.list) > 0, nil
+}
+
+// listBackfill takes the list of waiting rows the buffer does not hold, in
+// one snapshot, with the WAL insert position.
+func (s *source) listBackfill(ctx context.Context, requeued bool) error {
+	cond := ``
+	if requeued {
+		cond = ` AND attempts = 0 AND last_error IS NOT NULL`
+	}
+	var seqs []int64
+	var xmaxText string
+	var xip []string
+	err := s.r.pool.QueryRow(ctx, `SELECT ARRAY(SELECT seq FROM `+s.r.cfg.Table+`
+    WHERE delivered_at IS NULL AND parked_at IS NULL`+cond+` ORDER BY seq),
+  pg_snapshot_xmax(pg_current_snapshot())::text, ARRAY(SELECT x::text FROM pg_snapshot_xip(pg_current_snapshot()) AS x)`).Scan(&seqs, &xmaxText, &xip)
+	if err != nil {
+		return fmt.Errorf("pgcdc: backfill: list rows: %w", err)
+	}
+	snap, err := parseSnapshot(xmaxText, xip)
+	if err != nil {
+		return fmt.Errorf("pgcdc: backfill: %w", err)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.bf.need = false
+	s.bf.lastScan = time.Now()
+	k := 0
+	for _, q := range seqs {
+		if s.bySeq[q] == nil { // not held already (streamed, or read before)
+			seqs[k] = q
+			k++
+		}
+	}
+	seqs = seqs[:k]
+	if !requeued {
+		s.bf.snap = snap
+	}
+	if len(seqs) == 0 {
+		return nil
+	}
+	if requeued {
+		if s.bf.seen == nil {
+			s.bf.seen = make(map[int64]bool, len(seqs))
+		}
+		for _, q := range seqs {
+			s.bf.seen[q] = true
+		}
+	}
+	s.bf.list = append(s.bf.list, seqs...)
+	if !requeued {
+		s.r.cfg.Logger.Info("pgcdc: backfilling rows the stream does not carry", "table", s.r.cfg.Table, "rows", len(seqs))
+	} else {
+		s.r.cfg.Logger.Info("pgcdc: backfilling requeued rows", "table", s.r.cfg.Table, "rows", len(seqs))
+	}
+	return nil
+}
+
+// readBackfill reads the next rows of the list from the table, in seq order.
+// Rows that are gone (completed or parked meanwhile) are dropped; rows not on
+// the list (committed after it was taken) are left to the stream.
+func (s *source) readBackfill(ctx context.Context, limit int) error {
+	s.mu.Lock()
+	if len(s.bf.list) == 0 {
+		s.mu.Unlock()
+		return nil
+	}
+	after := s.bf.list[0] - 1
+	n := min(limit, len(s.bf.list))
+	last := s.bf.list[n-1]
+	s.mu.Unlock()
+	var recs []outbox.Record
+	for {
+		rs, err := s.r.store.Claim(ctx, outbox.ClaimParams{Limit: limit, AfterSeq: after})
+		if err != nil {
+			return fmt.Errorf("pgcdc: backfill: read rows: %w", err)
+		}
+		for _, r := range rs {
+			if r.Seq <= last {
+				recs = append(recs, r)
+			}
+		}
+		if len(rs) < limit || rs[len(rs)-1].Seq >= last {
+			break
+		}
+		after = rs[len(rs)-1].Seq
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	want := make(map[int64]bool, n)
+	for _, q := range s.bf.list[:n] {
+		want[q] = true
+	}
+	s.bf.list = s.bf.list[n:]
+	if len(s.bf.list) == 0 {
+		s.bf.list = nil
+	}
+	t := &txn{backfill: true}
+	for _, r := range recs {
+		if !want[r.Seq] || s.bySeq[r.Seq] != nil {
+			continue
+		}
+		it := &item{rec: r, t: t}
+		t.items = append(t.items, it)
+		s.bySeq[r.Seq] = it
+	}
+	t.left = len(t.items)
+	if t.left > 0 {
+		s.bf.t = t
+		s.r.stats.backfilled.Add(int64(t.left))
+	}
+	return nil
+}
+
+// snapshot is a database snapshot's visibility: transactions below xmax and
+// not in xip are visible.
+type snapshot struct {
+	xmax uint64
+	xip  map[uint64]bool
+}
+
+func parseSnapshot(xmaxText string, xip []string) (*snapshot, error) {
+	xmax, err := strconv.ParseUint(xmaxText, 10, 64)
+	if err != nil {
+		return nil, fmt.Errorf("read snapshot: %w", err)
+	}
+	sn := &snapshot{xmax: xmax, xip: make(map[uint64]bool, len(xip))}
+	for _, x := range xip {
+		if v, err := strconv.ParseUint(x, 10, 64); err == nil {
+			sn.xip[v] = true
+		}
+	}
+	return sn, nil
+}
+
+// sees reports whether the transaction of 32-bit id x (as the stream gives
+// it) is visible to the snapshot.
+func (sn *snapshot) sees(x uint32) bool {
+	// Widen the 32-bit xid of the stream to the epoch of xmax.
+	full := sn.xmax&^0xFFFFFFFF | uint64(x)
+	if full >= sn.xmax && full >= 1<<32 {
+		full -= 1 << 32
+	}
+	return full < sn.xmax && !sn.xip[full]
+}
