@@ -3,6 +3,7 @@ package brokertest
 import (
 	"context"
 	"fmt"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -184,15 +185,19 @@ func (s *suite) closeWaitsForLaterSettle(t *testing.T) {
 	b := s.broker(t)
 	ctx, topic := s.ctx(t), s.cfg.Topic(t)
 	evs := mkEvents(3, func(int) string { return "k" })
-	var acked, ackErrs atomic.Int64
+	// called counts Ack calls begun; Close must not return before all
+	// three began (it waits for them), and each must then succeed.
+	var called, ackErrs atomic.Int64
+	var acks sync.WaitGroup
 	got := make(chan struct{}, len(evs))
 	sub := s.subscribe(t, ctx, b, topic, "g", func(ctx context.Context, d broker.Delivery) error {
+		acks.Add(1)
 		go func() {
+			defer acks.Done()
 			time.Sleep(500 * time.Millisecond)
+			called.Add(1)
 			if err := d.Ack(context.Background()); err != nil {
 				ackErrs.Add(1)
-			} else {
-				acked.Add(1)
 			}
 		}()
 		got <- struct{}{}
@@ -211,8 +216,10 @@ func (s *suite) closeWaitsForLaterSettle(t *testing.T) {
 	if err := sub.Close(cctx); err != nil {
 		t.Fatalf("Close: %v", err)
 	}
-	if n := acked.Load(); n != int64(len(evs)) {
-		t.Fatalf("Close returned with %d of %d deliveries settled (ack errors: %d); it must wait for deliveries settled later from another goroutine", n, len(evs), ackErrs.Load())
+	n := called.Load()
+	acks.Wait()
+	if n != int64(len(evs)) || ackErrs.Load() != 0 {
+		t.Fatalf("Close returned before %d of %d deliveries were settled (ack errors: %d); it must wait for deliveries settled later from another goroutine", int64(len(evs))-n, len(evs), ackErrs.Load())
 	}
 	// Nothing comes again: a marker behind them (same subject) arrives
 	// first for a new subscriber of the group.
