@@ -429,8 +429,19 @@ func TestDLQ(t *testing.T) {
 // committed, unpublished events, then runs every bench and read-only
 // command. The user's rows must come out byte for byte as they went in, and
 // the bench must leave no table, stream or group of its own behind.
+// benchMu serialises the tests that run bench against the shared NATS
+// server: two of them check that no bench stream is left behind, which a
+// bench of another test still running would otherwise trip.
+var benchMu sync.Mutex
+
+func lockBench(t *testing.T) {
+	benchMu.Lock()
+	t.Cleanup(benchMu.Unlock)
+}
+
 func TestBenchNeverTouchesUserData(t *testing.T) {
 	t.Parallel()
+	lockBench(t)
 	f := newPG(t)
 	ctx := context.Background()
 	f.add(t, testenv.Name("orders"), 50)
@@ -507,6 +518,7 @@ func TestBenchNeverTouchesUserData(t *testing.T) {
 // it measured so far, clean up, and exit non-zero.
 func TestBenchInterrupted(t *testing.T) {
 	t.Parallel()
+	lockBench(t)
 	natsURL := testenv.NATS.URL(t)
 	before := natsStreams(t, natsURL)
 	cmd := exec.Command(bin, "bench", "publish", "--broker", natsURL, "--events", "300000", "--batch", "1")

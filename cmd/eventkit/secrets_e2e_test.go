@@ -68,6 +68,7 @@ func secretURLs(scheme, host, user, path string, ok ...string) []urlCase {
 // the environment for --help: no stdout or stderr may contain it.
 func TestNoSecretPrinted(t *testing.T) {
 	t.Parallel()
+	lockBench(t) // it runs bench too
 	pgHost := hostOf(t, testenv.Postgres.URL(t))
 	myHost := hostOf(t, testenv.MySQL.URL(t))
 	natsHost := hostOf(t, testenv.NATS.URL(t))
