@@ -121,11 +121,14 @@ func TestPartitionSIGKILL(t *testing.T) {
 					eventkit.WithSubject(fmt.Sprint("s", rand.IntN(subjects)))))
 			}
 			if err := s.Add(ctx, tx, "kill", evs...); err != nil {
-				writeDone <- err
+				// Roll back so the connection goes back to the pool: a held
+				// connection makes the pool's Close (in cleanup) wait for ever.
+				_ = tx.Rollback(context.Background())
+				writeDone <- fmt.Errorf("writer: add at event %d: %w", i, err)
 				return
 			}
 			if err := tx.Commit(ctx); err != nil {
-				writeDone <- err
+				writeDone <- fmt.Errorf("writer: commit at event %d: %w", i, err)
 				return
 			}
 			for _, e := range evs {
