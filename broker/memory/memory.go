@@ -139,13 +139,16 @@ func (b *Broker) PublishRaw(ctx context.Context, topicName string, headers map[s
 	if err := broker.ValidateName("topic", topicName); err != nil {
 		return err
 	}
-	body = append([]byte(nil), body...)
 	var ev eventkit.Event
-	var err error
-	if len(headers) > 0 {
+	err := broker.CheckSize("memory raw message", headers[eventkit.NATSBinding.Prefix+"id"], body, headers,
+		broker.MessageSize(body, headers), b.opts.MaxEventSize, "memory Options.MaxEventSize")
+	switch {
+	case err != nil: // over the limit: kept only truncated, in the DecodeError
+	case len(headers) > 0:
+		body = append([]byte(nil), body...)
 		ev, err = eventkit.NATSBinding.Decode(eventkit.MapHeaders(headers), "", body)
-	} else {
-		ev, err = eventkit.DecodeStructured(body)
+	default:
+		ev, err = eventkit.DecodeStructured(append([]byte(nil), body...))
 	}
 	return b.append(topicName, nil, []*message{{topic: topicName, ev: ev, decodeErr: err}})
 }
