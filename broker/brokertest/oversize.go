@@ -43,12 +43,13 @@ func (s *suite) oversized(t *testing.T) {
 		}
 	}
 	dlq := newCollector(nil)
-	s.subscribe(t, ctx, b, dlqTopic, consumer.DefaultDeadLetterGroup, dlq.handle)
+	s.subscribe(t, ctx, b, dlqTopic, "g", dlq.handle) // "g": the group the adapters' test topics clean up
 
 	var mu sync.Mutex
 	var handled []string
 	c, err := consumer.New(b, consumer.Config{
 		DeadLetterTopic: func(string) string { return dlqTopic },
+		DeadLetterGroup: "g",
 		Logger:          slog.New(slog.DiscardHandler),
 		Retry:           consumer.RetryPolicy{MaxAttempts: 3, Initial: 10 * time.Millisecond, Max: 50 * time.Millisecond},
 	})
