@@ -47,7 +47,7 @@ func checkRecordSize(r *kgo.Record, limit int) error {
 		hn += len(h.Key) + len(h.Value)
 	}
 	n := len(r.Key) + len(r.Value) + hn
-	if limit <= 0 || n <= limit {
+	if limit <= 0 || n <= limit+broker.Allowance(len(r.Headers)) {
 		return nil
 	}
 	var hs map[string]string // only small headers are kept (see broker.CheckSize)
@@ -63,7 +63,7 @@ func checkRecordSize(r *kgo.Record, limit int) error {
 			id = string(h.Value)
 		}
 	}
-	return broker.CheckSize(eventkit.KafkaBinding.Name+" binary", id, r.Value, hs, n, limit, "kafka Options.MaxMessageBytes")
+	return broker.CheckSize(eventkit.KafkaBinding.Name+" binary", id, r.Value, hs, n, len(r.Headers), limit, "kafka Options.MaxMessageBytes")
 }
 
 // DecodeRecord decodes a record in CloudEvents binary mode (Kafka binding).

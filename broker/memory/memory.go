@@ -141,7 +141,7 @@ func (b *Broker) PublishRaw(ctx context.Context, topicName string, headers map[s
 	}
 	var ev eventkit.Event
 	err := broker.CheckSize("memory raw message", headers[eventkit.NATSBinding.Prefix+"id"], body, headers,
-		broker.MessageSize(body, headers), b.opts.MaxEventSize, "memory Options.MaxEventSize")
+		broker.MessageSize(body, headers), len(headers), b.opts.MaxEventSize, "memory Options.MaxEventSize")
 	switch {
 	case err != nil: // over the limit: kept only truncated, in the DecodeError
 	case len(headers) > 0:

@@ -437,13 +437,14 @@ func (d *delivery) InProgress(ctx context.Context) error {
 // buffered the message already; the server's max_payload bounds that.
 func (b *Broker) checkSize(msg jetstream.Msg) error {
 	h, body := msg.Headers(), msg.Data()
-	n := len(body)
+	n, nh := len(body), 0
 	for k, vs := range h {
 		for _, v := range vs {
 			n += len(k) + len(v)
+			nh++
 		}
 	}
-	if n <= b.maxPayload {
+	if n <= b.maxPayload+broker.Allowance(nh) {
 		return nil
 	}
 	hs := make(map[string]string, len(h))
@@ -452,5 +453,5 @@ func (b *Broker) checkSize(msg jetstream.Msg) error {
 			hs[k] = vs[0]
 		}
 	}
-	return broker.CheckSize(eventkit.NATSBinding.Name+" binary", h.Get(eventkit.NATSBinding.Prefix+"id"), body, hs, n, b.maxPayload, b.sizeWhere)
+	return broker.CheckSize(eventkit.NATSBinding.Name+" binary", h.Get(eventkit.NATSBinding.Prefix+"id"), body, hs, n, nh, b.maxPayload, b.sizeWhere)
 }

@@ -549,7 +549,7 @@ func checkSize(m *amqp.Delivery, limit int) error {
 	for k, v := range m.Headers {
 		n += len(k) + len(fmt.Sprint(v))
 	}
-	if limit <= 0 || n <= limit {
+	if limit <= 0 || n <= limit+broker.Allowance(len(m.Headers)) {
 		return nil
 	}
 	var hs map[string]string
@@ -559,7 +559,7 @@ func checkSize(m *amqp.Delivery, limit int) error {
 			hs[k] = fmt.Sprint(v)
 		}
 	}
-	return broker.CheckSize(eventkit.AMQPBinding.Name+" binary", m.MessageId, m.Body, hs, n, limit, sizeWhere)
+	return broker.CheckSize(eventkit.AMQPBinding.Name+" binary", m.MessageId, m.Body, hs, n, len(m.Headers), limit, sizeWhere)
 }
 
 // permanentCode reports whether a channel error means the server refused the

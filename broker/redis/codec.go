@@ -137,7 +137,7 @@ func checkEntrySize(values map[string]any, limit int) error {
 	for k, v := range values {
 		n += len(k) + len(fieldString(v))
 	}
-	if limit <= 0 || n <= limit {
+	if limit <= 0 || n <= limit+broker.Allowance(len(values)) {
 		return nil
 	}
 	data := fieldString(values[DataField])
@@ -152,7 +152,7 @@ func checkEntrySize(values map[string]any, limit int) error {
 	}
 	id, _ := values[binding.Prefix+"id"].(string)
 	body := []byte(data[:min(len(data), broker.TooLargeKeep)]) // not a copy of the whole value
-	return broker.CheckSize("redis stream entry", id, body, hs, n, limit, "redis broker Options.MaxPayload")
+	return broker.CheckSize("redis stream entry", id, body, hs, n, len(values), limit, "redis broker Options.MaxPayload")
 }
 
 // dumpFields renders an entry's fields as a JSON object with sorted keys.
