@@ -133,8 +133,12 @@ func (b *Broker) Publish(ctx context.Context, topicName string, events ...eventk
 // PublishRaw publishes bytes that are not necessarily an event, as another
 // tool might: with headers they are read as NATS-style binary mode
 // (eventkit.NATSBinding), without as structured JSON. Undecodable input is
-// delivered with DecodeErr set. It exists to test the handling of foreign
-// and malformed messages.
+// delivered with DecodeErr set. A message over Options.MaxEventSize (body
+// plus header names and values, with broker.Allowance) is delivered with
+// a DecodeErr wrapping a *eventkit.SizeError, keeping only the first
+// broker.TooLargeKeep bytes (see broker.CheckSize), as the network
+// adapters do on consume. It exists to test the handling of foreign and
+// malformed messages.
 func (b *Broker) PublishRaw(ctx context.Context, topicName string, headers map[string]string, body []byte) error {
 	if err := broker.ValidateName("topic", topicName); err != nil {
 		return err
