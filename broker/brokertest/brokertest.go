@@ -41,6 +41,12 @@ type Config struct {
 	// checks that garbage arrives as a delivery with DecodeErr and does not
 	// stall the subscription.
 	PublishRaw func(t *testing.T, topic string, headers map[string]string, body []byte) error
+	// Limited, if set, returns a broker (client) whose size limit, on
+	// publish and on consume, is limit bytes, and a function that publishes
+	// body (with optional headers) to a topic of the same server as a
+	// foreign tool would, past that limit (the server's own limit must be
+	// larger). The OversizedMessage case is skipped without it.
+	Limited func(t *testing.T, limit int) (broker.Broker, func(topic string, headers map[string]string, body []byte) error)
 	// Timeout bounds each wait for deliveries (default 30s).
 	Timeout time.Duration
 	// Setup, if set, runs before a subscription is used in a test, after it
@@ -109,6 +115,7 @@ func Run(t *testing.T, cfg Config) {
 		{"ConcurrentPublishFailures", s.concurrentPublishFailures},
 		{"PartialFailureOrder", s.partialFailureOrder},
 		{"ForeignMessage", s.foreign},
+		{"OversizedMessage", s.oversized},
 		{"NamesDoNotCollide", s.namesDoNotCollide},
 		{"HostileNamesRejected", s.hostileNames},
 		{"Capabilities", s.capabilities},

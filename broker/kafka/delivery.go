@@ -31,8 +31,39 @@ var _ broker.Delivery = (*Delivery)(nil)
 
 func newDelivery(s *Subscription, st *partState, e *entry) *Delivery {
 	d := &Delivery{s: s, st: st, e: e}
-	d.ev, d.err = DecodeRecord(e.rec)
+	if d.err = checkRecordSize(e.rec, s.b.maxBytes); d.err == nil {
+		d.ev, d.err = DecodeRecord(e.rec)
+	}
 	return d
+}
+
+// checkRecordSize refuses a record whose key, value and headers are over
+// limit (the adapter's MaxMessageBytes): a *eventkit.DecodeError wrapping a
+// *eventkit.SizeError, keeping at most broker.TooLargeKeep bytes of the
+// value (see broker.CheckSize).
+func checkRecordSize(r *kgo.Record, limit int) error {
+	hn := 0
+	for _, h := range r.Headers {
+		hn += len(h.Key) + len(h.Value)
+	}
+	n := len(r.Key) + len(r.Value) + hn
+	if limit <= 0 || n <= limit+broker.Allowance(len(r.Headers)) {
+		return nil
+	}
+	var hs map[string]string // only small headers are kept (see broker.CheckSize)
+	if hn <= 4<<10 {
+		hs = make(map[string]string, len(r.Headers))
+		for _, h := range r.Headers {
+			hs[h.Key] = string(h.Value)
+		}
+	}
+	var id string
+	for _, h := range r.Headers {
+		if h.Key == eventkit.KafkaBinding.Prefix+"id" && len(h.Value) <= 256 {
+			id = string(h.Value)
+		}
+	}
+	return broker.CheckSize(eventkit.KafkaBinding.Name+" binary", id, r.Value, hs, n, len(r.Headers), limit, "kafka Options.MaxMessageBytes")
 }
 
 // DecodeRecord decodes a record in CloudEvents binary mode (Kafka binding).

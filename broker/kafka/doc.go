@@ -145,4 +145,25 @@
 // the brokertest conformance suite, rebalances with deliveries in flight,
 // the loss of a broker, retries and ack-wait expiry, and contiguous
 // commits after a crash.
+//
+// # Size limits on consume
+//
+// A subscription refuses a message larger than Options.MaxMessageBytes (key,
+// value and header names and values), however it got
+// on the topic: it is delivered with DecodeErr set to a *eventkit.DecodeError
+// whose Err is a *eventkit.SizeError (errors.Is with eventkit.ErrTooLarge
+// holds), keeping at most broker.TooLargeKeep (1 KiB) of the body and the
+// headers only if they are small. The consumer runtime dead-letters it at
+// once as undecodable with the size error as its reason; it is never
+// redelivered. The check allows for the binding's header names
+// (broker.Allowance), so every event Publish accepted passes it.
+//
+// Buffering: franz-go reads a fetched record batch whole before eventkit
+// sees a record. kgo.FetchMaxBytes and FetchMaxPartitionBytes are soft
+// (since KIP-74 the broker returns the first batch of a partition even if it
+// is larger), so they cannot refuse a huge record; kgo.BrokerMaxReadBytes is
+// a hard cap, but a fetch response over it fails the connection and is
+// retried forever, stalling the partition, so the adapter does not lower
+// it. What bounds a consumer's memory is the broker's message.max.bytes
+// (and a topic's max.message.bytes): keep them at the size you publish.
 package kafka

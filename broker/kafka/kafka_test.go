@@ -85,17 +85,27 @@ func TestConformance(t *testing.T) {
 	t.Cleanup(raw.Close)
 	admin := newBroker(t, testOptions(c))
 	t.Cleanup(func() { _ = admin.Close(context.Background()) })
+	publishRaw := func(topic string, h map[string]string, body []byte) error {
+		if err := admin.EnsureTopic(context.Background(), topic); err != nil {
+			return err
+		}
+		r := &kgo.Record{Topic: topic, Value: body}
+		for k, v := range h {
+			r.Headers = append(r.Headers, kgo.RecordHeader{Key: k, Value: []byte(v)})
+		}
+		return raw.ProduceSync(context.Background(), r).FirstErr()
+	}
 	brokertest.Run(t, brokertest.Config{
 		New: func(t *testing.T) broker.Broker { return newBroker(t, testOptions(c)) },
 		PublishRaw: func(t *testing.T, topic string, h map[string]string, body []byte) error {
-			if err := admin.EnsureTopic(context.Background(), topic); err != nil {
-				return err
+			return publishRaw(topic, h, body)
+		},
+		Limited: func(t *testing.T, limit int) (broker.Broker, func(string, map[string]string, []byte) error) {
+			opts := testOptions(c)
+			opts.MaxMessageBytes = limit
+			return newBroker(t, opts), func(topic string, h map[string]string, body []byte) error {
+				return publishRaw(topic, h, body)
 			}
-			r := &kgo.Record{Topic: topic, Value: body}
-			for k, v := range h {
-				r.Headers = append(r.Headers, kgo.RecordHeader{Key: k, Value: []byte(v)})
-			}
-			return raw.ProduceSync(context.Background(), r).FirstErr()
 		},
 		Settle: func(t *testing.T, sub broker.Subscription) { waitAssigned(t, sub) },
 	})

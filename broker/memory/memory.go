@@ -133,19 +133,26 @@ func (b *Broker) Publish(ctx context.Context, topicName string, events ...eventk
 // PublishRaw publishes bytes that are not necessarily an event, as another
 // tool might: with headers they are read as NATS-style binary mode
 // (eventkit.NATSBinding), without as structured JSON. Undecodable input is
-// delivered with DecodeErr set. It exists to test the handling of foreign
-// and malformed messages.
+// delivered with DecodeErr set. A message over Options.MaxEventSize (body
+// plus header names and values, with broker.Allowance) is delivered with
+// a DecodeErr wrapping a *eventkit.SizeError, keeping only the first
+// broker.TooLargeKeep bytes (see broker.CheckSize), as the network
+// adapters do on consume. It exists to test the handling of foreign and
+// malformed messages.
 func (b *Broker) PublishRaw(ctx context.Context, topicName string, headers map[string]string, body []byte) error {
 	if err := broker.ValidateName("topic", topicName); err != nil {
 		return err
 	}
-	body = append([]byte(nil), body...)
 	var ev eventkit.Event
-	var err error
-	if len(headers) > 0 {
+	err := broker.CheckSize("memory raw message", headers[eventkit.NATSBinding.Prefix+"id"], body, headers,
+		broker.MessageSize(body, headers), len(headers), b.opts.MaxEventSize, "memory Options.MaxEventSize")
+	switch {
+	case err != nil: // over the limit: kept only truncated, in the DecodeError
+	case len(headers) > 0:
+		body = append([]byte(nil), body...)
 		ev, err = eventkit.NATSBinding.Decode(eventkit.MapHeaders(headers), "", body)
-	} else {
-		ev, err = eventkit.DecodeStructured(body)
+	default:
+		ev, err = eventkit.DecodeStructured(append([]byte(nil), body...))
 	}
 	return b.append(topicName, nil, []*message{{topic: topicName, ev: ev, decodeErr: err}})
 }

@@ -24,5 +24,14 @@ func TestConformance(t *testing.T) {
 		PublishRaw: func(t *testing.T, topic string, h map[string]string, body []byte) error {
 			return shared.PublishRaw(context.Background(), topic, h, body)
 		},
+		// The limit is a broker's, so a broker of its own; its PublishRaw
+		// takes any size and the message is refused on consume.
+		Limited: func(t *testing.T, limit int) (broker.Broker, func(string, map[string]string, []byte) error) {
+			lb := memory.New(memory.Options{MaxEventSize: limit})
+			t.Cleanup(func() { _ = lb.Close(context.Background()) })
+			return memory.Client(lb), func(topic string, h map[string]string, body []byte) error {
+				return lb.PublishRaw(context.Background(), topic, h, body)
+			}
+		},
 	})
 }

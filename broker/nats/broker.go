@@ -84,6 +84,12 @@ type Options struct {
 	// consumer runtime's inbox does). It saves the server's deduplication
 	// bookkeeping: measurably faster publishing (see the benchmarks).
 	DisableDedupe bool
+	// MaxEventSize, if > 0 and below the server's max_payload, is the
+	// largest message (headers plus body) Publish sends and a subscription
+	// accepts; a larger message is delivered with a DecodeErr wrapping a
+	// *eventkit.SizeError (see the package doc, Size limits). Default: the
+	// server's max_payload, which already caps every message on the wire.
+	MaxEventSize int
 	// Logger receives connection events (disconnect, reconnect, errors).
 	// Default slog.Default(); slog.New(slog.DiscardHandler) silences it.
 	Logger *slog.Logger
@@ -133,7 +139,9 @@ type Broker struct {
 	pub        jetstream.JetStream // Publish only (see outMsg)
 	opts       Options
 	ownConn    bool
-	maxPayload int
+	maxPayload int    // the limit: max_payload, or Options.MaxEventSize if lower
+	serverMax  int    // the server's max_payload
+	sizeWhere  string // names maxPayload in size errors
 
 	mu      sync.Mutex
 	closed  bool
@@ -239,6 +247,12 @@ func newBroker(nc *nats.Conn, opts Options, own bool) (*Broker, error) {
 		nc: nc, js: js, opts: opts, ownConn: own, maxPayload: int(nc.MaxPayload()),
 		streams: map[string]string{}, subs: map[*subscription]struct{}{},
 	}
+	b.serverMax = b.maxPayload
+	b.sizeWhere = fmt.Sprintf("nats server max_payload (%d bytes)", b.maxPayload)
+	if opts.MaxEventSize > 0 && opts.MaxEventSize < b.maxPayload {
+		b.maxPayload = opts.MaxEventSize
+		b.sizeWhere = fmt.Sprintf("nats Options.MaxEventSize (%d bytes)", b.maxPayload)
+	}
 	// A private handle for Publish: its ack callbacks see only outMsgs.
 	b.pub, err = jetstream.New(nc,
 		jetstream.WithPublishAsyncMaxPending(1<<30), // each Publish call bounds its own window
@@ -272,7 +286,7 @@ func (b *Broker) Capabilities() broker.Capabilities {
 		NativeDedupe: !b.opts.DisableDedupe,
 		Durable:      b.opts.Stream.Storage == jetstream.FileStorage,
 		Replay:       true,
-		MaxPayload:   b.maxPayload,
+		MaxPayload:   b.serverMax,
 	}
 }
 
@@ -601,7 +615,7 @@ func (b *Broker) publishErr(topic string, err error) error {
 }
 
 func (b *Broker) sizeError(id string, size int) error {
-	return &eventkit.SizeError{ID: id, Size: size, Limit: b.maxPayload, Where: fmt.Sprintf("nats server max_payload (%d bytes)", b.maxPayload)}
+	return &eventkit.SizeError{ID: id, Size: size, Limit: b.maxPayload, Where: b.sizeWhere}
 }
 
 // nameLimit makes the size errors of a validation failure name the server's
@@ -614,7 +628,7 @@ func (b *Broker) nameLimit(err error) {
 	for _, f := range pe.Failed {
 		var se *eventkit.SizeError
 		if errors.As(f.Err, &se) {
-			se.Where = fmt.Sprintf("nats server max_payload (%d bytes)", b.maxPayload)
+			se.Where = b.sizeWhere
 		}
 	}
 }

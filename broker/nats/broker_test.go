@@ -116,6 +116,15 @@ func conformance(t *testing.T, newBroker func(t *testing.T) *natsbroker.Broker, 
 			closeBroker(t, b)
 			return brokertest.Reject{Broker: b, Topic: topic, Poison: func(e *eventkit.Event) { e.Data = make([]byte, 8<<10) }}
 		},
+		// A client whose MaxEventSize is below the server's max_payload;
+		// the admin client publishes past it.
+		Limited: func(t *testing.T, limit int) (broker.Broker, func(string, map[string]string, []byte) error) {
+			return connect(t, natsbroker.Options{MaxEventSize: limit}), func(topic string, h map[string]string, body []byte) error {
+				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+				defer cancel()
+				return admin.PublishRaw(ctx, topic, h, body)
+			}
+		},
 	})
 }
 

@@ -137,4 +137,22 @@
 // same messages; the CloudEvents header block (and the server's dedupe
 // bookkeeping for Nats-Msg-Id) makes messages costlier for the server than
 // bare payloads, see BenchmarkPublishSideBySide.
+//
+// # Size limits on consume
+//
+// A subscription refuses a message larger than Options.MaxEventSize, if set
+// below the server's max_payload, else max_payload (header names and values
+// and body), however it got
+// on the stream: it is delivered with DecodeErr set to a *eventkit.DecodeError
+// whose Err is a *eventkit.SizeError (errors.Is with eventkit.ErrTooLarge
+// holds), keeping at most broker.TooLargeKeep (1 KiB) of the body and the
+// headers only if they are small. The consumer runtime dead-letters it at
+// once as undecodable with the size error as its reason; it is never
+// redelivered. The check allows for the binding's header names
+// (broker.Allowance), so every event Publish accepted passes it.
+//
+// Buffering: the client reads a whole message before eventkit sees it,
+// but the server refuses any publish over its max_payload (1 MiB by
+// default), so nothing larger ever reaches a subscriber: max_payload is
+// what bounds a consumer's memory (times the pull batch, MaxInFlight).
 package natsbroker

@@ -371,7 +371,9 @@ type delivery struct {
 
 func (s *subscription) newDelivery(msg jetstream.Msg) *delivery {
 	d := &delivery{s: s, msg: msg}
-	d.ev, d.err = decode(msg.Headers(), msg.Data())
+	if d.err = s.b.checkSize(msg); d.err == nil {
+		d.ev, d.err = decode(msg.Headers(), msg.Data())
+	}
 	if n, ok := deliveredCount(msg.Reply()); ok {
 		d.attempt = n
 	} else if md, err := msg.Metadata(); err == nil {
@@ -427,4 +429,29 @@ func (d *delivery) InProgress(ctx context.Context) error {
 		return broker.ErrAlreadySettled
 	}
 	return d.msg.InProgress()
+}
+
+// checkSize refuses a message whose headers and body are over the limit
+// (max_payload, or Options.MaxEventSize if lower): a *eventkit.DecodeError
+// wrapping a *eventkit.SizeError (see broker.CheckSize). The client has
+// buffered the message already; the server's max_payload bounds that.
+func (b *Broker) checkSize(msg jetstream.Msg) error {
+	h, body := msg.Headers(), msg.Data()
+	n, nh := len(body), 0
+	for k, vs := range h {
+		for _, v := range vs {
+			n += len(k) + len(v)
+			nh++
+		}
+	}
+	if n <= b.maxPayload+broker.Allowance(nh) {
+		return nil
+	}
+	hs := make(map[string]string, len(h))
+	for k, vs := range h {
+		if len(vs) > 0 {
+			hs[k] = vs[0]
+		}
+	}
+	return broker.CheckSize(eventkit.NATSBinding.Name+" binary", h.Get(eventkit.NATSBinding.Prefix+"id"), body, hs, n, nh, b.maxPayload, b.sizeWhere)
 }

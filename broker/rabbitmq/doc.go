@@ -162,4 +162,22 @@
 //
 // DeleteTopology removes a topic's exchange and its groups' queues (tests,
 // decommissioning).
+//
+// # Size limits on consume
+//
+// A subscription refuses a message larger than Options.MaxMessageSize (body
+// plus header names and values as text), however it got
+// on the queue: it is delivered with DecodeErr set to a *eventkit.DecodeError
+// whose Err is a *eventkit.SizeError (errors.Is with eventkit.ErrTooLarge
+// holds), keeping at most broker.TooLargeKeep (1 KiB) of the body and the
+// headers only if they are small. The consumer runtime dead-letters it at
+// once as undecodable with the size error as its reason; it is never
+// redelivered. The check allows for the binding's header names
+// (broker.Allowance), so every event Publish accepted passes it.
+//
+// Buffering: amqp091 assembles the whole body from its frames before it
+// hands over a delivery (the content header announces the body size, but
+// the client does not expose it first), so the check runs on a body that
+// is already in memory. The server's max_message_size bounds that: set it
+// to the size you publish (rabbitmq.conf max_message_size).
 package rabbitmq

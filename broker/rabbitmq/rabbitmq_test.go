@@ -95,6 +95,15 @@ func conformance(t *testing.T, opts rabbitmq.Options) {
 		PublishRaw: func(t *testing.T, topic string, h map[string]string, body []byte) error {
 			return publishRaw(t, topic, h, body)
 		},
+		// A client with a low MaxMessageSize; the raw publisher takes any
+		// size the server does.
+		Limited: func(t *testing.T, limit int) (broker.Broker, func(string, map[string]string, []byte) error) {
+			o := opts
+			o.MaxMessageSize = limit
+			return newBroker(t, o), func(topic string, h map[string]string, body []byte) error {
+				return publishRaw(t, topic, h, body)
+			}
+		},
 		// An exchange with no queue bound: every publish is returned.
 		FailingTopic: func(t *testing.T) string { return provisionedTopic(t, opts) },
 	})

@@ -331,7 +331,9 @@ type delivery struct {
 
 func (s *subscription) newDelivery(ch *amqp.Channel, m amqp.Delivery) *delivery {
 	d := &delivery{s: s, ch: ch, m: m, attempt: attemptOf(&m)}
-	d.ev, d.derr = decode(&m)
+	if d.derr = checkSize(&m, s.b.opts.MaxMessageSize); d.derr == nil {
+		d.ev, d.derr = decode(&m)
+	}
 	s.mu.Lock()
 	d.timer = time.AfterFunc(s.cfg.AckWait, d.expire)
 	s.inflight[d] = struct{}{}
@@ -536,6 +538,28 @@ func intValue(v any) (int64, bool) {
 // AMQP binding requires; both "cloudEvents:" and "cloudEvents_" are read.
 func decode(m *amqp.Delivery) (eventkit.Event, error) {
 	return eventkit.AMQPBinding.DecodeTyped(maps.All(m.Headers), m.ContentType, m.Body)
+}
+
+// checkSize refuses a delivery whose body and headers are over limit
+// (Options.MaxMessageSize): a *eventkit.DecodeError wrapping a
+// *eventkit.SizeError (see broker.CheckSize). The client has read the
+// whole body already; the server's max_message_size bounds that.
+func checkSize(m *amqp.Delivery, limit int) error {
+	n := len(m.Body)
+	for k, v := range m.Headers {
+		n += len(k) + len(fmt.Sprint(v))
+	}
+	if limit <= 0 || n <= limit+broker.Allowance(len(m.Headers)) {
+		return nil
+	}
+	var hs map[string]string
+	if n-len(m.Body) <= 4<<10 {
+		hs = make(map[string]string, len(m.Headers))
+		for k, v := range m.Headers {
+			hs[k] = fmt.Sprint(v)
+		}
+	}
+	return broker.CheckSize(eventkit.AMQPBinding.Name+" binary", m.MessageId, m.Body, hs, n, len(m.Headers), limit, sizeWhere)
 }
 
 // permanentCode reports whether a channel error means the server refused the

@@ -7,6 +7,7 @@ import (
 	"iter"
 
 	"github.com/eventkit/eventkit"
+	"github.com/eventkit/eventkit/broker"
 )
 
 // DataField is the stream entry field that holds the event's payload. The
@@ -123,6 +124,35 @@ func decodeEntry(values map[string]any) (eventkit.Event, error) {
 		ev.Data = nil
 	}
 	return ev, nil
+}
+
+// checkEntrySize refuses an entry whose fields (names and values) are over
+// limit (Options.MaxPayload): a *eventkit.DecodeError wrapping a
+// *eventkit.SizeError, keeping at most broker.TooLargeKeep bytes of the data
+// field and the other fields only if they are small (see broker.CheckSize).
+// The client has read the whole entry already (the reply is parsed whole);
+// the server's proto-max-bulk-len bounds one value.
+func checkEntrySize(values map[string]any, limit int) error {
+	n := 0
+	for k, v := range values {
+		n += len(k) + len(fieldString(v))
+	}
+	if limit <= 0 || n <= limit+broker.Allowance(len(values)) {
+		return nil
+	}
+	data := fieldString(values[DataField])
+	var hs map[string]string
+	if n-len(data) <= 4<<10 {
+		hs = make(map[string]string, len(values))
+		for k, v := range values {
+			if k != DataField {
+				hs[k] = fieldString(v)
+			}
+		}
+	}
+	id, _ := values[binding.Prefix+"id"].(string)
+	body := []byte(data[:min(len(data), broker.TooLargeKeep)]) // not a copy of the whole value
+	return broker.CheckSize("redis stream entry", id, body, hs, n, len(values), limit, "redis broker Options.MaxPayload")
 }
 
 // dumpFields renders an entry's fields as a JSON object with sorted keys.

@@ -126,4 +126,22 @@
 //     left by crashed processes. A consumer with pending entries is never
 //     deleted (XGROUP DELCONSUMER would drop them): its entries are
 //     reclaimed first, and the name goes at a later prune.
+//
+// # Size limits on consume
+//
+// A subscription refuses a message larger than Options.MaxPayload (every
+// field name and value of the entry), however it got
+// on the stream: it is delivered with DecodeErr set to a *eventkit.DecodeError
+// whose Err is a *eventkit.SizeError (errors.Is with eventkit.ErrTooLarge
+// holds), keeping at most broker.TooLargeKeep (1 KiB) of the body and the
+// headers only if they are small. The consumer runtime dead-letters it at
+// once as undecodable with the size error as its reason; it is never
+// redelivered. The check allows for the binding's header names
+// (broker.Allowance), so every event Publish accepted passes it.
+//
+// Buffering: go-redis parses a whole XREADGROUP/XAUTOCLAIM reply before
+// eventkit sees an entry, and the reply announces no entry size before its
+// bytes, so nothing can be refused unread. Redis's proto-max-bulk-len
+// (512 MB by default) bounds one value: lower it, and restrict XADD with
+// ACLs, to bound a consumer's memory.
 package redis

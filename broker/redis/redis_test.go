@@ -79,18 +79,25 @@ func (e *env) xadd(t *testing.T, topic string, fields ...any) {
 
 func TestConformance(t *testing.T) {
 	e := newEnv(t)
+	publishRaw := func(topic string, h map[string]string, body []byte) error {
+		vals := []any{}
+		for k, v := range h {
+			vals = append(vals, k, v)
+		}
+		vals = append(vals, redisbroker.DataField, body)
+		return e.raw.XAdd(context.Background(), &goredis.XAddArgs{Stream: e.prefix + topic, Values: vals}).Err()
+	}
 	brokertest.Run(t, brokertest.Config{
 		New: func(t *testing.T) broker.Broker { return e.broker(t, redisbroker.Options{}) },
+		// A client with a low MaxPayload; the raw client writes any size.
+		Limited: func(t *testing.T, limit int) (broker.Broker, func(string, map[string]string, []byte) error) {
+			return e.broker(t, redisbroker.Options{MaxPayload: limit}), publishRaw
+		},
 		// The client's connections go away under the subscription, which
 		// is not closed (its pending entries stay unacked).
 		KillConnection: func(t *testing.T, b broker.Broker) { _ = b.(*redisbroker.Broker).Client().Close() },
 		PublishRaw: func(t *testing.T, topic string, h map[string]string, body []byte) error {
-			vals := []any{}
-			for k, v := range h {
-				vals = append(vals, k, v)
-			}
-			vals = append(vals, redisbroker.DataField, body)
-			return e.raw.XAdd(context.Background(), &goredis.XAddArgs{Stream: e.prefix + topic, Values: vals}).Err()
+			return publishRaw(topic, h, body)
 		},
 		// The topic's key holds a string: every XADD fails with WRONGTYPE.
 		FailingTopic: func(t *testing.T) string {

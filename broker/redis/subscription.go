@@ -853,7 +853,9 @@ type delivery struct {
 }
 
 func (d *delivery) decode() {
-	d.ev, d.derr = decodeEntry(d.values)
+	if d.derr = checkEntrySize(d.values, d.s.b.opts.MaxPayload); d.derr == nil {
+		d.ev, d.derr = decodeEntry(d.values)
+	}
 	d.values = nil
 }
 
