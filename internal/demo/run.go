@@ -78,7 +78,8 @@ type Summary struct {
 	ConsumerRestarts int           `json:"consumer_restarts"`
 	PoisonEventID    string        `json:"poison_event_id,omitempty"`
 	PoisonInDLQ      bool          `json:"poison_in_dead_letters"`
-	Elapsed          time.Duration `json:"elapsed_ns"`
+	// Elapsed is printed by eventkit demo --json as elapsed_seconds.
+	Elapsed time.Duration `json:"-"`
 	// Interrupted is set when the caller's context ended (SIGINT) before
 	// the services settled: the figures are what happened until then and
 	// no verdict was computed.
