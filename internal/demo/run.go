@@ -67,17 +67,17 @@ type Progress struct {
 
 // Summary is the outcome of a demo run.
 type Summary struct {
-	Orders           int           `json:"orders_placed"`
-	Published        int64         `json:"events_published"`
-	Delivered        uint64        `json:"events_handled"`
-	Duplicates       uint64        `json:"duplicates_skipped"`
-	Retried          uint64        `json:"retried"`
-	DeadLettered     uint64        `json:"dead_lettered"`
-	LostAcks         int64         `json:"acks_lost_on_purpose"`
-	RelayRestarts    int           `json:"relay_restarts"`
-	ConsumerRestarts int           `json:"consumer_restarts"`
-	PoisonEventID    string        `json:"poison_event_id,omitempty"`
-	PoisonInDLQ      bool          `json:"poison_in_dead_letters"`
+	Orders           int    `json:"orders_placed"`
+	Published        int64  `json:"events_published"`
+	Delivered        uint64 `json:"events_handled"`
+	Duplicates       uint64 `json:"duplicates_skipped"`
+	Retried          uint64 `json:"retried"`
+	DeadLettered     uint64 `json:"dead_lettered"`
+	LostAcks         int64  `json:"acks_lost_on_purpose"`
+	RelayRestarts    int    `json:"relay_restarts"`
+	ConsumerRestarts int    `json:"consumer_restarts"`
+	PoisonEventID    string `json:"poison_event_id,omitempty"`
+	PoisonInDLQ      bool   `json:"poison_in_dead_letters"`
 	// Elapsed is printed by eventkit demo --json as elapsed_seconds.
 	Elapsed time.Duration `json:"-"`
 	// Interrupted is set when the caller's context ended (SIGINT) before
