@@ -6,8 +6,10 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"net/url"
+	"os"
 	"strings"
 	"time"
 
@@ -48,6 +50,7 @@ type config struct {
 	outboxTable string
 	timeout     time.Duration
 	tls         *tls.Config
+	mustExist   bool
 }
 
 // WithLogger sets the logger of the broker adapter (default slog.Default()).
@@ -67,6 +70,13 @@ func WithTimeout(d time.Duration) Option { return func(c *config) { c.timeout = 
 // security.protocol) then uses TLS too; a ServerName left empty is set to
 // the URL's host.
 func WithTLS(cfg *tls.Config) Option { return func(c *config) { c.tls = cfg } }
+
+// MustExist makes OpenStore refuse a store that does not exist yet instead
+// of creating it: a SQLite file is opened, never created (a typo in the path
+// is an error wrapping fs.ErrNotExist, and no empty file is left behind).
+// Use it for commands that only read or change existing data. Server
+// databases (PostgreSQL, MySQL) are never created by OpenStore.
+func MustExist() Option { return func(c *config) { c.mustExist = true } }
 
 func options(opts []Option) config {
 	c := config{timeout: 15 * time.Second}
@@ -259,8 +269,18 @@ func OpenStore(ctx context.Context, rawURL string, opts ...Option) (*Store, erro
 			return nil, fmt.Errorf("%w: %q: want sqlite:///path/to/file.db", ErrBadURL, redact.URL(rawURL))
 		}
 		st.Dialect = sqlinbox.SQLite
+		dsn := sqlite.DSN(path)
+		if c.mustExist {
+			if _, err := os.Stat(path); err != nil {
+				if errors.Is(err, fs.ErrNotExist) {
+					return nil, fmt.Errorf("store %s: %w: no SQLite database there (check the path; eventkit migrate up creates one)", redact.URL(rawURL), fs.ErrNotExist)
+				}
+				return nil, fmt.Errorf("store %s: %w", redact.URL(rawURL), err)
+			}
+			dsn += "&mode=rw" // and never create it, should it vanish meanwhile
+		}
 		var err error
-		if st.SQL, err = sql.Open("sqlite", sqlite.DSN(path)); err != nil {
+		if st.SQL, err = sql.Open("sqlite", dsn); err != nil {
 			return nil, err
 		}
 		// SQLite has one writer at a time. One connection makes writers

@@ -67,8 +67,9 @@ func New(db *sql.DB, dialect sqlinbox.Dialect, table string) (*Store, error) {
 // Table returns the table name.
 func (s *Store) Table() string { return s.table }
 
-// Migrate creates the table and its index if they do not exist.
-func (s *Store) Migrate(ctx context.Context) error {
+// MigrationSQL returns the statements Migrate runs on a database without
+// the table, for review (eventkit migrate sql).
+func (s *Store) MigrationSQL() []string {
 	blob, text := "BLOB", "TEXT"
 	switch s.dialect {
 	case sqlinbox.Postgres:
@@ -76,8 +77,7 @@ func (s *Store) Migrate(ctx context.Context) error {
 	case sqlinbox.MySQL:
 		blob = "LONGBLOB"
 	}
-	stmts := []string{
-		`CREATE TABLE IF NOT EXISTS ` + s.table + ` (
+	create := `CREATE TABLE IF NOT EXISTS ` + s.table + ` (
 	topic       VARCHAR(255) NOT NULL,
 	grp         VARCHAR(255) NOT NULL,
 	event_id    VARCHAR(255) NOT NULL,
@@ -90,20 +90,27 @@ func (s *Store) Migrate(ctx context.Context) error {
 	replays     INT          NOT NULL DEFAULT 0,
 	replayed_at BIGINT,
 	PRIMARY KEY (topic, grp, event_id)
-)`,
+)`
+	if s.dialect == sqlinbox.MySQL { // no CREATE INDEX IF NOT EXISTS: Migrate checks first
+		return []string{create, `CREATE INDEX ` + s.index() + ` ON ` + s.table + ` (dead_at)`}
 	}
-	idx := strings.ReplaceAll(s.table, ".", "_") + "_dead_at"
+	return []string{create, `CREATE INDEX IF NOT EXISTS ` + s.index() + ` ON ` + s.table + ` (dead_at)`}
+}
+
+func (s *Store) index() string { return strings.ReplaceAll(s.table, ".", "_") + "_dead_at" }
+
+// Migrate creates the table and its index if they do not exist.
+func (s *Store) Migrate(ctx context.Context) error {
+	stmts := s.MigrationSQL()
 	if s.dialect == sqlinbox.MySQL {
 		var n int
 		if err := s.db.QueryRowContext(ctx, `SELECT COUNT(*) FROM information_schema.statistics
-			WHERE table_schema = DATABASE() AND table_name = ? AND index_name = ?`, s.table, idx).Scan(&n); err != nil {
+			WHERE table_schema = DATABASE() AND table_name = ? AND index_name = ?`, s.table, s.index()).Scan(&n); err != nil {
 			return fmt.Errorf("deadletter: migrate: %w", err)
 		}
-		if n == 0 {
-			stmts = append(stmts, `CREATE INDEX `+idx+` ON `+s.table+` (dead_at)`)
+		if n > 0 {
+			stmts = stmts[:1]
 		}
-	} else {
-		stmts = append(stmts, `CREATE INDEX IF NOT EXISTS `+idx+` ON `+s.table+` (dead_at)`)
 	}
 	for _, q := range stmts {
 		if _, err := s.db.ExecContext(ctx, q); err != nil {

@@ -74,7 +74,7 @@ Exit status: 0 when nothing was found, 1 on findings or errors.`,
 				return err
 			}
 			if asJSON {
-				if err := writeJSON(g.stdout, rep); err != nil {
+				if err := writeJSON(g.stdout, auditOut(rep)); err != nil {
 					return err
 				}
 			} else {

@@ -128,6 +128,7 @@ and measures the time from each commit to the broker's confirm.`,
 			bc := *c
 			bc.store = store
 			bc.outboxTable = "eventkit_bench_" + randomHex(4)
+			bc.create = true
 			st, err := bc.openStore(ctx)
 			if err != nil {
 				return err
@@ -309,7 +310,7 @@ func (o *benchOpts) finish(w io.Writer, title string, err error, results ...benc
 
 func (o *benchOpts) print(w io.Writer, title string, results ...benchkit.Result) error {
 	if o.json {
-		return writeJSON(w, results)
+		return writeJSON(w, benchOut(results))
 	}
 	fmt.Fprintln(w, title)
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', tabwriter.AlignRight)

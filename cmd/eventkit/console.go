@@ -18,7 +18,7 @@ func init() { commands = append(commands, newConsoleCmd) }
 
 func newConsoleCmd(g *globals) *cobra.Command {
 	c := &conn{g: g}
-	var listen, token string
+	var listenAddr, token string
 	var topics []string
 	cmd := &cobra.Command{
 		Use:   "console",
@@ -39,12 +39,12 @@ password; or Authorization: Bearer <token>).`,
   EVENTKIT_CONSOLE_TOKEN=s3cret eventkit console --listen 0.0.0.0:8089 --store ... --broker ...`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			host, _, err := net.SplitHostPort(listen)
+			host, _, err := net.SplitHostPort(listenAddr)
 			if err != nil {
-				return usageError{fmt.Errorf("--listen %q: %w", listen, err), cmd.CommandPath()}
+				return usageError{fmt.Errorf("--listen %q: %w", listenAddr, err), cmd.CommandPath()}
 			}
 			if !loopback(host) && token == "" {
-				return usageError{fmt.Errorf("--listen %s is not a loopback address: give --token (or EVENTKIT_CONSOLE_TOKEN) so that the console is not open to anyone", listen), cmd.CommandPath()}
+				return usageError{fmt.Errorf("--listen %s is not a loopback address: give --token (or EVENTKIT_CONSOLE_TOKEN) so that the console is not open to anyone", listenAddr), cmd.CommandPath()}
 			}
 			ctx := cmd.Context()
 			st, err := c.openStore(ctx)
@@ -65,7 +65,7 @@ password; or Authorization: Bearer <token>).`,
 				return err
 			}
 			defer con.Close(context.Background())
-			ln, err := net.Listen("tcp", listen)
+			ln, err := listen(listenAddr)
 			if err != nil {
 				return err
 			}
@@ -87,7 +87,7 @@ password; or Authorization: Bearer <token>).`,
 			return nil
 		},
 	}
-	cmd.Flags().StringVar(&listen, "listen", "127.0.0.1:8089", "address to listen on (a non-loopback address needs --token)")
+	cmd.Flags().StringVar(&listenAddr, "listen", "127.0.0.1:8089", "address to listen on (a non-loopback address needs --token)")
 	envFlag(cmd.Flags(), &token, "token", "EVENTKIT_CONSOLE_TOKEN", "", "token required on every request (basic auth password or Bearer)")
 	cmd.Flags().StringSliceVar(&topics, "topic", nil, "topic the tracer searches and the overview shows, besides those the outbox wrote (repeatable)")
 	c.storeFlags(cmd)

@@ -180,7 +180,7 @@ func runDemo(ctx context.Context, g *globals, o *demoOpts) error {
 		return err
 	}
 	if o.json {
-		if err := writeJSON(g.stdout, sum); err != nil {
+		if err := writeJSON(g.stdout, demoOut(sum)); err != nil {
 			return err
 		}
 	} else {

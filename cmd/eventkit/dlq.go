@@ -283,30 +283,29 @@ func confirm(in io.Reader, out io.Writer, question string) bool {
 }
 
 type entryJSON struct {
-	Topic      string            `json:"topic"`
-	Group      string            `json:"group"`
-	EventID    string            `json:"event_id"`
-	EventType  string            `json:"event_type"`
-	Reason     string            `json:"reason"`
-	Error      string            `json:"error"`
-	Attempts   int               `json:"attempts"`
-	DeadAt     time.Time         `json:"dead_at"`
-	Replays    int               `json:"replays"`
-	ReplayedAt *time.Time        `json:"replayed_at,omitempty"`
-	Headers    map[string]string `json:"headers,omitempty"`
-	Event      json.RawMessage   `json:"event,omitempty"`
-	Payload    string            `json:"payload,omitempty"`
+	Topic     string    `json:"topic"`
+	Group     string    `json:"group"`
+	EventID   string    `json:"event_id"`
+	EventType string    `json:"event_type"`
+	Reason    string    `json:"reason"`
+	Error     string    `json:"error"`
+	Attempts  int       `json:"attempts"`
+	DeadAt    time.Time `json:"dead_at"`
+	Replays   int       `json:"replays"`
+	// The fields below are null when absent: ReplayedAt for a dead letter
+	// never replayed, the last three in dlq list (dlq show prints them),
+	// and Payload for data that is not UTF-8 text.
+	ReplayedAt *time.Time        `json:"replayed_at"`
+	Headers    map[string]string `json:"headers"`
+	Event      json.RawMessage   `json:"event"`
+	Payload    *string           `json:"payload"`
 }
 
 func entriesJSON(entries []deadletter.Entry, whole bool) []entryJSON {
 	out := make([]entryJSON, 0, len(entries))
 	for _, e := range entries {
 		j := entryJSON{Topic: e.Topic, Group: e.Group, EventID: e.EventID, EventType: e.EventType, Reason: e.Reason,
-			Error: e.Error, Attempts: e.Attempts, DeadAt: e.DeadAt, Replays: e.Replays}
-		if !e.ReplayedAt.IsZero() {
-			t := e.ReplayedAt
-			j.ReplayedAt = &t
-		}
+			Error: e.Error, Attempts: e.Attempts, DeadAt: e.DeadAt.UTC(), Replays: e.Replays, ReplayedAt: timeJSON(e.ReplayedAt)}
 		if whole {
 			j.Headers = map[string]string{}
 			keys := make([]string, 0, len(e.Event.Extensions))
@@ -319,18 +318,13 @@ func entriesJSON(entries []deadletter.Entry, whole bool) []entryJSON {
 			}
 			j.Event, _ = e.Event.MarshalJSON()
 			if utf8.Valid(e.Event.Data) {
-				j.Payload = string(e.Event.Data)
+				p := string(e.Event.Data)
+				j.Payload = &p
 			}
 		}
 		out = append(out, j)
 	}
 	return out
-}
-
-func writeJSON(w io.Writer, v any) error {
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	return enc.Encode(v)
 }
 
 func shorten(s string, n int) string {

@@ -22,6 +22,9 @@ type conn struct {
 	outboxTable string
 	inboxTable  string
 	dlqTable    string
+	// create lets openStore create a SQLite file that does not exist
+	// (migrate up, relay, bench); every other command refuses to.
+	create bool
 }
 
 func (c *conn) storeFlags(cmd *cobra.Command) {
@@ -40,7 +43,11 @@ func (c *conn) openStore(ctx context.Context) (*connect.Store, error) {
 	if c.store == "" {
 		return nil, errors.New("--store is required (or set EVENTKIT_STORE)")
 	}
-	return connect.OpenStore(ctx, c.store, connect.WithOutboxTable(c.outboxTable))
+	opts := []connect.Option{connect.WithOutboxTable(c.outboxTable)}
+	if !c.create {
+		opts = append(opts, connect.MustExist())
+	}
+	return connect.OpenStore(ctx, c.store, opts...)
 }
 
 func (c *conn) openBroker(ctx context.Context) (broker.Broker, error) {

@@ -76,11 +76,7 @@ func newOutboxCmd(g *globals) *cobra.Command {
 				}
 			}
 			if asJSON {
-				return writeJSON(g.stdout, struct {
-					outbox.Status
-					CDC        *pgcdc.Status   `json:"cdc,omitempty"`
-					Partitions *partitionsJSON `json:"partitions,omitempty"`
-				}{s, slot, parts})
+				return writeJSON(g.stdout, outboxStatusOut(s, slot, parts))
 			}
 			fmt.Fprintf(g.stdout, "backlog:    %d events\n", s.Backlog)
 			if s.Backlog > 0 {
@@ -245,17 +241,6 @@ func bytesText(n int64) string {
 		return fmt.Sprintf("%.1f KiB", float64(n)/(1<<10))
 	}
 	return fmt.Sprintf("%d B", n)
-}
-
-// partitionsJSON is the partition part of `outbox status --json`.
-type partitionsJSON struct {
-	Count int `json:"count"`
-	// Leaders maps each relay instance to the partitions it leads.
-	Leaders map[string][]int `json:"leaders"`
-	// Instances are the relays alive (standbys included).
-	Instances []string `json:"instances"`
-	// Unled lists partitions no relay leads now.
-	Unled []int `json:"unled,omitempty"`
 }
 
 func intsText(ps []int) string {

@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -99,6 +100,17 @@ func runRelay(ctx context.Context, g *globals, c *conn, o *relayOpts) error {
 	if o.mode != "polling" && o.mode != "cdc" {
 		return usageError{fmt.Errorf("--mode must be polling or cdc, not %q", o.mode), "eventkit relay"}
 	}
+	// Bind the metrics address first: a port taken by another relay fails
+	// at once, naming the address, before any connection is made.
+	var ln net.Listener
+	if o.listen != "" {
+		var err error
+		if ln, err = listen(o.listen); err != nil {
+			return err
+		}
+		defer ln.Close()
+	}
+	c.create = o.migrate // a typo in a SQLite path must not leave an empty file
 	st, err := c.openStore(ctx)
 	if err != nil {
 		return err
@@ -160,11 +172,8 @@ func runRelay(ctx context.Context, g *globals, c *conn, o *relayOpts) error {
 		rl = pollingRunner{outbox.NewRelay(st.Outbox, pub, rcfg)}
 	}
 
-	if o.listen != "" {
-		srv, err := serveHTTP(o.listen, tel.metricsHandler(), rl.Health, o.verboseReady)
-		if err != nil {
-			return err
-		}
+	if ln != nil {
+		srv := serveHTTP(ln, tel.metricsHandler(), rl.Health, o.verboseReady)
 		defer func() {
 			sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 			defer cancel()
@@ -224,7 +233,19 @@ type cdcRunner struct{ *pgcdc.Relay }
 
 func (c cdcRunner) Stats() string { return fmt.Sprintf("%+v", c.Relay.Stats()) }
 
-func serveHTTP(addr string, metrics http.Handler, health func() outbox.Health, verbose bool) (*http.Server, error) {
+// listen binds the --listen address, with one clear error when it is taken.
+func listen(addr string) (net.Listener, error) {
+	ln, err := net.Listen("tcp", addr)
+	if errors.Is(err, syscall.EADDRINUSE) {
+		return nil, fmt.Errorf("--listen %s: %w; pick another with --listen", addr, syscall.EADDRINUSE)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("--listen %s: %w", addr, err)
+	}
+	return ln, nil
+}
+
+func serveHTTP(ln net.Listener, metrics http.Handler, health func() outbox.Health, verbose bool) *http.Server {
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", metrics)
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
@@ -252,11 +273,7 @@ func serveHTTP(addr string, metrics http.Handler, health func() outbox.Health, v
 			}
 		}
 	})
-	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		return nil, fmt.Errorf("--listen %s: %w", addr, err)
-	}
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	go func() { _ = srv.Serve(ln) }()
-	return srv, nil
+	return srv
 }

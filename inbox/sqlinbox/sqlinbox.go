@@ -193,18 +193,27 @@ func New(db *sql.DB, d Dialect, opts Options) (*Inbox, error) {
 // Table returns the table name in use.
 func (in *Inbox) Table() string { return in.table }
 
-// Migrate creates the inbox's tables (keys and subject positions) and
-// index if they do not exist.
-func (in *Inbox) Migrate(ctx context.Context) error {
+// MigrationSQL returns the statements Migrate runs, for review (eventkit
+// migrate sql). They are idempotent.
+func (in *Inbox) MigrationSQL() ([]string, error) {
 	stmts, err := migrationSQL(in.dialect, in.table)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	pos, err := positionMigrationSQL(in.dialect, in.sequencer.q.table)
 	if err != nil {
+		return nil, err
+	}
+	return append(stmts, pos...), nil
+}
+
+// Migrate creates the inbox's tables (keys and subject positions) and
+// index if they do not exist.
+func (in *Inbox) Migrate(ctx context.Context) error {
+	stmts, err := in.MigrationSQL()
+	if err != nil {
 		return err
 	}
-	stmts = append(stmts, pos...)
 	for _, st := range stmts {
 		if _, err := in.db.ExecContext(ctx, st); err != nil {
 			return fmt.Errorf("sqlinbox: migrate %s: %w", in.table, err)

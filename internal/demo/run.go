@@ -67,18 +67,19 @@ type Progress struct {
 
 // Summary is the outcome of a demo run.
 type Summary struct {
-	Orders           int           `json:"orders_placed"`
-	Published        int64         `json:"events_published"`
-	Delivered        uint64        `json:"events_handled"`
-	Duplicates       uint64        `json:"duplicates_skipped"`
-	Retried          uint64        `json:"retried"`
-	DeadLettered     uint64        `json:"dead_lettered"`
-	LostAcks         int64         `json:"acks_lost_on_purpose"`
-	RelayRestarts    int           `json:"relay_restarts"`
-	ConsumerRestarts int           `json:"consumer_restarts"`
-	PoisonEventID    string        `json:"poison_event_id,omitempty"`
-	PoisonInDLQ      bool          `json:"poison_in_dead_letters"`
-	Elapsed          time.Duration `json:"elapsed_ns"`
+	Orders           int    `json:"orders_placed"`
+	Published        int64  `json:"events_published"`
+	Delivered        uint64 `json:"events_handled"`
+	Duplicates       uint64 `json:"duplicates_skipped"`
+	Retried          uint64 `json:"retried"`
+	DeadLettered     uint64 `json:"dead_lettered"`
+	LostAcks         int64  `json:"acks_lost_on_purpose"`
+	RelayRestarts    int    `json:"relay_restarts"`
+	ConsumerRestarts int    `json:"consumer_restarts"`
+	PoisonEventID    string `json:"poison_event_id,omitempty"`
+	PoisonInDLQ      bool   `json:"poison_in_dead_letters"`
+	// Elapsed is printed by eventkit demo --json as elapsed_seconds.
+	Elapsed time.Duration `json:"-"`
 	// Interrupted is set when the caller's context ended (SIGINT) before
 	// the services settled: the figures are what happened until then and
 	// no verdict was computed.

@@ -230,6 +230,19 @@ func (s *Store) migrator() (sqlutil.Migrator, error) {
 	}, nil
 }
 
+// MigrationSQL returns the SQL text that Migrate runs on a database where
+// no migration is applied, for review (eventkit migrate sql): run by hand,
+// it leaves the tables Migrate creates, with their versions recorded.
+func (s *Store) MigrationSQL() (string, error) {
+	m, err := s.migrator()
+	if err != nil {
+		return "", err
+	}
+	// No transaction around it: MySQL commits DDL implicitly.
+	return sqlutil.Script(m.CreateVersions, m.Migrations,
+		`INSERT INTO `+s.Table()+`_migrations (version, name, applied_at) VALUES (%d, %s, `+nowMicros+`)`), nil
+}
+
 // Migrate applies the embedded migrations that are not applied yet, under a
 // named lock so that concurrent callers are safe. (MySQL commits DDL
 // implicitly: a migration that fails halfway is not rolled back; the

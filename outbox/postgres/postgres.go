@@ -486,6 +486,22 @@ func (s *Store) Migrations() ([]outbox.Migration, error) {
 	return sqlutil.Load(migrationsFS, "migrations", s.table)
 }
 
+func (s *Store) versionsDDL() string {
+	return `CREATE TABLE IF NOT EXISTS ` + s.table + `_migrations (
+  version integer PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())`
+}
+
+// MigrationSQL returns the SQL text that Migrate runs on a database where
+// no migration is applied, for review (eventkit migrate sql): run by hand,
+// it leaves the tables Migrate creates, with their versions recorded.
+func (s *Store) MigrationSQL() (string, error) {
+	ms, err := s.Migrations()
+	if err != nil {
+		return "", err
+	}
+	return "BEGIN;\n" + sqlutil.Script(s.versionsDDL(), ms, `INSERT INTO `+s.table+`_migrations (version, name) VALUES (%d, %s)`) + "COMMIT;\n", nil
+}
+
 // Migrate applies the embedded migrations that are not applied yet, in one
 // transaction, under an advisory lock so that concurrent callers are safe.
 // Applied versions are recorded in <table>_migrations.
@@ -502,8 +518,7 @@ func (s *Store) Migrate(ctx context.Context) error {
 	if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock($1)`, s.lockKey+1); err != nil {
 		return fmt.Errorf("outbox/postgres: migrate: %w", err)
 	}
-	if _, err := tx.Exec(ctx, `CREATE TABLE IF NOT EXISTS `+s.table+`_migrations (
-  version integer PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())`); err != nil {
+	if _, err := tx.Exec(ctx, s.versionsDDL()); err != nil {
 		return fmt.Errorf("outbox/postgres: migrate: %w", err)
 	}
 	applied, err := s.applied(ctx, tx)

@@ -149,6 +149,18 @@ func (s *Store) migrator() (sqlutil.Migrator, error) {
 	}, nil
 }
 
+// MigrationSQL returns the SQL text that Migrate runs on a database where
+// no migration is applied, for review (eventkit migrate sql): run by hand,
+// it leaves the tables Migrate creates, with their versions recorded.
+func (s *Store) MigrationSQL() (string, error) {
+	m, err := s.migrator()
+	if err != nil {
+		return "", err
+	}
+	return "BEGIN IMMEDIATE;\n" + sqlutil.Script(m.CreateVersions, m.Migrations,
+		`INSERT INTO `+s.Table()+`_migrations (version, name, applied_at) VALUES (%d, %s, `+nowMicros+`)`) + "COMMIT;\n", nil
+}
+
 // Migrate applies the embedded migrations that are not applied yet, in one
 // IMMEDIATE transaction (so concurrent callers are safe).
 func (s *Store) Migrate(ctx context.Context) error {

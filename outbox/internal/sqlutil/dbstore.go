@@ -404,6 +404,23 @@ func (m Migrator) Applied(ctx context.Context, q interface {
 	return out, rows.Err()
 }
 
+// Script is the SQL text of what Up runs on a database where no migration
+// is applied: the version table's DDL, then each migration's statements
+// followed by the INSERT recording it. record is that INSERT, with %d for
+// the version and %s for the quoted name.
+func Script(createVersions string, ms []outbox.Migration, record string) string {
+	var b strings.Builder
+	b.WriteString(strings.TrimSpace(createVersions) + ";\n")
+	for _, m := range ms {
+		fmt.Fprintf(&b, "\n-- migration %d: %s\n", m.Version, m.Name)
+		for _, stmt := range Statements(m.SQL) {
+			b.WriteString(strings.TrimSuffix(stmt, ";") + ";\n")
+		}
+		fmt.Fprintf(&b, record+";\n", m.Version, "'"+strings.ReplaceAll(m.Name, "'", "''")+"'")
+	}
+	return b.String()
+}
+
 // Up applies the missing migrations on conn (which holds the caller's lock).
 // Each migration's statements run one by one, then its version is recorded.
 func (m Migrator) Up(ctx context.Context, conn *sql.Conn) error {
