@@ -59,6 +59,10 @@ type GroupLag struct {
 	Redelivered int `json:"redelivered"`
 	// LastActive is the group's last delivery (zero if none).
 	LastActive time.Time `json:"last_active,omitzero"`
+	// Note, when set, says what Pending counts for a broker that reports
+	// one figure per group (ConsumerLagger); AckPending, Redelivered and
+	// LastActive are then not known.
+	Note string `json:"note,omitempty"`
 }
 
 // Lagger is implemented by streams whose broker reports consumer lag per

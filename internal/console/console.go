@@ -66,6 +66,10 @@ type Config struct {
 	// Topics are searched by the tracer and shown in the overview besides
 	// those the outbox wrote.
 	Topics []string
+	// Groups are consumer groups whose lag the overview asks a broker
+	// that reports lag per group (Kafka, RabbitMQ, Redis Streams) for,
+	// besides the inbox table's consumers and the dead letters' groups.
+	Groups []string
 	// Token, if set, is required on every request.
 	Token  string
 	Logger *slog.Logger
