@@ -28,8 +28,11 @@ type dlCount struct {
 }
 
 type overviewData struct {
-	Outbox      outbox.Status
-	Leader      string
+	Outbox outbox.Status
+	Leader string
+	// Partitions is set for a partitioned outbox: leadership is per
+	// partition, from the outbox's lease table.
+	Partitions  *outbox.Leadership
 	CDC         *pgcdc.Status
 	DeadLetters []dlCount
 	Lag         []audit.GroupLag
@@ -48,8 +51,15 @@ func (c *Console) overview(w http.ResponseWriter, r *http.Request) {
 	} else {
 		d.Outbox = s
 	}
+	if l, err := outbox.LeadershipOf(ctx, c.cfg.Outbox); err != nil {
+		oops("partition leases", err)
+	} else {
+		d.Partitions = l
+	}
 	if c.cfg.Pool != nil {
-		d.Leader = c.leader(ctx)
+		if d.Partitions == nil {
+			d.Leader = c.leader(ctx)
+		}
 		if cr, err := pgcdc.New(c.cfg.Pool, nil, pgcdc.Config{Table: c.cfg.OutboxTable}); err == nil {
 			if cs, err := cr.Status(ctx); err != nil {
 				oops("CDC slot", err)
