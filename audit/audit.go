@@ -27,7 +27,8 @@
 // position it finds in the window. With Until, positions after the last one
 // found in the window are not checked. Positions above the outbox's counter
 // (written by a later transaction than the counter read) are not checked.
-// Brokers: NATS JetStream and the memory broker (see ForBroker).
+// Brokers: NATS JetStream, Redis Streams and the memory broker (see
+// ForBroker).
 package audit
 
 import (

@@ -148,7 +148,22 @@ func TestNATS(t *testing.T) {
 	e := newEnv(t)
 	b := natsBroker(t)
 	t.Cleanup(func() { _ = b.DeleteTopic(context.Background(), e.topic) })
-	s := audit.NATS(b)
+	plantFaults(t, e, audit.NATS(b), b, func(pos uint64) error {
+		st, err := b.JetStream().Stream(e.ctx, b.StreamName(e.topic))
+		if err != nil {
+			return err
+		}
+		return st.DeleteMsg(e.ctx, pos)
+	})
+}
+
+// plantFaults plants each fault in s's broker (b publishes, del deletes the
+// message at a position s reported) and a real inbox table and checks that
+// the audit finds it and only it.
+func plantFaults(t *testing.T, e *env, s audit.Stream, b interface {
+	Publish(context.Context, string, ...eventkit.Event) error
+}, del func(pos uint64) error) {
+	t.Helper()
 	subjects := []string{"a", "b", "c"}
 	e.write(subjects, 4)
 	recs := e.relay(func(recs []outbox.Record) { publish(t, b, e.topic, recs) })
@@ -173,10 +188,6 @@ func TestNATS(t *testing.T) {
 	}
 
 	// Fault 1: a message deleted at the broker (subject b, position 2).
-	st, err := b.JetStream().Stream(e.ctx, b.StreamName(e.topic))
-	if err != nil {
-		t.Fatal(err)
-	}
 	var victim uint64
 	_ = s.Read(e.ctx, e.topic, time.Time{}, func(m audit.Message) error {
 		if n, _, _ := eventkit.SubjectSeq(m.Event); m.Event.Subject == "b" && n == 2 {
@@ -184,7 +195,7 @@ func TestNATS(t *testing.T) {
 		}
 		return nil
 	})
-	if err := st.DeleteMsg(e.ctx, victim); err != nil {
+	if err := del(victim); err != nil {
 		t.Fatal(err)
 	}
 	rep = e.audit(s, "billing")

@@ -12,6 +12,7 @@ import (
 	"github.com/eventkit/eventkit/broker"
 	"github.com/eventkit/eventkit/broker/memory"
 	natsbroker "github.com/eventkit/eventkit/broker/nats"
+	redisbroker "github.com/eventkit/eventkit/broker/redis"
 )
 
 var (
@@ -59,6 +60,10 @@ type GroupLag struct {
 	Redelivered int `json:"redelivered"`
 	// LastActive is the group's last delivery (zero if none).
 	LastActive time.Time `json:"last_active,omitzero"`
+	// Note, when set, says what Pending counts for a broker that reports
+	// one figure per group (ConsumerLagger); AckPending, Redelivered and
+	// LastActive are then not known.
+	Note string `json:"note,omitempty"`
 }
 
 // Lagger is implemented by streams whose broker reports consumer lag per
@@ -67,16 +72,18 @@ type Lagger interface {
 	Lag(ctx context.Context, topic string) ([]GroupLag, error)
 }
 
-// ForBroker returns the Stream of b: NATS JetStream and the memory broker
-// are supported; other brokers give ErrUnsupportedBroker.
+// ForBroker returns the Stream of b: NATS JetStream, Redis Streams and the
+// memory broker are supported; other brokers give ErrUnsupportedBroker.
 func ForBroker(b broker.Broker) (Stream, error) {
 	switch b := b.(type) {
 	case *natsbroker.Broker:
 		return NATS(b), nil
 	case *memory.Broker:
 		return Memory(b), nil
+	case *redisbroker.Broker:
+		return Redis(b), nil
 	}
-	return nil, fmt.Errorf("%w (%s): the audit reads NATS JetStream and the memory broker", ErrUnsupportedBroker, b.Capabilities().Name)
+	return nil, fmt.Errorf("%w (%s): the audit reads NATS JetStream, Redis Streams and the memory broker", ErrUnsupportedBroker, b.Capabilities().Name)
 }
 
 // NATS returns the Stream of a JetStream broker: it reads a topic's stream

@@ -19,14 +19,14 @@ func init() { commands = append(commands, newConsoleCmd) }
 func newConsoleCmd(g *globals) *cobra.Command {
 	c := &conn{g: g}
 	var listenAddr, token string
-	var topics []string
+	var topics, groups []string
 	cmd := &cobra.Command{
 		Use:   "console",
 		Short: "Serve the operator web console: overview, event tracer, dead letters, parked rows",
 		Long: `console serves web pages for operators over one database (its outbox, inbox
 and dead-letter tables) and one broker: an overview (backlog, oldest event,
 parked rows, relay leader, CDC slot lag, dead letters per topic and group,
-consumer lag per group from NATS JetStream), an event tracer (paste an event
+consumer lag per group from NATS JetStream, Kafka, RabbitMQ or Redis Streams), an event tracer (paste an event
 id or a subject: outbox, broker, inbox rows of each group, dead letters,
 payload), the dead letters (filter, show, replay, skip, purge) and the
 parked outbox rows (requeue). Every page works offline (no CDN).
@@ -53,7 +53,7 @@ password; or Authorization: Bearer <token>).`,
 			}
 			defer st.Close()
 			cfg := console.Config{DB: st.SQL, Dialect: st.Dialect, Outbox: st.Outbox, Pool: st.Pool, OutboxTable: c.outboxTable,
-				InboxTable: c.inboxTable, DeadLetterTable: c.dlqTable, Topics: topics, Token: token, Logger: g.logger()}
+				InboxTable: c.inboxTable, DeadLetterTable: c.dlqTable, Topics: topics, Groups: groups, Token: token, Logger: g.logger()}
 			if t, ok := st.Outbox.(interface{ Table() string }); ok && cfg.OutboxTable == "" {
 				cfg.OutboxTable = t.Table()
 			}
@@ -90,6 +90,7 @@ password; or Authorization: Bearer <token>).`,
 	cmd.Flags().StringVar(&listenAddr, "listen", "127.0.0.1:8089", "address to listen on (a non-loopback address needs --token)")
 	envFlag(cmd.Flags(), &token, "token", "EVENTKIT_CONSOLE_TOKEN", "", "token required on every request (basic auth password or Bearer)")
 	cmd.Flags().StringSliceVar(&topics, "topic", nil, "topic the tracer searches and the overview shows, besides those the outbox wrote (repeatable)")
+	cmd.Flags().StringSliceVar(&groups, "group", nil, "consumer group whose lag the overview shows on Kafka, RabbitMQ and Redis, besides the inbox's consumers and the dead letters' groups (repeatable)")
 	c.storeFlags(cmd)
 	c.brokerFlag(cmd)
 	return cmd

@@ -27,6 +27,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -66,6 +67,10 @@ type Config struct {
 	// Topics are searched by the tracer and shown in the overview besides
 	// those the outbox wrote.
 	Topics []string
+	// Groups are consumer groups whose lag the overview asks a broker
+	// that reports lag per group (Kafka, RabbitMQ, Redis Streams) for,
+	// besides the inbox table's consumers and the dead letters' groups.
+	Groups []string
 	// Token, if set, is required on every request.
 	Token  string
 	Logger *slog.Logger
@@ -105,7 +110,7 @@ func New(cfg Config) (*Console, error) {
 		return nil, err
 	}
 	c := &Console{cfg: cfg, csrf: hex.EncodeToString(b[:]), tpl: map[string]*template.Template{}, mux: http.NewServeMux()}
-	funcs := template.FuncMap{"ts": ts, "ago": ago, "q": url.QueryEscape, "reasons": func() []string {
+	funcs := template.FuncMap{"ts": ts, "ago": ago, "q": url.QueryEscape, "ints": ints, "reasons": func() []string {
 		return []string{consumer.ReasonMaxAttempts, consumer.ReasonPermanent, consumer.ReasonUndecodable, consumer.ReasonNoRoute}
 	}}
 	for _, page := range []string{"overview", "trace", "deadletters", "parked", "confirm", "error", "done"} {
@@ -235,6 +240,14 @@ func (c *Console) deadLetterStore() (*deadletter.Store, error) {
 func (c *Console) auditConfig(s audit.Stream) audit.Config {
 	return audit.Config{DB: c.cfg.DB, Dialect: c.cfg.Dialect, OutboxTable: c.cfg.OutboxTable, InboxTable: c.cfg.InboxTable,
 		DeadLetterTable: c.cfg.DeadLetterTable, Stream: s}
+}
+
+func ints(ps []int) string {
+	s := make([]string, len(ps))
+	for i, p := range ps {
+		s[i] = strconv.Itoa(p)
+	}
+	return strings.Join(s, ", ")
 }
 
 func ts(t time.Time) string {

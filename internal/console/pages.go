@@ -28,8 +28,11 @@ type dlCount struct {
 }
 
 type overviewData struct {
-	Outbox      outbox.Status
-	Leader      string
+	Outbox outbox.Status
+	Leader string
+	// Partitions is set for a partitioned outbox: leadership is per
+	// partition, from the outbox's lease table.
+	Partitions  *outbox.Leadership
 	CDC         *pgcdc.Status
 	DeadLetters []dlCount
 	Lag         []audit.GroupLag
@@ -48,8 +51,15 @@ func (c *Console) overview(w http.ResponseWriter, r *http.Request) {
 	} else {
 		d.Outbox = s
 	}
+	if l, err := outbox.LeadershipOf(ctx, c.cfg.Outbox); err != nil {
+		oops("partition leases", err)
+	} else {
+		d.Partitions = l
+	}
 	if c.cfg.Pool != nil {
-		d.Leader = c.leader(ctx)
+		if d.Partitions == nil {
+			d.Leader = c.leader(ctx)
+		}
 		if cr, err := pgcdc.New(c.cfg.Pool, nil, pgcdc.Config{Table: c.cfg.OutboxTable}); err == nil {
 			if cs, err := cr.Status(ctx); err != nil {
 				oops("CDC slot", err)
@@ -65,8 +75,17 @@ func (c *Console) overview(w http.ResponseWriter, r *http.Request) {
 	d.DeadLetters = counts
 	d.Topics = c.topics(ctx, &p)
 	if c.cfg.Broker != nil {
-		if _, s, err := c.getBroker(ctx); err != nil {
+		if b, s, err := c.getBroker(ctx); err != nil {
 			oops("broker", err)
+		} else if cl, ok := b.(audit.ConsumerLagger); ok {
+			groups := c.groups(ctx)
+			for _, t := range d.Topics {
+				l, err := audit.LagOf(ctx, cl, b.Capabilities().Name, t, groups)
+				if err != nil {
+					oops("consumer lag of "+t, err)
+				}
+				d.Lag = append(d.Lag, l...)
+			}
 		} else if lg, ok := s.(audit.Lagger); ok {
 			for _, t := range d.Topics {
 				l, err := lg.Lag(ctx, t)
@@ -108,6 +127,35 @@ func (c *Console) topics(ctx context.Context, p *page) []string {
 	out := make([]string, 0, len(set))
 	for t := range set {
 		out = append(out, t)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// groups are the consumer groups the overview asks a ConsumerLagger about:
+// the configured ones, the inbox table's consumers and the dead letters'
+// groups (tables that do not exist are skipped).
+func (c *Console) groups(ctx context.Context) []string {
+	set := map[string]bool{}
+	for _, g := range c.cfg.Groups {
+		set[g] = true
+	}
+	for _, q := range []string{`SELECT DISTINCT consumer FROM ` + c.cfg.InboxTable, `SELECT DISTINCT grp FROM ` + c.cfg.DeadLetterTable} {
+		rows, err := c.cfg.DB.QueryContext(ctx, q)
+		if err != nil {
+			continue
+		}
+		for rows.Next() {
+			var g string
+			if rows.Scan(&g) == nil && g != "" {
+				set[g] = true
+			}
+		}
+		rows.Close()
+	}
+	out := make([]string, 0, len(set))
+	for g := range set {
+		out = append(out, g)
 	}
 	sort.Strings(out)
 	return out
