@@ -19,8 +19,10 @@ import (
 // it lists, in one snapshot, the seqs of every waiting row it does not hold
 // already (the low watermark is the stream's start, the high watermark the
 // WAL insert position read with the list), and then reads those rows from
-// the table in seq order, BatchSize at a time; while it does, Claim returns
-// only those rows (the streamed ones wait in the buffer). A streamed row
+// the table in seq order, BatchSize at a time (a next chunk as soon as the
+// ones held offer less than a batch to claim, up to maxHeldChunks: see
+// backfillStep); while it does, Claim returns only those rows (the
+// streamed ones wait in the buffer). A streamed row
 // of a transaction visible to the list's snapshot is dropped (its rows are
 // on the list, or no longer waiting); the full list is taken before the
 // stream starts.
@@ -42,7 +44,7 @@ type backfillState struct {
 	list     []int64 // seqs still to read, ascending
 	seen     map[int64]bool
 	snap     *snapshot // the snapshot of the full list
-	t        *txn      // the rows read and not all finished
+	ts       []*txn    // the chunks read and not all finished, in seq order
 	lastScan time.Time
 }
 
@@ -75,14 +77,23 @@ func (s *source) dedupeLocked(t *txn) {
 	t.items = t.items[:k]
 }
 
+// maxHeldChunks bounds the rows read from the table and not finished:
+// at most this many chunks (BatchSize rows each) are held while the heads
+// of their subjects wait for a retry.
+const maxHeldChunks = 4
+
 // backfillStep lists or reads the next backfill rows if due, and reports
 // whether streamed rows must wait (rows of the list are still unread).
-func (s *source) backfillStep(ctx context.Context, limit int) (gate bool, err error) {
+// The next chunk is read as soon as the chunks held offer fewer than limit
+// rows to claim (ex: rows excluded by the engine, such as the subjects
+// whose head waits for a retry), so other subjects flow while one
+// subject's head is retried, as on the polling path; order within a
+// subject holds because Claim hands the chunks out in seq order and the
+// engine holds back a subject behind its retried head.
+func (s *source) backfillStep(ctx context.Context, limit int, ex func(*item) bool) (gate bool, err error) {
 	s.mu.Lock()
-	if s.bf.t != nil && s.bf.t.left == 0 {
-		s.bf.t = nil
-	}
-	if !s.bf.need && len(s.bf.list) == 0 && s.bf.t == nil && time.Since(s.bf.lastScan) >= s.r.cfg.BackfillInterval {
+	s.dropFinishedChunksLocked()
+	if !s.bf.need && len(s.bf.list) == 0 && len(s.bf.ts) == 0 && time.Since(s.bf.lastScan) >= s.r.cfg.BackfillInterval {
 		s.bf.need, s.bf.requeued = true, true
 	}
 	need, requeued := s.bf.need, s.bf.requeued
@@ -94,7 +105,8 @@ func (s *source) backfillStep(ctx context.Context, limit int) (gate bool, err er
 	}
 	for {
 		s.mu.Lock()
-		next := s.bf.t == nil && len(s.bf.list) > 0
+		next := len(s.bf.list) > 0 && (len(s.bf.ts) == 0 ||
+			(len(s.bf.ts) < maxHeldChunks && s.claimableLocked(ex, limit) < limit))
 		s.mu.Unlock()
 		if !next {
 			break
@@ -106,6 +118,37 @@ func (s *source) backfillStep(ctx context.Context, limit int) (gate bool, err er
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return len(s.bf.list) > 0, nil
+}
+
+// dropFinishedChunksLocked forgets the backfill chunks whose rows are all
+// finished.
+func (s *source) dropFinishedChunksLocked() {
+	k := 0
+	for _, t := range s.bf.ts {
+		if t.left > 0 {
+			s.bf.ts[k] = t
+			k++
+		}
+	}
+	clear(s.bf.ts[k:])
+	s.bf.ts = s.bf.ts[:k]
+}
+
+// claimableLocked counts, up to limit, the unfinished rows of the chunks
+// held that a Claim excluding ex would return.
+func (s *source) claimableLocked(ex func(*item) bool, limit int) int {
+	n := 0
+	for _, t := range s.bf.ts {
+		for _, it := range t.items {
+			if it.done || ex(it) {
+				continue
+			}
+			if n++; n >= limit {
+				return n
+			}
+		}
+	}
+	return n
 }
 
 // listBackfill takes the list of waiting rows the buffer does not hold, in
@@ -213,7 +256,7 @@ func (s *source) readBackfill(ctx context.Context, limit int) error {
 	}
 	t.left = len(t.items)
 	if t.left > 0 {
-		s.bf.t = t
+		s.bf.ts = append(s.bf.ts, t)
 		s.r.stats.backfilled.Add(int64(t.left))
 	}
 	return nil

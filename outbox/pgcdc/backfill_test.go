@@ -120,3 +120,62 @@ func parkedSeq(t *testing.T, e *env) int64 {
 	}
 	return st.Parked[0].Seq
 }
+
+// TestBackfillOtherSubjectsFlowPastRetry: a backlog of four chunks is
+// backfilled; the head of subject s1 (in the first chunk) is rejected on
+// every attempt and retried (it is never parked here), yet the s2 events of
+// the later chunks are delivered meanwhile, in order, and no s1 event
+// overtakes its head.
+func TestBackfillOtherSubjectsFlowPastRetry(t *testing.T) {
+	e := newEnv(t)
+	bad := ev("s1", 0)
+	evs := []eventkit.Event{bad}
+	sent := map[string][]string{}
+	for i := 1; i <= 10; i++ { // 11 rows: 4 chunks of 3, all held at once (maxHeldChunks)
+		x := ev(fmt.Sprint("s", 1+i%2), i)
+		evs = append(evs, x)
+		sent[x.Subject] = append(sent[x.Subject], x.ID)
+	}
+	for _, x := range evs {
+		e.insert("t", x) // one transaction each, all before the relay leads
+	}
+	rec := &outboxtest.Recorder{}
+	rec.SetFail(func(topic string, events []eventkit.Event) error {
+		for i, x := range events {
+			if x.ID == bad.ID {
+				return &broker.PublishError{Topic: topic, Failed: []broker.FailedEvent{{Index: i, ID: x.ID, Err: eventkit.Permanent(errors.New("too spicy"))}}}
+			}
+		}
+		return nil
+	})
+	r := e.relay(rec, func(c *pgcdc.Config) {
+		c.BatchSize = 3
+		c.MaxAttempts = 1 << 20 // retried, never parked during the test
+		c.RetryDelay = 20 * time.Millisecond
+	})
+	start(t, r)
+	waitFor(t, 20*time.Second, "every s2 event delivered while s1's head is retried", func() bool {
+		n := 0
+		for _, p := range rec.Events() {
+			if p.Event.Subject == "s2" {
+				n++
+			}
+		}
+		return n == len(sent["s2"])
+	})
+	var got []string
+	for _, p := range rec.Events() {
+		switch p.Event.Subject {
+		case "s1":
+			t.Fatalf("s1 event %s published while the s1 head is still retried", p.Event.ID)
+		case "s2":
+			got = append(got, p.Event.ID)
+		}
+	}
+	if fmt.Sprint(got) != fmt.Sprint(sent["s2"]) {
+		t.Fatalf("s2 order:\n got %v\nwant %v", got, sent["s2"])
+	}
+	if st := r.Stats(); st.Parked != 0 || st.Backfilled < int64(len(evs)) {
+		t.Fatalf("stats: %+v", st)
+	}
+}

@@ -141,10 +141,6 @@ func (s *source) Claim(ctx context.Context, p outbox.ClaimParams) ([]outbox.Reco
 	if p.AfterSeq > 0 {
 		return nil, nil
 	}
-	gate, err := s.backfillStep(ctx, p.Limit)
-	if err != nil {
-		return nil, err
-	}
 	var exSubj map[string]bool
 	var exSeq map[int64]bool
 	if len(p.ExcludeSubjects) > 0 {
@@ -159,18 +155,26 @@ func (s *source) Claim(ctx context.Context, p outbox.ClaimParams) ([]outbox.Reco
 			exSeq[x] = true
 		}
 	}
+	excluded := func(it *item) bool {
+		return exSeq[it.rec.Seq] || (exSubj != nil && exSubj[it.rec.Event.Subject])
+	}
+	gate, err := s.backfillStep(ctx, p.Limit, excluded)
+	if err != nil {
+		return nil, err
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	var out []outbox.Record
 	txns := s.txns
-	if s.bf.t != nil {
-		// Rows read from the table go first: they committed before the
-		// streamed rows not yet finished (see backfill.go); while more are
-		// to be read, the streamed rows wait.
-		txns = append([]*txn{s.bf.t}, txns...)
-		if gate {
-			txns = txns[:1]
+	if len(s.bf.ts) > 0 {
+		// Rows read from the table go first, in seq order: they committed
+		// before the streamed rows not yet finished (see backfill.go);
+		// while more are to be read, the streamed rows wait.
+		bts := s.bf.ts
+		if !gate {
+			bts = append(bts[:len(bts):len(bts)], txns...)
 		}
+		txns = bts
 	} else if gate {
 		return nil, nil
 	}
@@ -179,7 +183,7 @@ func (s *source) Claim(ctx context.Context, p outbox.ClaimParams) ([]outbox.Reco
 			continue
 		}
 		for _, it := range t.items {
-			if it.done || exSeq[it.rec.Seq] || (exSubj != nil && exSubj[it.rec.Event.Subject]) {
+			if it.done || excluded(it) {
 				continue
 			}
 			out = append(out, it.rec)

@@ -37,6 +37,15 @@ func harness(t *testing.T) outboxtest.Harness {
 			if err != nil {
 				return nil, err
 			}
+			// The stream carries a commit only once its WAL is flushed: the
+			// private test server (scripts/pgtemp.sh) runs with
+			// synchronous_commit = off, where that waits for the WAL writer
+			// (up to 3 x wal_writer_delay), and the suite's timing cases
+			// (a retried head parked after 0.9 s) assume the default (on).
+			if _, err := tx.Exec(ctx, `SET LOCAL synchronous_commit = on`); err != nil {
+				_ = tx.Rollback(ctx)
+				return nil, err
+			}
 			return outboxtest.NewTx[pgx.Tx](s, tx, tx.Commit, tx.Rollback), nil
 		},
 		NewStore: func(t *testing.T) outbox.Store {
