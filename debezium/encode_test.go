@@ -10,10 +10,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/eventkit/eventkit"
 	"github.com/eventkit/eventkit/broker"
+	"github.com/eventkit/eventkit/broker/kafka"
 	"github.com/eventkit/eventkit/broker/memory"
 	"github.com/eventkit/eventkit/debezium"
 )
@@ -246,5 +248,67 @@ func TestPublisherUnsupported(t *testing.T) {
 	_, err := debezium.Publisher(struct{ broker.Publisher }{mem}, debezium.Format{})
 	if !errors.Is(err, errors.ErrUnsupported) {
 		t.Fatalf("got %v, want ErrUnsupported", err)
+	}
+}
+
+// TestPublisherKafka: on kfake, what Publisher produces through the Kafka
+// adapter's PublishRecords is the router's record (key = subject, header
+// "id" the bare id, no CloudEvents ce_ header, the data as the value, a null
+// value for an event without data) and reads back through Wrap as the
+// events published, in order.
+func TestPublisherKafka(t *testing.T) {
+	ctx := testCtx(t)
+	c, err := kfake.NewCluster(kfake.NumBrokers(1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	b, err := kafka.New(ctx, kafka.Options{Brokers: c.ListenAddrs(), Partitions: 1, Logger: quiet(), FetchMaxWait: 200 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close(context.Background())
+	p, err := debezium.Publisher(b, debezium.Format{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	evs := stamped()
+	if err := p.Publish(ctx, "acct", evs...); err != nil {
+		t.Fatal(err)
+	}
+	got := make(chan broker.Delivery, len(evs))
+	sub, err := debezium.Wrap(b, debezium.Format{}).Subscribe(ctx, "acct", "g", func(ctx context.Context, d broker.Delivery) error {
+		got <- d
+		return d.Ack(ctx)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Close(context.Background())
+	for i, e := range evs {
+		var d broker.Delivery
+		select {
+		case d = <-got:
+		case <-ctx.Done():
+			t.Fatal(ctx.Err())
+		}
+		if err := d.DecodeErr(); err != nil {
+			t.Fatalf("event %d: %v", i, err)
+		}
+		if ev := d.Event(); !reflect.DeepEqual(normal(ev), normal(e)) {
+			t.Errorf("event %d:\n got %#v\nwant %#v", i, ev, e)
+		}
+		rec := d.(interface{ Unwrap() broker.Delivery }).Unwrap().(*kafka.Delivery).Record()
+		if string(rec.Key) != e.Subject || !bytes.Equal(rec.Value, e.Data) || (e.Data == nil) != (rec.Value == nil) {
+			t.Errorf("record %d: key %q value %q, want the subject %q and the data %q", i, rec.Key, rec.Value, e.Subject, e.Data)
+		}
+		if len(rec.Headers) == 0 || rec.Headers[0].Key != "id" || string(rec.Headers[0].Value) != e.ID {
+			t.Errorf("record %d: headers %v, want id %s first", i, rec.Headers, e.ID)
+		}
+		for _, h := range rec.Headers {
+			if strings.HasPrefix(h.Key, "ce_") || strings.HasPrefix(h.Key, "ce-") {
+				t.Errorf("record %d has the CloudEvents header %s", i, h.Key)
+			}
+		}
 	}
 }
