@@ -21,6 +21,15 @@
 //	b := debezium.Wrap(kafkaBroker, debezium.Format{})
 //	c, err := consumer.New(b, consumer.Config{Inbox: in, StrictOrder: true})
 //
+// Publisher does the reverse, for tests and for `eventkit demo
+// --relay-format debezium`: a broker.Publisher that publishes each event as
+// the router publishes its outbox row (Format.Encode), through the Kafka
+// adapter's PublishRecords or the NATS and memory adapters' PublishRaw, so
+// that eventkit's relay can stand in for Debezium:
+//
+//	pub, err := debezium.Publisher(natsBroker, debezium.Format{Headers: debezium.JSON})
+//	relay := outbox.NewRelay(store, pub, outbox.RelayConfig{})
+//
 // Limits: the router emits each outbox row once per capture, at least once
 // (a connector restart may publish a row again: the inbox drops the copy);
 // it ignores updates and deletes, so eventkit's relay must not run on the

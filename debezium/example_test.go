@@ -8,6 +8,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/eventkit/eventkit"
+	"github.com/eventkit/eventkit/broker"
 	"github.com/eventkit/eventkit/broker/memory"
 	"github.com/eventkit/eventkit/consumer"
 	"github.com/eventkit/eventkit/debezium"
@@ -77,4 +78,62 @@ func ExampleWrap() {
 	<-done
 	// Output:
 	// acct.opened acct-1 #1 {"owner":"ada"}
+}
+
+// The message the outbox event router publishes for an outbox row, under
+// docs/debezium.md's Kafka Connect configuration (the zero Format).
+func ExampleFormat_Encode() {
+	e := eventkit.Event{ID: "e-1", Type: "acct.opened", Source: "urn:acct", Subject: "acct-1",
+		Time: time.Date(2026, 12, 1, 10, 0, 0, 0, time.UTC), DataContentType: "application/json",
+		Data: []byte(`{"owner":"ada"}`), Extensions: map[string]string{"subjectseq": "1"}}
+	m, err := debezium.Format{}.Encode(e)
+	if err != nil {
+		panic(err)
+	}
+	fmt.Printf("key %s value %s\n", m.Key, m.Value)
+	for _, h := range m.Headers {
+		fmt.Printf("%s=%s\n", h.Key, h.Value)
+	}
+	// Output:
+	// key acct-1 value {"owner":"ada"}
+	// id=e-1
+	// type=acct.opened
+	// source=urn:acct
+	// subject=acct-1
+	// time=2026-12-01T10:00:00Z
+	// dataversion=
+	// datacontenttype=application/json
+	// dataschema=
+	// extensions={"subjectseq":"1"}
+}
+
+// eventkit's relay standing in for Debezium: it publishes the outbox rows
+// as the router would (here as Debezium Server's NATS JetStream sink, on the
+// in-memory broker), and consumers read them through Wrap.
+func ExamplePublisher() {
+	mem := memory.New(memory.Options{})
+	defer mem.Close(context.Background())
+	f := debezium.Format{Headers: debezium.JSON}
+	pub, err := debezium.Publisher(mem, f) // pass pub to outbox.NewRelay
+	if err != nil {
+		panic(err)
+	}
+	ctx := context.Background()
+	got := make(chan string, 1)
+	sub, err := debezium.Wrap(mem, f).Subscribe(ctx, "acct", "billing", func(ctx context.Context, d broker.Delivery) error {
+		got <- fmt.Sprintf("%s %s %s", d.Event().ID, d.Event().Subject, d.Event().Data)
+		return d.Ack(ctx)
+	})
+	if err != nil {
+		panic(err)
+	}
+	defer sub.Close(ctx)
+	ev := eventkit.New("acct.opened", "application/json", []byte(`{"owner":"ada"}`), eventkit.WithSubject("acct-1"))
+	ev.ID = "e-1"
+	if err := pub.Publish(ctx, "acct", ev); err != nil {
+		panic(err)
+	}
+	fmt.Println(<-got)
+	// Output:
+	// e-1 acct-1 {"owner":"ada"}
 }

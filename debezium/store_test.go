@@ -174,6 +174,34 @@ func checkRoundTrip(t *testing.T, recs []*kgo.Record, topic string, evs []eventk
 		if !reflect.DeepEqual(got, want) {
 			t.Errorf("row %d:\n got %#v\nwant %#v", i, got, want)
 		}
+		checkEncode(t, i, rec, want)
+	}
+}
+
+// checkEncode: debezium.Format{}.Encode of the event gives the record the
+// router emits for its row (key, value, headers in order), the extensions
+// header compared as JSON (PostgreSQL's jsonb text has its own spacing).
+func checkEncode(t *testing.T, row int, rec *kgo.Record, e eventkit.Event) {
+	t.Helper()
+	m, err := debezium.Format{}.Encode(e)
+	if err != nil {
+		t.Fatalf("row %d: Encode: %v", row, err)
+	}
+	if !bytes.Equal(m.Key, rec.Key) || !bytes.Equal(m.Value, rec.Value) {
+		t.Errorf("row %d: Encode key %q value %q, the router's %q %q", row, m.Key, m.Value, rec.Key, rec.Value)
+	}
+	if len(m.Headers) != len(rec.Headers) {
+		t.Fatalf("row %d: Encode headers %v, the router's %v", row, m.Headers, rec.Headers)
+	}
+	for j, h := range rec.Headers {
+		same := m.Headers[j].Key == h.Key && m.Headers[j].Value == string(h.Value)
+		if h.Key == "extensions" && len(h.Value) > 0 {
+			var a, b map[string]string
+			same = json.Unmarshal(h.Value, &a) == nil && json.Unmarshal([]byte(m.Headers[j].Value), &b) == nil && reflect.DeepEqual(a, b)
+		}
+		if !same {
+			t.Errorf("row %d: Encode header %s=%q, the router's %s=%q", row, m.Headers[j].Key, m.Headers[j].Value, h.Key, h.Value)
+		}
 	}
 }
 

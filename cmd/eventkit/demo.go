@@ -34,6 +34,7 @@ type demoOpts struct {
 	dir      string
 	noFaults bool
 	timeout  time.Duration
+	relayFmt string
 }
 
 func newDemoCmd(g *globals) *cobra.Command {
@@ -60,9 +61,16 @@ a poison event is published, and the inventory consumer is restarted with
 work in flight. At the end it checks the databases: every order is either
 confirmed, reserved once and notified once, or cancelled and notified once;
 stock never goes negative; the poison event is in the dead letters.
-The exit status is 0 if the verdict passes, 3 if it fails, 1 on errors.`,
+The exit status is 0 if the verdict passes, 3 if it fails, 1 on errors.
+
+With --relay-format debezium the relays stand in for Debezium: they publish
+each outbox row as Debezium's outbox event router would under the
+configuration of docs/debezium.md (Kafka Connect's record on Kafka, Debezium
+Server's NATS JetStream sink message on NATS), and the consumers read them
+through debezium.Wrap; the verdict is the same.`,
 		Example: `  eventkit demo
   eventkit demo --orders 2000 --json
+  eventkit demo --relay-format debezium
   eventkit demo --broker nats://127.0.0.1:4222 --store postgres://postgres@127.0.0.1:5432/test
   eventkit demo --broker amqp://guest:guest@127.0.0.1:5672/ --store mysql://root@127.0.0.1:3306/test`,
 		Args: cobra.NoArgs,
@@ -76,12 +84,16 @@ The exit status is 0 if the verdict passes, 3 if it fails, 1 on errors.`,
 	f.StringVar(&o.dir, "dir", "", "directory for the embedded server's and SQLite's files (default: a temporary directory, removed afterwards)")
 	f.BoolVar(&o.noFaults, "no-faults", false, "do not inject faults")
 	f.DurationVar(&o.timeout, "timeout", 3*time.Minute, "give up if the services have not settled by then")
+	f.StringVar(&o.relayFmt, "relay-format", demo.RelayCloudEvents, "how the relays publish: cloudevents (eventkit's encoding) or debezium (as Debezium's outbox event router; NATS or Kafka)")
 	return cmd
 }
 
 func runDemo(ctx context.Context, g *globals, o *demoOpts) error {
 	if o.orders < 1 || o.orders > 1_000_000 {
 		return usageError{fmt.Errorf("--orders must be between 1 and 1000000, not %d", o.orders), "eventkit demo"}
+	}
+	if o.relayFmt != demo.RelayCloudEvents && o.relayFmt != demo.RelayDebezium {
+		return usageError{fmt.Errorf("--relay-format must be %s or %s, not %q", demo.RelayCloudEvents, demo.RelayDebezium, o.relayFmt), "eventkit demo"}
 	}
 	dir := o.dir
 	if dir == "" {
@@ -148,7 +160,7 @@ func runDemo(ctx context.Context, g *globals, o *demoOpts) error {
 	}
 
 	cfg := demo.Config{
-		Orders: o.orders, Broker: b, Stores: stores, Faults: !o.noFaults, Timeout: o.timeout,
+		Orders: o.orders, Broker: b, Stores: stores, Faults: !o.noFaults, Timeout: o.timeout, RelayFormat: o.relayFmt,
 		Topics: shop.Topics{Orders: "demo.orders" + topicSuffix, Inventory: "demo.inventory" + topicSuffix},
 	}
 	if log != nil {
@@ -156,8 +168,8 @@ func runDemo(ctx context.Context, g *globals, o *demoOpts) error {
 	}
 	var bar *progressbar.ProgressBar
 	if !o.json {
-		fmt.Fprintf(g.stdout, "eventkit demo: %d orders through orders -> inventory -> notifications\n  broker: %s\n  stores: %s\n  faults: %s\n\n",
-			o.orders, where, dbWhere, map[bool]string{true: "relay kill, lost acks, poison event, consumer restart", false: "none"}[cfg.Faults])
+		fmt.Fprintf(g.stdout, "eventkit demo: %d orders through orders -> inventory -> notifications\n  broker: %s\n  relays: %s\n  stores: %s\n  faults: %s\n\n",
+			o.orders, where, o.relayFmt, dbWhere, map[bool]string{true: "relay kill, lost acks, poison event, consumer restart", false: "none"}[cfg.Faults])
 		if f, ok := g.terminal.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
 			bar = progressbar.NewOptions(o.orders*2,
 				progressbar.OptionSetWriter(g.stderr),

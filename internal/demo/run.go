@@ -18,6 +18,7 @@ import (
 	"github.com/eventkit/eventkit/connect"
 	"github.com/eventkit/eventkit/consumer"
 	"github.com/eventkit/eventkit/deadletter"
+	"github.com/eventkit/eventkit/debezium"
 	"github.com/eventkit/eventkit/examples/shop"
 	"github.com/eventkit/eventkit/inbox/sqlinbox"
 	"github.com/eventkit/eventkit/outbox"
@@ -55,6 +56,28 @@ type Config struct {
 	Logger *slog.Logger
 	// Timeout bounds the whole run (default 3 minutes).
 	Timeout time.Duration
+	// RelayFormat is how the relays publish: RelayCloudEvents (default,
+	// eventkit's own encoding) or RelayDebezium (the messages Debezium's
+	// outbox event router publishes for the outbox rows, through
+	// debezium.Publisher, read by the consumers through debezium.Wrap).
+	RelayFormat string
+}
+
+// Relay formats (Config.RelayFormat).
+const (
+	RelayCloudEvents = "cloudevents"
+	RelayDebezium    = "debezium"
+)
+
+// DebeziumFormat is the debezium.Format the demo uses on broker b with
+// RelayDebezium: docs/debezium.md's Kafka Connect configuration on Kafka
+// (debezium.Format{}), Debezium Server's NATS JetStream sink elsewhere
+// (headers JSON-encoded).
+func DebeziumFormat(b broker.Broker) debezium.Format {
+	if b.Capabilities().Name == "kafka" {
+		return debezium.Format{}
+	}
+	return debezium.Format{Headers: debezium.JSON}
 }
 
 // DeadLetterTable is the demo's dead-letter table (in the SvcOps store).
@@ -112,6 +135,21 @@ func Run(ctx context.Context, cfg Config) (Summary, error) {
 	}
 	if cfg.Timeout <= 0 {
 		cfg.Timeout = 3 * time.Minute
+	}
+	// The relays publish through relayPub, the consumers read through sub.
+	var relayPub broker.Publisher = cfg.Broker
+	var sub broker.Subscriber = cfg.Broker
+	switch cfg.RelayFormat {
+	case "", RelayCloudEvents:
+	case RelayDebezium:
+		f := DebeziumFormat(cfg.Broker)
+		p, err := debezium.Publisher(cfg.Broker, f)
+		if err != nil {
+			return Summary{}, fmt.Errorf("demo: relay format %s needs NATS JetStream, Kafka or the memory broker: %w", RelayDebezium, err)
+		}
+		relayPub, sub = p, debezium.Wrap(cfg.Broker, f)
+	default:
+		return Summary{}, fmt.Errorf("demo: unknown relay format %q (%s, %s)", cfg.RelayFormat, RelayCloudEvents, RelayDebezium)
 	}
 	start := time.Now()
 	parent := ctx
@@ -197,7 +235,7 @@ func Run(ctx context.Context, cfg Config) (Summary, error) {
 	var published atomic.Int64
 	startRelay := func(name string) (stop func()) {
 		rctx, rcancel := context.WithCancel(runCtx)
-		r := outbox.NewRelay(svcs[name].st.Outbox, cfg.Broker, outbox.RelayConfig{
+		r := outbox.NewRelay(svcs[name].st.Outbox, relayPub, outbox.RelayConfig{
 			PollInterval: 250 * time.Millisecond, StatusInterval: -1, Logger: cfg.Logger.With("relay", name)})
 		done := make(chan struct{})
 		wg.Add(1)
@@ -219,7 +257,7 @@ func Run(ctx context.Context, cfg Config) (Summary, error) {
 	// Consumers, each behind an inbox in its service's database. With
 	// faults on, one ack in ten is "lost": the broker delivers the event
 	// again and the inbox must drop the duplicate.
-	lossy := &lossyAcks{Subscriber: cfg.Broker}
+	lossy := &lossyAcks{Subscriber: sub}
 	if cfg.Faults {
 		lossy.every = 10
 	}
@@ -371,7 +409,7 @@ func Run(ctx context.Context, cfg Config) (Summary, error) {
 		// A poison event: an order.created whose Protobuf payload is garbage.
 		poison := eventkit.New(shop.TypeOrderCreated, eventkit.ContentTypeProtobuf, []byte{0xff, 0xff, 0xff, 0xff},
 			eventkit.WithSubject("ord-poison"), eventkit.WithSource("/demo/chaos"))
-		if err := cfg.Broker.Publish(runCtx, cfg.Topics.Orders, poison); err != nil {
+		if err := relayPub.Publish(runCtx, cfg.Topics.Orders, poison); err != nil {
 			fail(fmt.Errorf("demo: publish poison event: %w", err))
 		}
 		sum.PoisonEventID = poison.ID
