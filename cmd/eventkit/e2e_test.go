@@ -607,7 +607,7 @@ func TestRelayCDC(t *testing.T) {
 		}
 	}
 	r = run(t, "", append([]string{"outbox", "status", "--json"}, slotFlags...)...).mustOK(t)
-	if !strings.Contains(r.stdout, `"SlotExists": true`) {
+	if !strings.Contains(r.stdout, `"slot_exists": true`) {
 		t.Fatalf("outbox status --json:\n%s", r.stdout)
 	}
 	run(t, "", append([]string{"outbox", "cdc", "drop"}, slotFlags...)...).mustOK(t)
