@@ -7,7 +7,7 @@
 // The parser is installed once with npm into a directory under
 // os.UserCacheDir() (eventkit/asyncapi-parser-VERSION) and reused by later
 // runs. Without node or npm, or when the install fails, the test is skipped
-// with the reason; with CI=true in the environment it fails instead, so CI
+// with the reason; with CI set in the environment (any value, as in every eventkit test) it fails instead, so CI
 // cannot pass without having run the parser.
 package asyncapitest
 
@@ -169,8 +169,8 @@ var install struct {
 func unavailable(t testing.TB, format string, args ...any) {
 	t.Helper()
 	msg := fmt.Sprintf(format, args...)
-	if os.Getenv("CI") == "true" {
-		t.Fatalf("%s (CI=true: the AsyncAPI parser check must run; install Node.js 18+ and npm)", msg)
+	if os.Getenv("CI") != "" {
+		t.Fatalf("%s (CI is set: the AsyncAPI parser check must run; install Node.js 18+ and npm)", msg)
 	}
 	t.Skipf("%s: skipping the AsyncAPI parser check (install Node.js 18+ and npm to run it)", msg)
 }
