@@ -50,8 +50,10 @@ type Faults struct {
 	FailPublish int
 	// DisconnectAfter drops the connection once, after the Nth delivery
 	// has been handed to the handler: the next DisconnectFor settlements
-	// and publishes (default 1) fail with ErrDisconnected, and the broker
-	// redelivers the events whose settlement failed.
+	// (default 1) fail with ErrDisconnected, and the broker redelivers the
+	// events whose settlement failed. Publishes made while the connection
+	// is down fail too, up to DisconnectFor of them; they do not shorten
+	// the disconnection, so the settlements always meet it.
 	DisconnectAfter int
 	// DisconnectFor is how many settlements the disconnection lasts.
 	DisconnectFor int
@@ -86,6 +88,7 @@ type FaultBroker struct {
 	firsts      int // first deliveries seen (DropAckEvery, ReorderEvery)
 	publishes   int
 	downFor     int  // settlements left while disconnected
+	pubDownFor  int  // publishes that may still fail while disconnected
 	disconnects bool // the disconnection already happened
 	unsettled   map[string]int
 	done        map[string]bool // event ids acked or termed for good
@@ -133,10 +136,12 @@ func (fb *FaultBroker) Publish(ctx context.Context, topic string, events ...even
 	fb.stats.PublishCalls++
 	var err error
 	switch {
-	case fb.downFor > 0:
+	case fb.downFor > 0 && fb.pubDownFor > 0:
 		// The publisher's retry after this failure finds the connection
-		// back once the disconnection has lasted its operations.
-		fb.downFor--
+		// back once DisconnectFor publishes have failed; the settlements
+		// keep their own budget, so a producer still publishing cannot
+		// spend the disconnection before any settlement meets it.
+		fb.pubDownFor--
 		fb.stats.DisconnectedOps++
 		err = ErrDisconnected
 	case fb.faults.FailPublish > 0 && fb.publishes == fb.faults.FailPublish:
@@ -212,6 +217,7 @@ func (fb *FaultBroker) deliver(ctx context.Context, d broker.Delivery, h broker.
 	if !fb.disconnects && fb.faults.DisconnectAfter > 0 && fb.stats.Delivered >= fb.faults.DisconnectAfter {
 		fb.disconnects = true
 		fb.downFor = fb.faults.DisconnectFor
+		fb.pubDownFor = fb.faults.DisconnectFor
 	}
 	copies := fb.faults.Duplicates
 	concurrent := fb.faults.Concurrent > 1 && d.DecodeErr() == nil
