@@ -93,7 +93,9 @@ func rules(r *Report) []string {
 	return slices.Compact(out)
 }
 
-func order(f *descriptorpb.FileDescriptorProto) *descriptorpb.DescriptorProto { return f.MessageType[0] }
+func order(f *descriptorpb.FileDescriptorProto) *descriptorpb.DescriptorProto {
+	return f.MessageType[0]
+}
 
 func dropField(m *descriptorpb.DescriptorProto, name string) {
 	m.Field = slices.DeleteFunc(m.Field, func(f *descriptorpb.FieldDescriptorProto) bool { return f.GetName() == name })
@@ -108,7 +110,9 @@ func field(m *descriptorpb.DescriptorProto, name string) *descriptorpb.FieldDesc
 	panic(name)
 }
 
-func status(f *descriptorpb.FileDescriptorProto) *descriptorpb.EnumDescriptorProto { return f.EnumType[0] }
+func status(f *descriptorpb.FileDescriptorProto) *descriptorpb.EnumDescriptorProto {
+	return f.EnumType[0]
+}
 
 // TestProtoRules: each breaking change of a Protobuf payload is caught
 // under its buf rule, at its field, and each compatible one passes.

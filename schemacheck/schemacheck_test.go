@@ -302,12 +302,12 @@ func TestVersionRaise(t *testing.T) {
 	noLegacy := func(r *eventkit.Registry) { eventkit.MustRegister[custV1](r, "customer.created", "1", eventkit.JSON) }
 
 	for _, tc := range []struct {
-		name     string
-		cur      *Lock
-		opts     CompareOptions
-		want     []string
-		noteHas  string
-		findHas  string
+		name    string
+		cur     *Lock
+		opts    CompareOptions
+		want    []string
+		noteHas string
+		findHas string
 	}{
 		{name: "breaking change in place", cur: inPlace, want: []string{ruleJSONPropertyNoDelete, ruleJSONRequiredNoAdd}, findHas: "customer.created version 1: name: JSON_PROPERTY_NO_DELETE"},
 		{name: "raised with upcaster", cur: reg(t, raised(true)), noteHas: "an upcaster leads from 1 to 2"},
