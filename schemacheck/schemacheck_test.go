@@ -164,6 +164,17 @@ type jQtyPointer struct {
 	} `json:"addr"`
 }
 
+type jQtyAny struct {
+	ID   string    `json:"id"`
+	Qty  any       `json:"qty"`
+	Note string    `json:"note,omitempty"`
+	Tags []string  `json:"tags"`
+	At   time.Time `json:"at"`
+	Addr struct {
+		City string `json:"city"`
+	} `json:"addr"`
+}
+
 type jQtyOptional struct {
 	ID   string    `json:"id"`
 	Qty  int       `json:"qty,omitempty"`
@@ -191,6 +202,7 @@ func TestJSONRules(t *testing.T) {
 		{"int to uint (minimum added)", snapshotOf[jQtyUint](t), []string{ruleJSONPropertySameType}, "qty"},
 		{"new required property", snapshotOf[jNewRequired](t), []string{ruleJSONRequiredNoAdd}, "region"},
 		{"omitempty dropped", snapshotOf[jNoteRequired](t), []string{ruleJSONRequiredNoAdd}, "note"},
+		{"type widened to any value", snapshotOf[jQtyAny](t), []string{ruleJSONPropertySameType}, "qty"},
 		{"array items type changed", snapshotOf[jTagsInt](t), []string{ruleJSONPropertySameType}, "tags[]"},
 		{"format dropped (time to string)", snapshotOf[jAtString](t), []string{ruleJSONPropertySameType}, "at"},
 		{"nested property deleted", snapshotOf[jCityDeleted](t), []string{ruleJSONPropertyNoDelete}, "addr.city"},
