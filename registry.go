@@ -88,6 +88,7 @@ type TypeInfo struct {
 	GoType      reflect.Type // the Go type of the payload
 	ContentType string       // the codec's media type
 	Schema      string       // the dataschema set by NewTyped, if any
+	UpcastTo    string       // the version RegisterUpcaster converts this one to ("" if none)
 }
 
 // Register makes r map events of type eventType and data version version to
@@ -246,7 +247,7 @@ func (r *Registry) Types() []TypeInfo {
 	for _, versions := range r.byName {
 		for _, t := range versions {
 			out = append(out, TypeInfo{Type: t.eventType, Version: t.version, GoType: t.goType,
-				ContentType: t.codec.ContentType(), Schema: t.schema})
+				ContentType: t.codec.ContentType(), Schema: t.schema, UpcastTo: t.upcastTo})
 		}
 	}
 	r.mu.RUnlock()
