@@ -20,6 +20,14 @@ import (
 	"github.com/eventkit/eventkit/outbox/postgres"
 )
 
+// benchRounds is BENCH_ROUNDS, or def.
+func benchRounds(def int) int {
+	if v, err := strconv.Atoi(os.Getenv("BENCH_ROUNDS")); err == nil && v > 0 {
+		return v
+	}
+	return def
+}
+
 func cpuTime() time.Duration {
 	var ru syscall.Rusage
 	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
@@ -41,10 +49,7 @@ func BenchmarkDrainCDCvsPolling(b *testing.B) {
 		b.Skip("NATS not reachable")
 	}
 	const total = 100000
-	rounds := 2
-	if v, err := strconv.Atoi(os.Getenv("BENCH_ROUNDS")); err == nil && v > 0 {
-		rounds = v
-	}
+	rounds := benchRounds(2)
 	ctx := context.Background()
 	cdcEnv := newEnv(b) // table with slot and publication
 	pollEnv := newEnv(b)
