@@ -6,6 +6,8 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/jackc/pglogrepl"
+
 	"github.com/eventkit/eventkit/outbox"
 )
 
@@ -46,6 +48,7 @@ type backfillState struct {
 	snap     *snapshot // the snapshot of the full list
 	ts       []*txn    // the chunks read and not all finished, in seq order
 	lastScan time.Time
+	reading  chan struct{} // a read-ahead is in flight until closed
 }
 
 // dedupeLocked drops the streamed rows the stream carries again although
@@ -107,9 +110,18 @@ func (s *source) backfillStep(ctx context.Context, limit int, ex func(*item) boo
 		s.mu.Lock()
 		next := len(s.bf.list) > 0 && (len(s.bf.ts) == 0 ||
 			(len(s.bf.ts) < maxHeldChunks && s.claimableLocked(ex, limit) < limit))
+		reading := s.bf.reading
 		s.mu.Unlock()
 		if !next {
 			break
+		}
+		if reading != nil { // the next chunk is being read ahead: wait for it
+			select {
+			case <-reading:
+			case <-ctx.Done():
+				return false, ctx.Err()
+			}
+			continue
 		}
 		if err := s.readBackfill(ctx, limit); err != nil {
 			return false, err
@@ -206,11 +218,117 @@ func (s *source) listBackfill(ctx context.Context, requeued bool) error {
 	return nil
 }
 
+// Skipping what the backfill delivers: the rows of every transaction
+// visible to the full list's snapshot are on the list (or no longer
+// waiting), so the stream's copy of such a transaction is dropped. When the
+// slot is behind (a backlog, or a previous leader's rows in flight), the
+// server would decode and send all of it, and the relay parse it, only to
+// drop it: the same work again for every row, on top of reading it from
+// the table. So the slot first skips to a point P before which every
+// commit is visible to the list's snapshot: P is the WAL insert position
+// read before the list, and the list is taken only once every transaction
+// that had an id at P (the only ones whose commit record can be before P
+// without being visible then) has ended: a transaction id is taken after
+// P, and a new snapshot's xmin must be past it. pg_replication_slot_advance then moves the
+// slot to P in fast-forward mode (the server reads the WAL without
+// decoding rows or running the output plugin), and the stream starts at
+// P: every commit after P comes from the stream, every one before it was
+// visible to the list. If the transactions in progress do not end within
+// skipWait (a long transaction elsewhere in the database) or the advance
+// fails, nothing is skipped: the stream starts at the slot's position and
+// its copies are dropped as before.
+
+// skipWait bounds the wait for the transactions in progress at the skip
+// point.
+const skipWait = 2 * time.Second
+
+// skipPoint returns the skip point P, or 0 if nothing may be skipped. It
+// must be called before the full list is taken.
+func (s *source) skipPoint(ctx context.Context) pglogrepl.LSN {
+	var lsnText, next string
+	if err := s.r.pool.QueryRow(ctx, `SELECT pg_current_wal_insert_lsn()::text`).Scan(&lsnText); err != nil {
+		return 0
+	}
+	p, err := pglogrepl.ParseLSN(lsnText)
+	if err != nil {
+		return 0
+	}
+	// A transaction id assigned after P: every transaction that had one at
+	// P (every one that can have a commit record before P) has a smaller
+	// one, so once a snapshot's xmin is past it, they have all ended.
+	if err := s.r.pool.QueryRow(ctx, `SELECT pg_current_xact_id()::text`).Scan(&next); err != nil {
+		return 0
+	}
+	deadline := time.Now().Add(skipWait)
+	for wait := time.Millisecond; ; wait = min(2*wait, 100*time.Millisecond) {
+		var done bool
+		if err := s.r.pool.QueryRow(ctx, `SELECT pg_snapshot_xmin(pg_current_snapshot()) > $1::text::xid8`, next).Scan(&done); err != nil || ctx.Err() != nil {
+			return 0
+		}
+		if done {
+			return p
+		}
+		if time.Now().After(deadline) {
+			s.r.cfg.Logger.Debug("pgcdc: transactions in progress did not end; the stream starts at the slot's position", "slot", s.r.cfg.Slot)
+			return 0
+		}
+		sleep(ctx, wait)
+	}
+}
+
+// fastForward moves the slot to p (if p is after it) in fast-forward mode,
+// before the stream starts. A failure only costs the skip.
+func (s *source) fastForward(ctx context.Context, p pglogrepl.LSN) {
+	if p == 0 {
+		return
+	}
+	if _, err := s.r.pool.Exec(ctx, `SELECT pg_replication_slot_advance($1, $2::text::pg_lsn)`, s.r.cfg.Slot, p.String()); err != nil {
+		if ctx.Err() == nil {
+			s.r.cfg.Logger.Debug("pgcdc: could not skip the slot to the backfill's position; streaming from the slot's", "slot", s.r.cfg.Slot, "err", err)
+		}
+	}
+}
+
+// readAheadLocked starts reading the next chunk of the list in the
+// background, if there is one to read and room to hold it, so that the
+// table read overlaps the publishing of the rows claimed now (as the
+// polling relay reads its next batch ahead). The engine's next Claim uses
+// it (readBackfill waits for a read in flight); it never hands out a chunk
+// before the ones before it, so the order is that of the reads in Claim.
+func (s *source) readAheadLocked(ctx context.Context, limit int) {
+	if s.bf.reading != nil || len(s.bf.list) == 0 || len(s.bf.ts) >= maxHeldChunks || ctx.Err() != nil {
+		return
+	}
+	done := make(chan struct{})
+	s.bf.reading = done
+	s.ahead.Add(1)
+	go func() {
+		defer s.ahead.Done()
+		err := s.readBackfill(ctx, limit)
+		s.mu.Lock()
+		if s.bf.reading == done {
+			s.bf.reading = nil
+		}
+		s.mu.Unlock()
+		close(done)
+		if err != nil && ctx.Err() == nil {
+			// The engine's next Claim reads the chunk again (and reports
+			// the error if it persists).
+			s.r.cfg.Logger.Debug("pgcdc: backfill read-ahead failed", "err", err)
+		}
+	}()
+}
+
 // readBackfill reads the next rows of the list from the table, in seq order.
 // Rows that are gone (completed or parked meanwhile) are dropped; rows not on
-// the list (committed after it was taken) are left to the stream.
+// the list (committed after it was taken) are left to the stream. Reads are
+// serialized (the engine's and the read-ahead's); one that began before the
+// buffer was reset is dropped.
 func (s *source) readBackfill(ctx context.Context, limit int) error {
+	s.bfRead.Lock()
+	defer s.bfRead.Unlock()
 	s.mu.Lock()
+	gen := s.gen
 	if len(s.bf.list) == 0 {
 		s.mu.Unlock()
 		return nil
@@ -237,6 +355,9 @@ func (s *source) readBackfill(ctx context.Context, limit int) error {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.gen != gen || len(s.bf.list) < n || s.bf.list[n-1] != last {
+		return nil // reset meanwhile: a new leadership lists again
+	}
 	want := make(map[int64]bool, n)
 	for _, q := range s.bf.list[:n] {
 		want[q] = true

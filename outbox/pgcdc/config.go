@@ -31,6 +31,13 @@ var (
 	// ErrInvalidName is returned for a slot or publication name that is not
 	// 1-63 lower-case letters, digits and '_'.
 	ErrInvalidName = errors.New("pgcdc: invalid slot or publication name")
+	// ErrPartitioned is returned by Run (at start, without retrying) when
+	// the outbox is split into partitions (postgres.Store.SetPartitions
+	// with n > 1): the slot streams the whole table in commit order, so a
+	// CDC relay is one partition, and it would publish the rows the
+	// partitions' polling relays publish too. Set the partitions back to 1
+	// (or run the polling relay) to use CDC.
+	ErrPartitioned = errors.New("pgcdc: the outbox is partitioned; the CDC relay relays an outbox of one partition only")
 	// ErrNoPublisher is returned by Run when the relay was built without a
 	// publisher (which is fine for Setup, Teardown and Status).
 	ErrNoPublisher = errors.New("pgcdc: no publisher")

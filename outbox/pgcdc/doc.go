@@ -111,7 +111,16 @@
 //   - Start-up checks. Run returns at once, instead of retrying, when the
 //     table is missing or of another shape (outbox.ErrNoTable,
 //     outbox.ErrTableShape), the slot is missing (ErrSlotNotFound) or the
-//     publication does not carry the table's inserts (ErrMismatch).
+//     publication does not carry the table's inserts (ErrMismatch), or the
+//     outbox is split into partitions (ErrPartitioned: the slot streams
+//     the whole table, so CDC is one partition; a relay that stood by while
+//     the count was changed stops with it when it takes the lock).
+//   - A parked row stays parked. The stream's completions and attempt
+//     counts never touch a parked row (AND parked_at IS NULL), and a
+//     transaction the stream hands over again after a restart is dropped
+//     when its rows were visible to the new leader's backfill list (see
+//     Backfill), so a row an earlier leader parked is neither published nor
+//     deleted until it is requeued; the backfill then delivers it.
 //
 // # Polling or CDC, not both
 //
@@ -139,7 +148,16 @@
 // commits; its later rows come from the stream after it). Duplicates stay
 // within the bound above: a kill during a backfill republishes at most the
 // batch in flight. Stats.Backfilled counts the rows read from the table. The
-// list snapshot holds one int64 per waiting row in memory.
+// list snapshot holds one int64 per waiting row in memory. The next chunk is
+// read while the one before is published (as the polling relay reads
+// ahead). Before its stream starts, the new leader skips the slot
+// (pg_replication_slot_advance, which reads the WAL without decoding rows)
+// to the WAL position read before the list, once every transaction that
+// had an id then has ended: every commit before it was visible to the
+// list, so the server does not decode and send a backlog only for the
+// relay to drop it. A transaction left open elsewhere for more than 2 s
+// cancels the skip (the stream then starts at the slot and drops its
+// copies, as it must).
 //
 // # The slot keeps WAL: do not leave it behind
 //
@@ -166,8 +184,7 @@
 //
 // # What is not guaranteed
 //
-// Exactly once (see above); order across topics; delivery of rows inserted
-// before the slot existed; transactions are held in memory whole until
+// Exactly once (see above); order across topics; transactions are held in memory whole until
 // completed (up to QueueSize transactions; a transaction of a million
 // events needs the memory for them).
 package pgcdc

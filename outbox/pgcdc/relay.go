@@ -35,6 +35,7 @@ type Relay struct {
 
 	src    *source
 	engine *outbox.Relay
+	q      queries
 
 	confirmed atomic.Uint64 // completed (rows deleted or parked) and so safe to confirm
 	lastData  atomic.Int64  // unix nanos of the last change received
@@ -60,12 +61,29 @@ func New(pool *pgxpool.Pool, pub broker.Publisher, cfg Config) (*Relay, error) {
 	c.Table = store.Table()
 	base := sqlutil.Base(c.Table)
 	schema := strings.TrimSuffix(strings.TrimSuffix(c.Table, base), ".")
-	r := &Relay{pool: pool, pub: pub, cfg: c, store: store, schema: schema, base: base}
+	r := &Relay{pool: pool, pub: pub, cfg: c, store: store, schema: schema, base: base, q: newQueries(c.Table)}
 	r.src = &source{r: r, bySeq: map[int64]*item{}, space: make(chan struct{}, 1)}
 	if pub != nil {
 		r.engine = outbox.NewRelay(r.src, pub, c.RelayConfig)
 	}
 	return r, nil
+}
+
+// queries are the statements of the stream's completions and failures.
+// They are outbox/postgres's with "AND parked_at IS NULL": the stream can
+// hand over a row that was parked meanwhile (by a previous leader still
+// finishing, say), and that row stays parked (Requeue gives it back, and
+// the backfill then delivers it); it is never deleted, marked delivered,
+// or taken out of the parked state by an attempt count.
+type queries struct{ del, deliver, fail string }
+
+func newQueries(table string) queries {
+	return queries{
+		del:     `DELETE FROM ` + table + ` WHERE seq = ANY($1::bigint[]) AND parked_at IS NULL RETURNING seq`,
+		deliver: `UPDATE ` + table + ` SET delivered_at = now() WHERE seq = ANY($1::bigint[]) AND delivered_at IS NULL AND parked_at IS NULL RETURNING seq`,
+		fail: `UPDATE ` + table + ` SET attempts = attempts + 1, last_error = $2,
+  parked_at = CASE WHEN $3::bool THEN now() ELSE NULL END WHERE seq = $1 AND parked_at IS NULL AND delivered_at IS NULL`,
+	}
 }
 
 // Config returns the effective configuration, with the defaults filled in.
@@ -165,6 +183,9 @@ func (r *Relay) check(ctx context.Context) error {
 	if err := r.store.Check(ctx); err != nil {
 		return err
 	}
+	if err := r.checkPartitions(ctx); err != nil {
+		return err
+	}
 	if _, err := r.slotPosition(ctx); err != nil {
 		return err
 	}
@@ -183,6 +204,19 @@ func (r *Relay) check(ctx context.Context) error {
 		return fmt.Errorf("%w: publication %s does not publish inserts", ErrMismatch, r.cfg.Publication)
 	case !has:
 		return fmt.Errorf("%w: publication %s does not include table %s", ErrMismatch, r.cfg.Publication, r.cfg.Table)
+	}
+	return nil
+}
+
+// checkPartitions returns ErrPartitioned if the outbox has more than one
+// partition.
+func (r *Relay) checkPartitions(ctx context.Context) error {
+	n, err := r.store.Partitions(ctx)
+	if err != nil {
+		return fmt.Errorf("pgcdc: read the partition count of %s: %w", r.cfg.Table, err)
+	}
+	if n > 1 {
+		return fmt.Errorf("%w: %s has %d partitions", ErrPartitioned, r.cfg.Table, n)
 	}
 	return nil
 }

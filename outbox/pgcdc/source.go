@@ -2,11 +2,13 @@ package pgcdc
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"time"
 
 	"github.com/jackc/pglogrepl"
+	"github.com/jackc/pgx/v5"
 
 	"github.com/eventkit/eventkit/outbox"
 )
@@ -46,6 +48,10 @@ type source struct {
 	space    chan struct{} // signalled when transactions leave the buffer
 
 	bf backfillState // rows read from the table (backfill.go)
+
+	bfRead sync.Mutex     // serializes readBackfill (the engine's and the read-ahead)
+	ahead  sync.WaitGroup // the read-ahead of the next backfill chunk
+	gen    uint64         // bumped by reset: a backfill read begun before it is dropped
 }
 
 var (
@@ -117,6 +123,7 @@ func (s *source) reset() {
 	defer s.mu.Unlock()
 	s.txns, s.bySeq, s.received = nil, map[int64]*item{}, 0
 	s.bf = backfillState{}
+	s.gen++
 }
 
 // finish marks seqs finished and moves the confirmed position.
@@ -164,6 +171,7 @@ func (s *source) Claim(ctx context.Context, p outbox.ClaimParams) ([]outbox.Reco
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	defer s.readAheadLocked(ctx, p.Limit)
 	var out []outbox.Record
 	txns := s.txns
 	if len(s.bf.ts) > 0 {
@@ -263,7 +271,7 @@ func (s *source) untilDone(ctx context.Context, seqs []int64, op func([]int64) (
 			}
 		}
 		if len(gone) > 0 {
-			s.r.cfg.Logger.Warn("pgcdc: streamed rows are gone from the outbox table (deleted by something else); not published again",
+			s.r.cfg.Logger.Warn("pgcdc: streamed rows are no longer waiting in the outbox table (deleted, or parked, by something else); left as they are",
 				"table", s.r.cfg.Table, "rows", len(gone), "first_seq", gone[0])
 			s.finish(gone)
 		}
@@ -315,7 +323,21 @@ func (s *source) visible(ctx context.Context, seqs []int64) (map[int64]bool, err
 // Complete implements outbox.Source: rows are finished only once deleted
 // (or marked delivered); see untilDone.
 func (s *source) Complete(ctx context.Context, seqs []int64, keep bool) (int64, error) {
-	return s.untilDone(ctx, seqs, func(p []int64) ([]int64, error) { return s.r.store.CompleteSeqs(ctx, p, keep) })
+	q := s.r.q.del
+	if keep {
+		q = s.r.q.deliver
+	}
+	return s.untilDone(ctx, seqs, func(p []int64) ([]int64, error) {
+		rows, err := s.r.pool.Query(ctx, q, p)
+		if err != nil {
+			return nil, fmt.Errorf("pgcdc: complete: %w", err)
+		}
+		done, err := pgx.CollectRows(rows, pgx.RowTo[int64])
+		if err != nil {
+			return nil, fmt.Errorf("pgcdc: complete: %w", err)
+		}
+		return done, nil
+	})
 }
 
 // Fail implements outbox.Source: the attempt is recorded in the table (the
@@ -323,9 +345,12 @@ func (s *source) Complete(ctx context.Context, seqs []int64, keep bool) (int64, 
 // a parked row is finished.
 func (s *source) Fail(ctx context.Context, p outbox.FailParams) error {
 	_, err := s.untilDone(ctx, []int64{p.Seq}, func([]int64) ([]int64, error) {
-		ok, err := s.r.store.FailRow(ctx, p)
-		if err != nil || !ok {
-			return nil, err
+		tag, err := s.r.pool.Exec(ctx, s.r.q.fail, p.Seq, p.Reason, p.Park)
+		if err != nil {
+			return nil, fmt.Errorf("pgcdc: fail: %w", err)
+		}
+		if tag.RowsAffected() != 1 {
+			return nil, nil
 		}
 		if !p.Park {
 			// Counted, not finished: it is claimed again after its delay.
@@ -376,9 +401,27 @@ func (s *source) TryLock(ctx context.Context) (outbox.Lock, error) {
 		return nil, err
 	}
 	s.reset()
+	// The partition count cannot change while the lock is held
+	// (SetPartitions takes it), but it may have changed while this relay
+	// stood by: then stop (Run returns ErrPartitioned) rather than stream.
+	if err := s.r.checkPartitions(ctx); err != nil {
+		if !errors.Is(err, ErrPartitioned) {
+			rctx, rcancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+			_ = inner.Release(rctx)
+			rcancel()
+			return nil, err
+		}
+		l := &streamLock{inner: inner, cancel: func() {}, lost: make(chan struct{}), done: make(chan struct{}), src: s, err: err}
+		close(l.done)
+		l.markLost()
+		return l, nil
+	}
 	// The full backfill list is taken before the stream starts: every
 	// transaction the stream then hands over that committed before it is
-	// either on it or done (see backfill.go).
+	// either on it or done (see backfill.go). If every transaction that
+	// committed before skipTo is visible to the list's snapshot, the slot
+	// skips to skipTo first (fastForward).
+	skipTo := s.skipPoint(ctx)
 	if err := s.listBackfill(ctx, false); err != nil {
 		rctx, rcancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
 		_ = inner.Release(rctx)
@@ -390,6 +433,7 @@ func (s *source) TryLock(ctx context.Context) (outbox.Lock, error) {
 	l := &streamLock{inner: inner, cancel: cancel, lost: make(chan struct{}), done: make(chan struct{}), src: s}
 	go func() {
 		defer close(l.done)
+		s.fastForward(sctx, skipTo)
 		if err := s.r.stream(sctx); err != nil {
 			l.mu.Lock()
 			l.err = err
@@ -437,6 +481,7 @@ func (l *streamLock) Err() error {
 func (l *streamLock) Release(ctx context.Context) error {
 	l.cancel()
 	<-l.done
+	l.src.ahead.Wait() // the engine's context has ended: a read-ahead stops
 	l.src.reset()
 	return l.inner.Release(ctx)
 }
