@@ -27,7 +27,7 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 // else a transaction of its own (NoInbox runs).
 func txHandler(db *sql.DB, fn shop.TxFunc) consumer.Handler {
 	return consumer.HandlerFunc(func(ctx context.Context, ev eventkit.Event) error {
-		if tx := sqlinbox.Tx(ctx); tx != nil {
+		if tx, err := sqlinbox.Tx(ctx); err == nil {
 			return fn(ctx, tx, ev)
 		}
 		tx, err := db.BeginTx(ctx, nil)
@@ -333,9 +333,9 @@ func TestHandleInTx(t *testing.T) {
 		t.Fatal(err)
 	}
 	h := consumer.HandlerFunc(func(ctx context.Context, ev eventkit.Event) error {
-		tx := sqlinbox.Tx(ctx)
-		if tx == nil {
-			return errors.New("no inbox transaction in the context")
+		tx, err := sqlinbox.Tx(ctx)
+		if err != nil {
+			return err
 		}
 		return (&shop.Notifications{DB: shop.DB{DB: db, Dialect: "sqlite"}, Reg: reg}).OnEvent(ctx, tx, ev)
 	})

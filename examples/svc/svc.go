@@ -6,7 +6,6 @@ package svc
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"log/slog"
@@ -107,9 +106,9 @@ func DB(st *connect.Store) shop.DB { return shop.DB{DB: st.SQL, Dialect: st.Dial
 // the event id in it, and commits it after the handler returns nil.
 func InTx(fn shop.TxFunc) func(ctx context.Context, ev eventkit.Event) error {
 	return func(ctx context.Context, ev eventkit.Event) error {
-		tx := sqlinbox.Tx(ctx)
-		if tx == nil {
-			return errors.New("handler runs without the inbox transaction")
+		tx, err := sqlinbox.Tx(ctx)
+		if err != nil {
+			return err
 		}
 		return fn(ctx, tx, ev)
 	}

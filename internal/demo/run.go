@@ -279,9 +279,9 @@ func Run(ctx context.Context, cfg Config) (Summary, error) {
 		for topic, fn := range routes {
 			fn := fn
 			if err := c.HandleFunc(topic, name, func(ctx context.Context, ev eventkit.Event) error {
-				tx := sqlinbox.Tx(ctx)
-				if tx == nil {
-					return errors.New("demo: handler runs without the inbox transaction")
+				tx, err := sqlinbox.Tx(ctx)
+				if err != nil {
+					return err
 				}
 				return fn(ctx, tx, ev)
 			}); err != nil {

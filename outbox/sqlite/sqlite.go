@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"sync"
 
+	"github.com/eventkit/eventkit/internal/sqldialect"
 	"github.com/eventkit/eventkit/outbox"
 	"github.com/eventkit/eventkit/outbox/internal/sqlutil"
 )
@@ -42,7 +43,7 @@ var (
 	_ outbox.Migrator        = (*Store)(nil)
 )
 
-const nowMicros = `CAST((julianday('now') - 2440587.5) * 86400000000.0 AS INTEGER)`
+var nowMicros = sqldialect.SQLite.NowMicros()
 
 // DSN returns the recommended data source name for modernc.org/sqlite
 // (driver "sqlite") for a database file: WAL journal (readers do not block
@@ -60,7 +61,7 @@ func New(db *sql.DB, cfg Config) (*Store, error) {
 		return nil, err
 	}
 	return &Store{
-		DB: sqlutil.NewDB(db, table, sqlutil.Dialect{Name: "outbox/sqlite", NowMicros: nowMicros,
+		DB: sqlutil.NewDB(db, table, sqlutil.Dialect{Name: "outbox/sqlite", SQL: sqldialect.SQLite,
 			ReserveSeq: reserveSeq(table)}, cfg.MaxEventSize),
 		cfg: cfg,
 	}, nil
