@@ -99,7 +99,7 @@ func (f *Flags) Open(ctx context.Context, service string, log *slog.Logger) (bro
 func InboxTable(service string) string { return shop.InboxTable(service) }
 
 // DB wraps the store's database for the demo's services.
-func DB(st *connect.Store) shop.DB { return shop.DB{DB: st.SQL, Dialect: st.Dialect.String()} }
+func DB(st *connect.Store) shop.DB { return shop.DB{DB: st.SQL, Dialect: st.Dialect} }
 
 // InTx adapts a service method that takes the transaction to a consumer
 // handler: the consumer's inbox (sqlinbox) begins the transaction, records

@@ -167,7 +167,7 @@ func New(db *sql.DB, d Dialect, opts Options) (*Inbox, error) {
 // errors, a too-long id say, into warnings.)
 func insertSQL(d Dialect, table string) string {
 	return d.Rebind("INSERT INTO "+table+" (consumer, event_id, event_type, processed_at) VALUES (?, ?, ?, ?)") +
-		d.OnConflict([]string{"consumer", "event_id"})
+		d.DoNothing("consumer")
 }
 
 // Table returns the table name in use.

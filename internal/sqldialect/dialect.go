@@ -170,6 +170,17 @@ func (d Dialect) OnConflict(keyCols []string, sets ...string) string {
 	return " ON CONFLICT (" + strings.Join(keyCols, ", ") + ") DO UPDATE SET " + strings.Join(sets, ", ")
 }
 
+// DoNothing is the clause that makes an INSERT skip a row that conflicts
+// with any unique key (ON CONFLICT DO NOTHING; on MySQL a no-op ON
+// DUPLICATE KEY UPDATE of col, which unlike INSERT IGNORE does not turn
+// other errors into warnings).
+func (d Dialect) DoNothing(col string) string {
+	if s, _ := d.spec(); s.onDuplicateKey {
+		return " ON DUPLICATE KEY UPDATE " + col + " = " + col
+	}
+	return " ON CONFLICT DO NOTHING"
+}
+
 // Upsert returns an INSERT of cols into table that, when a row with the
 // same keyCols exists, overwrites its other columns instead. Table and
 // column names must have passed Check.
