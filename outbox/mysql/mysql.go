@@ -223,7 +223,7 @@ func (s *Store) migrator() (sqlutil.Migrator, error) {
 		return sqlutil.Migrator{}, err
 	}
 	return sqlutil.Migrator{
-		DB: s.SQL(), Table: s.Table(), Name: "outbox/mysql", Migrations: ms,
+		DB: s.SQL(), SQL: sqldialect.MySQL, Table: s.Table(), Name: "outbox/mysql", Migrations: ms,
 		CreateVersions: `CREATE TABLE IF NOT EXISTS ` + s.Table() + `_migrations (
   version INT NOT NULL PRIMARY KEY, name VARCHAR(200) NOT NULL, applied_at BIGINT NOT NULL) ENGINE=InnoDB`,
 	}, nil
@@ -273,11 +273,7 @@ func (s *Store) MigrationStatus(ctx context.Context) ([]outbox.MigrationState, e
 	if err != nil {
 		return nil, err
 	}
-	return m.Status(ctx, func(ctx context.Context, name string) (bool, error) {
-		var n int
-		err := s.SQL().QueryRowContext(ctx, `SELECT count(*) FROM information_schema.tables WHERE table_schema = DATABASE() AND table_name = ?`, name).Scan(&n)
-		return n > 0, err
-	})
+	return m.Status(ctx)
 }
 
 // Migrate is a shortcut for New(db, cfg) and Store.Migrate.

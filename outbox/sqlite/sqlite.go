@@ -144,7 +144,7 @@ func (s *Store) migrator() (sqlutil.Migrator, error) {
 		return sqlutil.Migrator{}, err
 	}
 	return sqlutil.Migrator{
-		DB: s.SQL(), Table: s.Table(), Name: "outbox/sqlite", Migrations: ms,
+		DB: s.SQL(), SQL: sqldialect.SQLite, Table: s.Table(), Name: "outbox/sqlite", Migrations: ms,
 		CreateVersions: `CREATE TABLE IF NOT EXISTS ` + s.Table() + `_migrations (
   version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at INTEGER NOT NULL)`,
 	}, nil
@@ -194,11 +194,7 @@ func (s *Store) MigrationStatus(ctx context.Context) ([]outbox.MigrationState, e
 	if err != nil {
 		return nil, err
 	}
-	return m.Status(ctx, func(ctx context.Context, name string) (bool, error) {
-		var n int
-		err := s.SQL().QueryRowContext(ctx, `SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = ?`, name).Scan(&n)
-		return n > 0, err
-	})
+	return m.Status(ctx)
 }
 
 // Migrate is a shortcut for New(db, cfg) and Store.Migrate.

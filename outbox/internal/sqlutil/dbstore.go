@@ -375,6 +375,7 @@ FROM `+s.table).Scan(&st.Backlog, &oldest, &now, &delivered, &parked)
 // Migrator runs migrations over database/sql with a caller-provided lock.
 type Migrator struct {
 	DB    *sql.DB
+	SQL   sqldialect.Dialect
 	Table string
 	Name  string
 	// CreateVersions is the DDL of the <table>_migrations table.
@@ -450,8 +451,8 @@ func (m Migrator) Up(ctx context.Context, conn *sql.Conn) error {
 
 // Status lists the migrations and whether each is applied; a missing
 // version table means none is.
-func (m Migrator) Status(ctx context.Context, tableExists func(ctx context.Context, name string) (bool, error)) ([]outbox.MigrationState, error) {
-	ok, err := tableExists(ctx, m.Table+"_migrations")
+func (m Migrator) Status(ctx context.Context) ([]outbox.MigrationState, error) {
+	ok, err := m.SQL.TableExists(ctx, sqldialect.SQLConn{Q: m.DB}, m.Table+"_migrations")
 	if err != nil {
 		return nil, fmt.Errorf("%s: migrations: %w", m.Name, err)
 	}
