@@ -5,7 +5,6 @@ import (
 	"database/sql"
 	"encoding/json"
 	"fmt"
-	"strconv"
 	"strings"
 	"time"
 
@@ -38,23 +37,8 @@ type db struct {
 	dialect sqlinbox.Dialect
 }
 
-// q turns '?' placeholders into $n for PostgreSQL.
-func (d db) q(query string) string {
-	if d.dialect != sqlinbox.Postgres {
-		return query
-	}
-	var b strings.Builder
-	n := 0
-	for _, r := range query {
-		if r == '?' {
-			n++
-			b.WriteString("$" + strconv.Itoa(n))
-			continue
-		}
-		b.WriteRune(r)
-	}
-	return b.String()
-}
+// q rewrites '?' placeholders for the dialect.
+func (d db) q(query string) string { return d.dialect.Rebind(query) }
 
 // micros is the SQL expression for a time column as unix microseconds (the
 // MySQL and SQLite outboxes store them so already).

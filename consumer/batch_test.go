@@ -274,9 +274,12 @@ func pgDeferredSetup(t *testing.T, usePgx bool) *pgDeferred {
 			t.Fatal(err)
 		}
 		p.in = in
-		p.tx = func(ctx context.Context) any { return sqlinbox.PgxTx(ctx) }
+		p.tx = func(ctx context.Context) any { tx, _ := sqlinbox.PgxTx(ctx); return tx }
 		p.addChild = func(ctx context.Context, ev, par string) error {
-			_, err := sqlinbox.PgxTx(ctx).Exec(ctx, insert, ev, par)
+			tx, err := sqlinbox.PgxTx(ctx)
+			if err == nil {
+				_, err = tx.Exec(ctx, insert, ev, par)
+			}
 			return err
 		}
 		p.exec = func(q string) error {
@@ -304,9 +307,12 @@ func pgDeferredSetup(t *testing.T, usePgx bool) *pgDeferred {
 			t.Fatal(err)
 		}
 		p.in = in
-		p.tx = func(ctx context.Context) any { return sqlinbox.Tx(ctx) }
+		p.tx = func(ctx context.Context) any { tx, _ := sqlinbox.Tx(ctx); return tx }
 		p.addChild = func(ctx context.Context, ev, par string) error {
-			_, err := sqlinbox.Tx(ctx).ExecContext(ctx, insert, ev, par)
+			tx, err := sqlinbox.Tx(ctx)
+			if err == nil {
+				_, err = tx.ExecContext(ctx, insert, ev, par)
+			}
 			return err
 		}
 		p.exec = func(q string) error {

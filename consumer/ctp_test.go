@@ -58,7 +58,11 @@ func TestConsumeTransformProduceWithOutbox(t *testing.T) {
 	_ = c.Handle(topic, "invoicing", consumer.HandlerFunc(func(ctx context.Context, e eventkit.Event) error {
 		out := eventkit.New("invoice.created", "application/json", []byte(`{}`),
 			eventkit.WithSubject(e.Subject), eventkit.WithExtension("causationid", e.ID))
-		if err := ob.Add(ctx, sqlinbox.PgxTx(ctx), "invoices", out); err != nil {
+		tx, err := sqlinbox.PgxTx(ctx)
+		if err != nil {
+			return err
+		}
+		if err := ob.Add(ctx, tx, "invoices", out); err != nil {
 			return err
 		}
 		if attempts.Add(1) == 1 {

@@ -8,7 +8,11 @@
 //	c, _ := consumer.New(b, consumer.Config{Concurrency: 8, Inbox: in})
 //	r := consumer.NewRouter(reg)
 //	consumer.On(r, "order.created", func(ctx context.Context, o OrderCreated, ev eventkit.Event) error {
-//		_, err := sqlinbox.Tx(ctx).ExecContext(ctx, "INSERT INTO invoices ...")
+//		tx, err := sqlinbox.Tx(ctx)
+//		if err != nil {
+//			return err
+//		}
+//		_, err = tx.ExecContext(ctx, "INSERT INTO invoices ...")
 //		return err
 //	})
 //	_ = c.Handle("orders", "billing", r)

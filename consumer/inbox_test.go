@@ -80,13 +80,16 @@ func sqlStore(t testing.TB, name, driver, dsn string, d sqlinbox.Dialect) *store
 	}
 	return &store{
 		name: name, in: in,
-		tx: func(ctx context.Context) any { return sqlinbox.Tx(ctx) },
+		tx: func(ctx context.Context) any { tx, _ := sqlinbox.Tx(ctx); return tx },
 		bump: func(ctx context.Context, account string) error {
-			tx := sqlinbox.Tx(ctx)
+			tx, err := sqlinbox.Tx(ctx)
+			if err != nil {
+				return err
+			}
 			if _, err := tx.ExecContext(ctx, insert, account); err != nil {
 				return err
 			}
-			_, err := tx.ExecContext(ctx, update, account)
+			_, err = tx.ExecContext(ctx, update, account)
 			return err
 		},
 		count: func(t testing.TB, account string) int {
@@ -125,9 +128,13 @@ func pgxStore(t testing.TB) *store {
 	})
 	return &store{
 		name: "pgx", in: in,
-		tx: func(ctx context.Context) any { return sqlinbox.PgxTx(ctx) },
+		tx: func(ctx context.Context) any { tx, _ := sqlinbox.PgxTx(ctx); return tx },
 		bump: func(ctx context.Context, account string) error {
-			_, err := sqlinbox.PgxTx(ctx).Exec(ctx, "INSERT INTO "+biz+" (id, n) VALUES ($1, 1) ON CONFLICT (id) DO UPDATE SET n = "+biz+".n + 1", account)
+			tx, err := sqlinbox.PgxTx(ctx)
+			if err != nil {
+				return err
+			}
+			_, err = tx.Exec(ctx, "INSERT INTO "+biz+" (id, n) VALUES ($1, 1) ON CONFLICT (id) DO UPDATE SET n = "+biz+".n + 1", account)
 			return err
 		},
 		count: func(t testing.TB, account string) int {

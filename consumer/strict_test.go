@@ -254,7 +254,10 @@ func strictScenario(t *testing.T, sb strictBroker, sdb strictDB, strict bool) in
 		if err != nil {
 			return eventkit.Permanent(err)
 		}
-		tx := sqlinbox.Tx(ctx)
+		tx, err := sqlinbox.Tx(ctx)
+		if err != nil {
+			return err
+		}
 		res, err := tx.ExecContext(ctx, cas, ev.Subject, seq-1)
 		if err != nil {
 			return err

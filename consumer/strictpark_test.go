@@ -71,7 +71,10 @@ func TestStrictOrderParksAndResumes(t *testing.T) {
 		if bad {
 			return fmt.Errorf("poison %s#%d", ev.Subject, seq)
 		}
-		tx := sqlinbox.Tx(ctx)
+		tx, err := sqlinbox.Tx(ctx)
+		if err != nil {
+			return err
+		}
 		res, err := tx.ExecContext(ctx, "UPDATE biz SET n = n + 1, last = ? WHERE id = ? AND last < ?", seq, ev.Subject, seq)
 		if err != nil {
 			return err

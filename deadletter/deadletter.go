@@ -33,6 +33,8 @@ import (
 	"github.com/eventkit/eventkit/broker"
 	"github.com/eventkit/eventkit/consumer"
 	"github.com/eventkit/eventkit/inbox/sqlinbox"
+	"github.com/eventkit/eventkit/internal/sqldialect"
+	"github.com/eventkit/eventkit/outbox"
 )
 
 // DefaultTable is the dead-letter table's default name.
@@ -56,10 +58,8 @@ func New(db *sql.DB, dialect sqlinbox.Dialect, table string) (*Store, error) {
 	if err := sqlinbox.CheckTable(table); err != nil {
 		return nil, fmt.Errorf("deadletter: %w", err)
 	}
-	switch dialect {
-	case sqlinbox.Postgres, sqlinbox.MySQL, sqlinbox.SQLite:
-	default:
-		return nil, fmt.Errorf("deadletter: unsupported dialect %v", dialect)
+	if err := dialect.Check("deadletter"); err != nil {
+		return nil, err
 	}
 	return &Store{db: db, dialect: dialect, table: table}, nil
 }
@@ -67,57 +67,59 @@ func New(db *sql.DB, dialect sqlinbox.Dialect, table string) (*Store, error) {
 // Table returns the table name.
 func (s *Store) Table() string { return s.table }
 
-// MigrationSQL returns the statements Migrate runs on a database without
-// the table, for review (eventkit migrate sql).
-func (s *Store) MigrationSQL() []string {
-	blob, text := "BLOB", "TEXT"
-	switch s.dialect {
-	case sqlinbox.Postgres:
-		blob = "BYTEA"
-	case sqlinbox.MySQL:
-		blob = "LONGBLOB"
-	}
+// migrations returns the versions of the dead-letter table: 1 creates it
+// with its index on dead_at.
+func (s *Store) migrations() sqldialect.Line {
+	index := strings.ReplaceAll(s.table, ".", "_") + "_dead_at"
 	create := `CREATE TABLE IF NOT EXISTS ` + s.table + ` (
 	topic       VARCHAR(255) NOT NULL,
 	grp         VARCHAR(255) NOT NULL,
 	event_id    VARCHAR(255) NOT NULL,
 	event_type  VARCHAR(255) NOT NULL,
 	reason      VARCHAR(32)  NOT NULL,
-	error       ` + text + ` NOT NULL,
+	error       TEXT         NOT NULL,
 	attempts    INT          NOT NULL,
 	dead_at     BIGINT       NOT NULL,
-	envelope    ` + blob + ` NOT NULL,
+	envelope    ` + s.dialect.Blob() + ` NOT NULL,
 	replays     INT          NOT NULL DEFAULT 0,
 	replayed_at BIGINT,
-	PRIMARY KEY (topic, grp, event_id)
-)`
-	if s.dialect == sqlinbox.MySQL { // no CREATE INDEX IF NOT EXISTS: Migrate checks first
-		return []string{create, `CREATE INDEX ` + s.index() + ` ON ` + s.table + ` (dead_at)`}
+	PRIMARY KEY (topic, grp, event_id)`
+	v1 := []string{create + "\n)", `CREATE INDEX IF NOT EXISTS ` + index + ` ON ` + s.table + ` (dead_at)`}
+	if s.dialect == sqlinbox.MySQL { // no CREATE INDEX IF NOT EXISTS: the index is part of the table
+		v1 = []string{create + ",\n\tKEY " + index + " (dead_at)\n) ENGINE=InnoDB"}
 	}
-	return []string{create, `CREATE INDEX IF NOT EXISTS ` + s.index() + ` ON ` + s.table + ` (dead_at)`}
+	return sqldialect.Line{Pkg: "deadletter", Table: s.table, Migrations: []sqldialect.Migration{
+		{Version: 1, Name: "create_dead_letters", Table: s.table, Up: v1, Down: []string{"DROP TABLE " + s.table}},
+	}}
 }
 
-func (s *Store) index() string { return strings.ReplaceAll(s.table, ".", "_") + "_dead_at" }
+func (s *Store) migrator() sqldialect.Migrator {
+	return sqldialect.Migrator{D: s.dialect, InTx: sqldialect.SQLInTx(s.db)}
+}
 
-// Migrate creates the table and its index if they do not exist.
-func (s *Store) Migrate(ctx context.Context) error {
-	stmts := s.MigrationSQL()
-	if s.dialect == sqlinbox.MySQL {
-		var n int
-		if err := s.db.QueryRowContext(ctx, `SELECT COUNT(*) FROM information_schema.statistics
-			WHERE table_schema = DATABASE() AND table_name = ? AND index_name = ?`, s.table, s.index()).Scan(&n); err != nil {
-			return fmt.Errorf("deadletter: migrate: %w", err)
-		}
-		if n > 0 {
-			stmts = stmts[:1]
-		}
-	}
-	for _, q := range stmts {
-		if _, err := s.db.ExecContext(ctx, q); err != nil {
-			return fmt.Errorf("deadletter: migrate: %w", err)
-		}
-	}
-	return nil
+// MigrationSQL returns the SQL text Migrate runs on a database without the
+// table, with the INSERT recording its version in eventkit_migrations, for
+// review (eventkit migrate sql).
+func (s *Store) MigrationSQL() string { return s.dialect.Script(s.migrations()) }
+
+// Migrate applies the versions of the table that are not applied yet,
+// recording them in eventkit_migrations; a table created by an earlier,
+// unversioned release is adopted as it is. It is idempotent and safe to
+// run concurrently.
+func (s *Store) Migrate(ctx context.Context) error { return s.migrator().Up(ctx, s.migrations()) }
+
+// MigrationStatus lists the table's versions and whether each is applied.
+func (s *Store) MigrationStatus(ctx context.Context) ([]outbox.MigrationState, error) {
+	return s.migrator().Status(ctx, s.migrations())
+}
+
+// MigrateDown undoes the last applied version (1 drops the table) and
+// returns it (Version 0: none was applied). Unless force, it refuses with
+// an error wrapping sqlinbox.ErrDataLoss, changing nothing, while the table
+// holds dead letters.
+func (s *Store) MigrateDown(ctx context.Context, force bool) (outbox.Migration, error) {
+	m, err := s.migrator().Down(ctx, s.migrations(), force)
+	return outbox.Migration{Version: m.Version, Name: m.Name}, err
 }
 
 // Entry is one stored dead letter.
@@ -141,22 +143,7 @@ type Entry struct {
 // Undecodable reports whether the entry holds raw bytes instead of an event.
 func (e Entry) Undecodable() bool { return e.Event.Type == consumer.UndecodableType }
 
-func (s *Store) q(query string) string {
-	if s.dialect != sqlinbox.Postgres {
-		return query
-	}
-	var b strings.Builder
-	n := 0
-	for _, r := range query {
-		if r == '?' {
-			n++
-			fmt.Fprintf(&b, "$%d", n)
-			continue
-		}
-		b.WriteRune(r)
-	}
-	return b.String()
-}
+func (s *Store) q(query string) string { return s.dialect.Rebind(query) }
 
 // Add stores a dead-letter event (as published by the consumer runtime). A
 // dead letter with the same topic, group and event id replaces the stored
@@ -176,15 +163,11 @@ func (s *Store) Add(ctx context.Context, dl eventkit.Event) error {
 	}
 	typ := dl.Type
 	args := []any{info.Topic, info.Group, info.EventID, typ, info.Reason, info.Error, info.Attempts, dead.UnixNano(), env}
-	var upsert string
-	switch s.dialect {
-	case sqlinbox.MySQL:
-		upsert = ` ON DUPLICATE KEY UPDATE event_type = VALUES(event_type), reason = VALUES(reason), error = VALUES(error),
-			attempts = VALUES(attempts), dead_at = VALUES(dead_at), envelope = VALUES(envelope), replayed_at = NULL`
-	default:
-		upsert = ` ON CONFLICT (topic, grp, event_id) DO UPDATE SET event_type = excluded.event_type, reason = excluded.reason,
-			error = excluded.error, attempts = excluded.attempts, dead_at = excluded.dead_at, envelope = excluded.envelope, replayed_at = NULL`
+	var sets []string
+	for _, c := range []string{"event_type", "reason", "error", "attempts", "dead_at", "envelope"} {
+		sets = append(sets, c+" = "+s.dialect.Excluded(c))
 	}
+	upsert := s.dialect.OnConflict([]string{"topic", "grp", "event_id"}, append(sets, "replayed_at = NULL")...)
 	_, err = s.db.ExecContext(ctx, s.q(`INSERT INTO `+s.table+` (topic, grp, event_id, event_type, reason, error, attempts, dead_at, envelope)
 		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`+upsert), args...)
 	if err != nil {

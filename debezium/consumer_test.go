@@ -119,7 +119,10 @@ func consumeScenario(t *testing.T, f debezium.Format, strict bool) (violations i
 		if err := json.Unmarshal(ev.Data, &p); err != nil {
 			return eventkit.Permanent(err)
 		}
-		tx := sqlinbox.Tx(ctx)
+		tx, err := sqlinbox.Tx(ctx)
+		if err != nil {
+			return err
+		}
 		res, err := tx.ExecContext(ctx, "UPDATE acct SET n = n + 1 WHERE id = ? AND n = ?", ev.Subject, p.N-1)
 		if err != nil {
 			return err

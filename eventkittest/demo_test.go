@@ -27,7 +27,7 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 // else a transaction of its own (NoInbox runs).
 func txHandler(db *sql.DB, fn shop.TxFunc) consumer.Handler {
 	return consumer.HandlerFunc(func(ctx context.Context, ev eventkit.Event) error {
-		if tx := sqlinbox.Tx(ctx); tx != nil {
+		if tx, err := sqlinbox.Tx(ctx); err == nil {
 			return fn(ctx, tx, ev)
 		}
 		tx, err := db.BeginTx(ctx, nil)
@@ -96,10 +96,10 @@ func notificationsScenario(t *testing.T) eventkittest.Scenario {
 	return eventkittest.Scenario{
 		Events: notificationEvents(t, reg),
 		Setup: func(ctx context.Context, db *sql.DB) error {
-			return (&shop.Notifications{DB: shop.DB{DB: db, Dialect: "sqlite"}}).Migrate(ctx)
+			return (&shop.Notifications{DB: shop.DB{DB: db, Dialect: sqlinbox.SQLite}}).Migrate(ctx)
 		},
 		Handler: func(db *sql.DB) consumer.Handler {
-			n := &shop.Notifications{DB: shop.DB{DB: db, Dialect: "sqlite"}, Reg: reg}
+			n := &shop.Notifications{DB: shop.DB{DB: db, Dialect: sqlinbox.SQLite}, Reg: reg}
 			return txHandler(db, n.OnEvent)
 		},
 		Check: checkNotifiedOnce,
@@ -197,7 +197,7 @@ func TestNonIdempotentHandlerFails(t *testing.T) {
 }
 
 func s0Handler(db *sql.DB, reg *eventkit.Registry) consumer.Handler {
-	n := &shop.Notifications{DB: shop.DB{DB: db, Dialect: "sqlite"}, Reg: reg}
+	n := &shop.Notifications{DB: shop.DB{DB: db, Dialect: sqlinbox.SQLite}, Reg: reg}
 	return txHandler(db, n.OnEvent)
 }
 
@@ -219,7 +219,7 @@ func TestInventoryUnderFaults(t *testing.T) {
 	eventkittest.Run(t, eventkittest.Scenario{
 		Events: evs,
 		Setup: func(ctx context.Context, db *sql.DB) error {
-			inv := &shop.Inventory{DB: shop.DB{DB: db, Dialect: "sqlite"}}
+			inv := &shop.Inventory{DB: shop.DB{DB: db, Dialect: sqlinbox.SQLite}}
 			if err := inv.Migrate(ctx, stock); err != nil {
 				return err
 			}
@@ -227,7 +227,7 @@ func TestInventoryUnderFaults(t *testing.T) {
 			return err
 		},
 		Handler: func(db *sql.DB) consumer.Handler {
-			inv := &shop.Inventory{DB: shop.DB{DB: db, Dialect: "sqlite"}, Reg: reg, Topics: shop.DefaultTopics,
+			inv := &shop.Inventory{DB: shop.DB{DB: db, Dialect: sqlinbox.SQLite}, Reg: reg, Topics: shop.DefaultTopics,
 				Outbox: func(ctx context.Context, tx *sql.Tx, _ string, events ...eventkit.Event) error {
 					for _, e := range events {
 						if _, err := tx.ExecContext(ctx, `INSERT INTO test_outbox (id, type, subject) VALUES (?, ?, ?)`, e.ID, e.Type, e.Subject); err != nil {
@@ -329,15 +329,15 @@ func TestHandleInTx(t *testing.T) {
 	reg := shop.NewRegistry()
 	db, in := eventkittest.NewSQLiteInbox(t)
 	ctx := context.Background()
-	if err := (&shop.Notifications{DB: shop.DB{DB: db, Dialect: "sqlite"}}).Migrate(ctx); err != nil {
+	if err := (&shop.Notifications{DB: shop.DB{DB: db, Dialect: sqlinbox.SQLite}}).Migrate(ctx); err != nil {
 		t.Fatal(err)
 	}
 	h := consumer.HandlerFunc(func(ctx context.Context, ev eventkit.Event) error {
-		tx := sqlinbox.Tx(ctx)
-		if tx == nil {
-			return errors.New("no inbox transaction in the context")
+		tx, err := sqlinbox.Tx(ctx)
+		if err != nil {
+			return err
 		}
-		return (&shop.Notifications{DB: shop.DB{DB: db, Dialect: "sqlite"}, Reg: reg}).OnEvent(ctx, tx, ev)
+		return (&shop.Notifications{DB: shop.DB{DB: db, Dialect: sqlinbox.SQLite}, Reg: reg}).OnEvent(ctx, tx, ev)
 	})
 	ev := notificationEvents(t, reg)[0]
 	if err := eventkittest.HandleInTx(ctx, in, "notifications", h, ev); err != nil {

@@ -3,7 +3,6 @@ package eventkittest_test
 import (
 	"context"
 	"database/sql"
-	"errors"
 	"fmt"
 	"os"
 
@@ -33,11 +32,11 @@ func Example() {
 				if err := eventkit.JSON.Unmarshal(ev.Data, &p); err != nil {
 					return eventkit.Permanent(err)
 				}
-				tx := sqlinbox.Tx(ctx)
-				if tx == nil {
-					return errors.New("no inbox transaction")
+				tx, err := sqlinbox.Tx(ctx)
+				if err != nil {
+					return err
 				}
-				_, err := tx.ExecContext(ctx, `UPDATE balance SET cents = cents + ?`, p.Cents)
+				_, err = tx.ExecContext(ctx, `UPDATE balance SET cents = cents + ?`, p.Cents)
 				return err
 			})
 		},

@@ -22,6 +22,7 @@ import (
 
 	natsbroker "github.com/eventkit/eventkit/broker/nats"
 	"github.com/eventkit/eventkit/examples/shop"
+	"github.com/eventkit/eventkit/inbox/sqlinbox"
 	"github.com/eventkit/eventkit/internal/demo"
 	"github.com/eventkit/eventkit/internal/testenv"
 	"github.com/eventkit/eventkit/outbox/sqlite"
@@ -137,7 +138,7 @@ func openSQLite(t *testing.T, path string) shop.DB {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { db.Close() })
-	return shop.DB{DB: db, Dialect: "sqlite"}
+	return shop.DB{DB: db, Dialect: sqlinbox.SQLite}
 }
 
 type order struct {

@@ -581,7 +581,10 @@ func BenchmarkExactlyOnce(b *testing.B) {
 	inEK, inEK64 := ekSQLInbox(b, db), ekSQLInbox(b, db)
 	bump := func(upsert string) func(ctx context.Context, ev eventkit.Event) error {
 		return func(ctx context.Context, ev eventkit.Event) error {
-			_, err := sqlinbox.Tx(ctx).ExecContext(ctx, upsert, ev.ID)
+			tx, err := sqlinbox.Tx(ctx)
+			if err == nil {
+				_, err = tx.ExecContext(ctx, upsert, ev.ID)
+			}
 			return err
 		}
 	}

@@ -147,10 +147,9 @@ func TestJSONStyle(t *testing.T) {
 
 	r := run(t, "", append([]string{"migrate", "status", "--json"}, flags...)...).mustOK(t)
 	v := decodeJSON(t, "migrate status", r.stdout)
-	if rows, _ := v.([]any); len(rows) < 3 {
+	if rows, _ := v.([]any); len(rows) < 6 { // outbox 1-3, inbox 1-2, dead letters 1
 		t.Errorf("migrate status --json: %d rows\n%s", len(rows), r.stdout)
 	}
-	mustNull(t, "migrate status (inbox keeps no time)", v, "3", "applied_at")
 
 	r = run(t, "", append([]string{"outbox", "status", "--json"}, flags...)...).mustOK(t)
 	v = decodeJSON(t, "outbox status (empty)", r.stdout)

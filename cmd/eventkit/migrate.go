@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -18,16 +19,22 @@ func init() { commands = append(commands, newMigrateCmd) }
 func newMigrateCmd(g *globals) *cobra.Command {
 	c := &conn{g: g}
 	cmd := &cobra.Command{
-		Use:   "migrate up|status|sql",
-		Short: "Create or inspect the outbox, inbox and dead-letter tables",
-		Long: `migrate up creates the outbox table (with its embedded, versioned migrations),
-the inbox table (processed_events) and the dead-letter table, if they do not
-exist. It is idempotent. migrate status shows which migrations are applied.
-migrate sql prints the SQL that migrate up runs on a database where none is
-applied, without running it, for review or for running by hand.`,
+		Use:   "migrate up|status|sql|down",
+		Short: "Create, inspect or undo the outbox, inbox and dead-letter tables",
+		Long: `Every table eventkit owns is versioned. The outbox records its versions in
+<outbox table>_migrations; the inbox and dead-letter tables record theirs in
+eventkit_migrations (one row per table and version). Inbox and dead-letter
+tables created by earlier, unversioned releases are adopted as they are
+(recorded as applied, no data changed) by the next migrate up.
+
+migrate up applies what is not applied yet; it is idempotent. migrate status
+shows which versions are applied. migrate sql prints the SQL that migrate up
+runs on a database where none is applied, without running it. migrate down
+undoes the last applied version of one table (see migrate down --help).`,
 		Example: `  eventkit migrate up --store postgres://postgres@127.0.0.1:5432/test
   eventkit migrate status --store sqlite:///var/lib/orders.db
-  eventkit migrate sql --store postgres://postgres@127.0.0.1:5432/test > eventkit.sql`,
+  eventkit migrate sql --store postgres://postgres@127.0.0.1:5432/test > eventkit.sql
+  eventkit migrate down inbox --store sqlite:///var/lib/orders.db`,
 	}
 	var partitions int
 	up := &cobra.Command{
@@ -115,9 +122,17 @@ MySQL/MariaDB only; SQLite has one partition.`,
 			if err != nil {
 				return err
 			}
-			for _, t := range []struct{ kind, name string }{{"inbox", in.Table()}, {"dead letters", dl.Table()}} {
-				_, qerr := st.SQL.ExecContext(ctx, "SELECT 1 FROM "+t.name+" WHERE 1 = 0")
-				rows = append(rows, migrationJSON{Table: t.name, Kind: t.kind, Version: 1, Name: t.name, Applied: qerr == nil})
+			for _, t := range []struct {
+				kind, name string
+				m          outbox.MigrationStatuser
+			}{{"inbox", in.Table(), in}, {"dead letters", dl.Table(), dl}} {
+				ms, err := t.m.MigrationStatus(ctx)
+				if err != nil {
+					return fmt.Errorf("%s: %w", t.kind, err)
+				}
+				for _, m := range ms {
+					rows = append(rows, migrationJSON{Table: t.name, Kind: t.kind, Version: m.Version, Name: m.Name, Applied: m.Applied, AppliedAt: timeJSON(m.AppliedAt)})
+				}
 			}
 			if asJSON {
 				return writeJSON(g.stdout, rows)
@@ -143,7 +158,8 @@ MySQL/MariaDB only; SQLite has one partition.`,
 		Short: "Print the SQL that migrate up runs on a fresh database, without running it",
 		Long: `sql prints the statements migrate up runs on a database where nothing is
 applied: the outbox table's versioned migrations (with the INSERTs recording
-them in <outbox table>_migrations), then the inbox and dead-letter tables.
+them in <outbox table>_migrations), then the inbox's and the dead-letter
+table's versions (with the INSERTs recording them in eventkit_migrations).
 Nothing is run and nothing is created (a SQLite file that does not exist
 yet is not created either). Run the output by hand (psql -f, mysql <,
 sqlite3) and migrate status reports every migration applied.`,
@@ -185,19 +201,71 @@ sqlite3) and migrate status reports every migration applied.`,
 				return err
 			}
 			fmt.Fprintf(g.stdout, "-- eventkit migrate sql: what migrate up runs on a database where nothing is applied.\n\n-- outbox\n%s", script)
-			fmt.Fprintf(g.stdout, "\n-- inbox (%s)\n", in.Table())
-			for _, s := range inSQL {
-				fmt.Fprintf(g.stdout, "%s;\n", strings.TrimSuffix(s, ";"))
-			}
-			fmt.Fprintf(g.stdout, "\n-- dead letters (%s)\n", dl.Table())
-			for _, s := range dl.MigrationSQL() {
-				fmt.Fprintf(g.stdout, "%s;\n", s)
-			}
+			fmt.Fprintf(g.stdout, "\n-- inbox (%s)\n%s", in.Table(), inSQL)
+			fmt.Fprintf(g.stdout, "\n-- dead letters (%s)\n%s", dl.Table(), dl.MigrationSQL())
 			return nil
 		},
 	}
+	var force bool
+	down := &cobra.Command{
+		Use:   "down inbox|dead-letters",
+		Short: "Undo the last applied version of the inbox or the dead-letter table",
+		Long: `down undoes the last applied version of one table and says which:
+
+  inbox         version 2 (create_positions): drops <inbox table>_positions
+                (the subject positions of strict order)
+                version 1 (create_processed_events): drops the inbox table
+  dead-letters  version 1 (create_dead_letters): drops the dead-letter table
+
+Each version drops a table, so down refuses, changing nothing, while that
+table holds rows (dropping processed keys makes redeliveries run again;
+dropping dead letters loses them), unless --force. Run it once per version.
+The outbox has no down: its versions hold events and subject counters.`,
+		Example: `  eventkit migrate down inbox --store sqlite:///var/lib/orders.db
+  eventkit migrate down dead-letters --force --store postgres://postgres@127.0.0.1:5432/test`,
+		Args:      cobra.ExactArgs(1),
+		ValidArgs: []string{"inbox", "dead-letters"},
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx := cmd.Context()
+			var target interface {
+				MigrateDown(ctx context.Context, force bool) (outbox.Migration, error)
+				Table() string
+			}
+			switch args[0] {
+			case "inbox", "dead-letters":
+			case "outbox":
+				return fmt.Errorf("migrate down: the outbox has no down migration (its versions hold events and subject counters); drop its tables by hand if you mean it")
+			default:
+				return fmt.Errorf("migrate down: unknown table %q: want inbox or dead-letters", args[0])
+			}
+			st, err := c.openStore(ctx)
+			if err != nil {
+				return err
+			}
+			defer st.Close()
+			if args[0] == "inbox" {
+				target, err = c.inbox(st)
+			} else {
+				target, err = c.deadLetters(st)
+			}
+			if err != nil {
+				return err
+			}
+			m, err := target.MigrateDown(ctx, force)
+			if err != nil {
+				return err
+			}
+			if m.Version == 0 {
+				fmt.Fprintf(g.stdout, "%s (%s): no version applied, nothing to undo\n", args[0], target.Table())
+				return nil
+			}
+			fmt.Fprintf(g.stdout, "%s (%s): undid version %d (%s)\n", args[0], target.Table(), m.Version, m.Name)
+			return nil
+		},
+	}
+	down.Flags().BoolVar(&force, "force", false, "drop the table even if it holds rows")
 	up.Flags().IntVar(&partitions, "partitions", 1, "split the outbox into this many partitions (1-4096; stop all relays first)")
-	for _, s := range []*cobra.Command{up, status, sqlCmd} {
+	for _, s := range []*cobra.Command{up, status, sqlCmd, down} {
 		c.storeFlags(s)
 		cmd.AddCommand(s)
 	}

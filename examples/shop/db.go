@@ -3,45 +3,22 @@ package shop
 import (
 	"context"
 	"database/sql"
-	"strconv"
-	"strings"
 
 	"github.com/eventkit/eventkit"
+	"github.com/eventkit/eventkit/inbox/sqlinbox"
 )
 
 // DB is a service's database with its SQL dialect.
 type DB struct {
 	*sql.DB
-	// Dialect is "sqlite", "postgres" or "mysql".
-	Dialect string
+	Dialect sqlinbox.Dialect
 }
 
 // Q rewrites '?' placeholders for the dialect ($1, $2, ... on Postgres).
-func (d DB) Q(q string) string {
-	if d.Dialect != "postgres" {
-		return q
-	}
-	var b strings.Builder
-	n := 0
-	for _, r := range q {
-		if r == '?' {
-			n++
-			b.WriteByte('$')
-			b.WriteString(strconv.Itoa(n))
-			continue
-		}
-		b.WriteRune(r)
-	}
-	return b.String()
-}
+func (d DB) Q(q string) string { return d.Dialect.Rebind(q) }
 
 // upsert returns the dialect's "insert or update" suffix for a conflict on key.
-func (d DB) upsert(key, set string) string {
-	if d.Dialect == "mysql" {
-		return " ON DUPLICATE KEY UPDATE " + set
-	}
-	return " ON CONFLICT (" + key + ") DO UPDATE SET " + set
-}
+func (d DB) upsert(key, set string) string { return d.Dialect.OnConflict([]string{key}, set) }
 
 func (d DB) execAll(ctx context.Context, stmts ...string) error {
 	for _, s := range stmts {
@@ -61,7 +38,7 @@ type TxFunc func(ctx context.Context, tx *sql.Tx, ev eventkit.Event) error
 // forUpdate is the locking-read suffix of the dialect (SQLite has none: its
 // write transactions are serialized anyway).
 func (d DB) forUpdate() string {
-	if d.Dialect == "sqlite" {
+	if d.Dialect == sqlinbox.SQLite {
 		return ""
 	}
 	return " FOR UPDATE"

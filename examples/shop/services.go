@@ -8,6 +8,7 @@ import (
 
 	"github.com/eventkit/eventkit"
 	"github.com/eventkit/eventkit/eventkitpb/examplepb"
+	"github.com/eventkit/eventkit/inbox/sqlinbox"
 )
 
 // Product is an item of the demo's catalogue.
@@ -52,12 +53,7 @@ func (o *Orders) Migrate(ctx context.Context) error {
 	return nil
 }
 
-func (o *Orders) excluded(col string) string {
-	if o.DB.Dialect == "mysql" {
-		return "VALUES(" + col + ")"
-	}
-	return "excluded." + col
-}
+func (o *Orders) excluded(col string) string { return o.DB.Dialect.Excluded(col) }
 
 // Place records an order and its order.created event in one transaction.
 // It never publishes: the relay does, after the commit.
@@ -155,9 +151,9 @@ type Inventory struct {
 func (s *Inventory) Migrate(ctx context.Context, stock int) error {
 	auto := "INTEGER PRIMARY KEY AUTOINCREMENT"
 	switch s.DB.Dialect {
-	case "postgres":
+	case sqlinbox.Postgres:
 		auto = "BIGSERIAL PRIMARY KEY"
-	case "mysql":
+	case sqlinbox.MySQL:
 		auto = "BIGINT AUTO_INCREMENT PRIMARY KEY"
 	}
 	err := s.DB.execAll(ctx,

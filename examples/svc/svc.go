@@ -6,7 +6,6 @@ package svc
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"log/slog"
@@ -100,16 +99,16 @@ func (f *Flags) Open(ctx context.Context, service string, log *slog.Logger) (bro
 func InboxTable(service string) string { return shop.InboxTable(service) }
 
 // DB wraps the store's database for the demo's services.
-func DB(st *connect.Store) shop.DB { return shop.DB{DB: st.SQL, Dialect: st.Dialect.String()} }
+func DB(st *connect.Store) shop.DB { return shop.DB{DB: st.SQL, Dialect: st.Dialect} }
 
 // InTx adapts a service method that takes the transaction to a consumer
 // handler: the consumer's inbox (sqlinbox) begins the transaction, records
 // the event id in it, and commits it after the handler returns nil.
 func InTx(fn shop.TxFunc) func(ctx context.Context, ev eventkit.Event) error {
 	return func(ctx context.Context, ev eventkit.Event) error {
-		tx := sqlinbox.Tx(ctx)
-		if tx == nil {
-			return errors.New("handler runs without the inbox transaction")
+		tx, err := sqlinbox.Tx(ctx)
+		if err != nil {
+			return err
 		}
 		return fn(ctx, tx, ev)
 	}

@@ -51,6 +51,9 @@
 //
 // Databases: PostgreSQL (database/sql with Postgres, or pgx with NewPgx),
 // MySQL/MariaDB (event ids up to 255 characters, consumer names up to 200),
-// SQLite (writers are serialized; see New). The table is created by Migrate
-// from embedded SQL (migrations/*.sql); its name is configurable.
+// SQLite (writers are serialized; see New). The tables are created by
+// Migrate from embedded SQL (migrations/*.sql), versioned in
+// eventkit_migrations (1: keys, 2: positions; tables of earlier, unversioned
+// releases are adopted as they are); the name is configurable. A handler
+// outside an inbox gets an error wrapping ErrNoTx from Tx and PgxTx.
 package sqlinbox

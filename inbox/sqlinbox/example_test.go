@@ -27,7 +27,10 @@ func Example() {
 
 	in, _ := sqlinbox.New(db, sqlinbox.SQLite, sqlinbox.Options{})
 	debit := func(ctx context.Context) error {
-		tx := sqlinbox.Tx(ctx) // the inbox's transaction
+		tx, err := sqlinbox.Tx(ctx) // the inbox's transaction
+		if err != nil {
+			return err
+		}
 		var balance, version int
 		if err := tx.QueryRowContext(ctx, `SELECT balance, version FROM accounts WHERE id = 'a-1'`).Scan(&balance, &version); err != nil {
 			return err
@@ -79,7 +82,11 @@ func ExampleInbox_ProcessBatch() {
 		if keys[i].EventID == "e2" {
 			return errors.New("e2 fails") // rolled back alone; retried later
 		}
-		_, err := sqlinbox.Tx(ctx).ExecContext(ctx, `INSERT INTO credits VALUES (?)`, keys[i].EventID)
+		tx, err := sqlinbox.Tx(ctx)
+		if err != nil {
+			return err
+		}
+		_, err = tx.ExecContext(ctx, `INSERT INTO credits VALUES (?)`, keys[i].EventID)
 		return err
 	})
 	fmt.Println(err)

@@ -5,8 +5,8 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
-	"strconv"
-	"strings"
+
+	"github.com/eventkit/eventkit/internal/sqldialect"
 )
 
 // ErrVersionConflict is returned by CompareAndSwap when no row had the
@@ -58,59 +58,16 @@ func UpsertSQL(d Dialect, table string, keyCols, cols []string) (string, error) 
 	if _, err := tableName(Options{Table: table}); err != nil {
 		return "", err
 	}
-	isKey := map[string]bool{}
-	for _, c := range keyCols {
-		isKey[c] = true
+	if err := d.Check("sqlinbox"); err != nil {
+		return "", err
 	}
-	for _, c := range cols {
-		if !identRE.MatchString(c) || strings.Contains(c, ".") {
+	if len(keyCols) == 0 {
+		return "", fmt.Errorf("sqlinbox: upsert into %s: no key columns", table)
+	}
+	for _, c := range append(append([]string(nil), cols...), keyCols...) {
+		if sqldialect.Column.Check(c) != "" {
 			return "", fmt.Errorf("sqlinbox: invalid column name %q", c)
 		}
 	}
-	for _, c := range keyCols {
-		if !identRE.MatchString(c) || strings.Contains(c, ".") {
-			return "", fmt.Errorf("sqlinbox: invalid column name %q", c)
-		}
-	}
-	var b strings.Builder
-	b.WriteString("INSERT INTO " + table + " (" + strings.Join(cols, ", ") + ") VALUES (")
-	for i := range cols {
-		if i > 0 {
-			b.WriteString(", ")
-		}
-		if d == Postgres {
-			b.WriteString("$" + strconv.Itoa(i+1))
-		} else {
-			b.WriteString("?")
-		}
-	}
-	b.WriteString(")")
-	var sets []string
-	for _, c := range cols {
-		if isKey[c] {
-			continue
-		}
-		switch d {
-		case MySQL:
-			sets = append(sets, c+" = VALUES("+c+")")
-		default:
-			sets = append(sets, c+" = EXCLUDED."+c)
-		}
-	}
-	switch d {
-	case Postgres, SQLite:
-		if len(sets) == 0 {
-			b.WriteString(" ON CONFLICT (" + strings.Join(keyCols, ", ") + ") DO NOTHING")
-		} else {
-			b.WriteString(" ON CONFLICT (" + strings.Join(keyCols, ", ") + ") DO UPDATE SET " + strings.Join(sets, ", "))
-		}
-	case MySQL:
-		if len(sets) == 0 {
-			sets = []string{keyCols[0] + " = " + keyCols[0]}
-		}
-		b.WriteString(" ON DUPLICATE KEY UPDATE " + strings.Join(sets, ", "))
-	default:
-		return "", fmt.Errorf("sqlinbox: unknown dialect %v", d)
-	}
-	return b.String(), nil
+	return d.Upsert(table, keyCols, cols), nil
 }

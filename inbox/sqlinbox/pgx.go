@@ -9,6 +9,8 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/eventkit/eventkit/inbox"
+	"github.com/eventkit/eventkit/internal/sqldialect"
+	"github.com/eventkit/eventkit/outbox"
 )
 
 // PgxDB is what the pgx inbox needs: *pgxpool.Pool and *pgx.Conn have it.
@@ -45,8 +47,8 @@ func NewPgx(db PgxDB, opts Options) (*PgxInbox, error) {
 	return &PgxInbox{
 		db:        db,
 		table:     table,
-		insertSQL: "INSERT INTO " + table + " (consumer, event_id, event_type, processed_at) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
-		pruneSQL:  "DELETE FROM " + table + " WHERE processed_at < $1",
+		insertSQL: insertSQL(Postgres, table),
+		pruneSQL:  Postgres.Rebind("DELETE FROM " + table + " WHERE processed_at < ?"),
 		sequencer: sequencer{q: newSeqQueries(Postgres, ptable), begin: func(ctx context.Context) (seqTx, error) {
 			tx, err := db.Begin(ctx)
 			return pgxSeqTx{tx}, err
@@ -57,24 +59,27 @@ func NewPgx(db PgxDB, opts Options) (*PgxInbox, error) {
 // Table returns the table name in use.
 func (in *PgxInbox) Table() string { return in.table }
 
-// Migrate creates the inbox's tables (keys and subject positions) and
-// index if they do not exist.
+func (in *PgxInbox) migrator() sqldialect.Migrator {
+	return sqldialect.Migrator{D: Postgres, InTx: sqldialect.PgxInTx(in.db)}
+}
+
+// Migrate applies the versions of the inbox's tables that are not applied
+// yet (see Inbox.Migrate).
 func (in *PgxInbox) Migrate(ctx context.Context) error {
-	stmts, err := migrationSQL(Postgres, in.table)
+	l, err := migrations(Postgres, in.table, in.sequencer.q.table)
 	if err != nil {
 		return err
 	}
-	pos, err := positionMigrationSQL(Postgres, in.sequencer.q.table)
+	return in.migrator().Up(ctx, l)
+}
+
+// MigrationStatus lists the inbox's versions and whether each is applied.
+func (in *PgxInbox) MigrationStatus(ctx context.Context) ([]outbox.MigrationState, error) {
+	l, err := migrations(Postgres, in.table, in.sequencer.q.table)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	stmts = append(stmts, pos...)
-	for _, st := range stmts {
-		if _, err := in.db.Exec(ctx, st); err != nil {
-			return fmt.Errorf("sqlinbox: migrate %s: %w", in.table, err)
-		}
-	}
-	return nil
+	return in.migrator().Status(ctx, l)
 }
 
 // Process implements inbox.Inbox (see Inbox.Process).
@@ -130,9 +135,12 @@ func (in *PgxInbox) Prune(ctx context.Context, cutoff time.Time) (int64, error) 
 
 type pgxTxKey struct{}
 
-// PgxTx returns the pgx.Tx that PgxInbox.Process runs the handler in, or nil.
-// The handler must not commit or roll it back.
-func PgxTx(ctx context.Context) pgx.Tx {
-	tx, _ := ctx.Value(pgxTxKey{}).(pgx.Tx)
-	return tx
+// PgxTx returns the pgx.Tx that PgxInbox.Process runs the handler in, or
+// an error wrapping ErrNoTx (see Tx). The handler must not commit or roll
+// it back.
+func PgxTx(ctx context.Context) (pgx.Tx, error) {
+	if tx, ok := ctx.Value(pgxTxKey{}).(pgx.Tx); ok && tx != nil {
+		return tx, nil
+	}
+	return nil, noTx("pgx.Tx", have(ctx))
 }

@@ -4,10 +4,8 @@ import (
 	"context"
 	"crypto/sha256"
 	"database/sql"
-	"embed"
 	"errors"
 	"fmt"
-	"strconv"
 	"strings"
 	"time"
 
@@ -25,9 +23,6 @@ import (
 // one subject, and copies of one event, run one at a time across every
 // process of the group, and the advance commits with the handler's writes.
 
-//go:embed migrations/positions/*.sql
-var positionMigrations embed.FS
-
 var (
 	_ inbox.Sequencer = (*Inbox)(nil)
 	_ inbox.Sequencer = (*PgxInbox)(nil)
@@ -39,24 +34,7 @@ func positionTable(opts Options, table string) (string, error) {
 	if t == "" {
 		t = table + "_positions"
 	}
-	if !identRE.MatchString(t) {
-		return "", fmt.Errorf("%w: %q", ErrInvalidTable, t)
-	}
-	return t, nil
-}
-
-func positionMigrationSQL(d Dialect, table string) ([]string, error) {
-	b, err := positionMigrations.ReadFile("migrations/positions/" + d.String() + ".sql")
-	if err != nil {
-		return nil, fmt.Errorf("sqlinbox: unknown dialect %v", d)
-	}
-	var stmts []string
-	for _, st := range strings.Split(strings.ReplaceAll(string(b), "{{table}}", table), ";\n") {
-		if st = strings.TrimSpace(st); st != "" {
-			stmts = append(stmts, st)
-		}
-	}
-	return stmts, nil
+	return t, CheckTable(t)
 }
 
 // seqQueries are the position statements of one dialect and table.
@@ -87,27 +65,10 @@ func newSeqQueries(d Dialect, table string) seqQueries {
 	q.park = "UPDATE " + table + " SET parked_seq = ?, last_error = ? WHERE " + id + " AND last_seq = ? AND parked_seq IS NULL"
 	q.skip = "UPDATE " + table + " SET last_seq = parked_seq, parked_seq = NULL, failures = 0 WHERE " + id + " AND parked_seq = ?"
 	q.unpark = "UPDATE " + table + " SET parked_seq = NULL, failures = 0 WHERE " + id + " AND parked_seq = ?"
-	if d == Postgres {
-		for _, s := range []*string{&q.lock, &q.advance, &q.fail, &q.failures, &q.park, &q.skip, &q.unpark} {
-			*s = numbered(*s)
-		}
+	for _, s := range []*string{&q.lock, &q.advance, &q.fail, &q.failures, &q.park, &q.skip, &q.unpark} {
+		*s = d.Rebind(*s)
 	}
 	return q
-}
-
-// numbered turns '?' placeholders into $1, $2, ...
-func numbered(q string) string {
-	var b strings.Builder
-	n := 0
-	for _, r := range q {
-		if r == '?' {
-			n++
-			b.WriteString("$" + strconv.Itoa(n))
-			continue
-		}
-		b.WriteRune(r)
-	}
-	return b.String()
 }
 
 // id returns the arguments that identify p's row.

@@ -6,37 +6,32 @@ import (
 	"embed"
 	"errors"
 	"fmt"
-	"regexp"
 	"strings"
 	"time"
 
+	"github.com/eventkit/eventkit"
 	"github.com/eventkit/eventkit/inbox"
+	"github.com/eventkit/eventkit/internal/sqldialect"
+	"github.com/eventkit/eventkit/outbox"
 )
 
 // DefaultTable is the table name used unless Options.Table says otherwise.
 const DefaultTable = "processed_events"
 
-// Dialect selects the SQL spoken by a database/sql connection.
-type Dialect int
+// Dialect selects the SQL spoken by a database/sql connection (the
+// dialect layer every eventkit SQL table shares).
+type Dialect = sqldialect.Dialect
 
 // The supported dialects.
 const (
-	Postgres Dialect = iota + 1 // PostgreSQL via database/sql (pgx's stdlib driver, lib/pq, ...)
-	MySQL                       // MySQL and MariaDB (go-sql-driver/mysql)
-	SQLite                      // SQLite (modernc.org/sqlite, mattn/go-sqlite3)
+	Postgres = sqldialect.Postgres // PostgreSQL via database/sql (pgx's stdlib driver, lib/pq, ...)
+	MySQL    = sqldialect.MySQL    // MySQL and MariaDB (go-sql-driver/mysql)
+	SQLite   = sqldialect.SQLite   // SQLite (modernc.org/sqlite, mattn/go-sqlite3)
 )
 
-func (d Dialect) String() string {
-	switch d {
-	case Postgres:
-		return "postgres"
-	case MySQL:
-		return "mysql"
-	case SQLite:
-		return "sqlite"
-	}
-	return fmt.Sprintf("Dialect(%d)", int(d))
-}
+// ErrDataLoss is returned by MigrateDown when undoing the last version
+// would drop a table holding rows.
+var ErrDataLoss = sqldialect.ErrDataLoss
 
 // ErrInvalidTable is returned for a table name that is not a plain (optionally
 // schema-qualified) SQL identifier.
@@ -57,10 +52,8 @@ type Options struct {
 	PositionTable string
 }
 
-//go:embed migrations/*.sql
-var migrations embed.FS
-
-var identRE = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]{0,62}(\.[A-Za-z_][A-Za-z0-9_]{0,62})?$`)
+//go:embed migrations/*.sql migrations/positions/*.sql
+var migrationFS embed.FS
 
 func tableName(opts Options) (string, error) {
 	t := opts.Table
@@ -74,42 +67,32 @@ func tableName(opts Options) (string, error) {
 // SQL identifier, optionally schema-qualified (letters, digits and '_', not
 // starting with a digit, at most 63 bytes per part). Names that pass need no
 // quoting in any dialect; eventkit's other SQL tables use the same check.
-func CheckTable(name string) error {
-	if !identRE.MatchString(name) {
-		return fmt.Errorf("%w: %q (want letters, digits and '_', optionally schema.table)", ErrInvalidTable, name)
-	}
-	return nil
-}
+func CheckTable(name string) error { return sqldialect.Table.Err(ErrInvalidTable, name) }
 
-// migrationSQL returns the statements creating the table for dialect d.
-func migrationSQL(d Dialect, table string) ([]string, error) {
-	var file string
-	switch d {
-	case Postgres:
-		file = "postgres.sql"
-	case MySQL:
-		file = "mysql.sql"
-	case SQLite:
-		file = "sqlite.sql"
-	default:
-		return nil, fmt.Errorf("sqlinbox: unknown dialect %v", d)
+// migrations returns the versions of the inbox's tables: 1 the keys table
+// and its index, 2 the subject positions (strict order).
+func migrations(d Dialect, table, ptable string) (sqldialect.Line, error) {
+	if err := d.Check("sqlinbox"); err != nil {
+		return sqldialect.Line{}, err
 	}
-	b, err := migrations.ReadFile("migrations/" + file)
+	keys, err := migrationFS.ReadFile("migrations/" + d.String() + ".sql")
 	if err != nil {
-		return nil, err
+		return sqldialect.Line{}, err
 	}
-	index := table[strings.LastIndexByte(table, '.')+1:] + "_processed_at_idx"
+	pos, err := migrationFS.ReadFile("migrations/positions/" + d.String() + ".sql")
+	if err != nil {
+		return sqldialect.Line{}, err
+	}
+	index := sqldialect.Base(table) + "_processed_at_idx"
 	if d == SQLite && strings.Contains(table, ".") { // SQLite: index lives in the table's schema
 		index = table[:strings.IndexByte(table, '.')+1] + index
 	}
-	s := strings.NewReplacer("{{table}}", table, "{{index}}", index).Replace(string(b))
-	var stmts []string
-	for _, st := range strings.Split(s, ";\n") {
-		if st = strings.TrimSpace(st); st != "" {
-			stmts = append(stmts, st)
-		}
-	}
-	return stmts, nil
+	keySQL := strings.NewReplacer("{{table}}", table, "{{index}}", index).Replace(string(keys))
+	return sqldialect.Line{Pkg: "sqlinbox", Table: table, Migrations: []sqldialect.Migration{
+		{Version: 1, Name: "create_processed_events", Table: table, Up: sqldialect.Statements(keySQL), Down: []string{"DROP TABLE " + table}},
+		{Version: 2, Name: "create_positions", Table: ptable, Up: sqldialect.Statements(strings.ReplaceAll(string(pos), "{{table}}", ptable)),
+			Down: []string{"DROP TABLE " + ptable}},
+	}}, nil
 }
 
 // Migrate creates the default table (processed_events) and its index if they
@@ -171,55 +154,73 @@ func New(db *sql.DB, d Dialect, opts Options) (*Inbox, error) {
 		}
 		return res.RowsAffected()
 	}}
-	switch d {
-	case Postgres:
-		in.insertSQL = "INSERT INTO " + table + " (consumer, event_id, event_type, processed_at) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING"
-		in.pruneSQL = "DELETE FROM " + table + " WHERE processed_at < $1"
-	case MySQL:
-		// ON DUPLICATE KEY UPDATE with no change reports 0 rows affected
-		// (without CLIENT_FOUND_ROWS), and unlike INSERT IGNORE it does not
-		// turn other errors (a too-long id) into warnings.
-		in.insertSQL = "INSERT INTO " + table + " (consumer, event_id, event_type, processed_at) VALUES (?, ?, ?, ?) ON DUPLICATE KEY UPDATE consumer = consumer"
-		in.pruneSQL = "DELETE FROM " + table + " WHERE processed_at < ?"
-	case SQLite:
-		in.insertSQL = "INSERT INTO " + table + " (consumer, event_id, event_type, processed_at) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING"
-		in.pruneSQL = "DELETE FROM " + table + " WHERE processed_at < ?"
-	default:
-		return nil, fmt.Errorf("sqlinbox: unknown dialect %v", d)
+	if err := d.Check("sqlinbox"); err != nil {
+		return nil, err
 	}
+	in.insertSQL, in.pruneSQL = insertSQL(d, table), d.Rebind("DELETE FROM "+table+" WHERE processed_at < ?")
 	return in, nil
+}
+
+// insertSQL records a key, doing nothing when it is there. (On MySQL, ON
+// DUPLICATE KEY UPDATE with no change reports 0 rows affected without
+// CLIENT_FOUND_ROWS, and unlike INSERT IGNORE it does not turn other
+// errors, a too-long id say, into warnings.)
+func insertSQL(d Dialect, table string) string {
+	return d.Rebind("INSERT INTO "+table+" (consumer, event_id, event_type, processed_at) VALUES (?, ?, ?, ?)") +
+		d.DoNothing("consumer")
 }
 
 // Table returns the table name in use.
 func (in *Inbox) Table() string { return in.table }
 
-// MigrationSQL returns the statements Migrate runs, for review (eventkit
-// migrate sql). They are idempotent.
-func (in *Inbox) MigrationSQL() ([]string, error) {
-	stmts, err := migrationSQL(in.dialect, in.table)
-	if err != nil {
-		return nil, err
-	}
-	pos, err := positionMigrationSQL(in.dialect, in.sequencer.q.table)
-	if err != nil {
-		return nil, err
-	}
-	return append(stmts, pos...), nil
+func (in *Inbox) migrator() sqldialect.Migrator {
+	return sqldialect.Migrator{D: in.dialect, InTx: sqldialect.SQLInTx(in.db)}
 }
 
-// Migrate creates the inbox's tables (keys and subject positions) and
-// index if they do not exist.
+// MigrationSQL returns the SQL text Migrate runs on a database where none
+// of the inbox's versions is applied, with the INSERTs recording them in
+// eventkit_migrations, for review (eventkit migrate sql).
+func (in *Inbox) MigrationSQL() (string, error) {
+	l, err := migrations(in.dialect, in.table, in.sequencer.q.table)
+	if err != nil {
+		return "", err
+	}
+	return in.dialect.Script(l), nil
+}
+
+// Migrate applies the versions of the inbox's tables (1: the keys table and
+// its index, 2: the subject positions) that are not applied yet, recording
+// them in eventkit_migrations. Tables created by earlier, unversioned
+// releases are adopted as they are. It is idempotent and safe to run
+// concurrently.
 func (in *Inbox) Migrate(ctx context.Context) error {
-	stmts, err := in.MigrationSQL()
+	l, err := migrations(in.dialect, in.table, in.sequencer.q.table)
 	if err != nil {
 		return err
 	}
-	for _, st := range stmts {
-		if _, err := in.db.ExecContext(ctx, st); err != nil {
-			return fmt.Errorf("sqlinbox: migrate %s: %w", in.table, err)
-		}
+	return in.migrator().Up(ctx, l)
+}
+
+// MigrationStatus lists the inbox's versions and whether each is applied.
+func (in *Inbox) MigrationStatus(ctx context.Context) ([]outbox.MigrationState, error) {
+	l, err := migrations(in.dialect, in.table, in.sequencer.q.table)
+	if err != nil {
+		return nil, err
 	}
-	return nil
+	return in.migrator().Status(ctx, l)
+}
+
+// MigrateDown undoes the last applied version (2 drops the positions
+// table, 1 the keys table) and returns it (Version 0: none was applied).
+// Unless force, it refuses with an error wrapping ErrDataLoss, changing
+// nothing, when that table holds rows.
+func (in *Inbox) MigrateDown(ctx context.Context, force bool) (outbox.Migration, error) {
+	l, err := migrations(in.dialect, in.table, in.sequencer.q.table)
+	if err != nil {
+		return outbox.Migration{}, err
+	}
+	m, err := in.migrator().Down(ctx, l, force)
+	return outbox.Migration{Version: m.Version, Name: m.Name}, err
 }
 
 // timeArg is how processed_at is written: SQLite gets a fixed-width UTC text
@@ -293,10 +294,36 @@ func (in *Inbox) Prune(ctx context.Context, cutoff time.Time) (int64, error) {
 
 type sqlTxKey struct{}
 
-// Tx returns the *sql.Tx that Inbox.Process runs the handler in, or nil when
-// ctx does not come from a database/sql inbox. The handler writes its
-// effects (and outbox events) through it; it must not commit or roll back.
-func Tx(ctx context.Context) *sql.Tx {
-	tx, _ := ctx.Value(sqlTxKey{}).(*sql.Tx)
-	return tx
+// ErrNoTx is returned by Tx and PgxTx when ctx holds no inbox transaction
+// of that kind: the handler does not run under an inbox (Config.Inbox
+// unset), or under the other kind (a pgx inbox and Tx, a database/sql inbox
+// and PgxTx). The error they return wraps it and is permanent
+// (eventkit.IsPermanent): retrying cannot fix it, so a handler that returns
+// it dead-letters the event at once.
+var ErrNoTx = errors.New("sqlinbox: no inbox transaction in the context")
+
+func noTx(want, have string) error {
+	return eventkit.Permanent(fmt.Errorf("%w: want a %s, the handler's inbox gives %s", ErrNoTx, want, have))
+}
+
+// have names what ctx holds, for ErrNoTx.
+func have(ctx context.Context) string {
+	switch {
+	case ctx.Value(sqlTxKey{}) != nil:
+		return "a *sql.Tx (database/sql inbox: use Tx)"
+	case ctx.Value(pgxTxKey{}) != nil:
+		return "a pgx.Tx (pgx inbox: use PgxTx)"
+	}
+	return "none (is Config.Inbox set?)"
+}
+
+// Tx returns the *sql.Tx that Inbox.Process runs the handler in, or an
+// error wrapping ErrNoTx when ctx does not come from a database/sql inbox.
+// The handler writes its effects (and outbox events) through it; it must
+// not commit or roll back.
+func Tx(ctx context.Context) (*sql.Tx, error) {
+	if tx, ok := ctx.Value(sqlTxKey{}).(*sql.Tx); ok && tx != nil {
+		return tx, nil
+	}
+	return nil, noTx("*sql.Tx", have(ctx))
 }

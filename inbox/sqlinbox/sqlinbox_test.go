@@ -75,9 +75,9 @@ func sqlDB(t *testing.T, driver, dsn string, d sqlinbox.Dialect) *env {
 	return &env{
 		name: d.String(), dialect: d, in: in, pruner: in, ph: ph,
 		exec: func(ctx context.Context, q string, args ...any) (int64, error) {
-			tx := sqlinbox.Tx(ctx)
-			if tx == nil {
-				return 0, errors.New("no tx in ctx")
+			tx, err := sqlinbox.Tx(ctx)
+			if err != nil {
+				return 0, err
 			}
 			res, err := tx.ExecContext(ctx, q, args...)
 			if err != nil {
@@ -130,9 +130,9 @@ func pgxSetup(t *testing.T) *env {
 		name: "pgx", dialect: sqlinbox.Postgres, in: in, pruner: in,
 		ph: func(i int) string { return "$" + string(rune('0'+i)) },
 		exec: func(ctx context.Context, q string, args ...any) (int64, error) {
-			tx := sqlinbox.PgxTx(ctx)
-			if tx == nil {
-				return 0, errors.New("no pgx tx in ctx")
+			tx, err := sqlinbox.PgxTx(ctx)
+			if err != nil {
+				return 0, err
 			}
 			tag, err := tx.Exec(ctx, q, args...)
 			return tag.RowsAffected(), err
@@ -387,7 +387,11 @@ func TestCompareAndSwapAndUpsert(t *testing.T) {
 				}
 				return err
 			}
-			return sqlinbox.CompareAndSwap(ctx, sqlinbox.Tx(ctx), cas, 8, "x", 1)
+			tx, err := sqlinbox.Tx(ctx)
+			if err != nil {
+				return err
+			}
+			return sqlinbox.CompareAndSwap(ctx, tx, cas, 8, "x", 1)
 		}
 		if err := run("cas1", casFn); err != nil {
 			t.Fatal(err)

@@ -171,7 +171,7 @@ func Run(ctx context.Context, cfg Config) (Summary, error) {
 		if err != nil {
 			return sum, err
 		}
-		svcs[name] = &svc{st: st, db: shop.DB{DB: st.SQL, Dialect: st.Dialect.String()}, inbox: in, add: shop.Outbox(st.AddSQL)}
+		svcs[name] = &svc{st: st, db: shop.DB{DB: st.SQL, Dialect: st.Dialect}, inbox: in, add: shop.Outbox(st.AddSQL)}
 	}
 	ops := cfg.Stores[SvcOps]
 	if ops == nil {
@@ -279,9 +279,9 @@ func Run(ctx context.Context, cfg Config) (Summary, error) {
 		for topic, fn := range routes {
 			fn := fn
 			if err := c.HandleFunc(topic, name, func(ctx context.Context, ev eventkit.Event) error {
-				tx := sqlinbox.Tx(ctx)
-				if tx == nil {
-					return errors.New("demo: handler runs without the inbox transaction")
+				tx, err := sqlinbox.Tx(ctx)
+				if err != nil {
+					return err
 				}
 				return fn(ctx, tx, ev)
 			}); err != nil {
@@ -516,7 +516,7 @@ func resetTables(ctx context.Context, svcs map[string]*svc, ops *connect.Store) 
 	if err := drop(svcs[SvcNotifications].db, "demo_notifications"); err != nil {
 		return err
 	}
-	return drop(shop.DB{DB: ops.SQL, Dialect: ops.Dialect.String()}, DeadLetterTable)
+	return drop(shop.DB{DB: ops.SQL, Dialect: ops.Dialect}, DeadLetterTable)
 }
 
 // lossyAcks wraps a subscriber so that, when every > 0, the first ack of one

@@ -9,10 +9,10 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"strings"
 	"sync"
 	"time"
 
+	"github.com/eventkit/eventkit/internal/sqldialect"
 	"github.com/eventkit/eventkit/outbox"
 	"github.com/eventkit/eventkit/outbox/internal/sqlutil"
 )
@@ -50,7 +50,7 @@ var (
 	_ outbox.Migrator        = (*Store)(nil)
 )
 
-const nowMicros = `CAST(UNIX_TIMESTAMP(NOW(6)) * 1000000 AS SIGNED)`
+var nowMicros = sqldialect.MySQL.NowMicros()
 
 // New returns a store on db. It does not touch the database; call Migrate
 // to create the table.
@@ -63,7 +63,7 @@ func New(db *sql.DB, cfg Config) (*Store, error) {
 		cfg.LockCheckInterval = time.Second
 	}
 	return &Store{
-		DB:  sqlutil.NewDB(db, table, sqlutil.Dialect{Name: "outbox/mysql", NowMicros: nowMicros, ReserveSeq: reserveSeq(table)}, cfg.MaxEventSize),
+		DB:  sqlutil.NewDB(db, table, sqlutil.Dialect{Name: "outbox/mysql", SQL: sqldialect.MySQL, ReserveSeq: reserveSeq(table)}, cfg.MaxEventSize),
 		cfg: cfg,
 	}, nil
 }
@@ -77,8 +77,7 @@ func New(db *sql.DB, cfg Config) (*Store, error) {
 // differ only in case, where that makes them distinct, merely share a lock
 // (one relay at a time), which is safe.
 func LockName(database, table string) string {
-	sum := sha256.Sum256([]byte(strings.ToLower(database) + "\x00" + strings.ToLower(table)))
-	return "eventkit_outbox_" + hex.EncodeToString(sum[:16])
+	return sqldialect.LockName("eventkit_outbox_", database, table)
 }
 
 // legacyLockName is the lock name of earlier versions, which hashed only
@@ -224,7 +223,7 @@ func (s *Store) migrator() (sqlutil.Migrator, error) {
 		return sqlutil.Migrator{}, err
 	}
 	return sqlutil.Migrator{
-		DB: s.SQL(), Table: s.Table(), Name: "outbox/mysql", Migrations: ms,
+		DB: s.SQL(), SQL: sqldialect.MySQL, Table: s.Table(), Name: "outbox/mysql", Migrations: ms,
 		CreateVersions: `CREATE TABLE IF NOT EXISTS ` + s.Table() + `_migrations (
   version INT NOT NULL PRIMARY KEY, name VARCHAR(200) NOT NULL, applied_at BIGINT NOT NULL) ENGINE=InnoDB`,
 	}, nil
@@ -274,11 +273,7 @@ func (s *Store) MigrationStatus(ctx context.Context) ([]outbox.MigrationState, e
 	if err != nil {
 		return nil, err
 	}
-	return m.Status(ctx, func(ctx context.Context, name string) (bool, error) {
-		var n int
-		err := s.SQL().QueryRowContext(ctx, `SELECT count(*) FROM information_schema.tables WHERE table_schema = DATABASE() AND table_name = ?`, name).Scan(&n)
-		return n > 0, err
-	})
+	return m.Status(ctx)
 }
 
 // Migrate is a shortcut for New(db, cfg) and Store.Migrate.

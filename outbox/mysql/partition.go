@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 
+	"github.com/eventkit/eventkit/internal/sqldialect"
 	"github.com/eventkit/eventkit/outbox"
 	"github.com/eventkit/eventkit/outbox/internal/sqlutil"
 )
@@ -31,12 +32,8 @@ func (s *Store) Leases() outbox.Leases { return s.leases() }
 
 func (s *Store) leases() *sqlutil.Leases {
 	db := s.SQL()
-	return &sqlutil.Leases{C: sqlutil.SQLConn{Q: db}, Table: s.Table(), D: sqlutil.LeaseDialect{
-		Name:      "outbox/mysql",
-		NowMicros: nowMicros,
-		Upsert: `INSERT INTO {{relays}} (instance, expires_at) VALUES (?, NOW + ?)
-ON DUPLICATE KEY UPDATE expires_at = VALUES(expires_at)`,
-		InTx: sqlutil.SQLInTx(db),
+	return &sqlutil.Leases{C: sqldialect.SQLConn{Q: db}, Table: s.Table(), D: sqlutil.LeaseDialect{
+		Name: "outbox/mysql", SQL: sqldialect.MySQL, InTx: sqldialect.SQLInTx(db),
 	}}
 }
 

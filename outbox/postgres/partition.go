@@ -5,9 +5,7 @@ import (
 	"fmt"
 	"strings"
 
-	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgconn"
-
+	"github.com/eventkit/eventkit/internal/sqldialect"
 	"github.com/eventkit/eventkit/outbox"
 	"github.com/eventkit/eventkit/outbox/internal/sqlutil"
 )
@@ -36,15 +34,8 @@ func (s *Store) Partitions(ctx context.Context) (int, error) {
 func (s *Store) Leases() outbox.Leases { return s.leases() }
 
 func (s *Store) leases() *sqlutil.Leases {
-	return &sqlutil.Leases{C: pgxConn{s.pool}, Table: s.table, D: sqlutil.LeaseDialect{
-		Name:      "outbox/postgres",
-		NowMicros: `(extract(epoch FROM clock_timestamp()) * 1000000)::bigint`,
-		Upsert: `INSERT INTO {{relays}} (instance, expires_at) VALUES (?, NOW + ?)
-ON CONFLICT (instance) DO UPDATE SET expires_at = EXCLUDED.expires_at`,
-		Rebind: sqlutil.DollarRebind,
-		InTx: func(ctx context.Context, fn func(sqlutil.Conn) error) error {
-			return pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error { return fn(pgxConn{tx}) })
-		},
+	return &sqlutil.Leases{C: sqldialect.PgxConn{Q: s.pool}, Table: s.table, D: sqlutil.LeaseDialect{
+		Name: "outbox/postgres", SQL: sqldialect.Postgres, InTx: sqldialect.PgxInTx(s.pool),
 	}}
 }
 
@@ -99,31 +90,4 @@ func (s *Store) SetPartitions(ctx context.Context, n int) error {
 		}
 		return nil
 	})
-}
-
-// pgxConn adapts a pool or transaction to sqlutil.Conn.
-type pgxConn struct {
-	q interface {
-		Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
-		Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
-	}
-}
-
-func (c pgxConn) Exec(ctx context.Context, q string, args ...any) (int64, error) {
-	tag, err := c.q.Exec(ctx, q, args...)
-	return tag.RowsAffected(), err
-}
-
-func (c pgxConn) Query(ctx context.Context, q string, args []any, row func(scan func(dest ...any) error) error) error {
-	rows, err := c.q.Query(ctx, q, args...)
-	if err != nil {
-		return err
-	}
-	defer rows.Close()
-	for rows.Next() {
-		if err := row(rows.Scan); err != nil {
-			return err
-		}
-	}
-	return rows.Err()
 }

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"sync"
 
+	"github.com/eventkit/eventkit/internal/sqldialect"
 	"github.com/eventkit/eventkit/outbox"
 	"github.com/eventkit/eventkit/outbox/internal/sqlutil"
 )
@@ -42,7 +43,7 @@ var (
 	_ outbox.Migrator        = (*Store)(nil)
 )
 
-const nowMicros = `CAST((julianday('now') - 2440587.5) * 86400000000.0 AS INTEGER)`
+var nowMicros = sqldialect.SQLite.NowMicros()
 
 // DSN returns the recommended data source name for modernc.org/sqlite
 // (driver "sqlite") for a database file: WAL journal (readers do not block
@@ -60,7 +61,7 @@ func New(db *sql.DB, cfg Config) (*Store, error) {
 		return nil, err
 	}
 	return &Store{
-		DB: sqlutil.NewDB(db, table, sqlutil.Dialect{Name: "outbox/sqlite", NowMicros: nowMicros,
+		DB: sqlutil.NewDB(db, table, sqlutil.Dialect{Name: "outbox/sqlite", SQL: sqldialect.SQLite,
 			ReserveSeq: reserveSeq(table)}, cfg.MaxEventSize),
 		cfg: cfg,
 	}, nil
@@ -143,7 +144,7 @@ func (s *Store) migrator() (sqlutil.Migrator, error) {
 		return sqlutil.Migrator{}, err
 	}
 	return sqlutil.Migrator{
-		DB: s.SQL(), Table: s.Table(), Name: "outbox/sqlite", Migrations: ms,
+		DB: s.SQL(), SQL: sqldialect.SQLite, Table: s.Table(), Name: "outbox/sqlite", Migrations: ms,
 		CreateVersions: `CREATE TABLE IF NOT EXISTS ` + s.Table() + `_migrations (
   version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at INTEGER NOT NULL)`,
 	}, nil
@@ -193,11 +194,7 @@ func (s *Store) MigrationStatus(ctx context.Context) ([]outbox.MigrationState, e
 	if err != nil {
 		return nil, err
 	}
-	return m.Status(ctx, func(ctx context.Context, name string) (bool, error) {
-		var n int
-		err := s.SQL().QueryRowContext(ctx, `SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = ?`, name).Scan(&n)
-		return n > 0, err
-	})
+	return m.Status(ctx)
 }
 
 // Migrate is a shortcut for New(db, cfg) and Store.Migrate.

@@ -261,7 +261,10 @@ func consume(ctx context.Context, f roleFlags) error {
 		if err := json.Unmarshal(ev.Data, &p); err != nil {
 			return eventkit.Permanent(err)
 		}
-		tx := sqlinbox.Tx(ctx)
+		tx, err := sqlinbox.Tx(ctx)
+		if err != nil {
+			return err
+		}
 		var last int64
 		if err := tx.QueryRowContext(ctx, "SELECT last FROM "+n.state()+" WHERE subject = $1 FOR UPDATE", p.Subject).Scan(&last); err != nil {
 			return err
@@ -274,7 +277,7 @@ func consume(ctx context.Context, f roleFlags) error {
 				return err
 			}
 		}
-		_, err := tx.ExecContext(ctx, "UPDATE "+n.state()+" SET last = greatest(last, $2) WHERE subject = $1", p.Subject, p.Seq)
+		_, err = tx.ExecContext(ctx, "UPDATE "+n.state()+" SET last = greatest(last, $2) WHERE subject = $1", p.Subject, p.Seq)
 		return err
 	}
 	for i := range 2 {

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/eventkit/eventkit"
+	"github.com/eventkit/eventkit/internal/sqldialect"
 	"github.com/eventkit/eventkit/outbox"
 )
 
@@ -17,9 +18,8 @@ import (
 type Dialect struct {
 	// Name prefixes errors: "outbox/mysql".
 	Name string
-	// NowMicros is an SQL expression for the current time in microseconds
-	// since the Unix epoch (an integer).
-	NowMicros string
+	// SQL is the database's dialect ('?' placeholders: MySQL or SQLite).
+	SQL sqldialect.Dialect
 	// ReserveSeq, if set, reserves n numbers of the subject sequence of
 	// (topic, subject) in tx and returns the last one (see
 	// StampSubjectSeq). nil: Add stamps no sequence.
@@ -49,7 +49,7 @@ func NewDB(db *sql.DB, table string, d Dialect, maxEventSize int) *DB {
 	return &DB{
 		db: db, table: table, d: d, maxSize: maxEventSize, listeners: map[int]func(){},
 		insertHead: `INSERT INTO ` + table + ` (topic, id, type, source, subject, event_time, data_version, data_content_type, data_schema, extensions, data, created_at) VALUES `,
-		insertRow:  `(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ` + d.NowMicros + `)`,
+		insertRow:  `(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ` + d.SQL.NowMicros() + `)`,
 		claimHead:  `SELECT ` + selCols + ` FROM ` + table + ` WHERE delivered_at IS NULL AND parked_at IS NULL`,
 	}
 }
@@ -173,13 +173,13 @@ func (s *DB) ClaimWhere(ctx context.Context, cond string, p outbox.ClaimParams) 
 		args = append(args, p.AfterSeq)
 	}
 	if len(p.ExcludeSubjects) > 0 {
-		q += ` AND subject NOT IN (` + Placeholders(len(p.ExcludeSubjects)) + `)`
+		q += ` AND subject NOT IN (` + s.d.SQL.Placeholders(len(p.ExcludeSubjects)) + `)`
 		for _, x := range p.ExcludeSubjects {
 			args = append(args, x)
 		}
 	}
 	if len(p.ExcludeSeqs) > 0 {
-		q += ` AND seq NOT IN (` + Placeholders(len(p.ExcludeSeqs)) + `)`
+		q += ` AND seq NOT IN (` + s.d.SQL.Placeholders(len(p.ExcludeSeqs)) + `)`
 		for _, x := range p.ExcludeSeqs {
 			args = append(args, x)
 		}
@@ -251,9 +251,9 @@ func (s *DB) Complete(ctx context.Context, seqs []int64, keep bool) (int64, erro
 		for i, x := range seqs[:n] {
 			args[i] = x
 		}
-		q := `DELETE FROM ` + s.table + ` WHERE seq IN (` + Placeholders(n) + `)`
+		q := `DELETE FROM ` + s.table + ` WHERE seq IN (` + s.d.SQL.Placeholders(n) + `)`
 		if keep {
-			q = `UPDATE ` + s.table + ` SET delivered_at = ` + s.d.NowMicros + ` WHERE delivered_at IS NULL AND seq IN (` + Placeholders(n) + `)`
+			q = `UPDATE ` + s.table + ` SET delivered_at = ` + s.d.SQL.NowMicros() + ` WHERE delivered_at IS NULL AND seq IN (` + s.d.SQL.Placeholders(n) + `)`
 		}
 		res, err := s.db.ExecContext(ctx, q, args...)
 		if err != nil {
@@ -271,7 +271,7 @@ func (s *DB) Complete(ctx context.Context, seqs []int64, keep bool) (int64, erro
 func (s *DB) Fail(ctx context.Context, p outbox.FailParams) error {
 	q := `UPDATE ` + s.table + ` SET attempts = attempts + 1, last_error = ?, parked_at = NULL WHERE seq = ?`
 	if p.Park {
-		q = `UPDATE ` + s.table + ` SET attempts = attempts + 1, last_error = ?, parked_at = ` + s.d.NowMicros + ` WHERE seq = ?`
+		q = `UPDATE ` + s.table + ` SET attempts = attempts + 1, last_error = ?, parked_at = ` + s.d.SQL.NowMicros() + ` WHERE seq = ?`
 	}
 	if _, err := s.db.ExecContext(ctx, q, p.Reason, p.Seq); err != nil {
 		return s.errf("fail", err)
@@ -288,7 +288,7 @@ func (s *DB) Requeue(ctx context.Context, seqs []int64) (int64, error) {
 	for i, x := range seqs {
 		args[i] = x
 	}
-	res, err := s.db.ExecContext(ctx, `UPDATE `+s.table+` SET parked_at = NULL, attempts = 0 WHERE parked_at IS NOT NULL AND seq IN (`+Placeholders(len(seqs))+`)`, args...)
+	res, err := s.db.ExecContext(ctx, `UPDATE `+s.table+` SET parked_at = NULL, attempts = 0 WHERE parked_at IS NOT NULL AND seq IN (`+s.d.SQL.Placeholders(len(seqs))+`)`, args...)
 	if err != nil {
 		return 0, s.errf("requeue", err)
 	}
@@ -322,7 +322,7 @@ func (s *DB) Status(ctx context.Context) (outbox.Status, error) {
 	err := s.db.QueryRowContext(ctx, `SELECT
   coalesce(sum(CASE WHEN delivered_at IS NULL AND parked_at IS NULL THEN 1 ELSE 0 END), 0),
   min(CASE WHEN delivered_at IS NULL AND parked_at IS NULL THEN created_at END),
-  `+s.d.NowMicros+`,
+  `+s.d.SQL.NowMicros()+`,
   sum(CASE WHEN delivered_at IS NOT NULL THEN 1 ELSE 0 END),
   sum(CASE WHEN parked_at IS NOT NULL THEN 1 ELSE 0 END)
 FROM `+s.table).Scan(&st.Backlog, &oldest, &now, &delivered, &parked)
@@ -375,6 +375,7 @@ FROM `+s.table).Scan(&st.Backlog, &oldest, &now, &delivered, &parked)
 // Migrator runs migrations over database/sql with a caller-provided lock.
 type Migrator struct {
 	DB    *sql.DB
+	SQL   sqldialect.Dialect
 	Table string
 	Name  string
 	// CreateVersions is the DDL of the <table>_migrations table.
@@ -450,8 +451,8 @@ func (m Migrator) Up(ctx context.Context, conn *sql.Conn) error {
 
 // Status lists the migrations and whether each is applied; a missing
 // version table means none is.
-func (m Migrator) Status(ctx context.Context, tableExists func(ctx context.Context, name string) (bool, error)) ([]outbox.MigrationState, error) {
-	ok, err := tableExists(ctx, m.Table+"_migrations")
+func (m Migrator) Status(ctx context.Context) ([]outbox.MigrationState, error) {
+	ok, err := m.SQL.TableExists(ctx, sqldialect.SQLConn{Q: m.DB}, m.Table+"_migrations")
 	if err != nil {
 		return nil, fmt.Errorf("%s: migrations: %w", m.Name, err)
 	}

@@ -3,7 +3,6 @@ package sqlutil
 import (
 	"context"
 	"crypto/md5"
-	"database/sql"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -11,31 +10,21 @@ import (
 	"strings"
 	"time"
 
+	"github.com/eventkit/eventkit/internal/sqldialect"
 	"github.com/eventkit/eventkit/outbox"
 )
 
-// Conn is what Leases needs of a connection pool or transaction, so that
-// pgx and database/sql stores share one implementation.
-type Conn interface {
-	Exec(ctx context.Context, q string, args ...any) (int64, error)
-	// Query runs q and calls row for each result row with its Scan.
-	Query(ctx context.Context, q string, args []any, row func(scan func(dest ...any) error) error) error
-}
+// Conn is what Leases needs of a connection pool or transaction.
+type Conn = sqldialect.Conn
 
 // LeaseDialect is what differs between databases for Leases.
 type LeaseDialect struct {
 	// Name prefixes errors: "outbox/mysql".
 	Name string
-	// NowMicros is an SQL expression for the database clock in
-	// microseconds since the Unix epoch.
-	NowMicros string
-	// Upsert is the membership upsert, with placeholders ? for the
-	// instance and for the ttl in microseconds ({{relays}} is the table).
-	Upsert string
-	// Rebind turns '?' placeholders into the database's (nil: keep).
-	Rebind func(string) string
+	// SQL is the database's dialect (clock, placeholders, upsert).
+	SQL sqldialect.Dialect
 	// InTx runs fn in a transaction.
-	InTx func(ctx context.Context, fn func(Conn) error) error
+	InTx sqldialect.InTx
 }
 
 // Leases implements outbox.Leases on the tables <table>_leases (one row per
@@ -51,11 +40,8 @@ type Leases struct {
 var _ outbox.Leases = (*Leases)(nil)
 
 func (l *Leases) q(s string) string {
-	s = strings.NewReplacer("{{leases}}", l.Table+"_leases", "{{relays}}", l.Table+"_relays", "NOW", l.D.NowMicros).Replace(s)
-	if l.D.Rebind != nil {
-		s = l.D.Rebind(s)
-	}
-	return s
+	s = strings.NewReplacer("{{leases}}", l.Table+"_leases", "{{relays}}", l.Table+"_relays", "NOW", l.D.SQL.NowMicros()).Replace(s)
+	return l.D.SQL.Rebind(s)
 }
 
 func (l *Leases) errf(op string, err error) error { return fmt.Errorf("%s: %s: %w", l.D.Name, op, err) }
@@ -77,7 +63,7 @@ func (l *Leases) Partitions(ctx context.Context) (int, error) {
 
 // Join implements outbox.Leases.
 func (l *Leases) Join(ctx context.Context, instance string, ttl time.Duration) (int, error) {
-	if _, err := l.C.Exec(ctx, l.q(l.D.Upsert), instance, ttl.Microseconds()); err != nil {
+	if _, err := l.C.Exec(ctx, l.q(`INSERT INTO {{relays}} (instance, expires_at) VALUES (?, NOW + ?)`+l.D.SQL.OnConflict([]string{"instance"}, "expires_at = "+l.D.SQL.Excluded("expires_at"))), instance, ttl.Microseconds()); err != nil {
 		return 0, l.errf("join", err)
 	}
 	// Forget relays dead for an hour.
@@ -234,67 +220,4 @@ func PartitionOf(subject string, n int) int {
 	sum := md5.Sum([]byte(subject))
 	v, _ := strconv.ParseUint(hex.EncodeToString(sum[:4])[:7], 16, 32)
 	return int(v % uint64(n))
-}
-
-// DollarRebind turns '?' placeholders into $1, $2, ... (no '?' may appear
-// in literals).
-func DollarRebind(q string) string {
-	var b strings.Builder
-	n := 0
-	for i := 0; i < len(q); i++ {
-		if q[i] == '?' {
-			n++
-			b.WriteString("$" + strconv.Itoa(n))
-			continue
-		}
-		b.WriteByte(q[i])
-	}
-	return b.String()
-}
-
-// SQLConn adapts a *sql.DB, *sql.Conn or *sql.Tx to Conn.
-type SQLConn struct {
-	Q interface {
-		ExecContext(ctx context.Context, q string, args ...any) (sql.Result, error)
-		QueryContext(ctx context.Context, q string, args ...any) (*sql.Rows, error)
-	}
-}
-
-// Exec implements Conn.
-func (c SQLConn) Exec(ctx context.Context, q string, args ...any) (int64, error) {
-	res, err := c.Q.ExecContext(ctx, q, args...)
-	if err != nil {
-		return 0, err
-	}
-	return res.RowsAffected()
-}
-
-// Query implements Conn.
-func (c SQLConn) Query(ctx context.Context, q string, args []any, row func(scan func(dest ...any) error) error) error {
-	rows, err := c.Q.QueryContext(ctx, q, args...)
-	if err != nil {
-		return err
-	}
-	defer rows.Close()
-	for rows.Next() {
-		if err := row(rows.Scan); err != nil {
-			return err
-		}
-	}
-	return rows.Err()
-}
-
-// SQLInTx runs fn in a transaction of db.
-func SQLInTx(db *sql.DB) func(ctx context.Context, fn func(Conn) error) error {
-	return func(ctx context.Context, fn func(Conn) error) error {
-		tx, err := db.BeginTx(ctx, nil)
-		if err != nil {
-			return err
-		}
-		if err := fn(SQLConn{tx}); err != nil {
-			_ = tx.Rollback()
-			return err
-		}
-		return tx.Commit()
-	}
 }

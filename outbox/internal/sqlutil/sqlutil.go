@@ -1,5 +1,6 @@
-// Package sqlutil holds what the SQL outbox stores share: table-name checks,
-// embedded migrations and the encoding of event fields into columns.
+// Package sqlutil holds what the SQL outbox stores share beyond the dialect
+// layer (internal/sqldialect): the outbox table-name rule, embedded
+// migrations, leases and the encoding of event fields into columns.
 package sqlutil
 
 import (
@@ -7,38 +8,32 @@ import (
 	"fmt"
 	"io/fs"
 	"path"
-	"regexp"
 	"sort"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/eventkit/eventkit"
+	"github.com/eventkit/eventkit/internal/sqldialect"
 	"github.com/eventkit/eventkit/outbox"
 )
 
-var identRe = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]{0,50}(\.[A-Za-z_][A-Za-z0-9_]{0,50})?$`)
-
 // CheckTable validates a table name ("" means outbox.DefaultTable) and
-// returns it. allowSchema permits "schema.table".
+// returns it. allowSchema permits "schema.table". Parts have at most 51
+// bytes, leaving room for the suffixes of the store's other tables
+// (_subject_seq, _migrations, ...).
 func CheckTable(name string, allowSchema bool) (string, error) {
 	if name == "" {
 		return outbox.DefaultTable, nil
 	}
-	if !identRe.MatchString(name) || (!allowSchema && strings.Contains(name, ".")) {
-		return "", fmt.Errorf("%w: %q (want letters, digits and '_'%s)", outbox.ErrInvalidTable, name,
-			map[bool]string{true: ", optionally schema.table", false: ""}[allowSchema])
+	if err := (sqldialect.Ident{MaxLen: 51, Schema: allowSchema}).Err(outbox.ErrInvalidTable, name); err != nil {
+		return "", err
 	}
 	return name, nil
 }
 
 // Base returns the table name without its schema.
-func Base(table string) string {
-	if i := strings.LastIndexByte(table, '.'); i >= 0 {
-		return table[i+1:]
-	}
-	return table
-}
+var Base = sqldialect.Base
 
 // Load reads the migrations NNN_name.sql from dir in fsys, in version order,
 // with {{table}} replaced by table, {{base}} by its name without schema, and
@@ -148,12 +143,4 @@ func DecodeRow(r *outbox.Record, tm string, ext *string) error {
 		return &eventkit.DecodeError{Format: "outbox row", Raw: raw, Err: fmt.Errorf("seq %d: %w", r.Seq, err)}
 	}
 	return outbox.CheckRecord(r)
-}
-
-// Placeholders returns "?, ?, ?" with n marks.
-func Placeholders(n int) string {
-	if n <= 0 {
-		return ""
-	}
-	return strings.Repeat("?, ", n-1) + "?"
 }
