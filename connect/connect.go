@@ -111,11 +111,7 @@ func Broker(ctx context.Context, rawURL string, opts ...Option) (broker.Broker, 
 	case "kafka":
 		b, err = openKafka(ctx, u, c)
 	case "amqp", "amqps":
-		amqpURL := rawURL
-		if c.tls != nil && u.Scheme == "amqp" {
-			amqpURL = "amqps" + strings.TrimPrefix(rawURL, "amqp")
-		}
-		b, err = rabbitmq.New(ctx, rabbitmq.Options{URL: amqpURL, Logger: c.log, TLS: tlsFor(c.tls, u)})
+		b, err = openRabbitMQ(ctx, u, c)
 	case "redis", "rediss":
 		b, err = openRedis(ctx, u, c)
 	default:
@@ -160,6 +156,20 @@ func openKafka(ctx context.Context, u *url.URL, c config) (broker.Broker, error)
 		return nil, err
 	}
 	return kafka.New(ctx, kafka.Options{Brokers: seeds, Logger: c.log, ClientOptions: kopts})
+}
+
+func openRabbitMQ(ctx context.Context, u *url.URL, c config) (broker.Broker, error) {
+	q := u.Query()
+	cfg, err := amqpOptions(q, u, c.tls)
+	if err != nil {
+		return nil, err
+	}
+	rest := *u
+	rest.RawQuery = q.Encode()
+	if cfg != nil {
+		rest.Scheme = "amqps"
+	}
+	return rabbitmq.New(ctx, rabbitmq.Options{URL: rest.String(), Logger: c.log, TLS: cfg})
 }
 
 func openRedis(ctx context.Context, u *url.URL, c config) (broker.Broker, error) {

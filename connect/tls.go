@@ -302,3 +302,59 @@ func verifyChainOnly(cfg *tls.Config) {
 		return err
 	}
 }
+
+// amqpOptions reads RabbitMQ's URI query parameters: cacertfile, certfile,
+// keyfile and server_name_indication (they need amqps://, or WithTLS) and
+// auth_mechanism (plain, amqplain or external: the client certificate's
+// name is the user, plugin rabbitmq_auth_mechanism_ssl). It removes the TLS
+// ones from q and leaves auth_mechanism, heartbeat, connection_timeout and
+// channel_max, which amqp091-go reads itself; anything else is an error. It
+// returns the TLS configuration (nil for a plain amqp:// URL).
+func amqpOptions(q url.Values, u *url.URL, cfg *tls.Config) (*tls.Config, error) {
+	v := take(q, "cacertfile", "certfile", "keyfile", "server_name_indication")
+	ca, cert, key, sni := v[0], v[1], v[2], v[3]
+	if (ca != "" || cert != "" || key != "" || sni != "") && u.Scheme != "amqps" {
+		return nil, fmt.Errorf("%w: amqp URL: cacertfile, certfile, keyfile and server_name_indication need amqps://", ErrBadURL)
+	}
+	if cfg == nil && u.Scheme == "amqps" {
+		var err error
+		if cfg, err = tlsFiles(ca, cert, key); err != nil {
+			return nil, err
+		}
+	}
+	if cfg != nil {
+		cfg = cfg.Clone()
+		if sni != "" {
+			cfg.ServerName = sni
+		}
+		cfg = tlsFor(cfg, u)
+	}
+	rest := url.Values{}
+	for _, k := range []string{"auth_mechanism", "heartbeat", "connection_timeout", "channel_max"} {
+		if vs, ok := q[k]; ok {
+			rest[k] = vs
+			delete(q, k)
+		}
+	}
+	if err := unknownParams(q, "amqp"); err != nil {
+		return nil, err
+	}
+	for _, m := range rest["auth_mechanism"] {
+		switch strings.ToLower(m) {
+		case "plain", "amqplain":
+		case "external":
+			if cfg == nil || (len(cfg.Certificates) == 0 && cfg.GetClientCertificate == nil) {
+				return nil, fmt.Errorf("%w: amqp URL: auth_mechanism=external needs amqps:// with a client certificate (certfile and keyfile)", ErrBadURL)
+			}
+			if u.User != nil {
+				return nil, fmt.Errorf("%w: amqp URL: auth_mechanism=external takes the user from the client certificate: leave user:password@ out", ErrBadURL)
+			}
+		default:
+			return nil, fmt.Errorf("%w: amqp URL: auth_mechanism %q: want plain, amqplain or external", ErrBadURL, m)
+		}
+	}
+	for k, vs := range rest {
+		q[k] = vs
+	}
+	return cfg, nil
+}
