@@ -92,7 +92,16 @@ CONF
   mkdir -p "$dir/mnesia" "$dir/log"
   if [ "$(id -u)" = 0 ] && id rabbitmq >/dev/null 2>&1; then chown -R rabbitmq "$dir"; fi
   nodeenv
-  (cd "$dir" && as_owner "$bin/rabbitmq-server" >"$dir/log/startup.log" 2>&1 &)
+  # In the background with no descriptor of ours but the log, so that a
+  # caller's url=$(rabbitnode.sh start ...) does not wait for the server.
+  (
+    cd "$dir"
+    for fd in /proc/$BASHPID/fd/*; do
+      fd=${fd##*/}
+      if [ "$fd" -gt 2 ]; then eval "exec $fd>&-"; fi
+    done
+    as_owner "$bin/rabbitmq-server"
+  ) </dev/null >"$dir/log/startup.log" 2>&1 &
   # await_startup fails at once while the node is not yet registered.
   up=
   for _ in $(seq 1 90); do
