@@ -128,8 +128,8 @@ func Broker(ctx context.Context, rawURL string, opts ...Option) (broker.Broker, 
 
 func openNATS(ctx context.Context, u *url.URL, c config) (broker.Broker, error) {
 	q := u.Query()
-	nopts, err := natsOptions(q, c.tls, u)
-	if err != nil {
+	o := natsbroker.Options{Name: "eventkit", Logger: c.log}
+	if err := natsOptions(q, c.tls, u, &o); err != nil {
 		return nil, err
 	}
 	if err := unknownParams(q, "nats"); err != nil {
@@ -137,7 +137,14 @@ func openNATS(ctx context.Context, u *url.URL, c config) (broker.Broker, error) 
 	}
 	plain := *u
 	plain.RawQuery = ""
-	return natsbroker.Connect(ctx, plain.String(), natsbroker.Options{Name: "eventkit", Logger: c.log, NATSOptions: nopts})
+	b, err := natsbroker.Connect(ctx, plain.String(), o)
+	if errors.Is(err, natsbroker.ErrCredentials) {
+		return nil, fmt.Errorf("%w: nats URL: %w", ErrBadURL, err)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return b, nil
 }
 
 func openKafka(ctx context.Context, u *url.URL, c config) (broker.Broker, error) {

@@ -17,6 +17,7 @@ import (
 	"github.com/twmb/franz-go/pkg/sasl/plain"
 	"github.com/twmb/franz-go/pkg/sasl/scram"
 
+	natsbroker "github.com/eventkit/eventkit/broker/nats"
 	"github.com/eventkit/eventkit/internal/redact"
 )
 
@@ -91,36 +92,24 @@ func unknownParams(q url.Values, scheme string) error {
 }
 
 // natsOptions reads the nats CLI's settings from the URL's parameters:
-// creds (a credentials file), nkey (an NKey seed file), tlsca, tlscert and
-// tlskey. User and password, or a token, are the URL's user info, which
-// nats.go reads itself.
-func natsOptions(q url.Values, cfg *tls.Config, u *url.URL) ([]nats.Option, error) {
+// creds (a credentials file) and nkey (an NKey seed file), which it puts
+// into o for natsbroker to check and use, and tlsca, tlscert and tlskey.
+// User and password, or a token, are the URL's user info, which nats.go
+// reads itself.
+func natsOptions(q url.Values, cfg *tls.Config, u *url.URL, o *natsbroker.Options) error {
 	v := take(q, "creds", "nkey", "tlsca", "tlscert", "tlskey")
-	creds, nkey, ca, cert, key := v[0], v[1], v[2], v[3], v[4]
-	var opts []nats.Option
-	if creds != "" {
-		if _, err := os.Stat(creds); err != nil {
-			return nil, fmt.Errorf("%w: creds: %v", ErrBadURL, err)
-		}
-		opts = append(opts, nats.UserCredentials(creds))
-	}
-	if nkey != "" {
-		o, err := nats.NkeyOptionFromSeed(nkey)
-		if err != nil {
-			return nil, fmt.Errorf("%w: nkey: %v", ErrBadURL, redact.URL(err.Error()))
-		}
-		opts = append(opts, o)
-	}
+	ca, cert, key := v[2], v[3], v[4]
+	o.CredentialsFile, o.NKeySeedFile = v[0], v[1]
 	if cfg == nil && (ca != "" || cert != "" || key != "") {
 		var err error
 		if cfg, err = tlsFiles(ca, cert, key); err != nil {
-			return nil, err
+			return err
 		}
 	}
 	if cfg != nil {
-		opts = append(opts, nats.Secure(tlsFor(cfg, u)))
+		o.NATSOptions = append(o.NATSOptions, nats.Secure(tlsFor(cfg, u)))
 	}
-	return opts, nil
+	return nil
 }
 
 // kafkaOptions reads librdkafka's settings from the URL's parameters:
