@@ -111,11 +111,7 @@ func Broker(ctx context.Context, rawURL string, opts ...Option) (broker.Broker, 
 	case "kafka":
 		b, err = openKafka(ctx, u, c)
 	case "amqp", "amqps":
-		amqpURL := rawURL
-		if c.tls != nil && u.Scheme == "amqp" {
-			amqpURL = "amqps" + strings.TrimPrefix(rawURL, "amqp")
-		}
-		b, err = rabbitmq.New(ctx, rabbitmq.Options{URL: amqpURL, Logger: c.log, TLS: tlsFor(c.tls, u)})
+		b, err = openRabbitMQ(ctx, u, c)
 	case "redis", "rediss":
 		b, err = openRedis(ctx, u, c)
 	default:
@@ -132,8 +128,8 @@ func Broker(ctx context.Context, rawURL string, opts ...Option) (broker.Broker, 
 
 func openNATS(ctx context.Context, u *url.URL, c config) (broker.Broker, error) {
 	q := u.Query()
-	nopts, err := natsOptions(q, c.tls, u)
-	if err != nil {
+	o := natsbroker.Options{Name: "eventkit", Logger: c.log}
+	if err := natsOptions(q, c.tls, u, &o); err != nil {
 		return nil, err
 	}
 	if err := unknownParams(q, "nats"); err != nil {
@@ -141,7 +137,14 @@ func openNATS(ctx context.Context, u *url.URL, c config) (broker.Broker, error) 
 	}
 	plain := *u
 	plain.RawQuery = ""
-	return natsbroker.Connect(ctx, plain.String(), natsbroker.Options{Name: "eventkit", Logger: c.log, NATSOptions: nopts})
+	b, err := natsbroker.Connect(ctx, plain.String(), o)
+	if errors.Is(err, natsbroker.ErrCredentials) {
+		return nil, fmt.Errorf("%w: nats URL: %w", ErrBadURL, err)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return b, nil
 }
 
 func openKafka(ctx context.Context, u *url.URL, c config) (broker.Broker, error) {
@@ -160,6 +163,20 @@ func openKafka(ctx context.Context, u *url.URL, c config) (broker.Broker, error)
 		return nil, err
 	}
 	return kafka.New(ctx, kafka.Options{Brokers: seeds, Logger: c.log, ClientOptions: kopts})
+}
+
+func openRabbitMQ(ctx context.Context, u *url.URL, c config) (broker.Broker, error) {
+	q := u.Query()
+	cfg, err := amqpOptions(q, u, c.tls)
+	if err != nil {
+		return nil, err
+	}
+	rest := *u
+	rest.RawQuery = q.Encode()
+	if cfg != nil {
+		rest.Scheme = "amqps"
+	}
+	return rabbitmq.New(ctx, rabbitmq.Options{URL: rest.String(), Logger: c.log, TLS: cfg})
 }
 
 func openRedis(ctx context.Context, u *url.URL, c config) (broker.Broker, error) {

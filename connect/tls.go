@@ -17,6 +17,7 @@ import (
 	"github.com/twmb/franz-go/pkg/sasl/plain"
 	"github.com/twmb/franz-go/pkg/sasl/scram"
 
+	natsbroker "github.com/eventkit/eventkit/broker/nats"
 	"github.com/eventkit/eventkit/internal/redact"
 )
 
@@ -91,36 +92,24 @@ func unknownParams(q url.Values, scheme string) error {
 }
 
 // natsOptions reads the nats CLI's settings from the URL's parameters:
-// creds (a credentials file), nkey (an NKey seed file), tlsca, tlscert and
-// tlskey. User and password, or a token, are the URL's user info, which
-// nats.go reads itself.
-func natsOptions(q url.Values, cfg *tls.Config, u *url.URL) ([]nats.Option, error) {
+// creds (a credentials file) and nkey (an NKey seed file), which it puts
+// into o for natsbroker to check and use, and tlsca, tlscert and tlskey.
+// User and password, or a token, are the URL's user info, which nats.go
+// reads itself.
+func natsOptions(q url.Values, cfg *tls.Config, u *url.URL, o *natsbroker.Options) error {
 	v := take(q, "creds", "nkey", "tlsca", "tlscert", "tlskey")
-	creds, nkey, ca, cert, key := v[0], v[1], v[2], v[3], v[4]
-	var opts []nats.Option
-	if creds != "" {
-		if _, err := os.Stat(creds); err != nil {
-			return nil, fmt.Errorf("%w: creds: %v", ErrBadURL, err)
-		}
-		opts = append(opts, nats.UserCredentials(creds))
-	}
-	if nkey != "" {
-		o, err := nats.NkeyOptionFromSeed(nkey)
-		if err != nil {
-			return nil, fmt.Errorf("%w: nkey: %v", ErrBadURL, redact.URL(err.Error()))
-		}
-		opts = append(opts, o)
-	}
+	ca, cert, key := v[2], v[3], v[4]
+	o.CredentialsFile, o.NKeySeedFile = v[0], v[1]
 	if cfg == nil && (ca != "" || cert != "" || key != "") {
 		var err error
 		if cfg, err = tlsFiles(ca, cert, key); err != nil {
-			return nil, err
+			return err
 		}
 	}
 	if cfg != nil {
-		opts = append(opts, nats.Secure(tlsFor(cfg, u)))
+		o.NATSOptions = append(o.NATSOptions, nats.Secure(tlsFor(cfg, u)))
 	}
-	return opts, nil
+	return nil
 }
 
 // kafkaOptions reads librdkafka's settings from the URL's parameters:
@@ -301,4 +290,60 @@ func verifyChainOnly(cfg *tls.Config) {
 		_, err := cs.PeerCertificates[0].Verify(x509.VerifyOptions{Roots: roots, Intermediates: inter})
 		return err
 	}
+}
+
+// amqpOptions reads RabbitMQ's URI query parameters: cacertfile, certfile,
+// keyfile and server_name_indication (they need amqps://, or WithTLS) and
+// auth_mechanism (plain, amqplain or external: the client certificate's
+// name is the user, plugin rabbitmq_auth_mechanism_ssl). It removes the TLS
+// ones from q and leaves auth_mechanism, heartbeat, connection_timeout and
+// channel_max, which amqp091-go reads itself; anything else is an error. It
+// returns the TLS configuration (nil for a plain amqp:// URL).
+func amqpOptions(q url.Values, u *url.URL, cfg *tls.Config) (*tls.Config, error) {
+	v := take(q, "cacertfile", "certfile", "keyfile", "server_name_indication")
+	ca, cert, key, sni := v[0], v[1], v[2], v[3]
+	if (ca != "" || cert != "" || key != "" || sni != "") && u.Scheme != "amqps" {
+		return nil, fmt.Errorf("%w: amqp URL: cacertfile, certfile, keyfile and server_name_indication need amqps://", ErrBadURL)
+	}
+	if cfg == nil && u.Scheme == "amqps" {
+		var err error
+		if cfg, err = tlsFiles(ca, cert, key); err != nil {
+			return nil, err
+		}
+	}
+	if cfg != nil {
+		cfg = cfg.Clone()
+		if sni != "" {
+			cfg.ServerName = sni
+		}
+		cfg = tlsFor(cfg, u)
+	}
+	rest := url.Values{}
+	for _, k := range []string{"auth_mechanism", "heartbeat", "connection_timeout", "channel_max"} {
+		if vs, ok := q[k]; ok {
+			rest[k] = vs
+			delete(q, k)
+		}
+	}
+	if err := unknownParams(q, "amqp"); err != nil {
+		return nil, err
+	}
+	for _, m := range rest["auth_mechanism"] {
+		switch strings.ToLower(m) {
+		case "plain", "amqplain":
+		case "external":
+			if cfg == nil || (len(cfg.Certificates) == 0 && cfg.GetClientCertificate == nil) {
+				return nil, fmt.Errorf("%w: amqp URL: auth_mechanism=external needs amqps:// with a client certificate (certfile and keyfile)", ErrBadURL)
+			}
+			if u.User != nil {
+				return nil, fmt.Errorf("%w: amqp URL: auth_mechanism=external takes the user from the client certificate: leave user:password@ out", ErrBadURL)
+			}
+		default:
+			return nil, fmt.Errorf("%w: amqp URL: auth_mechanism %q: want plain, amqplain or external", ErrBadURL, m)
+		}
+	}
+	for k, vs := range rest {
+		q[k] = vs
+	}
+	return cfg, nil
 }

@@ -235,3 +235,38 @@ func TestMySQLTLS(t *testing.T) {
 		{"bad-mode", "mysql://orders:s3cret@" + addr + "/test?ssl-mode=ON&" + ca, false, ""},
 	}, openStore)
 }
+
+// TestRabbitMQTLS: amqps:// against a private RabbitMQ node requiring client
+// certificates (scripts/tlsservers.sh), by password and by EXTERNAL (the
+// certificate's name is the user); another CA, the system roots, a server
+// name the certificate does not hold, no client certificate, a wrong
+// password or a plain connection fail, and a misspelt or misplaced
+// parameter is refused before dialling.
+func TestRabbitMQTLS(t *testing.T) {
+	env := tlsEnv(t, "EVENTKIT_TLS_CERTS", "EVENTKIT_TLS_RABBITMQ")
+	dir, addr := env[0], env[1]
+	_, port, _ := strings.Cut(addr, ":")
+	q := func(name string) string { return url.QueryEscape(dir + "/" + name) }
+	ca := "cacertfile=" + q("ca.pem")
+	client := ca + "&certfile=" + q("client.pem") + "&keyfile=" + q("client-key.pem")
+	runCases(t, []tlsCase{
+		{"password", "amqps://orders:s3cret@" + addr + "/?" + client, true, ""},
+		{"localhost", "amqps://orders:s3cret@localhost:" + port + "/?" + client, true, ""},
+		{"external", "amqps://" + addr + "/?auth_mechanism=external&" + client, true, ""},
+		{"external-with-heartbeat", "amqps://" + addr + "/?auth_mechanism=EXTERNAL&heartbeat=5&" + client, true, ""},
+		{"server-name", "amqps://orders:s3cret@" + addr + "/?server_name_indication=localhost&" + client, true, ""},
+		{"wrong-server-name", "amqps://orders:s3cret@" + addr + "/?server_name_indication=rabbit.example&" + client, false, "rabbit.example"},
+		{"wrong-password", "amqps://orders:wrong@" + addr + "/?" + client, false, ""},
+		{"no-client-cert", "amqps://orders:s3cret@" + addr + "/?" + ca, false, ""},
+		{"other-ca", "amqps://orders:s3cret@" + addr + "/?cacertfile=" + q("other-ca.pem") + "&certfile=" + q("client.pem") + "&keyfile=" + q("client-key.pem"), false, "unknown authority"},
+		{"system-roots", "amqps://orders:s3cret@" + addr + "/?certfile=" + q("client.pem") + "&keyfile=" + q("client-key.pem"), false, "unknown authority"},
+		{"plain-to-tls-port", "amqp://orders:s3cret@" + addr + "/", false, ""},
+		{"external-without-cert", "amqps://" + addr + "/?auth_mechanism=external&" + ca, false, "client certificate"},
+		{"external-with-user", "amqps://orders:s3cret@" + addr + "/?auth_mechanism=external&" + client, false, "leave user"},
+		{"bad-mechanism", "amqps://orders:s3cret@" + addr + "/?auth_mechanism=scram&" + client, false, "auth_mechanism"},
+		{"cert-without-key", "amqps://orders:s3cret@" + addr + "/?" + ca + "&certfile=" + q("client.pem"), false, "both"},
+		{"ca-not-pem", "amqps://orders:s3cret@" + addr + "/?cacertfile=" + q("user.nk") + "&certfile=" + q("client.pem") + "&keyfile=" + q("client-key.pem"), false, "no PEM"},
+		{"plain-scheme-with-files", "amqp://orders:s3cret@" + addr + "/?" + client, false, "need amqps"},
+		{"misspelt-param", "amqps://orders:s3cret@" + addr + "/?cacert=" + q("ca.pem"), false, "unknown parameter cacert"},
+	}, openBroker)
+}

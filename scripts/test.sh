@@ -22,6 +22,7 @@ tmp=$(mktemp -d /tmp/eventkit-test.XXXXXX)
 chmod 755 "$tmp"
 cleanup() {
   for d in "$tmp"/pg-*; do if [ -d "$d" ]; then bash scripts/pgtemp.sh stop "$d" || true; fi; done
+  if [ -d "$tmp/rabbit-restart" ]; then bash scripts/rabbitnode.sh stop "$tmp/rabbit-restart" || true; fi # restart block below
   if [ -d "$tmp/tls" ]; then bash scripts/tlsservers.sh stop "$tmp/tls" || true; fi # TLS block below
   rm -rf "$tmp"
 }
@@ -55,17 +56,21 @@ go test -race -count=1 -timeout 20m ./...
 echo "== interop (the official CloudEvents Go SDK, separate module)"
 (cd interop && go vet ./... && go test -race -count=1 -timeout 5m ./...)
 
-echo "== server restarts (alone, since they disrupt the shared servers)"
-# PostgreSQL restarted under the CDC relay (a private instance of its own,
-# never the machine's server); RabbitMQ restarted and put under a memory
-# alarm under the adapter. Skipped by the main run above.
+echo "== server restarts (on private instances, alone)"
+# PostgreSQL restarted under the CDC relay and RabbitMQ restarted and put
+# under a memory alarm under the adapter, each on a private instance of its
+# own (scripts/pgtemp.sh, scripts/rabbitnode.sh), never the machine's
+# server. Skipped by the main run above.
 pg_restart_url=$(bash scripts/pgtemp.sh start "$tmp/pg-restart" 55433)
 EVENTKIT_POSTGRES_URL=$pg_restart_url EVENTKIT_TEST_PG_RESTART=1 \
   EVENTKIT_TEST_PG_RESTART_CMD="bash $PWD/scripts/pgtemp.sh restart $tmp/pg-restart" \
   go test -race -count=1 -run '^TestPostgresRestart$' ./outbox/pgcdc
 bash scripts/pgtemp.sh stop "$tmp/pg-restart"
-EVENTKIT_RABBITMQ_RESTART=1 go test -race -count=1 -run '^(TestDurableAcrossRestart|TestPublishBlocked)$' ./broker/rabbitmq
-bash scripts/services.sh
+rabbit_restart_url=$(bash scripts/rabbitnode.sh start "$tmp/rabbit-restart" 55672)
+EVENTKIT_RABBITMQ_URL=$rabbit_restart_url EVENTKIT_RABBITMQ_RESTART=1 \
+  EVENTKIT_RABBITMQ_CTL="bash $PWD/scripts/rabbitnode.sh ctl $tmp/rabbit-restart" \
+  go test -race -count=1 -run '^(TestDurableAcrossRestart|TestPublishBlocked)$' ./broker/rabbitmq
+bash scripts/rabbitnode.sh stop "$tmp/rabbit-restart"
 
 echo "== deploy/systemd unit"
 # systemd-analyze verify checks the unit (directives, values, the binary);

@@ -11,6 +11,10 @@
 # PostgreSQL and MariaDB also listen on 127.0.0.2, a name the server
 # certificate does not hold (for the host-name verification tests).
 #   MariaDB BASE+30 TLS with require_secure_transport; user orders/s3cret, user certuser (REQUIRE SUBJECT)
+#   RabbitMQ BASE+41 AMQPS (scripts/rabbitnode.sh: a private node, never the machine's),
+#           client certificates required; user orders/s3cret, user eventkit-client
+#           (no password: EXTERNAL, rabbitmq_auth_mechanism_ssl); BASE+40 plain AMQP
+#           (guest, loopback), BASE+42 Erlang distribution, BASE+43 its epmd
 #
 #   eval "$(scripts/tlsservers.sh start DIR [BASE])"   # BASE defaults to 56300; prints export lines
 #   scripts/tlsservers.sh stop DIR
@@ -115,6 +119,18 @@ CONF
       CREATE USER certuser@'127.0.0.%' REQUIRE SUBJECT '/CN=eventkit-client'; GRANT ALL ON test.* TO certuser@'127.0.0.%';"
     echo "export EVENTKIT_TLS_MYSQL=127.0.0.1:$((base + 30))"
   fi
+
+  if command -v rabbitmq-server >/dev/null || [ -x /usr/lib/rabbitmq/bin/rabbitmq-server ]; then
+    rmq=$dir/rabbitmq
+    "$here/scripts/rabbitnode.sh" start "$rmq" $((base + 40)) "$certs" >/dev/null
+    ctl() { "$here/scripts/rabbitnode.sh" ctl "$rmq" "$@" >/dev/null; }
+    ctl add_user orders s3cret
+    ctl set_permissions orders '.*' '.*' '.*'
+    ctl add_user eventkit-client unused
+    ctl clear_password eventkit-client
+    ctl set_permissions eventkit-client '.*' '.*' '.*'
+    echo "export EVENTKIT_TLS_RABBITMQ=127.0.0.1:$((base + 41))"
+  fi
   ;;
 stop)
   [ -d "$dir" ] || exit 0
@@ -122,6 +138,7 @@ stop)
     [ -f "$p" ] && kill "$(cat "$p")" 2>/dev/null || true
   done
   [ -d "$dir/pg" ] && "$here/scripts/pgtemp.sh" stop "$dir/pg"
+  [ -d "$dir/rabbitmq" ] && "$here/scripts/rabbitnode.sh" stop "$dir/rabbitmq"
   sleep 1
   rm -rf "$dir"
   ;;

@@ -46,6 +46,17 @@ type StreamOptions struct {
 type Options struct {
 	// Name is the NATS connection name shown by the server (default "eventkit").
 	Name string
+	// CredentialsFile is a credentials file (a user JWT and its NKey seed,
+	// as nsc writes it and `nats --creds` reads it) Connect authenticates
+	// with. It is checked before dialling: a file that is missing or holds
+	// no user JWT and seed fails with ErrCredentials, and naming neither
+	// the file's content nor the seed.
+	CredentialsFile string
+	// NKeySeedFile is a file holding a user's NKey seed (`nats --nkey`)
+	// Connect authenticates with; checked like CredentialsFile. A server
+	// that refuses the credentials makes Connect fail with an error that
+	// wraps nats.ErrAuthorization.
+	NKeySeedFile string
 	// NATSOptions are added to the connection options Connect uses (after
 	// the defaults, so they win).
 	NATSOptions []nats.Option
@@ -197,7 +208,12 @@ func Connect(ctx context.Context, url string, opts Options) (*Broker, error) {
 	if err := opts.defaults(); err != nil {
 		return nil, err
 	}
-	nopts := append(ConnectOptions(opts.Name, opts.Logger), opts.NATSOptions...)
+	nopts := ConnectOptions(opts.Name, opts.Logger)
+	auth, err := credentialOptions(opts.CredentialsFile, opts.NKeySeedFile)
+	if err != nil {
+		return nil, err
+	}
+	nopts = append(append(nopts, auth...), opts.NATSOptions...)
 	type result struct {
 		nc  *nats.Conn
 		err error

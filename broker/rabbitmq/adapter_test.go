@@ -615,12 +615,13 @@ func TestServerVersionAndQueueType(t *testing.T) {
 }
 
 // Confirmed events survive a broker restart, and a Broker reconnects by
-// itself once the server is back. It restarts the shared server, so it runs
-// only when EVENTKIT_RABBITMQ_RESTART=1.
+// itself once the server is back. It restarts the server, so it runs only
+// when EVENTKIT_RABBITMQ_RESTART=1, on a private node (privateNodeCtl).
 func TestDurableAcrossRestart(t *testing.T) {
 	if os.Getenv("EVENTKIT_RABBITMQ_RESTART") != "1" {
-		t.Skip("restarts the RabbitMQ server: set EVENTKIT_RABBITMQ_RESTART=1")
+		t.Skip("restarts the RabbitMQ server: set EVENTKIT_RABBITMQ_RESTART=1 and EVENTKIT_RABBITMQ_CTL (a private node)")
 	}
+	privateNodeCtl(t)
 	for _, qt := range []string{rabbitmq.QueueQuorum, rabbitmq.QueueClassic} {
 		t.Run(qt, func(t *testing.T) {
 			opts := rabbitmq.Options{QueueType: qt, ConnectTimeout: 60 * time.Second}
@@ -632,7 +633,7 @@ func TestDurableAcrossRestart(t *testing.T) {
 				t.Fatal(err)
 			}
 			for _, cmd := range []string{"stop_app", "start_app"} {
-				if out, err := exec.Command("rabbitmqctl", cmd).CombinedOutput(); err != nil {
+				if out, err := rabbitmqctl(t, cmd); err != nil {
 					t.Fatalf("rabbitmqctl %s: %v: %s", cmd, err, out)
 				}
 			}
@@ -711,12 +712,14 @@ func TestNackDelayFallback(t *testing.T) {
 
 // While the server blocks publishers (memory alarm), Publish does not hang
 // on the socket: it waits until its ctx ends and fails with ErrBlocked, and
-// succeeds once the alarm clears. It sets an alarm on the shared server, so
-// it runs only when EVENTKIT_RABBITMQ_RESTART=1.
+// succeeds once the alarm clears. It sets an alarm on the server, so it
+// runs only when EVENTKIT_RABBITMQ_RESTART=1, on a private node
+// (privateNodeCtl).
 func TestPublishBlocked(t *testing.T) {
 	if os.Getenv("EVENTKIT_RABBITMQ_RESTART") != "1" {
-		t.Skip("sets a memory alarm on the RabbitMQ server: set EVENTKIT_RABBITMQ_RESTART=1")
+		t.Skip("sets a memory alarm on the RabbitMQ server: set EVENTKIT_RABBITMQ_RESTART=1 and EVENTKIT_RABBITMQ_CTL (a private node)")
 	}
+	privateNodeCtl(t)
 	topic := provisionedTopic(t, rabbitmq.Options{}, "g")
 	b := newBroker(t, rabbitmq.Options{})
 	ctx := ctxT(t, 60*time.Second)
@@ -724,12 +727,12 @@ func TestPublishBlocked(t *testing.T) {
 		t.Fatal(err)
 	}
 	restore := func() {
-		if out, err := exec.Command("rabbitmqctl", "set_vm_memory_high_watermark", "0.4").CombinedOutput(); err != nil {
+		if out, err := rabbitmqctl(t, "set_vm_memory_high_watermark", "0.4"); err != nil {
 			t.Errorf("restore watermark: %v: %s", err, out)
 		}
 	}
 	t.Cleanup(restore)
-	if out, err := exec.Command("rabbitmqctl", "set_vm_memory_high_watermark", "absolute", "1").CombinedOutput(); err != nil {
+	if out, err := rabbitmqctl(t, "set_vm_memory_high_watermark", "absolute", "1"); err != nil {
 		t.Fatalf("set alarm: %v: %s", err, out)
 	}
 	// The server sends connection.blocked on the next publish.
