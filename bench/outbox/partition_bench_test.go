@@ -10,7 +10,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5"
 
 	"github.com/eventkit/eventkit"
 	"github.com/eventkit/eventkit/broker"
@@ -165,105 +164,34 @@ func (a *ackTimer) Publish(ctx context.Context, topic string, events ...eventkit
 			return err
 		}
 	}
-	a.mu.Lock()
-	defer a.mu.Unlock()
+	ids := make([]string, 0, len(events))
 	for i, e := range events {
-		if t, ok := a.committed[e.ID]; ok && !failed[i] {
-			a.lat = append(a.lat, now.Sub(t))
-			delete(a.committed, e.ID)
+		if !failed[i] {
+			ids = append(ids, e.ID)
 		}
 	}
+	a.acked(ids, now)
 	return err
 }
 
-func pct(ds []time.Duration, p float64) time.Duration {
-	if len(ds) == 0 {
-		return 0
+// committed records the moment id's transaction committed (or, called
+// before the commit, a moment the ack cannot precede).
+func (a *ackTimer) commit(id string, t time.Time, replaceOnly bool) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if _, ok := a.committed[id]; ok || !replaceOnly {
+		a.committed[id] = t
 	}
-	s := slices.Clone(ds)
-	slices.Sort(s)
-	return s[min(len(s)-1, int(float64(len(s))*p))]
 }
 
-// BenchmarkCommitToAck commits one 1 KB event per transaction at a steady
-// 500 events/s for 10 s with the polling relay running (Postgres NOTIFY
-// wakes it on commit) and reports the commit latency (Begin to Commit
-// returned) and the commit-to-ack latency (Commit returned to JetStream's
-// ack of the publish), p50 and p99, side by side.
-func BenchmarkCommitToAck(b *testing.B) {
-	const rate, secs = 500, 10
-	e := newEnv(b)
-	ctx := context.Background()
-	var commits, acks []time.Duration
-	for range b.N {
-		s := e.newStore(b)
-		topic := testenv.Name("eklat")
-		br, err := natsbroker.Connect(ctx, e.natsURL, natsbroker.Options{StreamPrefix: "OBENCH_"})
-		if err != nil {
-			b.Fatal(err)
+// acked records the commit-to-ack latency of the events ids acked at now.
+func (a *ackTimer) acked(ids []string, now time.Time) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for _, id := range ids {
+		if t, ok := a.committed[id]; ok {
+			a.lat = append(a.lat, now.Sub(t))
+			delete(a.committed, id)
 		}
-		if err := br.Publish(ctx, topic, eventkit.New("bench.warm", "text/plain", []byte("w"))); err != nil {
-			b.Fatal(err)
-		}
-		at := &ackTimer{Publisher: br, committed: map[string]time.Time{}}
-		r := outbox.NewRelay(s, at, outbox.RelayConfig{StatusInterval: -1, Logger: quiet})
-		rctx, cancel := context.WithCancel(ctx)
-		done := make(chan struct{})
-		go func() { defer close(done); _ = r.Run(rctx) }()
-		for !r.IsLeader() {
-			time.Sleep(5 * time.Millisecond)
-		}
-		n := rate * secs
-		start := time.Now()
-		for i := range n {
-			if w := time.Until(start.Add(time.Duration(i) * time.Second / rate)); w > 0 {
-				time.Sleep(w)
-			}
-			ev := eventkit.New("bench.event", "application/octet-stream", payload, eventkit.WithSubject(fmt.Sprint("s", i%100)))
-			t0 := time.Now()
-			var t1 time.Time
-			err := pgx.BeginFunc(ctx, e.pool, func(tx pgx.Tx) error {
-				if err := s.Add(ctx, tx, topic, ev); err != nil {
-					return err
-				}
-				// Register just before commit: the ack cannot come earlier,
-				// and the time is replaced by the commit's return below.
-				at.mu.Lock()
-				at.committed[ev.ID] = time.Now()
-				at.mu.Unlock()
-				return nil
-			})
-			if err != nil {
-				b.Fatal(err)
-			}
-			t1 = time.Now()
-			commits = append(commits, t1.Sub(t0))
-			at.mu.Lock()
-			if _, ok := at.committed[ev.ID]; ok {
-				at.committed[ev.ID] = t1
-			}
-			at.mu.Unlock()
-		}
-		deadline := time.Now().Add(30 * time.Second)
-		for r.Stats().Delivered < int64(n) && time.Now().Before(deadline) {
-			time.Sleep(5 * time.Millisecond)
-		}
-		cancel()
-		<-done
-		at.mu.Lock()
-		acks = append(acks, at.lat...)
-		at.mu.Unlock()
-		_ = br.DeleteTopic(ctx, topic)
-		_ = br.Close(ctx)
-		_, _ = e.pool.Exec(ctx, `DROP TABLE IF EXISTS `+s.Table()+`_leases, `+s.Table()+`_relays, `+s.Table()+`_subject_seq`)
 	}
-	b.ReportMetric(0, "ns/op")
-	ms := func(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
-	b.ReportMetric(ms(pct(commits, 0.5)), "commit-p50-ms")
-	b.ReportMetric(ms(pct(commits, 0.99)), "commit-p99-ms")
-	b.ReportMetric(ms(pct(acks, 0.5)), "commit-to-ack-p50-ms")
-	b.ReportMetric(ms(pct(acks, 0.99)), "commit-to-ack-p99-ms")
-	b.Logf("\nat %d events/s (one event per transaction), %d events:\n%-14s %8s %8s\n%-14s %8.2f %8.2f\n%-14s %8.2f %8.2f",
-		rate, len(commits), "ms", "p50", "p99", "commit", ms(pct(commits, 0.5)), ms(pct(commits, 0.99)),
-		"commit-to-ack", ms(pct(acks, 0.5)), ms(pct(acks, 0.99)))
 }
