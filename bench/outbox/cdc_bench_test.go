@@ -172,7 +172,7 @@ func (e *env) ekPolling(ctx context.Context, clock *benchkit.Clock, r *outboxRun
 	if err != nil {
 		return err
 	}
-	defer br.Close(context.Background()) //nolint:errcheck
+	defer br.Close(context.Background())                //nolint:errcheck
 	defer br.DeleteTopic(context.Background(), r.topic) //nolint:errcheck
 	relay := outbox.NewRelay(r.store, pub(br), outbox.RelayConfig{BatchSize: claim, StatusInterval: -1, Logger: quiet})
 	return runEngine(ctx, clock, relay, func() int64 { return relay.Stats().Delivered }, n)
@@ -183,7 +183,7 @@ func (e *env) ekCDC(ctx context.Context, clock *benchkit.Clock, r *outboxRun, n 
 	if err != nil {
 		return err
 	}
-	defer br.Close(context.Background()) //nolint:errcheck
+	defer br.Close(context.Background())                //nolint:errcheck
 	defer br.DeleteTopic(context.Background(), r.topic) //nolint:errcheck
 	relay, err := pgcdc.New(e.pool, pub(br), pgcdc.Config{Table: r.store.Table(), Slot: r.slot, Publication: r.pub,
 		RelayConfig: outbox.RelayConfig{BatchSize: claim, StatusInterval: -1, Logger: quiet}})

@@ -3,17 +3,15 @@ package outboxbench
 import (
 	"context"
 	"fmt"
-	"slices"
-	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
-
 
 	"github.com/eventkit/eventkit"
 	"github.com/eventkit/eventkit/broker"
 	natsbroker "github.com/eventkit/eventkit/broker/nats"
+	"github.com/eventkit/eventkit/internal/benchkit"
+	"github.com/eventkit/eventkit/internal/benchkit/benchtest"
 	"github.com/eventkit/eventkit/internal/testenv"
 	"github.com/eventkit/eventkit/outbox"
 )
@@ -24,19 +22,11 @@ const (
 	partBatch  = 500
 )
 
-// cpuTime is this process's user+system CPU time so far (the relays run in
-// it; the database and NATS server do not).
-func cpuTime() time.Duration {
-	var ru syscall.Rusage
-	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
-}
-
 // drainRelays fills an outbox of parts partitions (1: not split) with
 // nPart 1 KB events over 100 subjects, then runs k relays on it (each its
 // own Relay, instance and NATS connection, as k processes would) until all
-// are delivered. It returns the drain time and the relays' CPU time.
-func (e *env) drainRelays(b *testing.B, parts, k int) (time.Duration, time.Duration) {
+// are delivered, on clock.
+func (e *env) drainRelays(b *testing.B, clock *benchkit.Clock, nPart, parts, k int) {
 	ctx := context.Background()
 	s := e.newStore(b)
 	b.Cleanup(func() {
@@ -70,7 +60,7 @@ func (e *env) drainRelays(b *testing.B, parts, k int) (time.Duration, time.Durat
 	rctx, cancel := context.WithCancel(ctx)
 	var wg sync.WaitGroup
 	var relays []*outbox.Relay
-	c0, t0 := cpuTime(), time.Now()
+	clock.Start()
 	for i := range k {
 		r := outbox.NewRelay(s, brs[i], outbox.RelayConfig{BatchSize: partBatch, StatusInterval: -1, Logger: quiet,
 			Instance: fmt.Sprintf("bench-%d", i), LeaseTTL: 2 * time.Second})
@@ -84,7 +74,7 @@ func (e *env) drainRelays(b *testing.B, parts, k int) (time.Duration, time.Durat
 		for _, r := range relays {
 			n += r.Stats().Delivered
 		}
-		if n >= nPart {
+		if n >= int64(nPart) {
 			break
 		}
 		if time.Now().After(deadline) {
@@ -92,55 +82,28 @@ func (e *env) drainRelays(b *testing.B, parts, k int) (time.Duration, time.Durat
 		}
 		time.Sleep(time.Millisecond)
 	}
-	d, cpu := time.Since(t0), cpuTime()-c0
+	clock.Stop()
 	cancel()
 	wg.Wait()
-	e.checkStream(b, brs[0].StreamName(topic), nPart+1)
-	return d, cpu
+	e.checkStream(b, brs[0].StreamName(topic), uint64(nPart)+1)
 }
 
 // BenchmarkPartitionedDrain drains 20,000 events over 100 subjects from an
 // outbox of 16 partitions with 1, 2 and 4 relay instances (in this
 // process, each with its own NATS connection), next to one relay on an
-// unsplit outbox, in the same run, the order of the contenders reversed
-// every other round. It reports events/s and the relays' CPU per event
-// (this process only: PostgreSQL's and NATS's CPU are not in it).
+// unsplit outbox (the baseline), alternated over rounds, each from a
+// fresh table filled the same way.
 func BenchmarkPartitionedDrain(b *testing.B) {
 	e := newEnv(b)
-	type contender struct {
-		name     string
-		parts, k int
+	n := benchtest.Events(nPart)
+	c := func(name string, parts, k int) benchkit.Contender {
+		return benchkit.Contender{Name: name, Run: func(_ context.Context, clock *benchkit.Clock) (int, []time.Duration, error) {
+			e.drainRelays(b, clock, n, parts, k)
+			return n, nil, nil
+		}}
 	}
-	cs := []contender{{"unsplit-1", 1, 1}, {"p16-1", partitions, 1}, {"p16-2", partitions, 2}, {"p16-4", partitions, 4}}
-	dur := map[string]time.Duration{}
-	cpu := map[string]time.Duration{}
-	runs := map[string]int{}
-	var drains []string
-	for i := range b.N {
-		order := slices.Clone(cs)
-		if (i+round)%2 == 1 {
-			slices.Reverse(order)
-		}
-		for _, c := range order {
-			d, u := e.drainRelays(b, c.parts, c.k)
-			dur[c.name] += d
-			cpu[c.name] += u
-			runs[c.name]++
-			drains = append(drains, fmt.Sprintf("%s %.0f/s", c.name, nPart/d.Seconds()))
-		}
-	}
-	round++
-	b.ReportMetric(0, "ns/op")
-	var lines []string
-	base := float64(nPart*runs["unsplit-1"]) / dur["unsplit-1"].Seconds()
-	for _, c := range cs {
-		rate := float64(nPart*runs[c.name]) / dur[c.name].Seconds()
-		perEv := cpu[c.name] / time.Duration(nPart*runs[c.name])
-		b.ReportMetric(rate, c.name+"-events/s")
-		b.ReportMetric(float64(perEv.Nanoseconds())/1000, c.name+"-cpu-µs/event")
-		lines = append(lines, fmt.Sprintf("%-10s %10.0f %8.2fx %10.1f", c.name, rate, rate/base, float64(perEv.Nanoseconds())/1000))
-	}
-	b.Logf("\n%-10s %10s %9s %10s\n%s\ndrains: %s", "relays", "events/s", "vs unsplit", "cpu µs/ev", strings.Join(lines, "\n"), strings.Join(drains, ", "))
+	benchtest.Compare(b, benchkit.NewMeter(e.natsURL, e.pgURL),
+		c("unsplit-1", 1, 1), c("p16-1", partitions, 1), c("p16-2", partitions, 2), c("p16-4", partitions, 4))
 }
 
 // ackTimer records, for each confirmed event, the time from its commit.
