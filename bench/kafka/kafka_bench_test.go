@@ -140,17 +140,7 @@ func BenchmarkPublish(b *testing.B) {
 	n := benchtest.Events(publishEvents)
 	evs := events(n)
 	batches := func(clock *benchkit.Clock, call func(i, end int) error) (int, []time.Duration, error) {
-		lat := make([]time.Duration, 0, n/batch+1)
-		clock.Start()
-		for i := 0; i < n; i += batch {
-			t0 := time.Now()
-			if err := call(i, min(i+batch, n)); err != nil {
-				return 0, nil, err
-			}
-			lat = append(lat, time.Since(t0))
-		}
-		clock.Stop()
-		return n, lat, nil
+		return benchtest.Batches(clock, n, batch, call)
 	}
 	benchtest.Compare(b, nil,
 		benchkit.Contender{Name: "raw-franz-go", Run: func(ctx context.Context, clock *benchkit.Clock) (int, []time.Duration, error) {

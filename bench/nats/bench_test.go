@@ -32,9 +32,9 @@ import (
 
 	"github.com/eventkit/eventkit"
 	"github.com/eventkit/eventkit/broker"
+	natsbroker "github.com/eventkit/eventkit/broker/nats"
 	"github.com/eventkit/eventkit/internal/benchkit"
 	"github.com/eventkit/eventkit/internal/benchkit/benchtest"
-	natsbroker "github.com/eventkit/eventkit/broker/nats"
 )
 
 const (
@@ -161,17 +161,7 @@ func BenchmarkPublish(b *testing.B) {
 		return nil
 	}
 	batches := func(clock *benchkit.Clock, call func(i, end int) error) (int, []time.Duration, error) {
-		lat := make([]time.Duration, 0, n/batch+1)
-		clock.Start()
-		for i := 0; i < n; i += batch {
-			t0 := time.Now()
-			if err := call(i, min(i+batch, n)); err != nil {
-				return 0, nil, err
-			}
-			lat = append(lat, time.Since(t0))
-		}
-		clock.Stop()
-		return n, lat, nil
+		return benchtest.Batches(clock, n, batch, call)
 	}
 	rawAsync := func(msg func(i int) *nats.Msg) func(i, end int) error {
 		return func(i, end int) error {

@@ -148,17 +148,7 @@ func BenchmarkPublish(b *testing.B) {
 	fresh := func(context.Context) error { key = name("pub"); return nil }
 	drop := func(ctx context.Context) error { return c.Del(ctx, prefix+key, br.StreamKey(key)).Err() }
 	batches := func(clock *benchkit.Clock, call func(i, end int) error) (int, []time.Duration, error) {
-		lat := make([]time.Duration, 0, n/batch+1)
-		clock.Start()
-		for i := 0; i < n; i += batch {
-			t0 := time.Now()
-			if err := call(i, min(i+batch, n)); err != nil {
-				return 0, nil, err
-			}
-			lat = append(lat, time.Since(t0))
-		}
-		clock.Stop()
-		return n, lat, nil
+		return benchtest.Batches(clock, n, batch, call)
 	}
 	benchtest.Compare(b, benchkit.NewMeter(url()),
 		benchkit.Contender{Name: "raw", Prepare: fresh, Cleanup: drop, Run: func(ctx context.Context, clock *benchkit.Clock) (int, []time.Duration, error) {

@@ -22,6 +22,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/eventkit/eventkit/internal/benchkit"
 )
@@ -94,4 +95,21 @@ func Compare(b *testing.B, meter *benchkit.Meter, contenders ...benchkit.Contend
 // unit makes a contender name a metric unit (no white space).
 func unit(s string) string {
 	return strings.Join(strings.Fields(s), "-")
+}
+
+// Batches runs call for [i, end) over n events in steps of batch, inside
+// clock's window, and returns n and each call's latency: the body of a
+// publish contender.
+func Batches(clock *benchkit.Clock, n, batch int, call func(i, end int) error) (int, []time.Duration, error) {
+	lat := make([]time.Duration, 0, n/batch+1)
+	clock.Start()
+	for i := 0; i < n; i += batch {
+		t0 := time.Now()
+		if err := call(i, min(i+batch, n)); err != nil {
+			return 0, nil, err
+		}
+		lat = append(lat, time.Since(t0))
+	}
+	clock.Stop()
+	return n, lat, nil
 }
