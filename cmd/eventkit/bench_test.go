@@ -1,12 +1,15 @@
-package main
+package main_test
 
 import (
+	"bytes"
 	"encoding/json"
 	"encoding/xml"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/eventkit/eventkit/internal/testenv"
 )
@@ -74,6 +77,35 @@ func TestBenchCompareRawUnsupported(t *testing.T) {
 		r := run(t, "", "bench", cmd, "--broker", "nats://127.0.0.1:1", "--compare", "watermill", "--events", "10")
 		if r.code == 0 || !strings.Contains(r.stderr, `--compare "watermill"`) {
 			t.Fatalf("%s --compare watermill: exit %d\n%s", cmd, r.code, r.stderr)
+		}
+	}
+}
+
+// TestBenchCompareInterrupted sends SIGINT to a running --compare: it must
+// print the runs measured so far and their summary, clean up and exit
+// non-zero.
+func TestBenchCompareInterrupted(t *testing.T) {
+	t.Parallel()
+	lockBench(t)
+	natsURL := testenv.NATS.URL(t)
+	before := natsStreams(t, natsURL)
+	cmd := exec.Command(bin, "bench", "publish", "--broker", natsURL, "--events", "20000", "--batch", "10", "--compare", "raw", "--rounds", "1000")
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(4 * time.Second) // a few runs
+	_ = cmd.Process.Signal(os.Interrupt)
+	if err := cmd.Wait(); err == nil {
+		t.Fatalf("an interrupted bench exited 0\n%s", out.String())
+	}
+	if !strings.Contains(out.String(), "round 1  raw") || !strings.Contains(out.String(), "summary") || !strings.Contains(errb.String(), "interrupted") {
+		t.Fatalf("interrupted --compare printed\nstdout: %s\nstderr: %s", out.String(), errb.String())
+	}
+	for name := range natsStreams(t, natsURL) {
+		if !before[name] && strings.Contains(strings.ToLower(name), "bench") {
+			t.Errorf("interrupted bench left stream %s behind", name)
 		}
 	}
 }
