@@ -379,7 +379,7 @@ func pgDB(b *testing.B) *sql.DB {
 	}
 	db.SetMaxOpenConns(4 * concurrency)
 	db.SetMaxIdleConns(4 * concurrency)
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second) // a loaded machine
 	defer cancel()
 	if err := db.PingContext(ctx); err != nil {
 		_ = db.Close()

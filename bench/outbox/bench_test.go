@@ -92,7 +92,7 @@ func (e *env) newStore(b *testing.B) *postgres.Store {
 		b.Fatal(err)
 	}
 	b.Cleanup(func() {
-		_, _ = e.pool.Exec(context.Background(), `DROP TABLE IF EXISTS `+table+`; DROP TABLE IF EXISTS `+table+`_migrations; DROP FUNCTION IF EXISTS `+table+`_notify()`)
+		_, _ = e.pool.Exec(context.Background(), `DROP TABLE IF EXISTS `+table+`, `+table+`_migrations, `+table+`_leases, `+table+`_relays, `+table+`_subject_seq CASCADE; DROP FUNCTION IF EXISTS `+table+`_notify() CASCADE`)
 	})
 	return s
 }
