@@ -467,9 +467,15 @@ func (o *benchOpts) writePlot(title string, results []benchkit.Result) error {
 	return f.Close()
 }
 
+// isTerminal reports whether w is a terminal; the command's stdout is a
+// scrubbing writer around os.Stdout, so any other writer is judged by
+// os.Stdout.
 func isTerminal(w io.Writer) bool {
 	f, ok := w.(*os.File)
-	return ok && term.IsTerminal(int(f.Fd()))
+	if !ok {
+		f = os.Stdout
+	}
+	return term.IsTerminal(int(f.Fd()))
 }
 
 // compareRaw runs the raw-client measurement (the baseline) and eventkit's
