@@ -340,7 +340,14 @@ func BenchmarkConsume(b *testing.B) {
 			sctx, cancel := context.WithCancel(ctx)
 			defer cancel()
 			clock.Start()
-			msgs, err := sub.Subscribe(sctx, q.topic)
+			// A subscriber per run, closed before the queue is deleted (a
+			// live one declares its queue again).
+			rsub, err := wamqp.NewSubscriber(cfg, watermill.NopLogger{})
+			if err != nil {
+				return 0, nil, err
+			}
+			defer rsub.Close()
+			msgs, err := rsub.Subscribe(sctx, q.topic)
 			if err != nil {
 				return 0, nil, err
 			}

@@ -128,12 +128,12 @@ func BenchmarkPublish(b *testing.B) {
 	ctx := context.Background()
 	prefix := name("ekt-wmbench") + ":"
 	c := client(b)
-	cleanup(b, c, prefix)
 	br, err := redisbroker.New(ctx, redisbroker.Options{Client: c, Prefix: prefix})
 	if err != nil {
 		b.Fatal(err)
 	}
-	defer br.Close(ctx)
+	b.Cleanup(func() { _ = br.Close(context.Background()) })
+	cleanup(b, c, prefix) // runs first: deletes the keys, then closes c
 	pub, err := redisstream.NewPublisher(redisstream.PublisherConfig{Client: c}, watermill.NopLogger{})
 	if err != nil {
 		b.Fatal(err)
@@ -195,12 +195,12 @@ func BenchmarkConsume(b *testing.B) {
 	ctx := context.Background()
 	prefix := name("ekt-wmbench") + ":"
 	c := client(b)
-	cleanup(b, c, prefix)
 	br, err := redisbroker.New(ctx, redisbroker.Options{Client: c, Prefix: prefix})
 	if err != nil {
 		b.Fatal(err)
 	}
-	defer br.Close(ctx)
+	b.Cleanup(func() { _ = br.Close(context.Background()) })
+	cleanup(b, c, prefix) // runs first: deletes the keys, then closes c
 	n := benchtest.Events(consumeEvents)
 	topic := name("con")
 	key := br.StreamKey(topic)
