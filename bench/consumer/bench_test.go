@@ -3,11 +3,13 @@
 // hold on a noisy machine. It is a separate module so that the main module
 // never depends on Watermill.
 //
-//	cd bench/consumer && go test -run '^$' -bench . -count 3
+//	cd bench/consumer && go test -run '^$' -bench . -benchtime 1x
 //
-// Every benchmark publishes b.N 1 KB events before it times anything, then
-// lets each contender consume all b.N of them, one contender after the other,
-// timing each from its start to its last event handled. See README.md.
+// Every benchmark fills a stream (and, for watermill-sql, a table) with a
+// fixed number of 1 KB events before it times anything, then runs its
+// contenders one at a time, alternated over rounds (internal/benchkit),
+// each consuming all of them as a fresh group from the same state, timed
+// and CPU-metered from its start to its last event settled. See README.md.
 package consumerbench
 
 import (
@@ -20,7 +22,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
-	"sync"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -39,6 +41,8 @@ import (
 	"github.com/eventkit/eventkit/consumer"
 	"github.com/eventkit/eventkit/inbox/lruinbox"
 	"github.com/eventkit/eventkit/inbox/sqlinbox"
+	"github.com/eventkit/eventkit/internal/benchkit"
+	"github.com/eventkit/eventkit/internal/benchkit/benchtest"
 )
 
 const (
@@ -121,91 +125,92 @@ func ekTopic(b *testing.B, br *natsbroker.Broker, n int) string {
 	return topic
 }
 
-// rawConsume consumes n messages of topic's stream with the raw nats.go
-// jetstream pull consumer, acking each explicitly, and returns the time taken.
-func rawConsume(b *testing.B, br *natsbroker.Broker, topic string, n int) time.Duration {
-	b.Helper()
-	ctx := context.Background()
-	start := time.Now()
+// rawConsume consumes n messages of topic's stream as group with the raw
+// nats.go jetstream pull consumer, acking each explicitly; the clock runs
+// from creating the consumer to the last ack.
+func rawConsume(ctx context.Context, clock *benchkit.Clock, br *natsbroker.Broker, topic, group string, n int) (int, []time.Duration, error) {
+	clock.Start()
 	cons, err := br.JetStream().CreateOrUpdateConsumer(ctx, br.StreamName(topic), jetstream.ConsumerConfig{
-		Durable: "raw", AckPolicy: jetstream.AckExplicitPolicy, MaxAckPending: inFlight})
+		Durable: group, AckPolicy: jetstream.AckExplicitPolicy, MaxAckPending: inFlight})
 	if err != nil {
-		b.Fatal(err)
+		return 0, nil, err
 	}
+	defer func() { _ = br.JetStream().DeleteConsumer(context.Background(), br.StreamName(topic), group) }()
 	var got atomic.Int64
-	done := make(chan time.Time, 1)
+	done := make(chan struct{})
 	cc, err := cons.Consume(func(m jetstream.Msg) {
 		_ = m.Ack()
 		if got.Add(1) == int64(n) {
-			done <- time.Now()
+			clock.Stop()
+			close(done)
 		}
 	}, jetstream.PullMaxMessages(inFlight))
 	if err != nil {
-		b.Fatal(err)
+		return 0, nil, err
 	}
 	defer cc.Stop()
 	select {
-	case end := <-done:
-		return end.Sub(start)
+	case <-done:
+		return n, nil, nil
 	case <-time.After(timeout):
-		b.Fatalf("raw: consumed %d of %d", got.Load(), n)
+		return 0, nil, fmt.Errorf("raw: consumed %d of %d", got.Load(), n)
 	}
-	return 0
 }
 
 // ekConsume runs the eventkit runtime with cfg as group on topic until it
-// has handled (and acked) n events, and returns the time taken.
-func ekConsume(b *testing.B, br *natsbroker.Broker, topic, group string, n int, cfg consumer.Config, work func(ctx context.Context, ev eventkit.Event) error) time.Duration {
-	b.Helper()
+// has handled (and acked) n events; the clock runs from consumer.New to the
+// last ack (Stats().Handled counts after the ack).
+func ekConsume(ctx context.Context, clock *benchkit.Clock, br *natsbroker.Broker, topic, group string, n int, cfg consumer.Config, work func(ctx context.Context, ev eventkit.Event) error) (int, []time.Duration, error) {
 	cfg.Logger = quiet
 	cfg.Concurrency = concurrency
 	cfg.MaxInFlight = inFlight
+	clock.Start()
 	c, err := consumer.New(br, cfg)
 	if err != nil {
-		b.Fatal(err)
+		return 0, nil, err
 	}
+	defer func() { _ = br.DeleteTopic(context.Background(), topic+".dlq") }()
 	if err := c.HandleFunc(topic, group, func(ctx context.Context, ev eventkit.Event) error {
 		if work != nil {
 			return work(ctx, ev)
 		}
 		return nil
 	}); err != nil {
-		b.Fatal(err)
+		return 0, nil, err
 	}
-	ctx, cancel := context.WithCancel(context.Background())
+	rctx, cancel := context.WithCancel(ctx)
+	defer cancel()
 	runDone := make(chan error, 1)
-	start := time.Now()
-	go func() { runDone <- c.Run(ctx) }()
-	deadline := start.Add(timeout)
+	go func() { runDone <- c.Run(rctx) }()
+	deadline := time.Now().Add(timeout)
 	var last uint64
-	lastT := start
-	for c.Stats().Handled < uint64(n) { // the last ack
+	lastT := time.Now()
+	for c.Stats().Handled < uint64(n) {
 		if h := c.Stats().Handled; h != last {
 			last, lastT = h, time.Now()
 		} else if stall := time.Since(lastT); stall > time.Second && os.Getenv("BENCH_DEBUG") != "" {
-			b.Logf("eventkit %s: no progress for %v at %d of %d: %+v", group, stall, h, n, c.Stats())
+			fmt.Printf("eventkit %s: no progress for %v at %d of %d: %+v\n", group, stall, h, n, c.Stats())
 			lastT = time.Now()
 		}
 		if time.Now().After(deadline) {
-			cancel()
-			b.Fatalf("eventkit %s: handled %d of %d (%+v)", group, c.Stats().Handled, n, c.Stats())
+			return 0, nil, fmt.Errorf("eventkit %s: handled %d of %d (%+v)", group, c.Stats().Handled, n, c.Stats())
 		}
 		select {
 		case err := <-runDone:
-			b.Fatalf("eventkit %s: Run returned early: %v", group, err)
-		default:
+			return 0, nil, fmt.Errorf("eventkit %s: Run returned early: %v", group, err)
+		case <-time.After(time.Millisecond):
 		}
-		time.Sleep(time.Millisecond)
 	}
-	d := time.Since(start)
+	clock.Stop()
 	cancel()
 	if err := <-runDone; err != nil {
-		b.Fatal(err)
+		return 0, nil, err
 	}
+	_ = br.JetStream().DeleteConsumer(context.Background(), br.StreamName(topic), group)
 	if s := c.Stats(); s.Failed+s.Retried+s.DeadLettered+s.Duplicates != 0 {
-		b.Errorf("eventkit %s: unexpected stats %+v", group, s)
+		return 0, nil, fmt.Errorf("eventkit %s: unexpected stats %+v", group, s)
 	}
-	return d
+	return n, nil, nil
 }
 
 // ---- Watermill over NATS ----
@@ -250,58 +255,78 @@ func wmNATSTopic(b *testing.B, n int) (jetstream.JetStream, string) {
 
 // wmRouterConsume runs a Watermill router over a watermill-nats JetStream
 // subscriber (concurrency subscriber goroutines sharing one durable queue
-// group, explicit async acks, at most inFlight unacked) with middlewares,
-// until its handler has seen n messages, and returns the time taken.
-func wmRouterConsume(b *testing.B, js jetstream.JetStream, topic string, n int, mw ...message.HandlerMiddleware) time.Duration {
-	b.Helper()
-	start := time.Now()
+// group named after group, explicit async acks, at most inFlight unacked)
+// with middlewares, until its handler has seen n messages and the durable
+// shows them all acked. The clock runs from creating the subscriber.
+func wmRouterConsume(ctx context.Context, clock *benchkit.Clock, js jetstream.JetStream, topic, group string, n int, mw ...message.HandlerMiddleware) (int, []time.Duration, error) {
+	clock.Start()
 	sub, err := wnats.NewSubscriber(wnats.SubscriberConfig{
 		URL:              natsURL(),
-		QueueGroupPrefix: "wm",
+		QueueGroupPrefix: group,
 		SubscribersCount: concurrency,
 		AckWaitTimeout:   30 * time.Second,
 		CloseTimeout:     5 * time.Second,
 		Unmarshaler:      &wnats.NATSMarshaler{},
 		JetStream: wnats.JetStreamConfig{
 			SubscribeOptions: []nats.SubOpt{nats.DeliverAll(), nats.AckExplicit(), nats.MaxAckPending(inFlight)},
-			DurablePrefix:    "wm",
+			DurablePrefix:    group,
 			AckAsync:         true,
 		},
 	}, watermill.NopLogger{})
 	if err != nil {
-		b.Fatal(err)
+		return 0, nil, err
 	}
 	defer sub.Close()
-	settled := func() bool { // every message acked
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer deleteConsumers(js, topic, group)
+	settled := func() (bool, error) { // every message acked
+		ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		defer cancel()
 		st, err := js.Stream(ctx, topic)
 		if err != nil {
-			b.Fatal(err)
+			return false, err
 		}
 		ok := false
 		for info := range st.ListConsumers(ctx).Info() {
-			ok = info.NumAckPending == 0 && info.NumPending == 0 && info.AckFloor.Stream >= uint64(n)
+			if strings.HasPrefix(info.Name, group) {
+				ok = info.NumAckPending == 0 && info.NumPending == 0 && info.AckFloor.Stream >= uint64(n)
+			}
 		}
-		return ok
+		return ok, nil
 	}
-	return runRouter(b, "watermill-nats", topic, sub, start, n, settled, nil, mw...)
+	return runRouter(ctx, clock, "watermill-nats", topic, sub, n, settled, nil, mw...)
+}
+
+// deleteConsumers deletes the durables of topic's stream named group*.
+func deleteConsumers(js jetstream.JetStream, topic, group string) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	st, err := js.Stream(ctx, topic)
+	if err != nil {
+		return
+	}
+	var names []string
+	for n := range st.ListConsumers(ctx).Info() {
+		if strings.HasPrefix(n.Name, group) {
+			names = append(names, n.Name)
+		}
+	}
+	for _, n := range names {
+		_ = st.DeleteConsumer(ctx, n)
+	}
 }
 
 // runRouter runs a router with one consumer handler on sub until the handler
-// has returned nil for n messages (each is acked by the router right after).
-// The time is measured from start (before the subscriber was created) to
-// when settled, polled after the last handler call, reports true (the last
-// ack or commit done).
-func runRouter(b *testing.B, what, topic string, sub message.Subscriber, start time.Time, n int, settled func() bool, work func(*message.Message) error, mw ...message.HandlerMiddleware) time.Duration {
-	b.Helper()
+// has returned nil for n messages (each is acked by the router right after)
+// and settled, polled each millisecond after the last handler call,
+// reports true (the last ack or commit done); then it stops the clock.
+func runRouter(ctx context.Context, clock *benchkit.Clock, what, topic string, sub message.Subscriber, n int, settled func() (bool, error), work func(*message.Message) error, mw ...message.HandlerMiddleware) (int, []time.Duration, error) {
 	r, err := message.NewRouter(message.RouterConfig{CloseTimeout: 5 * time.Second}, watermill.NopLogger{})
 	if err != nil {
-		b.Fatal(err)
+		return 0, nil, err
 	}
 	r.AddMiddleware(mw...)
 	var got atomic.Int64
-	done := make(chan time.Time, 1)
+	done := make(chan struct{})
 	var workErr atomic.Value
 	r.AddConsumerHandler("bench", topic, sub, func(m *message.Message) error {
 		if work != nil {
@@ -311,7 +336,7 @@ func runRouter(b *testing.B, what, topic string, sub message.Subscriber, start t
 			}
 		}
 		if got.Add(1) == int64(n) {
-			done <- time.Now()
+			close(done)
 		}
 		return nil
 	})
@@ -323,18 +348,25 @@ func runRouter(b *testing.B, what, topic string, sub message.Subscriber, start t
 	}()
 	select {
 	case <-done:
-		for deadline := time.Now().Add(timeout); !settled(); time.Sleep(time.Millisecond) {
+		for deadline := time.Now().Add(timeout); ; time.Sleep(time.Millisecond) {
+			ok, err := settled()
+			if err != nil {
+				return 0, nil, err
+			}
+			if ok {
+				break
+			}
 			if time.Now().After(deadline) {
-				b.Fatalf("%s: handled %d of %d but not settled", what, got.Load(), n)
+				return 0, nil, fmt.Errorf("%s: handled %d of %d but not settled", what, got.Load(), n)
 			}
 		}
-		return time.Since(start)
+		clock.Stop()
+		return n, nil, nil
 	case err := <-runDone:
-		b.Fatalf("%s: router stopped after %d of %d: %v", what, got.Load(), n, err)
+		return 0, nil, fmt.Errorf("%s: router stopped after %d of %d: %v", what, got.Load(), n, err)
 	case <-time.After(timeout):
-		b.Fatalf("%s: consumed %d of %d (last handler error: %v)", what, got.Load(), n, workErr.Load())
+		return 0, nil, fmt.Errorf("%s: consumed %d of %d (last handler error: %v)", what, got.Load(), n, workErr.Load())
 	}
-	return 0
 }
 
 // ---- Postgres ----
@@ -347,7 +379,7 @@ func pgDB(b *testing.B) *sql.DB {
 	}
 	db.SetMaxOpenConns(4 * concurrency)
 	db.SetMaxIdleConns(4 * concurrency)
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second) // a loaded machine
 	defer cancel()
 	if err := db.PingContext(ctx); err != nil {
 		_ = db.Close()
@@ -369,43 +401,42 @@ func pgDB(b *testing.B) *sql.DB {
 	return db
 }
 
-// counterTable creates a counter table (id, n) dropped at the end, and
-// returns its name and the UPSERT that bumps one counter ($1 = id).
-func counterTable(b *testing.B, db *sql.DB) (table, upsert string) {
-	b.Helper()
-	table = name("bench_counter")
-	if _, err := db.Exec("CREATE TABLE " + table + " (id TEXT PRIMARY KEY, n BIGINT NOT NULL)"); err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { _, _ = db.Exec("DROP TABLE IF EXISTS " + table) })
-	return table, "INSERT INTO " + table + " (id, n) VALUES ($1, 1) ON CONFLICT (id) DO UPDATE SET n = " + table + ".n + 1"
+// counters is a counter table (id, n) of one run, and the UPSERT that
+// bumps one counter ($1 = id).
+type counters struct {
+	db            *sql.DB
+	table, upsert string
 }
 
-// checkCounters fails unless table holds n counters that are all 1: every
-// event's business write happened, exactly once.
-func checkCounters(b *testing.B, db *sql.DB, what, table string, n int) {
-	b.Helper()
+func newCounters(ctx context.Context, db *sql.DB) (*counters, error) {
+	t := name("bench_counter")
+	if _, err := db.ExecContext(ctx, "CREATE TABLE "+t+" (id TEXT PRIMARY KEY, n BIGINT NOT NULL)"); err != nil {
+		return nil, err
+	}
+	return &counters{db: db, table: t, upsert: "INSERT INTO " + t + " (id, n) VALUES ($1, 1) ON CONFLICT (id) DO UPDATE SET n = " + t + ".n + 1"}, nil
+}
+
+// checkAndDrop fails unless the table holds n counters that are all 1
+// (every event's business write happened, exactly once), then drops it.
+func (c *counters) checkAndDrop(ctx context.Context, what string, n int) error {
+	defer func() { _, _ = c.db.Exec("DROP TABLE IF EXISTS " + c.table) }()
 	var rows, sum, maxN int64
-	if err := db.QueryRow("SELECT count(*), coalesce(sum(n), 0), coalesce(max(n), 0) FROM "+table).Scan(&rows, &sum, &maxN); err != nil {
-		b.Fatal(err)
+	if err := c.db.QueryRowContext(ctx, "SELECT count(*), coalesce(sum(n), 0), coalesce(max(n), 0) FROM "+c.table).Scan(&rows, &sum, &maxN); err != nil {
+		return err
 	}
 	if rows != int64(n) || sum != int64(n) || maxN > 1 {
-		b.Errorf("%s: %d counters, sum %d, max %d; want %d counters all 1", what, rows, sum, maxN, n)
+		return fmt.Errorf("%s: %d counters, sum %d, max %d; want %d counters all 1", what, rows, sum, maxN, n)
 	}
+	return nil
 }
 
-func ekSQLInbox(b *testing.B, db *sql.DB) *sqlinbox.Inbox {
-	b.Helper()
+func ekSQLInbox(ctx context.Context, db *sql.DB) (*sqlinbox.Inbox, string, error) {
 	table := name("bench_inbox")
 	in, err := sqlinbox.New(db, sqlinbox.Postgres, sqlinbox.Options{Table: table})
 	if err != nil {
-		b.Fatal(err)
+		return nil, "", err
 	}
-	if err := in.Migrate(context.Background()); err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { _, _ = db.Exec("DROP TABLE IF EXISTS " + table) })
-	return in
+	return in, table, in.Migrate(ctx)
 }
 
 // wmSchema is watermill-sql's Postgres schema adapter, reading batch rows
@@ -448,166 +479,162 @@ func wmSQLTopic(b *testing.B, db *sql.DB, n int) string {
 }
 
 // wmSQLConsume runs a router over a watermill-sql subscriber (Postgres
-// schema, offsets adapter) whose handler does the UPSERT in the
-// subscriber's transaction (wsql.TxFromContext), until n messages are
-// handled; it returns the time taken.
-func wmSQLConsume(b *testing.B, db *sql.DB, topic, table, upsert string, n, batch int) time.Duration {
-	b.Helper()
-	start := time.Now()
+// schema, offsets adapter, a consumer group of its own, so it reads every
+// message of topic) whose handler does the UPSERT in the subscriber's
+// transaction (wsql.TxFromContext), until n counters are committed.
+func wmSQLConsume(ctx context.Context, clock *benchkit.Clock, db *sql.DB, topic, group string, c *counters, n, batch int) (int, []time.Duration, error) {
+	clock.Start()
 	sub, err := wsql.NewSubscriber(wsql.BeginnerFromStdSQL(db), wsql.SubscriberConfig{
-		ConsumerGroup:    fmt.Sprint("bench", batch),
+		ConsumerGroup:    group,
 		SchemaAdapter:    wmSchema(batch),
 		OffsetsAdapter:   wsql.DefaultPostgreSQLOffsetsAdapter{},
 		InitializeSchema: true,
 		PollInterval:     10 * time.Millisecond,
 	}, watermill.NopLogger{})
 	if err != nil {
-		b.Fatal(err)
+		return 0, nil, err
 	}
 	defer sub.Close()
-	settled := func() bool { // every handler transaction committed
+	settled := func() (bool, error) { // every handler transaction committed
 		var rows int64
-		if err := db.QueryRow("SELECT count(*) FROM " + table).Scan(&rows); err != nil {
-			b.Fatal(err)
-		}
-		return rows == int64(n)
+		err := db.QueryRowContext(ctx, "SELECT count(*) FROM "+c.table).Scan(&rows)
+		return rows == int64(n), err
 	}
-	return runRouter(b, "watermill-sql", topic, sub, start, n, settled, func(m *message.Message) error {
+	return runRouter(ctx, clock, "watermill-sql", topic, sub, n, settled, func(m *message.Message) error {
 		tx, ok := wsql.TxFromContext(m.Context())
 		if !ok {
 			return errors.New("watermill-sql gave the handler no transaction")
 		}
-		_, err := tx.ExecContext(m.Context(), upsert, m.UUID)
+		_, err := tx.ExecContext(m.Context(), c.upsert, m.UUID)
 		return err
 	})
 }
 
 // ---- benchmarks ----
 
-func rate(n int, d time.Duration) float64 { return float64(n) / d.Seconds() }
+// Events per contender and run (benchtest.Events scales them under
+// -short): large enough that start-up is well under 5 % of a run.
+const (
+	noInboxEvents = 100_000
+	dedupeEvents  = 100_000
+	eoEvents      = 10_000
+)
 
-// runs counts the calls of each benchmark; every other call runs the
-// contenders in reverse order, so that not always the same one goes first.
-var runs sync.Map // benchmark name -> *atomic.Int64
+// meter meters this process, nats-server and PostgreSQL where they run on
+// this machine.
+func meter() *benchkit.Meter { return benchkit.NewMeter(natsURL(), pgURL()) }
 
-// inTurn runs fns in order, or in reverse order on every other call of b's
-// benchmark.
-func inTurn(b *testing.B, fns ...func()) {
-	v, _ := runs.LoadOrStore(b.Name(), new(atomic.Int64))
-	if v.(*atomic.Int64).Add(1)%2 == 0 {
-		for i := len(fns) - 1; i >= 0; i-- {
-			fns[i]()
-		}
-		return
-	}
-	for _, fn := range fns {
-		fn()
-	}
+// natsContender consumes topic as a fresh group each run.
+func natsContender(label string, run func(ctx context.Context, clock *benchkit.Clock, group string) (int, []time.Duration, error)) benchkit.Contender {
+	return benchkit.Contender{Name: label, Run: func(ctx context.Context, clock *benchkit.Clock) (int, []time.Duration, error) {
+		return run(ctx, clock, name("g"))
+	}}
 }
-
-// eoPerOp is the number of events per benchmark op in BenchmarkExactlyOnce:
-// one op takes seconds, so b.N stays 1 with the default -benchtime, and the
-// contenders' start-up costs must not dominate.
-const eoPerOp = 1000
 
 // BenchmarkNoInbox: the raw nats.go pull consumer with explicit acks (the
 // baseline) against the eventkit runtime (concurrency 8, no inbox) over the
-// eventkit NATS adapter, on the same stream.
+// eventkit NATS adapter, on the same stream, each run a fresh durable.
 func BenchmarkNoInbox(b *testing.B) {
 	br := ekBroker(b)
-	b.StopTimer()
-	topic := ekTopic(b, br, b.N)
-	b.StartTimer()
-	var dRaw, dEK time.Duration
-	inTurn(b,
-		func() { dRaw = rawConsume(b, br, topic, b.N) },
-		func() { dEK = ekConsume(b, br, topic, "ek", b.N, consumer.Config{}, nil) },
+	n := benchtest.Events(noInboxEvents)
+	topic := ekTopic(b, br, n)
+	benchtest.Compare(b, meter(),
+		natsContender("raw", func(ctx context.Context, clock *benchkit.Clock, g string) (int, []time.Duration, error) {
+			return rawConsume(ctx, clock, br, topic, g, n)
+		}),
+		natsContender("eventkit", func(ctx context.Context, clock *benchkit.Clock, g string) (int, []time.Duration, error) {
+			return ekConsume(ctx, clock, br, topic, g, n, consumer.Config{}, nil)
+		}),
 	)
-	b.StopTimer()
-	b.ReportMetric(rate(b.N, dRaw), "raw-events/s")
-	b.ReportMetric(rate(b.N, dEK), "eventkit-events/s")
-	b.ReportMetric(dRaw.Seconds()/dEK.Seconds(), "eventkit/raw")
 }
 
 // BenchmarkInProcessDedupe: Watermill's router over watermill-nats with its
 // Deduplicator middleware (in-memory expiring key repository, keyed by
 // message UUID) against the eventkit runtime with the in-process LRU inbox
-// (keyed by group and event id), concurrency 8 each.
+// (keyed by group and event id), concurrency 8 each; each run a fresh
+// durable and a fresh key repository or inbox.
 func BenchmarkInProcessDedupe(b *testing.B) {
 	br := ekBroker(b)
-	b.StopTimer()
-	topic := ekTopic(b, br, b.N)
-	js, wmTopic := wmNATSTopic(b, b.N)
-	repo, err := middleware.NewMapExpiringKeyRepository(time.Hour)
-	if err != nil {
-		b.Fatal(err)
-	}
-	dedup := &middleware.Deduplicator{
-		KeyFactory: func(m *message.Message) (string, error) { return m.UUID, nil },
-		Repository: repo,
-	}
-	b.StartTimer()
-	var dWM, dEK time.Duration
-	inTurn(b,
-		func() { dWM = wmRouterConsume(b, js, wmTopic, b.N, dedup.Middleware) },
-		func() {
-			dEK = ekConsume(b, br, topic, "eklru", b.N, consumer.Config{Inbox: lruinbox.New(lruinbox.Options{TTL: time.Hour})}, nil)
-		},
+	n := benchtest.Events(dedupeEvents)
+	topic := ekTopic(b, br, n)
+	js, wmTopic := wmNATSTopic(b, n)
+	benchtest.Compare(b, meter(),
+		natsContender("watermill", func(ctx context.Context, clock *benchkit.Clock, g string) (int, []time.Duration, error) {
+			repo, err := middleware.NewMapExpiringKeyRepository(time.Hour)
+			if err != nil {
+				return 0, nil, err
+			}
+			dedup := &middleware.Deduplicator{
+				KeyFactory: func(m *message.Message) (string, error) { return m.UUID, nil },
+				Repository: repo,
+			}
+			return wmRouterConsume(ctx, clock, js, wmTopic, g, n, dedup.Middleware)
+		}),
+		natsContender("eventkit-lru", func(ctx context.Context, clock *benchkit.Clock, g string) (int, []time.Duration, error) {
+			return ekConsume(ctx, clock, br, topic, g, n, consumer.Config{Inbox: lruinbox.New(lruinbox.Options{TTL: time.Hour})}, nil)
+		}),
 	)
-	b.StopTimer()
-	b.ReportMetric(rate(b.N, dWM), "watermill-events/s")
-	b.ReportMetric(rate(b.N, dEK), "eventkit-events/s")
-	b.ReportMetric(dWM.Seconds()/dEK.Seconds(), "eventkit/watermill")
 }
 
-// BenchmarkExactlyOnce: the eventkit runtime (concurrency 8) over NATS with
-// the Postgres SQL inbox and an UPSERT into a counter table in the inbox
-// transaction, one transaction per event and in batches of 64 (InboxBatch),
-// against Watermill's SQL subscriber consuming from its Postgres table with
-// the same UPSERT in the subscriber's transaction (watermill-sql's default
-// of 100 messages per SELECT and transaction, and 1). After each, every
-// counter must be exactly 1. One op is eoPerOp events.
+// BenchmarkExactlyOnce: Watermill's SQL subscriber consuming from its
+// Postgres table with an UPSERT into a counter table in the subscriber's
+// transaction (watermill-sql's default of 100 messages per SELECT and
+// transaction: the baseline, and 1), against the eventkit runtime
+// (concurrency 8) over NATS with the Postgres SQL inbox and the same
+// UPSERT in the inbox transaction, one transaction per event and in
+// batches of 64 (InboxBatch). Each run gets a fresh counter table, inbox
+// table and group, so all start from the same state; after each, every
+// counter must be exactly 1.
 func BenchmarkExactlyOnce(b *testing.B) {
 	br := ekBroker(b)
 	db := pgDB(b)
-	n := b.N * eoPerOp
-	b.StopTimer()
+	n := benchtest.Events(eoEvents)
 	topic := ekTopic(b, br, n)
 	wmTopic := wmSQLTopic(b, db, n)
-	tEK, upEK := counterTable(b, db)
-	tEK64, upEK64 := counterTable(b, db)
-	tWM, upWM := counterTable(b, db)
-	tWM1, upWM1 := counterTable(b, db)
-	inEK, inEK64 := ekSQLInbox(b, db), ekSQLInbox(b, db)
-	bump := func(upsert string) func(ctx context.Context, ev eventkit.Event) error {
-		return func(ctx context.Context, ev eventkit.Event) error {
-			tx, err := sqlinbox.Tx(ctx)
-			if err == nil {
-				_, err = tx.ExecContext(ctx, upsert, ev.ID)
-			}
-			return err
+	var c *counters
+	prepare := func(ctx context.Context) (err error) {
+		c, err = newCounters(ctx, db)
+		return err
+	}
+	wm := func(label string, batch int) benchkit.Contender {
+		return benchkit.Contender{Name: label, Prepare: prepare,
+			Run: func(ctx context.Context, clock *benchkit.Clock) (int, []time.Duration, error) {
+				return wmSQLConsume(ctx, clock, db, wmTopic, name("g"), c, n, batch)
+			},
+			Cleanup: func(ctx context.Context) error { return c.checkAndDrop(ctx, label, n) },
 		}
 	}
-	b.StartTimer()
-	var dEK, dEK64, dWM, dWM1 time.Duration
-	inTurn(b,
-		func() { dEK = ekConsume(b, br, topic, "eksql", n, consumer.Config{Inbox: inEK}, bump(upEK)) },
-		func() {
-			dEK64 = ekConsume(b, br, topic, "eksql64", n, consumer.Config{Inbox: inEK64, InboxBatch: 64}, bump(upEK64))
-		},
-		func() { dWM = wmSQLConsume(b, db, wmTopic, tWM, upWM, n, 100) },
-		func() { dWM1 = wmSQLConsume(b, db, wmTopic, tWM1, upWM1, n, 1) },
+	ek := func(label string, batch int) benchkit.Contender {
+		var in *sqlinbox.Inbox
+		var inTable string
+		return benchkit.Contender{Name: label,
+			Prepare: func(ctx context.Context) (err error) {
+				if err = prepare(ctx); err != nil {
+					return err
+				}
+				in, inTable, err = ekSQLInbox(ctx, db)
+				return err
+			},
+			Run: func(ctx context.Context, clock *benchkit.Clock) (int, []time.Duration, error) {
+				return ekConsume(ctx, clock, br, topic, name("g"), n, consumer.Config{Inbox: in, InboxBatch: batch},
+					func(ctx context.Context, ev eventkit.Event) error {
+						tx, err := sqlinbox.Tx(ctx)
+						if err == nil {
+							_, err = tx.ExecContext(ctx, c.upsert, ev.ID)
+						}
+						return err
+					})
+			},
+			Cleanup: func(ctx context.Context) error {
+				defer func() { _, _ = db.Exec("DROP TABLE IF EXISTS " + inTable) }()
+				return c.checkAndDrop(ctx, label, n)
+			},
+		}
+	}
+	benchtest.Compare(b, meter(),
+		wm("watermill-sql", 100),
+		ek("eventkit-batch64", 64),
+		ek("eventkit", 0),
+		wm("watermill-sql-batch1", 1),
 	)
-	b.StopTimer()
-	checkCounters(b, db, "eventkit sqlinbox", tEK, n)
-	checkCounters(b, db, "eventkit sqlinbox batch 64", tEK64, n)
-	checkCounters(b, db, "watermill-sql", tWM, n)
-	checkCounters(b, db, "watermill-sql batch 1", tWM1, n)
-	b.ReportMetric(rate(n, dWM), "watermill-sql-events/s")
-	b.ReportMetric(rate(n, dEK), "eventkit-events/s")
-	b.ReportMetric(rate(n, dEK64), "eventkit-batch64-events/s")
-	b.ReportMetric(dWM.Seconds()/dEK.Seconds(), "eventkit/watermill")
-	b.ReportMetric(dWM.Seconds()/dEK64.Seconds(), "eventkit-batch64/watermill")
-	b.ReportMetric(rate(n, dWM1), "watermill-sql-batch1-events/s")
-	b.ReportMetric(dWM1.Seconds()/dEK.Seconds(), "eventkit/watermill-batch1")
 }

@@ -3,13 +3,17 @@
 // Kafka. kfake runs in the benchmark's process, so these are comparisons on
 // one machine, not Kafka figures.
 //
-//	cd bench/kafka && go test -run '^$' -bench . -benchtime 2s
+//	cd bench/kafka && go test -run '^$' -bench . -benchtime 1x
+//
+// The contenders run one at a time, alternated over rounds
+// (internal/benchkit). kfake's CPU is in the client's figure.
 package kafkabench
 
 import (
 	"context"
 	"crypto/rand"
 	"fmt"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -18,10 +22,13 @@ import (
 	wkafka "github.com/ThreeDotsLabs/watermill-kafka/v3/pkg/kafka"
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/eventkit/eventkit"
 	"github.com/eventkit/eventkit/broker"
 	"github.com/eventkit/eventkit/broker/kafka"
+	"github.com/eventkit/eventkit/internal/benchkit"
+	"github.com/eventkit/eventkit/internal/benchkit/benchtest"
 )
 
 const batch = 100
@@ -99,122 +106,164 @@ func newWatermillPublisher(b *testing.B, c *kfake.Cluster) *wkafka.Publisher {
 	return p
 }
 
-func report(b *testing.B, n int, ek, wm time.Duration) {
-	b.ReportMetric(float64(n)/ek.Seconds(), "events/s")
-	b.ReportMetric(float64(n)/wm.Seconds(), "watermill-events/s")
-	b.ReportMetric(wm.Seconds()/ek.Seconds(), "x-watermill")
+// Events per contender and run.
+const (
+	publishEvents = 20_000
+	consumeEvents = 20_000
+)
+
+func rawClient(c *kfake.Cluster, opts ...kgo.Opt) (*kgo.Client, error) {
+	return kgo.NewClient(append([]kgo.Opt{kgo.SeedBrokers(c.ListenAddrs()...), kgo.RequiredAcks(kgo.AllISRAcks())}, opts...)...)
 }
 
-// BenchmarkPublish: one op is a batch of 100 1 KB events through each
-// library, alternating; the cluster acknowledges and discards records.
+// BenchmarkPublish: each contender publishes the same 1 KB events in calls
+// of 100 (each returning when all are acknowledged, acks=all) to a topic
+// of its own; the cluster acknowledges and discards records. Contenders:
+// raw franz-go ProduceSync keyed by subject (the baseline), eventkit's
+// adapter and Watermill's (Sarama sync producer).
 func BenchmarkPublish(b *testing.B) {
 	c := cluster(b, kfake.BlackholeProduce())
 	br := newEventkit(b, c)
 	wp := newWatermillPublisher(b, c)
+	raw, err := rawClient(c, kgo.ProducerLinger(0))
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(raw.Close)
 	ctx := context.Background()
-	const topic, wtopic = "bench-ek", "bench-wm"
-	if err := br.EnsureTopic(ctx, topic); err != nil {
-		b.Fatal(err)
-	}
-	if err := br.EnsureTopic(ctx, wtopic); err != nil {
-		b.Fatal(err)
-	}
-	evs := events(batch)
-	var ek, wm time.Duration
-	b.ResetTimer()
-	for range b.N {
-		start := time.Now()
-		if err := br.Publish(ctx, topic, evs...); err != nil {
+	const topic, wtopic, rtopic = "bench-ek", "bench-wm", "bench-raw"
+	for _, t := range []string{topic, wtopic, rtopic} {
+		if err := br.EnsureTopic(ctx, t); err != nil {
 			b.Fatal(err)
 		}
-		ek += time.Since(start)
-		ms := messages(batch) // Watermill messages are single-use
-		start = time.Now()
-		if err := wp.Publish(wtopic, ms...); err != nil {
-			b.Fatal(err)
-		}
-		wm += time.Since(start)
 	}
-	report(b, b.N*batch, ek, wm)
+	n := benchtest.Events(publishEvents)
+	evs := events(n)
+	batches := func(clock *benchkit.Clock, call func(i, end int) error) (int, []time.Duration, error) {
+		return benchtest.Batches(clock, n, batch, call)
+	}
+	benchtest.Compare(b, nil,
+		benchkit.Contender{Name: "raw-franz-go", Run: func(ctx context.Context, clock *benchkit.Clock) (int, []time.Duration, error) {
+			return batches(clock, func(i, end int) error {
+				recs := make([]*kgo.Record, 0, end-i)
+				for _, e := range evs[i:end] {
+					recs = append(recs, &kgo.Record{Topic: rtopic, Key: []byte(e.Subject), Value: e.Data, Headers: []kgo.RecordHeader{
+						{Key: "ce_id", Value: []byte(e.ID)}, {Key: "ce_type", Value: []byte(e.Type)}, {Key: "ce_source", Value: []byte(e.Source)}}})
+				}
+				return raw.ProduceSync(ctx, recs...).FirstErr()
+			})
+		}},
+		benchkit.Contender{Name: "eventkit", Run: func(ctx context.Context, clock *benchkit.Clock) (int, []time.Duration, error) {
+			return batches(clock, func(i, end int) error { return br.Publish(ctx, topic, evs[i:end]...) })
+		}},
+		benchkit.Contender{Name: "watermill", Run: func(ctx context.Context, clock *benchkit.Clock) (int, []time.Duration, error) {
+			return batches(clock, func(i, end int) error { return wp.Publish(wtopic, messages(end-i)...) })
+		}},
+	)
 }
 
-// BenchmarkConsume: rounds of up to 2000 1 KB events, each library
-// consuming its own pre-filled topic with a consumer group and acking every
-// event; each round is timed from its first delivery to its last.
+// BenchmarkConsume: each contender consumes every event of a pre-filled
+// topic as a fresh consumer group, acking (committing) every event, timed
+// from creating its consumer to the last event: a raw franz-go group
+// consumer (PollFetches, MarkCommitRecords, autocommit: the baseline),
+// eventkit's Subscribe, and Watermill's Sarama subscriber (on its own
+// topic of the same events, with its own headers).
 func BenchmarkConsume(b *testing.B) {
 	c := cluster(b)
 	br := newEventkit(b, c)
 	wp := newWatermillPublisher(b, c)
 	ctx := context.Background()
-	evs := events(batch)
-	var ek, wm time.Duration
-	round := 0
-	b.ResetTimer()
-	for done := 0; done < b.N; {
-		n := min(2000, b.N-done)
-		done += n
-		round++
-		b.StopTimer()
-		topic, wtopic := fmt.Sprintf("c-ek-%d-%d", b.N, round), fmt.Sprintf("c-wm-%d-%d", b.N, round)
-		for i := 0; i < n; i += batch {
-			if err := br.Publish(ctx, topic, evs[:min(batch, n-i)]...); err != nil {
-				b.Fatal(err)
-			}
-			if err := br.EnsureTopic(ctx, wtopic); err != nil {
-				b.Fatal(err)
-			}
-			if err := wp.Publish(wtopic, messages(min(batch, n-i))...); err != nil {
-				b.Fatal(err)
-			}
-		}
-		b.StartTimer()
-
-		var first time.Time
-		fin := make(chan time.Time, 1)
-		seen := 0
-		sub, err := br.Subscribe(ctx, topic, "g", func(ctx context.Context, d broker.Delivery) error {
-			if seen == 0 {
-				first = time.Now()
-			}
-			err := d.Ack(ctx)
-			if seen++; seen == n {
-				fin <- time.Now()
-			}
-			return err
-		})
-		if err != nil {
-			b.Fatal(err)
-		}
-		ek += (<-fin).Sub(first)
-		_ = sub.Close(ctx)
-
-		scfg := wkafka.DefaultSaramaSubscriberConfig()
-		// Version: Watermill's default.
-		scfg.Consumer.Offsets.Initial = sarama.OffsetOldest
-		ws, err := wkafka.NewSubscriber(wkafka.SubscriberConfig{
-			Brokers:               c.ListenAddrs(),
-			Unmarshaler:           wkafka.DefaultMarshaler{},
-			ConsumerGroup:         "g-" + wtopic,
-			OverwriteSaramaConfig: scfg,
-		}, wmLogger)
-		if err != nil {
-			b.Fatal(err)
-		}
-		sctx, cancel := context.WithCancel(ctx)
-		ch, err := ws.Subscribe(sctx, wtopic)
-		if err != nil {
-			b.Fatal(err)
-		}
-		for i := range n {
-			m := <-ch
-			if i == 0 {
-				first = time.Now()
-			}
-			m.Ack()
-		}
-		wm += time.Since(first)
-		cancel()
-		_ = ws.Close()
+	n := benchtest.Events(consumeEvents)
+	const topic, wtopic = "c-ek", "c-wm"
+	evs := events(n)
+	if err := br.EnsureTopic(ctx, wtopic); err != nil {
+		b.Fatal(err)
 	}
-	report(b, b.N, ek, wm)
+	for i := 0; i < n; i += batch {
+		if err := br.Publish(ctx, topic, evs[i:min(i+batch, n)]...); err != nil {
+			b.Fatal(err)
+		}
+		if err := wp.Publish(wtopic, messages(min(batch, n-i))...); err != nil {
+			b.Fatal(err)
+		}
+	}
+	group := 0
+	fresh := func() string { group++; return fmt.Sprint("g", group) }
+	benchtest.Compare(b, nil,
+		benchkit.Contender{Name: "raw-franz-go", Run: func(ctx context.Context, clock *benchkit.Clock) (int, []time.Duration, error) {
+			clock.Start()
+			cl, err := rawClient(c, kgo.ConsumerGroup(fresh()), kgo.ConsumeTopics(topic), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.AutoCommitMarks())
+			if err != nil {
+				return 0, nil, err
+			}
+			defer cl.Close()
+			got := 0
+			for got < n {
+				fs := cl.PollFetches(ctx)
+				if err := fs.Err0(); err != nil {
+					return 0, nil, err
+				}
+				fs.EachRecord(func(r *kgo.Record) { cl.MarkCommitRecords(r); got++ })
+			}
+			clock.Stop()
+			return n, nil, cl.CommitMarkedOffsets(ctx)
+		}},
+		benchkit.Contender{Name: "eventkit", Run: func(ctx context.Context, clock *benchkit.Clock) (int, []time.Duration, error) {
+			clock.Start()
+			var seen atomic.Int64
+			fin := make(chan struct{})
+			sub, err := br.Subscribe(ctx, topic, fresh(), func(ctx context.Context, d broker.Delivery) error {
+				err := d.Ack(ctx)
+				if seen.Add(1) == int64(n) {
+					clock.Stop()
+					close(fin)
+				}
+				return err
+			})
+			if err != nil {
+				return 0, nil, err
+			}
+			defer sub.Close(ctx)
+			select {
+			case <-fin:
+				return n, nil, nil
+			case <-time.After(5 * time.Minute):
+				return 0, nil, fmt.Errorf("eventkit: %d of %d", seen.Load(), n)
+			}
+		}},
+		benchkit.Contender{Name: "watermill", Run: func(ctx context.Context, clock *benchkit.Clock) (int, []time.Duration, error) {
+			clock.Start()
+			scfg := wkafka.DefaultSaramaSubscriberConfig()
+			// Version: Watermill's default.
+			scfg.Consumer.Offsets.Initial = sarama.OffsetOldest
+			ws, err := wkafka.NewSubscriber(wkafka.SubscriberConfig{
+				Brokers:               c.ListenAddrs(),
+				Unmarshaler:           wkafka.DefaultMarshaler{},
+				ConsumerGroup:         fresh(),
+				OverwriteSaramaConfig: scfg,
+			}, wmLogger)
+			if err != nil {
+				return 0, nil, err
+			}
+			defer ws.Close()
+			sctx, cancel := context.WithCancel(ctx)
+			defer cancel()
+			ch, err := ws.Subscribe(sctx, wtopic)
+			if err != nil {
+				return 0, nil, err
+			}
+			stall := time.NewTimer(5 * time.Minute)
+			defer stall.Stop()
+			for i := range n {
+				select {
+				case m := <-ch:
+					m.Ack()
+				case <-stall.C:
+					return 0, nil, fmt.Errorf("watermill: %d of %d", i, n)
+				}
+			}
+			clock.Stop()
+			return n, nil, nil
+		}},
+	)
 }

@@ -4,20 +4,21 @@
 // run. It is a separate module so that the main module never depends on
 // Watermill.
 //
-//	cd bench/nats && go test -run '^$' -bench . -benchtime 20000x
+//	cd bench/nats && go test -run '^$' -bench . -benchtime 1x
 //
 // Every contender publishes 1 KB messages with a dedupe id (eventkit:
 // Nats-Msg-Id = event id; Watermill: TrackMsgId; raw: bare payloads, the
 // upper bound) in calls of 500, each call returning when JetStream acked all
 // of them, and consumes with an explicit ack per message and at most 512
-// unacked. The contenders run interleaved (publish: batch by batch) or at
-// the same time (consume), so that all see the same machine load.
+// unacked. The contenders run one at a time, alternated over rounds
+// (internal/benchkit), each on a fresh stream or durable.
 package natsbench
 
 import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"fmt"
 	"os"
 	"sync/atomic"
 	"testing"
@@ -32,6 +33,8 @@ import (
 	"github.com/eventkit/eventkit"
 	"github.com/eventkit/eventkit/broker"
 	natsbroker "github.com/eventkit/eventkit/broker/nats"
+	"github.com/eventkit/eventkit/internal/benchkit"
+	"github.com/eventkit/eventkit/internal/benchkit/benchtest"
 )
 
 const (
@@ -122,150 +125,201 @@ func wmPublisher(b *testing.B) *wnats.Publisher {
 	return p
 }
 
+// Events per contender and run: large enough that a run's start-up (a
+// subscription, a durable) is well under 5 % of it.
+const (
+	publishEvents = 50_000
+	consumeEvents = 100_000
+)
+
+// BenchmarkPublish: each contender publishes the same number of 1 KB
+// events in calls of 500, each call returning when JetStream acked all of
+// them, to a fresh stream: raw nats.go PublishAsync of bare payloads (the
+// baseline, the upper bound), raw PublishMsgAsync with the headers eventkit
+// sends (same wire), eventkit's adapter (dedupe id, binary CloudEvents
+// headers) and watermill-nats (TrackMsgId). Latencies are per call.
 func BenchmarkPublish(b *testing.B) {
-	ctx := context.Background()
 	ek := ekBroker(b)
 	js := rawJS(b)
-	ekTopic, rawTopic, wmTopic := name("ekb"), name("rawb"), name("wmb")
-	b.Cleanup(func() { _ = ek.DeleteTopic(context.Background(), ekTopic) })
-	stream(b, js, rawTopic, rawTopic)
-	stream(b, js, wmTopic, wmTopic)
-	if err := ek.Publish(ctx, ekTopic, events(1)...); err != nil { // provision
-		b.Fatal(err)
-	}
 	wm := wmPublisher(b)
-	evs, msgs := events(b.N), wmMessages(b.N)
-	b.ResetTimer()
-	var dEK, dRaw, dWM time.Duration
-	for i := 0; i < b.N; i += batch {
-		end := min(i+batch, b.N)
-		t0 := time.Now()
-		if err := ek.Publish(ctx, ekTopic, evs[i:end]...); err != nil {
-			b.Fatal(err)
-		}
-		t1 := time.Now()
-		for range end - i {
-			if _, err := js.PublishAsync(rawTopic, payload); err != nil {
-				b.Fatal(err)
+	n := benchtest.Events(publishEvents)
+	evs, msgs := events(n), wmMessages(n)
+	var topic string
+	fresh := func(eventkitStream bool) func(ctx context.Context) error {
+		return func(ctx context.Context) error {
+			topic = name("pub")
+			if eventkitStream {
+				return ek.Publish(ctx, topic, events(1)...) // provision
 			}
+			_, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: topic, Subjects: []string{topic}, Storage: jetstream.FileStorage})
+			return err
 		}
-		<-js.PublishAsyncComplete()
-		t2 := time.Now()
-		if err := wm.Publish(wmTopic, msgs[i:end]...); err != nil {
-			b.Fatal(err)
-		}
-		t3 := time.Now()
-		dEK, dRaw, dWM = dEK+t1.Sub(t0), dRaw+t2.Sub(t1), dWM+t3.Sub(t2)
 	}
-	b.StopTimer()
-	rate := func(d time.Duration) float64 { return float64(b.N) / d.Seconds() }
-	b.ReportMetric(rate(dEK), "eventkit-events/s")
-	b.ReportMetric(rate(dRaw), "raw-events/s")
-	b.ReportMetric(rate(dWM), "watermill-events/s")
-	b.ReportMetric(dRaw.Seconds()/dEK.Seconds(), "eventkit/raw")
-	b.ReportMetric(dWM.Seconds()/dEK.Seconds(), "eventkit/watermill")
+	drop := func(ctx context.Context) error {
+		_ = js.DeleteStream(ctx, topic)
+		_ = ek.DeleteTopic(ctx, topic)
+		return nil
+	}
+	batches := func(clock *benchkit.Clock, call func(i, end int) error) (int, []time.Duration, error) {
+		return benchtest.Batches(clock, n, batch, call)
+	}
+	rawAsync := func(msg func(i int) *nats.Msg) func(i, end int) error {
+		return func(i, end int) error {
+			for j := i; j < end; j++ {
+				if _, err := js.PublishMsgAsync(msg(j)); err != nil {
+					return err
+				}
+			}
+			<-js.PublishAsyncComplete()
+			return nil
+		}
+	}
+	benchtest.Compare(b, benchkit.NewMeter(url()),
+		benchkit.Contender{Name: "raw-bare", Prepare: fresh(false), Cleanup: drop,
+			Run: func(_ context.Context, clock *benchkit.Clock) (int, []time.Duration, error) {
+				return batches(clock, rawAsync(func(int) *nats.Msg { return &nats.Msg{Subject: topic, Data: payload} }))
+			}},
+		benchkit.Contender{Name: "raw-same-headers", Prepare: fresh(false), Cleanup: drop,
+			Run: func(_ context.Context, clock *benchkit.Clock) (int, []time.Duration, error) {
+				return batches(clock, rawAsync(func(j int) *nats.Msg {
+					e := evs[j]
+					m := nats.NewMsg(topic)
+					m.Header["ce-specversion"] = []string{"1.0"}
+					m.Header["ce-id"] = []string{e.ID}
+					m.Header["ce-source"] = []string{e.Source}
+					m.Header["ce-type"] = []string{e.Type}
+					m.Header["ce-time"] = []string{e.Time.Format(time.RFC3339Nano)}
+					m.Header["ce-subject"] = []string{e.Subject}
+					m.Header["content-type"] = []string{e.DataContentType}
+					m.Header["Nats-Msg-Id"] = []string{e.ID}
+					m.Data = e.Data
+					return m
+				}))
+			}},
+		benchkit.Contender{Name: "eventkit", Prepare: fresh(true), Cleanup: drop,
+			Run: func(ctx context.Context, clock *benchkit.Clock) (int, []time.Duration, error) {
+				return batches(clock, func(i, end int) error { return ek.Publish(ctx, topic, evs[i:end]...) })
+			}},
+		benchkit.Contender{Name: "watermill", Prepare: fresh(false), Cleanup: drop,
+			Run: func(_ context.Context, clock *benchkit.Clock) (int, []time.Duration, error) {
+				return batches(clock, func(i, end int) error { return wm.Publish(topic, msgs[i:end]...) })
+			}},
+	)
 }
 
+// BenchmarkConsume: the raw nats.go pull consumer (Consume, explicit Ack,
+// at most 512 unacked: the baseline), the eventkit adapter's Subscribe
+// (Ack per delivery, WithMaxInFlight 512) and the watermill-nats
+// subscriber (one subscriber goroutine, async acks, MaxAckPending 512)
+// each consume every event of a pre-filled stream as a fresh durable, one
+// at a time, alternated over rounds, timed to the last ack.
 func BenchmarkConsume(b *testing.B) {
 	ctx := context.Background()
 	ek := ekBroker(b)
 	js := rawJS(b)
+	n := benchtest.Events(consumeEvents)
 	ekTopic, wmTopic := name("ekc"), name("wmc")
 	b.Cleanup(func() { _ = ek.DeleteTopic(context.Background(), ekTopic) })
 	stream(b, js, wmTopic, wmTopic)
-	evs, msgs := events(b.N), wmMessages(b.N)
+	evs, msgs := events(batch), wmMessages(n)
 	wm := wmPublisher(b)
-	for i := 0; i < b.N; i += batch { // fill (untimed)
-		if err := ek.Publish(ctx, ekTopic, evs[i:min(i+batch, b.N)]...); err != nil {
+	for i := 0; i < n; i += batch { // fill (untimed)
+		for j := range evs {
+			evs[j].ID = eventkit.New("x", "", nil).ID
+		}
+		if err := ek.Publish(ctx, ekTopic, evs[:min(batch, n-i)]...); err != nil {
 			b.Fatal(err)
 		}
-		if err := wm.Publish(wmTopic, msgs[i:min(i+batch, b.N)]...); err != nil {
+		if err := wm.Publish(wmTopic, msgs[i:min(i+batch, n)]...); err != nil {
 			b.Fatal(err)
 		}
 	}
-	rawCons, err := js.CreateOrUpdateConsumer(ctx, ek.StreamName(ekTopic), jetstream.ConsumerConfig{
-		Durable: "raw", AckPolicy: jetstream.AckExplicitPolicy, MaxAckPending: inFlight,
-	})
-	if err != nil {
-		b.Fatal(err)
+	// wait counts to n and stops the clock at the n-th.
+	type counter struct {
+		got  atomic.Int64
+		done chan struct{}
 	}
-	wmSub, err := wnats.NewSubscriber(wnats.SubscriberConfig{
-		URL:              url(),
-		QueueGroupPrefix: "wm",
-		SubscribersCount: 1,
-		AckWaitTimeout:   30 * time.Second,
-		CloseTimeout:     5 * time.Second,
-		Unmarshaler:      &wnats.NATSMarshaler{},
-		JetStream: wnats.JetStreamConfig{
-			SubscribeOptions: []nats.SubOpt{nats.DeliverAll(), nats.AckExplicit(), nats.MaxAckPending(inFlight)},
-			DurablePrefix:    "wm",
-			AckAsync:         true,
-		},
-	}, watermill.NopLogger{})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer wmSub.Close()
-
-	var nEK, nRaw, nWM atomic.Int64
-	doneEK, doneRaw, doneWM := make(chan time.Time, 1), make(chan time.Time, 1), make(chan time.Time, 1)
-	n := int64(b.N)
-	b.ResetTimer()
-	start := time.Now()
-	sub, err := ek.Subscribe(ctx, ekTopic, "ek", func(ctx context.Context, d broker.Delivery) error {
-		err := d.Ack(ctx)
-		if nEK.Add(1) == n {
-			doneEK <- time.Now()
+	newCounter := func() *counter { return &counter{done: make(chan struct{})} }
+	hit := func(c *counter, clock *benchkit.Clock) {
+		if c.got.Add(1) == int64(n) {
+			clock.Stop()
+			close(c.done)
 		}
-		return err
-	}, broker.WithMaxInFlight(inFlight))
-	if err != nil {
-		b.Fatal(err)
 	}
-	defer sub.Close(ctx)
-	cc, err := rawCons.Consume(func(m jetstream.Msg) {
-		_ = m.Ack()
-		if nRaw.Add(1) == n {
-			doneRaw <- time.Now()
-		}
-	}, jetstream.PullMaxMessages(inFlight))
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer cc.Stop()
-	wctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	ch, err := wmSub.Subscribe(wctx, wmTopic)
-	if err != nil {
-		b.Fatal(err)
-	}
-	go func() {
-		for m := range ch {
-			m.Ack()
-			if nWM.Add(1) == n {
-				doneWM <- time.Now()
-			}
-		}
-	}()
-	var dEK, dRaw, dWM time.Duration
-	timeout := time.After(5 * time.Minute)
-	for range 3 {
+	await := func(c *counter) error {
 		select {
-		case t := <-doneEK:
-			dEK = t.Sub(start)
-		case t := <-doneRaw:
-			dRaw = t.Sub(start)
-		case t := <-doneWM:
-			dWM = t.Sub(start)
-		case <-timeout:
-			b.Fatalf("consumed: eventkit %d, raw %d, watermill %d of %d", nEK.Load(), nRaw.Load(), nWM.Load(), n)
+		case <-c.done:
+			return nil
+		case <-time.After(5 * time.Minute):
+			return fmt.Errorf("consumed %d of %d", c.got.Load(), n)
 		}
 	}
-	b.StopTimer()
-	rate := func(d time.Duration) float64 { return float64(b.N) / d.Seconds() }
-	b.ReportMetric(rate(dEK), "eventkit-events/s")
-	b.ReportMetric(rate(dRaw), "raw-events/s")
-	b.ReportMetric(rate(dWM), "watermill-events/s")
-	b.ReportMetric(dRaw.Seconds()/dEK.Seconds(), "eventkit/raw")
-	b.ReportMetric(dWM.Seconds()/dEK.Seconds(), "eventkit/watermill")
+	benchtest.Compare(b, benchkit.NewMeter(url()),
+		benchkit.Contender{Name: "raw", Run: func(ctx context.Context, clock *benchkit.Clock) (int, []time.Duration, error) {
+			c, g := newCounter(), name("raw")
+			clock.Start()
+			cons, err := js.CreateOrUpdateConsumer(ctx, ek.StreamName(ekTopic), jetstream.ConsumerConfig{
+				Durable: g, AckPolicy: jetstream.AckExplicitPolicy, MaxAckPending: inFlight,
+			})
+			if err != nil {
+				return 0, nil, err
+			}
+			defer js.DeleteConsumer(context.Background(), ek.StreamName(ekTopic), g) //nolint:errcheck
+			cc, err := cons.Consume(func(m jetstream.Msg) { _ = m.Ack(); hit(c, clock) }, jetstream.PullMaxMessages(inFlight))
+			if err != nil {
+				return 0, nil, err
+			}
+			defer cc.Stop()
+			return n, nil, await(c)
+		}},
+		benchkit.Contender{Name: "eventkit", Run: func(ctx context.Context, clock *benchkit.Clock) (int, []time.Duration, error) {
+			c, g := newCounter(), name("ek")
+			clock.Start()
+			sub, err := ek.Subscribe(ctx, ekTopic, g, func(ctx context.Context, d broker.Delivery) error {
+				err := d.Ack(ctx)
+				hit(c, clock)
+				return err
+			}, broker.WithMaxInFlight(inFlight))
+			if err != nil {
+				return 0, nil, err
+			}
+			defer js.DeleteConsumer(context.Background(), ek.StreamName(ekTopic), g) //nolint:errcheck
+			defer sub.Close(ctx)
+			return n, nil, await(c)
+		}},
+		benchkit.Contender{Name: "watermill", Run: func(ctx context.Context, clock *benchkit.Clock) (int, []time.Duration, error) {
+			c, g := newCounter(), name("wm")
+			clock.Start()
+			wmSub, err := wnats.NewSubscriber(wnats.SubscriberConfig{
+				URL:              url(),
+				QueueGroupPrefix: g,
+				SubscribersCount: 1,
+				AckWaitTimeout:   30 * time.Second,
+				CloseTimeout:     5 * time.Second,
+				Unmarshaler:      &wnats.NATSMarshaler{},
+				JetStream: wnats.JetStreamConfig{
+					SubscribeOptions: []nats.SubOpt{nats.DeliverAll(), nats.AckExplicit(), nats.MaxAckPending(inFlight)},
+					DurablePrefix:    g,
+					AckAsync:         true,
+				},
+			}, watermill.NopLogger{})
+			if err != nil {
+				return 0, nil, err
+			}
+			defer wmSub.Close()
+			wctx, cancel := context.WithCancel(ctx)
+			defer cancel()
+			ch, err := wmSub.Subscribe(wctx, wmTopic)
+			if err != nil {
+				return 0, nil, err
+			}
+			go func() {
+				for m := range ch {
+					m.Ack()
+					hit(c, clock)
+				}
+			}()
+			return n, nil, await(c)
+		}},
+	)
 }

@@ -7,7 +7,7 @@
 // the same run. It is a separate module so that the main module never
 // depends on Watermill.
 //
-//	cd bench/outbox && go test -run '^$' -bench . -count 3
+//	cd bench/outbox && go test -run '^$' -bench . -benchtime 1x
 package outboxbench
 
 import (
@@ -31,6 +31,8 @@ import (
 
 	"github.com/eventkit/eventkit"
 	natsbroker "github.com/eventkit/eventkit/broker/nats"
+	"github.com/eventkit/eventkit/internal/benchkit"
+	"github.com/eventkit/eventkit/internal/benchkit/benchtest"
 	"github.com/eventkit/eventkit/internal/testenv"
 	"github.com/eventkit/eventkit/outbox"
 	"github.com/eventkit/eventkit/outbox/postgres"
@@ -39,11 +41,10 @@ import (
 var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
 
 const (
-	nFast   = 20000 // events per drain for eventkit and raw
-	nWM     = 20000 // events per drain for Watermill
-	txSize  = 1000  // events per writing transaction
-	claim   = 1000  // events per relay round (eventkit BatchSize, raw LIMIT)
-	evBytes = 1024
+	relayEvents = 20000 // events per drain of BenchmarkRelay
+	txSize      = 1000  // events per writing transaction
+	claim       = 1000  // events per relay round (eventkit BatchSize, raw LIMIT)
+	evBytes     = 1024
 )
 
 var payload = func() []byte {
@@ -91,7 +92,7 @@ func (e *env) newStore(b *testing.B) *postgres.Store {
 		b.Fatal(err)
 	}
 	b.Cleanup(func() {
-		_, _ = e.pool.Exec(context.Background(), `DROP TABLE IF EXISTS `+table+`; DROP TABLE IF EXISTS `+table+`_migrations; DROP FUNCTION IF EXISTS `+table+`_notify()`)
+		_, _ = e.pool.Exec(context.Background(), `DROP TABLE IF EXISTS `+table+`, `+table+`_migrations, `+table+`_leases, `+table+`_relays, `+table+`_subject_seq CASCADE; DROP FUNCTION IF EXISTS `+table+`_notify() CASCADE`)
 	})
 	return s
 }
@@ -117,11 +118,11 @@ func (e *env) fill(b *testing.B, s *postgres.Store, topic string, n int) {
 // drainEventkit: outbox.NewRelay over the postgres store, publishing with
 // the eventkit NATS adapter (Connect with default options, stream created
 // on first publish with dedupe by event id).
-func (e *env) drainEventkit(b *testing.B) time.Duration {
+func (e *env) drainEventkit(b *testing.B, clock *benchkit.Clock, n int) {
 	ctx := context.Background()
 	s := e.newStore(b)
 	topic := testenv.Name("ekob")
-	e.fill(b, s, topic, nFast)
+	e.fill(b, s, topic, n)
 	br, err := natsbroker.Connect(ctx, e.natsURL, natsbroker.Options{StreamPrefix: "OBENCH_", PublishWindow: claim})
 	if err != nil {
 		b.Fatal(err)
@@ -130,36 +131,35 @@ func (e *env) drainEventkit(b *testing.B) time.Duration {
 		_ = br.DeleteTopic(context.Background(), topic)
 		_ = br.Close(context.Background())
 	}()
-	t0 := time.Now()
+	clock.Start()
 	relay := outbox.NewRelay(s, br, outbox.RelayConfig{BatchSize: claim, StatusInterval: -1, Logger: quiet})
 	rctx, cancel := context.WithCancel(ctx)
 	runDone := make(chan error, 1)
 	go func() { runDone <- relay.Run(rctx) }()
 	deadline := time.Now().Add(2 * time.Minute)
-	for relay.Stats().Delivered < nFast {
+	for relay.Stats().Delivered < int64(n) {
 		if time.Now().After(deadline) {
-			b.Fatalf("eventkit relay: %d of %d delivered", relay.Stats().Delivered, nFast)
+			b.Fatalf("eventkit relay: %d of %d delivered", relay.Stats().Delivered, n)
 		}
 		time.Sleep(time.Millisecond)
 	}
-	d := time.Since(t0)
+	clock.Stop()
 	cancel()
 	if err := <-runDone; err != nil {
 		b.Fatal(err)
 	}
-	e.checkStream(b, br.StreamName(topic), nFast)
-	return d
+	e.checkStream(b, br.StreamName(topic), uint64(n))
 }
 
 // drainRaw: a minimal relay with pgx + nats.go on the same table layout:
 // claim 1,000 rows FOR UPDATE SKIP LOCKED, PublishMsgAsync each (binary
 // mode: the same ce- headers and Nats-Msg-Id = id as the adapter, all 1,000
 // in flight at once), wait for all acks, DELETE, COMMIT.
-func (e *env) drainRaw(b *testing.B) time.Duration {
+func (e *env) drainRaw(b *testing.B, clock *benchkit.Clock, n int) {
 	ctx := context.Background()
 	s := e.newStore(b)
 	topic := testenv.Name("rawob")
-	e.fill(b, s, topic, nFast)
+	e.fill(b, s, topic, n)
 	stream := strings.ToUpper(testenv.Name("OBENCH_RAW"))
 	if _, err := e.js.CreateStream(ctx, jetstream.StreamConfig{
 		Name: stream, Subjects: []string{stream + ".>"}, Storage: jetstream.FileStorage, Duplicates: 2 * time.Minute,
@@ -167,14 +167,13 @@ func (e *env) drainRaw(b *testing.B) time.Duration {
 		b.Fatal(err)
 	}
 	defer func() { _ = e.js.DeleteStream(context.Background(), stream) }()
-	t0 := time.Now()
+	clock.Start()
 	got, err := rawRelay(ctx, e.pool, e.js, s.Table(), stream)
-	if err != nil || got != nFast {
+	if err != nil || got != n {
 		b.Fatalf("raw relay: %d events, %v", got, err)
 	}
-	d := time.Since(t0)
-	e.checkStream(b, stream, nFast)
-	return d
+	clock.Stop()
+	e.checkStream(b, stream, uint64(n))
 }
 
 func rawRelay(ctx context.Context, pool *pgxpool.Pool, js jetstream.JetStream, table, stream string) (int, error) {
@@ -254,7 +253,7 @@ func rawRelay(ctx context.Context, pool *pgxpool.Pool, js jetstream.JetStream, t
 }
 
 // drainWatermill: watermill-sql v4 Publisher (DefaultPostgreSQLSchema,
-// pgx adapter) wrapped in forwarder.Publisher writes nWM messages in
+// pgx adapter) wrapped in forwarder.Publisher writes n messages in
 // transactions of txSize; then forwarder.Forwarder, subscribing with a
 // watermill-sql Subscriber (DefaultPostgreSQLOffsetsAdapter) and publishing
 // with a watermill-nats v2 JetStream Publisher, drains them. Changed from
@@ -262,7 +261,7 @@ func rawRelay(ctx context.Context, pool *pgxpool.Pool, js jetstream.JetStream, t
 // InitializeSchema on the subscriber (the publisher may not create tables
 // inside a transaction), TrackMsgId on the NATS publisher (dedupe by id,
 // as eventkit and raw do), and the logger (NopLogger).
-func (e *env) drainWatermill(b *testing.B) time.Duration {
+func (e *env) drainWatermill(b *testing.B, clock *benchkit.Clock, n int) {
 	ctx := context.Background()
 	logger := watermill.NopLogger{}
 	fwdTopic := testenv.Name("wmob")
@@ -281,8 +280,8 @@ func (e *env) drainWatermill(b *testing.B) time.Duration {
 	if err := sub.SubscribeInitialize(fwdTopic); err != nil {
 		b.Fatal(err)
 	}
-	for i := 0; i < nWM; i += txSize {
-		msgs := make([]*message.Message, min(txSize, nWM-i))
+	for i := 0; i < n; i += txSize {
+		msgs := make([]*message.Message, min(txSize, n-i))
 		for j := range msgs {
 			msgs[j] = message.NewMessage(watermill.NewUUID(), payload)
 		}
@@ -319,17 +318,17 @@ func (e *env) drainWatermill(b *testing.B) time.Duration {
 	if err != nil {
 		b.Fatal(err)
 	}
-	t0 := time.Now()
+	clock.Start()
 	runDone := make(chan error, 1)
 	go func() { runDone <- fwd.Run(ctx) }()
 	deadline := time.Now().Add(2 * time.Minute)
-	for e.streamMsgs(b, dest) < nWM {
+	for e.streamMsgs(b, dest) < uint64(n) {
 		if time.Now().After(deadline) {
-			b.Fatalf("watermill forwarder: %d of %d in stream", e.streamMsgs(b, dest), nWM)
+			b.Fatalf("watermill forwarder: %d of %d in stream", e.streamMsgs(b, dest), n)
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
-	d := time.Since(t0)
+	clock.Stop()
 	if err := fwd.Close(); err != nil {
 		b.Fatal(err)
 	}
@@ -337,8 +336,7 @@ func (e *env) drainWatermill(b *testing.B) time.Duration {
 		b.Fatal(err)
 	}
 	_ = sub.Close()
-	e.checkStream(b, dest, nWM)
-	return d
+	e.checkStream(b, dest, uint64(n))
 }
 
 func (e *env) streamMsgs(b *testing.B, name string) uint64 {
@@ -355,43 +353,19 @@ func (e *env) checkStream(b *testing.B, name string, want uint64) {
 	}
 }
 
-// round rotates the order across iterations and -count runs.
-var round int
-
-// BenchmarkRelay drains a pre-filled outbox into JetStream with each relay
-// and reports the rates and ratios. Per iteration eventkit and raw drain
-// twice each and Watermill once, in the order ABCBA (A and B swapping every
-// round), so that the eventkit/raw ratio sees the same machine load.
+// BenchmarkRelay drains a pre-filled outbox of 20,000 events into
+// JetStream with the raw pgx + nats.go relay (the baseline), eventkit's
+// polling relay and Watermill's forwarder, one at a time, alternated over
+// rounds, each from a fresh table filled the same way (outside the clock).
 func BenchmarkRelay(b *testing.B) {
 	e := newEnv(b)
-	var ek, raw, wm time.Duration
-	var drains []string
-	note := func(name string, n int, d time.Duration) time.Duration {
-		drains = append(drains, fmt.Sprintf("%s %.0f/s", name, float64(n)/d.Seconds()))
-		return d
+	n := benchtest.Events(relayEvents)
+	c := func(name string, drain func(*testing.B, *benchkit.Clock, int)) benchkit.Contender {
+		return benchkit.Contender{Name: name, Run: func(_ context.Context, clock *benchkit.Clock) (int, []time.Duration, error) {
+			drain(b, clock, n)
+			return n, nil, nil
+		}}
 	}
-	runEK := func() { ek += note("eventkit", nFast, e.drainEventkit(b)) }
-	runRaw := func() { raw += note("raw", nFast, e.drainRaw(b)) }
-	runWM := func() { wm += note("watermill", nWM, e.drainWatermill(b)) }
-	for range b.N {
-		a, c := runEK, runRaw
-		if round%2 == 1 {
-			a, c = c, a
-		}
-		round++
-		for _, f := range []func(){a, c, runWM, c, a} {
-			f()
-		}
-	}
-	ekRate := float64(2*nFast*b.N) / ek.Seconds()
-	rawRate := float64(2*nFast*b.N) / raw.Seconds()
-	wmRate := float64(nWM*b.N) / wm.Seconds()
-	b.ReportMetric(0, "ns/op")
-	b.ReportMetric(ekRate, "eventkit-events/s")
-	b.ReportMetric(rawRate, "raw-events/s")
-	b.ReportMetric(wmRate, "watermill-events/s")
-	b.ReportMetric(100*ekRate/rawRate, "%-of-raw")
-	b.ReportMetric(ekRate/wmRate, "x-watermill")
-	b.Logf("\n%-10s %12s\n%-10s %12.0f\n%-10s %12.0f\n%-10s %12.0f\neventkit/raw = %.1f%%  eventkit/watermill = %.1fx\ndrains: %s",
-		"relay", "events/s", "eventkit", ekRate, "raw", rawRate, "watermill", wmRate, 100*ekRate/rawRate, ekRate/wmRate, strings.Join(drains, ", "))
+	benchtest.Compare(b, benchkit.NewMeter(e.natsURL, e.pgURL),
+		c("raw", e.drainRaw), c("eventkit", e.drainEventkit), c("watermill", e.drainWatermill))
 }

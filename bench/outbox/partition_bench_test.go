@@ -3,18 +3,15 @@ package outboxbench
 import (
 	"context"
 	"fmt"
-	"slices"
-	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
-
-	"github.com/jackc/pgx/v5"
 
 	"github.com/eventkit/eventkit"
 	"github.com/eventkit/eventkit/broker"
 	natsbroker "github.com/eventkit/eventkit/broker/nats"
+	"github.com/eventkit/eventkit/internal/benchkit"
+	"github.com/eventkit/eventkit/internal/benchkit/benchtest"
 	"github.com/eventkit/eventkit/internal/testenv"
 	"github.com/eventkit/eventkit/outbox"
 )
@@ -25,19 +22,11 @@ const (
 	partBatch  = 500
 )
 
-// cpuTime is this process's user+system CPU time so far (the relays run in
-// it; the database and NATS server do not).
-func cpuTime() time.Duration {
-	var ru syscall.Rusage
-	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
-}
-
 // drainRelays fills an outbox of parts partitions (1: not split) with
 // nPart 1 KB events over 100 subjects, then runs k relays on it (each its
 // own Relay, instance and NATS connection, as k processes would) until all
-// are delivered. It returns the drain time and the relays' CPU time.
-func (e *env) drainRelays(b *testing.B, parts, k int) (time.Duration, time.Duration) {
+// are delivered, on clock.
+func (e *env) drainRelays(b *testing.B, clock *benchkit.Clock, nPart, parts, k int) {
 	ctx := context.Background()
 	s := e.newStore(b)
 	b.Cleanup(func() {
@@ -71,7 +60,7 @@ func (e *env) drainRelays(b *testing.B, parts, k int) (time.Duration, time.Durat
 	rctx, cancel := context.WithCancel(ctx)
 	var wg sync.WaitGroup
 	var relays []*outbox.Relay
-	c0, t0 := cpuTime(), time.Now()
+	clock.Start()
 	for i := range k {
 		r := outbox.NewRelay(s, brs[i], outbox.RelayConfig{BatchSize: partBatch, StatusInterval: -1, Logger: quiet,
 			Instance: fmt.Sprintf("bench-%d", i), LeaseTTL: 2 * time.Second})
@@ -85,7 +74,7 @@ func (e *env) drainRelays(b *testing.B, parts, k int) (time.Duration, time.Durat
 		for _, r := range relays {
 			n += r.Stats().Delivered
 		}
-		if n >= nPart {
+		if n >= int64(nPart) {
 			break
 		}
 		if time.Now().After(deadline) {
@@ -93,55 +82,28 @@ func (e *env) drainRelays(b *testing.B, parts, k int) (time.Duration, time.Durat
 		}
 		time.Sleep(time.Millisecond)
 	}
-	d, cpu := time.Since(t0), cpuTime()-c0
+	clock.Stop()
 	cancel()
 	wg.Wait()
-	e.checkStream(b, brs[0].StreamName(topic), nPart+1)
-	return d, cpu
+	e.checkStream(b, brs[0].StreamName(topic), uint64(nPart)+1)
 }
 
 // BenchmarkPartitionedDrain drains 20,000 events over 100 subjects from an
 // outbox of 16 partitions with 1, 2 and 4 relay instances (in this
 // process, each with its own NATS connection), next to one relay on an
-// unsplit outbox, in the same run, the order of the contenders reversed
-// every other round. It reports events/s and the relays' CPU per event
-// (this process only: PostgreSQL's and NATS's CPU are not in it).
+// unsplit outbox (the baseline), alternated over rounds, each from a
+// fresh table filled the same way.
 func BenchmarkPartitionedDrain(b *testing.B) {
 	e := newEnv(b)
-	type contender struct {
-		name     string
-		parts, k int
+	n := benchtest.Events(nPart)
+	c := func(name string, parts, k int) benchkit.Contender {
+		return benchkit.Contender{Name: name, Run: func(_ context.Context, clock *benchkit.Clock) (int, []time.Duration, error) {
+			e.drainRelays(b, clock, n, parts, k)
+			return n, nil, nil
+		}}
 	}
-	cs := []contender{{"unsplit-1", 1, 1}, {"p16-1", partitions, 1}, {"p16-2", partitions, 2}, {"p16-4", partitions, 4}}
-	dur := map[string]time.Duration{}
-	cpu := map[string]time.Duration{}
-	runs := map[string]int{}
-	var drains []string
-	for i := range b.N {
-		order := slices.Clone(cs)
-		if (i+round)%2 == 1 {
-			slices.Reverse(order)
-		}
-		for _, c := range order {
-			d, u := e.drainRelays(b, c.parts, c.k)
-			dur[c.name] += d
-			cpu[c.name] += u
-			runs[c.name]++
-			drains = append(drains, fmt.Sprintf("%s %.0f/s", c.name, nPart/d.Seconds()))
-		}
-	}
-	round++
-	b.ReportMetric(0, "ns/op")
-	var lines []string
-	base := float64(nPart*runs["unsplit-1"]) / dur["unsplit-1"].Seconds()
-	for _, c := range cs {
-		rate := float64(nPart*runs[c.name]) / dur[c.name].Seconds()
-		perEv := cpu[c.name] / time.Duration(nPart*runs[c.name])
-		b.ReportMetric(rate, c.name+"-events/s")
-		b.ReportMetric(float64(perEv.Nanoseconds())/1000, c.name+"-cpu-µs/event")
-		lines = append(lines, fmt.Sprintf("%-10s %10.0f %8.2fx %10.1f", c.name, rate, rate/base, float64(perEv.Nanoseconds())/1000))
-	}
-	b.Logf("\n%-10s %10s %9s %10s\n%s\ndrains: %s", "relays", "events/s", "vs unsplit", "cpu µs/ev", strings.Join(lines, "\n"), strings.Join(drains, ", "))
+	benchtest.Compare(b, benchkit.NewMeter(e.natsURL, e.pgURL),
+		c("unsplit-1", 1, 1), c("p16-1", partitions, 1), c("p16-2", partitions, 2), c("p16-4", partitions, 4))
 }
 
 // ackTimer records, for each confirmed event, the time from its commit.
@@ -165,105 +127,34 @@ func (a *ackTimer) Publish(ctx context.Context, topic string, events ...eventkit
 			return err
 		}
 	}
-	a.mu.Lock()
-	defer a.mu.Unlock()
+	ids := make([]string, 0, len(events))
 	for i, e := range events {
-		if t, ok := a.committed[e.ID]; ok && !failed[i] {
-			a.lat = append(a.lat, now.Sub(t))
-			delete(a.committed, e.ID)
+		if !failed[i] {
+			ids = append(ids, e.ID)
 		}
 	}
+	a.acked(ids, now)
 	return err
 }
 
-func pct(ds []time.Duration, p float64) time.Duration {
-	if len(ds) == 0 {
-		return 0
+// committed records the moment id's transaction committed (or, called
+// before the commit, a moment the ack cannot precede).
+func (a *ackTimer) commit(id string, t time.Time, replaceOnly bool) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if _, ok := a.committed[id]; ok || !replaceOnly {
+		a.committed[id] = t
 	}
-	s := slices.Clone(ds)
-	slices.Sort(s)
-	return s[min(len(s)-1, int(float64(len(s))*p))]
 }
 
-// BenchmarkCommitToAck commits one 1 KB event per transaction at a steady
-// 500 events/s for 10 s with the polling relay running (Postgres NOTIFY
-// wakes it on commit) and reports the commit latency (Begin to Commit
-// returned) and the commit-to-ack latency (Commit returned to JetStream's
-// ack of the publish), p50 and p99, side by side.
-func BenchmarkCommitToAck(b *testing.B) {
-	const rate, secs = 500, 10
-	e := newEnv(b)
-	ctx := context.Background()
-	var commits, acks []time.Duration
-	for range b.N {
-		s := e.newStore(b)
-		topic := testenv.Name("eklat")
-		br, err := natsbroker.Connect(ctx, e.natsURL, natsbroker.Options{StreamPrefix: "OBENCH_"})
-		if err != nil {
-			b.Fatal(err)
+// acked records the commit-to-ack latency of the events ids acked at now.
+func (a *ackTimer) acked(ids []string, now time.Time) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for _, id := range ids {
+		if t, ok := a.committed[id]; ok {
+			a.lat = append(a.lat, now.Sub(t))
+			delete(a.committed, id)
 		}
-		if err := br.Publish(ctx, topic, eventkit.New("bench.warm", "text/plain", []byte("w"))); err != nil {
-			b.Fatal(err)
-		}
-		at := &ackTimer{Publisher: br, committed: map[string]time.Time{}}
-		r := outbox.NewRelay(s, at, outbox.RelayConfig{StatusInterval: -1, Logger: quiet})
-		rctx, cancel := context.WithCancel(ctx)
-		done := make(chan struct{})
-		go func() { defer close(done); _ = r.Run(rctx) }()
-		for !r.IsLeader() {
-			time.Sleep(5 * time.Millisecond)
-		}
-		n := rate * secs
-		start := time.Now()
-		for i := range n {
-			if w := time.Until(start.Add(time.Duration(i) * time.Second / rate)); w > 0 {
-				time.Sleep(w)
-			}
-			ev := eventkit.New("bench.event", "application/octet-stream", payload, eventkit.WithSubject(fmt.Sprint("s", i%100)))
-			t0 := time.Now()
-			var t1 time.Time
-			err := pgx.BeginFunc(ctx, e.pool, func(tx pgx.Tx) error {
-				if err := s.Add(ctx, tx, topic, ev); err != nil {
-					return err
-				}
-				// Register just before commit: the ack cannot come earlier,
-				// and the time is replaced by the commit's return below.
-				at.mu.Lock()
-				at.committed[ev.ID] = time.Now()
-				at.mu.Unlock()
-				return nil
-			})
-			if err != nil {
-				b.Fatal(err)
-			}
-			t1 = time.Now()
-			commits = append(commits, t1.Sub(t0))
-			at.mu.Lock()
-			if _, ok := at.committed[ev.ID]; ok {
-				at.committed[ev.ID] = t1
-			}
-			at.mu.Unlock()
-		}
-		deadline := time.Now().Add(30 * time.Second)
-		for r.Stats().Delivered < int64(n) && time.Now().Before(deadline) {
-			time.Sleep(5 * time.Millisecond)
-		}
-		cancel()
-		<-done
-		at.mu.Lock()
-		acks = append(acks, at.lat...)
-		at.mu.Unlock()
-		_ = br.DeleteTopic(ctx, topic)
-		_ = br.Close(ctx)
-		_, _ = e.pool.Exec(ctx, `DROP TABLE IF EXISTS `+s.Table()+`_leases, `+s.Table()+`_relays, `+s.Table()+`_subject_seq`)
 	}
-	b.ReportMetric(0, "ns/op")
-	ms := func(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
-	b.ReportMetric(ms(pct(commits, 0.5)), "commit-p50-ms")
-	b.ReportMetric(ms(pct(commits, 0.99)), "commit-p99-ms")
-	b.ReportMetric(ms(pct(acks, 0.5)), "commit-to-ack-p50-ms")
-	b.ReportMetric(ms(pct(acks, 0.99)), "commit-to-ack-p99-ms")
-	b.Logf("\nat %d events/s (one event per transaction), %d events:\n%-14s %8s %8s\n%-14s %8.2f %8.2f\n%-14s %8.2f %8.2f",
-		rate, len(commits), "ms", "p50", "p99", "commit", ms(pct(commits, 0.5)), ms(pct(commits, 0.99)),
-		"commit-to-ack", ms(pct(acks, 0.5)), ms(pct(acks, 0.99)))
 }

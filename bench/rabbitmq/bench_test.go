@@ -3,19 +3,22 @@
 // same server, in the same run. It is a separate module so that the main
 // module never depends on Watermill.
 //
-//	cd bench/rabbitmq && go test -run '^$' -bench . -benchtime 5000x
+//	cd bench/rabbitmq && go test -run '^$' -bench . -benchtime 1x
 //
 // Every contender publishes 1 KB persistent messages to a durable quorum
 // queue in calls of 100 messages, returning only when the server confirmed
 // them (Watermill: ConfirmDelivery, which waits for each message's confirm
 // before publishing the next), and consumes with manual acks one by one and
-// a prefetch of 256.
+// a prefetch of 256. The contenders run one at a time, alternated over
+// rounds (internal/benchkit), each on a fresh queue.
 package rabbitmqbench
 
 import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
+	"fmt"
 	"os"
 	"sync/atomic"
 	"testing"
@@ -29,6 +32,8 @@ import (
 	"github.com/eventkit/eventkit"
 	"github.com/eventkit/eventkit/broker"
 	"github.com/eventkit/eventkit/broker/rabbitmq"
+	"github.com/eventkit/eventkit/internal/benchkit"
+	"github.com/eventkit/eventkit/internal/benchkit/benchtest"
 )
 
 const (
@@ -79,49 +84,52 @@ func admin(b *testing.B) *amqp.Channel {
 	return ch
 }
 
-// queue declares a durable topic exchange and a quorum queue bound to it,
-// deleted when the benchmark ends.
-func queue(b *testing.B, kind string) (exchange, q string) {
-	ch := admin(b)
-	exchange, q = name("bench"), ""
-	q = exchange + ".g"
-	if err := ch.ExchangeDeclare(exchange, kind, true, false, false, false, nil); err != nil {
-		b.Fatal(err)
+// declare declares a durable topic exchange and a quorum queue name.g
+// bound to it (the names eventkit uses: exchange = topic, queue =
+// topic.g), and returns a function that deletes them.
+func declare(ch *amqp.Channel, exchange string) (func(), error) {
+	q := exchange + ".g"
+	if err := ch.ExchangeDeclare(exchange, "topic", true, false, false, false, nil); err != nil {
+		return nil, err
 	}
 	if _, err := ch.QueueDeclare(q, true, false, false, false, amqp.Table{"x-queue-type": "quorum"}); err != nil {
-		b.Fatal(err)
+		return nil, err
 	}
 	if err := ch.QueueBind(q, "#", exchange, false, nil); err != nil {
-		b.Fatal(err)
+		return nil, err
 	}
-	b.Cleanup(func() {
+	return func() {
 		_, _ = ch.QueueDelete(q, false, false, false)
 		_ = ch.ExchangeDelete(exchange, false, false)
-	})
-	return exchange, q
+	}, nil
 }
 
-func rawPublish(b *testing.B, exchange string, msgs []amqp.Publishing) {
-	ch := admin(b)
+// rawPublish publishes msgs in calls of batch with publisher confirms and
+// returns each call's latency.
+func rawPublish(ch *amqp.Channel, exchange string, msgs []amqp.Publishing) ([]time.Duration, error) {
 	if err := ch.Confirm(false); err != nil {
-		b.Fatal(err)
+		return nil, err
 	}
+	lat := make([]time.Duration, 0, len(msgs)/batch+1)
 	dcs := make([]*amqp.DeferredConfirmation, 0, batch)
 	for i := 0; i < len(msgs); i += batch {
+		t0 := time.Now()
 		dcs = dcs[:0]
 		for _, m := range msgs[i:min(i+batch, len(msgs))] {
 			dc, err := ch.PublishWithDeferredConfirm(exchange, "bench.event", true, false, m)
 			if err != nil {
-				b.Fatal(err)
+				return nil, err
 			}
 			dcs = append(dcs, dc)
 		}
 		for _, dc := range dcs {
 			if !dc.Wait() {
-				b.Fatal("nacked")
+				return nil, errors.New("nacked")
 			}
 		}
+		lat = append(lat, time.Since(t0))
 	}
+	return lat, nil
 }
 
 func encode(evs []eventkit.Event) []amqp.Publishing {
@@ -161,147 +169,194 @@ func eventkitBroker(b *testing.B) *rabbitmq.Broker {
 	return k
 }
 
-func report(b *testing.B, start time.Time) {
-	b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "events/s")
+// Events per contender and run.
+const (
+	publishEvents = 10_000
+	consumeEvents = 10_000
+)
+
+// queueState is one run's exchange and queue: every contender starts from
+// a fresh one (for consume, filled with the same number of messages,
+// untimed).
+type queueState struct {
+	topic string
+	drop  func()
 }
 
-func BenchmarkPublish(b *testing.B) {
-	b.Run("raw", func(b *testing.B) {
-		exchange, _ := queue(b, "topic")
-		evs := events(b.N)
-		b.ResetTimer()
-		start := time.Now()
-		rawPublish(b, exchange, encode(evs))
-		report(b, start)
-	})
-	b.Run("eventkit", func(b *testing.B) {
-		k := eventkitBroker(b)
-		topic, _ := queue(b, "topic") // same names eventkit uses: exchange = topic, queue = topic.g
-		evs := events(b.N)
-		ctx := context.Background()
-		b.ResetTimer()
-		start := time.Now()
-		for i := 0; i < len(evs); i += batch {
-			if err := k.Publish(ctx, topic, evs[i:min(i+batch, len(evs))]...); err != nil {
-				b.Fatal(err)
-			}
-		}
-		report(b, start)
-	})
-	b.Run("watermill", func(b *testing.B) {
-		cfg := watermillConfig(b)
-		topic := name("wbench")
-		sub, err := wamqp.NewSubscriber(cfg, watermill.NopLogger{})
-		if err != nil {
-			b.Skipf("watermill: %v", err)
-		}
-		defer sub.Close()
-		if err := sub.SubscribeInitialize(topic); err != nil {
-			b.Fatal(err)
-		}
-		b.Cleanup(func() {
-			ch := admin(b)
-			_, _ = ch.QueueDelete(topic+"_g", false, false, false)
-			_ = ch.ExchangeDelete(topic, false, false)
-		})
-		pub, err := wamqp.NewPublisher(cfg, watermill.NopLogger{})
-		if err != nil {
-			b.Fatal(err)
-		}
-		defer pub.Close()
-		msgs := watermillMessages(b.N)
-		b.ResetTimer()
-		start := time.Now()
-		for i := 0; i < len(msgs); i += batch {
-			if err := pub.Publish(topic, msgs[i:min(i+batch, len(msgs))]...); err != nil {
-				b.Fatal(err)
-			}
-		}
-		report(b, start)
-	})
-}
-
-func BenchmarkConsume(b *testing.B) {
-	b.Run("raw", func(b *testing.B) {
-		exchange, q := queue(b, "topic")
-		rawPublish(b, exchange, encode(events(b.N)))
-		ch := admin(b)
-		if err := ch.Qos(prefetch, 0, false); err != nil {
-			b.Fatal(err)
-		}
-		b.ResetTimer()
-		start := time.Now()
-		ds, err := ch.Consume(q, "", false, false, false, false, nil)
-		if err != nil {
-			b.Fatal(err)
-		}
-		for range b.N {
-			d := <-ds
-			if err := d.Ack(false); err != nil {
-				b.Fatal(err)
-			}
-		}
-		report(b, start)
-	})
-	b.Run("eventkit", func(b *testing.B) {
-		topic, _ := queue(b, "topic")
-		rawPublish(b, topic, encode(events(b.N)))
-		k := eventkitBroker(b)
-		var n atomic.Int64
-		done := make(chan struct{})
-		b.ResetTimer()
-		start := time.Now()
-		sub, err := k.Subscribe(context.Background(), topic, "g", func(ctx context.Context, d broker.Delivery) error {
-			err := d.Ack(ctx)
-			if n.Add(1) == int64(b.N) {
-				close(done)
-			}
+func (q *queueState) fresh(ch *amqp.Channel, fill []amqp.Publishing) func(context.Context) error {
+	return func(context.Context) error {
+		q.topic = name("bench")
+		var err error
+		if q.drop, err = declare(ch, q.topic); err != nil {
 			return err
-		}, broker.WithMaxInFlight(prefetch))
-		if err != nil {
+		}
+		if fill != nil {
+			_, err = rawPublish(ch, q.topic, fill)
+		}
+		return err
+	}
+}
+
+// watermill's queue is topic_g (its naming), declared by its subscriber.
+func (q *queueState) freshWatermill(ch *amqp.Channel, sub *wamqp.Subscriber, fill []amqp.Publishing) func(context.Context) error {
+	return func(context.Context) error {
+		q.topic = name("wbench")
+		if err := sub.SubscribeInitialize(q.topic); err != nil {
+			return err
+		}
+		t := q.topic
+		q.drop = func() {
+			_, _ = ch.QueueDelete(t+"_g", false, false, false)
+			_ = ch.ExchangeDelete(t, false, false)
+		}
+		if fill != nil {
+			_, err := rawPublish(ch, q.topic, fill)
+			return err
+		}
+		return nil
+	}
+}
+
+func (q *queueState) cleanup(context.Context) error {
+	if q.drop != nil {
+		q.drop()
+	}
+	return nil
+}
+
+// BenchmarkPublish: each contender publishes the same number of 1 KB
+// persistent messages to a fresh durable quorum queue in calls of 100,
+// each call returning when the server confirmed them: raw amqp091-go with
+// deferred confirms (the baseline), eventkit's adapter, and Watermill
+// (ConfirmDelivery: it waits for each message's confirm before the next).
+func BenchmarkPublish(b *testing.B) {
+	ch := admin(b)
+	k := eventkitBroker(b)
+	cfg := watermillConfig(b)
+	sub, err := wamqp.NewSubscriber(cfg, watermill.NopLogger{})
+	if err != nil {
+		b.Skipf("watermill: %v", err)
+	}
+	defer sub.Close()
+	pub, err := wamqp.NewPublisher(cfg, watermill.NopLogger{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer pub.Close()
+	n := benchtest.Events(publishEvents)
+	evs := events(n)
+	raw := encode(evs)
+	var q queueState
+	pubCh := admin(b)
+	batches := func(clock *benchkit.Clock, call func(i, end int) error) (int, []time.Duration, error) {
+		return benchtest.Batches(clock, n, batch, call)
+	}
+	benchtest.Compare(b, benchkit.NewMeter(url(b)),
+		benchkit.Contender{Name: "raw", Prepare: q.fresh(ch, nil), Cleanup: q.cleanup, Run: func(_ context.Context, clock *benchkit.Clock) (int, []time.Duration, error) {
+			clock.Start()
+			lat, err := rawPublish(pubCh, q.topic, raw)
+			clock.Stop()
+			return n, lat, err
+		}},
+		benchkit.Contender{Name: "eventkit", Prepare: q.fresh(ch, nil), Cleanup: q.cleanup, Run: func(ctx context.Context, clock *benchkit.Clock) (int, []time.Duration, error) {
+			return batches(clock, func(i, end int) error { return k.Publish(ctx, q.topic, evs[i:end]...) })
+		}},
+		benchkit.Contender{Name: "watermill", Prepare: q.freshWatermill(ch, sub, nil), Cleanup: q.cleanup, Run: func(_ context.Context, clock *benchkit.Clock) (int, []time.Duration, error) {
+			msgs := watermillMessages(n)
+			return batches(clock, func(i, end int) error { return pub.Publish(q.topic, msgs[i:end]...) })
+		}},
+	)
+}
+
+// BenchmarkConsume: each contender consumes a fresh queue filled with the
+// same number of messages (untimed), with manual acks one by one and a
+// prefetch of 256: raw amqp091-go (the baseline), eventkit's Subscribe
+// and Watermill's subscriber (on a queue of its own encoding).
+func BenchmarkConsume(b *testing.B) {
+	ch := admin(b)
+	k := eventkitBroker(b)
+	cfg := watermillConfig(b)
+	sub, err := wamqp.NewSubscriber(cfg, watermill.NopLogger{})
+	if err != nil {
+		b.Skipf("watermill: %v", err)
+	}
+	defer sub.Close()
+	n := benchtest.Events(consumeEvents)
+	raw := encode(events(n))
+	var m wamqp.DefaultMarshaler
+	wmRaw := make([]amqp.Publishing, n)
+	for i, wm := range watermillMessages(n) {
+		if wmRaw[i], err = m.Marshal(wm); err != nil {
 			b.Fatal(err)
 		}
-		<-done
-		report(b, start)
-		b.StopTimer()
-		_ = sub.Close(context.Background())
-	})
-	b.Run("watermill", func(b *testing.B) {
-		cfg := watermillConfig(b)
-		topic := name("wbench")
-		sub, err := wamqp.NewSubscriber(cfg, watermill.NopLogger{})
-		if err != nil {
-			b.Skipf("watermill: %v", err)
-		}
-		defer sub.Close()
-		if err := sub.SubscribeInitialize(topic); err != nil {
-			b.Fatal(err)
-		}
-		b.Cleanup(func() {
-			ch := admin(b)
-			_, _ = ch.QueueDelete(topic+"_g", false, false, false)
-			_ = ch.ExchangeDelete(topic, false, false)
-		})
-		var m wamqp.DefaultMarshaler
-		msgs := make([]amqp.Publishing, b.N)
-		for i, wm := range watermillMessages(b.N) {
-			if msgs[i], err = m.Marshal(wm); err != nil {
-				b.Fatal(err)
+	}
+	var q queueState
+	consCh := admin(b)
+	if err := consCh.Qos(prefetch, 0, false); err != nil {
+		b.Fatal(err)
+	}
+	benchtest.Compare(b, benchkit.NewMeter(url(b)),
+		benchkit.Contender{Name: "raw", Prepare: q.fresh(ch, raw), Cleanup: q.cleanup, Run: func(_ context.Context, clock *benchkit.Clock) (int, []time.Duration, error) {
+			tag := name("c")
+			clock.Start()
+			ds, err := consCh.Consume(q.topic+".g", tag, false, false, false, false, nil)
+			if err != nil {
+				return 0, nil, err
 			}
-		}
-		rawPublish(b, topic, msgs)
-		ctx, cancel := context.WithCancel(context.Background())
-		defer cancel()
-		b.ResetTimer()
-		start := time.Now()
-		ch, err := sub.Subscribe(ctx, topic)
-		if err != nil {
-			b.Fatal(err)
-		}
-		for range b.N {
-			msg := <-ch
-			msg.Ack()
-		}
-		report(b, start)
-	})
+			defer consCh.Cancel(tag, false) //nolint:errcheck
+			for range n {
+				d := <-ds
+				if err := d.Ack(false); err != nil {
+					return 0, nil, err
+				}
+			}
+			clock.Stop()
+			return n, nil, nil
+		}},
+		benchkit.Contender{Name: "eventkit", Prepare: q.fresh(ch, raw), Cleanup: q.cleanup, Run: func(ctx context.Context, clock *benchkit.Clock) (int, []time.Duration, error) {
+			var got atomic.Int64
+			done := make(chan struct{})
+			clock.Start()
+			s, err := k.Subscribe(ctx, q.topic, "g", func(ctx context.Context, d broker.Delivery) error {
+				err := d.Ack(ctx)
+				if got.Add(1) == int64(n) {
+					clock.Stop()
+					close(done)
+				}
+				return err
+			}, broker.WithMaxInFlight(prefetch))
+			if err != nil {
+				return 0, nil, err
+			}
+			defer s.Close(context.Background()) //nolint:errcheck
+			select {
+			case <-done:
+				return n, nil, nil
+			case <-time.After(5 * time.Minute):
+				return 0, nil, fmt.Errorf("eventkit: %d of %d", got.Load(), n)
+			}
+		}},
+		benchkit.Contender{Name: "watermill", Prepare: q.freshWatermill(ch, sub, wmRaw), Cleanup: q.cleanup, Run: func(ctx context.Context, clock *benchkit.Clock) (int, []time.Duration, error) {
+			sctx, cancel := context.WithCancel(ctx)
+			defer cancel()
+			clock.Start()
+			// A subscriber per run, closed before the queue is deleted (a
+			// live one declares its queue again).
+			rsub, err := wamqp.NewSubscriber(cfg, watermill.NopLogger{})
+			if err != nil {
+				return 0, nil, err
+			}
+			defer rsub.Close()
+			msgs, err := rsub.Subscribe(sctx, q.topic)
+			if err != nil {
+				return 0, nil, err
+			}
+			for range n {
+				msg := <-msgs
+				msg.Ack()
+			}
+			clock.Stop()
+			return n, nil, nil
+		}},
+	)
 }

@@ -3,14 +3,15 @@
 // on the same server, in the same run. It is a separate module so that the
 // main module never depends on Watermill.
 //
-//	cd bench/redis && go test -run '^$' -bench . -benchtime 20000x
+//	cd bench/redis && go test -run '^$' -bench . -benchtime 1x
 //
 // Every contender publishes 1 KB messages in calls of 100 (eventkit and raw:
 // one pipeline per call; Watermill: one XADD round trip per message, which
 // is what its Publisher does) and consumes a stream filled beforehand in a
 // consumer group, acking every message (eventkit: Ack per delivery, batched
 // into XACKs by the adapter; raw: XREADGROUP COUNT 128, the batch acked by
-// one XACK pipelined with the next read; Watermill: its subscriber, which reads and acks one entry at a time).
+// one XACK pipelined with the next read; Watermill: its subscriber, which reads and acks one entry at a time). The contenders run one at a time, alternated over
+// rounds (internal/benchkit), each on a fresh stream or group.
 package redisbench
 
 import (
@@ -19,6 +20,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"os"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -30,6 +32,8 @@ import (
 	"github.com/eventkit/eventkit"
 	"github.com/eventkit/eventkit/broker"
 	redisbroker "github.com/eventkit/eventkit/broker/redis"
+	"github.com/eventkit/eventkit/internal/benchkit"
+	"github.com/eventkit/eventkit/internal/benchkit/benchtest"
 )
 
 const batch = 100
@@ -109,76 +113,61 @@ func cleanup(b *testing.B, c *goredis.Client, prefix string) {
 	})
 }
 
-func report(b *testing.B, n int) {
-	b.ReportMetric(float64(n)/b.Elapsed().Seconds(), "events/s")
-}
+// Events per contender and run.
+const (
+	publishEvents = 20_000
+	consumeEvents = 50_000
+)
 
+// BenchmarkPublish: each contender publishes the same 1 KB events in calls
+// of 100 to a fresh stream: raw go-redis (one pipeline of XADDs per call,
+// the entry eventkit writes: the baseline), eventkit's adapter and
+// Watermill's publisher (one XADD round trip per message). Latencies are
+// per call.
 func BenchmarkPublish(b *testing.B) {
 	ctx := context.Background()
 	prefix := name("ekt-wmbench") + ":"
-	b.Run("eventkit", func(b *testing.B) {
-		c := client(b)
-		cleanup(b, c, prefix)
-		br, err := redisbroker.New(ctx, redisbroker.Options{Client: c, Prefix: prefix})
-		if err != nil {
-			b.Fatal(err)
-		}
-		defer br.Close(ctx)
-		topic, evs := name("pub"), events(batch)
-		b.SetBytes(1024)
-		b.ResetTimer()
-		n := 0
-		for n < b.N {
-			if err := br.Publish(ctx, topic, evs...); err != nil {
-				b.Fatal(err)
-			}
-			n += batch
-		}
-		report(b, n)
-	})
-	b.Run("raw", func(b *testing.B) {
-		c := client(b)
-		cleanup(b, c, prefix)
-		key := prefix + name("pub")
-		evs := events(batch)
-		fields := make([][]any, batch)
-		for i, ev := range evs {
-			fields[i] = rawFields(ev)
-		}
-		b.SetBytes(1024)
-		b.ResetTimer()
-		n := 0
-		for n < b.N {
-			pipe := c.Pipeline()
-			for i := range fields {
-				pipe.XAdd(ctx, &goredis.XAddArgs{Stream: key, ID: "*", Values: fields[i]})
-			}
-			if _, err := pipe.Exec(ctx); err != nil {
-				b.Fatal(err)
-			}
-			n += batch
-		}
-		report(b, n)
-	})
-	b.Run("watermill", func(b *testing.B) {
-		c := client(b)
-		cleanup(b, c, prefix)
-		pub, err := redisstream.NewPublisher(redisstream.PublisherConfig{Client: c}, watermill.NopLogger{})
-		if err != nil {
-			b.Fatal(err)
-		}
-		topic := prefix + name("pub")
-		b.SetBytes(1024)
-		b.ResetTimer()
-		n := 0
-		for n < b.N {
-			if err := pub.Publish(topic, wmMessages(batch)...); err != nil {
-				b.Fatal(err)
-			}
-			n += batch
-		}
-		report(b, n)
-	})
+	c := client(b)
+	br, err := redisbroker.New(ctx, redisbroker.Options{Client: c, Prefix: prefix})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { _ = br.Close(context.Background()) })
+	cleanup(b, c, prefix) // runs first: deletes the keys, then closes c
+	pub, err := redisstream.NewPublisher(redisstream.PublisherConfig{Client: c}, watermill.NopLogger{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	n := benchtest.Events(publishEvents)
+	evs := events(n)
+	fields := make([][]any, n)
+	for i, ev := range evs {
+		fields[i] = rawFields(ev)
+	}
+	var key string
+	fresh := func(context.Context) error { key = name("pub"); return nil }
+	drop := func(ctx context.Context) error { return c.Del(ctx, prefix+key, br.StreamKey(key)).Err() }
+	batches := func(clock *benchkit.Clock, call func(i, end int) error) (int, []time.Duration, error) {
+		return benchtest.Batches(clock, n, batch, call)
+	}
+	benchtest.Compare(b, benchkit.NewMeter(url()),
+		benchkit.Contender{Name: "raw", Prepare: fresh, Cleanup: drop, Run: func(ctx context.Context, clock *benchkit.Clock) (int, []time.Duration, error) {
+			return batches(clock, func(i, end int) error {
+				pipe := c.Pipeline()
+				for j := i; j < end; j++ {
+					pipe.XAdd(ctx, &goredis.XAddArgs{Stream: prefix + key, ID: "*", Values: fields[j]})
+				}
+				_, err := pipe.Exec(ctx)
+				return err
+			})
+		}},
+		benchkit.Contender{Name: "eventkit", Prepare: fresh, Cleanup: drop, Run: func(ctx context.Context, clock *benchkit.Clock) (int, []time.Duration, error) {
+			return batches(clock, func(i, end int) error { return br.Publish(ctx, key, evs[i:end]...) })
+		}},
+		benchkit.Contender{Name: "watermill", Prepare: fresh, Cleanup: drop, Run: func(ctx context.Context, clock *benchkit.Clock) (int, []time.Duration, error) {
+			return batches(clock, func(i, end int) error { return pub.Publish(prefix+key, wmMessages(end-i)...) })
+		}},
+	)
 }
 
 // fill writes n entries to key with pipelined XADDs.
@@ -197,116 +186,135 @@ func fill(b *testing.B, c *goredis.Client, key string, n int, fields func() any)
 	}
 }
 
+// BenchmarkConsume: each contender reads every entry of a pre-filled
+// stream as a fresh consumer group and acks it: raw go-redis (XREADGROUP
+// COUNT 128, the batch's XACK pipelined with the next read: the
+// baseline), eventkit's Subscribe (Ack per delivery) on the same stream,
+// and Watermill's subscriber on a stream of its own encoding.
 func BenchmarkConsume(b *testing.B) {
 	ctx := context.Background()
 	prefix := name("ekt-wmbench") + ":"
-	b.Run("eventkit", func(b *testing.B) {
-		c := client(b)
-		cleanup(b, c, prefix)
-		br, err := redisbroker.New(ctx, redisbroker.Options{Client: c, Prefix: prefix})
+	c := client(b)
+	br, err := redisbroker.New(ctx, redisbroker.Options{Client: c, Prefix: prefix})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { _ = br.Close(context.Background()) })
+	cleanup(b, c, prefix) // runs first: deletes the keys, then closes c
+	n := benchtest.Events(consumeEvents)
+	topic := name("con")
+	key := br.StreamKey(topic)
+	f := rawFields(events(1)[0])
+	fill(b, c, key, n, func() any { return f })
+	wmKey := prefix + name("conwm")
+	m := redisstream.DefaultMarshallerUnmarshaller{}
+	msgs := wmMessages(64)
+	i := 0
+	fill(b, c, wmKey, n, func() any {
+		v, err := m.Marshal(wmKey, msgs[i%len(msgs)])
 		if err != nil {
 			b.Fatal(err)
 		}
-		defer br.Close(ctx)
-		topic := name("con")
-		f := rawFields(events(1)[0])
-		fill(b, c, br.StreamKey(topic), b.N, func() any { return f })
-		done := make(chan struct{})
-		n := 0
-		b.SetBytes(1024)
-		b.ResetTimer()
-		sub, err := br.Subscribe(ctx, topic, "g", func(ctx context.Context, d broker.Delivery) error {
-			if err := d.Ack(ctx); err != nil {
-				return err
-			}
-			if n++; n == b.N {
-				close(done)
-			}
-			return nil
-		})
-		if err != nil {
-			b.Fatal(err)
-		}
-		<-done
-		b.StopTimer()
-		report(b, n)
-		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		defer cancel()
-		_ = sub.Close(cctx)
+		i++
+		return v
 	})
-	b.Run("raw", func(b *testing.B) {
-		c := client(b)
-		cleanup(b, c, prefix)
-		key := prefix + name("con")
-		f := rawFields(events(1)[0])
-		fill(b, c, key, b.N, func() any { return f })
-		if err := c.XGroupCreate(ctx, key, "g", "0").Err(); err != nil {
-			b.Fatal(err)
-		}
-		// Best raw practice: the XACK of one batch goes in the same
-		// pipeline as the XREADGROUP of the next (one round trip each).
-		var ids []string
-		b.SetBytes(1024)
-		b.ResetTimer()
-		n := 0
-		for n < b.N {
-			pipe := c.Pipeline()
-			if len(ids) > 0 {
-				pipe.XAck(ctx, key, "g", ids...)
+	benchtest.Compare(b, benchkit.NewMeter(url()),
+		benchkit.Contender{Name: "raw", Run: func(ctx context.Context, clock *benchkit.Clock) (int, []time.Duration, error) {
+			g := name("g")
+			clock.Start()
+			if err := c.XGroupCreate(ctx, key, g, "0").Err(); err != nil {
+				return 0, nil, err
 			}
-			read := pipe.XReadGroup(ctx, &goredis.XReadGroupArgs{Group: "g", Consumer: "c", Streams: []string{key, ">"}, Count: 128, Block: 100 * time.Millisecond})
-			if _, err := pipe.Exec(ctx); err != nil {
-				b.Fatal(err)
+			defer c.XGroupDestroy(context.Background(), key, g)
+			var ids []string
+			got := 0
+			for got < n {
+				pipe := c.Pipeline()
+				if len(ids) > 0 {
+					pipe.XAck(ctx, key, g, ids...)
+				}
+				read := pipe.XReadGroup(ctx, &goredis.XReadGroupArgs{Group: g, Consumer: "c", Streams: []string{key, ">"}, Count: 128, Block: 100 * time.Millisecond})
+				if _, err := pipe.Exec(ctx); err != nil {
+					return 0, nil, err
+				}
+				ids = ids[:0]
+				for _, m := range read.Val()[0].Messages {
+					ids = append(ids, m.ID)
+				}
+				got += len(ids)
 			}
-			res := read.Val()
-			ids = make([]string, 0, 128)
-			for _, m := range res[0].Messages {
-				ids = append(ids, m.ID)
+			if err := c.XAck(ctx, key, g, ids...).Err(); err != nil {
+				return 0, nil, err
 			}
-			n += len(ids)
-		}
-		if err := c.XAck(ctx, key, "g", ids...).Err(); err != nil {
-			b.Fatal(err)
-		}
-		report(b, n)
-	})
-	b.Run("watermill", func(b *testing.B) {
-		c := client(b)
-		cleanup(b, c, prefix)
-		topic := prefix + name("con")
-		m := redisstream.DefaultMarshallerUnmarshaller{}
-		msgs := wmMessages(64)
-		i := 0
-		fill(b, c, topic, b.N, func() any {
-			v, err := m.Marshal(topic, msgs[i%len(msgs)])
+			clock.Stop()
+			return n, nil, nil
+		}},
+		benchkit.Contender{Name: "eventkit", Run: func(ctx context.Context, clock *benchkit.Clock) (int, []time.Duration, error) {
+			g := name("g")
+			var got atomic.Int64
+			done := make(chan struct{})
+			clock.Start()
+			sub, err := br.Subscribe(ctx, topic, g, func(ctx context.Context, d broker.Delivery) error {
+				if err := d.Ack(ctx); err != nil {
+					return err
+				}
+				if got.Add(1) == int64(n) {
+					clock.Stop()
+					close(done)
+				}
+				return nil
+			})
 			if err != nil {
-				b.Fatal(err)
+				return 0, nil, err
 			}
-			i++
-			return v
-		})
-		sub, err := redisstream.NewSubscriber(redisstream.SubscriberConfig{
-			Client: c, ConsumerGroup: "g", BlockTime: 100 * time.Millisecond, DisableIndefiniteInitialBlock: true,
-		}, watermill.NopLogger{})
-		if err != nil {
-			b.Fatal(err)
-		}
-		sctx, cancel := context.WithCancel(ctx)
-		b.SetBytes(1024)
-		b.ResetTimer()
-		ch, err := sub.Subscribe(sctx, topic)
-		if err != nil {
-			b.Fatal(err)
-		}
-		n := 0
-		for n < b.N {
-			msg := <-ch
-			msg.Ack()
-			n++
-		}
-		b.StopTimer()
-		report(b, n)
-		cancel()
-		_ = sub.Close()
-	})
+			defer c.XGroupDestroy(context.Background(), key, g)
+			defer func() {
+				cctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+				defer cancel()
+				_ = sub.Close(cctx)
+			}()
+			select {
+			case <-done:
+				return n, nil, nil
+			case <-time.After(5 * time.Minute):
+				return 0, nil, fmt.Errorf("eventkit: %d of %d", got.Load(), n)
+			}
+		}},
+		benchkit.Contender{Name: "watermill", Run: func(ctx context.Context, clock *benchkit.Clock) (int, []time.Duration, error) {
+			g := name("g")
+			clock.Start()
+			o, err := goredis.ParseURL(url())
+			if err != nil {
+				return 0, nil, err
+			}
+			wc := goredis.NewClient(o) // the subscriber's Close closes its client
+			defer wc.Close()
+			sub, err := redisstream.NewSubscriber(redisstream.SubscriberConfig{
+				Client: wc, ConsumerGroup: g, BlockTime: 100 * time.Millisecond, DisableIndefiniteInitialBlock: true,
+			}, watermill.NopLogger{})
+			if err != nil {
+				return 0, nil, err
+			}
+			defer c.XGroupDestroy(context.Background(), wmKey, g)
+			defer sub.Close()
+			sctx, cancel := context.WithCancel(ctx)
+			defer cancel()
+			ch, err := sub.Subscribe(sctx, wmKey)
+			if err != nil {
+				return 0, nil, err
+			}
+			stall := time.NewTimer(5 * time.Minute)
+			defer stall.Stop()
+			for i := range n {
+				select {
+				case msg := <-ch:
+					msg.Ack()
+				case <-stall.C:
+					return 0, nil, fmt.Errorf("watermill: %d of %d", i, n)
+				}
+			}
+			clock.Stop()
+			return n, nil, nil
+		}},
+	)
 }

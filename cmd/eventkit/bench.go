@@ -20,6 +20,7 @@ import (
 	"github.com/eventkit/eventkit/broker"
 	"github.com/eventkit/eventkit/inbox/sqlinbox"
 	"github.com/eventkit/eventkit/internal/benchkit"
+	"github.com/eventkit/eventkit/internal/benchkit/raw"
 )
 
 func init() { commands = append(commands, newBenchCmd) }
@@ -29,6 +30,9 @@ type benchOpts struct {
 	concurrency                           []int
 	duration                              time.Duration
 	json                                  bool
+	plot, compare                         string
+	rounds                                int
+	meter                                 *benchkit.Meter
 }
 
 func newBenchCmd(g *globals) *cobra.Command {
@@ -40,14 +44,24 @@ func newBenchCmd(g *globals) *cobra.Command {
 		Long: `bench measures eventkit on the servers you give it, like nats bench or
 pgbench: events/s and latency percentiles, as a table or --json.
 
+Beside events/s it prints the CPU time per event (µs): of this process
+(getrusage), and of the servers where they run on this machine (the
+process listening on the URL's port and its children, from /proc; "-"
+when they are remote or cannot be read). On a terminal it also prints a
+latency histogram; --plot out.svg writes a chart of throughput over time
+and latency percentiles. publish and consume --compare raw run the
+broker's own client library (nats.go, go-redis, franz-go for publish)
+beside eventkit on your servers, one at a time, alternated for --rounds
+rounds, and print one line per run and a summary with the ratios.
+
 It never touches data it did not create: every run uses its own uniquely
 named topic (eventkit-bench-<time>-<random>), groups and, for relay, outbox
 table (eventkit_bench_<random>, whatever EVENTKIT_OUTBOX_TABLE says), and
 deletes them when it ends, on SIGINT too. On a terminal it prints its
 progress once a second; interrupted, it prints what it measured so far.
 
-The comparisons with the raw client libraries and Watermill are Go
-benchmarks: go test -run '^$' -bench . ./broker/... ./outbox/... ./consumer/...`,
+The comparisons with Watermill are Go benchmarks in the bench/ modules
+(cd bench/consumer && go test -run '^$' -bench . -benchtime 1x).`,
 	}
 	publish := &cobra.Command{
 		Use:     "publish",
@@ -55,6 +69,9 @@ benchmarks: go test -run '^$' -bench . ./broker/... ./outbox/... ./consumer/...`
 		Example: `  eventkit bench publish --broker nats://127.0.0.1:4222 --events 100000 --batch 100`,
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if o.compare != "" && o.compare != "raw" {
+				return fmt.Errorf("--compare %q: the only baseline is raw", o.compare)
+			}
 			ctx := cmd.Context()
 			b, err := c.openBroker(ctx)
 			if err != nil {
@@ -64,10 +81,24 @@ benchmarks: go test -run '^$' -bench . ./broker/... ./outbox/... ./consumer/...`
 			topic := benchTopic()
 			defer cleanupTopic(b, topic, "bench")
 			prepare(ctx, b, topic, "bench")
-			p := o.progress(g, "published", o.events)
-			res, err := benchkit.Publish(ctx, b, topic, benchkit.Events(o.events, o.size), o.batch, p.p)
-			p.stop()
-			return o.finish(g.stdout, fmt.Sprintf("broker %s, %d-byte events, batches of %d", brokerScheme(c.broker), o.size, o.batch), err, res)
+			o.meter = benchkit.NewMeter(c.broker)
+			title := fmt.Sprintf("broker %s, %d-byte events, batches of %d", brokerScheme(c.broker), o.size, o.batch)
+			if o.compare != "" {
+				rawTopic := topic + "-raw"
+				defer cleanupTopic(b, rawTopic, "bench")
+				prepare(ctx, b, rawTopic, "bench")
+				return o.compareRaw(ctx, g, title, "published",
+					func(ctx context.Context, p *benchkit.Progress) (benchkit.Result, error) {
+						return raw.Publish(ctx, b, rawTopic, benchkit.Events(o.events, o.size), o.batch, p)
+					},
+					func(ctx context.Context, p *benchkit.Progress) (benchkit.Result, error) {
+						return benchkit.Publish(ctx, b, topic, benchkit.Events(o.events, o.size), o.batch, p)
+					})
+			}
+			res, err := o.measure(g, "published", o.events, func(p *benchkit.Progress) (benchkit.Result, error) {
+				return benchkit.Publish(ctx, b, topic, benchkit.Events(o.events, o.size), o.batch, p)
+			})
+			return o.finish(g.stdout, title, err, res)
 		},
 	}
 	consume := &cobra.Command{
@@ -76,6 +107,9 @@ benchmarks: go test -run '^$' -bench . ./broker/... ./outbox/... ./consumer/...`
 		Example: `  eventkit bench consume --broker nats://127.0.0.1:4222 --events 100000 --concurrency 1,8,64`,
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if o.compare != "" && o.compare != "raw" {
+				return fmt.Errorf("--compare %q: the only baseline is raw", o.compare)
+			}
 			ctx := cmd.Context()
 			b, err := c.openBroker(ctx)
 			if err != nil {
@@ -87,8 +121,15 @@ benchmarks: go test -run '^$' -bench . ./broker/... ./outbox/... ./consumer/...`
 			for i := range groups {
 				groups[i] = fmt.Sprintf("eventkit-bench-g%d", i)
 			}
+			if o.compare != "" {
+				groups = nil
+				for r := range max(o.rounds, 1) {
+					groups = append(groups, fmt.Sprintf("eventkit-bench-raw-%d", r), fmt.Sprintf("eventkit-bench-ek-%d", r))
+				}
+			}
 			defer cleanupTopic(b, topic, groups...)
 			prepare(ctx, b, topic, groups...)
+			o.meter = benchkit.NewMeter(c.broker)
 			title := fmt.Sprintf("broker %s, %d-byte events", brokerScheme(c.broker), o.size)
 			p := o.progress(g, "published", o.events)
 			_, err = benchkit.Publish(ctx, b, topic, benchkit.Events(o.events, o.size), 500, p.p)
@@ -96,11 +137,24 @@ benchmarks: go test -run '^$' -bench . ./broker/... ./outbox/... ./consumer/...`
 			if err != nil {
 				return o.finish(g.stdout, title, err)
 			}
+			if o.compare != "" {
+				conc := o.concurrency[0]
+				var rr, er int
+				return o.compareRaw(ctx, g, fmt.Sprintf("%s, eventkit concurrency %d", title, conc), "consumed",
+					func(ctx context.Context, p *benchkit.Progress) (benchkit.Result, error) {
+						rr++
+						return raw.Consume(ctx, b, topic, fmt.Sprintf("eventkit-bench-raw-%d", rr-1), o.events, p)
+					},
+					func(ctx context.Context, p *benchkit.Progress) (benchkit.Result, error) {
+						er++
+						return benchkit.Consume(ctx, b, topic, fmt.Sprintf("eventkit-bench-ek-%d", er-1), o.events, conc, p)
+					})
+			}
 			var results []benchkit.Result
 			for i, conc := range o.concurrency {
-				p := o.progress(g, fmt.Sprintf("consumed (concurrency %d)", conc), o.events)
-				res, err := benchkit.Consume(ctx, b, topic, groups[i], o.events, conc, p.p)
-				p.stop()
+				res, err := o.measure(g, fmt.Sprintf("consumed (concurrency %d)", conc), o.events, func(p *benchkit.Progress) (benchkit.Result, error) {
+					return benchkit.Consume(ctx, b, topic, groups[i], o.events, conc, p)
+				})
 				results = append(results, res)
 				if err != nil {
 					return o.finish(g.stdout, title, err, results...)
@@ -147,16 +201,17 @@ and measures the time from each commit to the broker's confirm.`,
 			defer cleanupTopic(b, topic, "bench")
 			prepare(ctx, b, topic, "bench")
 			title := fmt.Sprintf("store %s, broker %s, %d-byte events", storeScheme(store), brokerScheme(c.broker), o.size)
-			p := o.progress(g, "relayed", o.events)
-			drain, err := benchkit.RelayDrain(ctx, st.SQL, st.AddSQL, st.Outbox, b, topic, benchkit.Events(o.events, o.size), o.relayBatch, p.p)
-			p.stop()
+			o.meter = benchkit.NewMeter(c.broker, store)
+			drain, err := o.measure(g, "relayed", o.events, func(p *benchkit.Progress) (benchkit.Result, error) {
+				return benchkit.RelayDrain(ctx, st.SQL, st.AddSQL, st.Outbox, b, topic, benchkit.Events(o.events, o.size), o.relayBatch, p)
+			})
 			if err != nil {
 				return o.finish(g.stdout, title, err, drain)
 			}
 			n := int(float64(o.rate) * o.duration.Seconds())
-			p = o.progress(g, "confirmed", n)
-			lat, err := benchkit.RelayLatency(ctx, st.SQL, st.AddSQL, st.Outbox, b, topic, o.rate, o.duration, o.size, p.p)
-			p.stop()
+			lat, err := o.measure(g, "confirmed", n, func(p *benchkit.Progress) (benchkit.Result, error) {
+				return benchkit.RelayLatency(ctx, st.SQL, st.AddSQL, st.Outbox, b, topic, o.rate, o.duration, o.size, p)
+			})
 			return o.finish(g.stdout, title, err, drain, lat)
 		},
 	}
@@ -165,11 +220,16 @@ and measures the time from each commit to the broker's confirm.`,
 		s.Flags().IntVar(&o.events, "events", 100000, "number of events")
 		s.Flags().IntVar(&o.size, "size", 1024, "payload bytes per event")
 		s.Flags().BoolVar(&o.json, "json", false, "print JSON")
+		s.Flags().StringVar(&o.plot, "plot", "", "write an SVG chart of throughput over time and latency percentiles to this file")
 		cmd.AddCommand(s)
+	}
+	for _, s := range []*cobra.Command{publish, consume} {
+		s.Flags().StringVar(&o.compare, "compare", "", `"raw": run the broker's own client library beside eventkit, alternated (NATS, Redis; Kafka for publish)`)
+		s.Flags().IntVar(&o.rounds, "rounds", 3, "rounds of --compare (each runs raw and eventkit once)")
 	}
 	publish.Flags().IntVar(&o.batch, "batch", 100, "events per Publish call")
 	relay.Flags().IntVar(&o.relayBatch, "batch", 500, "relay batch size")
-	consume.Flags().IntSliceVar(&o.concurrency, "concurrency", []int{1, 8, 64}, "worker counts to measure")
+	consume.Flags().IntSliceVar(&o.concurrency, "concurrency", []int{1, 8, 64}, "worker counts to measure (--compare: the first)")
 	relay.Flags().IntVar(&o.rate, "rate", 1000, "events/s committed in the latency phase")
 	relay.Flags().DurationVar(&o.duration, "duration", 5*time.Second, "length of the latency phase")
 	envFlag(relay.Flags(), &store, "store", "EVENTKIT_STORE", "", "database URL; the bench creates and drops its own table there")
@@ -301,6 +361,9 @@ func (o *benchOpts) finish(w io.Writer, title string, err error, results ...benc
 		if perr := o.print(w, title, keep...); perr != nil && err == nil {
 			err = perr
 		}
+		if perr := o.writePlot(title, keep); perr != nil && err == nil {
+			err = perr
+		}
 	}
 	if interrupted {
 		return errors.New("interrupted: the results above are what was measured before the signal")
@@ -314,15 +377,30 @@ func (o *benchOpts) print(w io.Writer, title string, results ...benchkit.Result)
 	}
 	fmt.Fprintln(w, title)
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "\tEVENTS\tSECONDS\tEVENTS/S\tP50\tP99\tMAX\t")
+	fmt.Fprintln(tw, "\tEVENTS\tSECONDS\tEVENTS/S\tP50\tP99\tMAX\tCLIENT µS/EV\tSERVER µS/EV\t")
 	for _, r := range results {
 		name := r.Name
 		if r.Interrupted {
 			name += " (interrupted)"
 		}
-		fmt.Fprintf(tw, "%s\t%d\t%.2f\t%.0f\t%s\t%s\t%s\t\n", name, r.Events, r.Duration.Seconds(), r.Rate, ms(r.P50), ms(r.P99), ms(r.Max))
+		srv := "-"
+		if us, ok := r.ServerCPUPerEvent(); ok {
+			srv = fmt.Sprintf("%.1f", us)
+		}
+		fmt.Fprintf(tw, "%s\t%d\t%.2f\t%.0f\t%s\t%s\t%s\t%.1f\t%s\t\n", name, r.Events, r.Duration.Seconds(), r.Rate, ms(r.P50), ms(r.P99), ms(r.Max), r.ClientCPUPerEvent(), srv)
 	}
-	return tw.Flush()
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	if srv := o.meter.ServerNames(); srv != "" {
+		fmt.Fprintf(w, "server CPU: %s on this machine\n", srv)
+	}
+	if isTerminal(w) {
+		for _, r := range results {
+			benchkit.WriteHistogram(w, r.Name, r.Latencies, 40)
+		}
+	}
+	return nil
 }
 
 func ms(d time.Duration) string {
@@ -355,4 +433,149 @@ func schemeOf(u string) string {
 		return "sqlite"
 	}
 	return "(unknown scheme)"
+}
+
+// measure runs one measurement with its progress line, metering the CPU
+// of this process and of the local servers, and sampling its progress
+// for --plot.
+func (o *benchOpts) measure(g *globals, what string, total int, fn func(p *benchkit.Progress) (benchkit.Result, error)) (benchkit.Result, error) {
+	p := o.progress(g, what, total)
+	defer p.stop()
+	interval := time.Duration(0)
+	if o.plot != "" {
+		interval = 100 * time.Millisecond
+	}
+	return benchkit.Measure(o.meter, p.p, interval, func() (benchkit.Result, error) { return fn(p.p) })
+}
+
+// writePlot writes --plot's chart of results.
+func (o *benchOpts) writePlot(title string, results []benchkit.Result) error {
+	if o.plot == "" {
+		return nil
+	}
+	if !strings.HasSuffix(strings.ToLower(o.plot), ".svg") {
+		return fmt.Errorf("--plot %s: only .svg is written", o.plot)
+	}
+	f, err := os.Create(o.plot)
+	if err != nil {
+		return err
+	}
+	if err := benchkit.WritePlotSVG(f, title, results); err != nil {
+		_ = f.Close()
+		return err
+	}
+	return f.Close()
+}
+
+// isTerminal reports whether w is a terminal; the command's stdout is a
+// scrubbing writer around os.Stdout, so any other writer is judged by
+// os.Stdout.
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	if !ok {
+		f = os.Stdout
+	}
+	return term.IsTerminal(int(f.Fd()))
+}
+
+// compareRaw runs the raw-client measurement (the baseline) and eventkit's
+// one at a time, alternated for --rounds rounds (raw, eventkit, eventkit,
+// raw, ...), and prints a line per run and the summary (or --json). When
+// interrupted it prints what was measured and returns the interrupted
+// error.
+func (o *benchOpts) compareRaw(ctx context.Context, g *globals, title, what string, rawFn, ekFn func(context.Context, *benchkit.Progress) (benchkit.Result, error)) error {
+	var last []benchkit.Result // each contender's last run, for --plot
+	contender := func(name string, fn func(context.Context, *benchkit.Progress) (benchkit.Result, error)) benchkit.Contender {
+		return benchkit.Contender{Name: name, Run: func(ctx context.Context, clock *benchkit.Clock) (int, []time.Duration, error) {
+			res, err := o.measure(g, name+" "+what, o.events, func(p *benchkit.Progress) (benchkit.Result, error) {
+				clock.Start()
+				defer clock.Stop()
+				return fn(ctx, p)
+			})
+			res.Name = name
+			last = append(last, res)
+			if len(last) > 2 {
+				last = last[1:]
+			}
+			return res.Events, res.Latencies, err
+		}}
+	}
+	var out io.Writer
+	if !o.json {
+		out = g.stdout
+		fmt.Fprintln(out, title)
+	}
+	rep, err := benchkit.Compare(ctx, benchkit.Options{Rounds: o.rounds, Meter: o.meter, Out: out},
+		contender("raw", rawFn), contender("eventkit", ekFn))
+	if errors.Is(err, raw.ErrNoBaseline) {
+		return fmt.Errorf("--compare raw: %w", err)
+	}
+	interrupted := err != nil && ctx.Err() != nil
+	if err == nil || interrupted {
+		if o.json {
+			if jerr := writeJSON(g.stdout, compareOut(rep)); jerr != nil && err == nil {
+				err = jerr
+			}
+		} else if interrupted {
+			rep.WriteSummary(g.stdout)
+		}
+		if perr := o.writePlot(title, last); perr != nil && err == nil {
+			err = perr
+		}
+	}
+	if interrupted {
+		return errors.New("interrupted: the results above are what was measured before the signal")
+	}
+	return err
+}
+
+// compareJSON is `bench ... --compare raw --json`: every run and the
+// summary (medians over the rounds; ratios to raw).
+type compareJSON struct {
+	Runs    []compareRunJSON     `json:"runs"`
+	Summary []compareSummaryJSON `json:"summary"`
+}
+
+type compareRunJSON struct {
+	Contender         string   `json:"contender"`
+	Round             int      `json:"round"`
+	Events            int      `json:"events"`
+	Seconds           float64  `json:"seconds"`
+	EventsPerSecond   float64  `json:"events_per_second"`
+	P50Seconds        *float64 `json:"p50_seconds"`
+	P99Seconds        *float64 `json:"p99_seconds"`
+	ClientCPUPerEvent float64  `json:"client_cpu_us_per_event"`
+	ServerCPUPerEvent *float64 `json:"server_cpu_us_per_event"`
+}
+
+type compareSummaryJSON struct {
+	Contender         string   `json:"contender"`
+	EventsPerSecond   float64  `json:"events_per_second"`
+	RateVsRaw         float64  `json:"events_per_second_vs_raw"`
+	ClientCPUPerEvent float64  `json:"client_cpu_us_per_event"`
+	ClientCPUVsRaw    float64  `json:"client_cpu_vs_raw"`
+	ServerCPUPerEvent *float64 `json:"server_cpu_us_per_event"`
+	CPUVsRaw          float64  `json:"cpu_per_event_vs_raw"`
+}
+
+func compareOut(r benchkit.Report) compareJSON {
+	out := compareJSON{Runs: []compareRunJSON{}, Summary: []compareSummaryJSON{}}
+	for _, s := range r.Samples {
+		j := compareRunJSON{Contender: s.Contender, Round: s.Round, Events: s.Events, Seconds: s.Duration.Seconds(), EventsPerSecond: s.Rate(),
+			P50Seconds: secondsJSON(s.P50, s.P99 == 0), P99Seconds: secondsJSON(s.P99, s.P99 == 0), ClientCPUPerEvent: s.ClientPerEvent()}
+		if s.CPU.HasServer {
+			us := s.ServerPerEvent()
+			j.ServerCPUPerEvent = &us
+		}
+		out.Runs = append(out.Runs, j)
+	}
+	for _, s := range r.Summary {
+		j := compareSummaryJSON{Contender: s.Contender, EventsPerSecond: s.Rate, RateVsRaw: s.RateRatio, ClientCPUPerEvent: s.ClientUS, ClientCPUVsRaw: s.ClientRatio, CPUVsRaw: s.Ratio}
+		if s.HasServer {
+			us := s.ServerUS
+			j.ServerCPUPerEvent = &us
+		}
+		out.Summary = append(out.Summary, j)
+	}
+	return out
 }

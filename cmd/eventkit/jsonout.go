@@ -163,6 +163,10 @@ type benchJSON struct {
 	P99Seconds  *float64 `json:"p99_seconds"`
 	MaxSeconds  *float64 `json:"max_seconds"`
 	Interrupted bool     `json:"interrupted"`
+	// CPU µs per event: this process (getrusage), and the servers where
+	// they run on this machine (null when remote).
+	ClientCPUPerEvent float64  `json:"client_cpu_us_per_event"`
+	ServerCPUPerEvent *float64 `json:"server_cpu_us_per_event"`
 }
 
 func benchOut(rs []benchkit.Result) []benchJSON {
@@ -170,7 +174,10 @@ func benchOut(rs []benchkit.Result) []benchJSON {
 	for _, r := range rs {
 		out = append(out, benchJSON{Name: r.Name, Events: r.Events, Seconds: r.Duration.Seconds(), EventsPerSecond: r.Rate,
 			P50Seconds: secondsJSON(r.P50, r.P50 == 0), P99Seconds: secondsJSON(r.P99, r.P99 == 0),
-			MaxSeconds: secondsJSON(r.Max, r.Max == 0), Interrupted: r.Interrupted})
+			MaxSeconds: secondsJSON(r.Max, r.Max == 0), Interrupted: r.Interrupted, ClientCPUPerEvent: r.ClientCPUPerEvent()})
+		if us, ok := r.ServerCPUPerEvent(); ok {
+			out[len(out)-1].ServerCPUPerEvent = &us
+		}
 	}
 	return out
 }

@@ -36,6 +36,9 @@ func (p *Progress) Done() int64 {
 	return p.done.Load()
 }
 
+// Add counts n more events done.
+func (p *Progress) Add(n int) { p.add(n) }
+
 func (p *Progress) add(n int) {
 	if p != nil {
 		p.done.Add(int64(n))
@@ -62,7 +65,71 @@ type Result struct {
 	// Interrupted is set when the measurement ended early: Events is
 	// then what was completed.
 	Interrupted bool `json:"interrupted,omitempty"`
+	// CPU is the CPU time used during the measurement (see Measure).
+	CPU CPUUsed `json:"-"`
+	// Latencies are the measured latencies (per Publish call, per
+	// event), for a histogram or a plot; nil where none are measured.
+	Latencies []time.Duration `json:"-"`
+	// Timeline is the progress sampled while it ran (see Measure).
+	Timeline []Point `json:"-"`
 }
+
+// ClientCPUPerEvent is the client process's CPU µs per event.
+func (r Result) ClientCPUPerEvent() float64 { return perEvent(r.CPU.Client, r.Events) }
+
+// ServerCPUPerEvent is the local servers' CPU µs per event; ok is false
+// when no server was metered (they are remote).
+func (r Result) ServerCPUPerEvent() (us float64, ok bool) {
+	return perEvent(r.CPU.Server, r.Events), r.CPU.HasServer
+}
+
+// Point is the progress of a measurement at one moment.
+type Point struct {
+	At   time.Duration // since the start
+	Done int64
+}
+
+// Measure runs fn, sampling m's CPU before and after (the Result's CPU)
+// and p every interval (its Timeline; interval 0 samples nothing).
+func Measure(m *Meter, p *Progress, interval time.Duration, fn func() (Result, error)) (Result, error) {
+	var tl []Point
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	start := time.Now()
+	if interval > 0 && p != nil {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			t := time.NewTicker(interval)
+			defer t.Stop()
+			tl = append(tl, Point{})
+			for {
+				select {
+				case <-stop:
+					tl = append(tl, Point{At: time.Since(start), Done: p.Done()})
+					return
+				case <-t.C:
+					tl = append(tl, Point{At: time.Since(start), Done: p.Done()})
+				}
+			}
+		}()
+	}
+	c0 := m.Sample()
+	res, err := fn()
+	res.CPU = m.Sample().Since(c0)
+	close(stop)
+	wg.Wait()
+	res.Timeline = tl
+	return res, err
+}
+
+// Partial ends an interrupted measurement with done events completed
+// since start; lat are the latencies measured so far.
+func (r *Result) Partial(done int, start time.Time, lat []time.Duration) { r.partial(done, start, lat) }
+
+// Finish completes a measurement whose Events and Duration are set: its
+// rate and latency percentiles.
+func (r *Result) Finish(lat []time.Duration) { r.finish(lat) }
 
 // partial ends an interrupted measurement with what was done by then.
 func (r *Result) partial(done int, start time.Time, lat []time.Duration) {
@@ -79,6 +146,7 @@ func (r *Result) finish(lat []time.Duration) {
 		r.Rate = float64(r.Events) / r.Duration.Seconds()
 	}
 	if len(lat) > 0 {
+		r.Latencies = lat
 		slices.Sort(lat)
 		r.P50 = lat[len(lat)/2]
 		r.P99 = lat[min(len(lat)-1, len(lat)*99/100)]

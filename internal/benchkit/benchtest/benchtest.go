@@ -1,0 +1,115 @@
+// Package benchtest runs a benchkit comparison as a Go benchmark: the
+// bench/* modules' shared harness.
+//
+// A benchmark built on it ignores b.N. The first call of every -count
+// (b.N == 1) runs the comparison, a fixed number of events per contender
+// and run, for a number of alternated rounds, prints one line per
+// contender per round and a summary, and reports the medians as metrics;
+// the calls with a larger b.N that the testing package makes afterwards
+// report the same figures again without running anything. So
+// `-benchtime 1x` is the natural flag, and any other is harmless.
+//
+// EVENTKIT_BENCH_EVENTS overrides the event count, EVENTKIT_BENCH_ROUNDS
+// the rounds (default 5); -short runs 1/20 of the events for 2 rounds, to
+// check that a benchmark works (its figures then mean little: start-up is
+// no longer small beside the run).
+package benchtest
+
+import (
+	"context"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/eventkit/eventkit/internal/benchkit"
+)
+
+// Events returns the number of events per contender and run: full, or
+// EVENTKIT_BENCH_EVENTS, or full/20 under -short.
+func Events(full int) int {
+	if n, err := strconv.Atoi(os.Getenv("EVENTKIT_BENCH_EVENTS")); err == nil && n > 0 {
+		return n
+	}
+	if testing.Short() {
+		return max(full/20, 100)
+	}
+	return full
+}
+
+// Rounds returns the rounds to run: EVENTKIT_BENCH_ROUNDS, or 2 under
+// -short, or 5.
+func Rounds() int {
+	if n, err := strconv.Atoi(os.Getenv("EVENTKIT_BENCH_ROUNDS")); err == nil && n > 0 {
+		return n
+	}
+	if testing.Short() {
+		return 2
+	}
+	return 5
+}
+
+var (
+	mu   sync.Mutex
+	last = map[string]benchkit.Report{}
+)
+
+// Compare runs the comparison on b's first call of each -count, printing
+// to stdout, and reports every contender's median events/s, client and
+// server CPU µs per event and its ratios to the baseline (the first
+// contender) as metrics. meter may be nil (this process only).
+func Compare(b *testing.B, meter *benchkit.Meter, contenders ...benchkit.Contender) benchkit.Report {
+	b.Helper()
+	b.StopTimer()
+	mu.Lock()
+	rep, ok := last[b.Name()]
+	mu.Unlock()
+	if b.N == 1 || !ok {
+		var err error
+		rep, err = benchkit.Compare(context.Background(), benchkit.Options{Rounds: Rounds(), Meter: meter, Out: os.Stdout}, contenders...)
+		if err != nil {
+			b.Fatal(err)
+		}
+		mu.Lock()
+		last[b.Name()] = rep
+		mu.Unlock()
+	}
+	for i, s := range rep.Summary {
+		n := unit(s.Contender)
+		b.ReportMetric(s.Rate, n+"-ev/s")
+		b.ReportMetric(s.ClientUS, n+"-client-µs/ev")
+		if s.HasServer {
+			b.ReportMetric(s.ServerUS, n+"-server-µs/ev")
+		}
+		if i > 0 {
+			base := unit(rep.Summary[0].Contender)
+			b.ReportMetric(s.RateRatio, n+"/"+base)
+			b.ReportMetric(s.Ratio, n+"/"+base+"-cpu/ev")
+		}
+	}
+	return rep
+}
+
+// unit makes a contender name a metric unit (no white space).
+func unit(s string) string {
+	return strings.Join(strings.Fields(s), "-")
+}
+
+// Batches runs call for [i, end) over n events in steps of batch, inside
+// clock's window, and returns n and each call's latency: the body of a
+// publish contender.
+func Batches(clock *benchkit.Clock, n, batch int, call func(i, end int) error) (int, []time.Duration, error) {
+	lat := make([]time.Duration, 0, n/batch+1)
+	clock.Start()
+	for i := 0; i < n; i += batch {
+		t0 := time.Now()
+		if err := call(i, min(i+batch, n)); err != nil {
+			return 0, nil, err
+		}
+		lat = append(lat, time.Since(t0))
+	}
+	clock.Stop()
+	return n, lat, nil
+}
