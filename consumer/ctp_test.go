@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
+	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/trace"
 	"go.opentelemetry.io/otel/trace/embedded"
 	"go.opentelemetry.io/otel/trace/noop"
@@ -102,6 +103,25 @@ type recSpan struct {
 	name   string
 	parent trace.SpanContext
 	kind   trace.SpanKind
+	attrs  map[attribute.Key]attribute.Value
+}
+
+// recordingSpan is a span that records: its attributes (at start or set
+// later) go to the recTracer.
+type recordingSpan struct {
+	noop.Span
+	r *recTracer
+	i int
+}
+
+func (s recordingSpan) IsRecording() bool { return true }
+
+func (s recordingSpan) SetAttributes(kv ...attribute.KeyValue) {
+	s.r.mu.Lock()
+	defer s.r.mu.Unlock()
+	for _, a := range kv {
+		s.r.spans[s.i].attrs[a.Key] = a.Value
+	}
 }
 
 func (r *recTracer) Tracer(string, ...trace.TracerOption) trace.Tracer { return recTracerT{r: r} }
@@ -110,10 +130,11 @@ func (t recTracerT) Start(ctx context.Context, name string, opts ...trace.SpanSt
 	cfg := trace.NewSpanStartConfig(opts...)
 	parent := trace.SpanContextFromContext(ctx)
 	t.r.mu.Lock()
-	t.r.spans = append(t.r.spans, recSpan{name: name, parent: parent, kind: cfg.SpanKind()})
+	t.r.spans = append(t.r.spans, recSpan{name: name, parent: parent, kind: cfg.SpanKind(), attrs: map[attribute.Key]attribute.Value{}})
+	span := recordingSpan{r: t.r, i: len(t.r.spans) - 1}
 	t.r.mu.Unlock()
+	span.SetAttributes(cfg.Attributes()...)
 	sc := trace.NewSpanContext(trace.SpanContextConfig{TraceID: parent.TraceID(), SpanID: trace.SpanID{1, 2, 3, 4, 5, 6, 7, 8}, TraceFlags: parent.TraceFlags()})
-	span := noop.Span{}
 	return trace.ContextWithSpanContext(ctx, sc), span
 }
 
@@ -142,6 +163,21 @@ func TestHandleSpanIsChildOfProducer(t *testing.T) {
 	if s.name != "handle "+topic || s.kind != trace.SpanKindConsumer || !s.parent.IsRemote() ||
 		s.parent.SpanID().String() != "00f067aa0ba902b7" || s.parent.TraceID().String() != "4bf92f3577b34da6a3ce929d0e0e4736" {
 		t.Fatalf("span %+v", s)
+	}
+	// A recording span carries the messaging attributes (the runtime
+	// builds them only for a span that records).
+	want := map[attribute.Key]string{
+		"messaging.operation.type": "process", "messaging.destination.name": topic,
+		"messaging.consumer.group.name": "g", "messaging.delivery.attempt": "1",
+		"cloudevents.event_type": "x", "cloudevents.event_subject": "s",
+	}
+	for k, v := range want {
+		if got := s.attrs[k].Emit(); got != v {
+			t.Errorf("span attribute %s = %q, want %q", k, got, v)
+		}
+	}
+	if s.attrs["messaging.message.id"].Emit() == "" {
+		t.Errorf("span attributes %v: no messaging.message.id", s.attrs)
 	}
 	if sc.SpanID() != (trace.SpanID{1, 2, 3, 4, 5, 6, 7, 8}) {
 		t.Fatalf("handler ctx is not in the handle span: %v", sc.SpanID())

@@ -35,7 +35,9 @@ type route struct {
 	log   *slog.Logger
 
 	counters
-	tracer trace.Tracer
+	tracer   trace.Tracer
+	spanName string // "handle <topic>"
+	meta1    any    // Meta of a first attempt, boxed once for context.WithValue
 
 	sub        broker.Subscription
 	subCancel  context.CancelFunc
@@ -43,8 +45,14 @@ type route struct {
 	stopOnce   sync.Once
 	hardCtx    context.Context // handler contexts derive from it; cancelled when shutdown runs out of time
 	hardCancel context.CancelFunc
-	sem        chan struct{} // MaxInFlight slots
-	workers    sync.WaitGroup
+	// settleCtx is the context of acks: one per route rather than a timer
+	// per event. shutdown cancels it once settlement has had
+	// settleTimeout beyond ShutdownTimeout, so Close still waits for
+	// every ack but not forever.
+	settleCtx    context.Context
+	settleCancel context.CancelFunc
+	sem          chan struct{} // MaxInFlight slots
+	workers      sync.WaitGroup
 
 	work chan broker.Delivery // unordered: hand-off to a free worker
 
@@ -66,6 +74,8 @@ func newRoute(c *Consumer, topic, group string, h Handler) *route {
 		c: c, cfg: c.cfg, topic: topic, group: group, h: h,
 		log:       c.cfg.Logger.With("topic", topic, "group", group),
 		tracer:    c.cfg.TracerProvider.Tracer("github.com/eventkit/eventkit/consumer"),
+		spanName:  "handle " + topic,
+		meta1:     Meta{Topic: topic, Group: group, Attempt: 1},
 		stopping:  make(chan struct{}),
 		sem:       make(chan struct{}, c.cfg.MaxInFlight),
 		work:      make(chan broker.Delivery),
@@ -74,6 +84,7 @@ func newRoute(c *Consumer, topic, group string, h Handler) *route {
 		firstFail: ff,
 	}
 	r.hardCtx, r.hardCancel = context.WithCancel(context.Background())
+	r.settleCtx, r.settleCancel = context.WithCancel(context.Background())
 	return r
 }
 
@@ -98,6 +109,7 @@ func (r *route) start() error {
 		r.stop()
 		r.workers.Wait()
 		r.hardCancel()
+		r.settleCancel()
 		return fmt.Errorf("consumer: subscribe %s/%s: %w", r.topic, r.group, err)
 	}
 	r.sub, r.subCancel = sub, cancel
@@ -122,8 +134,10 @@ func (r *route) isStopping() bool {
 func (r *route) shutdown() {
 	r.stop()
 	timer := time.AfterFunc(r.cfg.ShutdownTimeout, r.hardCancel)
+	settleTimer := time.AfterFunc(r.cfg.ShutdownTimeout+settleTimeout, r.settleCancel)
 	r.workers.Wait()
 	timer.Stop()
+	settleTimer.Stop()
 	ctx, cancel := context.WithTimeout(context.Background(), settleTimeout)
 	defer cancel()
 	if r.sub != nil {
@@ -133,6 +147,7 @@ func (r *route) shutdown() {
 		r.subCancel()
 	}
 	r.hardCancel()
+	r.settleCancel()
 }
 
 // dispatch is the broker.Handler: it takes an in-flight slot (waiting while
@@ -230,10 +245,10 @@ func settleCtx() (context.Context, context.CancelFunc) {
 	return context.WithTimeout(context.Background(), settleTimeout)
 }
 
+// ack acks d on the route's settle context: no timer per event (the
+// adapters bound their own round trips; shutdown bounds what is left).
 func (r *route) ack(d broker.Delivery) {
-	ctx, cancel := settleCtx()
-	defer cancel()
-	if err := d.Ack(ctx); err != nil && !errors.Is(err, broker.ErrAlreadySettled) {
+	if err := d.Ack(r.settleCtx); err != nil && !errors.Is(err, broker.ErrAlreadySettled) {
 		r.log.Warn("consumer: ack failed; the event will be redelivered", "id", d.Event().ID, "err", err)
 	}
 }
@@ -405,26 +420,28 @@ func (r *route) invoke(d broker.Delivery, ev eventkit.Event, attempt int) error 
 		defer context.AfterFunc(dctx, cancel)()
 		base = ctx
 	}
+	if r.cfg.Inbox == nil {
+		return r.call(base, ev, attempt, nil)
+	}
 	return r.call(base, ev, attempt, func(ctx context.Context, call func(context.Context) error) error {
-		if r.cfg.Inbox != nil {
-			return r.cfg.Inbox.Process(ctx, inbox.Key{Consumer: r.group, EventID: ev.ID, EventType: ev.Type}, call)
-		}
-		return call(ctx)
+		return r.cfg.Inbox.Process(ctx, inbox.Key{Consumer: r.group, EventID: ev.ID, EventType: ev.Type}, call)
 	})
 }
 
 // call runs one attempt on a context derived from base: timeout, trace
 // span, metadata, latency, panic recovery. run wraps the handler call (in
-// the inbox, or not).
+// the inbox, or not); nil calls the handler directly, with no closure to
+// allocate.
 func (r *route) call(base context.Context, ev eventkit.Event, attempt int, run func(ctx context.Context, call func(context.Context) error) error) (err error) {
 	ctx, cancel := context.WithTimeout(base, r.cfg.HandlerTimeout)
 	defer cancel()
 	if ev.Extensions["traceparent"] != "" {
 		ctx = propagation.TraceContext{}.Extract(ctx, propagation.MapCarrier(ev.Extensions))
 	}
-	ctx, span := r.tracer.Start(ctx, "handle "+r.topic,
-		trace.WithSpanKind(trace.SpanKindConsumer),
-		trace.WithAttributes(
+	ctx, span := r.tracer.Start(ctx, r.spanName, consumerSpan...)
+	defer span.End()
+	if span.IsRecording() { // no attributes built for a tracer that drops them
+		span.SetAttributes(
 			attribute.String("messaging.operation.type", "process"),
 			attribute.String("messaging.destination.name", r.topic),
 			attribute.String("messaging.consumer.group.name", r.group),
@@ -432,14 +449,22 @@ func (r *route) call(base context.Context, ev eventkit.Event, attempt int, run f
 			attribute.Int("messaging.delivery.attempt", attempt),
 			attribute.String("cloudevents.event_type", ev.Type),
 			attribute.String("cloudevents.event_subject", ev.Subject),
-		))
-	defer span.End()
-	ctx = context.WithValue(ctx, metaKey{}, Meta{Topic: r.topic, Group: r.group, Attempt: attempt})
+		)
+	}
+	meta := r.meta1
+	if attempt != 1 {
+		meta = Meta{Topic: r.topic, Group: r.group, Attempt: attempt}
+	}
+	ctx = context.WithValue(ctx, metaKey{}, meta)
 
 	r.handling.Add(1)
 	start := time.Now()
 	recordLag(ctx, r.cfg.Metrics, r.topic, r.group, ev, start)
-	err = run(ctx, func(ctx context.Context) error { return r.safeCall(ctx, ev) })
+	if run == nil {
+		err = r.safeCall(ctx, &ev)
+	} else {
+		err = run(ctx, func(ctx context.Context) error { return r.safeCall(ctx, &ev) })
+	}
 	r.handling.Add(-1)
 	failed := err != nil && !errors.Is(err, inbox.ErrDuplicate)
 	r.cfg.Metrics.HandlerLatency(ctx, r.topic, r.group, time.Since(start), failed)
@@ -453,8 +478,12 @@ func (r *route) call(base context.Context, ev eventkit.Event, attempt int, run f
 	return err
 }
 
+// consumerSpan are the start options of every handler span (a shared slice:
+// no allocation per span).
+var consumerSpan = []trace.SpanStartOption{trace.WithSpanKind(trace.SpanKindConsumer)}
+
 // safeCall runs the handler, turning a panic into a *PanicError.
-func (r *route) safeCall(ctx context.Context, ev eventkit.Event) (err error) {
+func (r *route) safeCall(ctx context.Context, ev *eventkit.Event) (err error) {
 	defer func() {
 		if v := recover(); v != nil {
 			stack := debug.Stack()
@@ -462,7 +491,7 @@ func (r *route) safeCall(ctx context.Context, ev eventkit.Event) (err error) {
 			err = &PanicError{Value: v, Stack: stack}
 		}
 	}()
-	return r.h.HandleEvent(ctx, ev)
+	return r.h.HandleEvent(ctx, *ev)
 }
 
 // deadLetter publishes ev's dead letter and then acks d. If the publish
