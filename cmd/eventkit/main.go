@@ -62,6 +62,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (code int
 			values = append(values, v)
 		}
 	}
+	values = append(values, configSecrets(args)...) // relay and console --config
 	scrub := redact.NewScrubber(values...)
 	rawStderr := stderr
 	stdout, stderr = scrub.Writer(stdout), scrub.Writer(stderr)
@@ -187,4 +188,5 @@ func envFlag(fs *pflag.FlagSet, p *string, name, env, def, usage string) {
 	}
 	fs.StringVar(p, name, v, usage+" (env "+env+")")
 	fs.Lookup(name).DefValue = def
+	_ = fs.SetAnnotation(name, envAnnotation, []string{env})
 }
