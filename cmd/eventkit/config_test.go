@@ -324,3 +324,28 @@ func TestConfigSharedKeys(t *testing.T) {
 		}
 	}
 }
+
+// TestConfigDocExample: the full example file of docs/config.md is accepted
+// by both commands and names every key they take.
+func TestConfigDocExample(t *testing.T) {
+	doc, err := os.ReadFile("../../docs/config.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	blocks := regexp.MustCompile("(?s)```yaml\n(.*?)```").FindAllSubmatch(doc, -1)
+	if len(blocks) != 1 {
+		t.Fatalf("docs/config.md has %d yaml blocks, want the one full example", len(blocks))
+	}
+	file := writeFile(t, "example.yaml", string(blocks[0][1]))
+	for _, cmd := range configSections {
+		out, err := execRoot(t, cmd, "--config", file, "--print-config")
+		if err != nil {
+			t.Fatalf("%s with the example of docs/config.md: %v", cmd, err)
+		}
+		for k, v := range printed(t, out) {
+			if !strings.HasPrefix(v[1], "file ") {
+				t.Errorf("%s: the example does not set %s", cmd, k)
+			}
+		}
+	}
+}
