@@ -2,8 +2,7 @@
 // them: a table (eventkit_dead_letters) in PostgreSQL, MySQL/MariaDB or
 // SQLite, filled by a Collector that consumes the dead-letter topics the
 // consumer runtime publishes to, and read by `eventkit dlq list|show|replay|purge`.
-//
-// Guarantees: the Collector stores a dead letter before it acks it, so none
+// The Collector stores a dead letter before it acks it, so none
 // is lost (a crash in between stores it twice, which the table's key
 // (topic, group, original event id) folds into one row). Every dead letter
 // and every replay is a message with an id of its own (the original id is

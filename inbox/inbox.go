@@ -1,7 +1,5 @@
 // Package inbox records which events a consumer has already processed, so that
-// an at-least-once delivery is handled effectively once.
-//
-// An Inbox wraps the handler call: Process(ctx, key, fn) runs fn unless key
+// an at-least-once delivery is handled effectively once. An Inbox wraps the handler call: Process(ctx, key, fn) runs fn unless key
 // was already recorded, and records key only when fn succeeds. The key is the
 // consumer (group) name plus the event id (and type). Implementations differ
 // in how strong that "effectively once" is:

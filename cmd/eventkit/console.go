@@ -34,9 +34,25 @@ parked outbox rows (requeue). Every page works offline (no CDN).
 Every change asks for confirmation, is logged with who did it, and carries
 a CSRF token. The console listens on localhost by default; to listen on
 another address give --token (HTTP basic auth: any user name, the token as
-password; or Authorization: Bearer <token>).`,
+password; or Authorization: Bearer <token>).
+
+Settings come from flags, then EVENTKIT_* variables, then the YAML file
+given by --config (or EVENTKIT_CONFIG), then the defaults; the file's keys
+are the flag names, the console's own under "console:" (docs/config.md).
+--print-config shows the result, the token and passwords redacted.`,
 		Example: `  eventkit console --store postgres://postgres@127.0.0.1:5432/test --broker nats://127.0.0.1:4222
-  EVENTKIT_CONSOLE_TOKEN=s3cret eventkit console --listen 0.0.0.0:8089 --store ... --broker ...`,
+  EVENTKIT_CONSOLE_TOKEN=s3cret eventkit console --listen 0.0.0.0:8089 --store ... --broker ...
+
+  # with a file, shared with the relay:
+  cat >eventkit.yaml <<EOF
+  store: postgres://console:CHANGE-ME@db.internal:5432/orders
+  broker: nats://nats.internal:4222
+  console:
+    listen: 0.0.0.0:8089
+    token: CHANGE-ME
+    topic: [orders, payments]
+  EOF
+  eventkit console --config eventkit.yaml`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			host, _, err := net.SplitHostPort(listenAddr)
@@ -93,6 +109,7 @@ password; or Authorization: Bearer <token>).`,
 	cmd.Flags().StringSliceVar(&groups, "group", nil, "consumer group whose lag the overview shows on Kafka, RabbitMQ and Redis, besides the inbox's consumers and the dead letters' groups (repeatable)")
 	c.storeFlags(cmd)
 	c.brokerFlag(cmd)
+	withConfig(g, cmd)
 	return cmd
 }
 

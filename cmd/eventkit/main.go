@@ -1,14 +1,3 @@
-// Command eventkit runs the eventkit demo, the outbox relay daemon, schema
-// migrations, outbox and dead-letter inspection, and benchmarks.
-//
-//	eventkit demo                       # zero set-up: embedded NATS JetStream + SQLite
-//	eventkit relay --store postgres://... --broker nats://...
-//	eventkit migrate up --store ...
-//	eventkit outbox status --store ...
-//	eventkit dlq list --store ...
-//	eventkit bench publish --broker nats://...
-//
-// Run `eventkit <command> --help` for each command's flags and an example.
 package main
 
 import (
@@ -62,6 +51,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (code int
 			values = append(values, v)
 		}
 	}
+	values = append(values, configSecrets(args)...) // relay and console --config
 	scrub := redact.NewScrubber(values...)
 	rawStderr := stderr
 	stdout, stderr = scrub.Writer(stdout), scrub.Writer(stderr)
@@ -187,4 +177,5 @@ func envFlag(fs *pflag.FlagSet, p *string, name, env, def, usage string) {
 	}
 	fs.StringVar(p, name, v, usage+" (env "+env+")")
 	fs.Lookup(name).DefValue = def
+	_ = fs.SetAnnotation(name, envAnnotation, []string{env})
 }

@@ -72,9 +72,28 @@ or SIGINT. /readyz answers 200 "leader" or "standby", or 503 "starting",
 "database unavailable" or "broker unavailable" (the error text only with
 --verbose-readyz); on a partitioned outbox a second line names the instance
 and the partitions it leads ("instance web-1-4242 partitions 0,5,9 of 16").
-eventkit_outbox_leader{partition="p"} is 1 for each partition led.`,
+eventkit_outbox_leader{partition="p"} is 1 for each partition led.
+
+Settings come from flags, then EVENTKIT_* variables, then the YAML file
+given by --config (or EVENTKIT_CONFIG), then the defaults. The file's keys
+are the flag names: store, broker, the tables and the log settings at the
+top, the rest under "relay:" (see docs/config.md). An unknown key or a
+value of the wrong type is an error naming the file and line.
+--print-config shows the result, secrets redacted, and exits.`,
 		Example: `  eventkit relay --store postgres://postgres@127.0.0.1:5432/test --broker nats://127.0.0.1:4222
-  EVENTKIT_STORE=postgres://... EVENTKIT_BROKER=nats://... eventkit relay --mode cdc --listen 127.0.0.1:9464`,
+  EVENTKIT_STORE=postgres://... EVENTKIT_BROKER=nats://... eventkit relay --mode cdc --listen 127.0.0.1:9464
+
+  # with a file (deploy/systemd/relay.yaml is a full example):
+  cat >relay.yaml <<EOF
+  store: postgres://relay:CHANGE-ME@db.internal:5432/orders
+  broker: nats://nats.internal:4222
+  relay:
+    mode: cdc
+    batch: 1000
+    collect-dlq: [orders.dlq]
+  EOF
+  eventkit relay --config relay.yaml --print-config   # what it would run with
+  eventkit relay --config relay.yaml --batch 200      # a flag overrides the file`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error { return runRelay(cmd.Context(), g, c, o) },
 	}
@@ -92,6 +111,7 @@ eventkit_outbox_leader{partition="p"} is 1 for each partition led.`,
 	envFlag(f, &o.instance, "instance", "EVENTKIT_RELAY_INSTANCE", "", "this relay's name in partition leases, logs and outbox status (default hostname-pid; must be unique)")
 	f.DurationVar(&o.leaseTTL, "lease-ttl", 10*time.Second, "partitioned outbox: how long a partition lease lasts unless renewed (a dead relay's partitions wait this long)")
 	f.BoolVar(&o.verboseReady, "verbose-readyz", false, "/readyz also prints the last database or broker error text (may reveal internals: keep the endpoint private)")
+	withConfig(g, cmd)
 	return cmd
 }
 

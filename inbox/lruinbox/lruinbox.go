@@ -1,7 +1,5 @@
 // Package lruinbox is an in-process inbox: a bounded LRU of processed keys
-// with a TTL.
-//
-// Guarantee: within one process, a key that was processed within the TTL and
+// with a TTL. Within one process, a key that was processed within the TTL and
 // not evicted by the size bound is a duplicate (inbox.ErrDuplicate), and a
 // key being processed by another goroutine is held off (inbox.ErrInProgress)
 // until that goroutine finishes. Nothing is shared between processes and

@@ -1,6 +1,5 @@
 // Package redisinbox is an inbox in Redis: reserve-then-confirm with SET NX.
-//
-// Guarantee (one paragraph, as for every inbox): Process first reserves the
+// Process first reserves the
 // key with SET NX and a short lease ("pending"), runs the handler, then marks
 // the key "done" with a TTL; a failing handler releases its reservation. A
 // concurrent duplicate that finds the reservation gets inbox.ErrInProgress

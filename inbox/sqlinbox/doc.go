@@ -1,8 +1,6 @@
 // Package sqlinbox is the transactional inbox: the record that a consumer
 // processed an event is written in the same database transaction as the
-// handler's effects.
-//
-// Guarantee: with the consumer runtime (or Process directly), a handler whose
+// handler's effects. With the consumer runtime (or Process directly), a handler whose
 // effects are writes through the transaction it is given (Tx(ctx) for
 // database/sql, PgxTx(ctx) for pgx) applies them exactly once per consumer
 // and event id, however often and however concurrently the event is

@@ -1,6 +1,9 @@
 // Package postgres is the PostgreSQL outbox store, on pgx v5 (pgxpool). Add
 // writes inside the caller's pgx.Tx, in one INSERT ... SELECT FROM unnest
-// statement whatever the number of events.
+// statement whatever the number of events. Events added in a transaction reach the relay exactly when it commits
+// and never after a rollback, and the store passes the
+// suites of package outboxtest, so every guarantee of package outbox
+// (at least once, per-subject order, parking, leadership) holds on it.
 //
 // # Table layout
 //

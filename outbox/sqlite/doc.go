@@ -1,7 +1,11 @@
 // Package sqlite is the SQLite outbox store, over database/sql. eventkit
 // tests it with modernc.org/sqlite (pure Go, driver name "sqlite"); open the
 // database with DSN(path) for WAL mode, a busy timeout and IMMEDIATE
-// transactions. Add writes inside the caller's *sql.Tx.
+// transactions. Add writes inside the caller's *sql.Tx. Events added in a transaction reach the relay exactly when it commits
+// and never after a rollback, and the store passes the
+// suites of package outboxtest, so every guarantee of package outbox
+// (at least once, per-subject order, parking, leadership) holds on it. The leadership lock is
+// inside the process: run the relays of one SQLite outbox in one process.
 //
 // Table layout (migration 001, table name configurable):
 //
