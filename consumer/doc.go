@@ -53,9 +53,18 @@
 // and locks it in the handler's transaction: an event whose number is
 // already applied is a duplicate (acked); the next number runs, and the
 // position advances in the same commit as the handler's writes; a later
-// number is early: it goes back to the broker with a short, growing delay
-// (Retry.Initial doubling, at most a second) without counting an attempt
-// and without holding a worker or memory, so other subjects keep flowing.
+// number is early: it waits in this process, unsettled, holding its
+// in-flight slot but no worker (so at most MaxInFlight wait, and other
+// subjects and events keep flowing), and runs as soon as its subject
+// reaches it: at once when its predecessor is applied here, or on a recheck
+// of the inbox (Retry.Initial doubling while the subject does not move, at
+// most a second apart) when another consumer applies it. Waiting is not an
+// attempt. An early event goes back to the broker (Stats.EarlyReturned,
+// with a delay doubling per delivery up to Retry.Max, at least 5 s) when
+// the window is full of early events (the one farthest from its subject's
+// next number: nothing else could arrive), when its subject did not move
+// for 2 s while nothing arrived, after half the ack wait, or when its
+// subject is parked.
 // MaxAttempts counts the failures of a subject's head event, kept in the
 // position row, not broker redeliveries. When the head fails for the last
 // time (or permanently) the subject is parked: the head is dead-lettered
