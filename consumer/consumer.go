@@ -165,11 +165,17 @@ type Stats struct {
 	Retried      uint64
 	DeadLettered uint64
 	Duplicates   uint64
-	// Early counts deliveries put back because an earlier event of their
-	// subject was not applied yet (StrictOrder); Parked counts subjects
-	// parked behind a dead-lettered event (StrictOrder).
-	Early  uint64
-	Parked uint64
+	// Early counts deliveries that arrived before an earlier event of
+	// their subject was applied (StrictOrder). Held is how many of them
+	// wait in this process now (at most MaxInFlight; they count in
+	// InFlight), EarlyReturned how many were given back to the broker for
+	// a later delivery (the window was full of held events, their subject
+	// did not move, or it is parked). Parked counts subjects parked behind
+	// a dead-lettered event (StrictOrder).
+	Early         uint64
+	Held          int
+	EarlyReturned uint64
+	Parked        uint64
 	// DeadLetterFailed counts failed dead-letter publishes (every try).
 	DeadLetterFailed uint64
 }
@@ -189,6 +195,8 @@ func (c *Consumer) Stats() Stats {
 		s.DeadLettered += r.deadLettered.Load()
 		s.Duplicates += r.duplicates.Load()
 		s.Early += r.early.Load()
+		s.Held += int(r.heldN.Load())
+		s.EarlyReturned += r.earlyReturned.Load()
 		s.Parked += r.parked.Load()
 		s.DeadLetterFailed += r.deadLetterFailed.Load()
 	}
@@ -196,9 +204,9 @@ func (c *Consumer) Stats() Stats {
 }
 
 type counters struct {
-	inflight, handling                                 atomic.Int64
+	inflight, handling, heldN                          atomic.Int64
 	handled, failed, retried, deadLettered, duplicates atomic.Uint64
-	early, parked                                      atomic.Uint64
+	early, earlyReturned, parked                       atomic.Uint64
 	deadLetterFailed                                   atomic.Uint64
 }
 

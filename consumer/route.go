@@ -59,6 +59,7 @@ type route struct {
 	mu     sync.Mutex                   // ordered:
 	queues map[string][]broker.Delivery // subject -> backlog; present while a worker owns the subject
 	ready  chan orderedJob              // a subject's first delivery, to a free worker
+	held   holdState                    // strict: early events held (stricthold.go)
 
 	firstFail *lru.Cache[string, time.Time] // event id -> first failure seen (unordered retries)
 }
@@ -85,6 +86,7 @@ func newRoute(c *Consumer, topic, group string, h Handler) *route {
 	}
 	r.hardCtx, r.hardCancel = context.WithCancel(context.Background())
 	r.settleCtx, r.settleCancel = context.WithCancel(context.Background())
+	r.initHold()
 	return r
 }
 
@@ -138,6 +140,7 @@ func (r *route) shutdown() {
 	r.workers.Wait()
 	timer.Stop()
 	settleTimer.Stop()
+	r.dropHeld()
 	ctx, cancel := context.WithTimeout(context.Background(), settleTimeout)
 	defer cancel()
 	if r.sub != nil {
@@ -220,25 +223,48 @@ func (r *route) orderedWorker() {
 	for {
 		select {
 		case j := <-r.ready:
-			d := j.d
-			for {
-				r.runOrdered(d)
-				r.mu.Lock()
-				q := r.queues[j.key]
-				if len(q) == 0 {
-					delete(r.queues, j.key)
-					r.mu.Unlock()
-					break
-				}
-				d = q[0]
-				q[0] = nil
-				r.queues[j.key] = q[1:]
-				r.mu.Unlock()
+			r.drain(j.key, j.d, false)
+		case key := <-r.held.wake: // nil unless StrictOrder
+			if d := r.takeWoken(key); d != nil {
+				r.drain(key, d, true)
 			}
 		case <-r.stopping:
 			return
 		}
 	}
+}
+
+// drain runs d, then the subject's backlog, until nothing of key may run;
+// held says d was a held early event (StrictOrder).
+func (r *route) drain(key string, d broker.Delivery, held bool) {
+	for {
+		r.runOrdered(d, held)
+		r.mu.Lock()
+		if d, held = r.nextLocked(key, held); d == nil {
+			delete(r.queues, key)
+			r.mu.Unlock()
+			return
+		}
+		r.mu.Unlock()
+	}
+}
+
+// nextLocked is the next delivery of subject key to run: a held early
+// event whose turn came (StrictOrder), else the first of the backlog.
+func (r *route) nextLocked(key string, wasHeld bool) (d broker.Delivery, held bool) {
+	if r.cfg.StrictOrder {
+		if d := r.heldNextLocked(key, wasHeld); d != nil {
+			return d, true
+		}
+	}
+	q := r.queues[key]
+	if len(q) == 0 {
+		return nil, false
+	}
+	d = q[0]
+	q[0] = nil
+	r.queues[key] = q[1:]
+	return d, false
 }
 
 func settleCtx() (context.Context, context.CancelFunc) {

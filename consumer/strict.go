@@ -37,10 +37,11 @@ func (r *route) deadLetterParked(d broker.Delivery, ev eventkit.Event, seq int64
 	r.publishDeadLetter(d, dl, f)
 }
 
-// runOrdered processes one delivery of an ordered (or strict) route.
-func (r *route) runOrdered(d broker.Delivery) {
+// runOrdered processes one delivery of an ordered (or strict) route; held
+// says it was a held early event (StrictOrder).
+func (r *route) runOrdered(d broker.Delivery, held bool) {
 	if r.cfg.StrictOrder {
-		r.processStrict(d)
+		r.processStrict(d, held)
 		return
 	}
 	r.process(d)
@@ -57,10 +58,11 @@ func (r *route) earlyDelay(d broker.Delivery, parked bool) time.Duration {
 	return min(r.cfg.Retry.Backoff(min(max(d.Attempt(), 1), 16)), limit)
 }
 
-// processStrict handles one delivery to the end (it is settled when
-// processStrict returns) in strict order.
-func (r *route) processStrict(d broker.Delivery) {
-	if r.isStopping() || d.DecodeErr() != nil {
+// processStrict handles one delivery in strict order: it is settled when
+// processStrict returns, or, if it is early, held (stricthold.go); recheck
+// says it was held before.
+func (r *route) processStrict(d broker.Delivery, recheck bool) {
+	if r.isStopping() || lost(d) || d.DecodeErr() != nil {
 		r.process(d)
 		return
 	}
@@ -72,7 +74,15 @@ func (r *route) processStrict(d broker.Delivery) {
 		r.process(d)
 		return
 	}
-	defer r.release()
+	if !recheck {
+		r.held.arrived.Store(time.Now().UnixNano())
+	}
+	kept := false // held: the slot stays taken
+	defer func() {
+		if !kept {
+			r.release()
+		}
+	}()
 	now := time.Now()
 	if err != nil {
 		r.failed.Add(1)
@@ -96,11 +106,13 @@ func (r *route) processStrict(d broker.Delivery) {
 		switch {
 		case err == nil:
 			r.ack(d)
+			r.progress(ev.Subject, seq)
 			r.handled.Add(1)
 			r.cfg.Metrics.Count(ctx, r.topic, r.group, OutcomeHandled)
 			return
 		case errors.Is(err, inbox.ErrDuplicate):
 			r.ack(d)
+			r.progress(ev.Subject, seq)
 			r.duplicates.Add(1)
 			r.cfg.Metrics.Count(ctx, r.topic, r.group, OutcomeDuplicate)
 			r.log.Debug("consumer: duplicate skipped", "id", ev.ID, "subject", ev.Subject, "seq", seq)
@@ -109,17 +121,31 @@ func (r *route) processStrict(d broker.Delivery) {
 			r.nack(d, 0)
 			return
 		case errors.As(err, &early):
-			r.early.Add(1)
+			if !recheck {
+				r.early.Add(1)
+			}
+			if early.Parked == 0 {
+				if kept = r.hold(d, ev.Subject, seq, early.Last, recheck); kept {
+					r.log.Debug("consumer: early event held; waiting for its subject's earlier events", "id", ev.ID,
+						"subject", ev.Subject, "seq", seq, "last", early.Last)
+					return
+				}
+			}
 			delay := r.earlyDelay(d, early.Parked != 0)
 			r.log.Debug("consumer: early event; waiting for its subject's earlier events", "id", ev.ID,
 				"subject", ev.Subject, "seq", seq, "last", early.Last, "parked", early.Parked, "retry_in", delay)
+			r.earlyReturned.Add(1)
 			r.nack(d, delay)
+			if early.Parked != 0 {
+				r.releaseSubject(ev.Subject)
+			}
 			return
 		case errors.Is(err, inbox.ErrParked):
 			// The subject is parked at this very event: it was given up
 			// on and its dead letter may not have been published (or
 			// this is a copy). Publish it (again: at least once).
 			r.deadLetterParked(d, ev, seq, dlq.Failure{Reason: ReasonMaxAttempts, Attempts: r.cfg.Retry.MaxAttempts, First: now, Last: now, Err: err})
+			r.releaseSubject(ev.Subject)
 			return
 		}
 
@@ -161,6 +187,7 @@ func (r *route) processStrict(d broker.Delivery) {
 			}
 			r.parked.Add(1)
 			r.deadLetterParked(d, ev, seq, dlq.Failure{Reason: reason, Attempts: n, First: first, Last: now, Err: err})
+			r.releaseSubject(ev.Subject)
 			return
 		}
 		delay := r.cfg.Retry.Backoff(n)

@@ -212,63 +212,8 @@ func (c *crashing) Subscribe(ctx context.Context, topic, group string, h broker.
 func strictScenario(t *testing.T, sb strictBroker, sdb strictDB, strict bool) int64 {
 	const subjects, per, group = 12, 12, "g"
 	conn, topic := sb.setup(t, group)
-	db, ph, dialect := sdb.open(t)
-	table, biz := testenv.Name("inbox"), testenv.Name("acct")
-	in, err := sqlinbox.New(db, dialect, sqlinbox.Options{Table: table})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx := context.Background()
-	if err := in.Migrate(ctx); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := db.Exec("CREATE TABLE " + biz + " (id VARCHAR(64) PRIMARY KEY, n INTEGER NOT NULL)"); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		for _, tb := range []string{table, table + "_positions", biz} {
-			_, _ = db.Exec("DROP TABLE " + tb)
-		}
-	})
-	p := func(i int) string {
-		if ph == "$" {
-			return "$" + strconv.Itoa(i)
-		}
-		return "?"
-	}
-	for s := range subjects {
-		if _, err := db.Exec("INSERT INTO "+biz+" (id, n) VALUES ("+p(1)+", 0)", fmt.Sprint("s", s)); err != nil {
-			t.Fatal(err)
-		}
-	}
-	cas := "UPDATE " + biz + " SET n = n + 1 WHERE id = " + p(1) + " AND n = " + p(2)
-	bump := "UPDATE " + biz + " SET n = n + 1 WHERE id = " + p(1)
-
-	var violations atomic.Int64
-	handler := consumer.HandlerFunc(func(ctx context.Context, ev eventkit.Event) error {
-		str, err := strconv.Unquote(string(ev.Data))
-		if err != nil {
-			return eventkit.Permanent(err)
-		}
-		seq, err := strconv.Atoi(str)
-		if err != nil {
-			return eventkit.Permanent(err)
-		}
-		tx, err := sqlinbox.Tx(ctx)
-		if err != nil {
-			return err
-		}
-		res, err := tx.ExecContext(ctx, cas, ev.Subject, seq-1)
-		if err != nil {
-			return err
-		}
-		if n, _ := res.RowsAffected(); n == 1 {
-			return nil
-		}
-		violations.Add(1)
-		_, err = tx.ExecContext(ctx, bump, ev.Subject)
-		return err
-	})
+	sink := newOrderSink(t, sdb, subjects)
+	in, handler := sink.in, sink.handler
 
 	var consumers []*running
 	crash := &crashing{Broker: conn(), after: 4, crashed: make(chan struct{})}
@@ -297,9 +242,7 @@ func strictScenario(t *testing.T, sb strictBroker, sdb strictDB, strict bool) in
 	var evs []eventkit.Event
 	for i := 1; i <= per; i++ {
 		for s := range subjects {
-			e := ev("acct.bumped", fmt.Sprint("s", s), strconv.Quote(strconv.Itoa(i)),
-				eventkit.WithExtension(eventkit.SubjectSeqExtension, strconv.Itoa(i)))
-			evs = append(evs, e)
+			evs = append(evs, seqEvent(s, i))
 		}
 	}
 	for i := 0; i+1 < per; i += 3 { // swap the 1st and 2nd, 4th and 5th, ... of every subject
@@ -318,14 +261,7 @@ func strictScenario(t *testing.T, sb strictBroker, sdb strictDB, strict bool) in
 	}
 	publish(t, pub, topic, again...)
 
-	total := func() int {
-		var n int
-		if err := db.QueryRow("SELECT coalesce(sum(n), 0) FROM " + biz).Scan(&n); err != nil {
-			t.Fatal(err)
-		}
-		return n
-	}
-	eventually(t, 120*time.Second, "every event applied", func() bool { return total() >= subjects*per })
+	eventually(t, 120*time.Second, "every event applied", func() bool { return sink.total() >= subjects*per })
 	select {
 	case <-crash.crashed:
 	default:
@@ -339,15 +275,7 @@ func strictScenario(t *testing.T, sb strictBroker, sdb strictDB, strict bool) in
 		}
 		return inflight == 0
 	})
-	for s := range subjects {
-		var n int
-		if err := db.QueryRow("SELECT n FROM "+biz+" WHERE id = "+p(1), fmt.Sprint("s", s)).Scan(&n); err != nil {
-			t.Fatal(err)
-		}
-		if n != per {
-			t.Errorf("subject s%d: applied %d times, want %d", s, n, per)
-		}
-	}
+	sink.check(per)
 	var st consumer.Stats
 	for _, r := range consumers {
 		s := r.c.Stats()
@@ -356,8 +284,110 @@ func strictScenario(t *testing.T, sb strictBroker, sdb strictDB, strict bool) in
 		st.Early += s.Early
 	}
 	t.Logf("%s/%s strict=%v: violations %d, handled %d, duplicates %d, early %d", sb.name, sdb.name, strict,
-		violations.Load(), st.Handled, st.Duplicates, st.Early)
-	return violations.Load()
+		sink.violations.Load(), st.Handled, st.Duplicates, st.Early)
+	return sink.violations.Load()
+}
+
+// orderSink is a strict-order test's database: the inbox, and a business
+// table with one counter per subject ("s0", "s1", ...) that the handler
+// moves on with a compare-and-swap, counting an event that is not its
+// subject's next (its data is its number, quoted) as a violation.
+type orderSink struct {
+	t          *testing.T
+	db         *sql.DB
+	in         *sqlinbox.Inbox
+	handler    consumer.Handler
+	biz        string
+	p          func(int) string
+	subjects   int
+	violations atomic.Int64
+}
+
+func newOrderSink(t *testing.T, sdb strictDB, subjects int) *orderSink {
+	db, ph, dialect := sdb.open(t)
+	table, biz := testenv.Name("inbox"), testenv.Name("acct")
+	in, err := sqlinbox.New(db, dialect, sqlinbox.Options{Table: table})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := in.Migrate(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.Exec("CREATE TABLE " + biz + " (id VARCHAR(64) PRIMARY KEY, n INTEGER NOT NULL)"); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		for _, tb := range []string{table, table + "_positions", biz} {
+			_, _ = db.Exec("DROP TABLE " + tb)
+		}
+	})
+	p := func(i int) string {
+		if ph == "$" {
+			return "$" + strconv.Itoa(i)
+		}
+		return "?"
+	}
+	for s := range subjects {
+		if _, err := db.Exec("INSERT INTO "+biz+" (id, n) VALUES ("+p(1)+", 0)", fmt.Sprint("s", s)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	k := &orderSink{t: t, db: db, in: in, biz: biz, p: p, subjects: subjects}
+	cas := "UPDATE " + biz + " SET n = n + 1 WHERE id = " + p(1) + " AND n = " + p(2)
+	bump := "UPDATE " + biz + " SET n = n + 1 WHERE id = " + p(1)
+	k.handler = consumer.HandlerFunc(func(ctx context.Context, ev eventkit.Event) error {
+		str, err := strconv.Unquote(string(ev.Data))
+		if err != nil {
+			return eventkit.Permanent(err)
+		}
+		seq, err := strconv.Atoi(str)
+		if err != nil {
+			return eventkit.Permanent(err)
+		}
+		tx, err := sqlinbox.Tx(ctx)
+		if err != nil {
+			return err
+		}
+		res, err := tx.ExecContext(ctx, cas, ev.Subject, seq-1)
+		if err != nil {
+			return err
+		}
+		if n, _ := res.RowsAffected(); n == 1 {
+			return nil
+		}
+		k.violations.Add(1)
+		_, err = tx.ExecContext(ctx, bump, ev.Subject)
+		return err
+	})
+	return k
+}
+
+// total is the number of events applied.
+func (k *orderSink) total() int {
+	var n int
+	if err := k.db.QueryRow("SELECT coalesce(sum(n), 0) FROM " + k.biz).Scan(&n); err != nil {
+		k.t.Fatal(err)
+	}
+	return n
+}
+
+// check fails the test unless every subject was applied per times.
+func (k *orderSink) check(per int) {
+	for s := range k.subjects {
+		var n int
+		if err := k.db.QueryRow("SELECT n FROM "+k.biz+" WHERE id = "+k.p(1), fmt.Sprint("s", s)).Scan(&n); err != nil {
+			k.t.Fatal(err)
+		}
+		if n != per {
+			k.t.Errorf("subject s%d: applied %d times, want %d", s, n, per)
+		}
+	}
+}
+
+// seqEvent is event number seq of subject s<subject>, its data the number.
+func seqEvent(subject, seq int) eventkit.Event {
+	return ev("acct.bumped", fmt.Sprint("s", subject), strconv.Quote(strconv.Itoa(seq)),
+		eventkit.WithExtension(eventkit.SubjectSeqExtension, strconv.Itoa(seq)))
 }
 
 // StrictOrder: three competing consumers, redeliveries out of order and a

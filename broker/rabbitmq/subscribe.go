@@ -31,6 +31,7 @@ type subscription struct {
 
 	hctx    context.Context // handler context: cancelled when the subscription stops
 	hcancel context.CancelFunc
+	lose    context.CancelFunc // ends the current channel's delivery context (consume)
 
 	stop     chan struct{} // closed by Close: stop fetching
 	stopOnce sync.Once
@@ -229,6 +230,13 @@ func (s *subscription) run(ch *amqp.Channel, deliveries <-chan amqp.Delivery) {
 // consume hands deliveries to the handler one at a time. It returns false
 // when the subscription is stopping, true when the channel was lost.
 func (s *subscription) consume(ch *amqp.Channel, deliveries <-chan amqp.Delivery) bool {
+	// chCtx ends when the channel is lost: its deliveries can no longer be
+	// settled (the server requeued them), so the consumer runtime stops
+	// waiting on them (broker.DeliveryContext).
+	// On the stop paths it ends with the handler context (finish), once
+	// the deliveries were settled.
+	chCtx, lose := context.WithCancel(s.hctx)
+	s.lose = lose
 	for {
 		select {
 		case <-s.stop:
@@ -237,12 +245,14 @@ func (s *subscription) consume(ch *amqp.Channel, deliveries <-chan amqp.Delivery
 			return false
 		case m, ok := <-deliveries:
 			if !ok {
+				lose()
 				return true
 			}
 			if s.stopping() {
 				return false // m stays unacked: requeued when the channel closes
 			}
 			d := s.newDelivery(ch, m)
+			d.ctx = chCtx
 			err := s.h(s.hctx, d)
 			broker.AfterHandler(s.hctx, d, err)
 		}
@@ -327,7 +337,12 @@ type delivery struct {
 	derr    error
 	attempt int
 	timer   *time.Timer
+	ctx     context.Context // ends when ch is lost
 }
+
+// Context ends when the delivery's channel was lost: it can no longer be
+// settled, and the server delivers the message again.
+func (d *delivery) Context() context.Context { return d.ctx }
 
 func (s *subscription) newDelivery(ch *amqp.Channel, m amqp.Delivery) *delivery {
 	d := &delivery{s: s, ch: ch, m: m, attempt: attemptOf(&m)}

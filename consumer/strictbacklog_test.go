@@ -1,0 +1,133 @@
+package consumer_test
+
+import (
+	"context"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/eventkit/eventkit"
+	"github.com/eventkit/eventkit/broker"
+	"github.com/eventkit/eventkit/consumer"
+)
+
+// counting wraps a client so that the subscriptions it makes count their
+// deliveries.
+type counting struct {
+	broker.Broker
+	deliveries *atomic.Int64
+}
+
+func (c counting) Subscribe(ctx context.Context, topic, group string, h broker.Handler, opts ...broker.SubscribeOption) (broker.Subscription, error) {
+	return c.Broker.Subscribe(ctx, topic, group, func(ctx context.Context, d broker.Delivery) error {
+		c.deliveries.Add(1)
+		return h(ctx, d)
+	}, opts...)
+}
+
+// backlogCase is an order in which a deep backlog is published, and the
+// consumers that drain it.
+type backlogCase struct {
+	name            string
+	subjects, per   int
+	consumers       int
+	order           func(subjects, per int) []eventkit.Event
+	maxRedeliveries func(events int) int
+}
+
+// swappedRounds publishes every subject's 2nd event, then every 1st, every
+// 4th, every 3rd, and so on: every other delivery is early, and its
+// predecessor comes `subjects` deliveries later.
+func swappedRounds(subjects, per int) []eventkit.Event {
+	var evs []eventkit.Event
+	for i := 1; i <= per; i += 2 {
+		for _, n := range []int{i + 1, i} {
+			if n > per {
+				continue
+			}
+			for s := range subjects {
+				evs = append(evs, seqEvent(s, n))
+			}
+		}
+	}
+	return evs
+}
+
+var backlogCases = []backlogCase{
+	// One consumer, a window of 8, each early event's predecessor 20
+	// deliveries later: the window fills with early events before any
+	// predecessor comes. Held events must make room (the window full of
+	// held events gives back the one farthest from its subject's next
+	// number), or nothing more arrives and the run stalls for good.
+	// Events that keep coming back early come back ever later (the delay
+	// doubles per delivery), so each is redelivered a few times at most.
+	{name: "window-clogged", subjects: 20, per: 10, consumers: 1,
+		maxRedeliveries: func(n int) int { return 3 * n }},
+	// Three competing consumers, each with a window of 8, predecessors 6
+	// deliveries later (in this consumer or another): early events wait
+	// in process for their predecessor instead of going round the broker
+	// once each (half of the events, without the hold).
+	{name: "competing", subjects: 6, per: 50, consumers: 3,
+		maxRedeliveries: func(n int) int { return n / 20 }},
+}
+
+// StrictOrder with a deep backlog (everything published before the
+// consumers start) and a small window (MaxInFlight 8): every event is
+// applied once, in its subject's order, and the broker redelivers a
+// bounded number of events (early events are held in process, not bounced
+// through the broker one delivery each).
+func TestStrictOrderDeepBacklogSmallWindow(t *testing.T) {
+	t.Parallel()
+	for _, sb := range []strictBroker{strictBrokers[0], strictBrokers[2]} { // memory, rabbitmq
+		for _, bc := range backlogCases {
+			t.Run(sb.name+"/"+bc.name, func(t *testing.T) {
+				t.Parallel()
+				const group = "g"
+				conn, topic := sb.setup(t, group)
+				sink := newOrderSink(t, strictDBs[0], bc.subjects)
+				evs := swappedRounds(bc.subjects, bc.per)
+				pub := conn()
+				for i := 0; i < len(evs); i += 100 {
+					publish(t, pub, topic, evs[i:min(i+100, len(evs))]...)
+				}
+				var deliveries atomic.Int64
+				var rs []*running
+				for range bc.consumers {
+					c := newConsumer(t, counting{conn(), &deliveries}, consumer.Config{
+						StrictOrder: true, Concurrency: 4, MaxInFlight: 8, Inbox: sink.in, Retry: fastRetry(5),
+					})
+					if err := c.Handle(topic, group, sink.handler); err != nil {
+						t.Fatal(err)
+					}
+					rs = append(rs, start(t, c))
+				}
+				eventually(t, 3*time.Minute, "every event applied", func() bool { return sink.total() >= len(evs) })
+				eventually(t, time.Minute, "deliveries settled", func() bool {
+					n := 0
+					for _, r := range rs {
+						n += r.c.Stats().InFlight
+					}
+					return n == 0
+				})
+				sink.check(bc.per)
+				if v := sink.violations.Load(); v != 0 {
+					t.Errorf("%d order violations", v)
+				}
+				var st consumer.Stats
+				for _, r := range rs {
+					s := r.c.Stats()
+					st.Early += s.Early
+					st.EarlyReturned += s.EarlyReturned
+					st.Handled += s.Handled
+					st.Duplicates += s.Duplicates
+				}
+				re := int(deliveries.Load()) - len(evs)
+				t.Logf("%s/%s: %d events, %d deliveries (%d redeliveries), early %d, given back %d, handled %d, duplicates %d",
+					sb.name, bc.name, len(evs), deliveries.Load(), re, st.Early, st.EarlyReturned, st.Handled, st.Duplicates)
+				if limit := bc.maxRedeliveries(len(evs)); re > limit {
+					t.Errorf("%d redeliveries for %d events, want at most %d", re, len(evs), limit)
+				}
+			})
+		}
+	}
+}
