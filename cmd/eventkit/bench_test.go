@@ -1,6 +1,7 @@
 package main_test
 
 import (
+	"bufio"
 	"bytes"
 	"encoding/json"
 	"encoding/xml"
@@ -91,12 +92,38 @@ func TestBenchCompareInterrupted(t *testing.T) {
 	before := natsStreams(t, natsURL)
 	cmd := exec.Command(bin, "bench", "publish", "--broker", natsURL, "--events", "20000", "--batch", "10", "--compare", "raw", "--rounds", "1000")
 	var out, errb bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &errb
+	cmd.Stderr = &errb
+	pipe, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(4 * time.Second) // a few runs
+	// Interrupt once the first run was measured (not after a fixed time: a
+	// loaded machine may not have finished one yet).
+	measured := make(chan struct{})
+	copied := make(chan struct{})
+	go func() {
+		defer close(copied)
+		sc := bufio.NewScanner(pipe)
+		seen := false
+		for sc.Scan() {
+			out.WriteString(sc.Text() + "\n")
+			if !seen && strings.Contains(sc.Text(), "round 1  raw") {
+				seen = true
+				close(measured)
+			}
+		}
+	}()
+	select {
+	case <-measured:
+	case <-copied:
+	case <-time.After(3 * time.Minute):
+		t.Error("no run measured within 3m")
+	}
 	_ = cmd.Process.Signal(os.Interrupt)
+	<-copied
 	if err := cmd.Wait(); err == nil {
 		t.Fatalf("an interrupted bench exited 0\n%s", out.String())
 	}
