@@ -103,7 +103,7 @@ func postgresSetup(t *testing.T) *env {
 	return sqlDB(t, "pgx", testenv.Postgres.URL(t), sqlinbox.Postgres)
 }
 func sqliteSetup(t *testing.T) *env {
-	dsn := "file:" + filepath.Join(t.TempDir(), "inbox.db") + "?_txlock=immediate&_pragma=busy_timeout(10000)&_pragma=journal_mode(wal)"
+	dsn := "file:" + filepath.Join(t.TempDir(), "inbox.db") + "?_txlock=immediate&_pragma=busy_timeout(30000)&_pragma=journal_mode(wal)"
 	return sqlDB(t, "sqlite", dsn, sqlinbox.SQLite)
 }
 func pgxSetup(t *testing.T) *env {
