@@ -1,15 +1,17 @@
 // Package asyncapi describes event-driven services as AsyncAPI 3.0
-// documents generated from the event type registry: every event type and
-// data version a service publishes or consumes becomes a message whose
-// payload schema is derived from the registered Go type (by reflection, as
-// encoding/json writes it, for JSON codecs; from the message descriptor, in
-// its protojson form, for Protobuf types) and whose headers are the
-// CloudEvents attributes exactly as the chosen eventkit.Binding writes them,
-// so the document cannot drift from what the code sends. The generated
-// documents pass the official AsyncAPI parser (@asyncapi/parser); the tests
-// check that, and that the headers and payloads eventkit actually writes
-// conform to the schemas. Package asyncapitest lets your tests run the same
-// checks on your own services' documents.
+// documents generated from the event type registry. Guarantee: the document
+// cannot drift from what the code sends: every event type and data version a
+// service publishes or consumes becomes a message whose headers are the
+// CloudEvents attributes exactly as the chosen eventkit.Binding writes them
+// and whose payload schema is derived from the registered Go type; the
+// generated documents pass the official AsyncAPI parser (@asyncapi/parser),
+// and the tests check that, and that the headers and payloads eventkit
+// actually writes conform to the schemas.
+//
+// Payload schemas come from the Go type by reflection, as encoding/json
+// writes it, for JSON codecs, and from the message descriptor, in its
+// protojson form, for Protobuf types. Package asyncapitest lets your tests
+// run the same checks on your own services' documents.
 //
 // A Service lists the topics it publishes to (send operations) and the
 // topics its consumer routes read (receive operations), each with the

@@ -1,25 +1,20 @@
 // Package audit reconciles what an outbox wrote with what the broker holds
-// and what consumer groups applied, and traces one event along that path.
+// and what consumer groups applied. Guarantee: Run reports every position of
+// a subject's sequence (the eventkit.SubjectSeqExtension numbers the SQL
+// outboxes stamp, gap-free per topic and subject) that the outbox wrote and
+// that is neither waiting nor parked in the outbox nor stored at the broker
+// (missing at the broker); every event stored at the broker that none of the
+// named groups' inbox tables recorded (applied by no group); every event a
+// group recorded more than once, by row or under two ids of one position
+// (applied twice); and every subject whose positions the broker stores in
+// another order than their numbers (out of order). It reads and never writes.
 //
-// Guarantee: Run reports every position of a subject's sequence (the
-// eventkit.SubjectSeqExtension numbers the SQL outboxes stamp, gap-free per
-// topic and subject) that the outbox wrote and that is neither waiting nor
-// parked in the outbox nor stored at the broker (missing at the broker);
-// every event stored at the broker that none of the named groups' inbox
-// tables recorded (applied by no group); every event a group recorded more
-// than once, by row or under two ids of one position (applied twice); and
-// every subject whose positions the broker stores in another order than
-// their numbers (out of order). It reads and never writes.
-//
-// Where "what the outbox wrote" comes from: the relay deletes delivered rows
-// (unless it runs in retention mode), so the outbox table alone cannot say
-// what was published. The outbox's subject counter table
-// (<outbox>_subject_seq) can: it holds, per (topic, subject), the number of
-// the last event written, and every number up to it was taken by a
-// committed event. The positions 1..N of each subject are what the broker
-// must hold, less those still in the outbox (pending or parked). Events
-// without a subject have no number: they are checked from the broker and the
-// inbox only (and against retained delivered rows, in retention mode).
+// Use: give Run the database, its outbox and inbox tables, the broker's
+// Stream (ForBroker) and the topic and groups; Report.OK says whether there
+// was any finding; `eventkit audit` runs it. TraceEvent follows one event
+// along the same path (the console's trace page). How "what the outbox
+// wrote" is known from the outbox's subject counter table: docs/design.md,
+// section "Package audit".
 //
 // Limits: without Since, the broker is expected to hold the topic's whole
 // history; with a stream whose limits (MaxAge, MaxMsgs) dropped old
@@ -27,8 +22,9 @@
 // position it finds in the window. With Until, positions after the last one
 // found in the window are not checked. Positions above the outbox's counter
 // (written by a later transaction than the counter read) are not checked.
-// Brokers: NATS JetStream, Redis Streams and the memory broker (see
-// ForBroker).
+// Events without a subject have no number: they are checked from the broker
+// and the inbox only. Brokers: NATS JetStream, Redis Streams and the memory
+// broker (see ForBroker).
 package audit
 
 import (

@@ -1,8 +1,13 @@
 // Package broker is the thin transport API that every broker adapter
-// implements: Publish with confirms, and Subscribe with deliveries that the
-// caller settles with Ack, Nack(delay) or Term and that know their attempt
-// number.
+// implements, and its guarantee is the same on every broker: Publish returns
+// nil only when the broker durably accepted every event given, each group
+// gets every event published to the topic after the group was created, at
+// least once, until a subscriber settles it, and a subscription holds at most
+// MaxInFlight unsettled deliveries. The full contract is below; package
+// brokertest checks it on every adapter.
 //
+// Use: Publish with confirms, and Subscribe with deliveries that the caller
+// settles with Ack, Nack(delay) or Term and that know their attempt number.
 // Adapters are transports only. Retries with backoff, dead letters, worker
 // pools, per-key ordering and deduplication live once, for every broker, in
 // the consumer runtime (package consumer). A broker's native features are
@@ -37,9 +42,9 @@
 //     another subscriber receives it without waiting for the ack wait. The
 //     same holds when the Subscribe context is cancelled.
 //
-// What differs per broker (ordering across competing consumers, native
-// delays, native deduplication, durability, replay, payload limits) is in
-// Capabilities and in each adapter's package doc. Every adapter is also a
+// Limits: what differs per broker (ordering across competing consumers,
+// native delays, native deduplication, durability, replay, payload limits) is
+// in Capabilities and in each adapter's package doc. Every adapter is also a
 // Provisioner (create a topic and groups before anyone subscribes); NATS
 // deliveries are Extenders (restart a delivery's ack wait).
 package broker

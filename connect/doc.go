@@ -21,9 +21,10 @@
 // Broker URLs: nats:// or tls:// (NATS JetStream), kafka:// (Kafka), amqp://
 // or amqps:// (RabbitMQ), redis:// or rediss:// (Redis Streams). Store URLs:
 // postgres:// (PostgreSQL), mysql:// (MySQL and MariaDB), sqlite:///path or a
-// path ending in .db (SQLite). A program that needs an adapter's own options
-// (stream settings, partition counts) calls that adapter's constructor
-// directly; connect is for the common case.
+// path ending in .db (SQLite). Redact shows a URL with its credentials
+// hidden, for log lines.
 //
-// Redact shows a URL with its credentials hidden, for log lines.
+// Limits: connect is for the common case; a program that needs an adapter's
+// own options (stream settings, partition counts) calls that adapter's
+// constructor directly.
 package connect

@@ -6,10 +6,19 @@
 // handler's transaction happen once per (group, event id), across crashes and
 // concurrent duplicates. A subscription holds at most Config.MaxInFlight
 // unsettled deliveries on Config.Concurrency workers, so a slow handler
-// applies backpressure and memory does not grow with the backlog. Strict
-// order (StrictOrder with sqlinbox) applies each subject's events in the
-// outbox's subject sequence, with any number of competing consumers, across
-// crashes and redeliveries, on every broker.
+// applies backpressure and memory does not grow with the backlog.
+//
+// Order has three modes. Unordered (the default): deliveries run in parallel
+// with no order. Best effort (OrderedBySubject): events of one subject run
+// one at a time in delivery order and different subjects in parallel. The
+// order is the broker's delivery order in this process: competing consumers
+// of a group can run one subject's events in parallel, and a delivery
+// redelivered after its ack wait (or a consumer's crash) comes back after
+// later events of its subject. Strict (StrictOrder, with an inbox.Sequencer
+// such as sqlinbox): each event of a subject is applied only after every
+// earlier event of that subject was applied, skipped or is parked, with any
+// number of competing consumers in a group, across crashes and redeliveries,
+// on every broker.
 //
 //	c, _ := consumer.New(b, consumer.Config{Concurrency: 8, Inbox: in})
 //	r := consumer.NewRouter(reg)
@@ -32,12 +41,10 @@
 // Batches, per-subject order (best effort or strict), tracing, metrics and a
 // graceful shutdown are options of Config.
 //
-// Limits: without an inbox the handler must be idempotent itself; best-effort
-// order (OrderedBySubject) is the broker's delivery order in one process, so
-// competing consumers and redeliveries can reorder a subject; in strict order
-// a subject whose head event failed for good is parked, and its later events
-// wait until an operator replays or skips the dead letter, and a group's
-// first event of a subject must be number 1.
+// Limits: without an inbox the handler must be idempotent itself; in strict
+// order a subject whose head event failed for good is parked, and its later
+// events wait until an operator replays or skips the dead letter, and a
+// group's first event of a subject must be number 1.
 //
 // Each guarantee and mode in detail (concurrency, the three order modes,
 // retries, dead letters, replays, the inbox, shutdown): docs/design.md,

@@ -1,21 +1,27 @@
 // Package telemetry carries OpenTelemetry traces across the asynchronous
-// hops of an event: from the request that wrote it to the outbox, through
-// the relay's publish, to the consumer's handler.
+// hops of an event, so that one trace runs from the request that wrote it to
+// the outbox, through the relay's publish, to the consumer's handler.
+// Guarantee: the trace context travels in the event itself, as the W3C
+// "traceparent" (and "tracestate") CloudEvents extensions (the CloudEvents
+// distributed tracing extension), so it survives the outbox table and every
+// broker.
 //
-// The trace context travels in the event itself, as the W3C "traceparent"
-// (and "tracestate") CloudEvents extensions (the CloudEvents distributed
-// tracing extension), so it survives the outbox table and every broker:
+// Use: the pieces are wired in where each hop runs:
 //
 //   - outbox stores write the caller's span context into traceparent when
 //     the event has none (outbox.Prepare);
-//   - Publisher (this package) starts a "publish <topic>" producer span as
-//     a child of that context for each event and rewrites traceparent to it,
-//     and one "send <topic>" span per Publish call (the relay's batch),
-//     linked to every event's producer span;
+//   - Publisher (this package) wraps the relay's broker.Publisher: it starts
+//     a "publish <topic>" producer span as a child of that context for each
+//     event and rewrites traceparent to it, and one "send <topic>" span per
+//     Publish call (the relay's batch), linked to every event's producer
+//     span;
 //   - the consumer runtime starts a "handle <topic>" consumer span as a
 //     child of the event's traceparent and gives it to the handler's ctx.
 //
 // With the global no-op TracerProvider all of this costs next to nothing.
+//
+// Limits: an event that already carries a traceparent when it is added to
+// the outbox keeps it (the caller's span is not written over it).
 package telemetry
 
 import (

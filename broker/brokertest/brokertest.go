@@ -1,13 +1,17 @@
 // Package brokertest is the conformance suite that every broker adapter
-// runs: the common contract of package broker, checked against a real server
-// (or the in-memory broker), with the broker's Capabilities deciding which
-// optional guarantees are checked.
+// runs. Guarantee: an adapter that passes Run keeps the common contract of
+// package broker against a real server (or the in-memory broker), and every
+// optional guarantee its Capabilities declare.
 //
 //	func TestConformance(t *testing.T) {
 //		brokertest.Run(t, brokertest.Config{
 //			New: func(t *testing.T) broker.Broker { return newBroker(t) },
 //		})
 //	}
+//
+// Limits: a guarantee the Capabilities do not declare is not checked, and
+// the cases whose Config hook is unset (FailingTopic, Reject,
+// KillConnection, Restart) are skipped.
 package brokertest
 
 import (

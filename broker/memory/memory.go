@@ -1,17 +1,24 @@
-// Package memory is an in-process broker: a real implementation of the broker
-// API for tests, examples and single-process use, held to the same
-// conformance suite as the network brokers.
-//
-// Guarantees: Publish is synchronous, appends all the events of a call at
-// once or none of them (so no partial failure can reorder a subject), and is
-// "durable" only for the life of the process (Capabilities.Durable is false: everything is lost when the process
-// exits). Each group receives every event of the topic, including those
-// published before the group existed (the topic keeps its whole log; see
-// Options.Retain). Within a group, a single subscriber receives events in
+// Package memory is an in-process broker, a real implementation of the
+// broker API held to the same conformance suite as the network brokers.
+// Guarantees: Publish is synchronous and appends all the events of a call at
+// once or none of them (so no partial failure can reorder a subject). Each
+// group receives every event of the topic, including those published before
+// the group existed. Within a group, a single subscriber receives events in
 // publish order until it nacks one; competing subscribers share the events
 // with no order between them. Nack(delay) is a real delay. A delivery left
 // unsettled past its ack wait, or held by a subscription that closes, is
 // redelivered with Attempt one higher.
+//
+// Use it in tests, examples and single-process programs wherever a
+// broker.Broker is taken:
+//
+//	b := memory.New(memory.Options{})
+//	defer b.Close(ctx)
+//
+// Limits: events live only as long as the process (Capabilities.Durable is
+// false: everything is lost when the process exits); with Options.Retain a
+// topic keeps at most that many events for groups created later, so a new
+// group does not see the older ones.
 package memory
 
 import (

@@ -2,8 +2,11 @@
 // orders, inventory and notifications, which the programs in examples/ run
 // as separate processes and `eventkit demo` runs in one. Each service owns
 // its database; they talk only through events written to their outboxes
-// and consumed idempotently. It is example code: public so that an example
-// directory copied out of this repository still builds.
+// and consumed idempotently, so that every order is confirmed (stock
+// reserved once, notified once) or cancelled (notified once) and stock never
+// goes below zero, whatever faults `eventkit demo` injects (it checks this
+// at the end). It is example code: public so that an example directory
+// copied out of this repository still builds.
 //
 //   - orders places an order and writes order.created (Protobuf) to its
 //     outbox in the same transaction; when inventory rejects the order it

@@ -1,13 +1,19 @@
-// Package inboxtest is the conformance suite every inbox.Inbox passes: a key
-// is processed once and then a duplicate, per consumer; a failed or
-// panicking handler records nothing; concurrent duplicates run the handler
-// once and every other call ends as a duplicate (any other error fails the
-// suite). With WithTx it also checks that the handler's writes and the key
-// commit together or not at all, a failure after the handler's write (its
-// error, its panic, a commit that fails) leaving neither; with WithExpiry,
-// that a key is forgotten after the TTL and not before, and that a
-// reservation holds concurrent duplicates off for the lease (or for as long
-// as the handler runs, when there is no lease) and then lets one in.
+// Package inboxtest is the conformance suite every inbox.Inbox passes.
+// Guarantee: an inbox that passes Exercise processes a key once and then
+// reports a duplicate, per consumer; a failed or panicking handler records
+// nothing; concurrent duplicates run the handler once and every other call
+// ends as a duplicate (any other error fails the suite).
+//
+// Use: call Exercise from the inbox's tests. With WithTx it also checks that
+// the handler's writes and the key commit together or not at all, a failure
+// after the handler's write (its error, its panic, a commit that fails)
+// leaving neither; with WithExpiry, that a key is forgotten after the TTL and
+// not before, and that a reservation holds concurrent duplicates off for the
+// lease (or for as long as the handler runs, when there is no lease) and
+// then lets one in.
+//
+// Limits: without WithTx the atomicity of the handler's writes with the key
+// is not checked; without WithExpiry, expiry is not.
 package inboxtest
 
 import (

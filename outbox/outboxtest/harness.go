@@ -1,6 +1,13 @@
 // Package outboxtest is the conformance suite for outbox stores (Run) and
-// for the relay on top of them (RunRelay), plus a recording Publisher for
-// tests. Every store in eventkit passes both against its real database.
+// for the relay on top of them (RunRelay). Guarantee: every store in eventkit
+// passes both against its real database, so a store that passes keeps the
+// outbox contract of package outbox.
+//
+// Use: call Run and RunRelay from a store's tests with a Factory for its
+// database (and Crash, TwoDatabases, RunPartitions for the stores that
+// support them); Recorder, a recording Publisher, FaultPublisher and the
+// helpers (Event, AddCommit, StartRelay, WaitFor, CheckStream) serve other
+// tests.
 package outboxtest
 
 import (
