@@ -137,7 +137,8 @@ func newRoot(stdout, stderr, terminal io.Writer) *cobra.Command {
 		Use:   "eventkit",
 		Short: "Reliable events for Go services: outbox relay, dead letters, demo and benchmarks",
 		Long: `eventkit moves events from a service's database to a broker and into other
-services, at least once, with no duplicate effects.
+services, at least once, with no duplicate effects (with an inbox) and, in
+strict order mode, in order per subject.
 
 Start with the demo (no servers needed):
 
