@@ -9,7 +9,7 @@ import (
 	"time"
 
 	"github.com/eventkit/eventkit"
-	"github.com/eventkit/eventkit/broker/memory"
+	"github.com/eventkit/eventkit/broker/memorybroker"
 	"github.com/eventkit/eventkit/consumer"
 )
 
@@ -97,7 +97,7 @@ func TestUpcasterErrors(t *testing.T) {
 // before it was upgraded, through the consumer runtime.
 func TestV2OnlyConsumerReadsV1Events(t *testing.T) {
 	r := upcastRegistry(t)
-	mem := memory.New(memory.Options{})
+	mem := memorybroker.New(memorybroker.Options{})
 	defer func() { _ = mem.Close(context.Background()) }()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()

@@ -12,8 +12,8 @@ import (
 
 	"github.com/eventkit/eventkit"
 	"github.com/eventkit/eventkit/audit"
-	"github.com/eventkit/eventkit/broker/memory"
-	natsbroker "github.com/eventkit/eventkit/broker/nats"
+	"github.com/eventkit/eventkit/broker/memorybroker"
+	natsbroker "github.com/eventkit/eventkit/broker/natsbroker"
 	"github.com/eventkit/eventkit/connect"
 	"github.com/eventkit/eventkit/inbox"
 	"github.com/eventkit/eventkit/inbox/sqlinbox"
@@ -262,7 +262,7 @@ func TestNoTopic(t *testing.T) {
 		t.Fatalf("got %v, want ErrNoTopic", err)
 	}
 	t.Log(err)
-	mem := memory.New(memory.Options{})
+	mem := memorybroker.New(memorybroker.Options{})
 	_, err = audit.Run(e.ctx, audit.Config{DB: e.st.SQL, Dialect: e.st.Dialect, Stream: audit.Memory(mem), Topic: e.topic})
 	if !errors.Is(err, audit.ErrNoTopic) {
 		t.Fatalf("memory: got %v, want ErrNoTopic", err)
@@ -273,7 +273,7 @@ func TestNoTopic(t *testing.T) {
 // completed but never published is missing.
 func TestMemory(t *testing.T) {
 	e := newEnv(t)
-	mem := memory.New(memory.Options{})
+	mem := memorybroker.New(memorybroker.Options{})
 	defer mem.Close(context.Background())
 	e.write([]string{"x"}, 3)
 	recs := e.relay(func(recs []outbox.Record) { publish(t, mem, e.topic, []outbox.Record{recs[0], recs[2]}) })

@@ -7,7 +7,7 @@ import (
 	"strings"
 	"time"
 
-	redisbroker "github.com/eventkit/eventkit/broker/redis"
+	redisbroker "github.com/eventkit/eventkit/broker/redisbroker"
 )
 
 // Redis returns the Stream of a Redis Streams broker: it reads a topic's

@@ -6,7 +6,7 @@ import (
 	"testing"
 
 	"github.com/eventkit/eventkit/audit"
-	redisbroker "github.com/eventkit/eventkit/broker/redis"
+	redisbroker "github.com/eventkit/eventkit/broker/redisbroker"
 	"github.com/eventkit/eventkit/internal/testenv"
 )
 

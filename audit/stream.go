@@ -10,9 +10,9 @@ import (
 
 	"github.com/eventkit/eventkit"
 	"github.com/eventkit/eventkit/broker"
-	"github.com/eventkit/eventkit/broker/memory"
-	natsbroker "github.com/eventkit/eventkit/broker/nats"
-	redisbroker "github.com/eventkit/eventkit/broker/redis"
+	"github.com/eventkit/eventkit/broker/memorybroker"
+	natsbroker "github.com/eventkit/eventkit/broker/natsbroker"
+	redisbroker "github.com/eventkit/eventkit/broker/redisbroker"
 )
 
 var (
@@ -78,7 +78,7 @@ func ForBroker(b broker.Broker) (Stream, error) {
 	switch b := b.(type) {
 	case *natsbroker.Broker:
 		return NATS(b), nil
-	case *memory.Broker:
+	case *memorybroker.Broker:
 		return Memory(b), nil
 	case *redisbroker.Broker:
 		return Redis(b), nil
@@ -195,9 +195,9 @@ func (s *natsStream) Lag(ctx context.Context, topic string) ([]GroupLag, error) 
 
 // Memory returns the Stream of an in-process broker (memory.Broker.Messages;
 // its messages carry no time, so since is ignored).
-func Memory(b *memory.Broker) Stream { return memStream{b} }
+func Memory(b *memorybroker.Broker) Stream { return memStream{b} }
 
-type memStream struct{ b *memory.Broker }
+type memStream struct{ b *memorybroker.Broker }
 
 func (s memStream) Name() string { return "memory" }
 

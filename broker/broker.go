@@ -222,22 +222,6 @@ const (
 	DefaultAckWait     = 30 * time.Second
 )
 
-// ApplySubscribeOptions returns the configuration that opts produce, with
-// defaults for what they leave unset.
-func ApplySubscribeOptions(opts ...SubscribeOption) SubscribeConfig {
-	c := SubscribeConfig{}
-	for _, o := range opts {
-		o(&c)
-	}
-	if c.MaxInFlight <= 0 {
-		c.MaxInFlight = DefaultMaxInFlight
-	}
-	if c.AckWait <= 0 {
-		c.AckWait = DefaultAckWait
-	}
-	return c
-}
-
 // PublishError reports the events of one Publish call that the broker did not
 // accept. Events not listed were accepted.
 type PublishError struct {
@@ -281,50 +265,6 @@ func (e *PublishError) FailedIndexes() []int {
 		ix[i] = f.Index
 	}
 	return ix
-}
-
-// FailAll builds a *PublishError in which every event failed with err.
-func FailAll(topic string, events []eventkit.Event, err error) *PublishError {
-	pe := &PublishError{Topic: topic, Failed: make([]FailedEvent, len(events))}
-	for i, e := range events {
-		pe.Failed[i] = FailedEvent{Index: i, ID: e.ID, Err: err}
-	}
-	return pe
-}
-
-// ValidateEvents validates every event against maxSize (see
-// eventkit.Event.Validate) and returns nil, or a *PublishError naming every
-// event of the call: the invalid ones with their error, the others with
-// ErrNotSent, since Publish sends nothing of a call with an invalid event.
-// Adapters call it before sending anything.
-func ValidateEvents(topic string, maxSize int, events []eventkit.Event) error {
-	errs := make([]error, len(events))
-	invalid := false
-	for i, e := range events {
-		if errs[i] = e.Validate(maxSize); errs[i] != nil {
-			invalid = true
-		}
-	}
-	if !invalid {
-		return nil
-	}
-	return NotSentWith(topic, events, errs, "another event of the call is invalid")
-}
-
-// NotSentWith builds the *PublishError of a call of which nothing was sent
-// because of the events with a non-nil errs[i]: those fail with their error,
-// every other event with ErrNotSent and why.
-func NotSentWith(topic string, events []eventkit.Event, errs []error, why string) *PublishError {
-	pe := &PublishError{Topic: topic, Failed: make([]FailedEvent, len(events))}
-	notSent := fmt.Errorf("%w: %s", ErrNotSent, why)
-	for i, e := range events {
-		err := errs[i]
-		if err == nil {
-			err = notSent
-		}
-		pe.Failed[i] = FailedEvent{Index: i, ID: e.ID, Err: err}
-	}
-	return pe
 }
 
 // ValidateName checks a topic or group name: 1-200 characters out of

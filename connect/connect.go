@@ -20,16 +20,16 @@ import (
 
 	"github.com/eventkit/eventkit"
 	"github.com/eventkit/eventkit/broker"
-	"github.com/eventkit/eventkit/broker/kafka"
-	natsbroker "github.com/eventkit/eventkit/broker/nats"
-	"github.com/eventkit/eventkit/broker/rabbitmq"
-	redisbroker "github.com/eventkit/eventkit/broker/redis"
+	"github.com/eventkit/eventkit/broker/kafkabroker"
+	natsbroker "github.com/eventkit/eventkit/broker/natsbroker"
+	"github.com/eventkit/eventkit/broker/rabbitmqbroker"
+	redisbroker "github.com/eventkit/eventkit/broker/redisbroker"
 	"github.com/eventkit/eventkit/inbox/sqlinbox"
 	"github.com/eventkit/eventkit/internal/redact"
 	"github.com/eventkit/eventkit/outbox"
-	"github.com/eventkit/eventkit/outbox/mysql"
-	"github.com/eventkit/eventkit/outbox/postgres"
-	"github.com/eventkit/eventkit/outbox/sqlite"
+	"github.com/eventkit/eventkit/outbox/mysqloutbox"
+	"github.com/eventkit/eventkit/outbox/pgoutbox"
+	"github.com/eventkit/eventkit/outbox/sqliteoutbox"
 )
 
 // BrokerSchemes lists the broker URL forms, for help texts.
@@ -162,7 +162,7 @@ func openKafka(ctx context.Context, u *url.URL, c config) (broker.Broker, error)
 	if err := unknownParams(q, "kafka"); err != nil {
 		return nil, err
 	}
-	return kafka.New(ctx, kafka.Options{Brokers: seeds, Logger: c.log, ClientOptions: kopts})
+	return kafkabroker.New(ctx, kafkabroker.Options{Brokers: seeds, Logger: c.log, ClientOptions: kopts})
 }
 
 func openRabbitMQ(ctx context.Context, u *url.URL, c config) (broker.Broker, error) {
@@ -176,7 +176,7 @@ func openRabbitMQ(ctx context.Context, u *url.URL, c config) (broker.Broker, err
 	if cfg != nil {
 		rest.Scheme = "amqps"
 	}
-	return rabbitmq.New(ctx, rabbitmq.Options{URL: rest.String(), Logger: c.log, TLS: cfg})
+	return rabbitmqbroker.New(ctx, rabbitmqbroker.Options{URL: rest.String(), Logger: c.log, TLS: cfg})
 }
 
 func openRedis(ctx context.Context, u *url.URL, c config) (broker.Broker, error) {
@@ -253,7 +253,7 @@ func OpenStore(ctx context.Context, rawURL string, opts ...Option) (*Store, erro
 		}
 		st.SQL = stdlib.OpenDBFromPool(st.Pool)
 		st.closers = append(st.closers, func() { st.SQL.Close() })
-		pg, err := postgres.New(st.Pool, postgres.Config{Table: c.outboxTable})
+		pg, err := pgoutbox.New(st.Pool, pgoutbox.Config{Table: c.outboxTable})
 		if err != nil {
 			return fail(err)
 		}
@@ -274,7 +274,7 @@ func OpenStore(ctx context.Context, rawURL string, opts ...Option) (*Store, erro
 		if err := st.SQL.PingContext(ctx); err != nil {
 			return cannot(err)
 		}
-		my, err := mysql.New(st.SQL, mysql.Config{Table: c.outboxTable})
+		my, err := mysqloutbox.New(st.SQL, mysqloutbox.Config{Table: c.outboxTable})
 		if err != nil {
 			return fail(err)
 		}
@@ -286,7 +286,7 @@ func OpenStore(ctx context.Context, rawURL string, opts ...Option) (*Store, erro
 			return nil, fmt.Errorf("%w: %q: want sqlite:///path/to/file.db", ErrBadURL, redact.URL(rawURL))
 		}
 		st.Dialect = sqlinbox.SQLite
-		dsn := sqlite.DSN(path)
+		dsn := sqliteoutbox.DSN(path)
 		if c.mustExist {
 			if _, err := os.Stat(path); err != nil {
 				if errors.Is(err, fs.ErrNotExist) {
@@ -308,7 +308,7 @@ func OpenStore(ctx context.Context, rawURL string, opts ...Option) (*Store, erro
 		if err := st.SQL.PingContext(ctx); err != nil {
 			return fail(fmt.Errorf("cannot open %s: %w", path, err))
 		}
-		sl, err := sqlite.New(st.SQL, sqlite.Config{Table: c.outboxTable})
+		sl, err := sqliteoutbox.New(st.SQL, sqliteoutbox.Config{Table: c.outboxTable})
 		if err != nil {
 			return fail(err)
 		}

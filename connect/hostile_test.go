@@ -12,10 +12,10 @@ import (
 	"github.com/eventkit/eventkit/deadletter"
 	"github.com/eventkit/eventkit/inbox/sqlinbox"
 	"github.com/eventkit/eventkit/outbox"
-	"github.com/eventkit/eventkit/outbox/mysql"
+	"github.com/eventkit/eventkit/outbox/mysqloutbox"
 	"github.com/eventkit/eventkit/outbox/pgcdc"
-	"github.com/eventkit/eventkit/outbox/postgres"
-	"github.com/eventkit/eventkit/outbox/sqlite"
+	"github.com/eventkit/eventkit/outbox/pgoutbox"
+	"github.com/eventkit/eventkit/outbox/sqliteoutbox"
 )
 
 // hostileNames are names that must never reach SQL or a broker as they are.
@@ -50,9 +50,9 @@ func TestHostileSQLNamesRejected(t *testing.T) {
 			err  error
 			want error
 		}{
-			{"postgres outbox table", second(postgres.New(pool, postgres.Config{Table: n})), outbox.ErrInvalidTable},
-			{"mysql outbox table", second(mysql.New(db, mysql.Config{Table: n})), outbox.ErrInvalidTable},
-			{"sqlite outbox table", second(sqlite.New(db, sqlite.Config{Table: n})), outbox.ErrInvalidTable},
+			{"postgres outbox table", second(pgoutbox.New(pool, pgoutbox.Config{Table: n})), outbox.ErrInvalidTable},
+			{"mysql outbox table", second(mysqloutbox.New(db, mysqloutbox.Config{Table: n})), outbox.ErrInvalidTable},
+			{"sqlite outbox table", second(sqliteoutbox.New(db, sqliteoutbox.Config{Table: n})), outbox.ErrInvalidTable},
 			{"pgcdc table", second(pgcdc.New(pool, nil, pgcdc.Config{Table: n})), nil},
 			{"pgcdc slot", second(pgcdc.New(pool, nil, pgcdc.Config{Slot: n})), pgcdc.ErrInvalidName},
 			{"pgcdc publication", second(pgcdc.New(pool, nil, pgcdc.Config{Publication: n})), pgcdc.ErrInvalidName},

@@ -6,9 +6,9 @@ import (
 	"testing"
 	"time"
 
-	natsbroker "github.com/eventkit/eventkit/broker/nats"
-	"github.com/eventkit/eventkit/broker/rabbitmq"
-	redisbroker "github.com/eventkit/eventkit/broker/redis"
+	natsbroker "github.com/eventkit/eventkit/broker/natsbroker"
+	"github.com/eventkit/eventkit/broker/rabbitmqbroker"
+	redisbroker "github.com/eventkit/eventkit/broker/redisbroker"
 	"github.com/eventkit/eventkit/connect"
 )
 
@@ -44,7 +44,7 @@ func TestErrorsHideSecrets(t *testing.T) {
 		check("connect.Broker", u, err)
 	}
 	for _, u := range bad("amqp", "guest", "/") {
-		_, err := rabbitmq.New(ctx, rabbitmq.Options{URL: u})
+		_, err := rabbitmqbroker.New(ctx, rabbitmqbroker.Options{URL: u})
 		check("rabbitmq.New", u, err)
 		_, err = connect.Broker(ctx, u)
 		check("connect.Broker", u, err)

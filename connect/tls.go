@@ -17,7 +17,7 @@ import (
 	"github.com/twmb/franz-go/pkg/sasl/plain"
 	"github.com/twmb/franz-go/pkg/sasl/scram"
 
-	natsbroker "github.com/eventkit/eventkit/broker/nats"
+	natsbroker "github.com/eventkit/eventkit/broker/natsbroker"
 	"github.com/eventkit/eventkit/internal/redact"
 )
 

@@ -13,7 +13,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/eventkit/eventkit"
-	"github.com/eventkit/eventkit/broker/memory"
+	"github.com/eventkit/eventkit/broker/memorybroker"
 	"github.com/eventkit/eventkit/consumer"
 	"github.com/eventkit/eventkit/inbox"
 	"github.com/eventkit/eventkit/inbox/lruinbox"
@@ -204,7 +204,7 @@ func TestBatchCrashBetweenCommitAndAck(t *testing.T) {
 				batch = append(batch, ev("credit", "acct-"+strconv.Itoa(i), `{}`))
 			}
 
-			client1 := memory.Client(b)
+			client1 := memorybroker.Client(b)
 			crash := &crashingSub{Subscriber: client1, crashed: make(chan struct{})}
 			cfg := batchConfig(st.in, 1)
 			cfg.DeadLetterPublisher = b
@@ -221,7 +221,7 @@ func TestBatchCrashBetweenCommitAndAck(t *testing.T) {
 				t.Fatalf("first run not batched (max %d per tx)", m)
 			}
 
-			c2 := newConsumer(t, memory.Client(b), batchConfig(st.in, 1))
+			c2 := newConsumer(t, memorybroker.Client(b), batchConfig(st.in, 1))
 			_ = c2.Handle(topic, "ledger", handler)
 			start(t, c2)
 			eventually(t, 10*time.Second, "redeliveries skipped", func() bool { return c2.Stats().Duplicates == events })

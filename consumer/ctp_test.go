@@ -18,7 +18,7 @@ import (
 	"github.com/eventkit/eventkit/consumer"
 	"github.com/eventkit/eventkit/inbox/sqlinbox"
 	"github.com/eventkit/eventkit/internal/testenv"
-	outboxpg "github.com/eventkit/eventkit/outbox/postgres"
+	outboxpg "github.com/eventkit/eventkit/outbox/pgoutbox"
 )
 
 // Consume-transform-produce: the handler writes its output event to the

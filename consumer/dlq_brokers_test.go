@@ -12,10 +12,10 @@ import (
 
 	"github.com/eventkit/eventkit"
 	"github.com/eventkit/eventkit/broker"
-	kafkabroker "github.com/eventkit/eventkit/broker/kafka"
-	natsbroker "github.com/eventkit/eventkit/broker/nats"
-	"github.com/eventkit/eventkit/broker/rabbitmq"
-	redisbroker "github.com/eventkit/eventkit/broker/redis"
+	kafkabroker "github.com/eventkit/eventkit/broker/kafkabroker"
+	natsbroker "github.com/eventkit/eventkit/broker/natsbroker"
+	"github.com/eventkit/eventkit/broker/rabbitmqbroker"
+	redisbroker "github.com/eventkit/eventkit/broker/redisbroker"
 	"github.com/eventkit/eventkit/consumer"
 	"github.com/eventkit/eventkit/inbox"
 	"github.com/eventkit/eventkit/inbox/lruinbox"
@@ -43,7 +43,7 @@ var realBrokers = []realBroker{
 		url := testenv.RabbitMQ.URL(t)
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
-		b, err := rabbitmq.New(ctx, rabbitmq.Options{URL: url})
+		b, err := rabbitmqbroker.New(ctx, rabbitmqbroker.Options{URL: url})
 		if err != nil {
 			t.Fatal(err)
 		}

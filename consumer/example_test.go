@@ -7,7 +7,7 @@ import (
 	"time"
 
 	"github.com/eventkit/eventkit"
-	"github.com/eventkit/eventkit/broker/memory"
+	"github.com/eventkit/eventkit/broker/memorybroker"
 	"github.com/eventkit/eventkit/consumer"
 	"github.com/eventkit/eventkit/inbox/lruinbox"
 )
@@ -22,7 +22,7 @@ func Example() {
 	reg := eventkit.NewRegistry()
 	eventkit.MustRegister[OrderCreated](reg, "order.created", "1", eventkit.JSON)
 
-	b := memory.New(memory.Options{})
+	b := memorybroker.New(memorybroker.Options{})
 	defer b.Close(context.Background())
 
 	handled := make(chan string, 10)
@@ -70,7 +70,7 @@ func Example() {
 
 // Reading a dead letter back, and replaying it to its original topic.
 func ExampleDeadLetterInfo() {
-	b := memory.New(memory.Options{})
+	b := memorybroker.New(memorybroker.Options{})
 	defer b.Close(context.Background())
 	ctx := context.Background()
 

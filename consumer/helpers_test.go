@@ -15,7 +15,7 @@ import (
 
 	"github.com/eventkit/eventkit"
 	"github.com/eventkit/eventkit/broker"
-	"github.com/eventkit/eventkit/broker/memory"
+	"github.com/eventkit/eventkit/broker/memorybroker"
 	"github.com/eventkit/eventkit/consumer"
 	"github.com/eventkit/eventkit/internal/testenv"
 )
@@ -88,9 +88,9 @@ func newConsumer(t testing.TB, sub broker.Subscriber, cfg consumer.Config) *cons
 	return c
 }
 
-func newBroker(t testing.TB) *memory.Broker {
+func newBroker(t testing.TB) *memorybroker.Broker {
 	t.Helper()
-	b := memory.New(memory.Options{})
+	b := memorybroker.New(memorybroker.Options{})
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()

@@ -19,7 +19,7 @@ import (
 
 	"github.com/eventkit/eventkit"
 	"github.com/eventkit/eventkit/broker"
-	"github.com/eventkit/eventkit/broker/memory"
+	"github.com/eventkit/eventkit/broker/memorybroker"
 	"github.com/eventkit/eventkit/consumer"
 	"github.com/eventkit/eventkit/inbox"
 	"github.com/eventkit/eventkit/inbox/lruinbox"
@@ -274,7 +274,7 @@ func TestCrashBetweenCommitAndAck(t *testing.T) {
 			topic := testenv.Name("t")
 			handler := consumer.HandlerFunc(func(ctx context.Context, e eventkit.Event) error { return st.bump(ctx, e.Subject) })
 
-			client1 := memory.Client(b)
+			client1 := memorybroker.Client(b)
 			crash := &crashingSub{Subscriber: client1, crashed: make(chan struct{})}
 			c1 := newConsumer(t, crash, consumer.Config{Inbox: st.in, DeadLetterPublisher: b})
 			_ = c1.Handle(topic, "ledger", handler)
@@ -291,7 +291,7 @@ func TestCrashBetweenCommitAndAck(t *testing.T) {
 				t.Fatalf("after first run: %d", n)
 			}
 
-			c2 := newConsumer(t, memory.Client(b), consumer.Config{Inbox: st.in})
+			c2 := newConsumer(t, memorybroker.Client(b), consumer.Config{Inbox: st.in})
 			_ = c2.Handle(topic, "ledger", handler)
 			start(t, c2)
 			eventually(t, 10*time.Second, "redelivery skipped", func() bool { return c2.Stats().Duplicates == 1 })

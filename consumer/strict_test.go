@@ -16,11 +16,11 @@ import (
 
 	"github.com/eventkit/eventkit"
 	"github.com/eventkit/eventkit/broker"
-	"github.com/eventkit/eventkit/broker/kafka"
-	"github.com/eventkit/eventkit/broker/memory"
-	natsbroker "github.com/eventkit/eventkit/broker/nats"
-	"github.com/eventkit/eventkit/broker/rabbitmq"
-	redisbroker "github.com/eventkit/eventkit/broker/redis"
+	"github.com/eventkit/eventkit/broker/kafkabroker"
+	"github.com/eventkit/eventkit/broker/memorybroker"
+	natsbroker "github.com/eventkit/eventkit/broker/natsbroker"
+	"github.com/eventkit/eventkit/broker/rabbitmqbroker"
+	redisbroker "github.com/eventkit/eventkit/broker/redisbroker"
 	"github.com/eventkit/eventkit/consumer"
 	"github.com/eventkit/eventkit/inbox/sqlinbox"
 	"github.com/eventkit/eventkit/internal/testenv"
@@ -49,7 +49,7 @@ func dialCtx() (context.Context, context.CancelFunc) {
 var strictBrokers = []strictBroker{
 	{"memory", func(t testing.TB, _ string) (func() broker.Broker, string) {
 		shared := newBroker(t)
-		return func() broker.Broker { return memory.Client(shared) }, testenv.Name("ckt")
+		return func() broker.Broker { return memorybroker.Client(shared) }, testenv.Name("ckt")
 	}},
 	{"nats", func(t testing.TB, _ string) (func() broker.Broker, string) {
 		admin, newTopic := natsBroker(t)
@@ -71,13 +71,13 @@ var strictBrokers = []strictBroker{
 		conn := func() broker.Broker {
 			ctx, cancel := dialCtx()
 			defer cancel()
-			b, err := rabbitmq.New(ctx, rabbitmq.Options{URL: url, Logger: quietLogger()})
+			b, err := rabbitmqbroker.New(ctx, rabbitmqbroker.Options{URL: url, Logger: quietLogger()})
 			if err != nil {
 				t.Fatal(err)
 			}
 			return closeLater(t, b)
 		}
-		admin := conn().(*rabbitmq.Broker)
+		admin := conn().(*rabbitmqbroker.Broker)
 		topic := testenv.Name("ckt")
 		ctx, cancel := dialCtx()
 		defer cancel()
@@ -131,7 +131,7 @@ var strictBrokers = []strictBroker{
 		return func() broker.Broker {
 			ctx, cancel := dialCtx()
 			defer cancel()
-			b, err := kafka.New(ctx, kafka.Options{
+			b, err := kafkabroker.New(ctx, kafkabroker.Options{
 				Brokers: c.ListenAddrs(), Partitions: 6, Logger: quietLogger(),
 				SessionTimeout: 10 * time.Second, HeartbeatInterval: 100 * time.Millisecond, RebalanceTimeout: 10 * time.Second,
 				CommitInterval: 100 * time.Millisecond, FetchMaxWait: 200 * time.Millisecond, RevokeWait: 2 * time.Second,

@@ -15,7 +15,7 @@ import (
 	_ "modernc.org/sqlite"
 
 	"github.com/eventkit/eventkit"
-	"github.com/eventkit/eventkit/broker/memory"
+	"github.com/eventkit/eventkit/broker/memorybroker"
 	"github.com/eventkit/eventkit/consumer"
 	"github.com/eventkit/eventkit/deadletter"
 	"github.com/eventkit/eventkit/inbox/sqlinbox"
@@ -70,7 +70,7 @@ func TestDeadLetterLifecycle(t *testing.T) {
 			}
 			t.Cleanup(func() { _, _ = db.Exec("DROP TABLE " + table) })
 
-			b := memory.New(memory.Options{})
+			b := memorybroker.New(memorybroker.Options{})
 			defer b.Close(context.Background())
 			topic := testenv.Name("orders")
 			var poisonSeen, goodSeen atomic.Int32

@@ -12,7 +12,7 @@ import (
 
 	"github.com/eventkit/eventkit"
 	"github.com/eventkit/eventkit/broker"
-	"github.com/eventkit/eventkit/broker/memory"
+	"github.com/eventkit/eventkit/broker/memorybroker"
 	"github.com/eventkit/eventkit/consumer"
 	"github.com/eventkit/eventkit/deadletter"
 	"github.com/eventkit/eventkit/inbox/sqlinbox"
@@ -32,7 +32,7 @@ func Example() {
 		panic(err)
 	}
 
-	b := memory.New(memory.Options{})
+	b := memorybroker.New(memorybroker.Options{})
 	defer b.Close(ctx)
 	subs, err := deadletter.Collect(ctx, b, store, "", "orders.dlq")
 	if err != nil {

@@ -6,7 +6,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/eventkit/eventkit"
-	"github.com/eventkit/eventkit/broker/kafka"
+	"github.com/eventkit/eventkit/broker/kafkabroker"
 	"github.com/eventkit/eventkit/debezium"
 )
 
@@ -18,7 +18,7 @@ func BenchmarkDecode(b *testing.B) {
 	ev := eventkit.New("acct.bumped", "application/json", []byte(`{"n":3,"owner":"ada lovelace"}`),
 		eventkit.WithSubject("acct-1"), eventkit.WithExtension(eventkit.SubjectSeqExtension, "3"))
 	ev.Source = "urn:acct"
-	ce := kafka.Record("acct", ev)
+	ce := kafkabroker.Record("acct", ev)
 	dbz := routerRecord("acct", ev.ID, ev.Subject, 3, 3)
 	withSchema := fixtureNamed(b, "eventkit-layout-json-converter-with-schema")
 	ws := &kgo.Record{Key: []byte(*withSchema.Key), Value: withSchema.value(b)}
@@ -29,7 +29,7 @@ func BenchmarkDecode(b *testing.B) {
 		name string
 		run  func() error
 	}{
-		{"cloudevents-baseline", func() error { _, err := kafka.DecodeRecord(ce); return err }},
+		{"cloudevents-baseline", func() error { _, err := kafkabroker.DecodeRecord(ce); return err }},
 		{"debezium-raw", func() error { _, err := debezium.Format{}.DecodeRecord(dbz); return err }},
 		{"debezium-json-schema", func() error {
 			_, err := debezium.Format{Key: debezium.JSONWithSchema, Value: debezium.JSONWithSchema, Headers: debezium.JSONWithSchema}.DecodeRecord(ws)

@@ -20,7 +20,7 @@ import (
 
 	"github.com/eventkit/eventkit"
 
-	"github.com/eventkit/eventkit/broker/kafka"
+	"github.com/eventkit/eventkit/broker/kafkabroker"
 	"github.com/eventkit/eventkit/consumer"
 	"github.com/eventkit/eventkit/debezium"
 	"github.com/eventkit/eventkit/inbox/sqlinbox"
@@ -68,10 +68,10 @@ func consumeScenario(t *testing.T, f debezium.Format, strict bool) (violations i
 		t.Fatal(err)
 	}
 	t.Cleanup(c.Close)
-	conn := func() *kafka.Broker {
+	conn := func() *kafkabroker.Broker {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
-		b, err := kafka.New(ctx, kafka.Options{
+		b, err := kafkabroker.New(ctx, kafkabroker.Options{
 			Brokers: c.ListenAddrs(), Partitions: 4, Logger: quiet(),
 			SessionTimeout: 10 * time.Second, HeartbeatInterval: 100 * time.Millisecond, RebalanceTimeout: 10 * time.Second,
 			CommitInterval: 100 * time.Millisecond, FetchMaxWait: 200 * time.Millisecond, RevokeWait: 2 * time.Second,
@@ -183,7 +183,7 @@ func consumeScenario(t *testing.T, f debezium.Format, strict bool) (violations i
 	for i := 0; i < len(recs); i += 3 {
 		recs = append(recs, recs[i])
 	}
-	own := kafka.Record(topic, eventkit.New("acct.bumped", "application/json", []byte(`{"n":1}`), eventkit.WithSubject("own")))
+	own := kafkabroker.Record(topic, eventkit.New("acct.bumped", "application/json", []byte(`{"n":1}`), eventkit.WithSubject("own")))
 	raw := &kgo.Record{Topic: topic, Key: []byte(`{"seq":1}`), Value: []byte(`{"before":null,"after":{"seq":1},"op":"c"}`)}
 	recs = append(recs, own, raw)
 	pub := conn()

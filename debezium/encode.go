@@ -15,6 +15,7 @@ import (
 
 	"github.com/eventkit/eventkit"
 	"github.com/eventkit/eventkit/broker"
+	"github.com/eventkit/eventkit/broker/adapterkit"
 )
 
 // Encoded is one message of the outbox event router as Encode builds it:
@@ -219,7 +220,7 @@ var ErrNullValue = errors.New("debezium: the router's value is null (no data, no
 //	relay := outbox.NewRelay(store, debezium.Publisher(natsBroker, f), outbox.RelayConfig{})
 //	c, err := consumer.New(debezium.Wrap(natsBroker, f), cfg)
 //
-// Publish validates the events as the adapters do (broker.ValidateEvents),
+// Publish validates the events as the adapters do (adapterkit.ValidateEvents),
 // then publishes them in order, one at a time, stopping at the first
 // failure: the events from there on are named in the *broker.PublishError.
 // An event Encode rejects fails permanently (eventkit.IsPermanent), as does
@@ -242,13 +243,13 @@ func (p *publisher) Publish(ctx context.Context, topic string, events ...eventki
 	if err := broker.ValidateName("topic", topic); err != nil {
 		return err
 	}
-	if err := broker.ValidateEvents(topic, math.MaxInt, events); err != nil {
+	if err := adapterkit.ValidateEvents(topic, math.MaxInt, events); err != nil {
 		return err
 	}
 	rp, kafka := p.b.(RecordPublisher)
 	for i, e := range events {
 		fail := func(err error) error {
-			pe := broker.FailAll(topic, events[i:], err)
+			pe := adapterkit.FailAll(topic, events[i:], err)
 			for j := range pe.Failed {
 				pe.Failed[j].Index += i
 			}

@@ -15,8 +15,8 @@ import (
 
 	"github.com/eventkit/eventkit"
 	"github.com/eventkit/eventkit/broker"
-	"github.com/eventkit/eventkit/broker/kafka"
-	"github.com/eventkit/eventkit/broker/memory"
+	"github.com/eventkit/eventkit/broker/kafkabroker"
+	"github.com/eventkit/eventkit/broker/memorybroker"
 	"github.com/eventkit/eventkit/debezium"
 )
 
@@ -178,7 +178,7 @@ func TestEncodeRejects(t *testing.T) {
 // its null value) and is named in the PublishError with those after it.
 func TestPublisherMemory(t *testing.T) {
 	ctx := testCtx(t)
-	mem := memory.New(memory.Options{})
+	mem := memorybroker.New(memorybroker.Options{})
 	defer mem.Close(ctx)
 	f := debezium.Format{Headers: debezium.JSON}
 	p, err := debezium.Publisher(mem, f)
@@ -243,7 +243,7 @@ func TestPublisherMemory(t *testing.T) {
 // TestPublisherUnsupported: a broker that can publish neither records nor
 // raw messages is refused at construction.
 func TestPublisherUnsupported(t *testing.T) {
-	mem := memory.New(memory.Options{})
+	mem := memorybroker.New(memorybroker.Options{})
 	defer mem.Close(context.Background())
 	_, err := debezium.Publisher(struct{ broker.Publisher }{mem}, debezium.Format{})
 	if !errors.Is(err, errors.ErrUnsupported) {
@@ -263,7 +263,7 @@ func TestPublisherKafka(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	b, err := kafka.New(ctx, kafka.Options{Brokers: c.ListenAddrs(), Partitions: 1, Logger: quiet(), FetchMaxWait: 200 * time.Millisecond})
+	b, err := kafkabroker.New(ctx, kafkabroker.Options{Brokers: c.ListenAddrs(), Partitions: 1, Logger: quiet(), FetchMaxWait: 200 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -298,7 +298,7 @@ func TestPublisherKafka(t *testing.T) {
 		if ev := d.Event(); !reflect.DeepEqual(normal(ev), normal(e)) {
 			t.Errorf("event %d:\n got %#v\nwant %#v", i, ev, e)
 		}
-		rec := d.(interface{ Unwrap() broker.Delivery }).Unwrap().(*kafka.Delivery).Record()
+		rec := d.(interface{ Unwrap() broker.Delivery }).Unwrap().(*kafkabroker.Delivery).Record()
 		if string(rec.Key) != e.Subject || !bytes.Equal(rec.Value, e.Data) || (e.Data == nil) != (rec.Value == nil) {
 			t.Errorf("record %d: key %q value %q, want the subject %q and the data %q", i, rec.Key, rec.Value, e.Subject, e.Data)
 		}

@@ -9,7 +9,7 @@ import (
 
 	"github.com/eventkit/eventkit"
 	"github.com/eventkit/eventkit/broker"
-	"github.com/eventkit/eventkit/broker/memory"
+	"github.com/eventkit/eventkit/broker/memorybroker"
 	"github.com/eventkit/eventkit/consumer"
 	"github.com/eventkit/eventkit/debezium"
 	"github.com/eventkit/eventkit/inbox/lruinbox"
@@ -45,7 +45,7 @@ func ExampleFormat_DecodeRecord() {
 // (headers JSON-encoded), here through the in-memory broker: the copy a
 // connector restart re-emits is dropped by the inbox.
 func ExampleWrap() {
-	mem := memory.New(memory.Options{})
+	mem := memorybroker.New(memorybroker.Options{})
 	defer mem.Close(context.Background())
 	b := debezium.Wrap(mem, debezium.Format{Headers: debezium.JSON})
 
@@ -111,7 +111,7 @@ func ExampleFormat_Encode() {
 // as the router would (here as Debezium Server's NATS JetStream sink, on the
 // in-memory broker), and consumers read them through Wrap.
 func ExamplePublisher() {
-	mem := memory.New(memory.Options{})
+	mem := memorybroker.New(memorybroker.Options{})
 	defer mem.Close(context.Background())
 	f := debezium.Format{Headers: debezium.JSON}
 	pub, err := debezium.Publisher(mem, f) // pass pub to outbox.NewRelay

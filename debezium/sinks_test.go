@@ -12,9 +12,9 @@ import (
 
 	"github.com/eventkit/eventkit"
 	"github.com/eventkit/eventkit/broker"
-	natsbroker "github.com/eventkit/eventkit/broker/nats"
-	"github.com/eventkit/eventkit/broker/rabbitmq"
-	redisbroker "github.com/eventkit/eventkit/broker/redis"
+	natsbroker "github.com/eventkit/eventkit/broker/natsbroker"
+	"github.com/eventkit/eventkit/broker/rabbitmqbroker"
+	redisbroker "github.com/eventkit/eventkit/broker/redisbroker"
 	"github.com/eventkit/eventkit/debezium"
 	"github.com/eventkit/eventkit/internal/testenv"
 )
@@ -127,7 +127,7 @@ func TestNATSJetStreamSink(t *testing.T) {
 func TestRabbitMQSink(t *testing.T) {
 	url := testenv.RabbitMQ.URL(t)
 	ctx := testCtx(t)
-	b, err := rabbitmq.New(ctx, rabbitmq.Options{URL: url})
+	b, err := rabbitmqbroker.New(ctx, rabbitmqbroker.Options{URL: url})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -153,7 +153,7 @@ func TestRabbitMQSink(t *testing.T) {
 		for k, v := range h {
 			tab[k] = v
 		}
-		dc, err := ch.PublishWithDeferredConfirmWithContext(ctx, rabbitmq.ExchangeName(topic), "s1", true, false,
+		dc, err := ch.PublishWithDeferredConfirmWithContext(ctx, rabbitmqbroker.ExchangeName(topic), "s1", true, false,
 			amqp.Publishing{Headers: tab, Body: body, DeliveryMode: amqp.Persistent})
 		if err != nil {
 			t.Fatal(err)

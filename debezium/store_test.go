@@ -22,8 +22,8 @@ import (
 	"github.com/eventkit/eventkit/debezium"
 	"github.com/eventkit/eventkit/internal/testenv"
 	"github.com/eventkit/eventkit/internal/testenv/testdb"
-	"github.com/eventkit/eventkit/outbox/mysql"
-	"github.com/eventkit/eventkit/outbox/postgres"
+	"github.com/eventkit/eventkit/outbox/mysqloutbox"
+	"github.com/eventkit/eventkit/outbox/pgoutbox"
 )
 
 // docsConnectorConfig is the Kafka Connect configuration of
@@ -205,7 +205,7 @@ func checkEncode(t *testing.T, row int, rec *kgo.Record, e eventkit.Event) {
 	}
 }
 
-// TestPostgresStoreRowsDecode: the rows outbox/postgres writes, routed as
+// TestPostgresStoreRowsDecode: the rows outbox/pgoutbox writes, routed as
 // docs/debezium.md configures the router, decode to the events added.
 func TestPostgresStoreRowsDecode(t *testing.T) {
 	url := testdb.Postgres(t)
@@ -216,7 +216,7 @@ func TestPostgresStoreRowsDecode(t *testing.T) {
 	}
 	defer pool.Close()
 	table := testenv.Name("dbz_outbox")
-	st, err := postgres.New(pool, postgres.Config{Table: table})
+	st, err := pgoutbox.New(pool, pgoutbox.Config{Table: table})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -242,7 +242,7 @@ func TestPostgresStoreRowsDecode(t *testing.T) {
 	checkRoundTrip(t, r.records(t, db, table), "acct", evs)
 }
 
-// TestMySQLStoreRowsDecode is TestPostgresStoreRowsDecode for outbox/mysql
+// TestMySQLStoreRowsDecode is TestPostgresStoreRowsDecode for outbox/mysqloutbox
 // (MEDIUMTEXT extensions, LONGBLOB data).
 func TestMySQLStoreRowsDecode(t *testing.T) {
 	db, err := sql.Open("mysql", testdb.MySQL(t))
@@ -252,7 +252,7 @@ func TestMySQLStoreRowsDecode(t *testing.T) {
 	defer db.Close()
 	ctx := context.Background()
 	table := testenv.Name("dbz_outbox")
-	st, err := mysql.New(db, mysql.Config{Table: table})
+	st, err := mysqloutbox.New(db, mysqloutbox.Config{Table: table})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -6,6 +6,7 @@ import (
 
 	"github.com/eventkit/eventkit"
 	"github.com/eventkit/eventkit/broker"
+	"github.com/eventkit/eventkit/broker/adapterkit"
 )
 
 // Wrap returns b with every subscription's deliveries decoded as the outbox
@@ -52,7 +53,7 @@ func (w *wrapped) Subscribe(ctx context.Context, topic, group string, h broker.H
 		// would see its own DecodeErr (set for every Debezium message) and
 		// Term what must be Nacked. Once settled here, the adapter's
 		// AfterHandler does nothing.
-		broker.AfterHandler(ctx, wd, err)
+		adapterkit.AfterHandler(ctx, wd, err)
 		return err
 	}, opts...)
 }

@@ -9,6 +9,7 @@ import (
 
 	"github.com/eventkit/eventkit"
 	"github.com/eventkit/eventkit/broker"
+	"github.com/eventkit/eventkit/broker/adapterkit"
 )
 
 var (
@@ -150,7 +151,7 @@ func (fb *FaultBroker) Publish(ctx context.Context, topic string, events ...even
 	}
 	fb.mu.Unlock()
 	if err != nil {
-		return broker.FailAll(topic, events, err)
+		return adapterkit.FailAll(topic, events, err)
 	}
 	return fb.inner.Publish(ctx, topic, events...)
 }

@@ -16,11 +16,11 @@ import (
 
 	"github.com/eventkit/eventkit"
 	"github.com/eventkit/eventkit/broker"
-	"github.com/eventkit/eventkit/broker/memory"
+	"github.com/eventkit/eventkit/broker/memorybroker"
 	"github.com/eventkit/eventkit/consumer"
 	"github.com/eventkit/eventkit/inbox"
 	"github.com/eventkit/eventkit/inbox/sqlinbox"
-	"github.com/eventkit/eventkit/outbox/sqlite"
+	"github.com/eventkit/eventkit/outbox/sqliteoutbox"
 )
 
 // ErrCrashBeforeCommit is the error the CrashBeforeCommit fault makes the
@@ -174,7 +174,7 @@ func RunFault(t TB, s Scenario, f Fault) (Result, error) {
 		cfg.Concurrency = max(cfg.Concurrency, f.Faults.Concurrent)
 		cfg.OrderedBySubject, cfg.StrictOrder = false, false
 	}
-	mem := memory.New(memory.Options{})
+	mem := memorybroker.New(memorybroker.Options{})
 	defer func() { _ = mem.Close(context.Background()) }()
 	fb := NewFaultBroker(mem, f.Faults)
 	cfg.DeadLetterPublisher = mem // dead letters are not the handler's concern
@@ -309,7 +309,7 @@ func openDB(t TB, s Scenario) (*sql.DB, sqlinbox.Dialect) {
 // closes it when the test ends.
 func OpenSQLite(t TB) (*sql.DB, sqlinbox.Dialect) {
 	t.Helper()
-	db, err := sql.Open("sqlite", sqlite.DSN(filepath.Join(t.TempDir(), "eventkittest.db")))
+	db, err := sql.Open("sqlite", sqliteoutbox.DSN(filepath.Join(t.TempDir(), "eventkittest.db")))
 	if err != nil {
 		t.Fatal(err)
 	}

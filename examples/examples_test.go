@@ -20,12 +20,12 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/goleak"
 
-	natsbroker "github.com/eventkit/eventkit/broker/nats"
+	natsbroker "github.com/eventkit/eventkit/broker/natsbroker"
 	"github.com/eventkit/eventkit/examples/shop"
 	"github.com/eventkit/eventkit/inbox/sqlinbox"
 	"github.com/eventkit/eventkit/internal/demo"
 	"github.com/eventkit/eventkit/internal/testenv"
-	"github.com/eventkit/eventkit/outbox/sqlite"
+	"github.com/eventkit/eventkit/outbox/sqliteoutbox"
 )
 
 var binDir string
@@ -133,7 +133,7 @@ func freeAddr(t *testing.T) string {
 }
 
 func openSQLite(t *testing.T, path string) shop.DB {
-	db, err := sql.Open("sqlite", sqlite.DSN(path))
+	db, err := sql.Open("sqlite", sqliteoutbox.DSN(path))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -11,15 +11,15 @@
 //
 //	tx, _ := pool.Begin(ctx)                              // the caller's transaction
 //	// ... business writes ...
-//	err := store.Add(ctx, tx, "orders", orderCreated)     // outbox/postgres: tx is a pgx.Tx
+//	err := store.Add(ctx, tx, "orders", orderCreated)     // outbox/pgoutbox: tx is a pgx.Tx
 //	err = tx.Commit(ctx)                                  // now, and only now, the relay sees it
 //
 //	relay := outbox.NewRelay(store, publisher, outbox.RelayConfig{})
 //	err = relay.Run(ctx)                                  // in every instance of the service
 //
-// The stores are outbox/postgres (pgx v5, Add takes a pgx.Tx; its
-// Store.SQL() writer takes a *sql.Tx on the same database), outbox/mysql and
-// outbox/sqlite (database/sql, Add takes a *sql.Tx); all pass the suites of
+// The stores are outbox/pgoutbox (pgx v5, Add takes a pgx.Tx; its
+// Store.SQL() writer takes a *sql.Tx on the same database), outbox/mysqloutbox and
+// outbox/sqliteoutbox (database/sql, Add takes a *sql.Tx); all pass the suites of
 // package outboxtest, and each embeds its migrations (store.Migrate). Add
 // validates every event before inserting anything, stores every envelope
 // field and the topic, stamps each subject's events with a gap-free sequence

@@ -12,9 +12,9 @@ import (
 
 	"github.com/eventkit/eventkit"
 	"github.com/eventkit/eventkit/broker"
-	"github.com/eventkit/eventkit/broker/memory"
+	"github.com/eventkit/eventkit/broker/memorybroker"
 	"github.com/eventkit/eventkit/outbox"
-	"github.com/eventkit/eventkit/outbox/sqlite"
+	"github.com/eventkit/eventkit/outbox/sqliteoutbox"
 )
 
 // An order service writes its order and the event about it in one
@@ -23,11 +23,11 @@ func Example() {
 	ctx := context.Background()
 	dir, _ := os.MkdirTemp("", "outbox-example")
 	defer os.RemoveAll(dir)
-	db, _ := sql.Open("sqlite", sqlite.DSN(filepath.Join(dir, "orders.db")))
+	db, _ := sql.Open("sqlite", sqliteoutbox.DSN(filepath.Join(dir, "orders.db")))
 	defer db.Close()
 	_, _ = db.Exec(`CREATE TABLE orders (id TEXT PRIMARY KEY, total INTEGER)`)
 
-	store, _ := sqlite.New(db, sqlite.Config{}) // table "eventkit_outbox"
+	store, _ := sqliteoutbox.New(db, sqliteoutbox.Config{}) // table "eventkit_outbox"
 	if err := store.Migrate(ctx); err != nil {
 		panic(err)
 	}
@@ -45,7 +45,7 @@ func Example() {
 	}
 
 	// The relay publishes to a broker (here the in-memory one).
-	mem := memory.New(memory.Options{})
+	mem := memorybroker.New(memorybroker.Options{})
 	defer mem.Close(ctx)
 	got := make(chan eventkit.Event, 1)
 	sub, _ := mem.Subscribe(ctx, "orders", "billing", broker.AutoAck(func(_ context.Context, e eventkit.Event, _ int) error {

@@ -17,8 +17,8 @@ import (
 var ErrRelaysRunning = errors.New("outbox: relays hold partition leases; stop them before changing the partition count")
 
 // Partitioned is implemented by stores whose outbox can be split into
-// partitions by a hash of the event subject (outbox/postgres and
-// outbox/mysql; set with the store's SetPartitions or `eventkit migrate
+// partitions by a hash of the event subject (outbox/pgoutbox and
+// outbox/mysqloutbox; set with the store's SetPartitions or `eventkit migrate
 // --partitions N`). A subject always maps to exactly one partition. When the
 // count is above 1, Relay.Run leads partitions instead of the whole outbox:
 // each partition has its own lease in the database, and the relays that run
@@ -326,7 +326,7 @@ func fnv32(s string) uint32 {
 }
 
 // PartitionSetter is implemented by stores whose partition count can be
-// changed (outbox/postgres, outbox/mysql): `eventkit migrate --partitions`.
+// changed (outbox/pgoutbox, outbox/mysqloutbox): `eventkit migrate --partitions`.
 type PartitionSetter interface {
 	SetPartitions(ctx context.Context, n int) error
 }

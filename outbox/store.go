@@ -146,8 +146,8 @@ type Source interface {
 	TryLock(ctx context.Context) (Lock, error)
 }
 
-// Store is the database side of the outbox, implemented by outbox/postgres,
-// outbox/mysql and outbox/sqlite (and checked by outboxtest.Run): a Source
+// Store is the database side of the outbox, implemented by outbox/pgoutbox,
+// outbox/mysqloutbox and outbox/sqliteoutbox (and checked by outboxtest.Run): a Source
 // that reads the table, plus what operators need.
 type Store interface {
 	Source
@@ -199,8 +199,8 @@ type CommitNotifier interface {
 }
 
 // Writer adds events to the outbox inside the caller's transaction of type
-// TTx (pgx.Tx for outbox/postgres, *sql.Tx for outbox/mysql and
-// outbox/sqlite). The events become visible to the relay when the
+// TTx (pgx.Tx for outbox/pgoutbox, *sql.Tx for outbox/mysqloutbox and
+// outbox/sqliteoutbox). The events become visible to the relay when the
 // transaction commits, and vanish with it on rollback.
 type Writer[TTx any] interface {
 	Add(ctx context.Context, tx TTx, topic string, events ...eventkit.Event) error

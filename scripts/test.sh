@@ -69,7 +69,7 @@ bash scripts/pgtemp.sh stop "$tmp/pg-restart"
 rabbit_restart_url=$(bash scripts/rabbitnode.sh start "$tmp/rabbit-restart" 55672)
 EVENTKIT_RABBITMQ_URL=$rabbit_restart_url EVENTKIT_RABBITMQ_RESTART=1 \
   EVENTKIT_RABBITMQ_CTL="bash $PWD/scripts/rabbitnode.sh ctl $tmp/rabbit-restart" \
-  go test -race -count=1 -run '^(TestDurableAcrossRestart|TestPublishBlocked)$' ./broker/rabbitmq
+  go test -race -count=1 -run '^(TestDurableAcrossRestart|TestPublishBlocked)$' ./broker/rabbitmqbroker
 bash scripts/rabbitnode.sh stop "$tmp/rabbit-restart"
 
 echo "== deploy/systemd unit"

@@ -14,10 +14,10 @@ import (
 	_ "modernc.org/sqlite"
 
 	"github.com/eventkit/eventkit"
-	"github.com/eventkit/eventkit/broker/memory"
+	"github.com/eventkit/eventkit/broker/memorybroker"
 	"github.com/eventkit/eventkit/consumer"
 	"github.com/eventkit/eventkit/outbox"
-	"github.com/eventkit/eventkit/outbox/sqlite"
+	"github.com/eventkit/eventkit/outbox/sqliteoutbox"
 	"github.com/eventkit/eventkit/telemetry"
 )
 
@@ -33,19 +33,19 @@ func TestTraceFromRequestToHandler(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 
-	db, err := sql.Open("sqlite", sqlite.DSN(filepath.Join(t.TempDir(), "svc.db")))
+	db, err := sql.Open("sqlite", sqliteoutbox.DSN(filepath.Join(t.TempDir(), "svc.db")))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer db.Close()
-	store, err := sqlite.New(db, sqlite.Config{})
+	store, err := sqliteoutbox.New(db, sqliteoutbox.Config{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if err := store.Migrate(ctx); err != nil {
 		t.Fatal(err)
 	}
-	b := memory.New(memory.Options{})
+	b := memorybroker.New(memorybroker.Options{})
 	defer b.Close(context.Background())
 
 	// The "HTTP request": a server span, and the event written in its tx.

@@ -26,7 +26,7 @@ import (
 
 	"github.com/eventkit/eventkit"
 	"github.com/eventkit/eventkit/broker"
-	"github.com/eventkit/eventkit/broker/kafka"
+	"github.com/eventkit/eventkit/broker/kafkabroker"
 	"github.com/eventkit/eventkit/internal/benchkit"
 	"github.com/eventkit/eventkit/internal/benchkit/benchtest"
 )
@@ -74,10 +74,10 @@ func cluster(b *testing.B, opts ...kfake.Opt) *kfake.Cluster {
 	return c
 }
 
-func newEventkit(b *testing.B, c *kfake.Cluster) *kafka.Broker {
+func newEventkit(b *testing.B, c *kfake.Cluster) *kafkabroker.Broker {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	br, err := kafka.New(ctx, kafka.Options{Brokers: c.ListenAddrs()})
+	br, err := kafkabroker.New(ctx, kafkabroker.Options{Brokers: c.ListenAddrs()})
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -1,5 +1,5 @@
 // Package outboxbench compares eventkit's transactional outbox relay
-// (outbox/postgres store + outbox.NewRelay + the broker/nats adapter) with a
+// (outbox/pgoutbox store + outbox.NewRelay + the broker/natsbroker adapter) with a
 // minimal raw relay written directly with pgx and nats.go, and with
 // Watermill's outbox path (watermill-sql v4 publisher in transactions + the
 // watermill forwarder component draining to a watermill-nats JetStream
@@ -30,12 +30,12 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/eventkit/eventkit"
-	natsbroker "github.com/eventkit/eventkit/broker/nats"
+	natsbroker "github.com/eventkit/eventkit/broker/natsbroker"
 	"github.com/eventkit/eventkit/internal/benchkit"
 	"github.com/eventkit/eventkit/internal/benchkit/benchtest"
 	"github.com/eventkit/eventkit/internal/testenv"
 	"github.com/eventkit/eventkit/outbox"
-	"github.com/eventkit/eventkit/outbox/postgres"
+	"github.com/eventkit/eventkit/outbox/pgoutbox"
 )
 
 var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -82,9 +82,9 @@ func newEnv(b *testing.B) *env {
 }
 
 // newStore creates a migrated eventkit outbox table, dropped afterwards.
-func (e *env) newStore(b *testing.B) *postgres.Store {
+func (e *env) newStore(b *testing.B) *pgoutbox.Store {
 	table := testenv.Name("obench")
-	s, err := postgres.New(e.pool, postgres.Config{Table: table})
+	s, err := pgoutbox.New(e.pool, pgoutbox.Config{Table: table})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -99,7 +99,7 @@ func (e *env) newStore(b *testing.B) *postgres.Store {
 
 // fill writes n events into s with Store.Add, txSize per transaction, as an
 // application would.
-func (e *env) fill(b *testing.B, s *postgres.Store, topic string, n int) {
+func (e *env) fill(b *testing.B, s *pgoutbox.Store, topic string, n int) {
 	ctx := context.Background()
 	for i := 0; i < n; i += txSize {
 		evs := make([]eventkit.Event, min(txSize, n-i))

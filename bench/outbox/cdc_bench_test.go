@@ -19,13 +19,13 @@ import (
 
 	"github.com/eventkit/eventkit"
 	"github.com/eventkit/eventkit/broker"
-	natsbroker "github.com/eventkit/eventkit/broker/nats"
+	natsbroker "github.com/eventkit/eventkit/broker/natsbroker"
 	"github.com/eventkit/eventkit/internal/benchkit"
 	"github.com/eventkit/eventkit/internal/benchkit/benchtest"
 	"github.com/eventkit/eventkit/internal/testenv"
 	"github.com/eventkit/eventkit/outbox"
 	"github.com/eventkit/eventkit/outbox/pgcdc"
-	"github.com/eventkit/eventkit/outbox/postgres"
+	"github.com/eventkit/eventkit/outbox/pgoutbox"
 )
 
 // cdcDrainEvents is the events per drain of BenchmarkCDCDrain.
@@ -38,7 +38,7 @@ const cdcDrainEvents = 50_000
 // rows written by Store.Add in transactions of txSize.
 type outboxRun struct {
 	e           *env
-	store       *postgres.Store
+	store       *pgoutbox.Store
 	topic       string // eventkit topic
 	stream      string // the raw relays' stream
 	slot, pub   string // CDC only
@@ -50,7 +50,7 @@ type outboxRun struct {
 func (e *env) newRun(ctx context.Context, cdc bool) (*outboxRun, error) {
 	r := &outboxRun{e: e, cdc: cdc, topic: testenv.Name("ekob"), stream: strings.ToUpper(testenv.Name("OBENCH_RAW"))}
 	table := testenv.Name("obench")
-	s, err := postgres.New(e.pool, postgres.Config{Table: table})
+	s, err := pgoutbox.New(e.pool, pgoutbox.Config{Table: table})
 	if err != nil {
 		return nil, err
 	}

@@ -31,7 +31,7 @@ import (
 
 	"github.com/eventkit/eventkit"
 	"github.com/eventkit/eventkit/broker"
-	"github.com/eventkit/eventkit/broker/rabbitmq"
+	"github.com/eventkit/eventkit/broker/rabbitmqbroker"
 	"github.com/eventkit/eventkit/internal/benchkit"
 	"github.com/eventkit/eventkit/internal/benchkit/benchtest"
 )
@@ -160,8 +160,8 @@ func watermillMessages(n int) []*message.Message {
 	return msgs
 }
 
-func eventkitBroker(b *testing.B) *rabbitmq.Broker {
-	k, err := rabbitmq.New(context.Background(), rabbitmq.Options{URL: url(b)})
+func eventkitBroker(b *testing.B) *rabbitmqbroker.Broker {
+	k, err := rabbitmqbroker.New(context.Background(), rabbitmqbroker.Options{URL: url(b)})
 	if err != nil {
 		b.Skipf("no RabbitMQ: %v", err)
 	}

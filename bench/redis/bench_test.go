@@ -31,7 +31,7 @@ import (
 
 	"github.com/eventkit/eventkit"
 	"github.com/eventkit/eventkit/broker"
-	redisbroker "github.com/eventkit/eventkit/broker/redis"
+	redisbroker "github.com/eventkit/eventkit/broker/redisbroker"
 	"github.com/eventkit/eventkit/internal/benchkit"
 	"github.com/eventkit/eventkit/internal/benchkit/benchtest"
 )

@@ -13,6 +13,7 @@ import (
 
 	"github.com/eventkit/eventkit"
 	"github.com/eventkit/eventkit/broker"
+	"github.com/eventkit/eventkit/broker/adapterkit"
 	"github.com/eventkit/eventkit/consumer"
 )
 
@@ -25,7 +26,7 @@ const oversizeLimit = 4096
 // raw client, reaches the consumer runtime as a delivery with a DecodeErr
 // wrapping a *eventkit.SizeError; the runtime dead-letters it at once
 // (reason undecodable, the size error as its error text, at most
-// broker.TooLargeKeep bytes of the body), it is not redelivered, and the
+// adapterkit.TooLargeKeep bytes of the body), it is not redelivered, and the
 // event published after it is handled, as is the largest event Publish
 // accepts (the consume-side check allows for the binding's header names).
 func (s *suite) oversized(t *testing.T) {
@@ -120,8 +121,8 @@ func (s *suite) oversized(t *testing.T) {
 	if want := fmt.Sprintf("over the limit of %d bytes", oversizeLimit); !strings.Contains(info.Error, want) || !strings.Contains(info.Error, "on consume") {
 		t.Errorf("dead letter error %q does not say %q, on consume", info.Error, want)
 	}
-	if n := len(r.ev.Data); n == 0 || n > broker.TooLargeKeep || !bytes.Equal(r.ev.Data, body[:n]) {
-		t.Errorf("dead letter keeps %d bytes of the %d-byte body, want a prefix of at most %d", n, len(body), broker.TooLargeKeep)
+	if n := len(r.ev.Data); n == 0 || n > adapterkit.TooLargeKeep || !bytes.Equal(r.ev.Data, body[:n]) {
+		t.Errorf("dead letter keeps %d bytes of the %d-byte body, want a prefix of at most %d", n, len(body), adapterkit.TooLargeKeep)
 	}
 	deadline := time.Now().Add(s.cfg.Timeout)
 	for {

@@ -18,10 +18,10 @@ import (
 	_ "modernc.org/sqlite"
 
 	"github.com/eventkit/eventkit"
-	natsbroker "github.com/eventkit/eventkit/broker/nats"
+	natsbroker "github.com/eventkit/eventkit/broker/natsbroker"
 	"github.com/eventkit/eventkit/internal/testenv"
 	"github.com/eventkit/eventkit/internal/testenv/testdb"
-	"github.com/eventkit/eventkit/outbox/postgres"
+	"github.com/eventkit/eventkit/outbox/pgoutbox"
 )
 
 var snakeKey = regexp.MustCompile(`^[a-z][a-z0-9]*(_[a-z0-9]+)*$`)
@@ -163,7 +163,7 @@ func TestJSONStyle(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer pool.Close()
-	ob, err := postgres.New(pool, postgres.Config{})
+	ob, err := pgoutbox.New(pool, pgoutbox.Config{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -16,8 +16,8 @@ import (
 	"golang.org/x/term"
 
 	"github.com/eventkit/eventkit/broker"
-	natsbroker "github.com/eventkit/eventkit/broker/nats"
-	"github.com/eventkit/eventkit/broker/nats/natsembed"
+	natsbroker "github.com/eventkit/eventkit/broker/natsbroker"
+	"github.com/eventkit/eventkit/broker/natsbroker/natsembed"
 	"github.com/eventkit/eventkit/connect"
 	"github.com/eventkit/eventkit/examples/shop"
 	"github.com/eventkit/eventkit/internal/demo"

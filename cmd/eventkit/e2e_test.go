@@ -20,11 +20,11 @@ import (
 
 	"github.com/eventkit/eventkit"
 	"github.com/eventkit/eventkit/broker"
-	natsbroker "github.com/eventkit/eventkit/broker/nats"
+	natsbroker "github.com/eventkit/eventkit/broker/natsbroker"
 	"github.com/eventkit/eventkit/consumer"
 	"github.com/eventkit/eventkit/internal/testenv"
 	"github.com/eventkit/eventkit/outbox"
-	"github.com/eventkit/eventkit/outbox/postgres"
+	"github.com/eventkit/eventkit/outbox/pgoutbox"
 )
 
 var bin string
@@ -187,7 +187,7 @@ func TestBadInput(t *testing.T) {
 // URL flags that point eventkit at it.
 type pgFixture struct {
 	pool  *pgxpool.Pool
-	store *postgres.Store
+	store *pgoutbox.Store
 	flags []string
 	nats  string
 }
@@ -220,7 +220,7 @@ func newPGOn(t *testing.T, url, prefix string) *pgFixture {
 			_, _ = pool.Exec(context.Background(), fmt.Sprintf(`DROP TABLE IF EXISTS %[1]s_outbox, %[1]s_outbox_migrations, %[1]s_outbox_subject_seq, %[1]s_inbox, %[1]s_inbox_positions, %[1]s_dlq; DROP FUNCTION IF EXISTS %[1]s_outbox_notify()`, prefix))
 		})
 	}
-	f.store, err = postgres.New(pool, postgres.Config{Table: table})
+	f.store, err = pgoutbox.New(pool, pgoutbox.Config{Table: table})
 	if err != nil {
 		t.Fatal(err)
 	}

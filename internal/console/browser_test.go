@@ -18,7 +18,7 @@ import (
 
 	"github.com/eventkit/eventkit"
 	"github.com/eventkit/eventkit/broker"
-	natsbroker "github.com/eventkit/eventkit/broker/nats"
+	natsbroker "github.com/eventkit/eventkit/broker/natsbroker"
 	"github.com/eventkit/eventkit/connect"
 	"github.com/eventkit/eventkit/consumer"
 	"github.com/eventkit/eventkit/deadletter"

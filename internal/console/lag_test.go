@@ -11,7 +11,7 @@ import (
 
 	"github.com/eventkit/eventkit"
 	"github.com/eventkit/eventkit/broker"
-	redisbroker "github.com/eventkit/eventkit/broker/redis"
+	redisbroker "github.com/eventkit/eventkit/broker/redisbroker"
 	"github.com/eventkit/eventkit/connect"
 	"github.com/eventkit/eventkit/internal/console"
 	"github.com/eventkit/eventkit/internal/testenv"

@@ -162,7 +162,7 @@ func (c *Console) groups(ctx context.Context) []string {
 }
 
 // leader says who holds the outbox's leadership lock (the advisory lock
-// outbox/postgres documents: FNV-1a of "eventkit.outbox:"+table).
+// outbox/pgoutbox documents: FNV-1a of "eventkit.outbox:"+table).
 func (c *Console) leader(ctx context.Context) string {
 	h := fnv.New64a()
 	_, _ = h.Write([]byte("eventkit.outbox:" + c.cfg.OutboxTable))

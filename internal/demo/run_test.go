@@ -11,8 +11,8 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/eventkit/eventkit"
-	"github.com/eventkit/eventkit/broker/memory"
-	"github.com/eventkit/eventkit/broker/nats/natsembed"
+	"github.com/eventkit/eventkit/broker/memorybroker"
+	"github.com/eventkit/eventkit/broker/natsbroker/natsembed"
 	"github.com/eventkit/eventkit/connect"
 	"github.com/eventkit/eventkit/examples/shop"
 	"github.com/eventkit/eventkit/internal/demo"
@@ -116,7 +116,7 @@ func TestRunDebeziumRelayFormat(t *testing.T) {
 // anything runs.
 func TestRunRelayFormatUnknown(t *testing.T) {
 	ctx := context.Background()
-	mem := memory.New(memory.Options{})
+	mem := memorybroker.New(memorybroker.Options{})
 	defer mem.Close(ctx)
 	_, err := demo.Run(ctx, demo.Config{Orders: 1, Broker: mem, Stores: stores(t, t.TempDir()), RelayFormat: "avro"})
 	if err == nil || !strings.Contains(err.Error(), "unknown relay format") {

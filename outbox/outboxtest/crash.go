@@ -11,7 +11,7 @@ import (
 
 	"github.com/eventkit/eventkit"
 	"github.com/eventkit/eventkit/broker"
-	"github.com/eventkit/eventkit/broker/memory"
+	"github.com/eventkit/eventkit/broker/memorybroker"
 )
 
 // CrashConfig sizes a crash test.
@@ -51,7 +51,7 @@ func Crash(t *testing.T, h Harness, cfg CrashConfig) {
 	ctx, cancelAll := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancelAll()
 
-	mem := memory.New(memory.Options{})
+	mem := memorybroker.New(memorybroker.Options{})
 	defer func() { _ = mem.Close(context.Background()) }()
 	var mu sync.Mutex
 	var got []eventkit.Event

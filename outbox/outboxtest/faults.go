@@ -10,6 +10,7 @@ import (
 
 	"github.com/eventkit/eventkit"
 	"github.com/eventkit/eventkit/broker"
+	"github.com/eventkit/eventkit/broker/adapterkit"
 )
 
 // FaultPublisher wraps a Publisher and fails chosen events on their first
@@ -62,7 +63,7 @@ func (f *FaultPublisher) Publish(ctx context.Context, topic string, events ...ev
 		if err := f.Next.Publish(ctx, topic, pass...); err != nil {
 			var npe *broker.PublishError
 			if !errors.As(err, &npe) {
-				return broker.FailAll(topic, events, err)
+				return adapterkit.FailAll(topic, events, err)
 			}
 			for _, x := range npe.Failed {
 				if x.Index >= 0 && x.Index < len(idx) {

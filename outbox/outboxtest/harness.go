@@ -18,6 +18,7 @@ import (
 
 	"github.com/eventkit/eventkit"
 	"github.com/eventkit/eventkit/broker"
+	"github.com/eventkit/eventkit/broker/adapterkit"
 	"github.com/eventkit/eventkit/outbox"
 )
 
@@ -95,9 +96,9 @@ type Recorder struct {
 // Publish implements broker.Publisher.
 func (r *Recorder) Publish(ctx context.Context, topic string, events ...eventkit.Event) error {
 	if err := ctx.Err(); err != nil {
-		return broker.FailAll(topic, events, err)
+		return adapterkit.FailAll(topic, events, err)
 	}
-	if err := broker.ValidateEvents(topic, 0, events); err != nil {
+	if err := adapterkit.ValidateEvents(topic, 0, events); err != nil {
 		return err
 	}
 	r.mu.Lock()
@@ -109,7 +110,7 @@ func (r *Recorder) Publish(ctx context.Context, topic string, events ...eventkit
 		if err := fail(topic, events); err != nil {
 			pe, ok := err.(*broker.PublishError)
 			if !ok {
-				return broker.FailAll(topic, events, err)
+				return adapterkit.FailAll(topic, events, err)
 			}
 			failed = map[int]bool{}
 			for _, ix := range pe.FailedIndexes() {

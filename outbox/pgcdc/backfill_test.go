@@ -16,7 +16,7 @@ import (
 	"github.com/eventkit/eventkit/outbox"
 	"github.com/eventkit/eventkit/outbox/outboxtest"
 	"github.com/eventkit/eventkit/outbox/pgcdc"
-	"github.com/eventkit/eventkit/outbox/postgres"
+	"github.com/eventkit/eventkit/outbox/pgoutbox"
 )
 
 // TestBackfillRowsBeforeSlot: rows committed before the slot exists are not
@@ -26,7 +26,7 @@ func TestBackfillRowsBeforeSlot(t *testing.T) {
 	table := tableName()
 	sent := map[string][]string{}
 	add := func(ctx context.Context, pool *pgxpool.Pool, from, to int) {
-		st, err := postgres.New(pool, postgres.Config{Table: table})
+		st, err := pgoutbox.New(pool, pgoutbox.Config{Table: table})
 		if err != nil {
 			t.Fatal(err)
 		}

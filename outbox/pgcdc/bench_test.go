@@ -20,8 +20,8 @@ import (
 
 	"github.com/eventkit/eventkit"
 	"github.com/eventkit/eventkit/broker"
-	"github.com/eventkit/eventkit/broker/memory"
-	natsbroker "github.com/eventkit/eventkit/broker/nats"
+	"github.com/eventkit/eventkit/broker/memorybroker"
+	natsbroker "github.com/eventkit/eventkit/broker/natsbroker"
 	"github.com/eventkit/eventkit/internal/testenv"
 	"github.com/eventkit/eventkit/outbox/pgcdc"
 )
@@ -69,7 +69,7 @@ func (e *env) preinsert(topic string, n, size int) {
 
 // BenchmarkDrain measures draining 100,000 pre-inserted 1 KB events from a
 // slot to a publisher: the memory broker (pgcdc-memory) and NATS JetStream
-// through broker/nats (pgcdc-nats, if NATS is up). Baselines measured in
+// through broker/natsbroker (pgcdc-nats, if NATS is up). Baselines measured in
 // the same run on the same WAL or the same server: raw-pglogrepl-read
 // (pglogrepl alone: stream the inserts through another slot and parse them
 // with pglogrepl.Parse, no publishing), raw-memory-publish (the memory
@@ -119,7 +119,7 @@ func BenchmarkDrain(b *testing.B) {
 			evs[i] = eventkit.New("bench.event", "application/json", payload, eventkit.WithSubject("s"))
 		}
 		for range b.N {
-			mem := memory.New(memory.Options{})
+			mem := memorybroker.New(memorybroker.Options{})
 			start := time.Now()
 			for done := 0; done < total; done += len(evs) {
 				if err := mem.Publish(ctx, "bench", evs...); err != nil {
@@ -134,7 +134,7 @@ func BenchmarkDrain(b *testing.B) {
 		if b.N > 1 {
 			b.Skip("the events drain once: use -benchtime 1x")
 		}
-		mem := memory.New(memory.Options{})
+		mem := memorybroker.New(memorybroker.Options{})
 		defer mem.Close(ctx) //nolint:errcheck
 		b.ReportMetric(drain(b, e, e.cfg, &counting{next: mem}, total), "events/s")
 	})
@@ -288,7 +288,7 @@ func BenchmarkLatency(b *testing.B) {
 	raw := newRawReceiver(b, e, rawSlot)
 	defer raw.stop()
 
-	mem := memory.New(memory.Options{})
+	mem := memorybroker.New(memorybroker.Options{})
 	defer mem.Close(ctx) //nolint:errcheck
 	pub := &counting{next: mem, stamp: make(map[string]time.Time, total)}
 	r, err := pgcdc.New(e.pool, pub, e.cfg)

@@ -13,11 +13,11 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
-	natsbroker "github.com/eventkit/eventkit/broker/nats"
+	natsbroker "github.com/eventkit/eventkit/broker/natsbroker"
 	"github.com/eventkit/eventkit/internal/testenv"
 	"github.com/eventkit/eventkit/outbox"
 	"github.com/eventkit/eventkit/outbox/pgcdc"
-	"github.com/eventkit/eventkit/outbox/postgres"
+	"github.com/eventkit/eventkit/outbox/pgoutbox"
 )
 
 // benchRounds is BENCH_ROUNDS, or def.
@@ -98,7 +98,7 @@ func BenchmarkDrainCDCvsPolling(b *testing.B) {
 			}
 			relay, delivered = rr, func() int64 { return rr.Stats().Delivered }
 		} else {
-			s, err := postgres.New(pollEnv.pool, postgres.Config{Table: pollEnv.cfg.Table})
+			s, err := pgoutbox.New(pollEnv.pool, pgoutbox.Config{Table: pollEnv.cfg.Table})
 			if err != nil {
 				b.Fatal(err)
 			}

@@ -46,7 +46,7 @@ var (
 // Config configures a Relay. The zero value gives the defaults.
 type Config struct {
 	// Table is the outbox table, optionally schema-qualified, as given to
-	// outbox/postgres. Default outbox.DefaultTable.
+	// outbox/pgoutbox. Default outbox.DefaultTable.
 	Table string
 	// Slot is the logical replication slot. Slot names are cluster-wide, so
 	// the default is scoped to the database and the table:

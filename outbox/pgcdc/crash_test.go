@@ -11,7 +11,7 @@ import (
 	"time"
 
 	"github.com/eventkit/eventkit"
-	"github.com/eventkit/eventkit/broker/memory"
+	"github.com/eventkit/eventkit/broker/memorybroker"
 	"github.com/eventkit/eventkit/outbox/outboxtest"
 	"github.com/eventkit/eventkit/outbox/pgcdc"
 )
@@ -66,7 +66,7 @@ func (e *env) killWalsender(slot string) {
 func TestCrashRestart(t *testing.T) {
 	const total = 10000
 	e := newEnv(t)
-	mem := memory.New(memory.Options{})
+	mem := memorybroker.New(memorybroker.Options{})
 	t.Cleanup(func() { _ = mem.Close(context.Background()) })
 	rec := &outboxtest.Recorder{Next: mem}
 	slot := e.slot

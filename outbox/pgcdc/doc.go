@@ -15,7 +15,7 @@
 //	st, _ := relay.Status(ctx) // slot lag, WAL retained, rows left
 //	_ = relay.Teardown(ctx)   // drop slot and publication
 //
-// The table is the one outbox/postgres creates and writes (Store.Add inside
+// The table is the one outbox/pgoutbox creates and writes (Store.Add inside
 // the caller's transaction); nothing changes for the writer. The CLI's
 // `eventkit relay --mode cdc` calls Setup and then Run. It reads the
 // table's inserts from a logical replication slot (pgoutput, through

@@ -10,12 +10,12 @@ import (
 
 	"github.com/eventkit/eventkit"
 	"github.com/eventkit/eventkit/broker"
-	"github.com/eventkit/eventkit/broker/memory"
+	"github.com/eventkit/eventkit/broker/memorybroker"
 	"github.com/eventkit/eventkit/outbox/pgcdc"
-	"github.com/eventkit/eventkit/outbox/postgres"
+	"github.com/eventkit/eventkit/outbox/pgoutbox"
 )
 
-// The writer side is the plain outbox/postgres store; the CDC relay reads
+// The writer side is the plain outbox/pgoutbox store; the CDC relay reads
 // its inserts from a replication slot. (Compiled, not run: it needs a
 // PostgreSQL server with wal_level=logical; TestRoundTripAndCleanup runs
 // the same flow.)
@@ -26,12 +26,12 @@ func Example() {
 		log.Fatal(err)
 	}
 	defer pool.Close()
-	store, _ := postgres.New(pool, postgres.Config{Table: "orders_outbox"})
+	store, _ := pgoutbox.New(pool, pgoutbox.Config{Table: "orders_outbox"})
 	if err := store.Migrate(ctx); err != nil {
 		log.Fatal(err)
 	}
 
-	mem := memory.New(memory.Options{})
+	mem := memorybroker.New(memorybroker.Options{})
 	defer mem.Close(ctx)
 	relay, _ := pgcdc.New(pool, mem, pgcdc.Config{Table: "orders_outbox"})
 	// Once (`eventkit relay --mode cdc` does it at start): the publication

@@ -14,7 +14,7 @@ import (
 
 	"github.com/eventkit/eventkit"
 	"github.com/eventkit/eventkit/broker"
-	natsbroker "github.com/eventkit/eventkit/broker/nats"
+	natsbroker "github.com/eventkit/eventkit/broker/natsbroker"
 	"github.com/eventkit/eventkit/internal/testenv"
 	"github.com/eventkit/eventkit/outbox"
 	"github.com/eventkit/eventkit/outbox/pgcdc"

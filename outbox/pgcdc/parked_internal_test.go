@@ -10,7 +10,7 @@ import (
 	"github.com/eventkit/eventkit"
 	"github.com/eventkit/eventkit/internal/testenv"
 	"github.com/eventkit/eventkit/outbox"
-	"github.com/eventkit/eventkit/outbox/postgres"
+	"github.com/eventkit/eventkit/outbox/pgoutbox"
 )
 
 // TestStreamedRowParkedMeanwhileStaysParked: the stream hands over a row
@@ -26,7 +26,7 @@ func TestStreamedRowParkedMeanwhileStaysParked(t *testing.T) {
 	}
 	defer pool.Close()
 	table := testenv.Name("cdcparked")
-	store, err := postgres.New(pool, postgres.Config{Table: table})
+	store, err := pgoutbox.New(pool, pgoutbox.Config{Table: table})
 	if err != nil {
 		t.Fatal(err)
 	}

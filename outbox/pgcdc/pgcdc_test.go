@@ -23,12 +23,12 @@ import (
 
 	"github.com/eventkit/eventkit"
 	"github.com/eventkit/eventkit/broker"
-	"github.com/eventkit/eventkit/broker/memory"
+	"github.com/eventkit/eventkit/broker/memorybroker"
 	"github.com/eventkit/eventkit/internal/testenv"
 	"github.com/eventkit/eventkit/outbox"
 	"github.com/eventkit/eventkit/outbox/outboxtest"
 	"github.com/eventkit/eventkit/outbox/pgcdc"
-	"github.com/eventkit/eventkit/outbox/postgres"
+	"github.com/eventkit/eventkit/outbox/pgoutbox"
 )
 
 // Test tables, slots and publications are named cdct_<random>, so that a
@@ -82,7 +82,7 @@ func tableName() string { return testenv.Name(fmt.Sprintf("%s_%x", prefix, time.
 type env struct {
 	t     testing.TB
 	pool  *pgxpool.Pool
-	store *postgres.Store
+	store *pgoutbox.Store
 	cfg   pgcdc.Config
 	// slot and pub are the relay's default names, resolved by Setup.
 	slot, pub string
@@ -117,7 +117,7 @@ func newEnv(t testing.TB) *env {
 func newEnvOn(t testing.TB, url, table string, prepare ...func(*pgxpool.Pool)) *env {
 	t.Helper()
 	pool := newPoolOn(t, url)
-	store, err := postgres.New(pool, postgres.Config{Table: table})
+	store, err := pgoutbox.New(pool, pgoutbox.Config{Table: table})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -351,7 +351,7 @@ func TestSetupTeardownIdempotent(t *testing.T) {
 
 func TestRoundTripAndCleanup(t *testing.T) {
 	e := newEnv(t)
-	rec := &outboxtest.Recorder{Next: memory.New(memory.Options{})}
+	rec := &outboxtest.Recorder{Next: memorybroker.New(memorybroker.Options{})}
 	r := e.relay(rec)
 	start(t, r)
 	tm := time.Date(2026, 1, 2, 3, 4, 5, 123456789, time.UTC)

@@ -17,7 +17,7 @@ import (
 	"github.com/eventkit/eventkit/broker"
 	"github.com/eventkit/eventkit/outbox"
 	"github.com/eventkit/eventkit/outbox/internal/sqlutil"
-	"github.com/eventkit/eventkit/outbox/postgres"
+	"github.com/eventkit/eventkit/outbox/pgoutbox"
 )
 
 // Relay streams committed outbox inserts from a logical replication slot to
@@ -28,7 +28,7 @@ type Relay struct {
 	pool  *pgxpool.Pool
 	pub   broker.Publisher
 	cfg   Config
-	store *postgres.Store
+	store *pgoutbox.Store
 
 	schema, base string
 	names        sync.Mutex // guards the resolution of cfg.Slot and cfg.Publication (setup.go)
@@ -54,7 +54,7 @@ func New(pool *pgxpool.Pool, pub broker.Publisher, cfg Config) (*Relay, error) {
 	if err != nil {
 		return nil, err
 	}
-	store, err := postgres.New(pool, postgres.Config{Table: c.Table, Logger: c.Logger})
+	store, err := pgoutbox.New(pool, pgoutbox.Config{Table: c.Table, Logger: c.Logger})
 	if err != nil {
 		return nil, err
 	}
@@ -70,7 +70,7 @@ func New(pool *pgxpool.Pool, pub broker.Publisher, cfg Config) (*Relay, error) {
 }
 
 // queries are the statements of the stream's completions and failures.
-// They are outbox/postgres's with "AND parked_at IS NULL": the stream can
+// They are outbox/pgoutbox's with "AND parked_at IS NULL": the stream can
 // hand over a row that was parked meanwhile (by a previous leader still
 // finishing, say), and that row stays parked (Requeue gives it back, and
 // the backfill then delivers it); it is never deleted, marked delivered,
@@ -162,7 +162,7 @@ func (r *Relay) advance(lsn pglogrepl.LSN) {
 // outbox.ErrNoTable, outbox.ErrTableShape, ErrSlotNotFound,
 // ErrPublicationNotFound or ErrMismatch at once), then runs the relay
 // engine: it takes the outbox's leadership lock (the one the polling relay
-// of outbox/postgres takes, so a polling relay and a CDC relay never run at
+// of outbox/pgoutbox takes, so a polling relay and a CDC relay never run at
 // once on a table, and further CDC relays stand by), streams from the slot
 // while it holds it, and reconnects with backoff when the replication
 // connection breaks. It returns ErrSlotNotFound if the slot is dropped while

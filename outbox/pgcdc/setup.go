@@ -19,7 +19,7 @@ import (
 // exist. It is idempotent and safe to call concurrently. It fails with
 // ErrMismatch if an object of that name exists but does not fit (a slot of
 // another database, another plugin, a publication without the table), and
-// if the outbox table does not exist (run the outbox/postgres migrations
+// if the outbox table does not exist (run the outbox/pgoutbox migrations
 // first).
 //
 // Events committed before the slot exists are not in its stream: the relay

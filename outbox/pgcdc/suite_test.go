@@ -11,14 +11,14 @@ import (
 	"github.com/eventkit/eventkit/outbox"
 	"github.com/eventkit/eventkit/outbox/outboxtest"
 	"github.com/eventkit/eventkit/outbox/pgcdc"
-	"github.com/eventkit/eventkit/outbox/postgres"
+	"github.com/eventkit/eventkit/outbox/pgoutbox"
 )
 
 // harness is a Postgres outbox table for the shared suites.
 func harness(t *testing.T) outboxtest.Harness {
 	pool := newPool(t)
 	table := tableName()
-	s, err := postgres.New(pool, postgres.Config{Table: table, LockCheckInterval: 100 * time.Millisecond})
+	s, err := pgoutbox.New(pool, pgoutbox.Config{Table: table, LockCheckInterval: 100 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -49,7 +49,7 @@ func harness(t *testing.T) outboxtest.Harness {
 			return outboxtest.NewTx[pgx.Tx](s, tx, tx.Commit, tx.Rollback), nil
 		},
 		NewStore: func(t *testing.T) outbox.Store {
-			s2, err := postgres.New(newPool(t), postgres.Config{Table: table, LockCheckInterval: 100 * time.Millisecond})
+			s2, err := pgoutbox.New(newPool(t), pgoutbox.Config{Table: table, LockCheckInterval: 100 * time.Millisecond})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -63,7 +63,7 @@ func harness(t *testing.T) outboxtest.Harness {
 // up first and dropped with t.
 var cdcRelay = outboxtest.RelayFactory{Streams: true,
 	New: func(t testing.TB, h outboxtest.Harness, pub broker.Publisher, cfg outbox.RelayConfig) *outbox.Relay {
-		st := h.Store.(*postgres.Store)
+		st := h.Store.(*pgoutbox.Store)
 		r, err := pgcdc.New(st.Pool(), pub, pgcdc.Config{Table: st.Table(), FeedbackInterval: 100 * time.Millisecond, RelayConfig: cfg})
 		if err != nil {
 			t.Fatal(err)

@@ -22,10 +22,10 @@ import (
 
 	"github.com/eventkit/eventkit"
 	"github.com/eventkit/eventkit/broker"
-	"github.com/eventkit/eventkit/broker/kafka"
-	natsbroker "github.com/eventkit/eventkit/broker/nats"
-	"github.com/eventkit/eventkit/broker/rabbitmq"
-	redisbroker "github.com/eventkit/eventkit/broker/redis"
+	"github.com/eventkit/eventkit/broker/kafkabroker"
+	natsbroker "github.com/eventkit/eventkit/broker/natsbroker"
+	"github.com/eventkit/eventkit/broker/rabbitmqbroker"
+	redisbroker "github.com/eventkit/eventkit/broker/redisbroker"
 	"github.com/eventkit/eventkit/connect"
 	"github.com/eventkit/eventkit/consumer"
 	"github.com/eventkit/eventkit/inbox/sqlinbox"
@@ -301,11 +301,11 @@ func openBroker(ctx context.Context, kind, url string, log *slog.Logger) (broker
 			b, err = natsbroker.Connect(cctx, url, natsbroker.Options{Name: "chaos", Logger: log,
 				NATSOptions: []nats.Option{nats.MaxReconnects(-1), nats.ReconnectWait(100 * time.Millisecond)}})
 		case "rabbitmq":
-			b, err = rabbitmq.New(cctx, rabbitmq.Options{URL: url, Logger: log})
+			b, err = rabbitmqbroker.New(cctx, rabbitmqbroker.Options{URL: url, Logger: log})
 		case "redis":
 			b, err = redisbroker.New(cctx, redisbroker.Options{URL: url})
 		case "kafka":
-			b, err = kafka.New(cctx, kafka.Options{Brokers: []string{url}, Logger: log,
+			b, err = kafkabroker.New(cctx, kafkabroker.Options{Brokers: []string{url}, Logger: log,
 				SessionTimeout: 6 * time.Second, HeartbeatInterval: 500 * time.Millisecond, RebalanceTimeout: 10 * time.Second,
 				RevokeWait: 2 * time.Second})
 		default:

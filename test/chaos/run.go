@@ -22,10 +22,10 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/eventkit/eventkit/broker"
-	"github.com/eventkit/eventkit/broker/kafka"
-	natsbroker "github.com/eventkit/eventkit/broker/nats"
-	"github.com/eventkit/eventkit/broker/rabbitmq"
-	redisbroker "github.com/eventkit/eventkit/broker/redis"
+	"github.com/eventkit/eventkit/broker/kafkabroker"
+	natsbroker "github.com/eventkit/eventkit/broker/natsbroker"
+	"github.com/eventkit/eventkit/broker/rabbitmqbroker"
+	redisbroker "github.com/eventkit/eventkit/broker/redisbroker"
 	"github.com/eventkit/eventkit/connect"
 	"github.com/eventkit/eventkit/consumer"
 	"github.com/eventkit/eventkit/inbox/sqlinbox"
@@ -602,9 +602,9 @@ func cleanupBroker(ctx context.Context, b broker.Broker, n names) {
 				_ = b.DeleteTopic(ctx, t)
 			case *redisbroker.Broker:
 				_ = b.DeleteTopic(ctx, t)
-			case *rabbitmq.Broker:
+			case *rabbitmqbroker.Broker:
 				_ = b.DeleteTopology(ctx, t, n.group(), consumer.DefaultDeadLetterGroup)
-			case *kafka.Broker:
+			case *kafkabroker.Broker:
 				_ = b.DeleteTopic(ctx, t, n.group(), consumer.DefaultDeadLetterGroup)
 			}
 		}

@@ -17,9 +17,9 @@ import (
 
 	"github.com/eventkit/eventkit"
 	"github.com/eventkit/eventkit/broker"
-	"github.com/eventkit/eventkit/broker/kafka"
-	natsbroker "github.com/eventkit/eventkit/broker/nats"
-	redisbroker "github.com/eventkit/eventkit/broker/redis"
+	"github.com/eventkit/eventkit/broker/kafkabroker"
+	natsbroker "github.com/eventkit/eventkit/broker/natsbroker"
+	redisbroker "github.com/eventkit/eventkit/broker/redisbroker"
 	"github.com/eventkit/eventkit/internal/benchkit"
 )
 
@@ -71,7 +71,7 @@ func Publish(ctx context.Context, b broker.Broker, topic string, evs []eventkit.
 			_, err := pipe.Exec(ctx)
 			return err
 		}
-	case *kafka.Broker:
+	case *kafkabroker.Broker:
 		if err := br.EnsureTopic(ctx, topic); err != nil {
 			return res, err
 		}

@@ -16,7 +16,7 @@ import (
 
 // Dialect is what differs between the database/sql stores.
 type Dialect struct {
-	// Name prefixes errors: "outbox/mysql".
+	// Name prefixes errors: "outbox/mysqloutbox".
 	Name string
 	// SQL is the database's dialect ('?' placeholders: MySQL or SQLite).
 	SQL sqldialect.Dialect

@@ -19,7 +19,7 @@ type Conn = sqldialect.Conn
 
 // LeaseDialect is what differs between databases for Leases.
 type LeaseDialect struct {
-	// Name prefixes errors: "outbox/mysql".
+	// Name prefixes errors: "outbox/mysqloutbox".
 	Name string
 	// SQL is the database's dialect (clock, placeholders, upsert).
 	SQL sqldialect.Dialect

@@ -1,0 +1,28 @@
+package kafkabroker
+
+import (
+	"context"
+
+	"github.com/eventkit/eventkit/broker"
+)
+
+var _ broker.Provisioner = (*Broker)(nil)
+
+// Provision implements broker.Provisioner: it creates topic (EnsureTopic).
+// Groups need nothing created ahead: a group that has committed no offset
+// starts at the oldest record kept, so it reads every event published
+// before it first subscribed (within the topic's retention).
+func (b *Broker) Provision(ctx context.Context, topic string, groups ...string) error {
+	if err := broker.ValidateName("topic", topic); err != nil {
+		return err
+	}
+	for _, g := range groups {
+		if err := broker.ValidateName("group", g); err != nil {
+			return err
+		}
+	}
+	if b.isClosed() {
+		return broker.ErrClosed
+	}
+	return b.EnsureTopic(ctx, topic)
+}
