@@ -124,26 +124,11 @@ func encodedSize(h nats.Header, body []byte) int {
 	return n + len(body)
 }
 
-// headerSeq adapts NATS headers to the iterator eventkit.Binding.Decode takes
-// (the first value of each key).
-type headerSeq nats.Header
-
-func (h headerSeq) all(yield func(string, string) bool) {
-	for k, vs := range h {
-		if len(vs) > 0 && !yield(k, vs[0]) {
-			return
-		}
-	}
-}
-
 // decode reads an event from a JetStream message in binary mode. A message
 // that is not a CloudEvent gives a *eventkit.DecodeError keeping the body and
 // headers.
 func decode(h nats.Header, body []byte) (eventkit.Event, error) {
-	if len(h) == 0 {
-		return eventkit.NATSBinding.Decode(func(func(string, string) bool) {}, "", body)
-	}
-	return eventkit.NATSBinding.Decode(headerSeq(h).all, "", body)
+	return eventkit.NATSBinding.DecodeHeader(h, "", body)
 }
 
 // sanitizeName turns a topic or group name (letters, digits, '.', '_', '-';
