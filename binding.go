@@ -133,13 +133,7 @@ func (b Binding) Decode(headers iter.Seq2[string, string], contentType string, b
 		if d.err != nil {
 			break
 		}
-		if b.ContentTypeKey != "" && strings.EqualFold(k, b.ContentTypeKey) {
-			d.keyContentType, d.haveKeyContentType = b.value(k, v, &d.err), true
-			continue
-		}
-		if hasPrefixFold(k, b.Prefix) {
-			d.set(&b, k, k[len(b.Prefix):], v, true)
-		}
+		d.primary(&b, k, v)
 	}
 	if b.AltPrefix != "" && d.err == nil {
 		// A second pass, so that Prefix wins whatever the headers' order.
@@ -147,9 +141,7 @@ func (b Binding) Decode(headers iter.Seq2[string, string], contentType string, b
 			if d.err != nil {
 				break
 			}
-			if hasPrefixFold(k, b.AltPrefix) && !hasPrefixFold(k, b.Prefix) {
-				d.set(&b, k, k[len(b.AltPrefix):], v, false)
-			}
+			d.alt(&b, k, v)
 		}
 	}
 	e, err := d.finish()
@@ -162,6 +154,63 @@ func (b Binding) Decode(headers iter.Seq2[string, string], contentType string, b
 	}
 	e.Data = body
 	return e, nil
+}
+
+// DecodeHeader is Decode for headers held as a multi-valued map (NATS,
+// net/http), reading the first value of each key. It is the same decoder
+// without the iterator, so that a delivery's event does not escape to the
+// heap through the loop's closure.
+func (b Binding) DecodeHeader(headers map[string][]string, contentType string, body []byte) (Event, error) {
+	var d bindingDecoder
+	d.e.DataContentType = contentType
+	for k, vs := range headers {
+		if d.err != nil {
+			break
+		}
+		if len(vs) > 0 {
+			d.primary(&b, k, vs[0])
+		}
+	}
+	if b.AltPrefix != "" && d.err == nil {
+		for k, vs := range headers {
+			if d.err != nil {
+				break
+			}
+			if len(vs) > 0 {
+				d.alt(&b, k, vs[0])
+			}
+		}
+	}
+	e, err := d.finish()
+	if err != nil {
+		h := make(map[string]string, len(headers))
+		for k, vs := range headers {
+			if len(vs) > 0 {
+				h[k] = vs[0]
+			}
+		}
+		return Event{}, &DecodeError{Format: b.Name + " binary", Raw: body, Headers: h, Err: err}
+	}
+	e.Data = body
+	return e, nil
+}
+
+// primary applies header k of Decode's first pass.
+func (d *bindingDecoder) primary(b *Binding, k, v string) {
+	if b.ContentTypeKey != "" && strings.EqualFold(k, b.ContentTypeKey) {
+		d.keyContentType, d.haveKeyContentType = b.value(k, v, &d.err), true
+		return
+	}
+	if hasPrefixFold(k, b.Prefix) {
+		d.set(b, k, k[len(b.Prefix):], v, true)
+	}
+}
+
+// alt applies header k of Decode's second pass (AltPrefix).
+func (d *bindingDecoder) alt(b *Binding, k, v string) {
+	if hasPrefixFold(k, b.AltPrefix) && !hasPrefixFold(k, b.Prefix) {
+		d.set(b, k, k[len(b.AltPrefix):], v, false)
+	}
 }
 
 // DecodeTyped is Decode for protocols whose header values are typed (AMQP

@@ -433,8 +433,8 @@ func (b *Broker) Publish(ctx context.Context, topic string, events ...eventkit.E
 		if e.Type != lastType || lastSubject == "" {
 			lastType, lastSubject = e.Type, stream+"."+typeToken(e.Type)
 		}
-		h := encodeHeaders(e, b.opts.DisableDedupe, a)
-		if n := encodedSize(h, e.Data); n > b.maxPayload {
+		h, n := encodeHeadersSize(e, b.opts.DisableDedupe, a)
+		if n > b.maxPayload {
 			if tooLarge == nil {
 				tooLarge = make([]error, len(events))
 			}

@@ -60,6 +60,13 @@ func (a *arena) time(t time.Time) string {
 // e.ID unless noMsgID. With an arena (nil: allocate) it allocates the map
 // and one string per extension key only.
 func encodeHeaders(e *eventkit.Event, noMsgID bool, a *arena) nats.Header {
+	h, _ := encodeHeadersSize(e, noMsgID, a)
+	return h
+}
+
+// encodeHeadersSize is encodeHeaders also returning encodedSize(h, e.Data),
+// summed while the headers are set rather than in a second pass over the map.
+func encodeHeadersSize(e *eventkit.Event, noMsgID bool, a *arena) (nats.Header, int) {
 	n := 6 + len(e.Extensions) // specversion id source type time msgid
 	if e.Subject != "" {
 		n++
@@ -77,10 +84,12 @@ func encodeHeaders(e *eventkit.Event, noMsgID bool, a *arena) nats.Header {
 		a = &arena{vals: make([]string, 0, n)}
 	}
 	h := make(nats.Header, n)
+	size := len("NATS/1.0\r\n") + 2 + len(e.Data)
 	set := func(k, v string) {
 		if k != hMsgID { // the dedupe key stays the raw id
 			v = eventkit.NATSBinding.HeaderValue(v) // no allocation for plain ASCII
 		}
+		size += len(k) + 2 + len(v) + 2
 		a.vals = append(a.vals, v)
 		i := len(a.vals) - 1
 		h[k] = a.vals[i : i+1 : i+1]
@@ -108,7 +117,7 @@ func encodeHeaders(e *eventkit.Event, noMsgID bool, a *arena) nats.Header {
 	if !noMsgID {
 		set(hMsgID, e.ID)
 	}
-	return h
+	return h, size
 }
 
 // encodedSize is the size NATS counts against max_payload: the encoded
@@ -124,26 +133,11 @@ func encodedSize(h nats.Header, body []byte) int {
 	return n + len(body)
 }
 
-// headerSeq adapts NATS headers to the iterator eventkit.Binding.Decode takes
-// (the first value of each key).
-type headerSeq nats.Header
-
-func (h headerSeq) all(yield func(string, string) bool) {
-	for k, vs := range h {
-		if len(vs) > 0 && !yield(k, vs[0]) {
-			return
-		}
-	}
-}
-
 // decode reads an event from a JetStream message in binary mode. A message
 // that is not a CloudEvent gives a *eventkit.DecodeError keeping the body and
 // headers.
 func decode(h nats.Header, body []byte) (eventkit.Event, error) {
-	if len(h) == 0 {
-		return eventkit.NATSBinding.Decode(func(func(string, string) bool) {}, "", body)
-	}
-	return eventkit.NATSBinding.Decode(headerSeq(h).all, "", body)
+	return eventkit.NATSBinding.DecodeHeader(h, "", body)
 }
 
 // sanitizeName turns a topic or group name (letters, digits, '.', '_', '-';

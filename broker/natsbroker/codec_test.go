@@ -64,6 +64,13 @@ func TestEncodedSize(t *testing.T) {
 	if got, want := encodedSize(m.Header, e.Data), m.Size()-len(m.Subject); got != want {
 		t.Fatalf("encodedSize = %d, nats says %d", got, want)
 	}
+	for _, noMsgID := range []bool{false, true} {
+		h, n := encodeHeadersSize(&e, noMsgID, nil)
+		m := &nats.Msg{Subject: "s", Header: h, Data: e.Data}
+		if want := m.Size() - len(m.Subject); n != want {
+			t.Fatalf("encodeHeadersSize (noMsgID %v) size = %d, nats says %d", noMsgID, n, want)
+		}
+	}
 }
 
 func TestDecodeForeign(t *testing.T) {
