@@ -460,7 +460,8 @@ func TestCommitOrder(t *testing.T) {
 
 // While the broker fails, the slot does not move past the unpublished
 // transaction and the rows stay; when it heals everything is delivered,
-// even across a relay restart during the outage.
+// even across a relay restart during the outage (after which the new
+// leader backfills the waiting rows from the table and may skip its slot).
 func TestBrokerOutage(t *testing.T) {
 	e := newEnv(t)
 	var failing sync.Mutex
@@ -502,8 +503,12 @@ func TestBrokerOutage(t *testing.T) {
 	r2 := e.relay(rec)
 	start(t, r2)
 	waitFor(t, 10*time.Second, "publish failures after restart", func() bool { return r2.Stats().PublishErrors >= 2 })
-	if got := e.slotLSN(slot); got >= first {
-		t.Fatalf("slot confirmed %s after restart, past the first unpublished transaction (ends before %s)", got, first)
+	// The new leader lists the 10 waiting rows and backfills them from the
+	// table, so it may skip its slot past their transactions (see Backfill
+	// in the package doc): what must hold is that no row was completed while
+	// the broker is down, and that they are all delivered once it heals.
+	if n := e.rows(); n != 10 {
+		t.Fatalf("%d rows in the outbox after the restart during the outage, want 10", n)
 	}
 	failing.Lock()
 	down = false
