@@ -36,8 +36,8 @@ import (
 	"time"
 
 	"github.com/eventkit/eventkit"
-	"github.com/eventkit/eventkit/consumer"
 	"github.com/eventkit/eventkit/deadletter"
+	"github.com/eventkit/eventkit/deadletter/sqldeadletter"
 	"github.com/eventkit/eventkit/inbox/sqlinbox"
 	"github.com/eventkit/eventkit/outbox"
 )
@@ -63,7 +63,7 @@ type Config struct {
 	Dialect sqlinbox.Dialect
 	// OutboxTable, InboxTable and DeadLetterTable default to
 	// outbox.DefaultTable, sqlinbox.DefaultTable and
-	// deadletter.DefaultTable. A missing dead-letter table is not an
+	// sqldeadletter.DefaultTable. A missing dead-letter table is not an
 	// error (no dead letters are shown).
 	OutboxTable, InboxTable, DeadLetterTable string
 	// Stream reads the broker.
@@ -195,7 +195,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 			return nil
 		}
 		id := m.Event.ID
-		if orig, ok := m.Event.Extensions[consumer.ExtReplayOf]; ok {
+		if orig, ok := m.Event.Extensions[deadletter.ExtReplayOf]; ok {
 			id = orig
 		}
 		if be := byID[id]; be != nil {
@@ -393,14 +393,14 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 
 // deadLetters returns the topic's dead letters by event id; a missing
 // table gives none and a note.
-func deadLetters(ctx context.Context, cfg Config, rep *Report) map[string][]deadletter.Entry {
-	out := map[string][]deadletter.Entry{}
-	st, err := deadletter.New(cfg.DB, cfg.Dialect, cfg.DeadLetterTable)
+func deadLetters(ctx context.Context, cfg Config, rep *Report) map[string][]sqldeadletter.Entry {
+	out := map[string][]sqldeadletter.Entry{}
+	st, err := sqldeadletter.New(cfg.DB, cfg.Dialect, cfg.DeadLetterTable)
 	if err != nil {
 		rep.Notes = append(rep.Notes, err.Error())
 		return out
 	}
-	entries, err := st.List(ctx, deadletter.Filter{Topic: cfg.Topic})
+	entries, err := st.List(ctx, sqldeadletter.Filter{Topic: cfg.Topic})
 	if err != nil {
 		rep.Notes = append(rep.Notes, "dead letters not read: "+err.Error())
 		return out

@@ -10,8 +10,8 @@ import (
 	"unicode"
 
 	"github.com/eventkit/eventkit"
-	"github.com/eventkit/eventkit/consumer"
 	"github.com/eventkit/eventkit/deadletter"
+	"github.com/eventkit/eventkit/deadletter/sqldeadletter"
 )
 
 // ErrBadQuery is wrapped by Trace's error for a query that cannot be an
@@ -64,12 +64,12 @@ type TracedEvent struct {
 	Seq     int64  `json:"seq,omitempty"`
 	// Event is the event as best known (outbox row, broker message or
 	// dead letter).
-	Event       eventkit.Event     `json:"-"`
-	TraceParent string             `json:"traceparent,omitempty"`
-	Outbox      []OutboxEntry      `json:"outbox"`
-	Broker      []BrokerEntry      `json:"broker"`
-	Applied     []Applied          `json:"applied"`
-	DeadLetters []deadletter.Entry `json:"-"`
+	Event       eventkit.Event        `json:"-"`
+	TraceParent string                `json:"traceparent,omitempty"`
+	Outbox      []OutboxEntry         `json:"outbox"`
+	Broker      []BrokerEntry         `json:"broker"`
+	Applied     []Applied             `json:"applied"`
+	DeadLetters []sqldeadletter.Entry `json:"-"`
 	// NotFoundAt lists broker topics that could not be read, with why.
 	Errors []string `json:"errors,omitempty"`
 }
@@ -159,11 +159,11 @@ func TraceEvent(ctx context.Context, cfg TraceConfig, q string) (*Trace, error) 
 		t.Outbox = append(t.Outbox, OutboxEntry{Seq: r.Seq, Topic: r.Topic, State: r.State, Attempts: r.Attempts, Reason: r.Reason, Created: r.Created, At: r.At})
 	}
 	// Dead letters of the id.
-	dls, dlErr := deadletter.New(c.DB, c.Dialect, c.DeadLetterTable)
+	dls, dlErr := sqldeadletter.New(c.DB, c.Dialect, c.DeadLetterTable)
 	if dlErr == nil {
-		if entries, err := dls.List(ctx, deadletter.Filter{EventID: q}); err == nil {
+		if entries, err := dls.List(ctx, sqldeadletter.Filter{EventID: q}); err == nil {
 			for _, e := range entries {
-				t := get(e.EventID, e.Topic, consumer.Original(e.Event))
+				t := get(e.EventID, e.Topic, deadletter.Original(e.Event))
 				t.DeadLetters = append(t.DeadLetters, e)
 				topics[e.Topic] = true
 			}
@@ -187,7 +187,7 @@ func TraceEvent(ctx context.Context, cfg TraceConfig, q string) (*Trace, error) 
 					return nil
 				}
 				id := m.Event.ID
-				orig, replay := m.Event.Extensions[consumer.ExtReplayOf]
+				orig, replay := m.Event.Extensions[deadletter.ExtReplayOf]
 				if replay {
 					id = orig
 				}
@@ -205,7 +205,7 @@ func TraceEvent(ctx context.Context, cfg TraceConfig, q string) (*Trace, error) 
 				}
 				be := BrokerEntry{Topic: tp, Pos: m.Pos, Time: m.Time, MessageID: m.Event.ID}
 				if replay {
-					be.ReplayFor = m.Event.Extensions[consumer.ExtReplayGroup]
+					be.ReplayFor = m.Event.Extensions[deadletter.ExtReplayGroup]
 				}
 				t.Broker = append(t.Broker, be)
 				return nil
@@ -238,7 +238,7 @@ func TraceEvent(ctx context.Context, cfg TraceConfig, q string) (*Trace, error) 
 		}
 		sort.Slice(t.Applied, func(i, j int) bool { return t.Applied[i].Group < t.Applied[j].Group })
 		if dlErr == nil && len(t.DeadLetters) == 0 {
-			if entries, err := dls.List(ctx, deadletter.Filter{EventID: id}); err == nil {
+			if entries, err := dls.List(ctx, sqldeadletter.Filter{EventID: id}); err == nil {
 				t.DeadLetters = entries
 			}
 		}

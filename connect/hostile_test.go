@@ -9,7 +9,7 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
-	"github.com/eventkit/eventkit/deadletter"
+	"github.com/eventkit/eventkit/deadletter/sqldeadletter"
 	"github.com/eventkit/eventkit/inbox/sqlinbox"
 	"github.com/eventkit/eventkit/outbox"
 	"github.com/eventkit/eventkit/outbox/mysqloutbox"
@@ -66,7 +66,7 @@ func TestHostileSQLNamesRejected(t *testing.T) {
 				struct {
 					what      string
 					err, want error
-				}{"dead-letter table (" + d.String() + ")", second(deadletter.New(db, d, n)), sqlinbox.ErrInvalidTable})
+				}{"dead-letter table (" + d.String() + ")", second(sqldeadletter.New(db, d, n)), sqlinbox.ErrInvalidTable})
 		}
 		for _, c := range checks {
 			if n == "1abc" && strings.HasPrefix(c.what, "pgcdc s") || n == "1abc" && strings.HasPrefix(c.what, "pgcdc p") {

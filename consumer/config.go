@@ -11,6 +11,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/eventkit/eventkit/broker"
+	"github.com/eventkit/eventkit/deadletter"
 	"github.com/eventkit/eventkit/inbox"
 )
 
@@ -83,7 +84,7 @@ type Config struct {
 	// unroutable or missed before the collector first ran.
 	DeadLetterPublisher broker.Publisher
 	// DeadLetterGroup is the group provisioned on each dead-letter topic:
-	// the group of deadletter.Collect (default DefaultDeadLetterGroup).
+	// the group of deadletter.Collect (default deadletter.DefaultGroup).
 	DeadLetterGroup string
 	// Inbox, if set, makes handling idempotent per (group, event id): see
 	// package inbox. With sqlinbox the handler runs inside the inbox's
@@ -235,7 +236,7 @@ func (c Config) withDefaults(sub broker.Subscriber) (Config, error) {
 		return c, fmt.Errorf("consumer: GroupMaxInFlight (%d) must not be negative", c.GroupMaxInFlight)
 	}
 	if c.DeadLetterGroup == "" {
-		c.DeadLetterGroup = DefaultDeadLetterGroup
+		c.DeadLetterGroup = deadletter.DefaultGroup
 	}
 	if err := broker.ValidateName("dead-letter group", c.DeadLetterGroup); err != nil {
 		return c, err

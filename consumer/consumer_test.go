@@ -14,6 +14,7 @@ import (
 
 	"github.com/eventkit/eventkit"
 	"github.com/eventkit/eventkit/consumer"
+	"github.com/eventkit/eventkit/deadletter"
 	"github.com/eventkit/eventkit/internal/testenv"
 )
 
@@ -103,18 +104,18 @@ func TestPoisonEventDeadLetteredOthersFlow(t *testing.T) {
 	if n := poisonCalls.Load(); n != 4 {
 		t.Fatalf("poison handled %d times, want 4", n)
 	}
-	info, ok := consumer.DeadLetterInfo(dl)
+	info, ok := deadletter.InfoOf(dl)
 	if !ok {
 		t.Fatalf("not a dead letter: %v", dl.Extensions)
 	}
-	if info.Topic != topic || info.Group != "billing" || info.Attempts != 4 || info.Reason != consumer.ReasonMaxAttempts ||
+	if info.Topic != topic || info.Group != "billing" || info.Attempts != 4 || info.Reason != deadletter.ReasonMaxAttempts ||
 		info.Error != "cannot bill: card declined second line" || info.Undecodable {
 		t.Fatalf("dead letter info %+v", info)
 	}
 	if info.FirstFailure.Before(t0) || info.LastFailure.Before(info.FirstFailure) || info.LastFailure.Equal(info.FirstFailure) {
 		t.Fatalf("failure times first=%v last=%v", info.FirstFailure, info.LastFailure)
 	}
-	orig := consumer.Original(dl)
+	orig := deadletter.Original(dl)
 	if orig.ID != poison.ID || string(orig.Data) != string(poison.Data) || len(orig.Extensions) != 1 ||
 		orig.Extension("traceparent") != poison.Extension("traceparent") {
 		t.Fatalf("Original = %+v", orig)
@@ -153,8 +154,8 @@ func TestPermanentAndRetryAfter(t *testing.T) {
 	start(t, c)
 	publish(t, b, topic, perm, later)
 	dl := receive(t, dlq, 5*time.Second)
-	info, _ := consumer.DeadLetterInfo(dl)
-	if dl.ID == perm.ID || info.EventID != perm.ID || info.Attempts != 1 || info.Reason != consumer.ReasonPermanent {
+	info, _ := deadletter.InfoOf(dl)
+	if dl.ID == perm.ID || info.EventID != perm.ID || info.Attempts != 1 || info.Reason != deadletter.ReasonPermanent {
 		t.Fatalf("permanent: %+v", info)
 	}
 	eventually(t, 5*time.Second, "retried event handled", func() bool { return c.Stats().Handled == 1 })
@@ -190,8 +191,8 @@ func TestUndecodableDeadLetteredAtOnce(t *testing.T) {
 	publish(t, b, topic, ev("fine", "s", `{}`))
 	for i, want := range [][]byte{garbage, []byte("body")} {
 		dl := receive(t, dlq, 5*time.Second)
-		info, ok := consumer.DeadLetterInfo(dl)
-		if !ok || !info.Undecodable || dl.Type != consumer.UndecodableType || info.Reason != consumer.ReasonUndecodable ||
+		info, ok := deadletter.InfoOf(dl)
+		if !ok || !info.Undecodable || dl.Type != deadletter.UndecodableType || info.Reason != deadletter.ReasonUndecodable ||
 			info.Attempts != 1 || info.Error == "" || info.Group != "g" || info.Topic != topic {
 			t.Fatalf("%d: dead letter %+v / %+v", i, dl, info)
 		}
@@ -328,7 +329,7 @@ func TestOrderedPoisonDoesNotLetLaterEventsOvertake(t *testing.T) {
 	if fmt.Sprint(order) != fmt.Sprint(want) {
 		t.Fatalf("order %v, want %v", order, want)
 	}
-	if info, _ := consumer.DeadLetterInfo(dl); info.Attempts != 3 {
+	if info, _ := deadletter.InfoOf(dl); info.Attempts != 3 {
 		t.Fatalf("attempts %d", info.Attempts)
 	}
 }

@@ -17,6 +17,7 @@ import (
 	"github.com/eventkit/eventkit/broker/rabbitmqbroker"
 	redisbroker "github.com/eventkit/eventkit/broker/redisbroker"
 	"github.com/eventkit/eventkit/consumer"
+	"github.com/eventkit/eventkit/deadletter"
 	"github.com/eventkit/eventkit/inbox"
 	"github.com/eventkit/eventkit/inbox/lruinbox"
 	"github.com/eventkit/eventkit/internal/testenv"
@@ -54,7 +55,7 @@ var realBrokers = []realBroker{
 			defer cancel()
 			mu.Lock()
 			for _, tp := range topics {
-				_ = b.DeleteTopology(ctx, tp, "a", "b", "g", consumer.DefaultDeadLetterGroup, "late")
+				_ = b.DeleteTopology(ctx, tp, "a", "b", "g", deadletter.DefaultGroup, "late")
 			}
 			mu.Unlock()
 			_ = b.Close(ctx)
@@ -180,8 +181,8 @@ func TestDeadLetterTopicProvisioned(t *testing.T) {
 		if s := c.Stats(); s.DeadLetterFailed != 0 {
 			t.Fatalf("stats %+v", s)
 		}
-		got := receive(t, lateSubscriber(t, b, topic+".dlq", consumer.DefaultDeadLetterGroup), 30*time.Second)
-		if info, ok := consumer.DeadLetterInfo(got); !ok || info.EventID != poison.ID || info.Group != "g" {
+		got := receive(t, lateSubscriber(t, b, topic+".dlq", deadletter.DefaultGroup), 30*time.Second)
+		if info, ok := deadletter.InfoOf(got); !ok || info.EventID != poison.ID || info.Group != "g" {
 			t.Fatalf("dead letter %+v (ok %v)", info, ok)
 		}
 	})
@@ -222,7 +223,7 @@ func TestDeadLettersAndReplaysHaveTheirOwnIdentity(t *testing.T) {
 		byGroup := map[string]eventkit.Event{}
 		for range 2 {
 			dl := receive(t, dlq, 30*time.Second)
-			info, ok := consumer.DeadLetterInfo(dl)
+			info, ok := deadletter.InfoOf(dl)
 			if !ok || info.EventID != e.ID || dl.ID == e.ID {
 				t.Fatalf("dead letter %s: %+v", dl.ID, info)
 			}
@@ -237,12 +238,12 @@ func TestDeadLettersAndReplaysHaveTheirOwnIdentity(t *testing.T) {
 		// each group got past the replay.
 		fixed.Store(true)
 		sentinel := ev("x", "s-1", `"sentinel"`)
-		publish(t, b, topic, consumer.Replay(byGroup["a"]), sentinel)
+		publish(t, b, topic, deadletter.Replay(byGroup["a"]), sentinel)
 		eventually(t, 30*time.Second, "both groups handled the sentinel", func() bool { return count("a") == 3 && count("b") == 2 })
 		mu.Lock()
 		replayed := calls["a"][1]
 		mu.Unlock()
-		if replayed.ID != e.ID || replayed.Extension(consumer.ExtReplayOf) != "" || replayed.Extension(consumer.ExtReplayGroup) != "" {
+		if replayed.ID != e.ID || replayed.Extension(deadletter.ExtReplayOf) != "" || replayed.Extension(deadletter.ExtReplayGroup) != "" {
 			t.Fatalf("the handler saw the replay as %s %v, want the original id %s", replayed.ID, replayed.Extensions, e.ID)
 		}
 		if n := count("b"); n != 2 {
@@ -251,7 +252,7 @@ func TestDeadLettersAndReplaysHaveTheirOwnIdentity(t *testing.T) {
 
 		// A replay of what a has applied meanwhile is a duplicate for its inbox.
 		before := c.Stats().Duplicates
-		publish(t, b, topic, consumer.Replay(byGroup["a"]))
+		publish(t, b, topic, deadletter.Replay(byGroup["a"]))
 		eventually(t, 30*time.Second, "the second replay skipped as a duplicate", func() bool { return c.Stats().Duplicates == before+1 })
 		if n := count("a"); n != 3 {
 			t.Fatalf("the handler ran for an applied event again (%d calls)", n)
@@ -313,7 +314,7 @@ func TestDeadLetterPublishFailureIsBounded(t *testing.T) {
 		cancel()
 		eventually(t, 30*time.Second, "dead-lettered", func() bool { return c.Stats().DeadLettered == 1 })
 		got := receive(t, lateSubscriber(t, b, dlq, "late"), 10*time.Second)
-		if info, _ := consumer.DeadLetterInfo(got); info.EventID != poison.ID {
+		if info, _ := deadletter.InfoOf(got); info.EventID != poison.ID {
 			t.Fatalf("dead letter %+v", info)
 		}
 	}
@@ -341,7 +342,7 @@ func TestNATSSubscriptionSettings(t *testing.T) {
 		t.Fatalf("AckWait %s MaxAckPending %d, want 35s and 777", cfg.AckWait, cfg.MaxAckPending)
 	}
 	// The dead-letter topic's collector group exists already.
-	if _, err := b.JetStream().Consumer(ctx, b.StreamName(topic+".dlq"), natsbroker.ConsumerName(consumer.DefaultDeadLetterGroup)); err != nil {
+	if _, err := b.JetStream().Consumer(ctx, b.StreamName(topic+".dlq"), natsbroker.ConsumerName(deadletter.DefaultGroup)); err != nil {
 		t.Fatalf("dead-letter group not provisioned: %v", err)
 	}
 }
@@ -396,8 +397,8 @@ func TestUnroutedTypeDeadLettered(t *testing.T) {
 		waitReady(t, start(t, c))
 		unknown := ev("brand.new", "s-1", `{}`)
 		publish(t, b, topic, unknown)
-		info, ok := consumer.DeadLetterInfo(receive(t, dlq, 30*time.Second))
-		if !ok || info.EventID != unknown.ID || info.Reason != consumer.ReasonNoRoute || info.Attempts != 1 {
+		info, ok := deadletter.InfoOf(receive(t, dlq, 30*time.Second))
+		if !ok || info.EventID != unknown.ID || info.Reason != deadletter.ReasonNoRoute || info.Attempts != 1 {
 			t.Fatalf("dead letter %+v", info)
 		}
 		// Not recorded in the inbox: a replay after the deploy is handled.

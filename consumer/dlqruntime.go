@@ -7,7 +7,7 @@ import (
 
 	"github.com/eventkit/eventkit"
 	"github.com/eventkit/eventkit/broker"
-	"github.com/eventkit/eventkit/consumer/internal/dlq"
+	"github.com/eventkit/eventkit/deadletter"
 )
 
 // deadLetterTries is how many times one dead-letter publish is tried in
@@ -54,12 +54,12 @@ func (r *route) unreplay(d broker.Delivery) (broker.Delivery, bool) {
 		return d, false
 	}
 	ev := d.Event()
-	if _, ok := ev.Extensions[dlq.ExtReplayOf]; !ok {
+	if _, ok := ev.Extensions[deadletter.ExtReplayOf]; !ok {
 		return d, false
 	}
-	orig, skip := dlq.Unreplay(ev, r.group)
+	orig, skip := deadletter.Unreplay(ev, r.group)
 	if skip {
-		r.log.Debug("consumer: replay for another group skipped", "id", ev.ID, "replay_group", ev.Extensions[dlq.ExtReplayGroup])
+		r.log.Debug("consumer: replay for another group skipped", "id", ev.ID, "replay_group", ev.Extensions[deadletter.ExtReplayGroup])
 		return d, true
 	}
 	return replayDelivery{Delivery: d, ev: orig}, false
@@ -82,7 +82,7 @@ func (d replayDelivery) Event() eventkit.Event { return d.ev }
 // ordered mode the subject) is released and the event comes back later,
 // to be handled once more and dead-lettered again if it still fails. d is
 // never acked nor termed without its dead letter accepted by the broker.
-func (r *route) publishDeadLetter(d broker.Delivery, dl eventkit.Event, f dlq.Failure) {
+func (r *route) publishDeadLetter(d broker.Delivery, dl eventkit.Event, f deadletter.Failure) {
 	topic := r.cfg.DeadLetterTopic(r.topic)
 	if topic == "" || r.cfg.DeadLetterPublisher == nil {
 		r.log.Error("consumer: no dead-letter topic; dropping the event", "id", d.Event().ID, "reason", f.Reason)

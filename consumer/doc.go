@@ -37,7 +37,7 @@
 // (RetryPolicy) up to MaxAttempts; RetryAfter(d, err) chooses the delay and
 // eventkit.Permanent(err) dead-letters at once; a panic is recovered and
 // treated as an error. Dead letters go to Config.DeadLetterTopic(topic)
-// ("<topic>.dlq"), readable with DeadLetterInfo and replayable with Replay.
+// ("<topic>.dlq"), readable with deadletter.InfoOf and replayable with Replay.
 // Batches, per-subject order (best effort or strict), tracing, metrics and a
 // graceful shutdown are options of Config.
 //

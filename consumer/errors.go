@@ -11,7 +11,7 @@ var ErrAlreadyRunning = errors.New("consumer: already running")
 
 // ErrNoRoute is wrapped (as a permanent error) by the error a Router returns
 // for an event type it has no route for: the runtime dead-letters the event
-// at once with ReasonNoRoute.
+// at once with deadletter.ReasonNoRoute.
 var ErrNoRoute = errors.New("consumer: no route for the event type")
 
 // RetryAfterError asks for the next attempt after Delay instead of the

@@ -9,6 +9,7 @@ import (
 	"github.com/eventkit/eventkit"
 	"github.com/eventkit/eventkit/broker/memorybroker"
 	"github.com/eventkit/eventkit/consumer"
+	"github.com/eventkit/eventkit/deadletter"
 	"github.com/eventkit/eventkit/inbox/lruinbox"
 )
 
@@ -69,7 +70,7 @@ func Example() {
 }
 
 // Reading a dead letter back, and replaying it to its original topic.
-func ExampleDeadLetterInfo() {
+func Example_deadLetter() {
 	b := memorybroker.New(memorybroker.Options{})
 	defer b.Close(context.Background())
 	ctx := context.Background()
@@ -92,12 +93,12 @@ func ExampleDeadLetterInfo() {
 	cancel()
 	<-done
 
-	info, _ := consumer.DeadLetterInfo(dl)
+	info, _ := deadletter.InfoOf(dl)
 	fmt.Println(info.Topic, info.Group, info.Attempts, info.Reason, info.Error)
-	orig := consumer.Original(dl) // the original id, type and data, no dlq* extensions
+	orig := deadletter.Original(dl) // the original id, type and data, no dlq* extensions
 	fmt.Println(orig.Type, orig.ID == info.EventID, len(orig.Extensions))
-	replay := consumer.Replay(dl) // an id of its own, for the ledger group only
-	fmt.Println(replay.Extension(consumer.ExtReplayOf) == info.EventID, replay.Extension(consumer.ExtReplayGroup))
+	replay := deadletter.Replay(dl) // an id of its own, for the ledger group only
+	fmt.Println(replay.Extension(deadletter.ExtReplayOf) == info.EventID, replay.Extension(deadletter.ExtReplayGroup))
 	_ = b.Publish(ctx, info.Topic, replay)
 	// Output:
 	// payments ledger 2 max-attempts ledger unavailable

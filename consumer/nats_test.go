@@ -14,6 +14,7 @@ import (
 	"github.com/eventkit/eventkit"
 	natsbroker "github.com/eventkit/eventkit/broker/natsbroker"
 	"github.com/eventkit/eventkit/consumer"
+	"github.com/eventkit/eventkit/deadletter"
 	"github.com/eventkit/eventkit/internal/testenv"
 )
 
@@ -75,16 +76,16 @@ func TestNATSPoisonAndUndecodable(t *testing.T) {
 	if err := b.PublishRaw(context.Background(), topic, nil, []byte("not an event")); err != nil {
 		t.Fatal(err)
 	}
-	got := map[string]consumer.DeadLetter{}
+	got := map[string]deadletter.Info{}
 	for range 2 {
 		dl := receive(t, dlq, 15*time.Second)
-		info, _ := consumer.DeadLetterInfo(dl)
+		info, _ := deadletter.InfoOf(dl)
 		got[info.Reason] = info
 		if info.Undecodable && string(dl.Data) != "not an event" {
 			t.Fatalf("undecodable data %q", dl.Data)
 		}
 	}
-	if got[consumer.ReasonMaxAttempts].Attempts != 3 || got[consumer.ReasonUndecodable].Attempts != 1 {
+	if got[deadletter.ReasonMaxAttempts].Attempts != 3 || got[deadletter.ReasonUndecodable].Attempts != 1 {
 		t.Fatalf("dead letters %+v", got)
 	}
 	eventually(t, 10*time.Second, "20 handled", func() bool { return c.Stats().Handled == 20 })

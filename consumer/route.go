@@ -17,7 +17,7 @@ import (
 
 	"github.com/eventkit/eventkit"
 	"github.com/eventkit/eventkit/broker"
-	"github.com/eventkit/eventkit/consumer/internal/dlq"
+	"github.com/eventkit/eventkit/deadletter"
 	"github.com/eventkit/eventkit/inbox"
 )
 
@@ -401,16 +401,16 @@ func (r *route) outcome(d broker.Delivery, ev eventkit.Event, attempt int, first
 	}
 	permanent := eventkit.IsPermanent(err)
 	if permanent || attempt >= r.cfg.Retry.MaxAttempts {
-		reason := ReasonMaxAttempts
+		reason := deadletter.ReasonMaxAttempts
 		switch {
 		case errors.Is(err, ErrNoRoute):
-			reason = ReasonNoRoute
+			reason = deadletter.ReasonNoRoute
 		case permanent:
-			reason = ReasonPermanent
+			reason = deadletter.ReasonPermanent
 		}
 		r.log.Error("consumer: giving up on event", "id", ev.ID, "type", ev.Type, "subject", ev.Subject,
 			"attempt", attempt, "reason", reason, "err", err)
-		r.deadLetter(d, ev, dlq.Failure{Reason: reason, Attempts: attempt, First: *first, Last: now, Err: err})
+		r.deadLetter(d, ev, deadletter.Failure{Reason: reason, Attempts: attempt, First: *first, Last: now, Err: err})
 		return false, 0
 	}
 	delay := r.cfg.Retry.Backoff(attempt)
@@ -523,9 +523,9 @@ func (r *route) safeCall(ctx context.Context, ev *eventkit.Event) (err error) {
 // deadLetter publishes ev's dead letter and then acks d. If the publish
 // fails, d is nacked for a later attempt (ordered: retried in place until
 // it works or the route stops, so the subject does not move on).
-func (r *route) deadLetter(d broker.Delivery, ev eventkit.Event, f dlq.Failure) {
+func (r *route) deadLetter(d broker.Delivery, ev eventkit.Event, f deadletter.Failure) {
 	r.firstFail.Remove(ev.ID)
-	r.publishDeadLetter(d, dlq.Of(ev, r.topic, r.group, f), f)
+	r.publishDeadLetter(d, deadletter.Of(ev, r.topic, r.group, f), f)
 }
 
 func (r *route) deadLetterUndecodable(d broker.Delivery, err error) {
@@ -539,8 +539,8 @@ func (r *route) deadLetterUndecodable(d broker.Delivery, err error) {
 	r.failed.Add(1)
 	r.cfg.Metrics.Count(context.Background(), r.topic, r.group, OutcomeFailed)
 	r.log.Error("consumer: undecodable message; dead-lettering it", "attempt", d.Attempt(), "bytes", len(raw), "err", err)
-	f := dlq.Failure{Reason: ReasonUndecodable, Attempts: max(d.Attempt(), 1), First: now, Last: now, Err: err}
-	r.publishDeadLetter(d, dlq.Undecodable(raw, headers, r.topic, r.group, f), f)
+	f := deadletter.Failure{Reason: deadletter.ReasonUndecodable, Attempts: max(d.Attempt(), 1), First: now, Last: now, Err: err}
+	r.publishDeadLetter(d, deadletter.Undecodable(raw, headers, r.topic, r.group, f), f)
 }
 
 // Meta describes the delivery a handler is running for.

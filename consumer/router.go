@@ -25,7 +25,7 @@ func (f HandlerFunc) HandleEvent(ctx context.Context, ev eventkit.Event) error {
 // registered with On, decoding payloads through a registry.
 //
 // An event whose type has no handler is passed to the handler set with
-// Unhandled; without one it is dead-lettered at once with ReasonNoRoute (an
+// Unhandled; without one it is dead-lettered at once with deadletter.ReasonNoRoute (an
 // error wrapping ErrNoRoute), so that a type that a consumer does not know
 // yet, during a rolling deploy, is kept rather than acked away. Call
 // IgnoreUnrouted when the topic carries types that this consumer does not

@@ -8,6 +8,7 @@ import (
 
 	"github.com/eventkit/eventkit"
 	"github.com/eventkit/eventkit/consumer"
+	"github.com/eventkit/eventkit/deadletter"
 	"github.com/eventkit/eventkit/internal/testenv"
 )
 
@@ -50,15 +51,15 @@ func TestRouter(t *testing.T) {
 	if s := <-got; s.OrderID != "o-9" {
 		t.Fatalf("got %+v", s)
 	}
-	reasons := map[string]consumer.DeadLetter{}
+	reasons := map[string]deadletter.Info{}
 	for range 2 {
-		info, _ := consumer.DeadLetterInfo(receive(t, dlq, 5*time.Second))
+		info, _ := deadletter.InfoOf(receive(t, dlq, 5*time.Second))
 		reasons[info.EventID] = info
 	}
-	if info := reasons[badVersion.ID]; info.Reason != consumer.ReasonPermanent || info.Attempts != 1 {
+	if info := reasons[badVersion.ID]; info.Reason != deadletter.ReasonPermanent || info.Attempts != 1 {
 		t.Fatalf("dead letter of the bad version %+v", info)
 	}
-	if info := reasons[other.ID]; info.Reason != consumer.ReasonNoRoute || info.Attempts != 1 {
+	if info := reasons[other.ID]; info.Reason != deadletter.ReasonNoRoute || info.Attempts != 1 {
 		t.Fatalf("dead letter of the unknown type %+v", info)
 	}
 	eventually(t, 5*time.Second, "two dead letters", func() bool { return c.Stats().DeadLettered == 2 })

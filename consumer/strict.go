@@ -8,7 +8,7 @@ import (
 
 	"github.com/eventkit/eventkit"
 	"github.com/eventkit/eventkit/broker"
-	"github.com/eventkit/eventkit/consumer/internal/dlq"
+	"github.com/eventkit/eventkit/deadletter"
 	"github.com/eventkit/eventkit/inbox"
 )
 
@@ -23,17 +23,11 @@ import (
 // MaxAttempts counts handler failures of the head across processes and
 // redeliveries, not deliveries of early copies.
 
-// ExtDLQParked marks the dead letter of an event that parked its subject
-// (StrictOrder): its value is the event's subject sequence number. Until an
-// operator replays the dead letter (deadletter.Store.Unpark, then Replay)
-// or skips it (deadletter.Store.Skip), the subject's later events wait.
-const ExtDLQParked = "dlqparked"
-
 // deadLetterParked publishes the dead letter of ev, the head its subject
-// is parked at, marked with ExtDLQParked, and then acks d.
-func (r *route) deadLetterParked(d broker.Delivery, ev eventkit.Event, seq int64, f dlq.Failure) {
-	dl := dlq.Of(ev, r.topic, r.group, f)
-	dl.Extensions[ExtDLQParked] = strconv.FormatInt(seq, 10)
+// is parked at, marked with deadletter.ExtParked, and then acks d.
+func (r *route) deadLetterParked(d broker.Delivery, ev eventkit.Event, seq int64, f deadletter.Failure) {
+	dl := deadletter.Of(ev, r.topic, r.group, f)
+	dl.Extensions[deadletter.ExtParked] = strconv.FormatInt(seq, 10)
 	r.publishDeadLetter(d, dl, f)
 }
 
@@ -87,7 +81,7 @@ func (r *route) processStrict(d broker.Delivery, recheck bool) {
 	if err != nil {
 		r.failed.Add(1)
 		r.log.Error("consumer: bad subject sequence; dead-lettering the event", "id", ev.ID, "err", err)
-		r.deadLetter(d, ev, dlq.Failure{Reason: ReasonPermanent, Attempts: 1, First: now, Last: now, Err: err})
+		r.deadLetter(d, ev, deadletter.Failure{Reason: deadletter.ReasonPermanent, Attempts: 1, First: now, Last: now, Err: err})
 		return
 	}
 	seqr := r.cfg.Inbox.(inbox.Sequencer)
@@ -144,7 +138,7 @@ func (r *route) processStrict(d broker.Delivery, recheck bool) {
 			// The subject is parked at this very event: it was given up
 			// on and its dead letter may not have been published (or
 			// this is a copy). Publish it (again: at least once).
-			r.deadLetterParked(d, ev, seq, dlq.Failure{Reason: ReasonMaxAttempts, Attempts: r.cfg.Retry.MaxAttempts, First: now, Last: now, Err: err})
+			r.deadLetterParked(d, ev, seq, deadletter.Failure{Reason: deadletter.ReasonMaxAttempts, Attempts: r.cfg.Retry.MaxAttempts, First: now, Last: now, Err: err})
 			r.releaseSubject(ev.Subject)
 			return
 		}
@@ -171,9 +165,9 @@ func (r *route) processStrict(d broker.Delivery, recheck bool) {
 		}
 		permanent := eventkit.IsPermanent(err)
 		if permanent || n >= r.cfg.Retry.MaxAttempts {
-			reason := ReasonMaxAttempts
+			reason := deadletter.ReasonMaxAttempts
 			if permanent {
-				reason = ReasonPermanent
+				reason = deadletter.ReasonPermanent
 			}
 			r.log.Error("consumer: giving up on event; parking its subject", "id", ev.ID, "type", ev.Type,
 				"subject", ev.Subject, "seq", seq, "attempt", n, "reason", reason, "err", err)
@@ -186,7 +180,7 @@ func (r *route) processStrict(d broker.Delivery, recheck bool) {
 				return
 			}
 			r.parked.Add(1)
-			r.deadLetterParked(d, ev, seq, dlq.Failure{Reason: reason, Attempts: n, First: first, Last: now, Err: err})
+			r.deadLetterParked(d, ev, seq, deadletter.Failure{Reason: reason, Attempts: n, First: first, Last: now, Err: err})
 			r.releaseSubject(ev.Subject)
 			return
 		}

@@ -13,6 +13,7 @@ import (
 	"github.com/eventkit/eventkit"
 	"github.com/eventkit/eventkit/consumer"
 	"github.com/eventkit/eventkit/deadletter"
+	"github.com/eventkit/eventkit/deadletter/sqldeadletter"
 	"github.com/eventkit/eventkit/inbox/sqlinbox"
 )
 
@@ -29,7 +30,7 @@ func TestStrictOrderParksAndResumes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	dls, err := deadletter.New(db, sqlinbox.SQLite, "")
+	dls, err := sqldeadletter.New(db, sqlinbox.SQLite, "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -104,7 +105,7 @@ func TestStrictOrderParksAndResumes(t *testing.T) {
 	}
 	eventually(t, 20*time.Second, "q applied, p and r parked with their dead letters stored", func() bool {
 		n, _ := state("q")
-		k, _ := dls.Count(ctx, deadletter.Filter{})
+		k, _ := dls.Count(ctx, sqldeadletter.Filter{})
 		return n == 4 && k == 2 && r.c.Stats().Parked == 2
 	})
 	// The followers of the parked heads come back and wait.
@@ -114,7 +115,7 @@ func TestStrictOrderParksAndResumes(t *testing.T) {
 			t.Fatalf("parked subject %s: n %d, last %d; want 1, 1 (held behind its dead letter)", s, n, last)
 		}
 	}
-	list, err := dls.List(ctx, deadletter.Filter{EventID: evs["p2"].ID})
+	list, err := dls.List(ctx, sqldeadletter.Filter{EventID: evs["p2"].ID})
 	if err != nil || len(list) != 1 {
 		t.Fatalf("dead letter of p2: %v %v", list, err)
 	}
@@ -123,7 +124,7 @@ func TestStrictOrderParksAndResumes(t *testing.T) {
 	}
 
 	// Skip p2: p3 and p4 run.
-	if n, err := dls.Skip(ctx, in, deadletter.Filter{EventID: evs["p2"].ID}); err != nil || n != 1 {
+	if n, err := dls.Skip(ctx, in, sqldeadletter.Filter{EventID: evs["p2"].ID}); err != nil || n != 1 {
 		t.Fatalf("Skip: %d %v", n, err)
 	}
 	eventually(t, 20*time.Second, "p resumed after the skipped event", func() bool { n, last := state("p"); return n == 3 && last == 4 })
@@ -132,7 +133,7 @@ func TestStrictOrderParksAndResumes(t *testing.T) {
 	mu.Lock()
 	delete(poison, "r2")
 	mu.Unlock()
-	f := deadletter.Filter{EventID: evs["r2"].ID}
+	f := sqldeadletter.Filter{EventID: evs["r2"].ID}
 	if n, err := dls.Unpark(ctx, in, f); err != nil || n != 1 {
 		t.Fatalf("Unpark: %d %v", n, err)
 	}
@@ -144,7 +145,7 @@ func TestStrictOrderParksAndResumes(t *testing.T) {
 		t.Fatalf("%d order violations", v)
 	}
 	// Skipping again is a no-op.
-	if n, err := dls.Skip(ctx, in, deadletter.Filter{}); err != nil || n != 0 {
+	if n, err := dls.Skip(ctx, in, sqldeadletter.Filter{}); err != nil || n != 0 {
 		t.Fatalf("second Skip: %d %v", n, err)
 	}
 }

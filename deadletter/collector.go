@@ -5,28 +5,37 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"strings"
 	"time"
 
 	"github.com/eventkit/eventkit"
 	"github.com/eventkit/eventkit/broker"
-	"github.com/eventkit/eventkit/consumer"
 )
 
-// DefaultCollectorGroup is the consumer group the Collector uses.
-// It is the group the consumer runtime provisions on each dead-letter topic
-// (consumer.Config.DeadLetterGroup), so dead letters published before the
+// DefaultGroup is the consumer group Collect uses by default. The consumer
+// runtime provisions it on each dead-letter topic (consumer.Config's
+// DeadLetterGroup defaults to it), so dead letters published before the
 // collector first ran are kept for it.
-const DefaultCollectorGroup = consumer.DefaultDeadLetterGroup
+const DefaultGroup = "eventkit-dlq-collector"
+
+// ErrNotDeadLetter is returned when an event lacks the dead-letter attributes.
+var ErrNotDeadLetter = errors.New("deadletter: not a dead-letter event")
+
+// Adder stores dead letters; sqldeadletter.Store is one. Add must be
+// idempotent for a dead letter stored twice (a crash between Add and the
+// ack delivers it again).
+type Adder interface {
+	Add(ctx context.Context, dl eventkit.Event) error
+}
 
 // Collect subscribes to each dead-letter topic and stores every dead letter
-// in s before acking it. Messages on a dead-letter topic that are not dead
+// in s before acking it (at least once: a crash between the two stores it
+// again). Messages on a dead-letter topic that are not dead
 // letters (garbage, or events published there by hand) are stored as
 // undecodable dead letters with the reason, never dropped. It returns the
 // subscriptions; close them (or cancel ctx) to stop.
-func Collect(ctx context.Context, sub broker.Subscriber, s *Store, group string, topics ...string) ([]broker.Subscription, error) {
+func Collect(ctx context.Context, sub broker.Subscriber, s Adder, group string, topics ...string) ([]broker.Subscription, error) {
 	if group == "" {
-		group = DefaultCollectorGroup
+		group = DefaultGroup
 	}
 	var subs []broker.Subscription
 	for _, topic := range topics {
@@ -34,7 +43,7 @@ func Collect(ctx context.Context, sub broker.Subscriber, s *Store, group string,
 			ev := d.Event()
 			if err := d.DecodeErr(); err != nil {
 				ev = foreign(d.Topic(), group, rawOf(err), err)
-			} else if _, ok := consumer.DeadLetterInfo(ev); !ok {
+			} else if _, ok := InfoOf(ev); !ok {
 				ev = foreign(d.Topic(), group, nil, fmt.Errorf("%w on dead-letter topic: %s", ErrNotDeadLetter, ev))
 				if b, err := d.Event().MarshalJSON(); err == nil {
 					ev.Data = b
@@ -69,29 +78,13 @@ func rawOf(err error) []byte {
 // foreign wraps something found on a dead-letter topic that is not a dead
 // letter into an undecodable dead letter, so it is kept and visible.
 func foreign(topic, group string, raw []byte, err error) eventkit.Event {
-	ev := eventkit.New(consumer.UndecodableType, "application/octet-stream", raw, eventkit.WithSource("eventkit/deadletter"))
+	ev := eventkit.New(UndecodableType, "application/octet-stream", raw, eventkit.WithSource("eventkit/deadletter"))
 	ev.DataVersion = ""
 	now := time.Now().UTC().Format(time.RFC3339Nano)
 	ev.Extensions = map[string]string{
-		consumer.ExtDLQTopic: topic, consumer.ExtDLQGroup: group, consumer.ExtDLQAttempts: "0",
-		consumer.ExtDLQFirstFailure: now, consumer.ExtDLQLastFailure: now,
-		consumer.ExtDLQReason: consumer.ReasonUndecodable, consumer.ExtDLQError: clean(err.Error()),
+		ExtTopic: topic, ExtGroup: group, ExtAttempts: "0",
+		ExtFirstFailure: now, ExtLastFailure: now,
+		ExtReason: ReasonUndecodable, ExtError: cleanText(err.Error(), 1000),
 	}
 	return ev
-}
-
-// clean makes s a valid extension value: no control characters, valid
-// UTF-8, at most 1000 bytes.
-func clean(s string) string {
-	s = strings.ToValidUTF8(s, "?")
-	s = strings.Map(func(r rune) rune {
-		if r < 0x20 || r == 0x7f {
-			return ' '
-		}
-		return r
-	}, s)
-	if len(s) > 1000 {
-		s = strings.ToValidUTF8(s[:1000], "")
-	}
-	return s
 }

@@ -15,6 +15,7 @@ import (
 	"github.com/eventkit/eventkit/broker"
 	"github.com/eventkit/eventkit/broker/adapterkit"
 	"github.com/eventkit/eventkit/consumer"
+	"github.com/eventkit/eventkit/deadletter"
 )
 
 // oversizeLimit is the size limit of the broker the OversizedMessage case
@@ -114,8 +115,8 @@ func (s *suite) oversized(t *testing.T) {
 	s.publish(t, ctx, b, topic, good)
 
 	r := s.wait(t, dlq, 1)[0]
-	info, ok := consumer.DeadLetterInfo(r.ev)
-	if !ok || !info.Undecodable || info.Reason != consumer.ReasonUndecodable || info.Attempts != 1 || info.Topic != topic {
+	info, ok := deadletter.InfoOf(r.ev)
+	if !ok || !info.Undecodable || info.Reason != deadletter.ReasonUndecodable || info.Attempts != 1 || info.Topic != topic {
 		t.Fatalf("dead letter %+v / %+v", r.ev, info)
 	}
 	if want := fmt.Sprintf("over the limit of %d bytes", oversizeLimit); !strings.Contains(info.Error, want) || !strings.Contains(info.Error, "on consume") {

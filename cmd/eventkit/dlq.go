@@ -11,9 +11,8 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/eventkit/eventkit/deadletter/sqldeadletter"
 	"github.com/spf13/cobra"
-
-	"github.com/eventkit/eventkit/deadletter"
 )
 
 func init() { commands = append(commands, newDLQCmd) }
@@ -32,7 +31,7 @@ func (f *dlqFilter) flags(cmd *cobra.Command) {
 	cmd.Flags().StringVar(&f.until, "until", "", "only dead letters before a time (RFC 3339) or a duration ago")
 }
 
-func (f *dlqFilter) filter(ids []string) ([]deadletter.Filter, error) {
+func (f *dlqFilter) filter(ids []string) ([]sqldeadletter.Filter, error) {
 	since, err := parseTime(f.since)
 	if err != nil {
 		return nil, err
@@ -41,11 +40,11 @@ func (f *dlqFilter) filter(ids []string) ([]deadletter.Filter, error) {
 	if err != nil {
 		return nil, err
 	}
-	base := deadletter.Filter{Topic: f.topic, Group: f.group, Type: f.typ, Since: since, Until: until, Limit: f.limit}
+	base := sqldeadletter.Filter{Topic: f.topic, Group: f.group, Type: f.typ, Since: since, Until: until, Limit: f.limit}
 	if len(ids) == 0 {
-		return []deadletter.Filter{base}, nil
+		return []sqldeadletter.Filter{base}, nil
 	}
-	out := make([]deadletter.Filter, len(ids))
+	out := make([]sqldeadletter.Filter, len(ids))
 	for i, id := range ids {
 		out[i] = base
 		out[i].EventID = id
@@ -131,7 +130,7 @@ ids given to these commands are the original events' ids.`,
 				return err
 			}
 			defer closeStore()
-			entries, err := dl.List(ctx, deadletter.Filter{EventID: args[0]})
+			entries, err := dl.List(ctx, sqldeadletter.Filter{EventID: args[0]})
 			if err != nil {
 				return err
 			}
@@ -184,7 +183,7 @@ filters, or --all.`,
 				return err
 			}
 			defer b.Close(ctx)
-			var total deadletter.ReplayResult
+			var total sqldeadletter.ReplayResult
 			for _, f := range fs {
 				// Strict order: a subject parked at a dead letter runs it
 				// first again when it comes back.
@@ -301,7 +300,7 @@ type entryJSON struct {
 	Payload    *string           `json:"payload"`
 }
 
-func entriesJSON(entries []deadletter.Entry, whole bool) []entryJSON {
+func entriesJSON(entries []sqldeadletter.Entry, whole bool) []entryJSON {
 	out := make([]entryJSON, 0, len(entries))
 	for _, e := range entries {
 		j := entryJSON{Topic: e.Topic, Group: e.Group, EventID: e.EventID, EventType: e.EventType, Reason: e.Reason,

@@ -6,14 +6,14 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/eventkit/eventkit/deadletter"
+	"github.com/eventkit/eventkit/deadletter/sqldeadletter"
 	"github.com/eventkit/eventkit/inbox/sqlinbox"
 )
 
 // openParked opens the store with its dead-letter table and its inbox
 // (whose subject positions strict-order consumers park); call the returned
 // function to close the store.
-func (c *conn) openParked(ctx context.Context) (*deadletter.Store, *sqlinbox.Inbox, func(), error) {
+func (c *conn) openParked(ctx context.Context) (*sqldeadletter.Store, *sqlinbox.Inbox, func(), error) {
 	st, err := c.openStore(ctx)
 	if err != nil {
 		return nil, nil, nil, err

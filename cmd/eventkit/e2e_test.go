@@ -21,7 +21,7 @@ import (
 	"github.com/eventkit/eventkit"
 	"github.com/eventkit/eventkit/broker"
 	natsbroker "github.com/eventkit/eventkit/broker/natsbroker"
-	"github.com/eventkit/eventkit/consumer"
+	"github.com/eventkit/eventkit/deadletter"
 	"github.com/eventkit/eventkit/internal/testenv"
 	"github.com/eventkit/eventkit/outbox"
 	"github.com/eventkit/eventkit/outbox/pgoutbox"
@@ -275,7 +275,7 @@ func collect(t *testing.T, url, topic string) (ids func() map[string]int) {
 	seen := map[string]int{}
 	sub, err := b.Subscribe(ctx, topic, "e2e", broker.AutoAck(func(_ context.Context, e eventkit.Event, _ int) error {
 		id := e.ID
-		if orig := e.Extension(consumer.ExtReplayOf); orig != "" {
+		if orig := e.Extension(deadletter.ExtReplayOf); orig != "" {
 			id = "replay:" + orig // a replay has an id of its own
 		}
 		mu.Lock()
@@ -375,9 +375,9 @@ func TestDLQ(t *testing.T) {
 		eventkit.WithSubject("o-9"), eventkit.WithExtension("correlationid", "c-9"))
 	dl := orig.Clone()
 	now := time.Now().UTC().Format(time.RFC3339Nano)
-	for k, v := range map[string]string{consumer.ExtDLQTopic: topic, consumer.ExtDLQGroup: "billing", consumer.ExtDLQAttempts: "5",
-		consumer.ExtDLQFirstFailure: now, consumer.ExtDLQLastFailure: now, consumer.ExtDLQReason: consumer.ReasonMaxAttempts,
-		consumer.ExtDLQError: "card declined"} {
+	for k, v := range map[string]string{deadletter.ExtTopic: topic, deadletter.ExtGroup: "billing", deadletter.ExtAttempts: "5",
+		deadletter.ExtFirstFailure: now, deadletter.ExtLastFailure: now, deadletter.ExtReason: deadletter.ReasonMaxAttempts,
+		deadletter.ExtError: "card declined"} {
 		dl.Extensions[k] = v
 	}
 	env, _ := dl.MarshalJSON()

@@ -10,7 +10,7 @@ import (
 
 	"github.com/eventkit/eventkit/broker"
 	"github.com/eventkit/eventkit/connect"
-	"github.com/eventkit/eventkit/deadletter"
+	"github.com/eventkit/eventkit/deadletter/sqldeadletter"
 	"github.com/eventkit/eventkit/inbox/sqlinbox"
 )
 
@@ -61,13 +61,13 @@ func (c *conn) inbox(st *connect.Store) (*sqlinbox.Inbox, error) {
 	return sqlinbox.New(st.SQL, st.Dialect, sqlinbox.Options{Table: c.inboxTable})
 }
 
-func (c *conn) deadLetters(st *connect.Store) (*deadletter.Store, error) {
-	return deadletter.New(st.SQL, st.Dialect, c.dlqTable)
+func (c *conn) deadLetters(st *connect.Store) (*sqldeadletter.Store, error) {
+	return sqldeadletter.New(st.SQL, st.Dialect, c.dlqTable)
 }
 
 // openDeadLetters opens the store and its dead-letter table; call the
 // returned function to close the store.
-func (c *conn) openDeadLetters(ctx context.Context) (*deadletter.Store, func(), error) {
+func (c *conn) openDeadLetters(ctx context.Context) (*sqldeadletter.Store, func(), error) {
 	st, err := c.openStore(ctx)
 	if err != nil {
 		return nil, nil, err

@@ -73,12 +73,24 @@ func TestCDCTwoDatabases(t *testing.T) {
 	if r.code == 0 || !strings.Contains(r.stderr, "belongs to database") {
 		t.Fatalf("cdc drop of b's slot from a: exit %d\nstdout: %s\nstderr: %s", r.code, r.stdout, r.stderr)
 	}
+	// b's walsender before and after a's drop: the drop must not terminate
+	// it (the same backend keeps streaming) nor drop b's slot or
+	// publication. The slot is briefly inactive when the relay reconnects
+	// on its own, so wait for a streaming backend first.
+	walsender := func() (pid int32, pub bool) {
+		t.Helper()
+		var active bool
+		if err := b.pool.QueryRow(ctx, `SELECT s.active, COALESCE(s.active_pid, 0), EXISTS (SELECT 1 FROM pg_publication WHERE pubname = $1)
+FROM pg_replication_slots s WHERE s.slot_name = $1 AND s.database = current_database()`, slotB).Scan(&active, &pid, &pub); err != nil {
+			t.Fatalf("b's slot: %v", err)
+		}
+		return pid, pub
+	}
+	var before int32
+	waitFor(t, 30*time.Second, "b's slot streaming", func() bool { before, _ = walsender(); return before != 0 })
 	run(t, "", append([]string{"outbox", "cdc", "drop"}, a.flags...)...).mustOK(t)
-
-	var active, pub bool
-	if err := b.pool.QueryRow(ctx, `SELECT s.active, EXISTS (SELECT 1 FROM pg_publication WHERE pubname = $1)
-FROM pg_replication_slots s WHERE s.slot_name = $1 AND s.database = current_database()`, slotB).Scan(&active, &pub); err != nil || !active || !pub {
-		t.Fatalf("b's slot after a's drop: active %v, publication %v, %v", active, pub, err)
+	if after, pub := walsender(); after != before || !pub {
+		t.Fatalf("b's slot after a's drop: walsender pid %d (was %d), publication %v", after, before, pub)
 	}
 	b.add(t, topic, 50)
 	waitFor(t, 60*time.Second, "b's events after a's drop", func() bool { return len(ids()) == 150 })

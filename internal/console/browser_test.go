@@ -22,6 +22,7 @@ import (
 	"github.com/eventkit/eventkit/connect"
 	"github.com/eventkit/eventkit/consumer"
 	"github.com/eventkit/eventkit/deadletter"
+	"github.com/eventkit/eventkit/deadletter/sqldeadletter"
 	"github.com/eventkit/eventkit/inbox/sqlinbox"
 	"github.com/eventkit/eventkit/internal/console"
 	"github.com/eventkit/eventkit/internal/testenv"
@@ -56,7 +57,7 @@ type world struct {
 	ctx    context.Context
 	st     *connect.Store
 	b      *natsbroker.Broker
-	dls    *deadletter.Store
+	dls    *sqldeadletter.Store
 	topic  string
 	healed atomic.Bool
 	url    string
@@ -82,7 +83,7 @@ func newWorld(t *testing.T) *world {
 	if err := in.Migrate(ctx); err != nil {
 		t.Fatal(err)
 	}
-	dls, err := deadletter.New(st.SQL, st.Dialect, "")
+	dls, err := sqldeadletter.New(st.SQL, st.Dialect, "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -201,7 +202,7 @@ func TestBrowser(t *testing.T) {
 	big := eventkit.New("order.created", "application/octet-stream", []byte{0xde, 0xad, 0xbe, 0xef}, eventkit.WithSubject("o-3"))
 	w.write(true, big)
 	w.waitFor("the first event applied", func() bool { return w.applied(ok.ID) })
-	w.waitFor("the dead letter stored", func() bool { n, _ := w.dls.Count(w.ctx, deadletter.Filter{}); return n == 1 })
+	w.waitFor("the dead letter stored", func() bool { n, _ := w.dls.Count(w.ctx, sqldeadletter.Filter{}); return n == 1 })
 
 	shots := t.TempDir()
 	if os.Getenv("EVENTKIT_CONSOLE_SCREENSHOTS") != "" {

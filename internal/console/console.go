@@ -36,8 +36,8 @@ import (
 
 	"github.com/eventkit/eventkit/audit"
 	"github.com/eventkit/eventkit/broker"
-	"github.com/eventkit/eventkit/consumer"
 	"github.com/eventkit/eventkit/deadletter"
+	"github.com/eventkit/eventkit/deadletter/sqldeadletter"
 	"github.com/eventkit/eventkit/inbox/sqlinbox"
 	"github.com/eventkit/eventkit/outbox"
 )
@@ -103,7 +103,7 @@ func New(cfg Config) (*Console, error) {
 		cfg.InboxTable = sqlinbox.DefaultTable
 	}
 	if cfg.DeadLetterTable == "" {
-		cfg.DeadLetterTable = deadletter.DefaultTable
+		cfg.DeadLetterTable = sqldeadletter.DefaultTable
 	}
 	var b [16]byte
 	if _, err := rand.Read(b[:]); err != nil {
@@ -111,7 +111,7 @@ func New(cfg Config) (*Console, error) {
 	}
 	c := &Console{cfg: cfg, csrf: hex.EncodeToString(b[:]), tpl: map[string]*template.Template{}, mux: http.NewServeMux()}
 	funcs := template.FuncMap{"ts": ts, "ago": ago, "q": url.QueryEscape, "ints": ints, "reasons": func() []string {
-		return []string{consumer.ReasonMaxAttempts, consumer.ReasonPermanent, consumer.ReasonUndecodable, consumer.ReasonNoRoute}
+		return []string{deadletter.ReasonMaxAttempts, deadletter.ReasonPermanent, deadletter.ReasonUndecodable, deadletter.ReasonNoRoute}
 	}}
 	for _, page := range []string{"overview", "trace", "deadletters", "parked", "confirm", "error", "done"} {
 		t, err := template.New("layout.html").Funcs(funcs).ParseFS(templateFS, "templates/layout.html", "templates/"+page+".html")
@@ -233,8 +233,8 @@ func (c *Console) getBroker(ctx context.Context) (broker.Broker, audit.Stream, e
 	return b, c.stream, nil
 }
 
-func (c *Console) deadLetterStore() (*deadletter.Store, error) {
-	return deadletter.New(c.cfg.DB, c.cfg.Dialect, c.cfg.DeadLetterTable)
+func (c *Console) deadLetterStore() (*sqldeadletter.Store, error) {
+	return sqldeadletter.New(c.cfg.DB, c.cfg.Dialect, c.cfg.DeadLetterTable)
 }
 
 func (c *Console) auditConfig(s audit.Stream) audit.Config {

@@ -16,8 +16,8 @@ import (
 
 	"github.com/eventkit/eventkit"
 	"github.com/eventkit/eventkit/audit"
-	"github.com/eventkit/eventkit/consumer"
 	"github.com/eventkit/eventkit/deadletter"
+	"github.com/eventkit/eventkit/deadletter/sqldeadletter"
 	"github.com/eventkit/eventkit/outbox"
 	"github.com/eventkit/eventkit/outbox/pgcdc"
 )
@@ -296,8 +296,8 @@ func readFilter(get func(string) string) dlFilter {
 	return dlFilter{Topic: get("topic"), Group: get("group"), Type: get("type"), Reason: get("reason"), Since: get("since"), Until: get("until"), ID: get("id")}
 }
 
-func (f dlFilter) filter() (deadletter.Filter, error) {
-	out := deadletter.Filter{Topic: f.Topic, Group: f.Group, Type: f.Type, EventID: f.ID}
+func (f dlFilter) filter() (sqldeadletter.Filter, error) {
+	out := sqldeadletter.Filter{Topic: f.Topic, Group: f.Group, Type: f.Type, EventID: f.ID}
 	var err error
 	if out.Since, err = parseTime(f.Since); err != nil {
 		return out, err
@@ -325,7 +325,7 @@ func parseTime(s string) (time.Time, error) {
 }
 
 type dlView struct {
-	deadletter.Entry
+	sqldeadletter.Entry
 	Payload payload
 	Parked  bool
 }
@@ -337,8 +337,8 @@ type dlData struct {
 }
 
 // listDeadLetters applies the filter, the reason included (which
-// deadletter.Filter does not have).
-func (c *Console) listDeadLetters(ctx context.Context, f dlFilter) ([]deadletter.Entry, error) {
+// sqldeadletter.Filter does not have).
+func (c *Console) listDeadLetters(ctx context.Context, f dlFilter) ([]sqldeadletter.Entry, error) {
 	df, err := f.filter()
 	if err != nil {
 		return nil, err
@@ -354,7 +354,7 @@ func (c *Console) listDeadLetters(ctx context.Context, f dlFilter) ([]deadletter
 	if f.Reason == "" {
 		return all, nil
 	}
-	var out []deadletter.Entry
+	var out []sqldeadletter.Entry
 	for _, e := range all {
 		if e.Reason == f.Reason {
 			out = append(out, e)
@@ -375,7 +375,7 @@ func (c *Console) deadLetters(w http.ResponseWriter, r *http.Request) {
 	}
 	for _, e := range entries {
 		_, parked := e.Parked()
-		v := dlView{Entry: e, Payload: decodePayload(consumer.Original(e.Event)), Parked: parked}
+		v := dlView{Entry: e, Payload: decodePayload(deadletter.Original(e.Event)), Parked: parked}
 		d.Entries = append(d.Entries, v)
 	}
 	if show := r.URL.Query().Get("show"); show != "" {
@@ -535,11 +535,11 @@ func (c *Console) run(ctx context.Context, a action) (result, back string, err e
 		return "nothing done", "/deadletters", err
 	}
 	// Act on each selected entry by its key, so that the reason filter
-	// (which deadletter.Filter lacks) holds.
+	// (which sqldeadletter.Filter lacks) holds.
 	n := 0
 	var skipped int
 	for _, e := range entries {
-		one := deadletter.Filter{Topic: e.Topic, Group: e.Group, EventID: e.EventID}
+		one := sqldeadletter.Filter{Topic: e.Topic, Group: e.Group, EventID: e.EventID}
 		switch a.Op {
 		case "replay":
 			b, _, berr := c.getBroker(ctx)

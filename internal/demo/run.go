@@ -18,6 +18,7 @@ import (
 	"github.com/eventkit/eventkit/connect"
 	"github.com/eventkit/eventkit/consumer"
 	"github.com/eventkit/eventkit/deadletter"
+	"github.com/eventkit/eventkit/deadletter/sqldeadletter"
 	"github.com/eventkit/eventkit/debezium"
 	"github.com/eventkit/eventkit/examples/shop"
 	"github.com/eventkit/eventkit/inbox/sqlinbox"
@@ -177,7 +178,7 @@ func Run(ctx context.Context, cfg Config) (Summary, error) {
 	if ops == nil {
 		return sum, errors.New("demo: no ops store")
 	}
-	dl, err := deadletter.New(ops.SQL, ops.Dialect, DeadLetterTable)
+	dl, err := sqldeadletter.New(ops.SQL, ops.Dialect, DeadLetterTable)
 	if err != nil {
 		return sum, err
 	}
@@ -431,7 +432,7 @@ func Run(ctx context.Context, cfg Config) (Summary, error) {
 			if sum.PoisonEventID == "" {
 				break
 			}
-			if n, err := dl.Count(ctx, deadletter.Filter{EventID: sum.PoisonEventID}); err == nil && n > 0 {
+			if n, err := dl.Count(ctx, sqldeadletter.Filter{EventID: sum.PoisonEventID}); err == nil && n > 0 {
 				break
 			}
 		}
@@ -465,7 +466,7 @@ func Run(ctx context.Context, cfg Config) (Summary, error) {
 	}
 	v.Problems = append(sum.Verdict.Problems, v.Problems...)
 	if sum.PoisonEventID != "" {
-		n, err := dl.Count(vctx, deadletter.Filter{EventID: sum.PoisonEventID})
+		n, err := dl.Count(vctx, sqldeadletter.Filter{EventID: sum.PoisonEventID})
 		sum.PoisonInDLQ = err == nil && n == 1
 		if !sum.PoisonInDLQ {
 			v.Problems = append(v.Problems, "the poison event is not in the dead letters")

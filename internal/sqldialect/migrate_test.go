@@ -14,7 +14,7 @@ import (
 	_ "modernc.org/sqlite"
 
 	"github.com/eventkit/eventkit"
-	"github.com/eventkit/eventkit/deadletter"
+	"github.com/eventkit/eventkit/deadletter/sqldeadletter"
 	"github.com/eventkit/eventkit/inbox"
 	"github.com/eventkit/eventkit/inbox/sqlinbox"
 	"github.com/eventkit/eventkit/internal/sqldialect"
@@ -125,7 +125,7 @@ func TestAdoptOldTables(t *testing.T) {
 			if err != nil || !fresh {
 				t.Fatalf("claim before migrate: %v %v", fresh, err)
 			}
-			dls, err := deadletter.New(db, d, dlT)
+			dls, err := sqldeadletter.New(db, d, dlT)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -207,14 +207,14 @@ func TestAdoptOldTables(t *testing.T) {
 func TestDroppedByHand(t *testing.T) {
 	ctx := context.Background()
 	db := open(t, sqldialect.SQLite)
-	dls, err := deadletter.New(db, sqldialect.SQLite, "")
+	dls, err := sqldeadletter.New(db, sqldialect.SQLite, "")
 	if err != nil {
 		t.Fatal(err)
 	}
 	if err := dls.Migrate(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := db.Exec("DROP TABLE " + deadletter.DefaultTable); err != nil {
+	if _, err := db.Exec("DROP TABLE " + sqldeadletter.DefaultTable); err != nil {
 		t.Fatal(err)
 	}
 	if st, err := dls.MigrationStatus(ctx); err != nil || st[0].Applied {
@@ -223,7 +223,7 @@ func TestDroppedByHand(t *testing.T) {
 	if err := dls.Migrate(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if n := count(t, db, "SELECT count(*) FROM "+deadletter.DefaultTable); n != 0 {
+	if n := count(t, db, "SELECT count(*) FROM "+sqldeadletter.DefaultTable); n != 0 {
 		t.Fatal(n)
 	}
 }

@@ -27,7 +27,7 @@ import (
 	"github.com/eventkit/eventkit/broker/rabbitmqbroker"
 	redisbroker "github.com/eventkit/eventkit/broker/redisbroker"
 	"github.com/eventkit/eventkit/connect"
-	"github.com/eventkit/eventkit/consumer"
+	"github.com/eventkit/eventkit/deadletter"
 	"github.com/eventkit/eventkit/inbox/sqlinbox"
 	"github.com/eventkit/eventkit/outbox/pgcdc"
 )
@@ -603,9 +603,9 @@ func cleanupBroker(ctx context.Context, b broker.Broker, n names) {
 			case *redisbroker.Broker:
 				_ = b.DeleteTopic(ctx, t)
 			case *rabbitmqbroker.Broker:
-				_ = b.DeleteTopology(ctx, t, n.group(), consumer.DefaultDeadLetterGroup)
+				_ = b.DeleteTopology(ctx, t, n.group(), deadletter.DefaultGroup)
 			case *kafkabroker.Broker:
-				_ = b.DeleteTopic(ctx, t, n.group(), consumer.DefaultDeadLetterGroup)
+				_ = b.DeleteTopic(ctx, t, n.group(), deadletter.DefaultGroup)
 			}
 		}
 	}

@@ -1,6 +1,4 @@
-// Package dlq encodes and reads the dead letters of package consumer. It is
-// separate so that its fuzz test builds without the database drivers.
-package dlq
+package deadletter
 
 import (
 	"encoding/json"
@@ -15,15 +13,19 @@ import (
 // The extension attributes a dead letter carries. All start with "dlq", so
 // Original can strip them.
 const (
-	ExtDLQTopic        = "dlqtopic"        // the topic the event was consumed from
-	ExtDLQGroup        = "dlqgroup"        // the consumer group that gave up
-	ExtDLQAttempts     = "dlqattempts"     // attempts made, decimal
-	ExtDLQFirstFailure = "dlqfirstfailure" // RFC 3339 time of the first failure seen
-	ExtDLQLastFailure  = "dlqlastfailure"  // RFC 3339 time of the last failure
-	ExtDLQError        = "dlqerror"        // the last error's text (at most 1000 bytes)
-	ExtDLQReason       = "dlqreason"       // ReasonMaxAttempts, ReasonPermanent or ReasonUndecodable
-	ExtDLQHeaders      = "dlqheaders"      // undecodable only: the message headers as a JSON object
-	ExtDLQEventID      = "dlqeventid"      // the original event's id (the dead letter has an id of its own)
+	ExtTopic        = "dlqtopic"        // the topic the event was consumed from
+	ExtGroup        = "dlqgroup"        // the consumer group that gave up
+	ExtAttempts     = "dlqattempts"     // attempts made, decimal
+	ExtFirstFailure = "dlqfirstfailure" // RFC 3339 time of the first failure seen
+	ExtLastFailure  = "dlqlastfailure"  // RFC 3339 time of the last failure
+	ExtError        = "dlqerror"        // the last error's text (at most 1000 bytes)
+	ExtReason       = "dlqreason"       // ReasonMaxAttempts, ReasonPermanent or ReasonUndecodable
+	ExtHeaders      = "dlqheaders"      // undecodable only: the message headers as a JSON object
+	ExtEventID      = "dlqeventid"      // the original event's id (the dead letter has an id of its own)
+	// ExtParked marks the dead letter of an event that parked its subject
+	// (consumer StrictOrder): the subject's sequence number it is parked
+	// at, decimal. sqldeadletter's Unpark and Skip resume the subject.
+	ExtParked = "dlqparked"
 )
 
 // The extension attributes of a replayed event (see Replay). They do not
@@ -43,11 +45,11 @@ const (
 
 // UndecodableType is the type of the dead letter made for a message that was
 // not a valid event. Its Data is the message's raw bytes, its content type
-// application/octet-stream, and ExtDLQError says why it could not be decoded.
-const UndecodableType = "eventkit.deadletter.undecodable"
+// application/octet-stream, and ExtError says why it could not be decoded.
+const UndecodableType = "eventkit.undecodable"
 
-// DeadLetter describes a dead-letter event (see DeadLetterInfo).
-type DeadLetter struct {
+// Info describes a dead-letter event (see InfoOf).
+type Info struct {
 	// EventID is the original event's id. The dead letter itself has an id
 	// of its own, so that a broker's deduplication by message id (JetStream's
 	// Nats-Msg-Id) cannot drop it as a copy of the original or of another
@@ -67,27 +69,27 @@ type DeadLetter struct {
 	Headers     map[string]string
 }
 
-// DeadLetterInfo reads the dead-letter attributes of ev. ok is false when ev
+// InfoOf reads the dead-letter attributes of ev. ok is false when ev
 // is not a dead letter.
-func DeadLetterInfo(ev eventkit.Event) (dl DeadLetter, ok bool) {
-	if _, ok := ev.Extensions[ExtDLQTopic]; !ok {
-		return DeadLetter{}, false
+func InfoOf(ev eventkit.Event) (dl Info, ok bool) {
+	if _, ok := ev.Extensions[ExtTopic]; !ok {
+		return Info{}, false
 	}
-	dl = DeadLetter{
-		Topic:       ev.Extensions[ExtDLQTopic],
-		Group:       ev.Extensions[ExtDLQGroup],
-		Error:       ev.Extensions[ExtDLQError],
-		Reason:      ev.Extensions[ExtDLQReason],
+	dl = Info{
+		Topic:       ev.Extensions[ExtTopic],
+		Group:       ev.Extensions[ExtGroup],
+		Error:       ev.Extensions[ExtError],
+		Reason:      ev.Extensions[ExtReason],
 		Undecodable: ev.Type == UndecodableType,
 		EventID:     ev.ID,
 	}
-	if id := ev.Extensions[ExtDLQEventID]; id != "" && !dl.Undecodable {
+	if id := ev.Extensions[ExtEventID]; id != "" && !dl.Undecodable {
 		dl.EventID = id
 	}
-	dl.Attempts, _ = strconv.Atoi(ev.Extensions[ExtDLQAttempts])
-	dl.FirstFailure, _ = time.Parse(time.RFC3339Nano, ev.Extensions[ExtDLQFirstFailure])
-	dl.LastFailure, _ = time.Parse(time.RFC3339Nano, ev.Extensions[ExtDLQLastFailure])
-	if h := ev.Extensions[ExtDLQHeaders]; h != "" {
+	dl.Attempts, _ = strconv.Atoi(ev.Extensions[ExtAttempts])
+	dl.FirstFailure, _ = time.Parse(time.RFC3339Nano, ev.Extensions[ExtFirstFailure])
+	dl.LastFailure, _ = time.Parse(time.RFC3339Nano, ev.Extensions[ExtLastFailure])
+	if h := ev.Extensions[ExtHeaders]; h != "" {
 		_ = json.Unmarshal([]byte(h), &dl.Headers)
 	}
 	return dl, true
@@ -98,7 +100,7 @@ func DeadLetterInfo(ev eventkit.Event) (dl DeadLetter, ok bool) {
 // dead letter there is no original event; it returns the copy all the same.
 func Original(ev eventkit.Event) eventkit.Event {
 	out := ev.Clone()
-	if id := out.Extensions[ExtDLQEventID]; id != "" && out.Type != UndecodableType {
+	if id := out.Extensions[ExtEventID]; id != "" && out.Type != UndecodableType {
 		out.ID = id
 	}
 	for k := range out.Extensions {
@@ -122,13 +124,13 @@ type Failure struct {
 }
 
 // Of builds the dead letter of ev: ev with an id of its own, the original
-// id in ExtDLQEventID and the failure's attributes.
+// id in ExtEventID and the failure's attributes.
 func Of(ev eventkit.Event, topic, group string, f Failure) eventkit.Event {
 	dl := Original(ev)
 	if dl.Extensions == nil {
 		dl.Extensions = make(map[string]string, 8)
 	}
-	dl.Extensions[ExtDLQEventID] = dl.ID
+	dl.Extensions[ExtEventID] = dl.ID
 	dl.ID = eventkit.NewID()
 	setFailure(dl.Extensions, topic, group, f)
 	return dl
@@ -141,7 +143,7 @@ func Of(ev eventkit.Event, topic, group string, f Failure) eventkit.Event {
 // its original id before the inbox and the handler see it, and only the
 // named group handles it; other groups of the topic ack it unseen.
 func Replay(dl eventkit.Event) eventkit.Event {
-	group := dl.Extensions[ExtDLQGroup]
+	group := dl.Extensions[ExtGroup]
 	ev := Original(dl)
 	if ev.Extensions == nil {
 		ev.Extensions = make(map[string]string, 2)
@@ -179,17 +181,17 @@ func Unreplay(ev eventkit.Event, group string) (out eventkit.Event, skip bool) {
 }
 
 func setFailure(ext map[string]string, topic, group string, f Failure) {
-	ext[ExtDLQTopic] = topic
-	ext[ExtDLQGroup] = group
-	ext[ExtDLQAttempts] = strconv.Itoa(f.Attempts)
-	ext[ExtDLQFirstFailure] = f.First.UTC().Format(time.RFC3339Nano)
-	ext[ExtDLQLastFailure] = f.Last.UTC().Format(time.RFC3339Nano)
-	ext[ExtDLQReason] = f.Reason
+	ext[ExtTopic] = topic
+	ext[ExtGroup] = group
+	ext[ExtAttempts] = strconv.Itoa(f.Attempts)
+	ext[ExtFirstFailure] = f.First.UTC().Format(time.RFC3339Nano)
+	ext[ExtLastFailure] = f.Last.UTC().Format(time.RFC3339Nano)
+	ext[ExtReason] = f.Reason
 	msg := "unknown error"
 	if f.Err != nil {
 		msg = f.Err.Error()
 	}
-	ext[ExtDLQError] = cleanText(msg, 1000)
+	ext[ExtError] = cleanText(msg, 1000)
 }
 
 // Undecodable builds the dead letter of a message that is not an event: raw
@@ -202,7 +204,7 @@ func Undecodable(raw []byte, headers map[string]string, topic, group string, f F
 	setFailure(ev.Extensions, topic, group, f)
 	if len(headers) > 0 {
 		if b, err := json.Marshal(headers); err == nil {
-			ev.Extensions[ExtDLQHeaders] = cleanText(string(b), 16<<10)
+			ev.Extensions[ExtHeaders] = cleanText(string(b), 16<<10)
 		}
 	}
 	return ev

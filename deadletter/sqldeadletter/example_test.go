@@ -1,4 +1,4 @@
-package deadletter_test
+package sqldeadletter_test
 
 import (
 	"context"
@@ -15,6 +15,7 @@ import (
 	"github.com/eventkit/eventkit/broker/memorybroker"
 	"github.com/eventkit/eventkit/consumer"
 	"github.com/eventkit/eventkit/deadletter"
+	"github.com/eventkit/eventkit/deadletter/sqldeadletter"
 	"github.com/eventkit/eventkit/inbox/sqlinbox"
 )
 
@@ -27,7 +28,7 @@ func Example() {
 	defer os.RemoveAll(dir)
 	db, _ := sql.Open("sqlite", "file:"+filepath.Join(dir, "ops.db")+"?_pragma=busy_timeout(5000)")
 	defer db.Close()
-	store, _ := deadletter.New(db, sqlinbox.SQLite, "") // table eventkit_dead_letters
+	store, _ := sqldeadletter.New(db, sqlinbox.SQLite, "") // table eventkit_dead_letters
 	if err := store.Migrate(ctx); err != nil {
 		panic(err)
 	}
@@ -63,13 +64,13 @@ func Example() {
 	ev := eventkit.New("order.created", "application/json", []byte(`{"sku":"SKU-X"}`), eventkit.WithID("evt-1"), eventkit.WithSubject("o-1"))
 	_ = b.Publish(ctx, "orders", ev)
 
-	for n, _ := store.Count(ctx, deadletter.Filter{}); n == 0; n, _ = store.Count(ctx, deadletter.Filter{}) {
+	for n, _ := store.Count(ctx, sqldeadletter.Filter{}); n == 0; n, _ = store.Count(ctx, sqldeadletter.Filter{}) {
 		time.Sleep(5 * time.Millisecond)
 	}
 	stop()
 	<-done
 
-	entries, _ := store.List(ctx, deadletter.Filter{Topic: "orders"})
+	entries, _ := store.List(ctx, sqldeadletter.Filter{Topic: "orders"})
 	for _, e := range entries {
 		fmt.Printf("%s %s %s group=%s reason=%s error=%q\n", e.Topic, e.EventID, e.EventType, e.Group, e.Reason, e.Error)
 	}
@@ -80,10 +81,10 @@ func Example() {
 	// own and addressed to billing: a consumer runtime of another group
 	// skips it, billing's handler sees the original id "evt-1". A raw
 	// subscriber such as the auditor sees the replay's attributes.
-	res, err := store.Replay(ctx, b, deadletter.Filter{EventID: "evt-1"})
+	res, err := store.Replay(ctx, b, sqldeadletter.Filter{EventID: "evt-1"})
 	fmt.Println("replayed:", res.Replayed, err)
 	e := <-seen
-	fmt.Println("audit saw the replay of:", e.Extension(consumer.ExtReplayOf), "for", e.Extension(consumer.ExtReplayGroup), e.Type, string(e.Data))
+	fmt.Println("audit saw the replay of:", e.Extension(deadletter.ExtReplayOf), "for", e.Extension(deadletter.ExtReplayGroup), e.Type, string(e.Data))
 	// Output:
 	// orders evt-1 order.created group=billing reason=permanent error="permanent: no price for SKU-X"
 	// replayed: 1 <nil>

@@ -1,4 +1,4 @@
-package deadletter_test
+package sqldeadletter_test
 
 import (
 	"context"
@@ -14,6 +14,7 @@ import (
 	natsbroker "github.com/eventkit/eventkit/broker/natsbroker"
 	"github.com/eventkit/eventkit/consumer"
 	"github.com/eventkit/eventkit/deadletter"
+	"github.com/eventkit/eventkit/deadletter/sqldeadletter"
 	"github.com/eventkit/eventkit/inbox/lruinbox"
 	"github.com/eventkit/eventkit/internal/testenv"
 )
@@ -28,7 +29,7 @@ func TestNATSDeadLettersAndReplayWithinDuplicateWindow(t *testing.T) {
 	db, dialect := open(t, "sqlite")
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	st, err := deadletter.New(db, dialect, "")
+	st, err := sqldeadletter.New(db, dialect, "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -86,9 +87,9 @@ func TestNATSDeadLettersAndReplayWithinDuplicateWindow(t *testing.T) {
 	if err := b.Publish(ctx, topic, e); err != nil {
 		t.Fatal(err)
 	}
-	var entries []deadletter.Entry
+	var entries []sqldeadletter.Entry
 	waitFor(t, func() bool {
-		entries, err = st.List(ctx, deadletter.Filter{Topic: topic})
+		entries, err = st.List(ctx, sqldeadletter.Filter{Topic: topic})
 		return err == nil && len(entries) == 2
 	})
 	for _, en := range entries {
@@ -98,7 +99,7 @@ func TestNATSDeadLettersAndReplayWithinDuplicateWindow(t *testing.T) {
 	}
 
 	fixed.Store(true)
-	res, err := st.Replay(ctx, b, deadletter.Filter{Topic: topic, Group: "billing"})
+	res, err := st.Replay(ctx, b, sqldeadletter.Filter{Topic: topic, Group: "billing"})
 	if err != nil || res.Replayed != 1 {
 		t.Fatalf("Replay = %+v, %v", res, err)
 	}

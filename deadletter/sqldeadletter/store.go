@@ -1,36 +1,32 @@
-// Package deadletter keeps dead letters where operators can see and replay
-// them: a table (eventkit_dead_letters) in PostgreSQL, MySQL/MariaDB or
-// SQLite, filled by a Collector that consumes the dead-letter topics the
-// consumer runtime publishes to, and read by `eventkit dlq list|show|replay|purge`.
-// The Collector stores a dead letter before it acks it, so none
-// is lost (a crash in between stores it twice, which the table's key
-// (topic, group, original event id) folds into one row). Every dead letter
-// and every replay is a message with an id of its own (the original id is
-// kept in an attribute), so a broker's deduplication by message id
-// (JetStream's Nats-Msg-Id window) cannot drop the second group's dead
-// letter of an event, nor a replay of an event seen within the window.
-// Replay republishes the original event (without the dlq* attributes) to its
-// original topic, addressed to the group that gave up only (other groups of
-// the topic ack it unseen), and only then marks the row replayed: it is at
-// least once, so a crash between the two replays the event again on the
-// next call. The consumer runtime hands the replay to the handler and the
-// inbox with the original event id, so an inbox drops a replay of an event
-// that was applied meanwhile as a duplicate. Undecodable dead letters hold
-// raw bytes, not an event, and cannot be replayed; they can be shown and
-// purged.
-package deadletter
+// Package sqldeadletter keeps dead letters in a table
+// (eventkit_dead_letters) in PostgreSQL, MySQL/MariaDB or SQLite, where
+// operators list, show, replay and purge them (`eventkit dlq`): a dead
+// letter stored with deadletter.Collect is never lost (it is stored before
+// it is acked), is one row however often it is delivered (the key is topic,
+// group and original event id), and Replay republishes it at least once
+// (the broker confirms the event before the row is marked replayed).
+//
+// Use: New, then Migrate (or take MigrationSQL into your own migrations);
+// run deadletter.Collect with the Store on the dead-letter topics; List,
+// Count, Replay, Purge, and for strict-order consumers Unpark and Skip.
+//
+// Limits: a replay goes to the group that gave up only, with an id of its
+// own (see deadletter.Replay), and a crash between the publish and the mark
+// replays the event again on the next call, which the consumer's inbox
+// drops as a duplicate. Undecodable dead letters hold raw bytes, not an
+// event, and cannot be replayed; they can be shown and purged.
+package sqldeadletter
 
 import (
 	"context"
 	"database/sql"
-	"errors"
 	"fmt"
 	"strings"
 	"time"
 
 	"github.com/eventkit/eventkit"
 	"github.com/eventkit/eventkit/broker"
-	"github.com/eventkit/eventkit/consumer"
+	"github.com/eventkit/eventkit/deadletter"
 	"github.com/eventkit/eventkit/inbox/sqlinbox"
 	"github.com/eventkit/eventkit/internal/sqldialect"
 	"github.com/eventkit/eventkit/outbox"
@@ -39,8 +35,9 @@ import (
 // DefaultTable is the dead-letter table's default name.
 const DefaultTable = "eventkit_dead_letters"
 
-// ErrNotDeadLetter is returned when an event lacks the dead-letter attributes.
-var ErrNotDeadLetter = errors.New("deadletter: not a dead-letter event")
+// ErrNotDeadLetter is returned by Add for an event that lacks the
+// dead-letter attributes.
+var ErrNotDeadLetter = deadletter.ErrNotDeadLetter
 
 // Store is the dead-letter table on a database/sql connection.
 type Store struct {
@@ -127,20 +124,20 @@ type Entry struct {
 	Group      string // consumer group that gave up
 	EventID    string // original event id (the dead letter's own id if undecodable)
 	EventType  string
-	Reason     string // consumer.ReasonMaxAttempts, ReasonPermanent, ReasonUndecodable
+	Reason     string // deadletter.ReasonMaxAttempts, ReasonPermanent, ReasonUndecodable
 	Error      string
 	Attempts   int
 	DeadAt     time.Time // last failure
 	Replays    int
 	ReplayedAt time.Time // zero if never replayed
 	// Event is the dead-letter event as the consumer published it
-	// (consumer.DeadLetterInfo reads its attributes; consumer.Original
+	// (deadletter.InfoOf reads its attributes; consumer.Original
 	// gives the original event).
 	Event eventkit.Event
 }
 
 // Undecodable reports whether the entry holds raw bytes instead of an event.
-func (e Entry) Undecodable() bool { return e.Event.Type == consumer.UndecodableType }
+func (e Entry) Undecodable() bool { return e.Event.Type == deadletter.UndecodableType }
 
 func (s *Store) q(query string) string { return s.dialect.Rebind(query) }
 
@@ -148,7 +145,7 @@ func (s *Store) q(query string) string { return s.dialect.Rebind(query) }
 // dead letter with the same topic, group and event id replaces the stored
 // one (the event failed again after a replay) and keeps its replay count.
 func (s *Store) Add(ctx context.Context, dl eventkit.Event) error {
-	info, ok := consumer.DeadLetterInfo(dl)
+	info, ok := deadletter.InfoOf(dl)
 	if !ok {
 		return fmt.Errorf("%w: %s", ErrNotDeadLetter, dl.ID)
 	}
@@ -291,7 +288,7 @@ func (s *Store) Replay(ctx context.Context, pub broker.Publisher, f Filter) (Rep
 			res.Skipped++
 			continue
 		}
-		if err := pub.Publish(ctx, e.Topic, consumer.Replay(e.Event)); err != nil {
+		if err := pub.Publish(ctx, e.Topic, deadletter.Replay(e.Event)); err != nil {
 			return res, fmt.Errorf("deadletter: replay %s to %s: %w", e.EventID, e.Topic, err)
 		}
 		if _, err := s.db.ExecContext(ctx, s.q(`UPDATE `+s.table+` SET replays = replays + 1, replayed_at = ?

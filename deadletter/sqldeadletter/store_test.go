@@ -1,4 +1,4 @@
-package deadletter_test
+package sqldeadletter_test
 
 import (
 	"context"
@@ -18,6 +18,7 @@ import (
 	"github.com/eventkit/eventkit/broker/memorybroker"
 	"github.com/eventkit/eventkit/consumer"
 	"github.com/eventkit/eventkit/deadletter"
+	"github.com/eventkit/eventkit/deadletter/sqldeadletter"
 	"github.com/eventkit/eventkit/inbox/sqlinbox"
 	"github.com/eventkit/eventkit/internal/testenv"
 )
@@ -58,7 +59,7 @@ func TestDeadLetterLifecycle(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 			defer cancel()
 			table := testenv.Name("dl")
-			st, err := deadletter.New(db, dialect, table)
+			st, err := sqldeadletter.New(db, dialect, table)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -121,13 +122,13 @@ func TestDeadLetterLifecycle(t *testing.T) {
 			if err := b.PublishRaw(ctx, topic+".dlq", nil, []byte("garbage on the dlq")); err != nil {
 				t.Fatal(err)
 			}
-			var entries []deadletter.Entry
+			var entries []sqldeadletter.Entry
 			waitFor(t, func() bool {
-				entries, err = st.List(ctx, deadletter.Filter{Topic: topic})
+				entries, err = st.List(ctx, sqldeadletter.Filter{Topic: topic})
 				return err == nil && len(entries) == 1
 			})
 			e := entries[0]
-			if e.EventID != poison.ID || e.Group != "inventory" || e.Reason != consumer.ReasonMaxAttempts || e.Attempts != 2 ||
+			if e.EventID != poison.ID || e.Group != "inventory" || e.Reason != deadletter.ReasonMaxAttempts || e.Attempts != 2 ||
 				e.Error != "quantity must be positive" || e.EventType != "order.created" {
 				t.Fatalf("stored dead letter = %+v", e)
 			}
@@ -136,33 +137,33 @@ func TestDeadLetterLifecycle(t *testing.T) {
 			}
 			// The garbage message on the dead-letter topic was kept, not dropped.
 			waitFor(t, func() bool {
-				n, err := st.Count(ctx, deadletter.Filter{Type: consumer.UndecodableType})
+				n, err := st.Count(ctx, sqldeadletter.Filter{Type: deadletter.UndecodableType})
 				return err == nil && n == 1
 			})
 			// Filters.
-			if n, _ := st.Count(ctx, deadletter.Filter{Type: "nope"}); n != 0 {
+			if n, _ := st.Count(ctx, sqldeadletter.Filter{Type: "nope"}); n != 0 {
 				t.Fatalf("type filter matched %d", n)
 			}
-			if n, _ := st.Count(ctx, deadletter.Filter{Since: time.Now().Add(time.Hour)}); n != 0 {
+			if n, _ := st.Count(ctx, sqldeadletter.Filter{Since: time.Now().Add(time.Hour)}); n != 0 {
 				t.Fatalf("since filter matched %d", n)
 			}
 			// Replay after the fix: the original event reaches the handler again.
 			close(fixed)
-			res, err := st.Replay(ctx, b, deadletter.Filter{Topic: topic})
+			res, err := st.Replay(ctx, b, sqldeadletter.Filter{Topic: topic})
 			if err != nil || res.Replayed != 1 {
 				t.Fatalf("Replay = %+v, %v", res, err)
 			}
 			waitFor(t, replayOK.Load)
 			no := false
-			if n, _ := st.Count(ctx, deadletter.Filter{Topic: topic, Replayed: &no}); n != 0 {
+			if n, _ := st.Count(ctx, sqldeadletter.Filter{Topic: topic, Replayed: &no}); n != 0 {
 				t.Fatalf("%d dead letters still unreplayed", n)
 			}
 			// Undecodable ones are skipped by replay.
-			res, err = st.Replay(ctx, b, deadletter.Filter{Type: consumer.UndecodableType})
+			res, err = st.Replay(ctx, b, sqldeadletter.Filter{Type: deadletter.UndecodableType})
 			if err != nil || res.Skipped != 1 || res.Replayed != 0 {
 				t.Fatalf("Replay(undecodable) = %+v, %v", res, err)
 			}
-			n, err := st.Purge(ctx, deadletter.Filter{})
+			n, err := st.Purge(ctx, sqldeadletter.Filter{})
 			if err != nil || n != 2 {
 				t.Fatalf("Purge = %d, %v", n, err)
 			}

@@ -1,4 +1,4 @@
-package deadletter
+package sqldeadletter
 
 import (
 	"context"
@@ -7,12 +7,12 @@ import (
 	"strconv"
 
 	"github.com/eventkit/eventkit"
-	"github.com/eventkit/eventkit/consumer"
+	"github.com/eventkit/eventkit/deadletter"
 	"github.com/eventkit/eventkit/inbox"
 )
 
 // Sequenced dead letters (consumer.Config.StrictOrder): a dead letter
-// marked consumer.ExtDLQParked parked its subject for its group; the
+// marked deadletter.ExtParked parked its subject for its group; the
 // subject's later events wait until an operator either replays it (Unpark,
 // then Replay: it runs again first, with a fresh count of attempts) or
 // skips it (Skip: the subject moves past it, and the dead letter stays in
@@ -21,7 +21,7 @@ import (
 // Parked returns the subject position that e parked, and false when e did
 // not park one (best-effort order, or undecodable).
 func (e Entry) Parked() (inbox.Position, bool) {
-	v, ok := e.Event.Extensions[consumer.ExtDLQParked]
+	v, ok := e.Event.Extensions[deadletter.ExtParked]
 	if !ok || e.Event.Subject == "" {
 		return inbox.Position{}, false
 	}
