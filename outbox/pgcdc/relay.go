@@ -15,6 +15,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/eventkit/eventkit/broker"
+	"github.com/eventkit/eventkit/internal/backoff"
 	"github.com/eventkit/eventkit/outbox"
 	"github.com/eventkit/eventkit/outbox/internal/sqlutil"
 	"github.com/eventkit/eventkit/outbox/pgoutbox"
@@ -257,20 +258,10 @@ func (r *Relay) stream(ctx context.Context) error {
 }
 
 func nextBackoff(prev, lo, hi time.Duration) time.Duration {
-	if prev <= 0 {
-		return lo
-	}
-	return min(prev*2, hi)
+	return backoff.Policy{Min: lo, Max: hi}.Next(prev)
 }
 
-func sleep(ctx context.Context, d time.Duration) {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-	case <-t.C:
-	}
-}
+func sleep(ctx context.Context, d time.Duration) { backoff.Sleep(ctx, d) }
 
 // session runs one replication connection, handing every committed
 // transaction to the source's buffer, until the connection breaks or ctx

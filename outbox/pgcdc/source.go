@@ -284,7 +284,7 @@ func (s *source) untilDone(ctx context.Context, seqs []int64, op func([]int64) (
 		if ctx.Err() != nil {
 			return total, ctx.Err()
 		}
-		backoff = min(backoff*2, s.r.cfg.MaxBackoff)
+		backoff = nextBackoff(backoff, time.Millisecond, s.r.cfg.MaxBackoff)
 	}
 	return total, nil
 }
