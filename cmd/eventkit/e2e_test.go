@@ -302,17 +302,6 @@ func collect(t *testing.T, url, topic string) (ids func() map[string]int) {
 	}
 }
 
-func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
-
 // TestRelayKilled runs the relay daemon against the real Postgres and NATS,
 // SIGKILLs it mid-stream, restarts it, and checks that every event arrived.
 func TestRelayKilled(t *testing.T) {
@@ -334,7 +323,7 @@ func TestRelayKilled(t *testing.T) {
 		return cmd
 	}
 	cmd := start()
-	waitFor(t, 60*time.Second, "the first events", func() bool { return len(ids()) > 0 })
+	testenv.WaitFor(t, 60*time.Second, "the first events", func() bool { return len(ids()) > 0 })
 	if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
@@ -342,7 +331,7 @@ func TestRelayKilled(t *testing.T) {
 	before := len(ids())
 	t.Logf("relay killed after %d of %d events arrived", before, n)
 	cmd = start()
-	waitFor(t, 90*time.Second, "every event", func() bool { return len(ids()) == n })
+	testenv.WaitFor(t, 90*time.Second, "every event", func() bool { return len(ids()) == n })
 	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
@@ -401,7 +390,7 @@ func TestDLQ(t *testing.T) {
 	// The row is in the format from before dead letters had ids of their own
 	// (dead letter id = original id): it replays all the same, as a replay
 	// of orig addressed to billing.
-	waitFor(t, 30*time.Second, "the replayed event", func() bool { return ids()["replay:"+orig.ID] == 1 })
+	testenv.WaitFor(t, 30*time.Second, "the replayed event", func() bool { return ids()["replay:"+orig.ID] == 1 })
 	r = run(t, "", append([]string{"dlq", "list", "--json"}, f.flags...)...).mustOK(t)
 	if !strings.Contains(r.stdout, `"replays": 1`) {
 		t.Fatalf("dlq list after replay:\n%s", r.stdout)
@@ -590,12 +579,12 @@ func TestRelayCDC(t *testing.T) {
 		return cmd
 	}
 	cmd := start()
-	waitFor(t, 60*time.Second, "the first events", func() bool { return len(ids()) > 0 })
+	testenv.WaitFor(t, 60*time.Second, "the first events", func() bool { return len(ids()) > 0 })
 	_ = cmd.Process.Signal(syscall.SIGKILL)
 	_ = cmd.Wait()
 	t.Logf("CDC relay killed after %d of %d events arrived", len(ids()), n)
 	cmd = start()
-	waitFor(t, 90*time.Second, "every event", func() bool { return len(ids()) == n })
+	testenv.WaitFor(t, 90*time.Second, "every event", func() bool { return len(ids()) == n })
 	_ = cmd.Process.Signal(syscall.SIGTERM)
 	if err := cmd.Wait(); err != nil {
 		t.Fatalf("CDC relay after SIGTERM: %v", err)

@@ -55,7 +55,7 @@ func TestCDCTwoDatabases(t *testing.T) {
 		}
 	})
 	b.add(t, topic, 100)
-	waitFor(t, 60*time.Second, "b's events", func() bool { return len(ids()) == 100 })
+	testenv.WaitFor(t, 60*time.Second, "b's events", func() bool { return len(ids()) == 100 })
 
 	r := run(t, "", append([]string{"outbox", "status"}, a.flags...)...).mustOK(t)
 	if !strings.Contains(r.stdout, "cdc slot:   "+slotA+", no relay streaming") || strings.Contains(r.stdout, slotB) {
@@ -87,13 +87,13 @@ FROM pg_replication_slots s WHERE s.slot_name = $1 AND s.database = current_data
 		return pid, pub
 	}
 	var before int32
-	waitFor(t, 30*time.Second, "b's slot streaming", func() bool { before, _ = walsender(); return before != 0 })
+	testenv.WaitFor(t, 30*time.Second, "b's slot streaming", func() bool { before, _ = walsender(); return before != 0 })
 	run(t, "", append([]string{"outbox", "cdc", "drop"}, a.flags...)...).mustOK(t)
 	if after, pub := walsender(); after != before || !pub {
 		t.Fatalf("b's slot after a's drop: walsender pid %d (was %d), publication %v", after, before, pub)
 	}
 	b.add(t, topic, 50)
-	waitFor(t, 60*time.Second, "b's events after a's drop", func() bool { return len(ids()) == 150 })
+	testenv.WaitFor(t, 60*time.Second, "b's events after a's drop", func() bool { return len(ids()) == 150 })
 	_ = relay.Process.Signal(syscall.SIGTERM)
 	stopped = true
 	if err := relay.Wait(); err != nil {

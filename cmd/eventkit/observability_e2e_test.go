@@ -227,13 +227,13 @@ func TestOTLPTraceAcrossRelay(t *testing.T) {
 				t.Fatal("event not handled")
 			}
 			var pub, send otlpSpan
-			waitFor(t, 30*time.Second, "the relay's spans at the receiver", func() bool {
+			testenv.WaitFor(t, 30*time.Second, "the relay's spans at the receiver", func() bool {
 				var ok1, ok2 bool
 				pub, ok1 = recv.span("publish " + topic)
 				send, ok2 = recv.span("send " + topic)
 				return ok1 && ok2
 			})
-			waitFor(t, 30*time.Second, "the relay's metrics at the receiver", func() bool { return recv.hasMetric("eventkit.outbox.delivered") })
+			testenv.WaitFor(t, 30*time.Second, "the relay's metrics at the receiver", func() bool { return recv.hasMetric("eventkit.outbox.delivered") })
 			_ = cmd.Process.Signal(syscall.SIGTERM)
 
 			traceID := reqSpan.SpanContext().TraceID().String()
@@ -381,7 +381,7 @@ func TestDeployMetricsExported(t *testing.T) {
 
 	var missing []string
 	var pages string
-	waitFor(t, 60*time.Second, "every deploy/ metric exported (the slot lag is measured every 10s)", func() bool {
+	testenv.WaitFor(t, 60*time.Second, "every deploy/ metric exported (the slot lag is measured every 10s)", func() bool {
 		_, relayPage := get(addr, "/metrics")
 		_, consumerPage := get(ln.Addr().String(), "/metrics")
 		pages = relayPage + consumerPage

@@ -97,9 +97,9 @@ func TestRelayReadiness(t *testing.T) {
 		return cmd
 	}
 	c1 := start(a1)
-	waitFor(t, 30*time.Second, "relay 1 leads", func() bool { code, body := get(a1, "/readyz"); return code == 200 && body == "leader\n" })
+	testenv.WaitFor(t, 30*time.Second, "relay 1 leads", func() bool { code, body := get(a1, "/readyz"); return code == 200 && body == "leader\n" })
 	start(a2)
-	waitFor(t, 30*time.Second, "relay 2 stands by", func() bool { code, body := get(a2, "/readyz"); return code == 200 && body == "standby\n" })
+	testenv.WaitFor(t, 30*time.Second, "relay 2 stands by", func() bool { code, body := get(a2, "/readyz"); return code == 200 && body == "standby\n" })
 	gauge := func(addr string) string {
 		_, m := get(addr, "/metrics")
 		for _, l := range strings.Split(m, "\n") {
@@ -114,7 +114,7 @@ func TestRelayReadiness(t *testing.T) {
 	}
 	_ = c1.Process.Signal(syscall.SIGTERM)
 	_ = c1.Wait()
-	waitFor(t, 30*time.Second, "relay 2 takes over", func() bool { code, body := get(a2, "/readyz"); return code == 200 && body == "leader\n" })
+	testenv.WaitFor(t, 30*time.Second, "relay 2 takes over", func() bool { code, body := get(a2, "/readyz"); return code == 200 && body == "leader\n" })
 	if g := gauge(a2); g != "1" {
 		t.Fatalf("leader gauge after takeover: %s", g)
 	}

@@ -88,7 +88,7 @@ func TestNATSDeadLettersAndReplayWithinDuplicateWindow(t *testing.T) {
 		t.Fatal(err)
 	}
 	var entries []sqldeadletter.Entry
-	waitFor(t, func() bool {
+	testenv.WaitFor(t, 20*time.Second, "the dead letters", func() bool {
 		entries, err = st.List(ctx, sqldeadletter.Filter{Topic: topic})
 		return err == nil && len(entries) == 2
 	})
@@ -108,7 +108,7 @@ func TestNATSDeadLettersAndReplayWithinDuplicateWindow(t *testing.T) {
 		t.Fatal(err)
 	}
 	count := func(g string) int { mu.Lock(); defer mu.Unlock(); return len(seen[g]) }
-	waitFor(t, func() bool { return count("billing") == 3 && count("shipping") == 2 })
+	testenv.WaitFor(t, 20*time.Second, "the dead letters", func() bool { return count("billing") == 3 && count("shipping") == 2 })
 	mu.Lock()
 	defer mu.Unlock()
 	if seen["billing"][1] != e.ID {

@@ -123,7 +123,7 @@ func TestDeadLetterLifecycle(t *testing.T) {
 				t.Fatal(err)
 			}
 			var entries []sqldeadletter.Entry
-			waitFor(t, func() bool {
+			testenv.WaitFor(t, 20*time.Second, "the collector to store the dead letters", func() bool {
 				entries, err = st.List(ctx, sqldeadletter.Filter{Topic: topic})
 				return err == nil && len(entries) == 1
 			})
@@ -136,7 +136,7 @@ func TestDeadLetterLifecycle(t *testing.T) {
 				t.Fatalf("good handled %d times, poison %d times; want 1 and 2", goodSeen.Load(), poisonSeen.Load())
 			}
 			// The garbage message on the dead-letter topic was kept, not dropped.
-			waitFor(t, func() bool {
+			testenv.WaitFor(t, 20*time.Second, "the collector to store the dead letters", func() bool {
 				n, err := st.Count(ctx, sqldeadletter.Filter{Type: deadletter.UndecodableType})
 				return err == nil && n == 1
 			})
@@ -153,7 +153,7 @@ func TestDeadLetterLifecycle(t *testing.T) {
 			if err != nil || res.Replayed != 1 {
 				t.Fatalf("Replay = %+v, %v", res, err)
 			}
-			waitFor(t, replayOK.Load)
+			testenv.WaitFor(t, 20*time.Second, "the collector to store the dead letters", replayOK.Load)
 			no := false
 			if n, _ := st.Count(ctx, sqldeadletter.Filter{Topic: topic, Replayed: &no}); n != 0 {
 				t.Fatalf("%d dead letters still unreplayed", n)
@@ -168,16 +168,5 @@ func TestDeadLetterLifecycle(t *testing.T) {
 				t.Fatalf("Purge = %d, %v", n, err)
 			}
 		})
-	}
-}
-
-func waitFor(t *testing.T, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatal("condition not met in 20s")
-		}
-		time.Sleep(20 * time.Millisecond)
 	}
 }

@@ -54,10 +54,10 @@ func TestBackfillRowsBeforeSlot(t *testing.T) {
 	rec := &outboxtest.Recorder{}
 	r := e.relay(rec, func(c *pgcdc.Config) { c.BatchSize = 7 })
 	start(t, r)
-	waitFor(t, 10*time.Second, "streaming", func() bool { return r.Stats().Streaming })
+	testenv.WaitFor(t, 10*time.Second, "streaming", func() bool { return r.Stats().Streaming })
 	add(ctx, e.pool, 60, 120)
-	waitFor(t, 20*time.Second, "120 events", func() bool { return distinct(rec.Events()) == 120 })
-	waitFor(t, 10*time.Second, "empty outbox", func() bool { return e.rows() == 0 })
+	testenv.WaitFor(t, 20*time.Second, "120 events", func() bool { return distinct(rec.Events()) == 120 })
+	testenv.WaitFor(t, 10*time.Second, "empty outbox", func() bool { return e.rows() == 0 })
 	var got []eventkit.Event
 	for _, p := range rec.Events() {
 		got = append(got, p.Event)
@@ -93,7 +93,7 @@ func TestBackfillRequeued(t *testing.T) {
 	r := e.relay(rec, func(c *pgcdc.Config) { c.BackfillInterval = 100 * time.Millisecond; c.MaxAttempts = 1 })
 	start(t, r)
 	e.insert("t", bad, ev("s", 2))
-	waitFor(t, 10*time.Second, "the row parked", func() bool {
+	testenv.WaitFor(t, 10*time.Second, "the row parked", func() bool {
 		st, err := e.store.Status(context.Background())
 		return err == nil && st.ParkedCount == 1 && st.Backlog == 0
 	})
@@ -102,7 +102,7 @@ func TestBackfillRequeued(t *testing.T) {
 	if n, err := s.Requeue(context.Background(), []int64{parkedSeq(t, e)}); err != nil || n != 1 {
 		t.Fatalf("requeue: %d, %v", n, err)
 	}
-	waitFor(t, 10*time.Second, "the requeued row published", func() bool {
+	testenv.WaitFor(t, 10*time.Second, "the requeued row published", func() bool {
 		for _, p := range rec.Events() {
 			if p.Event.ID == bad.ID {
 				return true
@@ -110,7 +110,7 @@ func TestBackfillRequeued(t *testing.T) {
 		}
 		return false
 	})
-	waitFor(t, 10*time.Second, "empty outbox", func() bool { return e.rows() == 0 })
+	testenv.WaitFor(t, 10*time.Second, "empty outbox", func() bool { return e.rows() == 0 })
 }
 
 func parkedSeq(t *testing.T, e *env) int64 {
@@ -154,7 +154,7 @@ func TestBackfillOtherSubjectsFlowPastRetry(t *testing.T) {
 		c.RetryDelay = 20 * time.Millisecond
 	})
 	start(t, r)
-	waitFor(t, 20*time.Second, "every s2 event delivered while s1's head is retried", func() bool {
+	testenv.WaitFor(t, 20*time.Second, "every s2 event delivered while s1's head is retried", func() bool {
 		n := 0
 		for _, p := range rec.Events() {
 			if p.Event.Subject == "s2" {

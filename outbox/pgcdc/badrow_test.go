@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/eventkit/eventkit/internal/testenv"
 	"github.com/eventkit/eventkit/outbox"
 	"github.com/eventkit/eventkit/outbox/outboxtest"
 )
@@ -43,8 +44,8 @@ func TestInvalidEventRowsParked(t *testing.T) {
 				t.Fatal(err)
 			}
 			e.insert("t1", good2)
-			waitFor(t, 20*time.Second, "three rows parked", func() bool { return parked() == 3 })
-			waitFor(t, 10*time.Second, "good rows delivered", func() bool { return len(rec.Events()) == 2 })
+			testenv.WaitFor(t, 20*time.Second, "three rows parked", func() bool { return parked() == 3 })
+			testenv.WaitFor(t, 10*time.Second, "good rows delivered", func() bool { return len(rec.Events()) == 2 })
 			for _, p := range rec.Events() {
 				if p.Event.ID != good1.ID && p.Event.ID != good2.ID {
 					t.Fatalf("invalid row published: %+v", p)

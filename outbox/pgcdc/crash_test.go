@@ -12,6 +12,7 @@ import (
 
 	"github.com/eventkit/eventkit"
 	"github.com/eventkit/eventkit/broker/memorybroker"
+	"github.com/eventkit/eventkit/internal/testenv"
 	"github.com/eventkit/eventkit/outbox/outboxtest"
 	"github.com/eventkit/eventkit/outbox/pgcdc"
 )
@@ -151,8 +152,8 @@ func TestCrashRestart(t *testing.T) {
 	rec.SetFail(nil)
 	final := e.relay(rec)
 	start(t, final)
-	waitFor(t, 40*time.Second, "every event", func() bool { return distinct(rec.Events()) >= total })
-	waitFor(t, 10*time.Second, "rows deleted", func() bool { return e.rows() == 0 })
+	testenv.WaitFor(t, 40*time.Second, "every event", func() bool { return distinct(rec.Events()) >= total })
+	testenv.WaitFor(t, 10*time.Second, "rows deleted", func() bool { return e.rows() == 0 })
 
 	got := make([]eventkit.Event, 0, total)
 	for _, x := range rec.Events() {
@@ -192,7 +193,7 @@ func TestWalsenderTerminated(t *testing.T) {
 	prnd := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 8))
 	go func() { errc <- p.run(t, e, total, 20, []string{"a", "b", "c"}, prnd) }()
 	for range 5 {
-		waitFor(t, 10*time.Second, "streaming", func() bool { return r.Stats().Streaming })
+		testenv.WaitFor(t, 10*time.Second, "streaming", func() bool { return r.Stats().Streaming })
 		time.Sleep(time.Duration(50+rnd.IntN(150)) * time.Millisecond)
 		e.killWalsender(slot)
 		time.Sleep(20 * time.Millisecond)
@@ -200,7 +201,7 @@ func TestWalsenderTerminated(t *testing.T) {
 	if err := <-errc; err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 30*time.Second, "every event", func() bool { return distinct(rec.Events()) >= total })
+	testenv.WaitFor(t, 30*time.Second, "every event", func() bool { return distinct(rec.Events()) >= total })
 	got := make([]eventkit.Event, 0, total)
 	for _, x := range rec.Events() {
 		got = append(got, x.Event)
@@ -243,13 +244,13 @@ func TestPostgresRestart(t *testing.T) {
 		t.Fatalf("restart: %v: %s", err, out)
 	}
 	e.pool.Reset() // drop the pool's dead connections
-	waitFor(t, 30*time.Second, "database back", func() bool {
+	testenv.WaitFor(t, 30*time.Second, "database back", func() bool {
 		return e.pool.Ping(context.Background()) == nil
 	})
 	if err := p.run(t, e, total/2, 20, []string{"a", "b"}, rnd); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 60*time.Second, "every event", func() bool { return distinct(rec.Events()) >= total })
+	testenv.WaitFor(t, 60*time.Second, "every event", func() bool { return distinct(rec.Events()) >= total })
 	got := make([]eventkit.Event, 0, total)
 	for _, x := range rec.Events() {
 		got = append(got, x.Event)

@@ -91,14 +91,14 @@ func TestTwoDatabases(t *testing.T) {
 	ra, rb := a.relay(recA), b.relay(recB)
 	stopA := start(t, ra)
 	start(t, rb)
-	waitFor(t, 10*time.Second, "both relays streaming", func() bool { return ra.Stats().Streaming && rb.Stats().Streaming })
+	testenv.WaitFor(t, 10*time.Second, "both relays streaming", func() bool { return ra.Stats().Streaming && rb.Stats().Streaming })
 	for i := range 50 {
 		a.insert("t", ev("a", i))
 		b.insert("t", ev("b", i))
 	}
 	// Delivered, not rows deleted: that the relay deletes every delivered
 	// row is another test's subject (issue 9, item 2).
-	waitFor(t, 20*time.Second, "both outboxes relayed", func() bool {
+	testenv.WaitFor(t, 20*time.Second, "both outboxes relayed", func() bool {
 		return len(distinctIDs(recA)) == 50 && len(distinctIDs(recB)) == 50
 	})
 
@@ -141,7 +141,7 @@ func TestTwoDatabases(t *testing.T) {
 	for i := 50; i < 60; i++ {
 		b.insert("t", ev("b", i))
 	}
-	waitFor(t, 20*time.Second, "b still relaying", func() bool { return len(distinctIDs(recB)) == 60 })
+	testenv.WaitFor(t, 20*time.Second, "b still relaying", func() bool { return len(distinctIDs(recB)) == 60 })
 	if s := rb.Stats(); !s.Streaming || s.Reconnects != 0 {
 		t.Fatalf("b's relay was disturbed: %+v", s)
 	}
@@ -208,7 +208,7 @@ func TestOldDefaultNameAdopted(t *testing.T) {
 	rec := &outboxtest.Recorder{}
 	start(t, e.relay(rec))
 	e.insert("t", ev("s", 1))
-	waitFor(t, 10*time.Second, "delivery through the old slot", func() bool { return len(rec.Events()) == 1 })
+	testenv.WaitFor(t, 10*time.Second, "delivery through the old slot", func() bool { return len(rec.Events()) == 1 })
 
 	// Another database with the same table does not take the old slot.
 	b := newEnvOn(t, urlB, table)

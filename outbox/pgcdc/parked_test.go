@@ -8,6 +8,7 @@ import (
 
 	"github.com/eventkit/eventkit"
 	"github.com/eventkit/eventkit/broker"
+	"github.com/eventkit/eventkit/internal/testenv"
 	"github.com/eventkit/eventkit/outbox/outboxtest"
 	"github.com/eventkit/eventkit/outbox/pgcdc"
 )
@@ -43,10 +44,10 @@ func TestParkedRowNotRepublishedAfterRestart(t *testing.T) {
 	one := func(c *pgcdc.Config) { c.MaxAttempts = 1 }
 	a := e.relay(recA, one)
 	stopA := start(t, a)
-	waitFor(t, 20*time.Second, "first relay streaming", func() bool { return a.Stats().Streaming })
+	testenv.WaitFor(t, 20*time.Second, "first relay streaming", func() bool { return a.Stats().Streaming })
 	e.insert("t", bad, other)
 	after := e.currentLSN()
-	waitFor(t, 10*time.Second, "row parked, other row failed", func() bool {
+	testenv.WaitFor(t, 10*time.Second, "row parked, other row failed", func() bool {
 		s := a.Stats()
 		return s.Parked == 1 && s.PublishErrors >= 1
 	})
@@ -70,11 +71,11 @@ func TestParkedRowNotRepublishedAfterRestart(t *testing.T) {
 	start(t, b)
 	// The other row is of the same transaction: once it is delivered and
 	// deleted, the transaction has been handled.
-	waitFor(t, 20*time.Second, "other row delivered", func() bool { return e.rows() == 1 })
-	waitFor(t, 20*time.Second, "the stream to hand the transaction over again", func() bool { return b.Stats().Transactions >= 1 })
+	testenv.WaitFor(t, 20*time.Second, "other row delivered", func() bool { return e.rows() == 1 })
+	testenv.WaitFor(t, 20*time.Second, "the stream to hand the transaction over again", func() bool { return b.Stats().Transactions >= 1 })
 	// Everything the stream then has is handled: its position is confirmed
 	// past the transaction.
-	waitFor(t, 20*time.Second, "position past the transaction", func() bool { return b.Stats().ConfirmedLSN >= after })
+	testenv.WaitFor(t, 20*time.Second, "position past the transaction", func() bool { return b.Stats().ConfirmedLSN >= after })
 	for _, p := range recB.Events() {
 		if p.Event.ID == bad.ID {
 			t.Fatal("the parked row was published again")

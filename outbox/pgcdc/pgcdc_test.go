@@ -277,17 +277,6 @@ func ids(evs []outboxtest.Published) []string {
 	return out
 }
 
-func waitFor(t testing.TB, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", d, what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
 func TestSetupTeardownIdempotent(t *testing.T) {
 	e := newEnv(t)
 	ctx := context.Background()
@@ -361,7 +350,7 @@ func TestRoundTripAndCleanup(t *testing.T) {
 	bare := eventkit.Event{ID: "e-bare", Type: "t", Source: "s", Time: tm}
 	empty := eventkit.Event{ID: "e-empty", Type: "t", Source: "s", Time: tm, Data: []byte{}}
 	e.insert("orders", full, bare, empty)
-	waitFor(t, 10*time.Second, "3 events", func() bool { return len(rec.Events()) >= 3 })
+	testenv.WaitFor(t, 10*time.Second, "3 events", func() bool { return len(rec.Events()) >= 3 })
 	got := rec.Events()
 	stamped := full.Clone() // the store's subject sequence stamp
 	stamped.Extensions[eventkit.SubjectSeqExtension] = "1"
@@ -380,9 +369,9 @@ func TestRoundTripAndCleanup(t *testing.T) {
 		}
 	}
 	// Delivered rows are deleted, and the slot moves past the transaction.
-	waitFor(t, 10*time.Second, "rows deleted", func() bool { return e.rows() == 0 })
+	testenv.WaitFor(t, 10*time.Second, "rows deleted", func() bool { return e.rows() == 0 })
 	after := e.currentLSN()
-	waitFor(t, 10*time.Second, "slot to advance", func() bool { return e.slotLSN(e.slot) >= after })
+	testenv.WaitFor(t, 10*time.Second, "slot to advance", func() bool { return e.slotLSN(e.slot) >= after })
 	st, err := r.Status(context.Background())
 	if err != nil {
 		t.Fatal(err)
@@ -401,7 +390,7 @@ func TestRetentionMarksDelivered(t *testing.T) {
 	r := e.relay(rec, func(c *pgcdc.Config) { c.Retention = time.Hour })
 	start(t, r)
 	e.insert("a", ev("s", 1), ev("s", 2))
-	waitFor(t, 10*time.Second, "marked delivered", func() bool {
+	testenv.WaitFor(t, 10*time.Second, "marked delivered", func() bool {
 		var n int64
 		_ = e.pool.QueryRow(context.Background(), `SELECT count(*) FROM `+e.cfg.Table+` WHERE delivered_at IS NOT NULL`).Scan(&n)
 		return n == 2
@@ -418,7 +407,7 @@ func TestCommitOrder(t *testing.T) {
 	start(t, r)
 	// Rows committed before the relay leads are backfilled from the table,
 	// in seq order; commit order is the stream's.
-	waitFor(t, 10*time.Second, "streaming", func() bool { return r.Stats().Streaming })
+	testenv.WaitFor(t, 10*time.Second, "streaming", func() bool { return r.Stats().Streaming })
 
 	// A inserts first (lower seqs) and commits last.
 	txA, err := e.pool.Begin(ctx)
@@ -442,7 +431,7 @@ func TestCommitOrder(t *testing.T) {
 	}
 	d1 := ev("y", 7)
 	e.insert("t1", d1)
-	waitFor(t, 10*time.Second, "7 events", func() bool { return len(rec.Events()) >= 7 })
+	testenv.WaitFor(t, 10*time.Second, "7 events", func() bool { return len(rec.Events()) >= 7 })
 	var t1 []string
 	for _, p := range rec.Events() {
 		if p.Topic == "t1" {
@@ -478,7 +467,7 @@ func TestBrokerOutage(t *testing.T) {
 	r := e.relay(rec)
 	stop := start(t, r)
 	slot := e.slot
-	waitFor(t, 10*time.Second, "streaming", func() bool { return r.Stats().Streaming })
+	testenv.WaitFor(t, 10*time.Second, "streaming", func() bool { return r.Stats().Streaming })
 	var sent []string
 	var first pglogrepl.LSN // past the end of the first transaction, before the second's
 	for i := range 5 {
@@ -490,7 +479,7 @@ func TestBrokerOutage(t *testing.T) {
 		}
 	}
 	after := e.currentLSN()
-	waitFor(t, 10*time.Second, "publish failures", func() bool { return r.Stats().PublishErrors >= 3 })
+	testenv.WaitFor(t, 10*time.Second, "publish failures", func() bool { return r.Stats().PublishErrors >= 3 })
 	time.Sleep(300 * time.Millisecond) // several status intervals
 	if got := e.slotLSN(slot); got >= first {
 		t.Fatalf("slot confirmed %s, past the first unpublished transaction (which ends before %s)", got, first)
@@ -502,7 +491,7 @@ func TestBrokerOutage(t *testing.T) {
 	stop()
 	r2 := e.relay(rec)
 	start(t, r2)
-	waitFor(t, 10*time.Second, "publish failures after restart", func() bool { return r2.Stats().PublishErrors >= 2 })
+	testenv.WaitFor(t, 10*time.Second, "publish failures after restart", func() bool { return r2.Stats().PublishErrors >= 2 })
 	// The new leader lists the 10 waiting rows and backfills them from the
 	// table, so it may skip its slot past their transactions (see Backfill
 	// in the package doc): what must hold is that no row was completed while
@@ -513,13 +502,13 @@ func TestBrokerOutage(t *testing.T) {
 	failing.Lock()
 	down = false
 	failing.Unlock()
-	waitFor(t, 10*time.Second, "delivery after the outage", func() bool { return len(rec.Events()) >= 10 })
-	waitFor(t, 10*time.Second, "slot to advance", func() bool { return e.slotLSN(slot) >= after })
+	testenv.WaitFor(t, 10*time.Second, "delivery after the outage", func() bool { return len(rec.Events()) >= 10 })
+	testenv.WaitFor(t, 10*time.Second, "slot to advance", func() bool { return e.slotLSN(slot) >= after })
 	got := ids(rec.Events())
 	if fmt.Sprint(got) != fmt.Sprint(sent) {
 		t.Fatalf("got %v\nwant %v", got, sent)
 	}
-	waitFor(t, 10*time.Second, "rows deleted", func() bool { return e.rows() == 0 })
+	testenv.WaitFor(t, 10*time.Second, "rows deleted", func() bool { return e.rows() == 0 })
 }
 
 // An event the broker rejects permanently is parked (the row stays with the
@@ -540,8 +529,8 @@ func TestPermanentRejectionParks(t *testing.T) {
 	start(t, r)
 	e.insert("t", ev("s", 1), bad, ev("s", 3))
 	e.insert("t", ev("s", 4))
-	waitFor(t, 10*time.Second, "3 good events", func() bool { return len(rec.Events()) >= 3 })
-	waitFor(t, 10*time.Second, "parked row to remain alone", func() bool { return e.rows() == 1 })
+	testenv.WaitFor(t, 10*time.Second, "3 good events", func() bool { return len(rec.Events()) >= 3 })
+	testenv.WaitFor(t, 10*time.Second, "parked row to remain alone", func() bool { return e.rows() == 1 })
 	st, err := r.Status(context.Background())
 	if err != nil {
 		t.Fatal(err)
@@ -575,7 +564,7 @@ func TestLeadershipLock(t *testing.T) {
 	if err := lock.Release(ctx); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 10*time.Second, "delivery after the lock is free", func() bool { return len(rec.Events()) == 1 })
+	testenv.WaitFor(t, 10*time.Second, "delivery after the lock is free", func() bool { return len(rec.Events()) == 1 })
 }
 
 // An idle outbox does not pin WAL: with other tables busy, the slot
@@ -612,9 +601,9 @@ func TestIdleSlotAdvancesAndLagWarning(t *testing.T) {
 		t.Fatalf("Lag before the relay runs = %d, %v; want >= %d", lag, err, written-before)
 	}
 	start(t, r)
-	waitFor(t, 10*time.Second, "idle slot to advance", func() bool { return e.slotLSN(slot) >= after })
-	waitFor(t, 5*time.Second, "heartbeats", func() bool { return r.Stats().Heartbeats > 0 })
-	waitFor(t, 5*time.Second, "lag warning", func() bool { return strings.Contains(logs.String(), "FALLING BEHIND") })
+	testenv.WaitFor(t, 10*time.Second, "idle slot to advance", func() bool { return e.slotLSN(slot) >= after })
+	testenv.WaitFor(t, 5*time.Second, "heartbeats", func() bool { return r.Stats().Heartbeats > 0 })
+	testenv.WaitFor(t, 5*time.Second, "lag warning", func() bool { return strings.Contains(logs.String(), "FALLING BEHIND") })
 	if len(rec.Events()) != 0 {
 		t.Fatalf("published %d events from other tables", len(rec.Events()))
 	}
@@ -696,11 +685,11 @@ func TestLargeTransactionAndBadRow(t *testing.T) {
 	if err := tx.Commit(ctx); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 20*time.Second, "1050 events", func() bool { return len(rec.Events()) >= len(evs) })
+	testenv.WaitFor(t, 20*time.Second, "1050 events", func() bool { return len(rec.Events()) >= len(evs) })
 	if got := ids(rec.Events()); fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Fatalf("order differs (got %d events)", len(got))
 	}
-	waitFor(t, 10*time.Second, "only the bad row left", func() bool { return e.rows() == 1 })
+	testenv.WaitFor(t, 10*time.Second, "only the bad row left", func() bool { return e.rows() == 1 })
 	var reason string
 	if err := e.pool.QueryRow(ctx, `SELECT last_error FROM `+e.cfg.Table+` WHERE id = 'bad-1' AND parked_at IS NOT NULL`).Scan(&reason); err != nil {
 		t.Fatal(err)
@@ -740,7 +729,7 @@ func TestConcurrentSetupAndTeardownWhileRunning(t *testing.T) {
 	defer cancel()
 	done := make(chan error, 1)
 	go func() { done <- r.Run(rctx) }()
-	waitFor(t, 10*time.Second, "streaming", func() bool { return r.Stats().Streaming })
+	testenv.WaitFor(t, 10*time.Second, "streaming", func() bool { return r.Stats().Streaming })
 	if err := e.relay(nil).Teardown(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -787,7 +776,7 @@ func TestStaysConnectedWhileBrokerDown(t *testing.T) {
 		t.Fatal(err)
 	}
 	start(t, r)
-	waitFor(t, 10*time.Second, "streaming", func() bool { return r.Stats().Streaming })
+	testenv.WaitFor(t, 10*time.Second, "streaming", func() bool { return r.Stats().Streaming })
 	walsender := func() (pid int32) {
 		_ = e.pool.QueryRow(context.Background(), `SELECT coalesce(active_pid, 0) FROM pg_replication_slots WHERE slot_name = $1`, e.slot).Scan(&pid)
 		return pid
@@ -803,7 +792,7 @@ func TestStaysConnectedWhileBrokerDown(t *testing.T) {
 	mu.Lock()
 	down = false
 	mu.Unlock()
-	waitFor(t, 10*time.Second, "delivery", func() bool { return len(rec.Events()) == 10 })
+	testenv.WaitFor(t, 10*time.Second, "delivery", func() bool { return len(rec.Events()) == 10 })
 	time.Sleep(300 * time.Millisecond)
 	if s, now := r.Stats(), walsender(); s.Reconnects != 0 || now != pid || pid == 0 {
 		t.Fatalf("the server dropped the relay's connection (walsender %d, now %d): %+v", pid, now, s)

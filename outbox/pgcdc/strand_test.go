@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/eventkit/eventkit"
+	"github.com/eventkit/eventkit/internal/testenv"
 	"github.com/eventkit/eventkit/outbox/outboxtest"
 )
 
@@ -55,11 +56,11 @@ func TestConcurrentWritersLeaveNoRow(t *testing.T) {
 		t.Fatal(err)
 	}
 	const total = writers * perWriter
-	waitFor(t, 30*time.Second, "all published", func() bool { return distinct(rec.Events()) == total })
+	testenv.WaitFor(t, 30*time.Second, "all published", func() bool { return distinct(rec.Events()) == total })
 	// The slot confirms only what was completed: once it has passed the
 	// last commit, every row must be gone.
 	end := e.currentLSN()
-	waitFor(t, 30*time.Second, "slot past the last commit", func() bool { return r.Stats().ConfirmedLSN >= end })
+	testenv.WaitFor(t, 30*time.Second, "slot past the last commit", func() bool { return r.Stats().ConfirmedLSN >= end })
 	left := e.rows()
 	st := r.Stats()
 	stop()
