@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
 	"time"
 
 	"go.opentelemetry.io/otel"
@@ -13,6 +12,7 @@ import (
 	"github.com/eventkit/eventkit/broker"
 	"github.com/eventkit/eventkit/deadletter"
 	"github.com/eventkit/eventkit/inbox"
+	"github.com/eventkit/eventkit/internal/backoff"
 )
 
 // Config configures a Consumer. The zero value works: one worker per
@@ -172,17 +172,7 @@ func (p RetryPolicy) withDefaults() RetryPolicy {
 // Backoff returns the delay after failed attempt n (from 1), with jitter.
 func (p RetryPolicy) Backoff(attempt int) time.Duration {
 	p = p.withDefaults()
-	d := float64(p.Initial)
-	for i := 1; i < attempt && d < float64(p.Max); i++ {
-		d *= p.Multiplier
-	}
-	if d > float64(p.Max) {
-		d = float64(p.Max)
-	}
-	if p.Jitter > 0 {
-		d += d * p.Jitter * (2*rand.Float64() - 1)
-	}
-	return time.Duration(d)
+	return backoff.Policy{Min: p.Initial, Max: p.Max, Multiplier: p.Multiplier, Jitter: max(p.Jitter, 0)}.Delay(attempt)
 }
 
 func (c Config) withDefaults(sub broker.Subscriber) (Config, error) {

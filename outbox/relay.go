@@ -11,6 +11,7 @@ import (
 
 	"github.com/eventkit/eventkit"
 	"github.com/eventkit/eventkit/broker"
+	"github.com/eventkit/eventkit/internal/backoff"
 )
 
 // RelayConfig configures a Relay. The zero value gives the defaults.
@@ -428,16 +429,8 @@ type claimResult struct {
 
 // sleepBackoff waits for the next exponential backoff step and returns it.
 func (r *Relay) sleepBackoff(ctx context.Context, prev time.Duration) time.Duration {
-	d := r.cfg.MinBackoff
-	if prev > 0 {
-		d = min(prev*2, r.cfg.MaxBackoff)
-	}
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-	case <-t.C:
-	}
+	d := backoff.Policy{Min: r.cfg.MinBackoff, Max: r.cfg.MaxBackoff}.Next(prev)
+	backoff.Sleep(ctx, d)
 	return d
 }
 

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
 	"slices"
 	"strings"
 	"sync"
@@ -18,6 +17,7 @@ import (
 	"github.com/eventkit/eventkit"
 	"github.com/eventkit/eventkit/broker"
 	"github.com/eventkit/eventkit/broker/adapterkit"
+	"github.com/eventkit/eventkit/internal/backoff"
 	"github.com/eventkit/eventkit/internal/redact"
 )
 
@@ -194,12 +194,7 @@ func ConnectOptions(name string, logger *slog.Logger) []nats.Option {
 
 // reconnectDelay is 100ms doubling per attempt up to 5s, plus up to 20% jitter.
 func reconnectDelay(attempts int) time.Duration {
-	d := 100 * time.Millisecond
-	for i := 1; i < attempts && d < 5*time.Second; i++ {
-		d *= 2
-	}
-	d = min(d, 5*time.Second)
-	return d + rand.N(d/5+1)
+	return backoff.Policy{Min: 100 * time.Millisecond, Max: 5 * time.Second, Jitter: 0.1}.Delay(attempts)
 }
 
 // Connect dials the NATS server(s) at url ("nats://127.0.0.1:4222", or a

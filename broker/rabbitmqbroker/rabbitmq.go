@@ -17,6 +17,7 @@ import (
 	"github.com/eventkit/eventkit"
 	"github.com/eventkit/eventkit/broker"
 	"github.com/eventkit/eventkit/broker/adapterkit"
+	"github.com/eventkit/eventkit/internal/backoff"
 	"github.com/eventkit/eventkit/internal/redact"
 )
 
@@ -358,7 +359,7 @@ func (b *Broker) supervise(conn *amqp.Connection) {
 				return
 			case <-time.After(delay):
 			}
-			delay = min(delay*2, b.opts.ReconnectMax)
+			delay = backoff.Policy{Min: b.opts.ReconnectMin, Max: b.opts.ReconnectMax}.Next(delay)
 		}
 		b.mu.Lock()
 		if b.closed {

@@ -18,6 +18,7 @@ import (
 	"github.com/eventkit/eventkit"
 	"github.com/eventkit/eventkit/broker"
 	"github.com/eventkit/eventkit/broker/adapterkit"
+	kbackoff "github.com/eventkit/eventkit/internal/backoff"
 )
 
 // States of an entry this subscription holds.
@@ -397,7 +398,7 @@ func (s *subscription) read() {
 			if isNoGroup(err) {
 				_ = s.b.createGroup(ctx, s.key, s.group) // the stream was deleted: start again
 			}
-			backoff = min(max(2*backoff, 50*time.Millisecond), 2*time.Second)
+			backoff = retryDelay.Next(backoff)
 			continue
 		}
 		backoff = 0
@@ -890,3 +891,6 @@ func (d *delivery) Nack(ctx context.Context, delay time.Duration) error {
 	}
 	return d.s.nack(ctx, d, delay)
 }
+
+// retryDelay spaces a subscription's reads after an error.
+var retryDelay = kbackoff.Policy{Min: 50 * time.Millisecond, Max: 2 * time.Second}
