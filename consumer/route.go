@@ -92,7 +92,9 @@ func newRoute(c *Consumer, topic, group string, h Handler) *route {
 
 func (r *route) start() error {
 	for range r.cfg.Concurrency {
-		if r.cfg.OrderedBySubject {
+		if r.cfg.OrderedBySubject && r.cfg.InboxBatch > 1 {
+			r.workers.Go(r.orderedBatchWorker)
+		} else if r.cfg.OrderedBySubject {
 			r.workers.Go(r.orderedWorker)
 		} else if r.cfg.InboxBatch > 1 {
 			r.workers.Go(r.batchWorker)
