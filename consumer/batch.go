@@ -143,33 +143,105 @@ type subjectRun struct {
 	ds  []broker.Delivery
 }
 
+// readyCollector runs beside the ordered batch workers: it takes every
+// subject that becomes ready off r.ready at once, so that dispatch never
+// waits for a worker to finish its batch, and queues it for the next
+// worker that gathers a batch. At shutdown it hands back what is queued.
+func (r *route) readyCollector() {
+	for {
+		select {
+		case j := <-r.ready:
+			r.mu.Lock()
+			r.pending = append(r.pending, j)
+			r.mu.Unlock()
+			select {
+			case r.pendingWake <- struct{}{}:
+			default:
+			}
+		case <-r.stopping:
+			r.mu.Lock()
+			jobs := r.pending
+			r.pending = nil
+			var backlog []broker.Delivery
+			for _, j := range jobs {
+				backlog = append(backlog, r.queues[j.key]...)
+				delete(r.queues, j.key)
+			}
+			r.mu.Unlock()
+			for _, j := range jobs {
+				r.handBack(j.d)
+				r.release()
+			}
+			for _, d := range backlog {
+				r.handBack(d)
+				r.release()
+			}
+			return
+		}
+	}
+}
+
+// takePending moves queued ready subjects to owned until they hold limit
+// events, and returns owned and how many events it holds.
+func (r *route) takePending(owned []*subjectRun, limit int) ([]*subjectRun, int) {
+	n := r.topUp(owned, limit)
+	for n < limit {
+		r.mu.Lock()
+		if len(r.pending) == 0 {
+			r.mu.Unlock()
+			break
+		}
+		j := r.pending[0]
+		r.pending[0] = orderedJob{}
+		r.pending = r.pending[1:]
+		r.mu.Unlock()
+		owned = append(owned, &subjectRun{key: j.key, ds: []broker.Delivery{j.d}})
+		n = r.topUp(owned, limit)
+	}
+	r.wakeIfPending()
+	return owned, n
+}
+
+// wakeIfPending wakes a waiting worker if ready subjects are queued.
+func (r *route) wakeIfPending() {
+	r.mu.Lock()
+	more := len(r.pending) > 0
+	r.mu.Unlock()
+	if more {
+		select {
+		case r.pendingWake <- struct{}{}:
+		default:
+		}
+	}
+}
+
 // orderedBatchWorker is the worker of OrderedBySubject in batch mode: it
-// takes a subject's first delivery, gathers more subjects that become
-// ready (for at most InboxBatchWait, up to InboxBatch events, each
-// subject's backlog included), and processes them in one inbox
+// takes subjects that are ready (readyCollector), waiting at most
+// InboxBatchWait after the first for up to InboxBatch events, each
+// subject's backlog included, and processes them in one inbox
 // transaction, each subject's events in order. It owns those subjects
 // until their backlogs are empty, batching what arrives for them in the
-// meantime.
+// meantime with other ready subjects.
 func (r *route) orderedBatchWorker() {
 	timer := time.NewTimer(time.Hour)
 	timer.Stop()
 	defer timer.Stop()
 	for {
-		var owned []*subjectRun
-		select {
-		case j := <-r.ready:
-			owned = append(owned, &subjectRun{key: j.key, ds: []broker.Delivery{j.d}})
-		case <-r.stopping:
-			return
+		owned, n := r.takePending(nil, r.cfg.InboxBatch)
+		if len(owned) == 0 {
+			select {
+			case <-r.pendingWake:
+				continue
+			case <-r.stopping:
+				return
+			}
 		}
-		n := r.topUp(owned, r.cfg.InboxBatch)
 		timer.Reset(r.cfg.InboxBatchWait)
 	gather:
 		for n < r.cfg.InboxBatch {
 			select {
-			case j := <-r.ready:
-				owned = append(owned, &subjectRun{key: j.key, ds: []broker.Delivery{j.d}})
-				n = r.topUp(owned, r.cfg.InboxBatch)
+			case <-r.pendingWake:
+				owned, n = r.takePending(owned, r.cfg.InboxBatch)
 			case <-timer.C:
 				break gather
 			case <-r.stopping:
@@ -179,7 +251,13 @@ func (r *route) orderedBatchWorker() {
 		timer.Stop()
 		for len(owned) > 0 {
 			owned = r.runSubjects(owned)
+			// Subjects still owned have more events: batch them with
+			// the subjects that are ready now, without waiting.
+			if len(owned) > 0 {
+				owned, _ = r.takePending(owned, r.cfg.InboxBatch)
+			}
 		}
+		r.wakeIfPending()
 	}
 }
 
@@ -238,9 +316,7 @@ func (r *route) runSubjects(owned []*subjectRun) []*subjectRun {
 			r.settleSubjects(owned, items, subj, results)
 		}
 	}
-	if r.cfg.InboxBatch > 0 {
-		r.topUp(owned, r.cfg.InboxBatch)
-	}
+	r.topUp(owned, r.cfg.InboxBatch)
 	kept := owned[:0]
 	r.mu.Lock()
 	for _, s := range owned {
