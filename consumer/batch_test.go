@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"errors"
+	"fmt"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -477,5 +478,60 @@ func TestBatchOrderedBySubject(t *testing.T) {
 				t.Fatalf("%d events out of order", violations.Load())
 			}
 		})
+	}
+}
+
+// Ordered batch mode stopped in the middle: what was not committed is
+// handed back (ready subjects no worker took, their backlogs, batches not
+// started) and a second consumer applies every event once, in order.
+func TestBatchOrderedStopHandsBack(t *testing.T) {
+	t.Parallel()
+	st := stores[0].new(t)
+	b := newBroker(t)
+	topic := testenv.Name("t")
+	var handled atomic.Int32
+	handler := consumer.HandlerFunc(func(ctx context.Context, e eventkit.Event) error {
+		k, _ := strconv.Atoi(string(e.Data))
+		if n, err := st.read(ctx, e.Subject); err != nil || n != k {
+			return eventkit.Permanent(fmt.Errorf("%s: event %d found the counter at %d (%v)", e.Subject, k, n, err))
+		}
+		time.Sleep(time.Millisecond)
+		handled.Add(1)
+		return st.bump(ctx, e.Subject)
+	})
+	const subjects, perSubject = 40, 10
+	var evs []eventkit.Event
+	for k := range perSubject {
+		for s := range subjects {
+			evs = append(evs, ev("credit", "s"+strconv.Itoa(s), strconv.Itoa(k)))
+		}
+	}
+	cfg := batchConfig(st.in, 2)
+	cfg.OrderedBySubject = true
+	cfg.DeadLetterPublisher = b
+	c1 := newConsumer(t, memorybroker.Client(b), cfg)
+	_ = c1.Handle(topic, "ledger", handler)
+	r1 := start(t, c1)
+	publish(t, b, topic, evs...)
+	eventually(t, 10*time.Second, "some handled", func() bool { return handled.Load() >= 20 })
+	if err := r1.stop(); err != nil {
+		t.Fatal(err)
+	}
+	if h := c1.Stats().Handled; h >= uint64(len(evs)) {
+		t.Fatalf("the first consumer handled all %d events before it stopped", h)
+	}
+	c2 := newConsumer(t, memorybroker.Client(b), cfg)
+	_ = c2.Handle(topic, "ledger", handler)
+	start(t, c2)
+	eventually(t, 30*time.Second, "all applied", func() bool {
+		for s := range subjects {
+			if st.count(t, "s"+strconv.Itoa(s)) != perSubject {
+				return false
+			}
+		}
+		return true
+	})
+	if s1, s2 := c1.Stats(), c2.Stats(); s1.DeadLettered+s2.DeadLettered != 0 || s1.Handled+s2.Handled != uint64(len(evs)) {
+		t.Fatalf("stats %+v then %+v", s1, s2)
 	}
 }
