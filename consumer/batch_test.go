@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"errors"
+	"fmt"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -74,8 +75,11 @@ func TestBatchConfig(t *testing.T) {
 		t.Fatal("InboxBatch accepted no inbox")
 	}
 	var sqlIn inbox.Inbox = &sqlinbox.Inbox{}
-	if _, err := consumer.New(b, consumer.Config{Inbox: sqlIn, InboxBatch: 8, OrderedBySubject: true}); err == nil {
-		t.Fatal("InboxBatch accepted OrderedBySubject")
+	if _, err := consumer.New(b, consumer.Config{Inbox: sqlIn, InboxBatch: 8, StrictOrder: true}); err == nil {
+		t.Fatal("InboxBatch accepted StrictOrder")
+	}
+	if _, err := consumer.New(b, consumer.Config{Inbox: sqlIn, InboxBatch: 8, OrderedBySubject: true}); err != nil {
+		t.Fatal(err)
 	}
 	if _, err := consumer.New(b, consumer.Config{Inbox: sqlIn, InboxBatch: 8}); err != nil {
 		t.Fatal(err)
@@ -164,13 +168,12 @@ func TestBatchHandlerFailureIsolated(t *testing.T) {
 				if n := st.count(t, acct); n != 1 {
 					t.Fatalf("%s changed %d times, want 1", acct, n)
 				}
+				// On PostgreSQL the events before the failed one in its
+				// batch run again (rolled back, then committed): at most
+				// once per failure more.
 				calls := log.callsOf(acct)
-				want := 1
-				if i == 3 {
-					want = 3
-				}
-				if len(calls) != want {
-					t.Fatalf("%s handled %d times, want %d", acct, len(calls), want)
+				if i == 3 && len(calls) != 3 || len(calls) < 1 || len(calls) > 3 {
+					t.Fatalf("%s handled %d times", acct, len(calls))
 				}
 			}
 			if n := log.batchOf(log.callsOf("acct-3")[0]); n < 2 {
@@ -388,5 +391,147 @@ func TestBatchCommitFailure(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// Ordered batch mode: the events of several subjects share a transaction,
+// each subject's in order; an event failing in the middle of its subject is
+// retried in place and the later events of its subject wait for it; every
+// copy after the first is a duplicate. The handler checks the order in its
+// transaction: event k of a subject finds its counter at k.
+func TestBatchOrderedBySubject(t *testing.T) {
+	t.Parallel()
+	for _, s := range stores[:4] {
+		t.Run(s.name, func(t *testing.T) {
+			t.Parallel()
+			st := s.new(t)
+			b := newBroker(t)
+			topic := testenv.Name("t")
+			log := newTxLog()
+			var mu sync.Mutex
+			subjectsOf := map[any]map[string]bool{} // tx -> subjects it ran
+			var failures, violations atomic.Int32
+			cfg := batchConfig(st.in, 2)
+			cfg.OrderedBySubject = true
+			c := newConsumer(t, b, cfg)
+			_ = c.Handle(topic, "ledger", consumer.HandlerFunc(func(ctx context.Context, e eventkit.Event) error {
+				tx := st.tx(ctx)
+				log.add(e.ID, tx)
+				mu.Lock()
+				if subjectsOf[tx] == nil {
+					subjectsOf[tx] = map[string]bool{}
+				}
+				subjectsOf[tx][e.Subject] = true
+				mu.Unlock()
+				k, _ := strconv.Atoi(string(e.Data))
+				n, err := st.read(ctx, e.Subject)
+				if err != nil {
+					return err
+				}
+				if n != k {
+					violations.Add(1)
+					t.Errorf("%s: event %d found the counter at %d", e.Subject, k, n)
+				}
+				if err := st.bump(ctx, e.Subject); err != nil {
+					return err
+				}
+				if e.Subject == "s1" && k == 3 && failures.Add(1) <= 2 {
+					return errors.New("fails after writing")
+				}
+				return nil
+			}))
+			const subjects, perSubject = 6, 10
+			var evs []eventkit.Event
+			for k := range perSubject {
+				for s := range subjects {
+					e := ev("credit", "s"+strconv.Itoa(s), strconv.Itoa(k))
+					evs = append(evs, e, e) // every event twice
+				}
+			}
+			publish(t, b, topic, evs...)
+			start(t, c)
+			eventually(t, 30*time.Second, "every copy settled", func() bool {
+				s := c.Stats()
+				return s.Handled+s.Duplicates == uint64(len(evs))
+			})
+			for s := range subjects {
+				if n := st.count(t, "s"+strconv.Itoa(s)); n != perSubject {
+					t.Fatalf("s%d: counter %d, want %d", s, n, perSubject)
+				}
+			}
+			if s := c.Stats(); s.Handled != subjects*perSubject || s.Failed != 2 || s.Retried != 2 || s.DeadLettered != 0 {
+				t.Fatalf("stats %+v", s)
+			}
+			if m := log.maxBatch(); m < 2 {
+				t.Fatalf("no transaction ran more than %d handler(s): not batched", m)
+			}
+			mu.Lock()
+			multi := 0
+			for _, subs := range subjectsOf {
+				multi = max(multi, len(subs))
+			}
+			mu.Unlock()
+			if multi < 2 {
+				t.Fatal("no transaction ran the events of more than one subject")
+			}
+			if violations.Load() != 0 {
+				t.Fatalf("%d events out of order", violations.Load())
+			}
+		})
+	}
+}
+
+// Ordered batch mode stopped in the middle: what was not committed is
+// handed back (ready subjects no worker took, their backlogs, batches not
+// started) and a second consumer applies every event once, in order.
+func TestBatchOrderedStopHandsBack(t *testing.T) {
+	t.Parallel()
+	st := stores[0].new(t)
+	b := newBroker(t)
+	topic := testenv.Name("t")
+	var handled atomic.Int32
+	handler := consumer.HandlerFunc(func(ctx context.Context, e eventkit.Event) error {
+		k, _ := strconv.Atoi(string(e.Data))
+		if n, err := st.read(ctx, e.Subject); err != nil || n != k {
+			return eventkit.Permanent(fmt.Errorf("%s: event %d found the counter at %d (%v)", e.Subject, k, n, err))
+		}
+		time.Sleep(time.Millisecond)
+		handled.Add(1)
+		return st.bump(ctx, e.Subject)
+	})
+	const subjects, perSubject = 40, 10
+	var evs []eventkit.Event
+	for k := range perSubject {
+		for s := range subjects {
+			evs = append(evs, ev("credit", "s"+strconv.Itoa(s), strconv.Itoa(k)))
+		}
+	}
+	cfg := batchConfig(st.in, 2)
+	cfg.OrderedBySubject = true
+	cfg.DeadLetterPublisher = b
+	c1 := newConsumer(t, memorybroker.Client(b), cfg)
+	_ = c1.Handle(topic, "ledger", handler)
+	r1 := start(t, c1)
+	publish(t, b, topic, evs...)
+	eventually(t, 10*time.Second, "some handled", func() bool { return handled.Load() >= 20 })
+	if err := r1.stop(); err != nil {
+		t.Fatal(err)
+	}
+	if h := c1.Stats().Handled; h >= uint64(len(evs)) {
+		t.Fatalf("the first consumer handled all %d events before it stopped", h)
+	}
+	c2 := newConsumer(t, memorybroker.Client(b), cfg)
+	_ = c2.Handle(topic, "ledger", handler)
+	start(t, c2)
+	eventually(t, 30*time.Second, "all applied", func() bool {
+		for s := range subjects {
+			if st.count(t, "s"+strconv.Itoa(s)) != perSubject {
+				return false
+			}
+		}
+		return true
+	})
+	if s1, s2 := c1.Stats(), c2.Stats(); s1.DeadLettered+s2.DeadLettered != 0 || s1.Handled+s2.Handled != uint64(len(evs)) {
+		t.Fatalf("stats %+v then %+v", s1, s2)
 	}
 }

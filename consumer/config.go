@@ -93,11 +93,15 @@ type Config struct {
 	// InboxBatch, if > 1, turns on batch mode: a worker takes up to
 	// InboxBatch deliveries that are ready (waiting at most InboxBatchWait
 	// for more after the first) and processes them in one inbox
-	// transaction, with a savepoint per event and one commit for all (see
-	// inbox.Batcher). Inbox must implement inbox.Batcher (sqlinbox does),
-	// and batch mode requires OrderedBySubject to be off. A handler error
-	// rolls back only its own event, which is retried or dead-lettered as
-	// usual; the others are acked after the commit. If the transaction
+	// transaction, with one commit for all (see inbox.Batcher). Inbox must
+	// implement inbox.Batcher (sqlinbox does); StrictOrder cannot batch.
+	// With OrderedBySubject a batch takes the waiting events of several
+	// subjects, each subject's in order. A handler error fails only its
+	// own event, which is retried or dead-lettered as usual (with
+	// OrderedBySubject, retried in place before the later events of its
+	// subject, which the other subjects of its batch wait for); the others
+	// are acked after the commit (on PostgreSQL the events before it run a
+	// second time, the ones after it in the next batch). If the transaction
 	// fails as a whole (commit error, lost connection), nothing of it
 	// happened and each of its events is processed again at once, alone.
 	InboxBatch int
@@ -189,9 +193,6 @@ func (c Config) withDefaults(sub broker.Subscriber) (Config, error) {
 		c.OrderedBySubject = true
 	}
 	if c.InboxBatch > 1 {
-		if c.OrderedBySubject {
-			return c, errors.New("consumer: InboxBatch cannot be combined with OrderedBySubject")
-		}
 		if _, ok := c.Inbox.(inbox.Batcher); !ok {
 			return c, fmt.Errorf("consumer: InboxBatch needs an Inbox that implements inbox.Batcher (have %T)", c.Inbox)
 		}

@@ -39,6 +39,9 @@ type store struct {
 	// tx returns the handler's transaction (SQL stores), to tell batches
 	// apart.
 	tx func(ctx context.Context) any
+	// read returns an account's counter as the handler's transaction sees
+	// it (SQL stores).
+	read func(ctx context.Context, account string) (int, error)
 }
 
 func sqlStore(t testing.TB, name, driver, dsn string, d sqlinbox.Dialect) *store {
@@ -92,6 +95,18 @@ func sqlStore(t testing.TB, name, driver, dsn string, d sqlinbox.Dialect) *store
 			_, err = tx.ExecContext(ctx, update, account)
 			return err
 		},
+		read: func(ctx context.Context, account string) (int, error) {
+			tx, err := sqlinbox.Tx(ctx)
+			if err != nil {
+				return 0, err
+			}
+			var n int
+			err = tx.QueryRowContext(ctx, "SELECT n FROM "+biz+" WHERE id = "+map[bool]string{true: "$1", false: "?"}[d == sqlinbox.Postgres], account).Scan(&n)
+			if errors.Is(err, sql.ErrNoRows) {
+				err = nil
+			}
+			return n, err
+		},
 		count: func(t testing.TB, account string) int {
 			var n int
 			err := db.QueryRow("SELECT n FROM "+biz+" WHERE id = "+map[bool]string{true: "$1", false: "?"}[d == sqlinbox.Postgres], account).Scan(&n)
@@ -136,6 +151,15 @@ func pgxStore(t testing.TB) *store {
 			}
 			_, err = tx.Exec(ctx, "INSERT INTO "+biz+" (id, n) VALUES ($1, 1) ON CONFLICT (id) DO UPDATE SET n = "+biz+".n + 1", account)
 			return err
+		},
+		read: func(ctx context.Context, account string) (int, error) {
+			tx, err := sqlinbox.PgxTx(ctx)
+			if err != nil {
+				return 0, err
+			}
+			var n int
+			err = tx.QueryRow(ctx, "SELECT COALESCE((SELECT n FROM "+biz+" WHERE id = $1), 0)", account).Scan(&n)
+			return n, err
 		},
 		count: func(t testing.TB, account string) int {
 			var n int

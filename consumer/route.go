@@ -60,6 +60,9 @@ type route struct {
 	queues map[string][]broker.Delivery // subject -> backlog; present while a worker owns the subject
 	ready  chan orderedJob              // a subject's first delivery, to a free worker
 	held   holdState                    // strict: early events held (stricthold.go)
+	// ordered batch mode (batch.go): ready subjects no worker took yet
+	pending     []orderedJob
+	pendingWake chan struct{}
 
 	firstFail *lru.Cache[string, time.Time] // event id -> first failure seen (unordered retries)
 }
@@ -73,16 +76,17 @@ func newRoute(c *Consumer, topic, group string, h Handler) *route {
 	ff, _ := lru.New[string, time.Time](4096)
 	r := &route{
 		c: c, cfg: c.cfg, topic: topic, group: group, h: h,
-		log:       c.cfg.Logger.With("topic", topic, "group", group),
-		tracer:    c.cfg.TracerProvider.Tracer("github.com/eventkit/eventkit/consumer"),
-		spanName:  "handle " + topic,
-		meta1:     Meta{Topic: topic, Group: group, Attempt: 1},
-		stopping:  make(chan struct{}),
-		sem:       make(chan struct{}, c.cfg.MaxInFlight),
-		work:      make(chan broker.Delivery),
-		queues:    map[string][]broker.Delivery{},
-		ready:     make(chan orderedJob),
-		firstFail: ff,
+		log:         c.cfg.Logger.With("topic", topic, "group", group),
+		tracer:      c.cfg.TracerProvider.Tracer("github.com/eventkit/eventkit/consumer"),
+		spanName:    "handle " + topic,
+		meta1:       Meta{Topic: topic, Group: group, Attempt: 1},
+		stopping:    make(chan struct{}),
+		sem:         make(chan struct{}, c.cfg.MaxInFlight),
+		work:        make(chan broker.Delivery),
+		queues:      map[string][]broker.Delivery{},
+		ready:       make(chan orderedJob),
+		pendingWake: make(chan struct{}, 1),
+		firstFail:   ff,
 	}
 	r.hardCtx, r.hardCancel = context.WithCancel(context.Background())
 	r.settleCtx, r.settleCancel = context.WithCancel(context.Background())
@@ -91,8 +95,13 @@ func newRoute(c *Consumer, topic, group string, h Handler) *route {
 }
 
 func (r *route) start() error {
+	if r.cfg.OrderedBySubject && r.cfg.InboxBatch > 1 {
+		r.workers.Go(r.readyCollector)
+	}
 	for range r.cfg.Concurrency {
-		if r.cfg.OrderedBySubject {
+		if r.cfg.OrderedBySubject && r.cfg.InboxBatch > 1 {
+			r.workers.Go(r.orderedBatchWorker)
+		} else if r.cfg.OrderedBySubject {
 			r.workers.Go(r.orderedWorker)
 		} else if r.cfg.InboxBatch > 1 {
 			r.workers.Go(r.batchWorker)

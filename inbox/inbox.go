@@ -21,9 +21,8 @@
 //     catches duplicates seen by this process, within the TTL and the size
 //     bound, and forgets everything on restart.
 //
-// sqlinbox also implements Batcher: several events in one transaction,
-// with a savepoint each, so that one commit serves a batch (the consumer's
-// Config.InboxBatch).
+// sqlinbox also implements Batcher: several events in one transaction, so
+// that one commit serves a batch (the consumer's Config.InboxBatch).
 //
 // None of them makes a handler's side effects outside the transaction (HTTP
 // calls, e-mails) exactly-once; make those idempotent (see the helpers in
@@ -45,6 +44,11 @@ var (
 	// reservation for the key (redisinbox, lruinbox): the caller should try
 	// again later; it is not a failure of the event.
 	ErrInProgress = errors.New("inbox: event is being processed elsewhere")
+	// ErrNotRun is a Batcher's result for an event of the batch that was
+	// not attempted (nothing of it recorded, its handler's writes, if it
+	// ran, rolled back) because an earlier event of the batch failed: the
+	// caller processes it again.
+	ErrNotRun = errors.New("inbox: not run (an earlier event of the batch failed)")
 )
 
 // Key identifies one event for one consumer.
@@ -76,18 +80,24 @@ type Inbox interface {
 // Batcher is implemented by inboxes that can process several events in one
 // transaction (sqlinbox), so that one commit serves many events.
 type Batcher interface {
-	// ProcessBatch processes keys in order in one transaction. For each key
-	// it sets a savepoint and records the key: a key already recorded (by
-	// an earlier commit, or earlier in this batch) gets ErrDuplicate and fn
-	// is not called; otherwise fn(ctx, i) runs with the transaction in its
-	// context, and if it fails, its writes and its key are rolled back to
-	// the savepoint while the other keys stay in the batch. Then the
-	// transaction commits once.
+	// ProcessBatch processes keys in order in one transaction and commits
+	// once. A key already recorded (by an earlier commit, or earlier in
+	// this batch) gets ErrDuplicate and fn is not called; otherwise
+	// fn(ctx, i) runs with the transaction in its context.
+	//
+	// When fn(i) fails, key i is not recorded and results[i] is fn's
+	// error. An implementation either isolates the failure (a savepoint
+	// per event: the others go on, sqlinbox on MySQL and SQLite) or stops
+	// there (sqlinbox on PostgreSQL): it rolls the transaction back, runs
+	// keys[:i] again in a new one (their handlers run a second time; only
+	// the committed run's writes remain) and gives every later key
+	// ErrNotRun, for the caller to process again. Either way nothing is
+	// recorded twice and no failure loses another key's writes.
 	//
 	// When err is nil the transaction committed and results[i] is nil
-	// (key i recorded with fn's effects), ErrDuplicate, or fn's error
-	// (nothing of key i recorded). When err is not nil nothing of the batch
-	// was recorded, whatever fn returned, and results is nil.
+	// (key i recorded with fn's effects), ErrDuplicate, ErrNotRun, or an
+	// error (nothing of key i recorded). When err is not nil nothing of the
+	// batch was recorded, whatever fn returned, and results is nil.
 	ProcessBatch(ctx context.Context, keys []Key, fn func(ctx context.Context, i int) error) (results []error, err error)
 }
 

@@ -604,7 +604,7 @@ func BenchmarkExactlyOnce(b *testing.B) {
 			Cleanup: func(ctx context.Context) error { return c.checkAndDrop(ctx, label, n) },
 		}
 	}
-	ek := func(label string, batch int) benchkit.Contender {
+	ek := func(label string, batch int, ordered bool) benchkit.Contender {
 		var in *sqlinbox.Inbox
 		var inTable string
 		return benchkit.Contender{Name: label,
@@ -616,7 +616,7 @@ func BenchmarkExactlyOnce(b *testing.B) {
 				return err
 			},
 			Run: func(ctx context.Context, clock *benchkit.Clock) (int, []time.Duration, error) {
-				return ekConsume(ctx, clock, br, topic, name("g"), n, consumer.Config{Inbox: in, InboxBatch: batch},
+				return ekConsume(ctx, clock, br, topic, name("g"), n, consumer.Config{Inbox: in, InboxBatch: batch, OrderedBySubject: ordered},
 					func(ctx context.Context, ev eventkit.Event) error {
 						tx, err := sqlinbox.Tx(ctx)
 						if err == nil {
@@ -631,10 +631,35 @@ func BenchmarkExactlyOnce(b *testing.B) {
 			},
 		}
 	}
-	benchtest.Compare(b, meter(),
+	benchtest.Compare(b, meter(), only(
 		wm("watermill-sql", 100),
-		ek("eventkit-batch64", 64),
-		ek("eventkit", 0),
+		ek("eventkit-batch64", 64, false),
+		ek("eventkit", 0, false),
+		ek("eventkit-ordered", 0, true),
+		ek("eventkit-ordered-batch64", 64, true),
 		wm("watermill-sql-batch1", 1),
-	)
+	)...)
+}
+
+// only keeps the contenders named in EVENTKIT_BENCH_ONLY (a comma-separated
+// list; all when it is unset), in their order: the first one kept is the
+// baseline. watermill-sql-batch1 takes minutes per run; leave it out with
+// EVENTKIT_BENCH_ONLY=watermill-sql,eventkit-batch64,... when it is not
+// the figure wanted.
+func only(cs ...benchkit.Contender) []benchkit.Contender {
+	list := os.Getenv("EVENTKIT_BENCH_ONLY")
+	if list == "" {
+		return cs
+	}
+	keep := map[string]bool{}
+	for _, n := range strings.Split(list, ",") {
+		keep[strings.TrimSpace(n)] = true
+	}
+	var out []benchkit.Contender
+	for _, c := range cs {
+		if keep[c.Name] {
+			out = append(out, c)
+		}
+	}
+	return out
 }

@@ -12,6 +12,13 @@
 // lease (or for as long as the handler runs, when there is no lease) and
 // then lets one in.
 //
+// With WithTx and an inbox.Batcher it checks ProcessBatch the same way: a
+// handler failing in the middle of a batch, a duplicate inside it, a
+// handler that swallows its failed statement, a context that ends between
+// the batch's steps, concurrent batches sharing keys: whatever the results
+// say agrees with what is committed, and processing the events that were
+// not recorded again records each once.
+//
 // Limits: without WithTx the atomicity of the handler's writes with the key
 // is not checked; without WithExpiry, expiry is not.
 package inboxtest
@@ -74,6 +81,12 @@ func Exercise(t *testing.T, newInbox func(t *testing.T) inbox.Inbox, opts ...Opt
 			t.Parallel()
 			exerciseTx(t, o.newTx)
 		})
+		if in, _ := o.newTx(t); isBatcher(in) {
+			t.Run("Batch", func(t *testing.T) {
+				t.Parallel()
+				exerciseBatch(t, o.newTx)
+			})
+		}
 	}
 	if o.newExpiring != nil {
 		t.Run("KeyExpiresAfterTTL", func(t *testing.T) {
@@ -372,4 +385,227 @@ func exerciseLease(t *testing.T, in inbox.Inbox, lease, ttl time.Duration) {
 	if err := <-held; err != nil {
 		t.Fatalf("holder after its lease: %v", err)
 	}
+}
+
+func isBatcher(in inbox.Inbox) bool { _, ok := in.(inbox.Batcher); return ok }
+
+// exerciseBatch checks inbox.Batcher against its contract (see the package
+// doc).
+func exerciseBatch(t *testing.T, newInbox func(t *testing.T) (inbox.Inbox, Tx)) {
+	in, tx := newInbox(t)
+	b := in.(inbox.Batcher)
+	ctx := context.Background()
+	key := func(id string) inbox.Key { return inbox.Key{Consumer: "c", EventID: id, EventType: "x"} }
+	keysOf := func(ids []string) []inbox.Key {
+		keys := make([]inbox.Key, len(ids))
+		for i, id := range ids {
+			keys[i] = key(id)
+		}
+		return keys
+	}
+	committedBefore := map[string]bool{} // ids committed outside the batch under test
+	// recorded reports whether id's key is recorded (Process sees a
+	// duplicate); if not, Process has now recorded it with id's write.
+	recorded := func(t *testing.T, id string) bool {
+		t.Helper()
+		err := in.Process(ctx, key(id), func(ctx context.Context) error { return tx.Write(ctx, id) })
+		if err != nil && !errors.Is(err, inbox.ErrDuplicate) {
+			t.Fatalf("%s: Process: %v", id, err)
+		}
+		return err != nil
+	}
+	// agree checks that the batch's outcome matches what is committed:
+	// a nil result is written and recorded, any other (of a key with no
+	// committed copy) neither; then every key ends recorded with its write.
+	agree := func(t *testing.T, ids []string, results []error, err error) {
+		t.Helper()
+		if err == nil && len(results) != len(ids) {
+			t.Fatalf("%d results for %d keys", len(results), len(ids))
+		}
+		ok := map[string]bool{}
+		for i, id := range ids {
+			if err == nil && results[i] == nil {
+				ok[id] = true
+			}
+		}
+		for _, id := range ids {
+			if w := tx.Written(t, id); w != ok[id] && !committedBefore[id] {
+				t.Fatalf("%s: written=%v but results %v (err %v)", id, w, results, err)
+			}
+			if r := recorded(t, id); r != (ok[id] || committedBefore[id]) {
+				t.Fatalf("%s: key recorded=%v but results %v (err %v)", id, r, results, err)
+			}
+			if !tx.Written(t, id) {
+				t.Fatalf("%s: recorded without its write", id)
+			}
+		}
+	}
+	boom := errors.New("boom")
+
+	t.Run("FailureMidBatch", func(t *testing.T) {
+		ids := []string{testenv.Name("a"), testenv.Name("b"), testenv.Name("fail"), testenv.Name("c"), testenv.Name("d")}
+		calls := map[string]int{}
+		results, err := b.ProcessBatch(ctx, keysOf(ids), func(ctx context.Context, i int) error {
+			calls[ids[i]]++
+			if err := tx.Write(ctx, ids[i]); err != nil {
+				return err
+			}
+			if i == 2 {
+				return boom
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if results[0] != nil || results[1] != nil || !errors.Is(results[2], boom) {
+			t.Fatalf("results %v: want the events before the failure recorded and the failure's own error", results)
+		}
+		for i := 3; i < len(ids); i++ {
+			if results[i] != nil && !errors.Is(results[i], inbox.ErrNotRun) {
+				t.Fatalf("results %v: after the failure want nil or ErrNotRun", results)
+			}
+		}
+		if calls[ids[2]] != 1 {
+			t.Fatalf("the failed handler ran %d times", calls[ids[2]])
+		}
+		agree(t, ids, results, err)
+	})
+
+	t.Run("DuplicateInsideTheBatch", func(t *testing.T) {
+		old, a, f := testenv.Name("old"), testenv.Name("a"), testenv.Name("f")
+		if err := in.Process(ctx, key(old), func(ctx context.Context) error { return tx.Write(ctx, old) }); err != nil {
+			t.Fatal(err)
+		}
+		committedBefore[old] = true
+		// a twice; f twice, its first copy failing.
+		ids := []string{a, old, f, a, f}
+		fCalls := 0
+		results, err := b.ProcessBatch(ctx, keysOf(ids), func(ctx context.Context, i int) error {
+			if ids[i] == old {
+				t.Errorf("the handler of a key recorded before ran")
+			}
+			if ids[i] == f {
+				if fCalls++; fCalls == 1 {
+					return boom
+				}
+			}
+			return tx.Write(ctx, ids[i])
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if results[0] != nil || !errors.Is(results[1], inbox.ErrDuplicate) || !errors.Is(results[2], boom) {
+			t.Fatalf("results %v", results)
+		}
+		if r := results[3]; !errors.Is(r, inbox.ErrDuplicate) && !errors.Is(r, inbox.ErrNotRun) {
+			t.Fatalf("results %v: a's second copy must be a duplicate (or not run)", results)
+		}
+		agree(t, []string{a, old, f}, []error{results[0], results[1], results[4]}, err)
+	})
+
+	t.Run("SwallowedStatementError", func(t *testing.T) {
+		// The second handler writes, then writes a's id again (that
+		// write fails) and returns nil: the database may refuse the rest
+		// of the transaction (PostgreSQL); whatever the batch reports
+		// must be what committed.
+		ids := []string{testenv.Name("a"), testenv.Name("swallow"), testenv.Name("c")}
+		results, err := b.ProcessBatch(ctx, keysOf(ids), func(ctx context.Context, i int) error {
+			if err := tx.Write(ctx, ids[i]); err != nil || i != 1 {
+				return err
+			}
+			_ = tx.Write(ctx, ids[0])
+			return nil
+		})
+		if err == nil && errors.Is(results[1], inbox.ErrDuplicate) {
+			t.Fatalf("results %v", results)
+		}
+		agree(t, ids, results, err)
+	})
+
+	t.Run("ContextEndsBetweenSteps", func(t *testing.T) {
+		// The context ends in the second handler's call, or, where a
+		// failure makes the batch run its first events again, in the
+		// first handler's second call: nothing may be recorded twice, and
+		// what is reported must be what committed.
+		for _, at := range []string{"first-run", "second-run"} {
+			ids := []string{testenv.Name("x"), testenv.Name("fail"), testenv.Name("y")}
+			cctx, cancel := context.WithCancel(ctx)
+			calls := 0
+			results, err := b.ProcessBatch(cctx, keysOf(ids), func(ctx context.Context, i int) error {
+				if err := tx.Write(ctx, ids[i]); err != nil {
+					return err
+				}
+				if i == 0 {
+					if calls++; calls == 2 {
+						cancel()
+					}
+				}
+				if i == 1 {
+					if at == "first-run" {
+						cancel()
+						return nil
+					}
+					return boom
+				}
+				return nil
+			})
+			cancel()
+			if at == "first-run" && err == nil {
+				t.Fatalf("%s: the batch committed on a cancelled context: %v", at, results)
+			}
+			agree(t, ids, results, err)
+		}
+	})
+
+	t.Run("ConcurrentBatchesShareKeys", func(t *testing.T) {
+		ids := make([]string, 20)
+		for i := range ids {
+			ids[i] = testenv.Name("k")
+		}
+		var mu sync.Mutex
+		effects := map[string]int{}
+		var wg sync.WaitGroup
+		for w := range 4 {
+			wg.Go(func() {
+				mine := append([]string(nil), ids...)
+				if w%2 == 1 { // the other order
+					for i, j := 0, len(mine)-1; i < j; i, j = i+1, j-1 {
+						mine[i], mine[j] = mine[j], mine[i]
+					}
+				}
+				for attempt := 0; len(mine) > 0 && attempt < 20; attempt++ {
+					results, err := b.ProcessBatch(ctx, keysOf(mine), func(ctx context.Context, i int) error {
+						if err := tx.Write(ctx, mine[i]); err != nil {
+							return err
+						}
+						mu.Lock()
+						effects[mine[i]]++
+						mu.Unlock()
+						return nil
+					})
+					if err != nil { // a deadlock, say: nothing recorded, again
+						continue
+					}
+					var again []string
+					for i, r := range results {
+						if r != nil && !errors.Is(r, inbox.ErrDuplicate) {
+							again = append(again, mine[i])
+						}
+					}
+					mine = again
+				}
+				if len(mine) > 0 {
+					t.Errorf("worker %d: %d keys never recorded", w, len(mine))
+				}
+			})
+		}
+		wg.Wait()
+		for _, id := range ids {
+			if !tx.Written(t, id) || !recorded(t, id) {
+				t.Fatalf("%s not committed", id)
+			}
+		}
+		_ = effects // handlers may run more than once; the commits are checked above
+	})
 }

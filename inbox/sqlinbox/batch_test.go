@@ -3,9 +3,11 @@ package sqlinbox_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"testing"
 
 	"github.com/eventkit/eventkit/inbox"
+	"github.com/eventkit/eventkit/inbox/sqlinbox"
 )
 
 // One transaction, several events: a key already recorded is a duplicate,
@@ -47,12 +49,38 @@ func TestProcessBatch(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if got := len(called); got != 4 {
-			t.Fatalf("handler called for %v, want a, fail, sqlerr, b", called)
-		}
-		if results[0] != nil || !errors.Is(results[1], inbox.ErrDuplicate) || !errors.Is(results[2], boom) ||
-			!errors.Is(results[3], inbox.ErrDuplicate) || results[4] == nil || results[5] != nil {
-			t.Fatalf("results %v", results)
+		if e.dialect == sqlinbox.Postgres {
+			// No savepoints: the batch stops at the failure, rolls back,
+			// runs a again alone and commits it; the rest are not run.
+			if fmt.Sprint(called) != "[a fail a]" {
+				t.Fatalf("handler called for %v, want a, fail, a", called)
+			}
+			if results[0] != nil || !errors.Is(results[1], inbox.ErrDuplicate) || !errors.Is(results[2], boom) ||
+				!errors.Is(results[3], inbox.ErrNotRun) || !errors.Is(results[4], inbox.ErrNotRun) || !errors.Is(results[5], inbox.ErrNotRun) {
+				t.Fatalf("results %v", results)
+			}
+			keys = []inbox.Key{key("sqlerr"), key("b")}
+			results, err = b.ProcessBatch(ctx, keys, func(ctx context.Context, i int) error {
+				id := keys[i].EventID
+				if err := write(ctx, id); err != nil || id != "sqlerr" {
+					return err
+				}
+				return write(ctx, "a")
+			})
+			if err != nil || results[0] == nil || !errors.Is(results[1], inbox.ErrNotRun) {
+				t.Fatalf("results %v, %v", results, err)
+			}
+			if results, err = b.ProcessBatch(ctx, keys[1:], func(ctx context.Context, i int) error { return write(ctx, "b") }); err != nil || results[0] != nil {
+				t.Fatalf("results %v, %v", results, err)
+			}
+		} else {
+			if got := len(called); got != 4 {
+				t.Fatalf("handler called for %v, want a, fail, sqlerr, b", called)
+			}
+			if results[0] != nil || !errors.Is(results[1], inbox.ErrDuplicate) || !errors.Is(results[2], boom) ||
+				!errors.Is(results[3], inbox.ErrDuplicate) || results[4] == nil || results[5] != nil {
+				t.Fatalf("results %v", results)
+			}
 		}
 		for id, want := range map[string]int{"old": 1, "a": 1, "b": 1, "fail": 0, "sqlerr": 0} {
 			if n := e.queryInt(t, "SELECT COUNT(*) FROM "+biz+" WHERE id = "+e.ph(1), id); n != want {
@@ -89,7 +117,17 @@ func TestProcessBatch(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if calls != 2 || !errors.Is(results[0], boom) || results[1] != nil || !errors.Is(results[2], inbox.ErrDuplicate) {
+		if e.dialect == sqlinbox.Postgres {
+			// The batch stops at the failed first copy: the others are
+			// not run, and the next batch records the key.
+			if calls != 1 || !errors.Is(results[0], boom) || !errors.Is(results[1], inbox.ErrNotRun) || !errors.Is(results[2], inbox.ErrNotRun) {
+				t.Fatalf("calls=%d results %v", calls, results)
+			}
+			results, err = b.ProcessBatch(ctx, keys[1:], func(ctx context.Context, i int) error { return write(ctx, "twice") })
+			if err != nil || results[0] != nil || !errors.Is(results[1], inbox.ErrDuplicate) {
+				t.Fatalf("results %v, %v", results, err)
+			}
+		} else if calls != 2 || !errors.Is(results[0], boom) || results[1] != nil || !errors.Is(results[2], inbox.ErrDuplicate) {
 			t.Fatalf("calls=%d results %v", calls, results)
 		}
 		if err := e.in.Process(ctx, key("twice"), func(ctx context.Context) error { return nil }); !errors.Is(err, inbox.ErrDuplicate) {

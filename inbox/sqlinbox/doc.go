@@ -20,18 +20,21 @@
 //
 // Batches: Inbox and PgxInbox implement inbox.Batcher, used by the
 // consumer's batch mode (consumer.Config.InboxBatch). ProcessBatch runs
-// several events in one transaction with one COMMIT: the keys are inserted
-// (on PostgreSQL with one statement for the batch), and per fresh event a
-// SAVEPOINT and the handler; a failed handler is rolled back to its
-// savepoint, its key with it, and reported in that event's result, the
-// others commit together. Keep batches at 64 events or fewer on PostgreSQL
-// (the per-backend subtransaction cache). The guarantee per event is the one above: an event's writes
-// and its key commit together or not at all, and a duplicate (earlier,
-// concurrent, or repeated in the same batch) never runs twice. If a
-// savepoint statement or the COMMIT fails, ProcessBatch returns an error
-// and nothing of the batch is recorded. The savepoint statements cost a
-// few round trips per event; the fsync of one commit is shared by the
-// batch.
+// several events in one transaction with one COMMIT. On PostgreSQL it sets
+// no savepoint: one INSERT ... ON CONFLICT DO NOTHING RETURNING claims the
+// batch's keys (the ones not returned are duplicates), the handlers run
+// one after the other, and a failed handler rolls the transaction back:
+// the events before it run again in a new transaction, which commits, and
+// the events after it are reported inbox.ErrNotRun for the caller to run
+// again. On MySQL and SQLite each event gets a SAVEPOINT, released after
+// its handler (the release is the check that the database did not roll
+// the whole transaction back, a deadlock say); a failed handler is rolled
+// back to its savepoint and the others commit. The guarantee per event is
+// the one above: an event's writes and its key commit together or not at
+// all, and a duplicate (earlier, concurrent, or repeated in the same
+// batch) never runs twice. If the COMMIT (or a statement of the inbox's
+// own) fails, ProcessBatch returns an error and nothing of the batch is
+// recorded. The fsync of one commit is shared by the batch.
 //
 // Strict order: Inbox and PgxInbox implement inbox.Sequencer, used by the
 // consumer's strict order mode (consumer.Config.StrictOrder). A position
