@@ -7,7 +7,8 @@
 //	chaos broker=nats produced=20000 applied=20000 lost=0 applied_twice=0 order_violations=0 dead_lettered=0 kills=31 cuts=52 stalls=17 duration=1m2s
 //
 // and exits 1 on any loss, double application or order violation (or when
-// the run does not converge), 2 when it could not run.
+// the run does not converge, or injected no kill or no cut although faults
+// were asked for), 2 when it could not run.
 //
 // Run it from the module root (it builds cmd/eventkit for the relays):
 //

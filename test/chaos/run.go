@@ -49,13 +49,18 @@ type result struct {
 	deadLettered                          int64
 	kills, cuts, stalls, exits            int64
 	converged                             bool
+	faulted                               bool // faults were to be injected (not -no-faults)
 	duration                              time.Duration
 	logs                                  string
 }
 
 func (r result) ok() bool {
-	return r.converged && r.lost == 0 && r.twice == 0 && r.order == 0 && r.produced > 0
+	return r.converged && r.lost == 0 && r.twice == 0 && r.order == 0 && r.produced > 0 && !r.noFault()
 }
+
+// noFault: faults were to be injected but no process was killed or no
+// connection cut (the run proved nothing about them).
+func (r result) noFault() bool { return r.faulted && (r.kills == 0 || r.cuts == 0) }
 
 func (r result) String() string {
 	s := fmt.Sprintf("chaos broker=%s produced=%d applied=%d lost=%d applied_twice=%d order_violations=%d dead_lettered=%d kills=%d cuts=%d stalls=%d duration=%s",
@@ -64,6 +69,9 @@ func (r result) String() string {
 		s += " FAILED"
 		if !r.converged {
 			s += " (not converged: events still unapplied at the end of -drain)"
+		}
+		if r.noFault() {
+			s += " (no kill or no cut: make -duration longer)"
 		}
 		if r.logs != "" {
 			s += " logs=" + r.logs
@@ -210,7 +218,7 @@ func (p *proc) stop() {
 }
 
 func run(ctx context.Context, cfg config, kind string) (res result, err error) {
-	res.broker = kind
+	res.broker, res.faulted = kind, !cfg.noFaults
 	start := time.Now()
 	n := names{newID()}
 	ekBin, err := eventkitBinary(cfg)
