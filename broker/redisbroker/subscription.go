@@ -265,6 +265,13 @@ func (s *subscription) reserve(n int) int {
 	return n
 }
 
+// free is the number of free slots.
+func (s *subscription) free() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.cfg.MaxInFlight - s.inflight
+}
+
 // unreserve returns n reserved but unused slots.
 func (s *subscription) unreserve(n int) {
 	if n <= 0 {
@@ -311,6 +318,7 @@ func (s *subscription) read() {
 	now := time.Now()
 	reclaimAt, touchAt := now, now.Add(s.touchEvery())
 	cursor := "0-0"
+	reclaimWaiting := false // reclaim is due but had no free slot
 	backoff := time.Duration(0)
 	var timer *time.Timer
 	defer func() {
@@ -331,30 +339,43 @@ func (s *subscription) read() {
 		}
 		var err error
 		progressed := false
-		// 1. Nacked entries that are due.
-		if n, e := s.redeliver(ctx); e != nil {
-			err = e
-		} else if n > 0 {
-			progressed = true
-		}
-		// 2. Keep entries held back on purpose from being reclaimed.
-		if now := time.Now(); err == nil && !now.Before(touchAt) {
+		// 1. Keep entries held back on purpose from being reclaimed.
+		if now := time.Now(); !now.Before(touchAt) {
 			err = s.heartbeat(ctx)
 			touchAt = now.Add(s.touchEvery())
 		}
-		// 3. Entries idle longer than the ack wait (crashed consumers, expired deliveries).
+		// 2. Entries idle longer than the ack wait (crashed consumers,
+		// expired deliveries), before our own nacked ones: they are older,
+		// and in strict order they are the events our nacked ones wait
+		// for. Without room, the next freed slot is theirs (our nacked
+		// entries would otherwise take every slot as it frees).
 		if now := time.Now(); err == nil && !now.Before(reclaimAt) {
-			var got int
-			got, cursor, err = s.reclaim(ctx, cursor)
-			if err == nil && got > 0 && cursor != "0-0" {
-				reclaimAt = now // more to take: go on at once
+			if s.free() == 0 {
+				reclaimWaiting = true
 			} else {
-				reclaimAt = now.Add(s.reclaimEvery())
+				reclaimWaiting = false
+				var got int
+				got, cursor, err = s.reclaim(ctx, cursor)
+				if err == nil && got > 0 && cursor != "0-0" {
+					reclaimAt = now // more to take: go on at once
+				} else {
+					reclaimAt = now.Add(s.reclaimEvery())
+				}
+			}
+		}
+		// 3. Nacked entries that are due.
+		if err == nil && !reclaimWaiting {
+			if n, e := s.redeliver(ctx); e != nil {
+				err = e
+			} else if n > 0 {
+				progressed = true
 			}
 		}
 		// 4. New entries.
 		if err == nil && !progressed {
-			if n, room := s.readSize(); n > 0 {
+			if n, room := s.readSize(); n > 0 && reclaimWaiting {
+				continue // a slot freed: it is the due reclaim's, not a new entry's
+			} else if n > 0 {
 				block := s.b.opts.Block
 				if d := time.Until(reclaimAt); d < block {
 					block = d
@@ -368,7 +389,10 @@ func (s *subscription) read() {
 				_, err = s.readNew(ctx, n, block)
 			} else {
 				// No room: wait for some, for work, or for the next timer.
-				wait := min(time.Until(reclaimAt), time.Until(touchAt))
+				wait := time.Until(touchAt)
+				if !reclaimWaiting {
+					wait = min(wait, time.Until(reclaimAt))
+				}
 				if wait > 0 {
 					if timer == nil {
 						timer = time.NewTimer(wait)
