@@ -131,3 +131,80 @@ func TestStrictOrderDeepBacklogSmallWindow(t *testing.T) {
 		}
 	}
 }
+
+// nackDelays wraps a client so that its deliveries record the longest
+// delay a Nack asked for.
+type nackDelays struct {
+	broker.Broker
+	deliveries, nacks *atomic.Int64
+	longest           *atomic.Int64 // ns
+}
+
+func (c nackDelays) Subscribe(ctx context.Context, topic, group string, h broker.Handler, opts ...broker.SubscribeOption) (broker.Subscription, error) {
+	return c.Broker.Subscribe(ctx, topic, group, func(ctx context.Context, d broker.Delivery) error {
+		c.deliveries.Add(1)
+		return h(ctx, nackRecorded{d, c})
+	}, opts...)
+}
+
+type nackRecorded struct {
+	broker.Delivery
+	c nackDelays
+}
+
+func (d nackRecorded) Nack(ctx context.Context, delay time.Duration) error {
+	d.c.nacks.Add(1)
+	for {
+		old := d.c.longest.Load()
+		if int64(delay) <= old || d.c.longest.CompareAndSwap(old, int64(delay)) {
+			break
+		}
+	}
+	return d.Delivery.Nack(ctx, delay)
+}
+
+// Context keeps the delivery's context (a lost channel) visible.
+func (d nackRecorded) Context() context.Context { return broker.DeliveryContext(d.Delivery) }
+
+// StrictOrder on RabbitMQ, where a delayed Nack re-publishes the event
+// behind everything queued: a held event given back (the window is full of
+// early events) comes back after Retry.Initial, not after a delay that
+// doubles with each of its deliveries up to 5-10 s. With the doubling, a
+// fault run whose subjects' heads had been given back idled at 8 events/s
+// while they sat in the retry queues.
+func TestStrictOrderGiveBackToTailNoGrowingDelay(t *testing.T) {
+	t.Parallel()
+	const group, subjects, per = "g", 20, 10
+	retry := consumer.RetryPolicy{MaxAttempts: 1000, Initial: 50 * time.Millisecond, Max: time.Second}
+	conn, topic := strictBrokers[2].setup(t, group) // rabbitmq
+	sink := newOrderSink(t, strictDBs[0], subjects)
+	evs := swappedRounds(subjects, per)
+	pub := conn()
+	for i := 0; i < len(evs); i += 100 {
+		publish(t, pub, topic, evs[i:min(i+100, len(evs))]...)
+	}
+	var deliveries, nacks, longest atomic.Int64
+	c := newConsumer(t, nackDelays{conn(), &deliveries, &nacks, &longest}, consumer.Config{
+		StrictOrder: true, Concurrency: 4, MaxInFlight: 8, Inbox: sink.in, Retry: retry,
+	})
+	if err := c.Handle(topic, group, sink.handler); err != nil {
+		t.Fatal(err)
+	}
+	r := start(t, c)
+	eventually(t, 3*time.Minute, "every event applied", func() bool { return sink.total() >= len(evs) })
+	eventually(t, time.Minute, "deliveries settled", func() bool { return r.c.Stats().InFlight == 0 })
+	sink.check(per)
+	if v := sink.violations.Load(); v != 0 {
+		t.Errorf("%d order violations", v)
+	}
+	st := r.c.Stats()
+	t.Logf("%d events, %d deliveries, %d nacks, longest nack delay %v, early %d, given back %d",
+		len(evs), deliveries.Load(), nacks.Load(), time.Duration(longest.Load()), st.Early, st.EarlyReturned)
+	if st.EarlyReturned == 0 {
+		t.Fatal("no held event was given back: the scenario does not test the give-back")
+	}
+	// Retry.Initial with its jitter (RetryPolicy default 20%).
+	if l, limit := time.Duration(longest.Load()), retry.Initial*3/2; l > limit {
+		t.Errorf("a held event was given back with a delay of %v, want at most %v", l, limit)
+	}
+}
