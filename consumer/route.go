@@ -459,8 +459,10 @@ func (r *route) invoke(d broker.Delivery, ev eventkit.Event, attempt int) error 
 // the inbox, or not); nil calls the handler directly, with no closure to
 // allocate.
 func (r *route) call(base context.Context, ev eventkit.Event, attempt int, run func(ctx context.Context, call func(context.Context) error) error) (err error) {
-	ctx, cancel := context.WithTimeout(base, r.cfg.HandlerTimeout)
-	defer cancel()
+	start := time.Now()
+	tctx := withTimeout(base, start, r.cfg.HandlerTimeout)
+	defer tctx.end()
+	var ctx context.Context = tctx
 	if ev.Extensions["traceparent"] != "" {
 		ctx = propagation.TraceContext{}.Extract(ctx, propagation.MapCarrier(ev.Extensions))
 	}
@@ -484,7 +486,6 @@ func (r *route) call(base context.Context, ev eventkit.Event, attempt int, run f
 	ctx = context.WithValue(ctx, metaKey{}, meta)
 
 	r.handling.Add(1)
-	start := time.Now()
 	recordLag(ctx, r.cfg.Metrics, r.topic, r.group, ev, start)
 	if run == nil {
 		err = r.safeCall(ctx, &ev)
