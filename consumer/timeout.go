@@ -17,6 +17,7 @@ import (
 type timeoutCtx struct {
 	context.Context // the parent
 	deadline        time.Time
+	meta            any // Meta, the value of metaKey{}: no context.WithValue per call
 
 	mu     sync.Mutex
 	done   chan struct{} // nil until Done is called
@@ -26,8 +27,15 @@ type timeoutCtx struct {
 	stopP  func() bool // the context.AfterFunc on the parent
 }
 
-func withTimeout(parent context.Context, start time.Time, d time.Duration) *timeoutCtx {
-	return &timeoutCtx{Context: parent, deadline: start.Add(d)}
+func withTimeout(parent context.Context, start time.Time, d time.Duration, meta any) *timeoutCtx {
+	return &timeoutCtx{Context: parent, deadline: start.Add(d), meta: meta}
+}
+
+func (c *timeoutCtx) Value(key any) any {
+	if key == (metaKey{}) {
+		return c.meta
+	}
+	return c.Context.Value(key)
 }
 
 func (c *timeoutCtx) Deadline() (time.Time, bool) {
