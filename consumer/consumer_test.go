@@ -636,3 +636,27 @@ func TestHandlerContextDoneAfterReturn(t *testing.T) {
 		t.Errorf("after return Err() = %v, want Canceled", err)
 	}
 }
+
+// TestMetaOnRetry: a retried call sees its attempt number in MetaFrom.
+func TestMetaOnRetry(t *testing.T) {
+	t.Parallel()
+	b := newBroker(t)
+	topic := testenv.Name("t")
+	attempts := make(chan int, 2)
+	c := newConsumer(t, b, consumer.Config{Retry: fastRetry(3)})
+	if err := c.HandleFunc(topic, "g", func(ctx context.Context, e eventkit.Event) error {
+		m, _ := consumer.MetaFrom(ctx)
+		attempts <- m.Attempt
+		if m.Attempt == 1 {
+			return errors.New("once")
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	start(t, c)
+	publish(t, b, topic, ev("thing.happened", "s", `{}`))
+	if a, b := <-attempts, <-attempts; a != 1 || b != 2 {
+		t.Fatalf("attempts %d, %d; want 1, 2", a, b)
+	}
+}
