@@ -546,3 +546,117 @@ func TestMetricsHook(t *testing.T) {
 		t.Fatalf("counts %v latency %d", m.counts, m.latency)
 	}
 }
+
+// TestHandlerTimeout: the handler's context ends at HandlerTimeout with
+// context.DeadlineExceeded, whether the handler waits on Done, polls Err,
+// or hands the context to a child context; after the call returns the
+// context is cancelled for anything the handler left running.
+func TestHandlerTimeout(t *testing.T) {
+	t.Parallel()
+	b := newBroker(t)
+	topic := testenv.Name("t")
+	const timeout = 150 * time.Millisecond
+	type result struct {
+		how     string
+		err     error
+		elapsed time.Duration
+		left    context.Context
+	}
+	results := make(chan result, 3)
+	c := newConsumer(t, b, consumer.Config{Concurrency: 3, HandlerTimeout: timeout, Retry: fastRetry(1)})
+	if err := c.Handle(topic, "g", consumer.HandlerFunc(func(ctx context.Context, e eventkit.Event) error {
+		begin := time.Now()
+		if d, ok := ctx.Deadline(); !ok || d.Sub(begin) > timeout {
+			return eventkit.Permanent(fmt.Errorf("deadline %v %v", d, ok))
+		}
+		switch e.Subject {
+		case "done":
+			<-ctx.Done()
+		case "err":
+			for ctx.Err() == nil {
+				time.Sleep(time.Millisecond)
+			}
+		case "child":
+			child, cancel := context.WithCancel(ctx)
+			defer cancel()
+			<-child.Done()
+		}
+		results <- result{e.Subject, ctx.Err(), time.Since(begin), ctx}
+		return nil
+	})); err != nil {
+		t.Fatal(err)
+	}
+	start(t, c)
+	for _, s := range []string{"done", "err", "child"} {
+		publish(t, b, topic, ev("thing.happened", s, `{}`))
+	}
+	for range 3 {
+		r := <-results
+		if !errors.Is(r.err, context.DeadlineExceeded) {
+			t.Errorf("%s: ctx.Err() = %v, want DeadlineExceeded", r.how, r.err)
+		}
+		if r.elapsed < timeout-10*time.Millisecond || r.elapsed > 10*timeout {
+			t.Errorf("%s: cancelled after %v, want about %v", r.how, r.elapsed, timeout)
+		}
+		select {
+		case <-r.left.Done():
+		case <-time.After(5 * time.Second):
+			t.Errorf("%s: context not done after the call", r.how)
+		}
+	}
+	eventually(t, 10*time.Second, "3 handled", func() bool { return c.Stats().Handled == 3 })
+}
+
+// TestHandlerContextDoneAfterReturn: a context the handler did not wait on
+// is cancelled (context.Canceled) once the call returns, and a goroutine it
+// started that waits on it is woken.
+func TestHandlerContextDoneAfterReturn(t *testing.T) {
+	t.Parallel()
+	b := newBroker(t)
+	topic := testenv.Name("t")
+	got := make(chan context.Context, 1)
+	woken := make(chan error, 1)
+	c := newConsumer(t, b, consumer.Config{HandlerTimeout: time.Hour})
+	if err := c.HandleFunc(topic, "g", func(ctx context.Context, e eventkit.Event) error {
+		if e.Subject == "wait" {
+			go func() { <-ctx.Done(); woken <- ctx.Err() }()
+		} else {
+			got <- ctx
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	start(t, c)
+	publish(t, b, topic, ev("thing.happened", "wait", `{}`), ev("thing.happened", "plain", `{}`))
+	if err := <-woken; !errors.Is(err, context.Canceled) {
+		t.Errorf("goroutine woken with %v, want Canceled", err)
+	}
+	if err := (<-got).Err(); !errors.Is(err, context.Canceled) {
+		t.Errorf("after return Err() = %v, want Canceled", err)
+	}
+}
+
+// TestMetaOnRetry: a retried call sees its attempt number in MetaFrom.
+func TestMetaOnRetry(t *testing.T) {
+	t.Parallel()
+	b := newBroker(t)
+	topic := testenv.Name("t")
+	attempts := make(chan int, 2)
+	c := newConsumer(t, b, consumer.Config{Retry: fastRetry(3)})
+	if err := c.HandleFunc(topic, "g", func(ctx context.Context, e eventkit.Event) error {
+		m, _ := consumer.MetaFrom(ctx)
+		attempts <- m.Attempt
+		if m.Attempt == 1 {
+			return errors.New("once")
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	start(t, c)
+	publish(t, b, topic, ev("thing.happened", "s", `{}`))
+	if a, b := <-attempts, <-attempts; a != 1 || b != 2 {
+		t.Fatalf("attempts %d, %d; want 1, 2", a, b)
+	}
+}

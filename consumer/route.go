@@ -37,7 +37,7 @@ type route struct {
 	counters
 	tracer   trace.Tracer
 	spanName string // "handle <topic>"
-	meta1    any    // Meta of a first attempt, boxed once for context.WithValue
+	meta1    any    // Meta of a first attempt, boxed once (timeoutCtx.meta)
 
 	sub        broker.Subscription
 	subCancel  context.CancelFunc
@@ -468,8 +468,14 @@ func (r *route) invoke(d broker.Delivery, ev eventkit.Event, attempt int) error 
 // the inbox, or not); nil calls the handler directly, with no closure to
 // allocate.
 func (r *route) call(base context.Context, ev eventkit.Event, attempt int, run func(ctx context.Context, call func(context.Context) error) error) (err error) {
-	ctx, cancel := context.WithTimeout(base, r.cfg.HandlerTimeout)
-	defer cancel()
+	meta := r.meta1
+	if attempt != 1 {
+		meta = Meta{Topic: r.topic, Group: r.group, Attempt: attempt}
+	}
+	start := time.Now()
+	tctx := withTimeout(base, start, r.cfg.HandlerTimeout, meta)
+	defer tctx.end()
+	var ctx context.Context = tctx
 	if ev.Extensions["traceparent"] != "" {
 		ctx = propagation.TraceContext{}.Extract(ctx, propagation.MapCarrier(ev.Extensions))
 	}
@@ -486,14 +492,8 @@ func (r *route) call(base context.Context, ev eventkit.Event, attempt int, run f
 			attribute.String("cloudevents.event_subject", ev.Subject),
 		)
 	}
-	meta := r.meta1
-	if attempt != 1 {
-		meta = Meta{Topic: r.topic, Group: r.group, Attempt: attempt}
-	}
-	ctx = context.WithValue(ctx, metaKey{}, meta)
 
 	r.handling.Add(1)
-	start := time.Now()
 	recordLag(ctx, r.cfg.Metrics, r.topic, r.group, ev, start)
 	if run == nil {
 		err = r.safeCall(ctx, &ev)

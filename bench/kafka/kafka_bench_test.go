@@ -13,6 +13,7 @@ import (
 	"context"
 	"crypto/rand"
 	"fmt"
+	"log/slog"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -27,6 +28,7 @@ import (
 	"github.com/eventkit/eventkit"
 	"github.com/eventkit/eventkit/broker"
 	"github.com/eventkit/eventkit/broker/kafkabroker"
+	"github.com/eventkit/eventkit/consumer"
 	"github.com/eventkit/eventkit/internal/benchkit"
 	"github.com/eventkit/eventkit/internal/benchkit/benchtest"
 )
@@ -231,6 +233,9 @@ func BenchmarkConsume(b *testing.B) {
 				return 0, nil, fmt.Errorf("eventkit: %d of %d", seen.Load(), n)
 			}
 		}},
+		benchkit.Contender{Name: "eventkit-runtime", Run: func(ctx context.Context, clock *benchkit.Clock) (int, []time.Duration, error) {
+			return runtimeRun(ctx, clock, br, topic, fresh(), n)
+		}},
 		benchkit.Contender{Name: "watermill", Run: func(ctx context.Context, clock *benchkit.Clock) (int, []time.Duration, error) {
 			clock.Start()
 			scfg := wkafka.DefaultSaramaSubscriberConfig()
@@ -266,4 +271,40 @@ func BenchmarkConsume(b *testing.B) {
 			return n, nil, nil
 		}},
 	)
+}
+
+// runtimeRun runs the eventkit consumer runtime (concurrency 8, no inbox,
+// a handler that does nothing) on topic as group until it has handled and
+// acked n events; the clock runs from consumer.New to the n-th ack
+// (Stats().Handled counts after the ack, polled every millisecond).
+func runtimeRun(ctx context.Context, clock *benchkit.Clock, sub broker.Subscriber, topic, group string, n int) (int, []time.Duration, error) {
+	clock.Start()
+	c, err := consumer.New(sub, consumer.Config{Concurrency: 8, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		return 0, nil, err
+	}
+	if err := c.HandleFunc(topic, group, func(context.Context, eventkit.Event) error { return nil }); err != nil {
+		return 0, nil, err
+	}
+	rctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	runDone := make(chan error, 1)
+	go func() { runDone <- c.Run(rctx) }()
+	deadline := time.Now().Add(5 * time.Minute)
+	for c.Stats().Handled < uint64(n) {
+		select {
+		case err := <-runDone:
+			return 0, nil, fmt.Errorf("eventkit-runtime: Run returned early: %v", err)
+		case <-time.After(time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			return 0, nil, fmt.Errorf("eventkit-runtime: handled %d of %d", c.Stats().Handled, n)
+		}
+	}
+	clock.Stop()
+	cancel()
+	if err := <-runDone; err != nil {
+		return 0, nil, err
+	}
+	return n, nil, nil
 }
