@@ -581,6 +581,9 @@ func TestHandlerTimeout(t *testing.T) {
 			defer cancel()
 			<-child.Done()
 		}
+		if cause := context.Cause(ctx); !errors.Is(cause, context.DeadlineExceeded) {
+			return eventkit.Permanent(fmt.Errorf("%s: context.Cause = %v after the timeout, want DeadlineExceeded", e.Subject, cause))
+		}
 		results <- result{e.Subject, ctx.Err(), time.Since(begin), ctx}
 		return nil
 	})); err != nil {
