@@ -315,3 +315,39 @@ func (r Report) Of(name string) (Summary, bool) {
 	}
 	return Summary{}, false
 }
+
+// PairRatio is the median over the rounds of a's per-round ratio to b (the
+// two contenders of one round): events/s and total CPU (client + servers)
+// per event. ok is false when no round ran both.
+func (r Report) PairRatio(a, b string) (rate, cpu float64, ok bool) {
+	bs := map[int]Sample{}
+	for _, s := range r.Samples {
+		if s.Contender == b {
+			bs[s.Round] = s
+		}
+	}
+	var rr, cr []float64
+	for _, s := range r.Samples {
+		o, found := bs[s.Round]
+		if s.Contender != a || !found || o.Rate() <= 0 {
+			continue
+		}
+		rr = append(rr, s.Rate()/o.Rate())
+		if t := o.ClientPerEvent() + o.ServerPerEvent(); t > 0 {
+			cr = append(cr, (s.ClientPerEvent()+s.ServerPerEvent())/t)
+		}
+	}
+	return median(rr), median(cr), len(rr) > 0
+}
+
+// ServerPerEventOf is the median over contender's rounds of server i's CPU
+// µs per event (i indexes Meter.Servers).
+func (r Report) ServerPerEventOf(contender string, i int) float64 {
+	var x []float64
+	for _, s := range r.Samples {
+		if s.Contender == contender && i < len(s.CPU.PerServer) {
+			x = append(x, perEvent(s.CPU.PerServer[i], s.Events))
+		}
+	}
+	return median(x)
+}

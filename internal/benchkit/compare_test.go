@@ -140,3 +140,28 @@ func TestServerAtFindsTheListener(t *testing.T) {
 		t.Fatal("a remote address was metered")
 	}
 }
+
+// TestPairRatioIsTheMedianOfRoundRatios: PairRatio compares two contenders
+// round by round, neither of them the baseline, and the median ignores one
+// odd round.
+func TestPairRatioIsTheMedianOfRoundRatios(t *testing.T) {
+	var rep Report
+	for r, slow := range []float64{1, 1, 10, 1, 1} {
+		d := time.Duration(slow * float64(time.Second))
+		rep.Samples = append(rep.Samples,
+			Sample{Contender: "base", Round: r + 1, Events: 1000, Duration: d / 4, CPU: CPUUsed{Client: time.Millisecond}},
+			Sample{Contender: "a", Round: r + 1, Events: 1000, Duration: d, CPU: CPUUsed{Client: 3 * time.Millisecond, Server: time.Millisecond, HasServer: true, PerServer: []time.Duration{time.Millisecond}}},
+			Sample{Contender: "b", Round: r + 1, Events: 1000, Duration: d / 2, CPU: CPUUsed{Client: 2 * time.Millisecond}})
+	}
+	rep.Samples[3*2+1].Duration *= 3 // one odd round of a
+	rate, cpu, ok := rep.PairRatio("a", "b")
+	if !ok || rate != 0.5 || cpu != 2 {
+		t.Fatalf("PairRatio(a, b) = %v, %v, %v; want 0.5, 2, true", rate, cpu, ok)
+	}
+	if _, _, ok := rep.PairRatio("a", "none"); ok {
+		t.Fatal("PairRatio with a contender that never ran: ok")
+	}
+	if got := rep.ServerPerEventOf("a", 0); got != 1 {
+		t.Fatalf("ServerPerEventOf(a, 0) = %v, want 1", got)
+	}
+}

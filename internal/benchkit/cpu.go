@@ -285,13 +285,18 @@ type CPUUsed struct {
 	// none is metered (remote servers).
 	Server    time.Duration
 	HasServer bool
+	// PerServer is each metered server's share of Server, in the order of
+	// Meter.Servers.
+	PerServer []time.Duration
 }
 
 // Since returns the CPU used from s0 to s.
 func (s CPUSample) Since(s0 CPUSample) CPUUsed {
 	u := CPUUsed{Client: s.Client - s0.Client}
 	for i := range min(len(s.Server), len(s0.Server)) {
-		u.Server += s.Server[i] - s0.Server[i]
+		d := s.Server[i] - s0.Server[i]
+		u.Server += d
+		u.PerServer = append(u.PerServer, d)
 		u.HasServer = true
 	}
 	return u
