@@ -32,7 +32,7 @@ func decodeProtoWire(b []byte) (Event, error) {
 		attrs    = buf[:0]
 	)
 	for len(b) > 0 {
-		num, typ, n := protowire.ConsumeTag(b)
+		num, typ, n := consumeTag(b)
 		if n < 0 {
 			return Event{}, protowire.ParseError(n)
 		}
@@ -124,6 +124,18 @@ func decodeProtoWire(b []byte) (Event, error) {
 
 const pbProtoData protowire.Number = 8
 
+// consumeTag is protowire.ConsumeTag with proto.Unmarshal's range check:
+// ConsumeTag accepts field numbers up to 2^31-1, proto.Unmarshal (at every
+// level of a message, though not inside a skipped group) only up to
+// protowire.MaxValidNumber.
+func consumeTag(b []byte) (protowire.Number, protowire.Type, int) {
+	num, typ, n := protowire.ConsumeTag(b)
+	if n >= 0 && num > protowire.MaxValidNumber {
+		return 0, 0, -2 // protowire's code for an invalid field number
+	}
+	return num, typ, n
+}
+
 // wireAttr is one parsed entry of the attributes map.
 type wireAttr struct {
 	key  []byte
@@ -139,7 +151,7 @@ type wireAttr struct {
 func parseWireEntry(b []byte) (wireAttr, error) {
 	var a wireAttr
 	for len(b) > 0 {
-		num, typ, n := protowire.ConsumeTag(b)
+		num, typ, n := consumeTag(b)
 		if n < 0 {
 			return a, protowire.ParseError(n)
 		}
@@ -174,7 +186,7 @@ func parseWireEntry(b []byte) (wireAttr, error) {
 // mergeWireValue merges a CloudEventAttributeValue message into a.
 func mergeWireValue(a *wireAttr, b []byte) error {
 	for len(b) > 0 {
-		num, typ, n := protowire.ConsumeTag(b)
+		num, typ, n := consumeTag(b)
 		if n < 0 {
 			return protowire.ParseError(n)
 		}
@@ -228,7 +240,7 @@ func mergeWireValue(a *wireAttr, b []byte) error {
 
 func mergeWireTimestamp(a *wireAttr, b []byte) error {
 	for len(b) > 0 {
-		num, typ, n := protowire.ConsumeTag(b)
+		num, typ, n := consumeTag(b)
 		if n < 0 {
 			return protowire.ParseError(n)
 		}
@@ -258,7 +270,7 @@ func mergeWireTimestamp(a *wireAttr, b []byte) error {
 // mergeWireAny merges a google.protobuf.Any {1: type_url, 2: value}.
 func mergeWireAny(b, url, value []byte) ([]byte, []byte, error) {
 	for len(b) > 0 {
-		num, typ, n := protowire.ConsumeTag(b)
+		num, typ, n := consumeTag(b)
 		if n < 0 {
 			return nil, nil, protowire.ParseError(n)
 		}
