@@ -85,6 +85,20 @@ type Publisher interface {
 	Publish(ctx context.Context, topic string, events ...eventkit.Event) error
 }
 
+// ChainedPublisher is implemented by adapters that can take many events of
+// one subject in one call without putting any of them at the broker before
+// an earlier one of its subject: the outbox relay then publishes a whole
+// batch in one call instead of one call per repeat of a subject.
+type ChainedPublisher interface {
+	// PublishChained is Publish, except that an event whose subject
+	// appears earlier in the call is sent only once the broker has
+	// accepted that earlier event, and fails with ErrNotSent, unsent, if
+	// that event failed. Events already sent stay in flight meanwhile, but
+	// the call sends in order: an event waiting for its subject's earlier
+	// one also delays the events after it in the call.
+	PublishChained(ctx context.Context, topic string, events ...eventkit.Event) error
+}
+
 // Subscriber delivers the events of a topic to a group of consumers.
 type Subscriber interface {
 	// Subscribe joins group on topic (creating both if needed, idempotently)
@@ -100,8 +114,14 @@ type Broker interface {
 	Subscriber
 	// Capabilities says what this broker guarantees beyond the common contract.
 	Capabilities() Capabilities
-	// Close closes every subscription (waiting for them until ctx ends) and
-	// the connection. Publish after Close returns ErrClosed.
+	// Close closes the broker, the same way on every adapter: from its
+	// start Publish, Subscribe (and Provision) return ErrClosed; it closes
+	// every subscription as Subscription.Close does, waiting until ctx
+	// ends for handler calls to return and deliveries to be settled, then
+	// closes the connection (one it was given is left open). Close is
+	// idempotent: a later or concurrent call returns nil once the first
+	// has finished (or its own ctx ends, with ctx.Err()); only the first
+	// call reports an error (adapterkit.CloseOnce gives an adapter this).
 	Close(ctx context.Context) error
 }
 
@@ -171,9 +191,21 @@ type Capabilities struct {
 	// NativeDedupe: the broker drops a re-published event with the same id
 	// within a window.
 	NativeDedupe bool
-	// Durable: accepted events survive a broker restart (subject to the
-	// server's own persistence settings).
+	// Durable: accepted events survive a broker restart, and so do
+	// deliveries left unsettled (they are delivered again), as far as the
+	// server's own persistence settings claimed when the broker was made
+	// allow (see each adapter). brokertest.RunDurable checks it.
 	Durable bool
+	// RedeliverToTail: a delivery given back with Nack(delay), delay > 0,
+	// is delivered again behind every event already queued for the group,
+	// never ahead of them (RabbitMQ re-publishes it to the tail of the
+	// group's queue through a retry queue). Without it a given-back
+	// delivery comes back ahead of at least some newer ones (the broker
+	// or adapter redelivers it first once its delay is over). The claim
+	// is about Nack with a delay only. The strict-order runtime
+	// (consumer.Config.StrictOrder) uses it: where it holds, an event
+	// handed back early needs no growing delay.
+	RedeliverToTail bool
 	// Replay: a new group receives events published before it was created.
 	Replay bool
 	// MaxPayload is the largest message the broker accepts, in bytes, as

@@ -111,7 +111,7 @@ func (r *route) initHold() {
 	if r.cfg.StrictOrder {
 		r.held = holdState{subjects: map[string]*heldSubject{}, wake: make(chan string, 2*r.cfg.MaxInFlight), progressed: true}
 		if b, ok := r.c.sub.(interface{ Capabilities() broker.Capabilities }); ok {
-			r.held.toTail = b.Capabilities().Name == "rabbitmq"
+			r.held.toTail = b.Capabilities().RedeliverToTail
 		}
 	}
 }

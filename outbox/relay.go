@@ -51,14 +51,18 @@ type RelayConfig struct {
 	PublishTimeout time.Duration
 	// PipelineSubjects sends consecutive events of one subject in the same
 	// Publish call (one call per run of same-topic events). It is faster for
-	// a few hot subjects, but gives up the strict order guarantee: when the
+	// a few hot subjects (with a publisher that is not a
+	// broker.ChainedPublisher), but gives up the strict order guarantee: when the
 	// broker rejects e1 and stores the e2 after it in the same call (an
 	// adapter that pipelines, e.g. NATS after an async publish error), e2
 	// is at the broker before e1, and the relay then publishes e1 and e2
 	// again, so the broker holds e2, e1, e2 and a consumer that keeps first
 	// copies applies e2 first. Default false: a Publish call carries at most
-	// one event of each subject, and a subject's next event is sent only
-	// after the broker confirmed the one before it, so no later event of a
+	// one event of each subject (with a broker.ChainedPublisher, such as
+	// broker/natsbroker, the whole run goes in one PublishChained call,
+	// which holds each event until the broker accepted the one of its
+	// subject before it), and a subject's next event is sent only after
+	// the broker confirmed the one before it, so no later event of a
 	// subject is ever at the broker before an earlier one (see the package
 	// doc).
 	PipelineSubjects bool
@@ -152,6 +156,7 @@ type Stats struct {
 type Relay struct {
 	store Source
 	pub   broker.Publisher
+	chain broker.ChainedPublisher // pub, when it chains a subject's events and PipelineSubjects is off
 	cfg   RelayConfig
 	wake  chan struct{}
 
@@ -168,8 +173,12 @@ type Relay struct {
 // NewRelay returns a relay from src (a Store, for the polling relay, or a
 // stream such as outbox/pgcdc's) to pub.
 func NewRelay(src Source, pub broker.Publisher, cfg RelayConfig) *Relay {
-	return &Relay{store: src, pub: pub, cfg: cfg.withDefaults(src), wake: make(chan struct{}, 1),
+	r := &Relay{store: src, pub: pub, cfg: cfg.withDefaults(src), wake: make(chan struct{}, 1),
 		wakes: map[chan struct{}]struct{}{}}
+	if cp, ok := pub.(broker.ChainedPublisher); ok && !r.cfg.PipelineSubjects {
+		r.chain = cp
+	}
+	return r
 }
 
 // Wake makes the relay look for events now. It never blocks. The store's
@@ -513,12 +522,14 @@ runs:
 }
 
 // calls splits a run of same-topic records into Publish calls: the whole
-// run with PipelineSubjects, otherwise consecutive chunks in which no
-// subject appears twice (a chunk ends before the event whose subject it
-// already holds), so events keep their outbox order and a subject's next
-// event goes out only after the call with the one before it returned.
+// run with PipelineSubjects or a ChainedPublisher (which sends a subject's
+// next event only after the broker accepted the one before it), otherwise
+// consecutive chunks in which no subject appears twice (a chunk ends before
+// the event whose subject it already holds), so events keep their outbox
+// order and a subject's next event goes out only after the call with the
+// one before it returned.
 func (r *Relay) calls(run []Record, out [][]Record) [][]Record {
-	if r.cfg.PipelineSubjects {
+	if r.cfg.PipelineSubjects || r.chain != nil {
 		return append(out, run)
 	}
 	seen := make(map[string]bool, len(run))
@@ -551,7 +562,12 @@ func (r *Relay) publish(ctx context.Context, src Source, call []Record, retry ma
 	}
 	pctx, cancel := context.WithTimeout(ctx, r.cfg.PublishTimeout)
 	t0 := time.Now()
-	err := r.pub.Publish(pctx, topic, events...)
+	var err error
+	if r.chain != nil {
+		err = r.chain.PublishChained(pctx, topic, events...)
+	} else {
+		err = r.pub.Publish(pctx, topic, events...)
+	}
 	cancel()
 	r.cfg.Metrics.PublishLatency(topic, time.Since(t0), err == nil)
 	failed := map[int]error{}
@@ -586,6 +602,10 @@ func (r *Relay) publish(ctx context.Context, src Source, call []Record, retry ma
 				r.cfg.Logger.Warn("outbox: broker stored an event after an earlier event of its subject failed; it is published again after it",
 					"topic", topic, "id", rec.Event.ID, "subject", subj, "seq", rec.Seq)
 			}
+		case subj != "" && blocked[subj] && errors.Is(ferr, broker.ErrNotSent):
+			// Held back by a ChainedPublisher behind an earlier event of
+			// its subject that failed in this call: it waits for that one,
+			// as if it had been left for a later call.
 		case permanent(ferr) && ctx.Err() == nil:
 			r.reject(ctx, src, rec, ferr, retry)
 			if subj != "" {

@@ -60,7 +60,8 @@ echo "== server restarts (on private instances, alone)"
 # PostgreSQL restarted under the CDC relay and RabbitMQ restarted and put
 # under a memory alarm under the adapter, each on a private instance of its
 # own (scripts/pgtemp.sh, scripts/rabbitnode.sh), never the machine's
-# server. Skipped by the main run above.
+# server (TestConformanceDurable: brokertest.RunDurable). Skipped by the
+# main run above.
 pg_restart_url=$(bash scripts/pgtemp.sh start "$tmp/pg-restart" 55433)
 EVENTKIT_POSTGRES_URL=$pg_restart_url EVENTKIT_TEST_PG_RESTART=1 \
   EVENTKIT_TEST_PG_RESTART_CMD="bash $PWD/scripts/pgtemp.sh restart $tmp/pg-restart" \
@@ -69,7 +70,7 @@ bash scripts/pgtemp.sh stop "$tmp/pg-restart"
 rabbit_restart_url=$(bash scripts/rabbitnode.sh start "$tmp/rabbit-restart" 55672)
 EVENTKIT_RABBITMQ_URL=$rabbit_restart_url EVENTKIT_RABBITMQ_RESTART=1 \
   EVENTKIT_RABBITMQ_CTL="bash $PWD/scripts/rabbitnode.sh ctl $tmp/rabbit-restart" \
-  go test -race -count=1 -run '^(TestDurableAcrossRestart|TestPublishBlocked)$' ./broker/rabbitmqbroker
+  go test -race -count=1 -run '^(TestDurableAcrossRestart|TestConformanceDurable|TestPublishBlocked)$' ./broker/rabbitmqbroker
 bash scripts/rabbitnode.sh stop "$tmp/rabbit-restart"
 
 echo "== deploy/systemd unit"

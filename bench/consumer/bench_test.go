@@ -14,14 +14,11 @@ package consumerbench
 
 import (
 	"context"
-	"crypto/rand"
 	"database/sql"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
-	"os"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -43,6 +40,7 @@ import (
 	"github.com/eventkit/eventkit/inbox/sqlinbox"
 	"github.com/eventkit/eventkit/internal/benchkit"
 	"github.com/eventkit/eventkit/internal/benchkit/benchtest"
+	"github.com/eventkit/eventkit/internal/testenv"
 )
 
 const (
@@ -57,35 +55,14 @@ const (
 	timeout = 5 * time.Minute
 )
 
-func natsURL() string {
-	if u := os.Getenv("EVENTKIT_NATS_URL"); u != "" {
-		return u
-	}
-	return "nats://127.0.0.1:4222"
-}
-
-func pgURL() string {
-	if u := os.Getenv("EVENTKIT_POSTGRES_URL"); u != "" {
-		return u
-	}
-	return "postgres://postgres@127.0.0.1:5432/test?sslmode=disable"
-}
-
-// name returns a unique lower-case name (a valid stream, subject and SQL
-// identifier).
-func name(prefix string) string {
-	var x [6]byte
-	_, _ = rand.Read(x[:])
-	return prefix + "_" + hex.EncodeToString(x[:])
-}
-
-var payload = func() []byte {
-	p := make([]byte, 1024)
-	for i := range p {
-		p[i] = 'a' + byte(i%26)
-	}
-	return p
-}()
+var (
+	natsURL = testenv.NATS.Lookup
+	pgURL   = testenv.Postgres.Lookup
+	// name returns a unique lower-case name (a valid stream, subject and
+	// SQL identifier, for the lower-case prefixes used here).
+	name    = testenv.Name
+	payload = benchkit.Payload(1024)
+)
 
 var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
 
@@ -136,25 +113,19 @@ func rawConsume(ctx context.Context, clock *benchkit.Clock, br *natsbroker.Broke
 		return 0, nil, err
 	}
 	defer func() { _ = br.JetStream().DeleteConsumer(context.Background(), br.StreamName(topic), group) }()
-	var got atomic.Int64
-	done := make(chan struct{})
+	got := benchtest.NewCounter(clock, n)
 	cc, err := cons.Consume(func(m jetstream.Msg) {
 		_ = m.Ack()
-		if got.Add(1) == int64(n) {
-			clock.Stop()
-			close(done)
-		}
+		got.Add()
 	}, jetstream.PullMaxMessages(inFlight))
 	if err != nil {
 		return 0, nil, err
 	}
 	defer cc.Stop()
-	select {
-	case <-done:
-		return n, nil, nil
-	case <-time.After(timeout):
-		return 0, nil, fmt.Errorf("raw: consumed %d of %d", got.Load(), n)
+	if err := got.Wait("raw", timeout); err != nil {
+		return 0, nil, err
 	}
+	return n, nil, nil
 }
 
 // ekConsume runs the eventkit runtime with cfg as group on topic until it
@@ -178,32 +149,7 @@ func ekConsume(ctx context.Context, clock *benchkit.Clock, br *natsbroker.Broker
 	}); err != nil {
 		return 0, nil, err
 	}
-	rctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	runDone := make(chan error, 1)
-	go func() { runDone <- c.Run(rctx) }()
-	deadline := time.Now().Add(timeout)
-	var last uint64
-	lastT := time.Now()
-	for c.Stats().Handled < uint64(n) {
-		if h := c.Stats().Handled; h != last {
-			last, lastT = h, time.Now()
-		} else if stall := time.Since(lastT); stall > time.Second && os.Getenv("BENCH_DEBUG") != "" {
-			fmt.Printf("eventkit %s: no progress for %v at %d of %d: %+v\n", group, stall, h, n, c.Stats())
-			lastT = time.Now()
-		}
-		if time.Now().After(deadline) {
-			return 0, nil, fmt.Errorf("eventkit %s: handled %d of %d (%+v)", group, c.Stats().Handled, n, c.Stats())
-		}
-		select {
-		case err := <-runDone:
-			return 0, nil, fmt.Errorf("eventkit %s: Run returned early: %v", group, err)
-		case <-time.After(time.Millisecond):
-		}
-	}
-	clock.Stop()
-	cancel()
-	if err := <-runDone; err != nil {
+	if err := benchtest.RunConsumer(ctx, clock, c, "eventkit "+group, n, timeout); err != nil {
 		return 0, nil, err
 	}
 	_ = br.JetStream().DeleteConsumer(context.Background(), br.StreamName(topic), group)
@@ -241,6 +187,13 @@ func wmNATSTopic(b *testing.B, n int) (jetstream.JetStream, string) {
 		b.Fatal(err)
 	}
 	defer pub.Close()
+	wmFill(b, pub, topic, n)
+	return js, topic
+}
+
+// wmFill publishes n 1 KB messages to topic in calls of pubBatch.
+func wmFill(b *testing.B, pub message.Publisher, topic string, n int) {
+	b.Helper()
 	for i := 0; i < n; i += pubBatch {
 		msgs := make([]*message.Message, 0, pubBatch)
 		for range min(pubBatch, n-i) {
@@ -250,7 +203,6 @@ func wmNATSTopic(b *testing.B, n int) (jetstream.JetStream, string) {
 			b.Fatal(err)
 		}
 	}
-	return js, topic
 }
 
 // wmRouterConsume runs a Watermill router over a watermill-nats JetStream
@@ -466,15 +418,7 @@ func wmSQLTopic(b *testing.B, db *sql.DB, n int) string {
 		b.Fatal(err)
 	}
 	defer pub.Close()
-	for i := 0; i < n; i += pubBatch {
-		msgs := make([]*message.Message, 0, pubBatch)
-		for range min(pubBatch, n-i) {
-			msgs = append(msgs, message.NewMessage(watermill.NewUUID(), payload))
-		}
-		if err := pub.Publish(topic, msgs...); err != nil {
-			b.Fatal(err)
-		}
-	}
+	wmFill(b, pub, topic, n)
 	return topic
 }
 
@@ -631,35 +575,15 @@ func BenchmarkExactlyOnce(b *testing.B) {
 			},
 		}
 	}
-	benchtest.Compare(b, meter(), only(
+	// EVENTKIT_BENCH_ONLY picks among them (see benchtest); leave out
+	// watermill-sql-batch1, which takes minutes per run, when it is not the
+	// figure wanted.
+	benchtest.Compare(b, meter(),
 		wm("watermill-sql", 100),
 		ek("eventkit-batch64", 64, false),
 		ek("eventkit", 0, false),
 		ek("eventkit-ordered", 0, true),
 		ek("eventkit-ordered-batch64", 64, true),
 		wm("watermill-sql-batch1", 1),
-	)...)
-}
-
-// only keeps the contenders named in EVENTKIT_BENCH_ONLY (a comma-separated
-// list; all when it is unset), in their order: the first one kept is the
-// baseline. watermill-sql-batch1 takes minutes per run; leave it out with
-// EVENTKIT_BENCH_ONLY=watermill-sql,eventkit-batch64,... when it is not
-// the figure wanted.
-func only(cs ...benchkit.Contender) []benchkit.Contender {
-	list := os.Getenv("EVENTKIT_BENCH_ONLY")
-	if list == "" {
-		return cs
-	}
-	keep := map[string]bool{}
-	for _, n := range strings.Split(list, ",") {
-		keep[strings.TrimSpace(n)] = true
-	}
-	var out []benchkit.Contender
-	for _, c := range cs {
-		if keep[c.Name] {
-			out = append(out, c)
-		}
-	}
-	return out
+	)
 }

@@ -13,8 +13,6 @@ import (
 	"context"
 	"crypto/rand"
 	"fmt"
-	"log/slog"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -28,7 +26,6 @@ import (
 	"github.com/eventkit/eventkit"
 	"github.com/eventkit/eventkit/broker"
 	"github.com/eventkit/eventkit/broker/kafkabroker"
-	"github.com/eventkit/eventkit/consumer"
 	"github.com/eventkit/eventkit/internal/benchkit"
 	"github.com/eventkit/eventkit/internal/benchkit/benchtest"
 )
@@ -212,29 +209,23 @@ func BenchmarkConsume(b *testing.B) {
 		}},
 		benchkit.Contender{Name: "eventkit", Run: func(ctx context.Context, clock *benchkit.Clock) (int, []time.Duration, error) {
 			clock.Start()
-			var seen atomic.Int64
-			fin := make(chan struct{})
+			got := benchtest.NewCounter(clock, n)
 			sub, err := br.Subscribe(ctx, topic, fresh(), func(ctx context.Context, d broker.Delivery) error {
 				err := d.Ack(ctx)
-				if seen.Add(1) == int64(n) {
-					clock.Stop()
-					close(fin)
-				}
+				got.Add()
 				return err
 			})
 			if err != nil {
 				return 0, nil, err
 			}
 			defer sub.Close(ctx)
-			select {
-			case <-fin:
-				return n, nil, nil
-			case <-time.After(5 * time.Minute):
-				return 0, nil, fmt.Errorf("eventkit: %d of %d", seen.Load(), n)
+			if err := got.Wait("eventkit", 5*time.Minute); err != nil {
+				return 0, nil, err
 			}
+			return n, nil, nil
 		}},
 		benchkit.Contender{Name: "eventkit-runtime", Run: func(ctx context.Context, clock *benchkit.Clock) (int, []time.Duration, error) {
-			return runtimeRun(ctx, clock, br, topic, fresh(), n)
+			return benchtest.Runtime(ctx, clock, br, topic, fresh(), n)
 		}},
 		benchkit.Contender{Name: "watermill", Run: func(ctx context.Context, clock *benchkit.Clock) (int, []time.Duration, error) {
 			clock.Start()
@@ -251,60 +242,7 @@ func BenchmarkConsume(b *testing.B) {
 				return 0, nil, err
 			}
 			defer ws.Close()
-			sctx, cancel := context.WithCancel(ctx)
-			defer cancel()
-			ch, err := ws.Subscribe(sctx, wtopic)
-			if err != nil {
-				return 0, nil, err
-			}
-			stall := time.NewTimer(5 * time.Minute)
-			defer stall.Stop()
-			for i := range n {
-				select {
-				case m := <-ch:
-					m.Ack()
-				case <-stall.C:
-					return 0, nil, fmt.Errorf("watermill: %d of %d", i, n)
-				}
-			}
-			clock.Stop()
-			return n, nil, nil
+			return benchtest.Drain(ctx, clock, ws.Subscribe, wtopic, n, "watermill")
 		}},
 	)
-}
-
-// runtimeRun runs the eventkit consumer runtime (concurrency 8, no inbox,
-// a handler that does nothing) on topic as group until it has handled and
-// acked n events; the clock runs from consumer.New to the n-th ack
-// (Stats().Handled counts after the ack, polled every millisecond).
-func runtimeRun(ctx context.Context, clock *benchkit.Clock, sub broker.Subscriber, topic, group string, n int) (int, []time.Duration, error) {
-	clock.Start()
-	c, err := consumer.New(sub, consumer.Config{Concurrency: 8, Logger: slog.New(slog.DiscardHandler)})
-	if err != nil {
-		return 0, nil, err
-	}
-	if err := c.HandleFunc(topic, group, func(context.Context, eventkit.Event) error { return nil }); err != nil {
-		return 0, nil, err
-	}
-	rctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	runDone := make(chan error, 1)
-	go func() { runDone <- c.Run(rctx) }()
-	deadline := time.Now().Add(5 * time.Minute)
-	for c.Stats().Handled < uint64(n) {
-		select {
-		case err := <-runDone:
-			return 0, nil, fmt.Errorf("eventkit-runtime: Run returned early: %v", err)
-		case <-time.After(time.Millisecond):
-		}
-		if time.Now().After(deadline) {
-			return 0, nil, fmt.Errorf("eventkit-runtime: handled %d of %d", c.Stats().Handled, n)
-		}
-	}
-	clock.Stop()
-	cancel()
-	if err := <-runDone; err != nil {
-		return 0, nil, err
-	}
-	return n, nil, nil
 }

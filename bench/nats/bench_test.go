@@ -16,11 +16,6 @@ package natsbench
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
-	"fmt"
-	"os"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -35,6 +30,7 @@ import (
 	natsbroker "github.com/eventkit/eventkit/broker/natsbroker"
 	"github.com/eventkit/eventkit/internal/benchkit"
 	"github.com/eventkit/eventkit/internal/benchkit/benchtest"
+	"github.com/eventkit/eventkit/internal/testenv"
 )
 
 const (
@@ -42,26 +38,11 @@ const (
 	inFlight = 512
 )
 
-func url() string {
-	if u := os.Getenv("EVENTKIT_NATS_URL"); u != "" {
-		return u
-	}
-	return "nats://127.0.0.1:4222"
-}
-
-func name(prefix string) string {
-	var x [6]byte
-	_, _ = rand.Read(x[:])
-	return prefix + "_" + hex.EncodeToString(x[:])
-}
-
-var payload = func() []byte {
-	p := make([]byte, 1024)
-	for i := range p {
-		p[i] = 'a' + byte(i%26)
-	}
-	return p
-}()
+var (
+	url     = testenv.NATS.Lookup
+	name    = testenv.Name
+	payload = benchkit.Payload(1024)
+)
 
 func events(n int) []eventkit.Event {
 	evs := make([]eventkit.Event, n)
@@ -234,29 +215,10 @@ func BenchmarkConsume(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
-	// wait counts to n and stops the clock at the n-th.
-	type counter struct {
-		got  atomic.Int64
-		done chan struct{}
-	}
-	newCounter := func() *counter { return &counter{done: make(chan struct{})} }
-	hit := func(c *counter, clock *benchkit.Clock) {
-		if c.got.Add(1) == int64(n) {
-			clock.Stop()
-			close(c.done)
-		}
-	}
-	await := func(c *counter) error {
-		select {
-		case <-c.done:
-			return nil
-		case <-time.After(5 * time.Minute):
-			return fmt.Errorf("consumed %d of %d", c.got.Load(), n)
-		}
-	}
+	const stall = 5 * time.Minute // the most a contender may take
 	benchtest.Compare(b, benchkit.NewMeter(url()),
 		benchkit.Contender{Name: "raw", Run: func(ctx context.Context, clock *benchkit.Clock) (int, []time.Duration, error) {
-			c, g := newCounter(), name("raw")
+			c, g := benchtest.NewCounter(clock, n), name("raw")
 			clock.Start()
 			cons, err := js.CreateOrUpdateConsumer(ctx, ek.StreamName(ekTopic), jetstream.ConsumerConfig{
 				Durable: g, AckPolicy: jetstream.AckExplicitPolicy, MaxAckPending: inFlight,
@@ -265,19 +227,19 @@ func BenchmarkConsume(b *testing.B) {
 				return 0, nil, err
 			}
 			defer js.DeleteConsumer(context.Background(), ek.StreamName(ekTopic), g) //nolint:errcheck
-			cc, err := cons.Consume(func(m jetstream.Msg) { _ = m.Ack(); hit(c, clock) }, jetstream.PullMaxMessages(inFlight))
+			cc, err := cons.Consume(func(m jetstream.Msg) { _ = m.Ack(); c.Add() }, jetstream.PullMaxMessages(inFlight))
 			if err != nil {
 				return 0, nil, err
 			}
 			defer cc.Stop()
-			return n, nil, await(c)
+			return n, nil, c.Wait("raw", stall)
 		}},
 		benchkit.Contender{Name: "eventkit", Run: func(ctx context.Context, clock *benchkit.Clock) (int, []time.Duration, error) {
-			c, g := newCounter(), name("ek")
+			c, g := benchtest.NewCounter(clock, n), name("ek")
 			clock.Start()
 			sub, err := ek.Subscribe(ctx, ekTopic, g, func(ctx context.Context, d broker.Delivery) error {
 				err := d.Ack(ctx)
-				hit(c, clock)
+				c.Add()
 				return err
 			}, broker.WithMaxInFlight(inFlight))
 			if err != nil {
@@ -285,10 +247,10 @@ func BenchmarkConsume(b *testing.B) {
 			}
 			defer js.DeleteConsumer(context.Background(), ek.StreamName(ekTopic), g) //nolint:errcheck
 			defer sub.Close(ctx)
-			return n, nil, await(c)
+			return n, nil, c.Wait("eventkit", stall)
 		}},
 		benchkit.Contender{Name: "watermill", Run: func(ctx context.Context, clock *benchkit.Clock) (int, []time.Duration, error) {
-			c, g := newCounter(), name("wm")
+			c, g := benchtest.NewCounter(clock, n), name("wm")
 			clock.Start()
 			wmSub, err := wnats.NewSubscriber(wnats.SubscriberConfig{
 				URL:              url(),
@@ -316,10 +278,10 @@ func BenchmarkConsume(b *testing.B) {
 			go func() {
 				for m := range ch {
 					m.Ack()
-					hit(c, clock)
+					c.Add()
 				}
 			}()
-			return n, nil, await(c)
+			return n, nil, c.Wait("watermill", stall)
 		}},
 	)
 }

@@ -366,6 +366,41 @@ func BenchmarkRelay(b *testing.B) {
 			return n, nil, nil
 		}}
 	}
-	benchtest.Compare(b, benchkit.NewMeter(e.natsURL, e.pgURL),
+	meter := benchkit.NewMeter(e.natsURL, e.pgURL)
+	rep := benchtest.Compare(b, meter,
 		c("raw", e.drainRaw), c("eventkit", e.drainEventkit), c("watermill", e.drainWatermill))
+	printTargets(b, rep, meter)
+}
+
+// printTargets prints the targets from one report: eventkit's
+// events/s against raw's (>= 0.95) and Watermill's (>= 12x) in the same
+// rounds, and each metered server's CPU per event (PostgreSQL's at most
+// 1.2x raw's).
+func printTargets(b *testing.B, rep benchkit.Report, meter *benchkit.Meter) {
+	if r, cpu, ok := rep.PairRatio("eventkit", "raw"); ok {
+		fmt.Printf("eventkit/raw %.2f ev/s (CPU/ev %.2f), target >= 0.95\n", r, cpu)
+	}
+	if r, cpu, ok := rep.PairRatio("eventkit", "watermill"); ok {
+		fmt.Printf("eventkit/watermill %.1f ev/s (CPU/ev %.2f), target >= 12\n", r, cpu)
+		b.ReportMetric(r, "eventkit/watermill")
+	}
+	for i, s := range meter.Servers {
+		fmt.Printf("%s CPU µs/event (medians):", s.Name)
+		var ek, raw float64
+		for _, c := range rep.Summary {
+			v := rep.ServerPerEventOf(c.Contender, i)
+			fmt.Printf(" %s %.1f", c.Contender, v)
+			switch c.Contender {
+			case "eventkit":
+				ek = v
+			case "raw":
+				raw = v
+			}
+		}
+		if ek > 0 && raw > 0 {
+			fmt.Printf("; eventkit/raw %.2f", ek/raw)
+			b.ReportMetric(ek/raw, "eventkit/raw-"+s.Name+"-cpu/ev")
+		}
+		fmt.Println()
+	}
 }

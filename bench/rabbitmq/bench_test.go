@@ -15,12 +15,7 @@ package rabbitmqbench
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
-	"fmt"
-	"os"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -34,6 +29,7 @@ import (
 	"github.com/eventkit/eventkit/broker/rabbitmqbroker"
 	"github.com/eventkit/eventkit/internal/benchkit"
 	"github.com/eventkit/eventkit/internal/benchkit/benchtest"
+	"github.com/eventkit/eventkit/internal/testenv"
 )
 
 const (
@@ -41,26 +37,11 @@ const (
 	prefetch = 256
 )
 
-func url(b *testing.B) string {
-	if u := os.Getenv("EVENTKIT_RABBITMQ_URL"); u != "" {
-		return u
-	}
-	return "amqp://guest:guest@127.0.0.1:5672/"
-}
-
-func name(prefix string) string {
-	var x [6]byte
-	_, _ = rand.Read(x[:])
-	return prefix + "_" + hex.EncodeToString(x[:])
-}
-
-var payload = func() []byte {
-	p := make([]byte, 1024)
-	for i := range p {
-		p[i] = 'a' + byte(i%26)
-	}
-	return p
-}()
+var (
+	url     = testenv.RabbitMQ.Lookup
+	name    = testenv.Name
+	payload = benchkit.Payload(1024)
+)
 
 func events(n int) []eventkit.Event {
 	evs := make([]eventkit.Event, n)
@@ -72,9 +53,9 @@ func events(n int) []eventkit.Event {
 
 // admin is a raw connection for setup and cleanup.
 func admin(b *testing.B) *amqp.Channel {
-	conn, err := amqp.Dial(url(b))
+	conn, err := amqp.Dial(url())
 	if err != nil {
-		b.Skipf("no RabbitMQ at %s: %v", url(b), err)
+		b.Skipf("no RabbitMQ at %s: %v", url(), err)
 	}
 	b.Cleanup(func() { _ = conn.Close() })
 	ch, err := conn.Channel()
@@ -143,8 +124,8 @@ func encode(evs []eventkit.Event) []amqp.Publishing {
 	return msgs
 }
 
-func watermillConfig(b *testing.B) wamqp.Config {
-	cfg := wamqp.NewDurablePubSubConfig(url(b), wamqp.GenerateQueueNameTopicNameWithSuffix("g"))
+func watermillConfig() wamqp.Config {
+	cfg := wamqp.NewDurablePubSubConfig(url(), wamqp.GenerateQueueNameTopicNameWithSuffix("g"))
 	cfg.Queue.Arguments = amqp.Table{"x-queue-type": "quorum"}
 	cfg.Publish.ConfirmDelivery = true
 	cfg.Publish.ChannelPoolSize = 1
@@ -160,8 +141,20 @@ func watermillMessages(n int) []*message.Message {
 	return msgs
 }
 
+// watermillSubscriber returns Watermill's configuration and a subscriber
+// on it, closed when the benchmark ends.
+func watermillSubscriber(b *testing.B) (wamqp.Config, *wamqp.Subscriber) {
+	cfg := watermillConfig()
+	sub, err := wamqp.NewSubscriber(cfg, watermill.NopLogger{})
+	if err != nil {
+		b.Skipf("watermill: %v", err)
+	}
+	b.Cleanup(func() { _ = sub.Close() })
+	return cfg, sub
+}
+
 func eventkitBroker(b *testing.B) *rabbitmqbroker.Broker {
-	k, err := rabbitmqbroker.New(context.Background(), rabbitmqbroker.Options{URL: url(b)})
+	k, err := rabbitmqbroker.New(context.Background(), rabbitmqbroker.Options{URL: url()})
 	if err != nil {
 		b.Skipf("no RabbitMQ: %v", err)
 	}
@@ -232,12 +225,7 @@ func (q *queueState) cleanup(context.Context) error {
 func BenchmarkPublish(b *testing.B) {
 	ch := admin(b)
 	k := eventkitBroker(b)
-	cfg := watermillConfig(b)
-	sub, err := wamqp.NewSubscriber(cfg, watermill.NopLogger{})
-	if err != nil {
-		b.Skipf("watermill: %v", err)
-	}
-	defer sub.Close()
+	cfg, sub := watermillSubscriber(b)
 	pub, err := wamqp.NewPublisher(cfg, watermill.NopLogger{})
 	if err != nil {
 		b.Fatal(err)
@@ -251,7 +239,7 @@ func BenchmarkPublish(b *testing.B) {
 	batches := func(clock *benchkit.Clock, call func(i, end int) error) (int, []time.Duration, error) {
 		return benchtest.Batches(clock, n, batch, call)
 	}
-	benchtest.Compare(b, benchkit.NewMeter(url(b)),
+	benchtest.Compare(b, benchkit.NewMeter(url()),
 		benchkit.Contender{Name: "raw", Prepare: q.fresh(ch, nil), Cleanup: q.cleanup, Run: func(_ context.Context, clock *benchkit.Clock) (int, []time.Duration, error) {
 			clock.Start()
 			lat, err := rawPublish(pubCh, q.topic, raw)
@@ -275,17 +263,13 @@ func BenchmarkPublish(b *testing.B) {
 func BenchmarkConsume(b *testing.B) {
 	ch := admin(b)
 	k := eventkitBroker(b)
-	cfg := watermillConfig(b)
-	sub, err := wamqp.NewSubscriber(cfg, watermill.NopLogger{})
-	if err != nil {
-		b.Skipf("watermill: %v", err)
-	}
-	defer sub.Close()
+	cfg, sub := watermillSubscriber(b)
 	n := benchtest.Events(consumeEvents)
 	raw := encode(events(n))
 	var m wamqp.DefaultMarshaler
 	wmRaw := make([]amqp.Publishing, n)
 	for i, wm := range watermillMessages(n) {
+		var err error
 		if wmRaw[i], err = m.Marshal(wm); err != nil {
 			b.Fatal(err)
 		}
@@ -295,7 +279,7 @@ func BenchmarkConsume(b *testing.B) {
 	if err := consCh.Qos(prefetch, 0, false); err != nil {
 		b.Fatal(err)
 	}
-	benchtest.Compare(b, benchkit.NewMeter(url(b)),
+	benchtest.Compare(b, benchkit.NewMeter(url()),
 		benchkit.Contender{Name: "raw", Prepare: q.fresh(ch, raw), Cleanup: q.cleanup, Run: func(_ context.Context, clock *benchkit.Clock) (int, []time.Duration, error) {
 			tag := name("c")
 			clock.Start()
@@ -314,27 +298,21 @@ func BenchmarkConsume(b *testing.B) {
 			return n, nil, nil
 		}},
 		benchkit.Contender{Name: "eventkit", Prepare: q.fresh(ch, raw), Cleanup: q.cleanup, Run: func(ctx context.Context, clock *benchkit.Clock) (int, []time.Duration, error) {
-			var got atomic.Int64
-			done := make(chan struct{})
 			clock.Start()
+			got := benchtest.NewCounter(clock, n)
 			s, err := k.Subscribe(ctx, q.topic, "g", func(ctx context.Context, d broker.Delivery) error {
 				err := d.Ack(ctx)
-				if got.Add(1) == int64(n) {
-					clock.Stop()
-					close(done)
-				}
+				got.Add()
 				return err
 			}, broker.WithMaxInFlight(prefetch))
 			if err != nil {
 				return 0, nil, err
 			}
 			defer s.Close(context.Background()) //nolint:errcheck
-			select {
-			case <-done:
-				return n, nil, nil
-			case <-time.After(5 * time.Minute):
-				return 0, nil, fmt.Errorf("eventkit: %d of %d", got.Load(), n)
+			if err := got.Wait("eventkit", 5*time.Minute); err != nil {
+				return 0, nil, err
 			}
+			return n, nil, nil
 		}},
 		benchkit.Contender{Name: "watermill", Prepare: q.freshWatermill(ch, sub, wmRaw), Cleanup: q.cleanup, Run: func(ctx context.Context, clock *benchkit.Clock) (int, []time.Duration, error) {
 			sctx, cancel := context.WithCancel(ctx)

@@ -16,12 +16,7 @@ package redisbench
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"fmt"
-	"log/slog"
-	"os"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -33,33 +28,18 @@ import (
 	"github.com/eventkit/eventkit"
 	"github.com/eventkit/eventkit/broker"
 	redisbroker "github.com/eventkit/eventkit/broker/redisbroker"
-	"github.com/eventkit/eventkit/consumer"
 	"github.com/eventkit/eventkit/internal/benchkit"
 	"github.com/eventkit/eventkit/internal/benchkit/benchtest"
+	"github.com/eventkit/eventkit/internal/testenv"
 )
 
 const batch = 100
 
-func url() string {
-	if u := os.Getenv("EVENTKIT_REDIS_URL"); u != "" {
-		return u
-	}
-	return "redis://127.0.0.1:6379/0"
-}
-
-func name(prefix string) string {
-	var x [6]byte
-	_, _ = rand.Read(x[:])
-	return prefix + "_" + hex.EncodeToString(x[:])
-}
-
-var payload = func() []byte {
-	p := make([]byte, 1024)
-	for i := range p {
-		p[i] = 'a' + byte(i%26)
-	}
-	return p
-}()
+var (
+	url     = testenv.Redis.Lookup
+	name    = testenv.Name
+	payload = benchkit.Payload(1024)
+)
 
 func events(n int) []eventkit.Event {
 	evs := make([]eventkit.Event, n)
@@ -87,21 +67,25 @@ func rawFields(ev eventkit.Event) []any {
 	return append(vals, redisbroker.DataField, ev.Data)
 }
 
-func client(b *testing.B) *goredis.Client {
+// setup connects a client and an eventkit broker on it with a fresh key
+// prefix (keys are prefix+name); when the benchmark ends, it closes the
+// broker, deletes every key under the prefix and closes the client.
+func setup(b *testing.B) (c *goredis.Client, br *redisbroker.Broker, prefix string) {
 	o, err := goredis.ParseURL(url())
 	if err != nil {
 		b.Fatal(err)
 	}
-	c := goredis.NewClient(o)
+	c = goredis.NewClient(o)
 	if err := c.Ping(context.Background()).Err(); err != nil {
 		b.Skipf("no Redis at %s: %v", url(), err)
 	}
-	return c
-}
-
-// keys deletes every key under prefix when the benchmark ends.
-func cleanup(b *testing.B, c *goredis.Client, prefix string) {
-	b.Cleanup(func() {
+	prefix = name("ekt-wmbench") + ":"
+	br, err = redisbroker.New(context.Background(), redisbroker.Options{Client: c, Prefix: prefix})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { _ = br.Close(context.Background()) })
+	b.Cleanup(func() { // runs first: deletes the keys, then closes c
 		ctx := context.Background()
 		var keys []string
 		it := c.Scan(ctx, 0, prefix+"*", 1000).Iterator()
@@ -113,6 +97,7 @@ func cleanup(b *testing.B, c *goredis.Client, prefix string) {
 		}
 		_ = c.Close()
 	})
+	return c, br, prefix
 }
 
 // Events per contender and run.
@@ -127,15 +112,7 @@ const (
 // Watermill's publisher (one XADD round trip per message). Latencies are
 // per call.
 func BenchmarkPublish(b *testing.B) {
-	ctx := context.Background()
-	prefix := name("ekt-wmbench") + ":"
-	c := client(b)
-	br, err := redisbroker.New(ctx, redisbroker.Options{Client: c, Prefix: prefix})
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { _ = br.Close(context.Background()) })
-	cleanup(b, c, prefix) // runs first: deletes the keys, then closes c
+	c, br, prefix := setup(b)
 	pub, err := redisstream.NewPublisher(redisstream.PublisherConfig{Client: c}, watermill.NopLogger{})
 	if err != nil {
 		b.Fatal(err)
@@ -194,15 +171,7 @@ func fill(b *testing.B, c *goredis.Client, key string, n int, fields func() any)
 // baseline), eventkit's Subscribe (Ack per delivery) on the same stream,
 // and Watermill's subscriber on a stream of its own encoding.
 func BenchmarkConsume(b *testing.B) {
-	ctx := context.Background()
-	prefix := name("ekt-wmbench") + ":"
-	c := client(b)
-	br, err := redisbroker.New(ctx, redisbroker.Options{Client: c, Prefix: prefix})
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { _ = br.Close(context.Background()) })
-	cleanup(b, c, prefix) // runs first: deletes the keys, then closes c
+	c, br, prefix := setup(b)
 	n := benchtest.Events(consumeEvents)
 	topic := name("con")
 	key := br.StreamKey(topic)
@@ -253,17 +222,13 @@ func BenchmarkConsume(b *testing.B) {
 		}},
 		benchkit.Contender{Name: "eventkit", Run: func(ctx context.Context, clock *benchkit.Clock) (int, []time.Duration, error) {
 			g := name("g")
-			var got atomic.Int64
-			done := make(chan struct{})
 			clock.Start()
+			got := benchtest.NewCounter(clock, n)
 			sub, err := br.Subscribe(ctx, topic, g, func(ctx context.Context, d broker.Delivery) error {
 				if err := d.Ack(ctx); err != nil {
 					return err
 				}
-				if got.Add(1) == int64(n) {
-					clock.Stop()
-					close(done)
-				}
+				got.Add()
 				return nil
 			})
 			if err != nil {
@@ -275,17 +240,15 @@ func BenchmarkConsume(b *testing.B) {
 				defer cancel()
 				_ = sub.Close(cctx)
 			}()
-			select {
-			case <-done:
-				return n, nil, nil
-			case <-time.After(5 * time.Minute):
-				return 0, nil, fmt.Errorf("eventkit: %d of %d", got.Load(), n)
+			if err := got.Wait("eventkit", 5*time.Minute); err != nil {
+				return 0, nil, err
 			}
+			return n, nil, nil
 		}},
 		benchkit.Contender{Name: "eventkit-runtime", Run: func(ctx context.Context, clock *benchkit.Clock) (int, []time.Duration, error) {
 			g := name("g")
 			defer c.XGroupDestroy(context.Background(), key, g)
-			return runtimeRun(ctx, clock, br, topic, g, n)
+			return benchtest.Runtime(ctx, clock, br, topic, g, n)
 		}},
 		benchkit.Contender{Name: "watermill", Run: func(ctx context.Context, clock *benchkit.Clock) (int, []time.Duration, error) {
 			g := name("g")
@@ -304,60 +267,7 @@ func BenchmarkConsume(b *testing.B) {
 			}
 			defer c.XGroupDestroy(context.Background(), wmKey, g)
 			defer sub.Close()
-			sctx, cancel := context.WithCancel(ctx)
-			defer cancel()
-			ch, err := sub.Subscribe(sctx, wmKey)
-			if err != nil {
-				return 0, nil, err
-			}
-			stall := time.NewTimer(5 * time.Minute)
-			defer stall.Stop()
-			for i := range n {
-				select {
-				case msg := <-ch:
-					msg.Ack()
-				case <-stall.C:
-					return 0, nil, fmt.Errorf("watermill: %d of %d", i, n)
-				}
-			}
-			clock.Stop()
-			return n, nil, nil
+			return benchtest.Drain(ctx, clock, sub.Subscribe, wmKey, n, "watermill")
 		}},
 	)
-}
-
-// runtimeRun runs the eventkit consumer runtime (concurrency 8, no inbox,
-// a handler that does nothing) on topic as group until it has handled and
-// acked n events; the clock runs from consumer.New to the n-th ack
-// (Stats().Handled counts after the ack, polled every millisecond).
-func runtimeRun(ctx context.Context, clock *benchkit.Clock, sub broker.Subscriber, topic, group string, n int) (int, []time.Duration, error) {
-	clock.Start()
-	c, err := consumer.New(sub, consumer.Config{Concurrency: 8, Logger: slog.New(slog.DiscardHandler)})
-	if err != nil {
-		return 0, nil, err
-	}
-	if err := c.HandleFunc(topic, group, func(context.Context, eventkit.Event) error { return nil }); err != nil {
-		return 0, nil, err
-	}
-	rctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	runDone := make(chan error, 1)
-	go func() { runDone <- c.Run(rctx) }()
-	deadline := time.Now().Add(5 * time.Minute)
-	for c.Stats().Handled < uint64(n) {
-		select {
-		case err := <-runDone:
-			return 0, nil, fmt.Errorf("eventkit-runtime: Run returned early: %v", err)
-		case <-time.After(time.Millisecond):
-		}
-		if time.Now().After(deadline) {
-			return 0, nil, fmt.Errorf("eventkit-runtime: handled %d of %d", c.Stats().Handled, n)
-		}
-	}
-	clock.Stop()
-	cancel()
-	if err := <-runDone; err != nil {
-		return 0, nil, err
-	}
-	return n, nil, nil
 }

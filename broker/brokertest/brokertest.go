@@ -9,9 +9,14 @@
 //		})
 //	}
 //
+// Capabilities.Durable is checked by RunDurable, across a restart of a
+// server the test owns; Run, whose cases share the server, fails for a
+// broker claiming Durable unless Config.DurableCheckedBy names the test
+// that does.
+//
 // Limits: a guarantee the Capabilities do not declare is not checked, and
 // the cases whose Config hook is unset (FailingTopic, Reject,
-// KillConnection, Restart) are skipped.
+// KillConnection) are skipped.
 package brokertest
 
 import (
@@ -70,9 +75,14 @@ type Config struct {
 	// crash would (no unsubscribe, no close of its subscriptions). The
 	// ConnectionDropRedelivers case is skipped without it.
 	KillConnection func(t *testing.T, b broker.Broker)
-	// Restart, if set, restarts the server (its data kept). The
-	// Capabilities/Durable case is skipped without it.
+	// Restart restarts the server, keeping its data, and returns when it
+	// is back. Only RunDurable uses it (Run's cases share the server).
 	Restart func(t *testing.T)
+	// DurableCheckedBy names the test that checks Capabilities.Durable
+	// with RunDurable on a server of its own, for a Config whose server
+	// cannot be restarted (a shared one). Run's Capabilities/Durable case
+	// fails for a broker claiming Durable when it is empty.
+	DurableCheckedBy string
 }
 
 func (c *Config) defaults() {
@@ -114,6 +124,7 @@ func Run(t *testing.T, cfg Config) {
 		{"CloseWaitsForHandler", s.closeWaits},
 		{"CloseHandsBackUnsettled", s.closeHandBack},
 		{"PublishAfterClose", s.publishAfterClose},
+		{"ConcurrentCloseWaits", s.concurrentClose},
 		{"LargePayload", s.large},
 		{"ConcurrentPublishers", s.concurrentPublishers},
 		{"ConcurrentPublishFailures", s.concurrentPublishFailures},
@@ -616,8 +627,19 @@ func (s *suite) cancel(t *testing.T) {
 	if err := sub.Err(); err != nil {
 		t.Errorf("Err() after cancel = %v, want nil", err)
 	}
-	s.publish(t, ctx, b, topic, mkEvents(3, nil)...)
-	quiet(t, c, 500*time.Millisecond)
+	// Events published after it stopped all go to the group's next
+	// subscriber (a state to wait for, not a quiet window): the stopped
+	// one would otherwise compete for them.
+	after := mkEvents(3, nil)
+	s.publish(t, ctx, b, topic, after...)
+	next := newCollector(nil)
+	s.subscribe(t, ctx, s.broker(t), topic, "g", next.handle)
+	s.expectAll(t, next, after, "published after the subscription's context was cancelled, not received by the group's next subscriber")
+	select {
+	case r := <-c.ch:
+		t.Fatalf("%s delivered to a subscription after its context was cancelled", r.ev.ID)
+	default:
+	}
 }
 
 func (s *suite) closeWaits(t *testing.T) {
@@ -669,14 +691,21 @@ func (s *suite) publishAfterClose(t *testing.T) {
 	if err := b.Close(ctx); err != nil {
 		t.Fatalf("Close: %v", err)
 	}
+	expectClosed(t, ctx, b, topic)
+}
+
+// expectClosed checks a closed broker: Publish and Subscribe return
+// ErrClosed, and Close again returns nil.
+func expectClosed(t *testing.T, ctx context.Context, b broker.Broker, topic string) {
+	t.Helper()
 	if err := b.Publish(ctx, topic, mkEvents(1, nil)...); !errors.Is(err, broker.ErrClosed) {
-		t.Fatalf("Publish after Close = %v, want ErrClosed", err)
+		t.Errorf("Publish after Close = %v, want ErrClosed", err)
 	}
 	if _, err := b.Subscribe(ctx, topic, "g", func(context.Context, broker.Delivery) error { return nil }); !errors.Is(err, broker.ErrClosed) {
-		t.Fatalf("Subscribe after Close = %v, want ErrClosed", err)
+		t.Errorf("Subscribe after Close = %v, want ErrClosed", err)
 	}
 	if err := b.Close(ctx); err != nil {
-		t.Fatalf("second Close: %v", err)
+		t.Errorf("Close again: %v", err)
 	}
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -169,4 +170,53 @@ func (s *suite) closeHandBackRound(t *testing.T, nack, cancel bool, round int) b
 	t.Logf("round %d: the closed subscriber had been handed %d events; the next received the unsettled ones after %v",
 		round, len(handed), time.Since(start).Round(time.Millisecond))
 	return true
+}
+
+// concurrentClose checks Broker.Close as broker.Broker documents it: two
+// Close calls made at once while a handler is running both return only
+// after the handler has returned, Publish and Subscribe then return
+// ErrClosed, and a third Close returns nil.
+func (s *suite) concurrentClose(t *testing.T) {
+	b := s.cfg.New(t)
+	ctx, topic := s.ctx(t), s.cfg.Topic(t)
+	started := make(chan struct{}, 1)
+	var returned atomic.Bool
+	if _, err := b.Subscribe(ctx, topic, "g", func(ctx context.Context, d broker.Delivery) error {
+		started <- struct{}{}
+		time.Sleep(500 * time.Millisecond) // a handler that does not watch ctx
+		err := d.Ack(context.Background())
+		returned.Store(true)
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	s.publish(t, ctx, b, topic, mkEvents(1, nil)...)
+	select {
+	case <-started:
+	case <-time.After(s.cfg.Timeout):
+		t.Fatal("no delivery")
+	}
+	cctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	var wg sync.WaitGroup
+	errs := make([]error, 2)
+	early := make([]bool, 2)
+	for i := range 2 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[i] = b.Close(cctx)
+			early[i] = !returned.Load()
+		}()
+	}
+	wg.Wait()
+	for i := range 2 {
+		if errs[i] != nil {
+			t.Errorf("concurrent Close %d: %v", i, errs[i])
+		}
+		if early[i] {
+			t.Errorf("concurrent Close %d returned while a handler was still running; every Close must return only after the broker is closed", i)
+		}
+	}
+	expectClosed(t, cctx, b, topic)
 }

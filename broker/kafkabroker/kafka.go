@@ -161,6 +161,7 @@ type Broker struct {
 
 	mu     sync.Mutex
 	closed bool
+	closer adapterkit.CloseOnce // Close runs once; concurrent calls wait for it
 	subs   map[*Subscription]struct{}
 }
 
@@ -240,9 +241,13 @@ func (b *Broker) Capabilities() broker.Capabilities {
 		Name:              "kafka",
 		Ordered:           b.opts.Partitions == 1,
 		OrderedPerSubject: true,
-		Durable:           true,
-		Replay:            true,
-		MaxPayload:        b.maxBytes,
+		// Nack copies the record to the retry topic, read beside the
+		// partition: it comes back behind what was already fetched, not
+		// behind the whole backlog.
+		RedeliverToTail: false,
+		Durable:         true,
+		Replay:          true,
+		MaxPayload:      b.maxBytes,
 	}
 }
 
@@ -396,12 +401,10 @@ func (b *Broker) PublishRecords(ctx context.Context, recs ...*kgo.Record) error 
 
 // Close closes every subscription (waiting for each until ctx ends) and the
 // producer client.
-func (b *Broker) Close(ctx context.Context) error {
+func (b *Broker) Close(ctx context.Context) error { return b.closer.Close(ctx, b.close) }
+
+func (b *Broker) close(ctx context.Context) error {
 	b.mu.Lock()
-	if b.closed {
-		b.mu.Unlock()
-		return nil
-	}
 	b.closed = true
 	subs := make([]*Subscription, 0, len(b.subs))
 	for s := range b.subs {

@@ -3,6 +3,8 @@ package kafkabroker
 import (
 	"context"
 	"flag"
+	"net"
+	"strconv"
 	"testing"
 	"time"
 
@@ -12,6 +14,7 @@ import (
 
 	"github.com/eventkit/eventkit/broker"
 	"github.com/eventkit/eventkit/broker/brokertest"
+	"github.com/eventkit/eventkit/internal/testenv"
 )
 
 func TestMain(m *testing.M) {
@@ -67,13 +70,7 @@ func newBroker(t testing.TB, opts Options) *Broker {
 func waitAssigned(t testing.TB, sub broker.Subscription) {
 	t.Helper()
 	s := sub.(*Subscription)
-	deadline := time.Now().Add(20 * time.Second)
-	for len(s.Assigned()) == 0 {
-		if time.Now().After(deadline) {
-			t.Fatal("subscription got no partitions")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	testenv.WaitFor(t, 20*time.Second, "the subscription to get partitions", func() bool { return len(s.Assigned()) > 0 })
 }
 
 func TestConformance(t *testing.T) {
@@ -96,7 +93,8 @@ func TestConformance(t *testing.T) {
 		return raw.ProduceSync(context.Background(), r).FirstErr()
 	}
 	brokertest.Run(t, brokertest.Config{
-		New: func(t *testing.T) broker.Broker { return newBroker(t, testOptions(c)) },
+		New:              func(t *testing.T) broker.Broker { return newBroker(t, testOptions(c)) },
+		DurableCheckedBy: "TestConformanceDurable",
 		PublishRaw: func(t *testing.T, topic string, h map[string]string, body []byte) error {
 			return publishRaw(topic, h, body)
 		},
@@ -108,5 +106,34 @@ func TestConformance(t *testing.T) {
 			}
 		},
 		Settle: func(t *testing.T, sub broker.Subscription) { waitAssigned(t, sub) },
+	})
+}
+
+// TestConformanceDurable runs brokertest.RunDurable on a one-broker kfake
+// cluster that writes its log and group commits to a directory (DataDir,
+// with SyncWrites), closed and started again on the same directory and
+// port.
+func TestConformanceDurable(t *testing.T) {
+	dir := t.TempDir()
+	start := func(port int) *kfake.Cluster {
+		c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.Ports(port), kfake.DataDir(dir), kfake.SyncWrites(),
+			kfake.GroupMinSessionTimeout(time.Second))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	c := start(0)
+	t.Cleanup(func() { c.Close() })
+	addr := c.ListenAddrs()[0]
+	_, p, _ := net.SplitHostPort(addr)
+	port, _ := strconv.Atoi(p)
+	brokertest.RunDurable(t, brokertest.Config{
+		New:    func(t *testing.T) broker.Broker { return newBroker(t, testOptions(c)) },
+		Settle: func(t *testing.T, sub broker.Subscription) { waitAssigned(t, sub) },
+		Restart: func(t *testing.T) {
+			c.Close()
+			c = start(port)
+		},
 	})
 }

@@ -31,6 +31,40 @@ func collect(ch chan got, act func(d broker.Delivery) error) broker.Handler {
 	}
 }
 
+// subscribeG subscribes to topic in group "g" with collect(ch, act) on a
+// new channel ch, and waits until the subscription has partitions.
+func subscribeG(t *testing.T, b *Broker, topic string, act func(d broker.Delivery) error, opts ...broker.SubscribeOption) (broker.Subscription, chan got) {
+	t.Helper()
+	ch := make(chan got, 1000)
+	sub, err := b.Subscribe(context.Background(), topic, "g", collect(ch, act), opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitAssigned(t, sub)
+	return sub, ch
+}
+
+// publishAll publishes evs to topic and waits for len(evs) deliveries on ch.
+func publishAll(t *testing.T, b *Broker, topic string, evs []eventkit.Event, ch chan got) {
+	t.Helper()
+	if err := b.Publish(context.Background(), topic, evs...); err != nil {
+		t.Fatal(err)
+	}
+	for range evs {
+		next(t, ch)
+	}
+}
+
+// noMore fails if ch gets a delivery within d.
+func noMore(t *testing.T, ch chan got, d time.Duration, what string) {
+	t.Helper()
+	select {
+	case g := <-ch:
+		t.Fatalf("%s: %s attempt %d", what, g.id, g.attempt)
+	case <-time.After(d):
+	}
+}
+
 func next(t *testing.T, ch chan got) got {
 	t.Helper()
 	select {
@@ -40,6 +74,16 @@ func next(t *testing.T, ch chan got) got {
 		t.Fatal("no delivery")
 		return got{}
 	}
+}
+
+// onePartition returns options for a one-broker cluster with one partition
+// per topic, and a broker on them closed with t.
+func onePartition(t *testing.T) (Options, *Broker) {
+	opts := testOptions(newCluster(t, 1))
+	opts.Partitions = 1
+	b := newBroker(t, opts)
+	closeAll(t, b)
+	return opts, b
 }
 
 func closeAll(t *testing.T, bs ...*Broker) {
@@ -63,17 +107,12 @@ func TestRetryTopicAttemptsAndDelay(t *testing.T) {
 	ctx := context.Background()
 	topic := testenv.Name("retry")
 	const delay = 400 * time.Millisecond
-	ch := make(chan got, 100)
-	sub, err := b.Subscribe(ctx, topic, "g", collect(ch, func(d broker.Delivery) error {
+	sub, ch := subscribeG(t, b, topic, func(d broker.Delivery) error {
 		if d.Attempt() < 3 {
 			return d.Nack(context.Background(), delay)
 		}
 		return d.Ack(context.Background())
-	}))
-	if err != nil {
-		t.Fatal(err)
-	}
-	waitAssigned(t, sub)
+	})
 	ev := mkEvents(1, 1)[0]
 	if err := b.Publish(ctx, topic, ev); err != nil {
 		t.Fatal(err)
@@ -96,11 +135,7 @@ func TestRetryTopicAttemptsAndDelay(t *testing.T) {
 		}
 		prev = g.at
 	}
-	select {
-	case g := <-ch:
-		t.Fatalf("unexpected delivery, attempt %d", g.attempt)
-	case <-time.After(time.Second):
-	}
+	noMore(t, ch, time.Second, "unexpected delivery")
 }
 
 // A delayed retry does not hold back the partition it came from, and a
@@ -108,25 +143,16 @@ func TestRetryTopicAttemptsAndDelay(t *testing.T) {
 // through the retry topic.
 func TestAckWaitExpiry(t *testing.T) {
 	t.Parallel()
-	c := newCluster(t, 1)
-	opts := testOptions(c)
-	opts.Partitions = 1
-	b := newBroker(t, opts)
-	closeAll(t, b)
+	opts, b := onePartition(t)
 	ctx := context.Background()
 	topic := testenv.Name("expiry")
-	ch := make(chan got, 100)
 	evs := mkEvents(3, 1)
-	sub, err := b.Subscribe(ctx, topic, "g", collect(ch, func(d broker.Delivery) error {
+	sub, ch := subscribeG(t, b, topic, func(d broker.Delivery) error {
 		if d.Event().ID == evs[0].ID && d.Attempt() == 1 {
 			return nil // lost by the handler: never settled
 		}
 		return d.Ack(context.Background())
-	}), broker.WithAckWait(500*time.Millisecond))
-	if err != nil {
-		t.Fatal(err)
-	}
-	waitAssigned(t, sub)
+	}, broker.WithAckWait(500*time.Millisecond))
 	if err := b.Publish(ctx, topic, evs...); err != nil {
 		t.Fatal(err)
 	}
@@ -149,38 +175,23 @@ func TestAckWaitExpiry(t *testing.T) {
 	}
 	b2 := newBroker(t, opts)
 	closeAll(t, b2)
-	ch2 := make(chan got, 10)
-	sub2, err := b2.Subscribe(ctx, topic, "g", collect(ch2, nil))
-	if err != nil {
-		t.Fatal(err)
-	}
-	waitAssigned(t, sub2)
-	select {
-	case g := <-ch2:
-		t.Fatalf("redelivered %s attempt %d after everything was settled", g.id, g.attempt)
-	case <-time.After(time.Second):
-	}
+	_, ch2 := subscribeG(t, b2, topic, nil)
+	noMore(t, ch2, time.Second, "redelivered after everything was settled")
 }
 
 // waitCommitted waits until no partition of s has unsettled records.
 func waitCommitted(t *testing.T, s *Subscription) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
+	testenv.WaitFor(t, 10*time.Second, "every record settled", func() bool {
 		s.mu.Lock()
-		n := 0
+		defer s.mu.Unlock()
 		for _, st := range s.parts {
-			n += len(st.q)
+			if len(st.q) > 0 {
+				return false
+			}
 		}
-		s.mu.Unlock()
-		if n == 0 {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%d records still unsettled", n)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return true
+	})
 }
 
 // Offsets are committed only up to the first unsettled record: acking later
@@ -188,31 +199,17 @@ func waitCommitted(t *testing.T, s *Subscription) {
 // over after a crash redelivers from it, with attempt 2.
 func TestCommitIsContiguous(t *testing.T) {
 	t.Parallel()
-	c := newCluster(t, 1)
-	opts := testOptions(c)
-	opts.Partitions = 1
-	b1 := newBroker(t, opts)
-	closeAll(t, b1)
+	opts, b1 := onePartition(t)
 	ctx := context.Background()
 	topic := testenv.Name("contig")
 	evs := mkEvents(5, 1)
-	ch := make(chan got, 100)
-	sub, err := b1.Subscribe(ctx, topic, "g", collect(ch, func(d broker.Delivery) error {
+	sub, ch := subscribeG(t, b1, topic, func(d broker.Delivery) error {
 		if d.Event().ID == evs[1].ID {
 			return nil // held
 		}
 		return d.Ack(context.Background())
-	}), broker.WithAckWait(time.Minute))
-	if err != nil {
-		t.Fatal(err)
-	}
-	waitAssigned(t, sub)
-	if err := b1.Publish(ctx, topic, evs...); err != nil {
-		t.Fatal(err)
-	}
-	for range evs {
-		next(t, ch)
-	}
+	}, broker.WithAckWait(time.Minute))
+	publishAll(t, b1, topic, evs, ch)
 	time.Sleep(3 * opts.CommitInterval) // let the committer run
 	dead, cancel := context.WithCancel(ctx)
 	cancel()
@@ -221,44 +218,26 @@ func TestCommitIsContiguous(t *testing.T) {
 
 	b2 := newBroker(t, opts)
 	closeAll(t, b2)
-	ch2 := make(chan got, 100)
-	sub2, err := b2.Subscribe(ctx, topic, "g", collect(ch2, nil))
-	if err != nil {
-		t.Fatal(err)
-	}
-	waitAssigned(t, sub2)
+	_, ch2 := subscribeG(t, b2, topic, nil)
 	for i := 1; i < len(evs); i++ {
 		g := next(t, ch2)
 		if g.id != evs[i].ID || g.attempt != 2 {
 			t.Fatalf("redelivery: %s attempt %d, want %s (event %d) attempt 2", g.id, g.attempt, evs[i].ID, i)
 		}
 	}
-	select {
-	case g := <-ch2:
-		t.Fatalf("unexpected delivery %s", g.id)
-	case <-time.After(500 * time.Millisecond):
-	}
+	noMore(t, ch2, 500*time.Millisecond, "unexpected delivery")
 }
 
 // With one partition, a single subscriber gets everything in publish order.
 func TestOrderedSinglePartition(t *testing.T) {
 	t.Parallel()
-	c := newCluster(t, 1)
-	opts := testOptions(c)
-	opts.Partitions = 1
-	b := newBroker(t, opts)
-	closeAll(t, b)
+	_, b := onePartition(t)
 	if !b.Capabilities().Ordered {
 		t.Fatal("one partition should claim Ordered")
 	}
 	ctx := context.Background()
 	topic := testenv.Name("ord")
-	ch := make(chan got, 1000)
-	sub, err := b.Subscribe(ctx, topic, "g", collect(ch, nil))
-	if err != nil {
-		t.Fatal(err)
-	}
-	waitAssigned(t, sub)
+	_, ch := subscribeG(t, b, topic, nil)
 	evs := mkEvents(300, 7)
 	for i := 0; i < len(evs); i += 30 {
 		if err := b.Publish(ctx, topic, evs[i:i+30]...); err != nil {
@@ -373,36 +352,20 @@ func TestCrashKeepsAttempts(t *testing.T) {
 	opts.CommitInterval = time.Hour // nothing settled gets committed before the crash
 	b1 := newBroker(t, opts)
 	closeAll(t, b1)
-	ctx := context.Background()
 	topic := testenv.Name("crash")
 	evs := mkEvents(20, 5)
-	ch := make(chan got, 100)
-	sub, err := b1.Subscribe(ctx, topic, "g", collect(ch, func(d broker.Delivery) error {
+	sub, ch := subscribeG(t, b1, topic, func(d broker.Delivery) error {
 		if d.Event().Subject == "agg-0" {
 			return d.Ack(context.Background()) // settled, never committed
 		}
 		return nil // in flight at the crash
-	}), broker.WithAckWait(time.Minute))
-	if err != nil {
-		t.Fatal(err)
-	}
-	waitAssigned(t, sub)
-	if err := b1.Publish(ctx, topic, evs...); err != nil {
-		t.Fatal(err)
-	}
-	for range evs {
-		next(t, ch)
-	}
+	}, broker.WithAckWait(time.Minute))
+	publishAll(t, b1, topic, evs, ch)
 	crash(sub.(*Subscription))
 
 	b2 := newBroker(t, opts)
 	closeAll(t, b2)
-	ch2 := make(chan got, 100)
-	sub2, err := b2.Subscribe(ctx, topic, "g", collect(ch2, nil))
-	if err != nil {
-		t.Fatal(err)
-	}
-	waitAssigned(t, sub2)
+	_, ch2 := subscribeG(t, b2, topic, nil)
 	// Every record in flight at the crash comes back with attempt 2; the
 	// settled ones (agg-0) come back too unless a marker commit already
 	// moved the offset past them.

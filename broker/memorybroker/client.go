@@ -19,6 +19,7 @@ type client struct {
 	b      *Broker
 	mu     sync.Mutex
 	closed bool
+	closer adapterkit.CloseOnce
 	subs   map[broker.Subscription]struct{}
 }
 
@@ -48,7 +49,9 @@ func (c *client) Subscribe(ctx context.Context, topic, group string, h broker.Ha
 	return s, nil
 }
 
-func (c *client) Close(ctx context.Context) error {
+func (c *client) Close(ctx context.Context) error { return c.closer.Close(ctx, c.close) }
+
+func (c *client) close(ctx context.Context) error {
 	c.mu.Lock()
 	c.closed = true
 	subs := c.subs

@@ -49,6 +49,7 @@ type Broker struct {
 	topics map[string]*topic
 	subs   map[*subscription]struct{}
 	closed bool
+	closer adapterkit.CloseOnce // Close runs once; concurrent calls wait for it
 }
 
 var _ broker.Broker = (*Broker)(nil)
@@ -237,7 +238,9 @@ func (b *Broker) Subscribe(ctx context.Context, topicName, groupName string, h b
 
 // Close closes every subscription, waiting for them until ctx ends, and
 // makes further Publish calls fail with broker.ErrClosed.
-func (b *Broker) Close(ctx context.Context) error {
+func (b *Broker) Close(ctx context.Context) error { return b.closer.Close(ctx, b.close) }
+
+func (b *Broker) close(ctx context.Context) error {
 	b.mu.Lock()
 	b.closed = true
 	subs := make([]*subscription, 0, len(b.subs))

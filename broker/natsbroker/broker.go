@@ -157,7 +157,8 @@ type Broker struct {
 
 	mu      sync.Mutex
 	closed  bool
-	streams map[string]string // topic -> stream name, provisioned
+	closer  adapterkit.CloseOnce // Close runs once; concurrent calls wait for it
+	streams map[string]string    // topic -> stream name, provisioned
 	subs    map[*subscription]struct{}
 }
 
@@ -396,6 +397,24 @@ func (b *Broker) isClosed() bool {
 // every ack is in. A re-published event that JetStream drops as a duplicate
 // counts as accepted.
 func (b *Broker) Publish(ctx context.Context, topic string, events ...eventkit.Event) error {
+	return b.publish(ctx, topic, events, false)
+}
+
+// PublishChained implements broker.ChainedPublisher: Publish, except that
+// an event whose subject appears earlier in the call is sent only once
+// JetStream has acked that earlier event, and fails with broker.ErrNotSent
+// without being sent if it failed. Events already sent stay in flight
+// meanwhile (up to Options.PublishWindow), so a batch of many subjects
+// flows without waiting for the whole call between a subject's events;
+// the call sends in order, so an event waiting for its subject's earlier
+// one also delays the events after it.
+func (b *Broker) PublishChained(ctx context.Context, topic string, events ...eventkit.Event) error {
+	return b.publish(ctx, topic, events, true)
+}
+
+var _ broker.ChainedPublisher = (*Broker)(nil)
+
+func (b *Broker) publish(ctx context.Context, topic string, events []eventkit.Event, chain bool) error {
 	if b.isClosed() {
 		if len(events) == 0 {
 			return broker.ErrClosed
@@ -440,7 +459,7 @@ func (b *Broker) Publish(ctx context.Context, topic string, events ...eventkit.E
 	if tooLarge != nil {
 		return adapterkit.NotSentWith(topic, events, tooLarge, "another event of the call is too large")
 	}
-	return b.send(ctx, topic, events, msgs)
+	return b.send(ctx, topic, events, msgs, chain)
 }
 
 // outMsg is one message of a Publish call. The JetStream handle b.pub hands
@@ -462,6 +481,7 @@ type pubCall struct {
 	failed  int     // messages in state 2
 	gaveUp  bool    // the caller stopped waiting; late answers are ignored
 	need    int     // the caller waits for pending < need (0: nobody waits)
+	after   int     // the caller waits for message after-1 to be settled (0: nobody waits)
 	wake    chan struct{}
 }
 
@@ -478,9 +498,9 @@ func (c *pubCall) settle(i int, err error) {
 	} else {
 		c.state[i] = 1
 	}
-	wake := c.need > 0 && c.pending < c.need
+	wake := c.need > 0 && c.pending < c.need || c.after == i+1
 	if wake {
-		c.need = 0
+		c.need, c.after = 0, 0
 	}
 	c.mu.Unlock()
 	if wake {
@@ -505,8 +525,9 @@ func (b *Broker) onErr(_ jetstream.JetStream, m *nats.Msg, err error) {
 
 // send publishes msgs asynchronously, at most PublishWindow awaiting their
 // ack at once, and waits for every ack (or ctx, or PublishAckTimeout without
-// any ack arriving).
-func (b *Broker) send(ctx context.Context, topic string, events []eventkit.Event, msgs []outMsg) error {
+// any ack arriving). With chain, a message whose subject an earlier message
+// of the call has is sent only once that one is settled.
+func (b *Broker) send(ctx context.Context, topic string, events []eventkit.Event, msgs []outMsg, chain bool) error {
 	c := &pubCall{state: make([]uint8, len(msgs)), errs: make([]error, len(msgs)), wake: make(chan struct{}, 1)}
 	window := b.opts.PublishWindow
 	var stall *time.Timer
@@ -515,16 +536,17 @@ func (b *Broker) send(ctx context.Context, topic string, events []eventkit.Event
 			stall.Stop()
 		}
 	}()
-	// wait blocks until fewer than limit messages are pending; false if
-	// ctx ended or no ack came for PublishAckTimeout.
-	wait := func(limit int) error {
+	// block waits, under c.mu, until ready() holds, arming settle's wake-up
+	// with arm() before each wait; an error if ctx ended or no ack came
+	// for PublishAckTimeout.
+	block := func(ready func() bool, arm func()) error {
 		for {
 			c.mu.Lock()
-			if c.pending < limit {
+			if ready() {
 				c.mu.Unlock()
 				return nil
 			}
-			c.need = limit // settle wakes us once pending drops below it
+			arm()
 			c.mu.Unlock()
 			if stall == nil {
 				stall = time.NewTimer(b.opts.PublishAckTimeout)
@@ -540,18 +562,36 @@ func (b *Broker) send(ctx context.Context, topic string, events []eventkit.Event
 			}
 		}
 	}
+	// wait blocks until fewer than limit messages are pending.
+	wait := func(limit int) error {
+		return block(func() bool { return c.pending < limit }, func() { c.need = limit })
+	}
 	var stop error
 	sent := 0
 	// Subjects with an event known to have failed: their later events are
 	// not sent (see the package doc). Rebuilt when failures come in.
 	var failedSubjects map[string]bool
 	known := 0
+	var last map[string]int // with chain: each subject's latest message
+	if chain {
+		last = map[string]int{}
+	}
 	for i := range msgs {
 		if stop = wait(window); stop != nil {
 			break
 		}
-		msgs[i].call, msgs[i].idx = c, i
 		subject := events[i].Subject
+		if j, ok := last[subject]; ok && subject != "" {
+			// The subject's earlier message must be settled first; if it
+			// failed, this one is not sent (failedSubjects, below).
+			if stop = block(func() bool { return c.state[j] != 0 }, func() { c.after = j + 1 }); stop != nil {
+				break
+			}
+		}
+		if chain {
+			last[subject] = i
+		}
+		msgs[i].call, msgs[i].idx = c, i
 		c.mu.Lock()
 		if c.failed > known && subject != "" {
 			known = c.failed
@@ -678,12 +718,10 @@ func (b *Broker) DeleteTopic(ctx context.Context, topic string) error {
 // Publish and Subscribe fail with broker.ErrClosed, and closes the
 // connection if the Broker opened it (Connect, natsembed.Start), after
 // flushing acks still buffered.
-func (b *Broker) Close(ctx context.Context) error {
+func (b *Broker) Close(ctx context.Context) error { return b.closer.Close(ctx, b.close) }
+
+func (b *Broker) close(ctx context.Context) error {
 	b.mu.Lock()
-	if b.closed {
-		b.mu.Unlock()
-		return nil
-	}
 	b.closed = true
 	subs := make([]*subscription, 0, len(b.subs))
 	for s := range b.subs {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -90,8 +91,9 @@ func conformance(t *testing.T, newBroker func(t *testing.T) *natsbroker.Broker, 
 	tp := &topics{}
 	tp.cleanup(t, admin)
 	brokertest.Run(t, brokertest.Config{
-		New:   func(t *testing.T) broker.Broker { return newBroker(t) },
-		Topic: tp.new,
+		New:              func(t *testing.T) broker.Broker { return newBroker(t) },
+		Topic:            tp.new,
+		DurableCheckedBy: "TestConformanceDurable",
 		PublishRaw: func(t *testing.T, topic string, h map[string]string, body []byte) error {
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 			defer cancel()
@@ -480,4 +482,118 @@ func TestTopicDeletedUnderSubscription(t *testing.T) {
 	case <-time.After(15 * time.Second):
 		t.Fatal("subscription still running after its stream was deleted")
 	}
+}
+
+// TestPublishChainedHoldsSubjectBehindFailure: the server rejects a1 (over
+// the stream's max_msg_size) in its ack. PublishChained sends a subject's
+// next event only after the ack of the one before it, so a2 and a3 fail
+// with ErrNotSent and never reach the stream, while b1 and b2 (another
+// subject, in flight meanwhile) are stored. Publish pipelines instead: a2
+// is sent before a1's rejection is back, and the stream would hold it.
+func TestPublishChainedHoldsSubjectBehindFailure(t *testing.T) {
+	e := startEmbedded(t, t.TempDir(), natsembed.Options{InProcessOnly: true})
+	ctx := context.Background()
+	b := e.Broker
+	const topic = "chained"
+	smallStream(t, b, topic, 4<<10)
+	ev := func(subject string, size int) eventkit.Event {
+		return eventkit.New("test.event", "application/octet-stream", make([]byte, size), eventkit.WithSubject(subject))
+	}
+	a1, a2, b1, a3, b2 := ev("a", 8<<10), ev("a", 10), ev("b", 10), ev("a", 10), ev("b", 10)
+	err := b.PublishChained(ctx, topic, a1, a2, b1, a3, b2)
+	var pe *broker.PublishError
+	if !errors.As(err, &pe) {
+		t.Fatalf("PublishChained = %v, want a *PublishError", err)
+	}
+	failed := map[int]error{}
+	for _, f := range pe.Failed {
+		failed[f.Index] = f.Err
+	}
+	if len(failed) != 3 || failed[0] == nil || errors.Is(failed[0], broker.ErrNotSent) ||
+		!errors.Is(failed[1], broker.ErrNotSent) || !errors.Is(failed[3], broker.ErrNotSent) {
+		t.Fatalf("PublishChained = %v, want a1 rejected, a2 and a3 not sent, b1 and b2 stored", err)
+	}
+	s, err := b.JetStream().Stream(ctx, b.StreamName(topic))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stored []string
+	for seq := uint64(1); seq <= s.CachedInfo().State.LastSeq; seq++ {
+		m, err := s.GetMsg(ctx, seq)
+		if err != nil {
+			t.Fatal(err)
+		}
+		stored = append(stored, m.Header.Get("ce-id"))
+	}
+	if want := []string{b1.ID, b2.ID}; !slices.Equal(stored, want) {
+		t.Fatalf("stream holds %v, want only b1, b2 %v", stored, want)
+	}
+	// A chain that goes through keeps every event of a subject in order.
+	var evs []eventkit.Event
+	for i := range 300 {
+		evs = append(evs, ev(fmt.Sprint("s", i%3), 10))
+	}
+	if err := b.PublishChained(ctx, topic, evs...); err != nil {
+		t.Fatal(err)
+	}
+	ch, _ := collect(t, b, topic, "g")
+	for i, want := range append([]eventkit.Event{b1, b2}, evs...) {
+		if d := <-ch; d.Event().ID != want.ID {
+			t.Fatalf("delivery %d is %s, want %s: not in publish order", i, d.Event().ID, want.ID)
+		}
+	}
+}
+
+// TestClientWindow: with Options.MaxAckPending above MaxInFlight the server
+// would deliver more, so the subscription's own window holds the handler
+// to MaxInFlight unsettled deliveries: never more while nothing is
+// settled, and one more per delivery settled.
+func TestClientWindow(t *testing.T) {
+	e := startEmbedded(t, t.TempDir(), natsembed.Options{InProcessOnly: true, Broker: natsbroker.Options{MaxAckPending: 1000}})
+	ctx := context.Background()
+	const limit = 5
+	held := make(chan broker.Delivery, 100)
+	sub, err := e.Broker.Subscribe(ctx, "t", "g", func(ctx context.Context, d broker.Delivery) error {
+		held <- d // settled below
+		return nil
+	}, broker.WithMaxInFlight(limit))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []broker.Delivery
+	defer func() { // settle everything, so that Close does not wait
+		for _, d := range got {
+			_ = d.Ack(ctx)
+		}
+		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		defer cancel()
+		_ = sub.Close(cctx)
+	}()
+	if err := e.Broker.Publish(ctx, "t", mkEvents(30)...); err != nil {
+		t.Fatal(err)
+	}
+	take := func(n int) {
+		t.Helper()
+		for range n {
+			select {
+			case d := <-held:
+				got = append(got, d)
+			case <-time.After(10 * time.Second):
+				t.Fatalf("got %d deliveries, want %d", len(got), n)
+			}
+		}
+		select {
+		case d := <-held:
+			got = append(got, d)
+			t.Fatalf("delivery %d beyond the window of %d (%d settled)", len(got), limit, len(got)-1-limit)
+		case <-time.After(500 * time.Millisecond):
+		}
+	}
+	take(limit)
+	for _, d := range got[:2] {
+		if err := d.Ack(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	take(2)
 }

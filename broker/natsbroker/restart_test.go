@@ -9,6 +9,7 @@ import (
 
 	"github.com/eventkit/eventkit"
 	"github.com/eventkit/eventkit/broker"
+	"github.com/eventkit/eventkit/broker/brokertest"
 	"github.com/eventkit/eventkit/broker/natsbroker/natsembed"
 	"github.com/eventkit/eventkit/internal/testenv"
 )
@@ -36,13 +37,17 @@ func TestServerRestartMidStream(t *testing.T) {
 	evs := mkEvents(total)
 	var mu sync.Mutex
 	seen := map[string]int{}
-	progress := make(chan int, total*2)
+	consumed := func(n int) func() bool {
+		return func() bool {
+			mu.Lock()
+			defer mu.Unlock()
+			return len(seen) >= n
+		}
+	}
 	s, err := sub.Subscribe(ctx, topic, "g", broker.AutoAck(func(ctx context.Context, e eventkit.Event, attempt int) error {
 		mu.Lock()
 		seen[e.ID]++
-		n := len(seen)
 		mu.Unlock()
-		progress <- n
 		return nil
 	}), broker.WithAckWait(2*time.Second))
 	if err != nil {
@@ -86,7 +91,7 @@ func TestServerRestartMidStream(t *testing.T) {
 
 	// Restart once a third has been consumed.
 	start := time.Now()
-	waitFor(t, progress, total/3)
+	testenv.WaitFor(t, 45*time.Second, "a third of the events consumed", consumed(total/3))
 	t.Logf("a third consumed after %v", time.Since(start))
 	closing := time.Now()
 	if err := e1.Close(ctx); err != nil {
@@ -98,7 +103,7 @@ func TestServerRestartMidStream(t *testing.T) {
 	t.Logf("server restarted on port %d", port)
 	restarted := time.Now()
 
-	waitFor(t, progress, total)
+	testenv.WaitFor(t, 45*time.Second, "every event consumed", consumed(total))
 	t.Logf("caught up %v after the restart", time.Since(restarted))
 	<-pubDone
 	mu.Lock()
@@ -123,17 +128,23 @@ func TestServerRestartMidStream(t *testing.T) {
 	_ = sub.Close(cctx)
 }
 
-func waitFor(t *testing.T, progress <-chan int, n int) {
-	t.Helper()
-	deadline := time.After(45 * time.Second)
-	for {
-		select {
-		case got := <-progress:
-			if got >= n {
-				return
+// TestConformanceDurable runs brokertest.RunDurable on an embedded server
+// with a JetStream store directory of the test's own, stopped and started
+// again on the same port and directory.
+func TestConformanceDurable(t *testing.T) {
+	dir := t.TempDir()
+	e := startEmbedded(t, dir, natsembed.Options{})
+	port := e.NATSServer().Addr().(*net.TCPAddr).Port
+	url := e.URL()
+	brokertest.RunDurable(t, brokertest.Config{
+		New: func(t *testing.T) broker.Broker { return connect(t, url) },
+		Restart: func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			if err := e.Close(ctx); err != nil {
+				t.Fatal(err)
 			}
-		case <-deadline:
-			t.Fatalf("fewer than %d events consumed in time", n)
-		}
-	}
+			e = startEmbedded(t, dir, natsembed.Options{Port: port})
+		},
+	})
 }

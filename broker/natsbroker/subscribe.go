@@ -69,41 +69,62 @@ func (b *Broker) Subscribe(ctx context.Context, topic, group string, h broker.Ha
 	if err != nil {
 		return nil, fmt.Errorf("natsbroker: consumer %s on stream %s: %w", ConsumerName(group), stream, err)
 	}
-	it, err := cons.Messages(
+	hctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	life, endLife := context.WithCancel(context.Background())
+	s := &subscription{
+		b: b, topic: topic, cons: cons, h: h, confirm: b.opts.ConfirmAcks,
+		hctx: hctx, cancel: cancel, life: life, endLife: endLife,
+		max: int64(cfg.MaxInFlight), freed: make(chan struct{}, 1), settled: make(chan struct{}, 1),
+		closingCh: make(chan struct{}), loopDone: make(chan struct{}), done: make(chan struct{}),
+	}
+	// The handler runs in nats.go's delivery goroutine of the pull
+	// subscription, as Consume's callback: no goroutine of ours between
+	// the connection and the handler, and no timer per message.
+	cc, err := cons.Consume(s.receive,
 		jetstream.PullMaxMessages(cfg.MaxInFlight),
 		jetstream.PullExpiry(b.opts.PullExpiry),
+		jetstream.ConsumeErrHandler(s.consumeErr),
 	)
 	if err != nil {
+		cancel()
+		endLife()
 		return nil, fmt.Errorf("natsbroker: pull from consumer %s: %w", ConsumerName(group), err)
 	}
-	hctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	pull, stopPull := context.WithCancel(context.Background())
-	s := &subscription{
-		b: b, topic: topic, it: it, cons: cons, h: h, confirm: b.opts.ConfirmAcks,
-		hctx: hctx, cancel: cancel, pull: pull, stopPull: stopPull,
-		sem: make(chan struct{}, cfg.MaxInFlight), settled: make(chan struct{}, 1),
-		loopDone: make(chan struct{}), done: make(chan struct{}),
-		connClosed: b.nc.StatusChanged(nats.CLOSED),
-	}
+	s.cc = cc
+	closed := cc.Closed()
 	b.mu.Lock()
 	if b.closed {
 		b.mu.Unlock()
-		it.Stop()
+		cc.Stop()
 		cancel()
-		stopPull()
-		b.nc.RemoveStatusListener(s.connClosed)
+		endLife()
 		return nil, broker.ErrClosed
 	}
 	b.subs[s] = struct{}{}
 	b.mu.Unlock()
-	go s.loop()
+	go func() {
+		// Closed is closed once nats.go's delivery goroutine has
+		// stopped; the lock waits out a callback that began just
+		// before (none begins after).
+		<-closed
+		s.cbMu.Lock()
+		close(s.loopDone)
+		s.cbMu.Unlock()
+	}()
 	go func() {
 		select {
 		case <-ctx.Done():
 			_ = s.Close(ctx) // an already-cancelled ctx: stop at once
 		case <-s.loopDone:
 			if !s.closing.Load() {
-				s.finish() // stopped on its own (consumer deleted, connection closed)
+				// Stopped on its own (consumer deleted, connection
+				// closed); consumeErr has said why, or not yet.
+				if b.nc.IsClosed() {
+					s.setErr(nats.ErrConnectionClosed)
+				} else {
+					s.setErr(jetstream.ErrMsgIteratorClosed)
+				}
+				s.finish()
 			}
 		case <-s.done:
 		}
@@ -114,22 +135,29 @@ func (b *Broker) Subscribe(ctx context.Context, topic, group string, h broker.Ha
 type subscription struct {
 	b       *Broker
 	topic   string
-	it      jetstream.MessagesContext
+	cc      jetstream.ConsumeContext
 	cons    jetstream.Consumer
 	h       broker.Handler
 	confirm bool
 
-	hctx     context.Context // handlers' ctx, cancelled when the subscription stops
-	cancel   context.CancelFunc
-	pull     context.Context // cancelled to abandon a pending Next at once
-	stopPull context.CancelFunc
+	hctx    context.Context // handlers' ctx, cancelled when the subscription stops
+	cancel  context.CancelFunc
+	life    context.Context // ends with the subscription: bounds consumer checks
+	endLife context.CancelFunc
 
-	sem        chan struct{}    // one token per unsettled delivery
-	connClosed chan nats.Status // the connection closed for good
-	settled    chan struct{}    // signalled when a delivery is settled
+	// unsettled counts the deliveries handed out and not settled, at
+	// most max. Only receive takes a slot, so it is the only one to wait
+	// for one: release signals freed when it frees the slot of a full
+	// window.
+	unsettled atomic.Int64
+	max       int64
+	freed     chan struct{}
+	settled   chan struct{} // signalled when a delivery is settled
 
-	closing atomic.Bool
-	closeMu sync.Mutex
+	cbMu      sync.Mutex // held by receive while it runs
+	closing   atomic.Bool
+	closingCh chan struct{} // closed when Close begins: frees a receive waiting for a slot
+	closeMu   sync.Mutex
 
 	// While Close ends the pull, nacks wait in back: a message nacked
 	// while the server may still deliver into this subscription's pull
@@ -138,7 +166,7 @@ type subscription struct {
 	backMu    sync.Mutex
 	pullEnded bool
 	back      []heldBack
-	loopDone  chan struct{}
+	loopDone  chan struct{} // no handler call runs or will run
 	done      chan struct{}
 	doneOnce  sync.Once
 	errMu     sync.Mutex
@@ -153,64 +181,66 @@ func (s *subscription) Err() error {
 	return s.err
 }
 
-func (s *subscription) loop() {
-	defer close(s.loopDone)
-	next := jetstream.NextContext(s.pull)
+// receive is Consume's callback, called for one message at a time. A
+// message is handed to the handler only with a free in-flight slot; while
+// none is free the callback waits, and so does nats.go's delivery of the
+// messages pulled after it (the pull asks for more only as they are
+// taken).
+func (s *subscription) receive(msg jetstream.Msg) {
+	s.cbMu.Lock()
+	defer s.cbMu.Unlock()
 	for {
-		// A message is taken only with a free in-flight slot.
+		n := s.unsettled.Load() // never above max: only here does it grow
+		if n < s.max {
+			if s.unsettled.CompareAndSwap(n, n+1) {
+				break
+			}
+			continue
+		}
 		select {
-		case s.sem <- struct{}{}:
-		case <-s.pull.Done():
-			return
-		case <-s.connClosed:
-			if !s.closing.Load() {
-				s.setErr(nats.ErrConnectionClosed)
-			}
+		case <-s.freed: // look again: a stale signal costs one more look
+		case <-s.closingCh:
+			s.handBack(msg, 0) // held back until the pull has ended
 			return
 		}
-		msg, err := s.it.Next(next)
-		if err != nil {
-			<-s.sem
-			if s.closing.Load() || s.pull.Err() != nil {
-				return
+	}
+	if s.closing.Load() {
+		// Pulled while closing: Close gives it back once the pull has
+		// ended.
+		s.release()
+		s.handBack(msg, 0)
+		return
+	}
+	d := s.newDelivery(msg)
+	err := s.h(s.hctx, d)
+	adapterkit.AfterHandler(s.hctx, d, err)
+}
+
+// consumeErr is Consume's error handler. A consumer deleted or a bad
+// request stops the pull (nats.go stops it after this call), so does a
+// closed connection; missing heartbeats mean the pull request is lost (a
+// reconnect, a restarted server) or the consumer is gone: nats.go pulls
+// again, and the subscription stops if the consumer no longer exists.
+func (s *subscription) consumeErr(_ jetstream.ConsumeContext, err error) {
+	switch {
+	case s.closing.Load():
+	case errors.Is(err, jetstream.ErrNoHeartbeat):
+		go func() {
+			if gone := s.consumerGone(); gone != nil {
+				s.setErr(gone)
+				s.cc.Stop()
 			}
-			if errors.Is(err, jetstream.ErrMsgIteratorClosed) {
-				s.setErr(err)
-				return
-			}
-			if errors.Is(err, jetstream.ErrNoHeartbeat) {
-				// The pull request is lost (a reconnect, a restarted
-				// server) or the consumer is gone. The iterator pulls
-				// again on the next call; stop only if the consumer
-				// no longer exists.
-				if gone := s.consumerGone(); gone != nil {
-					s.setErr(gone)
-					return
-				}
-				continue
-			}
-			// Other errors (a consumer deleted, a bad request) have
-			// stopped the iterator: the next call says so.
-			s.setErr(err)
-			continue
-		}
-		if s.closing.Load() {
-			// Prefetched while closing: Close gives it back once the
-			// pull has ended.
-			<-s.sem
-			s.handBack(msg, 0)
-			continue
-		}
-		d := s.newDelivery(msg)
-		err = s.h(s.hctx, d)
-		adapterkit.AfterHandler(s.hctx, d, err)
+		}()
+	case errors.Is(err, jetstream.ErrConsumerDeleted), errors.Is(err, jetstream.ErrBadRequest),
+		errors.Is(err, jetstream.ErrConnectionClosed), errors.Is(err, nats.ErrConnectionClosed):
+		s.setErr(err)
 	}
 }
 
 // consumerGone returns an error if the group's consumer (or its stream) no
 // longer exists on the server, nil if it does or if that cannot be told now.
 func (s *subscription) consumerGone() error {
-	ctx, cancel := context.WithTimeout(s.pull, 5*time.Second)
+	ctx, cancel := context.WithTimeout(s.life, 5*time.Second)
 	defer cancel()
 	_, err := s.cons.Info(ctx)
 	if errors.Is(err, jetstream.ErrConsumerNotFound) || errors.Is(err, jetstream.ErrStreamNotFound) {
@@ -229,7 +259,12 @@ func (s *subscription) setErr(err error) {
 
 // release frees the in-flight slot of a settled delivery.
 func (s *subscription) release() {
-	<-s.sem
+	if s.unsettled.Add(-1) == s.max-1 {
+		select {
+		case s.freed <- struct{}{}:
+		default:
+		}
+	}
 	select {
 	case s.settled <- struct{}{}:
 	default:
@@ -261,39 +296,29 @@ func nak(msg jetstream.Msg, delay time.Duration) error {
 	return msg.Nak()
 }
 
-// handBackTimeout bounds how long Close waits for the server to end the
-// pull, whatever Close's context.
+// handBackTimeout bounds how long Close waits for the server to forget the
+// ended pull, whatever Close's context.
 const handBackTimeout = 5 * time.Second
 
-// endPull ends the pull and then nacks what was held back: the messages
-// pulled but not handed to the handler, and the nacks of deliveries settled
-// meanwhile. The iterator is drained: it unsubscribes and makes a round
-// trip, so once it reports closed the server has no interest left in the
-// pull request and delivers what is nacked afterwards to other subscribers
-// of the group. Messages still buffered come out of the drain and are held
-// back too.
+// endPull nacks what was held back once the pull has ended (loopDone): the
+// messages pulled but not handed to the handler, and the nacks of
+// deliveries settled meanwhile. Close drained the subscription: it
+// unsubscribes and makes a round trip, and once the messages buffered have
+// come out (into receive, which holds them back) it reports closed; the
+// server then has no interest left in the pull request and delivers what
+// is nacked afterwards to other subscribers of the group.
 func (s *subscription) endPull() {
 	if s.b.nc.IsConnected() {
-		s.it.Drain()
-		ctx, cancel := context.WithTimeout(context.Background(), handBackTimeout)
-		for {
-			msg, err := s.it.Next(jetstream.NextContext(ctx))
-			if err != nil {
-				break
-			}
-			s.handBack(msg, 0)
-		}
 		// The server keeps the ended pull request in its list until it
 		// next looks at it. A redelivery that finds it there first is
 		// lost until AckWait on servers before 2.10 (the consumer steps
 		// its stream sequence back instead of requeueing the redelivery).
 		// Consumer info makes the server drop requests that lost their
 		// interest, so nothing nacked below meets it.
+		ctx, cancel := context.WithTimeout(context.Background(), handBackTimeout)
 		_, _ = s.cons.Info(ctx)
 		cancel()
 	}
-	s.stopPull()
-	s.it.Stop()
 	s.backMu.Lock()
 	s.pullEnded = true
 	back := s.back
@@ -321,22 +346,32 @@ func (s *subscription) Close(ctx context.Context) error {
 	}
 	s.backMu.Lock() // a nack being sent goes out before the pull ends
 	s.closing.Store(true)
+	close(s.closingCh)
 	s.backMu.Unlock()
-	s.endPull()
-	// Wait for the loop (the current handler call) and for settlement.
+	if s.b.nc.IsConnected() {
+		s.cc.Drain()
+	} else {
+		s.cc.Stop()
+	}
+	// Wait for the pull to end and the handler to return (loopDone), and
+	// for settlement.
 	ld, finished := s.loopDone, false
 wait:
-	for !finished || len(s.sem) > 0 {
+	for !finished || s.unsettled.Load() > 0 {
 		select {
 		case <-ld:
 			finished, ld = true, nil
+			s.endPull()
 		case <-s.settled:
 		case <-ctx.Done():
 			break wait
 		}
 	}
 	s.cancel() // a handler still running is told to stop
-	<-s.loopDone
+	if !finished {
+		<-s.loopDone // the drain ends once the handler has returned
+		s.endPull()
+	}
 	s.finish()
 	return nil
 }
@@ -344,10 +379,9 @@ wait:
 // finish releases the subscription once its loop has returned.
 func (s *subscription) finish() {
 	s.doneOnce.Do(func() {
-		s.stopPull()
-		s.it.Stop()
+		s.cc.Stop()
 		s.cancel()
-		s.b.nc.RemoveStatusListener(s.connClosed)
+		s.endLife()
 		s.b.mu.Lock()
 		delete(s.b.subs, s)
 		s.b.mu.Unlock()

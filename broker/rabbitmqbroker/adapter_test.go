@@ -18,6 +18,7 @@ import (
 
 	"github.com/eventkit/eventkit"
 	"github.com/eventkit/eventkit/broker"
+	"github.com/eventkit/eventkit/broker/brokertest"
 	"github.com/eventkit/eventkit/broker/rabbitmqbroker"
 	"github.com/eventkit/eventkit/internal/testenv"
 )
@@ -618,45 +619,47 @@ func TestServerVersionAndQueueType(t *testing.T) {
 // itself once the server is back. It restarts the server, so it runs only
 // when EVENTKIT_RABBITMQ_RESTART=1, on a private node (privateNodeCtl).
 func TestDurableAcrossRestart(t *testing.T) {
-	if os.Getenv("EVENTKIT_RABBITMQ_RESTART") != "1" {
-		t.Skip("restarts the RabbitMQ server: set EVENTKIT_RABBITMQ_RESTART=1 and EVENTKIT_RABBITMQ_CTL (a private node)")
-	}
-	privateNodeCtl(t)
-	for _, qt := range []string{rabbitmqbroker.QueueQuorum, rabbitmqbroker.QueueClassic} {
-		t.Run(qt, func(t *testing.T) {
-			opts := rabbitmqbroker.Options{QueueType: qt, ConnectTimeout: 60 * time.Second}
-			topic := provisionedTopic(t, opts, "g")
-			b := newBroker(t, opts)
-			ctx := ctxT(t, 120*time.Second)
-			evs := mk(100)
-			if err := b.Publish(ctx, topic, evs...); err != nil {
-				t.Fatal(err)
+	forEachQueueTypeRestarted(t, func(t *testing.T, opts rabbitmqbroker.Options) {
+		topic := provisionedTopic(t, opts, "g")
+		b := newBroker(t, opts)
+		ctx := ctxT(t, 120*time.Second)
+		evs := mk(100)
+		if err := b.Publish(ctx, topic, evs...); err != nil {
+			t.Fatal(err)
+		}
+		restartNode(t)
+		got, h := collect(nil)
+		var sub broker.Subscription
+		var err error
+		for i := 0; i < 50; i++ { // quorum queues take a moment to elect a leader after a restart
+			if sub, err = b.Subscribe(ctx, topic, "g", h); err == nil {
+				break
 			}
-			for _, cmd := range []string{"stop_app", "start_app"} {
-				if out, err := rabbitmqctl(t, cmd); err != nil {
-					t.Fatalf("rabbitmqctl %s: %v: %s", cmd, err, out)
-				}
+			time.Sleep(200 * time.Millisecond)
+		}
+		if err != nil {
+			t.Fatalf("Subscribe after restart: %v", err)
+		}
+		defer sub.Close(ctx)
+		for i := range evs {
+			if r := next(t, got, 30*time.Second); r.id != evs[i].ID {
+				t.Fatalf("after restart: delivery %d = %s, want %s", i, r.id, evs[i].ID)
 			}
-			got, h := collect(nil)
-			var sub broker.Subscription
-			var err error
-			for i := 0; i < 50; i++ { // quorum queues take a moment to elect a leader after a restart
-				if sub, err = b.Subscribe(ctx, topic, "g", h); err == nil {
-					break
-				}
-				time.Sleep(200 * time.Millisecond)
-			}
-			if err != nil {
-				t.Fatalf("Subscribe after restart: %v", err)
-			}
-			defer sub.Close(ctx)
-			for i := range evs {
-				if r := next(t, got, 30*time.Second); r.id != evs[i].ID {
-					t.Fatalf("after restart: delivery %d = %s, want %s", i, r.id, evs[i].ID)
-				}
-			}
+		}
+	})
+}
+
+// TestConformanceDurable runs brokertest.RunDurable on both queue types,
+// the server restarted with rabbitmqctl stop_app and start_app. Like
+// TestDurableAcrossRestart it runs only on a private node.
+func TestConformanceDurable(t *testing.T) {
+	forEachQueueTypeRestarted(t, func(t *testing.T, opts rabbitmqbroker.Options) {
+		brokertest.RunDurable(t, brokertest.Config{
+			New:     func(t *testing.T) broker.Broker { return newBroker(t, opts) },
+			Topic:   func(t *testing.T) string { return provisionedTopic(t, opts, "g", "later") },
+			Restart: restartNode,
 		})
-	}
+	})
 }
 
 // If the delayed re-publish fails (here: its retry queue was deleted), the
@@ -766,4 +769,27 @@ func skipOrFail(t *testing.T, msg string) {
 		t.Fatal(msg)
 	}
 	t.Skip(msg)
+}
+
+// forEachQueueTypeRestarted runs fn for each queue type, for tests that
+// restart the server: only when EVENTKIT_RABBITMQ_RESTART=1, on a private
+// node (privateNodeCtl).
+func forEachQueueTypeRestarted(t *testing.T, fn func(t *testing.T, opts rabbitmqbroker.Options)) {
+	if os.Getenv("EVENTKIT_RABBITMQ_RESTART") != "1" {
+		t.Skip("restarts the RabbitMQ server: set EVENTKIT_RABBITMQ_RESTART=1 and EVENTKIT_RABBITMQ_CTL (a private node)")
+	}
+	privateNodeCtl(t)
+	for _, qt := range []string{rabbitmqbroker.QueueQuorum, rabbitmqbroker.QueueClassic} {
+		t.Run(qt, func(t *testing.T) { fn(t, rabbitmqbroker.Options{QueueType: qt, ConnectTimeout: 60 * time.Second}) })
+	}
+}
+
+// restartNode restarts the private node's RabbitMQ application, its data kept.
+func restartNode(t *testing.T) {
+	t.Helper()
+	for _, cmd := range []string{"stop_app", "start_app"} {
+		if out, err := rabbitmqctl(t, cmd); err != nil {
+			t.Fatalf("rabbitmqctl %s: %v: %s", cmd, err, out)
+		}
+	}
 }

@@ -170,7 +170,8 @@ type Broker struct {
 	conn      *amqp.Connection // nil while disconnected
 	ready     chan struct{}    // closed while conn != nil
 	closed    bool
-	closing   chan struct{} // closed by Close
+	closer    adapterkit.CloseOnce // Close runs once; concurrent calls wait for it
+	closing   chan struct{}        // closed by Close
 	subs      map[*subscription]struct{}
 	superDone chan struct{}
 
@@ -433,6 +434,7 @@ func (b *Broker) Capabilities() broker.Capabilities {
 		OrderedPerSubject: false,
 		NativeDelay:       false,
 		NativeDedupe:      false,
+		RedeliverToTail:   true, // Nack(delay) re-publishes through a retry queue to the queue's tail
 		Durable:           true,
 		Replay:            false,
 		MaxPayload:        b.opts.MaxMessageSize,
@@ -441,13 +443,10 @@ func (b *Broker) Capabilities() broker.Capabilities {
 
 // Close closes every subscription (waiting for each until ctx ends), the
 // publishing channel and the connection. It is idempotent.
-func (b *Broker) Close(ctx context.Context) error {
+func (b *Broker) Close(ctx context.Context) error { return b.closer.Close(ctx, b.close) }
+
+func (b *Broker) close(ctx context.Context) error {
 	b.mu.Lock()
-	if b.closed {
-		b.mu.Unlock()
-		<-b.superDone // a concurrent Close finishes
-		return nil
-	}
 	// From here Publish, Subscribe and Provision return ErrClosed; the
 	// connection stays open while the subscriptions drain.
 	b.closed = true

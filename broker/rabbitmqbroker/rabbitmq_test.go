@@ -51,7 +51,7 @@ func provisionedTopic(t testing.TB, opts rabbitmqbroker.Options, groups ...strin
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
-		if err := admin.DeleteTopology(ctx, topic, "g", "ga", "gb"); err != nil {
+		if err := admin.DeleteTopology(ctx, topic, "g", "ga", "gb", "later"); err != nil {
 			t.Logf("DeleteTopology: %v", err)
 		}
 	})
@@ -87,7 +87,8 @@ func publishRaw(t testing.TB, topic string, headers map[string]string, body []by
 
 func conformance(t *testing.T, opts rabbitmqbroker.Options) {
 	brokertest.Run(t, brokertest.Config{
-		New: func(t *testing.T) broker.Broker { return newBroker(t, opts) },
+		New:              func(t *testing.T) broker.Broker { return newBroker(t, opts) },
+		DurableCheckedBy: "TestConformanceDurable",
 		// Publish to a topic with no queue bound is ErrUnroutable (see the
 		// package doc), so each topic is provisioned with the group the
 		// suite uses before the test publishes, as a deployment would.

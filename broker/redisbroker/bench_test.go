@@ -44,21 +44,12 @@ func report(b *testing.B, n int) {
 // BenchmarkPublish: batches of 100 1 KB events, eventkit's Publish (one
 // pipeline per batch) beside a raw go-redis pipeline of the same XADDs.
 func BenchmarkPublish(b *testing.B) {
-	url := testenv.Redis.URL(b)
-	o, _ := goredis.ParseURL(url)
-	raw := goredis.NewClient(o)
-	defer raw.Close()
-	prefix := testenv.Name("ekt-bench") + ":"
-	defer cleanup(raw, prefix)
+	url, raw, prefix := benchEnv(b)
 	evs := benchEvents(benchBatch)
 	ctx := context.Background()
 
 	b.Run("eventkit", func(b *testing.B) {
-		br, err := redisbroker.New(ctx, redisbroker.Options{URL: url, Prefix: prefix})
-		if err != nil {
-			b.Fatal(err)
-		}
-		defer br.Close(ctx)
+		br := benchBroker(b, url, prefix)
 		topic := testenv.Name("pub")
 		b.SetBytes(1024)
 		b.ResetTimer()
@@ -117,20 +108,11 @@ func fill(b *testing.B, raw *goredis.Client, key string, n int) {
 // XREADGROUP COUNT 128 and acking each batch with one XACK pipelined with
 // the next read.
 func BenchmarkConsume(b *testing.B) {
-	url := testenv.Redis.URL(b)
-	o, _ := goredis.ParseURL(url)
-	raw := goredis.NewClient(o)
-	defer raw.Close()
-	prefix := testenv.Name("ekt-bench") + ":"
-	defer cleanup(raw, prefix)
+	url, raw, prefix := benchEnv(b)
 	ctx := context.Background()
 
 	b.Run("eventkit", func(b *testing.B) {
-		br, err := redisbroker.New(ctx, redisbroker.Options{URL: url, Prefix: prefix})
-		if err != nil {
-			b.Fatal(err)
-		}
-		defer br.Close(ctx)
+		br := benchBroker(b, url, prefix)
 		topic := testenv.Name("con")
 		fill(b, raw, br.StreamKey(topic), b.N)
 		done := make(chan struct{})
@@ -194,6 +176,33 @@ func BenchmarkConsume(b *testing.B) {
 	})
 }
 
+// benchEnv returns the Redis URL, a raw go-redis client on it and a key
+// prefix unique to the benchmark; the keys under the prefix are deleted and
+// the client closed with b.
+func benchEnv(b *testing.B) (url string, raw *goredis.Client, prefix string) {
+	url = testenv.Redis.URL(b)
+	o, err := goredis.ParseURL(url)
+	if err != nil {
+		b.Fatal(err)
+	}
+	raw = goredis.NewClient(o)
+	b.Cleanup(func() { _ = raw.Close() })
+	prefix = testenv.Name("ekt-bench") + ":"
+	b.Cleanup(func() { cleanup(raw, prefix) })
+	return url, raw, prefix
+}
+
+// benchBroker returns an eventkit broker under prefix, closed with b.
+func benchBroker(b *testing.B, url, prefix string) *redisbroker.Broker {
+	ctx := context.Background()
+	br, err := redisbroker.New(ctx, redisbroker.Options{URL: url, Prefix: prefix})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { _ = br.Close(ctx) })
+	return br
+}
+
 func cleanup(raw *goredis.Client, prefix string) {
 	ctx := context.Background()
 	var keys []string
@@ -210,21 +219,12 @@ func cleanup(raw *goredis.Client, prefix string) {
 // subscriber blocked in XREADGROUP, acked; p50/p99 of publish-to-handler
 // time beside raw XADD + XREADGROUP BLOCK + XACK.
 func BenchmarkLatency(b *testing.B) {
-	url := testenv.Redis.URL(b)
-	o, _ := goredis.ParseURL(url)
-	raw := goredis.NewClient(o)
-	defer raw.Close()
-	prefix := testenv.Name("ekt-bench") + ":"
-	defer cleanup(raw, prefix)
+	url, raw, prefix := benchEnv(b)
 	ctx := context.Background()
 	ev := benchEvents(1)[0]
 
 	b.Run("eventkit", func(b *testing.B) {
-		br, err := redisbroker.New(ctx, redisbroker.Options{URL: url, Prefix: prefix})
-		if err != nil {
-			b.Fatal(err)
-		}
-		defer br.Close(ctx)
+		br := benchBroker(b, url, prefix)
 		topic := testenv.Name("lat")
 		got := make(chan time.Time, 1)
 		sub, err := br.Subscribe(ctx, topic, "g", func(ctx context.Context, d broker.Delivery) error {

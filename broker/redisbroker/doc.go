@@ -17,7 +17,7 @@
 // mode (eventkit.RedisBinding).
 //
 // Limits: durability is Redis's (Capabilities.Durable only with appendonly
-// yes; replicas are asynchronous, so a failover can lose acknowledged
+// yes and appendfsync always; replicas are asynchronous, so a failover can lose acknowledged
 // entries); trimming (MaxLen, XTRIM) drops entries a group has not read;
 // Publish may add an event twice when a pipeline is retried, and there is no
 // native dedupe (dedupe by event id in the inbox); competing subscriptions

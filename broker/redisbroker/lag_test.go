@@ -25,7 +25,6 @@ func TestConsumerLag(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
 	b := e.broker(t, redisbroker.Options{})
-	closeBroker(t, b)
 	ctx := context.Background()
 	topic := testenv.Name("lag")
 	const n, k = 10, 4

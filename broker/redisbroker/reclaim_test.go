@@ -44,7 +44,6 @@ func TestReclaimNotStarvedByOwnNacks(t *testing.T) {
 	// short delay, so its window of 4 is nearly always full; the abandoned
 	// ones are acked.
 	b := e.broker(t, redisbroker.Options{})
-	closeBroker(t, b)
 	if err := b.Publish(ctx, topic, events(16)...); err != nil {
 		t.Fatal(err)
 	}

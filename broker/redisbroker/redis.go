@@ -135,6 +135,7 @@ type Broker struct {
 
 	mu     sync.RWMutex // held for reading by Publish and Subscribe, for writing by Close
 	closed bool
+	closer adapterkit.CloseOnce // Close runs once; concurrent calls wait for it
 	subs   map[*subscription]struct{}
 }
 
@@ -164,10 +165,12 @@ func New(ctx context.Context, opts Options) (*Broker, error) {
 		}
 		return nil, fmt.Errorf("redis broker: ping: %w", err)
 	}
-	// Durable only if the server writes an append-only file. CONFIG may be
-	// disabled (managed services): then we cannot tell and say false.
-	if v, err := b.rdb.ConfigGet(ctx, "appendonly").Result(); err == nil && strings.EqualFold(v["appendonly"], "yes") {
-		b.durable = true
+	// Durable only if the server writes an append-only file and fsyncs it
+	// before it replies: with appendfsync everysec (the default) an XADD
+	// Publish reported as accepted can be lost in a machine crash. CONFIG
+	// may be disabled (managed services): then we cannot tell and say false.
+	if v, err := b.rdb.ConfigGet(ctx, "append*").Result(); err == nil {
+		b.durable = strings.EqualFold(v["appendonly"], "yes") && strings.EqualFold(v["appendfsync"], "always")
 	}
 	return b, nil
 }
@@ -179,7 +182,7 @@ func (b *Broker) Client() goredis.UniversalClient { return b.rdb }
 func (b *Broker) StreamKey(topic string) string { return b.opts.Prefix + topic }
 
 // Capabilities reports what this broker guarantees. Durable is true only
-// when the server had appendonly enabled when New ran.
+// when the server had appendonly yes and appendfsync always when New ran.
 func (b *Broker) Capabilities() broker.Capabilities {
 	return broker.Capabilities{
 		Name:              "redis",
@@ -187,6 +190,7 @@ func (b *Broker) Capabilities() broker.Capabilities {
 		OrderedPerSubject: false,
 		NativeDelay:       false,
 		NativeDedupe:      false,
+		RedeliverToTail:   false, // a nacked entry is kept by the subscription and redelivered first when due
 		Durable:           b.durable,
 		Replay:            b.opts.GroupStart == StartOldest,
 		MaxPayload:        b.opts.MaxPayload,
@@ -302,12 +306,10 @@ func (b *Broker) forget(s *subscription) {
 
 // Close closes every subscription (waiting for each until ctx ends) and,
 // if the broker made its client from Options.URL, the client.
-func (b *Broker) Close(ctx context.Context) error {
+func (b *Broker) Close(ctx context.Context) error { return b.closer.Close(ctx, b.close) }
+
+func (b *Broker) close(ctx context.Context) error {
 	b.mu.Lock()
-	if b.closed {
-		b.mu.Unlock()
-		return nil
-	}
 	b.closed = true
 	subs := make([]*subscription, 0, len(b.subs))
 	for s := range b.subs {

@@ -54,6 +54,7 @@ func newEnv(t *testing.T) *env {
 	return e
 }
 
+// broker returns a broker on e, closed with t.
 func (e *env) broker(t *testing.T, o redisbroker.Options) *redisbroker.Broker {
 	t.Helper()
 	if o.URL == "" && o.Client == nil {
@@ -66,6 +67,7 @@ func (e *env) broker(t *testing.T, o redisbroker.Options) *redisbroker.Broker {
 	if err != nil {
 		t.Fatal(err)
 	}
+	closeBroker(t, b)
 	return b
 }
 
@@ -89,6 +91,9 @@ func TestConformance(t *testing.T) {
 	}
 	brokertest.Run(t, brokertest.Config{
 		New: func(t *testing.T) broker.Broker { return e.broker(t, redisbroker.Options{}) },
+		// The test server keeps nothing across a restart (no AOF), so it
+		// claims no Durable; a child server with an AOF checks the claim.
+		DurableCheckedBy: "TestConformanceDurable",
 		// A client with a low MaxPayload; the raw client writes any size.
 		Limited: func(t *testing.T, limit int) (broker.Broker, func(string, map[string]string, []byte) error) {
 			return e.broker(t, redisbroker.Options{MaxPayload: limit}), publishRaw
@@ -265,7 +270,6 @@ func TestCrashedConsumerReclaimed(t *testing.T) {
 		o, _ := goredis.ParseURL(e.url)
 		client := goredis.NewClient(o)
 		b := e.broker(t, redisbroker.Options{Client: client})
-		closeBroker(t, b)
 		if round == 1 {
 			if err := b.Publish(context.Background(), topic, evs...); err != nil {
 				t.Fatal(err)
@@ -306,7 +310,6 @@ func TestMaxLenTrims(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
 	b := e.broker(t, redisbroker.Options{MaxLen: 100})
-	closeBroker(t, b)
 	topic := testenv.Name("maxlen")
 	for range 20 {
 		if err := b.Publish(context.Background(), topic, events(100)...); err != nil {
@@ -329,7 +332,6 @@ func TestDeletedWhilePending(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
 	b := e.broker(t, redisbroker.Options{})
-	closeBroker(t, b)
 	topic := testenv.Name("trim")
 	h, ch := collect()
 	subscribe(t, b, topic, "g", h, broker.WithAckWait(300*time.Millisecond))
@@ -368,7 +370,6 @@ func TestForeignEntries(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
 	b := e.broker(t, redisbroker.Options{})
-	closeBroker(t, b)
 	topic := testenv.Name("foreign")
 	e.xadd(t, topic, "foo", "bar") // redis-cli XADD key * foo bar
 	e.xadd(t, topic, "ce_specversion", "1.0", "ce_id", "x", "data", "{}")
@@ -422,11 +423,9 @@ func TestNackDelayLongerThanAckWait(t *testing.T) {
 	h, ch := collect()
 	for range 2 {
 		b := e.broker(t, redisbroker.Options{})
-		closeBroker(t, b)
 		subscribe(t, b, topic, "g", h, broker.WithAckWait(ackWait))
 	}
 	b := e.broker(t, redisbroker.Options{})
-	closeBroker(t, b)
 	ev := events(1)
 	if err := b.Publish(context.Background(), topic, ev...); err != nil {
 		t.Fatal(err)
@@ -457,7 +456,6 @@ func TestCloseHandsBackUndelivered(t *testing.T) {
 	e := newEnv(t)
 	topic := testenv.Name("handback")
 	b1 := e.broker(t, redisbroker.Options{})
-	closeBroker(t, b1)
 	evs := events(50)
 	if err := b1.Publish(context.Background(), topic, evs...); err != nil {
 		t.Fatal(err)
@@ -482,7 +480,6 @@ func TestCloseHandsBackUndelivered(t *testing.T) {
 	close(release)
 	<-closed
 	b2 := e.broker(t, redisbroker.Options{})
-	closeBroker(t, b2)
 	h, ch := collect()
 	subscribe(t, b2, topic, "g", h) // default ack wait: 30s
 	got := recv(t, ch, len(evs)-1, 5*time.Second)
@@ -502,7 +499,6 @@ func TestSyncAck(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
 	b := e.broker(t, redisbroker.Options{SyncAck: true})
-	closeBroker(t, b)
 	topic := testenv.Name("syncack")
 	h, ch := collect()
 	subscribe(t, b, topic, "g", h)
@@ -523,7 +519,6 @@ func TestGroupStartNewest(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
 	b := e.broker(t, redisbroker.Options{GroupStart: redisbroker.StartNewest})
-	closeBroker(t, b)
 	if b.Capabilities().Replay {
 		t.Fatal("Replay claimed with GroupStart newest")
 	}
@@ -558,7 +553,6 @@ func TestReconnectAfterConnectionsKilled(t *testing.T) {
 	c := goredis.NewClient(o)
 	t.Cleanup(func() { _ = c.Close() })
 	b := e.broker(t, redisbroker.Options{Client: c})
-	closeBroker(t, b)
 	topic := testenv.Name("kill")
 	h, ch := collect()
 	subscribe(t, b, topic, "g", h, broker.WithAckWait(time.Second))
@@ -633,7 +627,6 @@ func TestConsumersPruned(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
 	b := e.broker(t, redisbroker.Options{PruneAfter: 200 * time.Millisecond})
-	closeBroker(t, b)
 	topic := testenv.Name("prune")
 	key := b.StreamKey(topic)
 	ctx := context.Background()
@@ -683,7 +676,6 @@ func TestStreamDeletedWhileSubscribed(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
 	b := e.broker(t, redisbroker.Options{})
-	closeBroker(t, b)
 	topic := testenv.Name("del")
 	h, ch := collect()
 	subscribe(t, b, topic, "g", h, broker.WithAckWait(time.Second))
@@ -724,15 +716,14 @@ func TestCapabilitiesAndLimits(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
 	b := e.broker(t, redisbroker.Options{MaxPayload: 2048})
-	closeBroker(t, b)
 	ctx := context.Background()
 	c := b.Capabilities()
-	aof, err := e.raw.ConfigGet(ctx, "appendonly").Result()
+	aof, err := e.raw.ConfigGet(ctx, "append*").Result()
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.Durable != (aof["appendonly"] == "yes") {
-		t.Errorf("Durable = %v with appendonly %q", c.Durable, aof["appendonly"])
+	if c.Durable != (aof["appendonly"] == "yes" && aof["appendfsync"] == "always") {
+		t.Errorf("Durable = %v with appendonly %q, appendfsync %q", c.Durable, aof["appendonly"], aof["appendfsync"])
 	}
 	if c.Name != "redis" || !c.Ordered || c.OrderedPerSubject || c.NativeDelay || c.NativeDedupe || !c.Replay || c.MaxPayload != 2048 {
 		t.Errorf("capabilities: %+v", c)
@@ -769,7 +760,6 @@ func TestWorkerPoolSettling(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
 	b := e.broker(t, redisbroker.Options{})
-	closeBroker(t, b)
 	topic := testenv.Name("pool")
 	work := make(chan broker.Delivery, 1000) // the handler never waits: MaxInFlight must bound
 	const maxInFlight = 32

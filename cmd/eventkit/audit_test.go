@@ -9,7 +9,6 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/eventkit/eventkit"
-	natsbroker "github.com/eventkit/eventkit/broker/natsbroker"
 	"github.com/eventkit/eventkit/internal/testenv"
 	"github.com/eventkit/eventkit/internal/testenv/testdb"
 )
@@ -30,12 +29,7 @@ func TestAudit(t *testing.T) {
 		t.Fatalf("missing topic: exit %d\n%s", r.code, r.stderr)
 	}
 
-	b, err := natsbroker.Connect(context.Background(), nats, natsbroker.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer b.Close(context.Background())
-	defer b.DeleteTopic(context.Background(), topic)
+	b := natsTopic(t, nats, topic)
 	ev := eventkit.New("thing.happened", "application/json", []byte(`{}`))
 	if err := b.Publish(context.Background(), topic, ev); err != nil {
 		t.Fatal(err)

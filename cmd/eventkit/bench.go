@@ -21,6 +21,7 @@ import (
 	"github.com/eventkit/eventkit/inbox/sqlinbox"
 	"github.com/eventkit/eventkit/internal/benchkit"
 	"github.com/eventkit/eventkit/internal/benchkit/raw"
+	"github.com/eventkit/eventkit/internal/sqldialect"
 )
 
 func init() { commands = append(commands, newBenchCmd) }
@@ -63,12 +64,10 @@ progress once a second; interrupted, it prints what it measured so far.
 The comparisons with Watermill are Go benchmarks in the bench/ modules
 (cd bench/consumer && go test -run '^$' -bench . -benchtime 1x).`,
 	}
-	publish := &cobra.Command{
-		Use:     "publish",
-		Short:   "Publish events in batches with confirms",
-		Example: `  eventkit bench publish --broker nats://127.0.0.1:4222 --events 100000 --batch 100`,
-		Args:    cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
+	// onBroker is the RunE of publish and consume: it checks --compare,
+	// opens the broker and runs fn on it with a fresh topic name.
+	onBroker := func(fn func(ctx context.Context, b broker.Broker, topic string) error) func(*cobra.Command, []string) error {
+		return func(cmd *cobra.Command, _ []string) error {
 			if o.compare != "" && o.compare != "raw" {
 				return fmt.Errorf("--compare %q: the only baseline is raw", o.compare)
 			}
@@ -78,7 +77,15 @@ The comparisons with Watermill are Go benchmarks in the bench/ modules
 				return err
 			}
 			defer b.Close(context.Background())
-			topic := benchTopic()
+			return fn(ctx, b, benchTopic())
+		}
+	}
+	publish := &cobra.Command{
+		Use:     "publish",
+		Short:   "Publish events in batches with confirms",
+		Example: `  eventkit bench publish --broker nats://127.0.0.1:4222 --events 100000 --batch 100`,
+		Args:    cobra.NoArgs,
+		RunE: onBroker(func(ctx context.Context, b broker.Broker, topic string) error {
 			defer cleanupTopic(b, topic, "bench")
 			prepare(ctx, b, topic, "bench")
 			o.meter = benchkit.NewMeter(c.broker)
@@ -99,24 +106,14 @@ The comparisons with Watermill are Go benchmarks in the bench/ modules
 				return benchkit.Publish(ctx, b, topic, benchkit.Events(o.events, o.size), o.batch, p)
 			})
 			return o.finish(g.stdout, title, err, res)
-		},
+		}),
 	}
 	consume := &cobra.Command{
 		Use:     "consume",
 		Short:   "Consume pre-published events with the consumer runtime (acks on)",
 		Example: `  eventkit bench consume --broker nats://127.0.0.1:4222 --events 100000 --concurrency 1,8,64`,
 		Args:    cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			if o.compare != "" && o.compare != "raw" {
-				return fmt.Errorf("--compare %q: the only baseline is raw", o.compare)
-			}
-			ctx := cmd.Context()
-			b, err := c.openBroker(ctx)
-			if err != nil {
-				return err
-			}
-			defer b.Close(context.Background())
-			topic := benchTopic()
+		RunE: onBroker(func(ctx context.Context, b broker.Broker, topic string) error {
 			groups := make([]string, len(o.concurrency))
 			for i := range groups {
 				groups[i] = fmt.Sprintf("eventkit-bench-g%d", i)
@@ -132,7 +129,7 @@ The comparisons with Watermill are Go benchmarks in the bench/ modules
 			o.meter = benchkit.NewMeter(c.broker)
 			title := fmt.Sprintf("broker %s, %d-byte events", brokerScheme(c.broker), o.size)
 			p := o.progress(g, "published", o.events)
-			_, err = benchkit.Publish(ctx, b, topic, benchkit.Events(o.events, o.size), 500, p.p)
+			_, err := benchkit.Publish(ctx, b, topic, benchkit.Events(o.events, o.size), 500, p.p)
 			p.stop()
 			if err != nil {
 				return o.finish(g.stdout, title, err)
@@ -161,7 +158,7 @@ The comparisons with Watermill are Go benchmarks in the bench/ modules
 				}
 			}
 			return o.finish(g.stdout, title, nil, results...)
-		},
+		}),
 	}
 	var store string
 	relay := &cobra.Command{
@@ -278,35 +275,7 @@ func cleanupTopic(b broker.Broker, topic string, groups ...string) {
 func dropBenchTables(db *sql.DB, d sqlinbox.Dialect, prefix string) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	like := strings.ReplaceAll(prefix, "_", `\_`) + "%"
-	var q string
-	switch d {
-	case sqlinbox.Postgres:
-		q = `SELECT 'TABLE', quote_ident(relname) FROM pg_class WHERE relkind IN ('r', 'p') AND relnamespace = current_schema()::regnamespace AND relname LIKE $1 ESCAPE '\'
-			UNION ALL SELECT 'FUNCTION', quote_ident(proname) || '()' FROM pg_proc WHERE pronamespace = current_schema()::regnamespace AND proname LIKE $1 ESCAPE '\' AND pronargs = 0`
-	case sqlinbox.MySQL:
-		q = `SELECT 'TABLE', CONCAT('` + "`" + `', table_name, '` + "`" + `') FROM information_schema.tables WHERE table_schema = DATABASE() AND table_name LIKE ?`
-	default:
-		q = `SELECT 'TABLE', '"' || name || '"' FROM sqlite_master WHERE type = 'table' AND name LIKE ? ESCAPE '\'`
-	}
-	rows, err := db.QueryContext(ctx, q, like)
-	if err != nil {
-		return
-	}
-	var drops []string
-	for rows.Next() {
-		var kind, name string
-		if rows.Scan(&kind, &name) == nil {
-			drops = append(drops, "DROP "+kind+" IF EXISTS "+name)
-		}
-	}
-	rows.Close()
-	for _, s := range drops {
-		if d == sqlinbox.Postgres {
-			s += " CASCADE"
-		}
-		_, _ = db.ExecContext(ctx, s)
-	}
+	_ = d.DropPrefixed(ctx, sqldialect.SQLConn{Q: db}, prefix)
 }
 
 type progressLine struct {

@@ -18,7 +18,6 @@ import (
 	_ "modernc.org/sqlite"
 
 	"github.com/eventkit/eventkit"
-	natsbroker "github.com/eventkit/eventkit/broker/natsbroker"
 	"github.com/eventkit/eventkit/internal/testenv"
 	"github.com/eventkit/eventkit/internal/testenv/testdb"
 	"github.com/eventkit/eventkit/outbox/pgoutbox"
@@ -197,12 +196,7 @@ func TestJSONStyle(t *testing.T) {
 	r = run(t, "", append([]string{"dlq", "show", dl.ID}, flags...)...).mustOK(t)
 	decodeJSON(t, "dlq show", r.stdout)
 
-	b, err := natsbroker.Connect(ctx, nats, natsbroker.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer b.Close(ctx)
-	defer b.DeleteTopic(ctx, topic)
+	b := natsTopic(t, nats, topic)
 	if err := b.Publish(ctx, topic, ev); err != nil {
 		t.Fatal(err)
 	}

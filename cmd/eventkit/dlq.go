@@ -56,6 +56,24 @@ func (f *dlqFilter) empty() bool {
 	return f.topic == "" && f.group == "" && f.typ == "" && f.since == "" && f.until == ""
 }
 
+// filterHint names the filter flags in a usage error.
+const filterHint = "a filter (--topic, --type, --group, --since, --until)"
+
+// selection is what a command that changes dead letters (replay, purge,
+// skip) was told to act on: the event ids args, the filter, or --all.
+// Given none of them, it is a usage error: "say what to <what>: event ids,
+// <filters> or --all".
+func (f *dlqFilter) selection(cmd *cobra.Command, args []string, what, filters string) ([]sqldeadletter.Filter, error) {
+	if len(args) == 0 && f.empty() && !f.all {
+		return nil, usageError{fmt.Errorf("say what to %s: event ids, %s or --all", what, filters), cmd.CommandPath()}
+	}
+	fs, err := f.filter(args)
+	if err != nil {
+		return nil, usageError{err, cmd.CommandPath()}
+	}
+	return fs, nil
+}
+
 func newDLQCmd(g *globals) *cobra.Command {
 	c := &conn{g: g}
 	cmd := &cobra.Command{
@@ -159,12 +177,9 @@ filters, or --all.`,
   eventkit dlq replay --store postgres://... --broker nats://127.0.0.1:4222 --topic orders --since 1h
   eventkit dlq replay --store postgres://... --broker nats://127.0.0.1:4222 --all`,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if len(args) == 0 && rf.empty() && !rf.all {
-				return usageError{fmt.Errorf("say what to replay: event ids, a filter (--topic, --type, --group, --since, --until) or --all"), cmd.CommandPath()}
-			}
-			fs, err := rf.filter(args)
+			fs, err := rf.selection(cmd, args, "replay", filterHint)
 			if err != nil {
-				return usageError{err, cmd.CommandPath()}
+				return err
 			}
 			unreplayed := false
 			if len(args) == 0 {
@@ -217,12 +232,9 @@ filters, or --all.`,
 		Example: `  eventkit dlq purge --store postgres://... --topic orders --until 720h
   eventkit dlq purge --store postgres://... --all --yes`,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if len(args) == 0 && pf.empty() && !pf.all {
-				return usageError{fmt.Errorf("say what to purge: event ids, a filter or --all"), cmd.CommandPath()}
-			}
-			fs, err := pf.filter(args)
+			fs, err := pf.selection(cmd, args, "purge", "a filter")
 			if err != nil {
-				return usageError{err, cmd.CommandPath()}
+				return err
 			}
 			ctx := cmd.Context()
 			dl, closeStore, err := c.openDeadLetters(ctx)

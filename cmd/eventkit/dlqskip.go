@@ -46,12 +46,9 @@ replay.`,
 		Example: `  eventkit dlq skip --store postgres://... 0192f0c4-7a9e-7c1b-9f0e-5b7d2c1a9e33
   eventkit dlq skip --store postgres://... --group billing --topic orders`,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if len(args) == 0 && sf.empty() && !sf.all {
-				return usageError{fmt.Errorf("say what to skip: event ids, a filter (--topic, --type, --group, --since, --until) or --all"), cmd.CommandPath()}
-			}
-			fs, err := sf.filter(args)
+			fs, err := sf.selection(cmd, args, "skip", filterHint)
 			if err != nil {
-				return usageError{err, cmd.CommandPath()}
+				return err
 			}
 			ctx := cmd.Context()
 			dl, in, closeStore, err := c.openParked(ctx)

@@ -532,6 +532,21 @@ func TestBenchInterrupted(t *testing.T) {
 	}
 }
 
+// natsTopic connects to NATS at url; when the test ends it deletes topic
+// and closes the connection.
+func natsTopic(t *testing.T, url, topic string) *natsbroker.Broker {
+	t.Helper()
+	b, err := natsbroker.Connect(context.Background(), url, natsbroker.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = b.DeleteTopic(context.Background(), topic)
+		_ = b.Close(context.Background())
+	})
+	return b
+}
+
 // natsStreams lists the JetStream streams on the server.
 func natsStreams(t *testing.T, url string) map[string]bool {
 	t.Helper()

@@ -27,7 +27,6 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/eventkit/eventkit"
-	natsbroker "github.com/eventkit/eventkit/broker/natsbroker"
 	"github.com/eventkit/eventkit/consumer"
 	"github.com/eventkit/eventkit/internal/testenv"
 	"github.com/eventkit/eventkit/telemetry/promexport"
@@ -180,12 +179,7 @@ func TestOTLPTraceAcrossRelay(t *testing.T) {
 			defer tp.Shutdown(ctx) //nolint:errcheck
 
 			topic := testenv.Name("otlp")
-			b, err := natsbroker.Connect(ctx, f.nats, natsbroker.Options{})
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer b.Close(context.Background())              //nolint:errcheck
-			defer b.DeleteTopic(context.Background(), topic) //nolint:errcheck
+			b := natsTopic(t, f.nats, topic)
 			handled := make(chan oteltrace.SpanContext, 1)
 			c, err := consumer.New(b, consumer.Config{TracerProvider: tp})
 			if err != nil {
@@ -327,12 +321,7 @@ func TestDeployMetricsExported(t *testing.T) {
 	t.Cleanup(func() { run(t, "", append([]string{"outbox", "cdc", "drop"}, slotFlags...)...) })
 
 	topic := testenv.Name("obs")
-	b, err := natsbroker.Connect(ctx, f.nats, natsbroker.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer b.Close(context.Background())              //nolint:errcheck
-	defer b.DeleteTopic(context.Background(), topic) //nolint:errcheck
+	b := natsTopic(t, f.nats, topic)
 	exp, err := promexport.New()
 	if err != nil {
 		t.Fatal(err)

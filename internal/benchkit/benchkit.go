@@ -154,12 +154,19 @@ func (r *Result) finish(lat []time.Duration) {
 	}
 }
 
+// Payload returns size bytes of the letters a to z, repeated: the payload
+// of the benchmarks' events.
+func Payload(size int) []byte {
+	p := make([]byte, size)
+	for i := range p {
+		p[i] = 'a' + byte(i%26)
+	}
+	return p
+}
+
 // Events makes n events of size payload bytes over 100 subjects.
 func Events(n, size int) []eventkit.Event {
-	payload := make([]byte, size)
-	for i := range payload {
-		payload[i] = 'a' + byte(i%26)
-	}
+	payload := Payload(size)
 	evs := make([]eventkit.Event, n)
 	for i := range evs {
 		evs[i] = eventkit.New("bench.event", "application/octet-stream", payload,

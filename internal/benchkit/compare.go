@@ -4,6 +4,9 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"os"
+	"path/filepath"
+	"runtime/pprof"
 	"slices"
 	"strings"
 	"sync"
@@ -38,6 +41,8 @@ type Clock struct {
 	mu         sync.Mutex
 	start, end time.Time
 	c0, c1     CPUSample
+	profile    string   // Options.ProfileDir's file for this run, or ""
+	prof       *os.File // open while the window profiles
 }
 
 // Start opens the window (the first call only).
@@ -45,6 +50,7 @@ func (c *Clock) Start() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.start.IsZero() {
+		c.startProfile()
 		c.c0 = c.meter.Sample()
 		c.start = time.Now()
 	}
@@ -58,6 +64,34 @@ func (c *Clock) Stop() {
 	if c.end.IsZero() {
 		c.end = time.Now()
 		c.c1 = c.meter.Sample()
+		c.stopProfile()
+	}
+}
+
+// startProfile starts the CPU profile of the window, if one is asked for
+// and none runs already (go test -cpuprofile): it is best effort, a
+// profile that cannot start leaves the measurement as it is.
+func (c *Clock) startProfile() {
+	if c.profile == "" {
+		return
+	}
+	f, err := os.Create(c.profile)
+	if err != nil {
+		return
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		_ = f.Close()
+		_ = os.Remove(c.profile)
+		return
+	}
+	c.prof = f
+}
+
+func (c *Clock) stopProfile() {
+	if c.prof != nil {
+		pprof.StopCPUProfile()
+		_ = c.prof.Close()
+		c.prof = nil
 	}
 }
 
@@ -104,6 +138,11 @@ type Options struct {
 	// Out gets one line per contender per round as it ends, then the
 	// summary; nil prints nothing.
 	Out io.Writer
+	// ProfileDir, if set, gets a CPU profile of every run's measured
+	// window (the whole process, only while the clock runs), named
+	// <contender>-<round>.prof; `go tool pprof DIR/eventkit-*.prof`
+	// merges a contender's rounds.
+	ProfileDir string
 }
 
 // Summary is a contender's medians over the rounds, and its ratios to the
@@ -144,7 +183,7 @@ func Compare(ctx context.Context, opt Options, contenders ...Contender) (Report,
 	}
 	for r := range opt.Rounds {
 		for _, i := range order(len(contenders), r) {
-			s, err := runOnce(ctx, opt.Meter, contenders[i], r)
+			s, err := runOnce(ctx, opt, contenders[i], r)
 			if err != nil {
 				rep.Summary = summarise(contenders, rep.Samples)
 				return rep, fmt.Errorf("%s, round %d: %w", contenders[i].Name, r+1, err)
@@ -175,14 +214,17 @@ func order(n, r int) []int {
 	return o
 }
 
-func runOnce(ctx context.Context, m *Meter, c Contender, round int) (Sample, error) {
+func runOnce(ctx context.Context, opt Options, c Contender, round int) (Sample, error) {
 	s := Sample{Contender: c.Name, Round: round + 1}
 	if c.Prepare != nil {
 		if err := c.Prepare(ctx); err != nil {
 			return s, fmt.Errorf("prepare: %w", err)
 		}
 	}
-	clock := &Clock{meter: m}
+	clock := &Clock{meter: opt.Meter}
+	if opt.ProfileDir != "" {
+		clock.profile = filepath.Join(opt.ProfileDir, fmt.Sprintf("%s-%d.prof", strings.Join(strings.Fields(c.Name), "-"), round+1))
+	}
 	n, lat, err := c.Run(ctx, clock)
 	clock.Stop()
 	if c.Cleanup != nil {

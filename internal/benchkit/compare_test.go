@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -163,5 +164,31 @@ func TestPairRatioIsTheMedianOfRoundRatios(t *testing.T) {
 	}
 	if got := rep.ServerPerEventOf("a", 0); got != 1 {
 		t.Fatalf("ServerPerEventOf(a, 0) = %v, want 1", got)
+	}
+}
+
+// TestProfileDirProfilesEachWindow: with ProfileDir every run's measured
+// window leaves a CPU profile named after its contender and round.
+func TestProfileDirProfilesEachWindow(t *testing.T) {
+	dir := t.TempDir()
+	run := func(ctx context.Context, c *Clock) (int, []time.Duration, error) {
+		c.Start()
+		for end := time.Now().Add(20 * time.Millisecond); time.Now().Before(end); {
+		}
+		c.Stop()
+		return 1, nil, nil
+	}
+	if _, err := Compare(context.Background(), Options{Rounds: 2, ProfileDir: dir},
+		Contender{Name: "a b", Run: run}, Contender{Name: "c", Run: run}); err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range []string{"a-b-1.prof", "a-b-2.prof", "c-1.prof", "c-2.prof"} {
+		st, err := os.Stat(filepath.Join(dir, f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.Size() == 0 {
+			t.Fatalf("%s is empty", f)
+		}
 	}
 }

@@ -3,6 +3,7 @@ package sqldialect
 import (
 	"context"
 	"database/sql"
+	"strings"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -114,4 +115,42 @@ func (d Dialect) TableExists(ctx context.Context, c Conn, table string) (bool, e
 	var n int64
 	err := c.Query(ctx, d.Rebind(q), args, func(scan func(...any) error) error { return scan(&n) })
 	return n > 0, err
+}
+
+// DropPrefixed drops every table, and on PostgreSQL every function without
+// arguments, of the current schema whose name starts with prefix (with
+// CASCADE on PostgreSQL, so triggers and dependent objects go too). For
+// names unique to one run, such as a benchmark's tables: it drops whatever
+// matches.
+func (d Dialect) DropPrefixed(ctx context.Context, c Conn, prefix string) error {
+	s, ok := d.spec()
+	if !ok {
+		return d.Check("sqldialect")
+	}
+	like := strings.NewReplacer(`\`, `\\`, "_", `\_`, "%", `\%`).Replace(prefix) + "%"
+	args := []any{like}
+	if strings.Count(s.prefixed, "?") == 2 {
+		args = append(args, like)
+	}
+	var drops []string
+	err := c.Query(ctx, d.Rebind(s.prefixed), args, func(scan func(...any) error) error {
+		var kind, name string
+		if err := scan(&kind, &name); err != nil {
+			return err
+		}
+		drops = append(drops, "DROP "+kind+" IF EXISTS "+name)
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	for _, st := range drops {
+		if s.cascade {
+			st += " CASCADE"
+		}
+		if _, err := c.Exec(ctx, st); err != nil {
+			return err
+		}
+	}
+	return nil
 }

@@ -45,6 +45,11 @@ type spec struct {
 	// tableExists returns a query (? for arguments) giving a count > 0
 	// when table exists, for a table name that passed Check.
 	tableExists func(table string) (string, []any)
+	// prefixed lists (kind, quoted name) of the tables, and functions
+	// without arguments, of the current schema whose names match the LIKE
+	// pattern ?; cascade: DROP ... CASCADE.
+	prefixed string
+	cascade  bool
 	// lock is the statement taking a transaction-scoped lock for the
 	// migrator, with one ? for the lock name ("" none: the database
 	// serializes writers anyway); unlock releases it ("" at commit).
@@ -59,6 +64,9 @@ var dialects = map[Dialect]spec{
 		tableExists: func(t string) (string, []any) {
 			return `SELECT count(*) FROM (SELECT to_regclass(?) AS c) r WHERE c IS NOT NULL`, []any{t}
 		},
+		prefixed: `SELECT 'TABLE', quote_ident(relname) FROM pg_class WHERE relkind IN ('r', 'p') AND relnamespace = current_schema()::regnamespace AND relname LIKE ? ESCAPE '\'
+UNION ALL SELECT 'FUNCTION', quote_ident(proname) || '()' FROM pg_proc WHERE pronamespace = current_schema()::regnamespace AND proname LIKE ? ESCAPE '\' AND pronargs = 0`,
+		cascade: true,
 		// Advisory locks are per database in PostgreSQL: no scoping needed.
 		lock: `SELECT pg_advisory_xact_lock(('x' || substr(md5(?::text), 1, 16))::bit(64)::bigint)`,
 	},
@@ -72,6 +80,8 @@ var dialects = map[Dialect]spec{
 			}
 			return `SELECT count(*) FROM information_schema.tables WHERE table_schema = DATABASE() AND table_name = ?`, []any{t}
 		},
+		// '\' is MySQL's default LIKE escape (and a string escape in its literals).
+		prefixed: "SELECT 'TABLE', CONCAT('`', table_name, '`') FROM information_schema.tables WHERE table_schema = DATABASE() AND table_name LIKE ?",
 		// GET_LOCK names are server-wide: the name is scoped to the
 		// database (see LockName).
 		lock:   `SELECT GET_LOCK(CONCAT('eventkit_m_', LEFT(SHA2(CONCAT(LOWER(DATABASE()), CHAR(0), LOWER(?)), 256), 32)), 60)`,
@@ -87,6 +97,7 @@ var dialects = map[Dialect]spec{
 			}
 			return `SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = ?`, []any{t}
 		},
+		prefixed: `SELECT 'TABLE', '"' || name || '"' FROM sqlite_master WHERE type = 'table' AND name LIKE ? ESCAPE '\'`,
 	},
 }
 

@@ -274,3 +274,52 @@ func TestNoTx(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestDropPrefixed: DropPrefixed drops the tables (and, on PostgreSQL, the
+// functions) whose names start with the prefix, taking "_" in it literally,
+// and leaves a table whose name differs at the "_".
+func TestDropPrefixed(t *testing.T) {
+	for _, d := range []sqldialect.Dialect{sqldialect.SQLite, sqldialect.Postgres, sqldialect.MySQL} {
+		t.Run(d.String(), func(t *testing.T) {
+			db := open(t, d)
+			ctx := context.Background()
+			base := testenv.Name("dp")
+			prefix, decoy := base+"_", base+"z_t"
+			ddl := []string{
+				`CREATE TABLE ` + prefix + `a (x INTEGER)`,
+				`CREATE TABLE ` + prefix + `b (x INTEGER)`,
+				`CREATE TABLE ` + decoy + ` (x INTEGER)`,
+			}
+			if d == sqldialect.Postgres {
+				ddl = append(ddl, `CREATE FUNCTION `+prefix+`f() RETURNS integer LANGUAGE sql AS 'SELECT 1'`)
+			}
+			t.Cleanup(func() {
+				for _, x := range []string{prefix + "a", prefix + "b", decoy} {
+					_, _ = db.Exec(`DROP TABLE IF EXISTS ` + x)
+				}
+				if d == sqldialect.Postgres {
+					_, _ = db.Exec(`DROP FUNCTION IF EXISTS ` + prefix + `f()`)
+				}
+			})
+			for _, st := range ddl {
+				if _, err := db.Exec(st); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if err := d.DropPrefixed(ctx, sqldialect.SQLConn{Q: db}, prefix); err != nil {
+				t.Fatal(err)
+			}
+			c := sqldialect.SQLConn{Q: db}
+			for name, want := range map[string]bool{prefix + "a": false, prefix + "b": false, decoy: true} {
+				if ok, err := d.TableExists(ctx, c, name); err != nil || ok != want {
+					t.Errorf("%s exists: %v %v, want %v", name, ok, err, want)
+				}
+			}
+			if d == sqldialect.Postgres {
+				if n := count(t, db, `SELECT count(*) FROM pg_proc WHERE proname = $1`, prefix+"f"); n != 0 {
+					t.Errorf("function %sf() not dropped", prefix)
+				}
+			}
+		})
+	}
+}

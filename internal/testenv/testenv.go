@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/url"
 	"os"
+	"os/exec"
 	"strings"
 	"testing"
 	"time"
@@ -44,10 +45,7 @@ func InCI() bool { return os.Getenv("CI") != "" }
 // skipped elsewhere, with a message saying how to start the service.
 func (s Service) URL(t testing.TB) string {
 	t.Helper()
-	u := os.Getenv(s.EnvVar)
-	if u == "" {
-		u = s.Default
-	}
+	u := s.Lookup()
 	addr := hostPort(u)
 	conn, err := net.DialTimeout("tcp", addr, 2*time.Second)
 	if err != nil {
@@ -59,6 +57,16 @@ func (s Service) URL(t testing.TB) string {
 	}
 	_ = conn.Close()
 	return u
+}
+
+// Lookup returns the service's URL, from its variable or the default,
+// without checking that it answers (benchmarks that connect, and skip,
+// themselves).
+func (s Service) Lookup() string {
+	if u := os.Getenv(s.EnvVar); u != "" {
+		return u
+	}
+	return s.Default
 }
 
 func hostPort(u string) string {
@@ -80,4 +88,20 @@ func Name(prefix string) string {
 	var b [6]byte
 	_, _ = rand.Read(b[:])
 	return prefix + "_" + hex.EncodeToString(b[:])
+}
+
+// Binary returns the path of the program name (exec.LookPath), for tests
+// that run a private server as a child process. If it is not installed,
+// the test fails in CI and is skipped elsewhere, saying how to install it.
+func Binary(t testing.TB, name, install string) string {
+	t.Helper()
+	p, err := exec.LookPath(name)
+	if err != nil {
+		msg := name + " is not installed (" + err.Error() + "): " + install
+		if InCI() {
+			t.Fatal(msg)
+		}
+		t.Skip(msg)
+	}
+	return p
 }

@@ -50,8 +50,6 @@ var (
 	_ outbox.Migrator        = (*Store)(nil)
 )
 
-var nowMicros = sqldialect.MySQL.NowMicros()
-
 // New returns a store on db. It does not touch the database; call Migrate
 // to create the table.
 func New(db *sql.DB, cfg Config) (*Store, error) {
@@ -63,7 +61,7 @@ func New(db *sql.DB, cfg Config) (*Store, error) {
 		cfg.LockCheckInterval = time.Second
 	}
 	return &Store{
-		DB:  sqlutil.NewDB(db, table, sqlutil.Dialect{Name: "outbox/mysqloutbox", SQL: sqldialect.MySQL, ReserveSeq: reserveSeq(table)}, cfg.MaxEventSize),
+		DB:  sqlutil.NewDB(db, table, sqlutil.Dialect{Name: "outbox/mysqloutbox", SQL: sqldialect.MySQL, ReserveSeq: reserveSeq(table), Migrations: migrationsFS}, cfg.MaxEventSize),
 		cfg: cfg,
 	}, nil
 }
@@ -212,45 +210,11 @@ func (l *lock) Release(ctx context.Context) error {
 	return nil
 }
 
-// Migrations returns the embedded migrations for the store's table.
-func (s *Store) Migrations() ([]outbox.Migration, error) {
-	return sqlutil.Load(migrationsFS, "migrations", s.Table())
-}
-
-func (s *Store) migrator() (sqlutil.Migrator, error) {
-	ms, err := s.Migrations()
-	if err != nil {
-		return sqlutil.Migrator{}, err
-	}
-	return sqlutil.Migrator{
-		DB: s.SQL(), SQL: sqldialect.MySQL, Table: s.Table(), Name: "outbox/mysqloutbox", Migrations: ms,
-		CreateVersions: `CREATE TABLE IF NOT EXISTS ` + s.Table() + `_migrations (
-  version INT NOT NULL PRIMARY KEY, name VARCHAR(200) NOT NULL, applied_at BIGINT NOT NULL) ENGINE=InnoDB`,
-	}, nil
-}
-
-// MigrationSQL returns the SQL text that Migrate runs on a database where
-// no migration is applied, for review (eventkit migrate sql): run by hand,
-// it leaves the tables Migrate creates, with their versions recorded.
-func (s *Store) MigrationSQL() (string, error) {
-	m, err := s.migrator()
-	if err != nil {
-		return "", err
-	}
-	// No transaction around it: MySQL commits DDL implicitly.
-	return sqlutil.Script(m.CreateVersions, m.Migrations,
-		`INSERT INTO `+s.Table()+`_migrations (version, name, applied_at) VALUES (%d, %s, `+nowMicros+`)`), nil
-}
-
 // Migrate applies the embedded migrations that are not applied yet, under a
 // named lock so that concurrent callers are safe. (MySQL commits DDL
 // implicitly: a migration that fails halfway is not rolled back; the
 // statements are idempotent so it can be re-run.)
 func (s *Store) Migrate(ctx context.Context) error {
-	m, err := s.migrator()
-	if err != nil {
-		return err
-	}
 	conn, err := s.SQL().Conn(ctx)
 	if err != nil {
 		return fmt.Errorf("outbox/mysqloutbox: migrate: %w", err)
@@ -264,16 +228,7 @@ func (s *Store) Migrate(ctx context.Context) error {
 	if err := conn.QueryRowContext(ctx, `SELECT GET_LOCK(?, 60)`, name+"_m").Scan(&got); err != nil || got.Int64 != 1 {
 		return fmt.Errorf("outbox/mysqloutbox: migrate: cannot take the migration lock: %v", err)
 	}
-	return m.Up(ctx, conn)
-}
-
-// MigrationStatus lists the embedded migrations and whether each is applied.
-func (s *Store) MigrationStatus(ctx context.Context) ([]outbox.MigrationState, error) {
-	m, err := s.migrator()
-	if err != nil {
-		return nil, err
-	}
-	return m.Status(ctx)
+	return sqlutil.MigrateOn(ctx, s.DB, conn)
 }
 
 // Migrate is a shortcut for New(db, cfg) and Store.Migrate.

@@ -45,14 +45,15 @@ func newStore(t testing.TB, db *sql.DB, table string) *mysqloutbox.Store {
 	if err := s.Migrate(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() {
-		_, _ = db.Exec(`DROP TABLE IF EXISTS ` + table)
-		_, _ = db.Exec(`DROP TABLE IF EXISTS ` + table + `_migrations`)
-		for _, x := range []string{"_subject_seq", "_leases", "_relays"} {
-			_, _ = db.Exec(`DROP TABLE IF EXISTS ` + table + x)
-		}
-	})
+	t.Cleanup(func() { dropTables(db, table) })
 	return s
+}
+
+// dropTables drops the outbox table and the tables its migrations create.
+func dropTables(db *sql.DB, table string) {
+	for _, x := range []string{"", "_migrations", "_subject_seq", "_leases", "_relays"} {
+		_, _ = db.Exec(`DROP TABLE IF EXISTS ` + table + x)
+	}
 }
 
 func harness(t *testing.T) outboxtest.Harness {
@@ -66,16 +67,8 @@ func harnessOn(t *testing.T, dsn, table string) outboxtest.Harness {
 	return outboxtest.Harness{
 		Store:             s,
 		ConcurrentWriters: true,
-		Begin: func(ctx context.Context) (outboxtest.Tx, error) {
-			tx, err := db.BeginTx(ctx, nil)
-			if err != nil {
-				return nil, err
-			}
-			return outboxtest.NewTx[*sql.Tx](s, tx,
-				func(context.Context) error { return tx.Commit() },
-				func(context.Context) error { return tx.Rollback() }), nil
-		},
-		LargeTxMB: 18,
+		Begin:             outboxtest.BeginSQL(db, s),
+		LargeTxMB:         18,
 		Corrupt: func(ctx context.Context, seq int64) error {
 			_, err := db.ExecContext(ctx, `UPDATE `+s.Table()+` SET event_time = 'yesterday' WHERE seq = ?`, seq)
 			return err
@@ -96,26 +89,14 @@ func TestRelay(t *testing.T) { outboxtest.RunRelay(t, harness, outboxtest.Pollin
 
 func TestMigrate(t *testing.T) {
 	db := openDB(t)
-	ctx := context.Background()
 	table := testenv.Name("outbox_mig")
 	cfg := mysqloutbox.Config{Table: table}
-	defer func() {
-		_, _ = db.Exec(`DROP TABLE IF EXISTS ` + table)
-		_, _ = db.Exec(`DROP TABLE IF EXISTS ` + table + `_migrations`)
-	}()
-	st, err := mysqloutbox.MigrationStatus(ctx, db, cfg)
-	if err != nil || len(st) == 0 || st[0].Applied {
-		t.Fatalf("before: %+v %v", st, err)
-	}
-	for range 2 {
-		if err := mysqloutbox.Migrate(ctx, db, cfg); err != nil {
-			t.Fatal(err)
-		}
-	}
-	st, err = mysqloutbox.MigrationStatus(ctx, db, cfg)
-	if err != nil || !st[0].Applied || st[0].AppliedAt.IsZero() {
-		t.Fatalf("after: %+v %v", st, err)
-	}
+	defer dropTables(db, table)
+	outboxtest.CheckMigrations(t,
+		func(ctx context.Context) error { return mysqloutbox.Migrate(ctx, db, cfg) },
+		func(ctx context.Context) ([]outbox.MigrationState, error) {
+			return mysqloutbox.MigrationStatus(ctx, db, cfg)
+		})
 	if _, err := mysqloutbox.New(db, mysqloutbox.Config{Table: "s.t"}); err == nil {
 		t.Fatal("schema-qualified name accepted")
 	}

@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -44,15 +46,28 @@ func (f *FaultPublisher) Hits() int {
 
 // Publish implements broker.Publisher.
 func (f *FaultPublisher) Publish(ctx context.Context, topic string, events ...eventkit.Event) error {
+	return f.publish(ctx, topic, events, false)
+}
+
+// publish fails the chosen events and passes the others on in one call;
+// with chain, also the events after a failed one of their subject, with
+// broker.ErrNotSent, as a broker.ChainedPublisher must.
+func (f *FaultPublisher) publish(ctx context.Context, topic string, events []eventkit.Event, chain bool) error {
 	pe := &broker.PublishError{Topic: topic}
 	pass := make([]eventkit.Event, 0, len(events))
 	idx := make([]int, 0, len(events))
+	failedSubjects := map[string]bool{}
 	f.mu.Lock()
 	for i, e := range events {
+		if chain && e.Subject != "" && failedSubjects[e.Subject] {
+			pe.Failed = append(pe.Failed, broker.FailedEvent{Index: i, ID: e.ID, Err: fmt.Errorf("%w: an earlier event of its subject failed", broker.ErrNotSent)})
+			continue
+		}
 		if err, ok := f.fail[e.ID]; ok {
 			delete(f.fail, e.ID)
 			f.hits++
 			pe.Failed = append(pe.Failed, broker.FailedEvent{Index: i, ID: e.ID, Err: err})
+			failedSubjects[e.Subject] = true
 			continue
 		}
 		pass = append(pass, e)
@@ -73,9 +88,24 @@ func (f *FaultPublisher) Publish(ctx context.Context, topic string, events ...ev
 		}
 	}
 	if len(pe.Failed) > 0 {
+		slices.SortFunc(pe.Failed, func(a, b broker.FailedEvent) int { return a.Index - b.Index })
 		return pe
 	}
 	return nil
+}
+
+// chainedFaults is a FaultPublisher that is a broker.ChainedPublisher, the
+// least helpful kind: PublishChained holds back only what the contract
+// demands (the events after a failed one of their subject) and stores
+// everything else of the call. Its Next must not fail events itself.
+type chainedFaults struct {
+	FaultPublisher
+	chained atomic.Int64 // PublishChained calls
+}
+
+func (f *chainedFaults) PublishChained(ctx context.Context, topic string, events ...eventkit.Event) error {
+	f.chained.Add(1)
+	return f.publish(ctx, topic, events, true)
 }
 
 // CheckBrokerOrder checks what a broker stored, in order, against what was
@@ -117,25 +147,36 @@ func CheckBrokerOrder(got []eventkit.Event, sent map[string][]string) error {
 // rejection that succeeds on its retry) while the broker stores every other
 // event of the same Publish call. The broker must never hold an event of a
 // subject before the earlier events of that subject.
+//
+// With a broker.ChainedPublisher ("chained") the relay sends a whole batch
+// in one call, and the publisher holds back only the events after a failed
+// one of their subject.
 func testPartialFailure(t *testing.T, h Harness, rf RelayFactory) {
-	for _, subjects := range []int{1, 3} {
-		for _, where := range []string{"first", "middle", "last"} {
-			for _, kind := range []string{"transient", "permanent"} {
-				t.Run(fmt.Sprintf("%s/%dsubjects/%s", where, subjects, kind), func(t *testing.T) {
-					partialFailure(t, h, rf, subjects, where, kind)
-				})
+	for _, pub := range []string{"plain", "chained"} {
+		for _, subjects := range []int{1, 3} {
+			for _, where := range []string{"first", "middle", "last"} {
+				for _, kind := range []string{"transient", "permanent"} {
+					t.Run(fmt.Sprintf("%s/%s/%dsubjects/%s", pub, where, subjects, kind), func(t *testing.T) {
+						partialFailure(t, h, rf, pub == "chained", subjects, where, kind)
+					})
+				}
 			}
 		}
 	}
 }
 
-func partialFailure(t *testing.T, h Harness, rf RelayFactory, subjects int, where, kind string) {
+func partialFailure(t *testing.T, h Harness, rf RelayFactory, chained bool, subjects int, where, kind string) {
 	ctx := ctxT(t)
 	rec := &Recorder{}
-	fp := &FaultPublisher{Next: rec}
+	cf := &chainedFaults{FaultPublisher: FaultPublisher{Next: rec}}
+	fp := &cf.FaultPublisher
+	var pub broker.Publisher = fp
+	if chained {
+		pub = cf
+	}
 	cfg := fastConfig(t)
 	cfg.RetryDelay = 20 * time.Millisecond
-	relay := rf.new(t, h, fp, cfg)
+	relay := rf.new(t, h, pub, cfg)
 	const n = 12
 	var evs []eventkit.Event
 	sent := map[string][]string{}
@@ -166,6 +207,14 @@ func partialFailure(t *testing.T, h Harness, rf RelayFactory, subjects int, wher
 	}
 	if len(got) != n {
 		t.Fatalf("broker holds %d events, want %d (no event needs publishing twice)", len(got), n)
+	}
+	if st := relay.Stats(); kind == "permanent" && st.PublishErrors != 0 {
+		// The events held back behind the rejected one waited for its
+		// retry; nothing was a transient failure to back off from.
+		t.Fatalf("%d transient publish failures counted after a permanent rejection, want 0", st.PublishErrors)
+	}
+	if chained && cf.chained.Load() == 0 {
+		t.Fatal("the relay never called PublishChained")
 	}
 }
 

@@ -12,6 +12,7 @@ package outboxtest
 
 import (
 	"context"
+	"database/sql"
 	"fmt"
 	"sync"
 	"testing"
@@ -60,6 +61,47 @@ type Factory func(t *testing.T) Harness
 // NewTx adapts a store's typed writer and one of its transactions to Tx.
 func NewTx[TTx any](w outbox.Writer[TTx], tx TTx, commit, rollback func(ctx context.Context) error) Tx {
 	return &typedTx[TTx]{w: w, tx: tx, commit: commit, rollback: rollback}
+}
+
+// BeginSQL is a Harness.Begin of database/sql transactions on db, written
+// to with w.
+func BeginSQL(db *sql.DB, w outbox.Writer[*sql.Tx]) func(ctx context.Context) (Tx, error) {
+	return func(ctx context.Context) (Tx, error) {
+		tx, err := db.BeginTx(ctx, nil)
+		if err != nil {
+			return nil, err
+		}
+		return NewTx[*sql.Tx](w, tx,
+			func(context.Context) error { return tx.Commit() },
+			func(context.Context) error { return tx.Rollback() }), nil
+	}
+}
+
+// CheckMigrations checks a store's migration runner on a database where
+// the store's tables do not exist yet: status reports no version applied,
+// migrate succeeds twice (it is idempotent), and then status reports every
+// version applied, with its time.
+func CheckMigrations(t *testing.T, migrate func(context.Context) error, status func(context.Context) ([]outbox.MigrationState, error)) {
+	t.Helper()
+	ctx := context.Background()
+	st, err := status(ctx)
+	if err != nil || len(st) == 0 || st[0].Applied {
+		t.Fatalf("before: %+v %v", st, err)
+	}
+	for range 2 {
+		if err := migrate(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	st, err = status(ctx)
+	if err != nil {
+		t.Fatalf("after: %v", err)
+	}
+	for _, m := range st {
+		if !m.Applied || m.AppliedAt.IsZero() {
+			t.Fatalf("after: %+v", st)
+		}
+	}
 }
 
 type typedTx[TTx any] struct {

@@ -15,6 +15,7 @@ import (
 
 	"github.com/eventkit/eventkit"
 	"github.com/eventkit/eventkit/broker"
+	"github.com/eventkit/eventkit/internal/testenv"
 	"github.com/eventkit/eventkit/outbox"
 )
 
@@ -187,16 +188,11 @@ func StartRelay(t testing.TB, relay *outbox.Relay) (stop func()) {
 	return stop
 }
 
-// WaitFor polls cond every 5ms until it is true or d passes.
+// WaitFor polls cond every few milliseconds until it is true, and fails t
+// saying what it waited for when d passes first (testenv.WaitFor).
 func WaitFor(t testing.TB, d time.Duration, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", d, what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	testenv.WaitFor(t, d, what, cond)
 }
 
 func fastConfig(t testing.TB) outbox.RelayConfig {

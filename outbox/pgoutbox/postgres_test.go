@@ -44,11 +44,15 @@ func newStoreOn(t testing.TB, pool *pgxpool.Pool, table string) *pgoutbox.Store 
 	if err := s.Migrate(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() {
-		_, _ = pool.Exec(context.Background(), `DROP TABLE IF EXISTS `+table+`; DROP TABLE IF EXISTS `+table+`_migrations; DROP FUNCTION IF EXISTS `+table+`_notify(); `+
-			`DROP TABLE IF EXISTS `+table+`_subject_seq; DROP TABLE IF EXISTS `+table+`_leases; DROP TABLE IF EXISTS `+table+`_relays`)
-	})
+	t.Cleanup(func() { dropTables(pool, table) })
 	return s
+}
+
+// dropTables drops the outbox table, its notify function and the tables
+// its migrations create.
+func dropTables(pool *pgxpool.Pool, table string) {
+	_, _ = pool.Exec(context.Background(), `DROP TABLE IF EXISTS `+table+`; DROP TABLE IF EXISTS `+table+`_migrations; DROP FUNCTION IF EXISTS `+table+`_notify(); `+
+		`DROP TABLE IF EXISTS `+table+`_subject_seq; DROP TABLE IF EXISTS `+table+`_leases; DROP TABLE IF EXISTS `+table+`_relays`)
 }
 
 func harness(t *testing.T) outboxtest.Harness {
@@ -87,26 +91,14 @@ func TestStore(t *testing.T) { outboxtest.Run(t, harness) }
 
 func TestMigrate(t *testing.T) {
 	pool := newPool(t)
-	ctx := context.Background()
 	table := testenv.Name("outbox_mig")
 	cfg := pgoutbox.Config{Table: table}
-	st, err := pgoutbox.MigrationStatus(ctx, pool, cfg)
-	if err != nil || len(st) == 0 || st[0].Applied {
-		t.Fatalf("before: %+v %v", st, err)
-	}
-	defer func() {
-		_, _ = pool.Exec(ctx, `DROP TABLE IF EXISTS `+table+`; DROP TABLE IF EXISTS `+table+`_migrations; DROP FUNCTION IF EXISTS `+table+`_notify(); `+
-			`DROP TABLE IF EXISTS `+table+`_subject_seq, `+table+`_leases, `+table+`_relays`)
-	}()
-	for range 2 { // idempotent
-		if err := pgoutbox.Migrate(ctx, pool, cfg); err != nil {
-			t.Fatal(err)
-		}
-	}
-	st, err = pgoutbox.MigrationStatus(ctx, pool, cfg)
-	if err != nil || !st[0].Applied || st[0].AppliedAt.IsZero() {
-		t.Fatalf("after: %+v %v", st, err)
-	}
+	defer dropTables(pool, table)
+	outboxtest.CheckMigrations(t,
+		func(ctx context.Context) error { return pgoutbox.Migrate(ctx, pool, cfg) },
+		func(ctx context.Context) ([]outbox.MigrationState, error) {
+			return pgoutbox.MigrationStatus(ctx, pool, cfg)
+		})
 	if _, err := pgoutbox.New(pool, pgoutbox.Config{Table: "bad;name"}); err == nil {
 		t.Fatal("bad table name accepted")
 	}

@@ -1,8 +1,6 @@
 package pgoutbox_test
 
 import (
-	"context"
-	"database/sql"
 	"testing"
 
 	"github.com/jackc/pgx/v5/stdlib"
@@ -23,14 +21,6 @@ func withSQLWriter(t *testing.T, h outboxtest.Harness) outboxtest.Harness {
 	db := stdlib.OpenDBFromPool(pool)
 	t.Cleanup(func() { db.Close() })
 	w := h.Store.(*pgoutbox.Store)
-	h.Begin = func(ctx context.Context) (outboxtest.Tx, error) {
-		tx, err := db.BeginTx(ctx, nil)
-		if err != nil {
-			return nil, err
-		}
-		return outboxtest.NewTx[*sql.Tx](w.SQL(), tx,
-			func(context.Context) error { return tx.Commit() },
-			func(context.Context) error { return tx.Rollback() }), nil
-	}
+	h.Begin = outboxtest.BeginSQL(db, w.SQL())
 	return h
 }

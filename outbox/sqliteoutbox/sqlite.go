@@ -43,8 +43,6 @@ var (
 	_ outbox.Migrator        = (*Store)(nil)
 )
 
-var nowMicros = sqldialect.SQLite.NowMicros()
-
 // DSN returns the recommended data source name for modernc.org/sqlite
 // (driver "sqlite") for a database file: WAL journal (readers do not block
 // the writer), a 10 s busy timeout, and IMMEDIATE transactions (a write
@@ -62,7 +60,7 @@ func New(db *sql.DB, cfg Config) (*Store, error) {
 	}
 	return &Store{
 		DB: sqlutil.NewDB(db, table, sqlutil.Dialect{Name: "outbox/sqliteoutbox", SQL: sqldialect.SQLite,
-			ReserveSeq: reserveSeq(table)}, cfg.MaxEventSize),
+			ReserveSeq: reserveSeq(table), Migrations: migrationsFS}, cfg.MaxEventSize),
 		cfg: cfg,
 	}, nil
 }
@@ -133,42 +131,9 @@ func (l *lock) Release(context.Context) error {
 	return nil
 }
 
-// Migrations returns the embedded migrations for the store's table.
-func (s *Store) Migrations() ([]outbox.Migration, error) {
-	return sqlutil.Load(migrationsFS, "migrations", s.Table())
-}
-
-func (s *Store) migrator() (sqlutil.Migrator, error) {
-	ms, err := s.Migrations()
-	if err != nil {
-		return sqlutil.Migrator{}, err
-	}
-	return sqlutil.Migrator{
-		DB: s.SQL(), SQL: sqldialect.SQLite, Table: s.Table(), Name: "outbox/sqliteoutbox", Migrations: ms,
-		CreateVersions: `CREATE TABLE IF NOT EXISTS ` + s.Table() + `_migrations (
-  version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at INTEGER NOT NULL)`,
-	}, nil
-}
-
-// MigrationSQL returns the SQL text that Migrate runs on a database where
-// no migration is applied, for review (eventkit migrate sql): run by hand,
-// it leaves the tables Migrate creates, with their versions recorded.
-func (s *Store) MigrationSQL() (string, error) {
-	m, err := s.migrator()
-	if err != nil {
-		return "", err
-	}
-	return "BEGIN IMMEDIATE;\n" + sqlutil.Script(m.CreateVersions, m.Migrations,
-		`INSERT INTO `+s.Table()+`_migrations (version, name, applied_at) VALUES (%d, %s, `+nowMicros+`)`) + "COMMIT;\n", nil
-}
-
 // Migrate applies the embedded migrations that are not applied yet, in one
 // IMMEDIATE transaction (so concurrent callers are safe).
 func (s *Store) Migrate(ctx context.Context) error {
-	m, err := s.migrator()
-	if err != nil {
-		return err
-	}
 	conn, err := s.SQL().Conn(ctx)
 	if err != nil {
 		return fmt.Errorf("outbox/sqliteoutbox: migrate: %w", err)
@@ -177,7 +142,7 @@ func (s *Store) Migrate(ctx context.Context) error {
 	if _, err := conn.ExecContext(ctx, `BEGIN IMMEDIATE`); err != nil {
 		return fmt.Errorf("outbox/sqliteoutbox: migrate: %w", err)
 	}
-	if err := m.Up(ctx, conn); err != nil {
+	if err := sqlutil.MigrateOn(ctx, s.DB, conn); err != nil {
 		_, _ = conn.ExecContext(context.WithoutCancel(ctx), `ROLLBACK`)
 		return err
 	}
@@ -186,15 +151,6 @@ func (s *Store) Migrate(ctx context.Context) error {
 		return fmt.Errorf("outbox/sqliteoutbox: migrate: %w", err)
 	}
 	return nil
-}
-
-// MigrationStatus lists the embedded migrations and whether each is applied.
-func (s *Store) MigrationStatus(ctx context.Context) ([]outbox.MigrationState, error) {
-	m, err := s.migrator()
-	if err != nil {
-		return nil, err
-	}
-	return m.Status(ctx)
 }
 
 // Migrate is a shortcut for New(db, cfg) and Store.Migrate.

@@ -38,15 +38,7 @@ func harness(t *testing.T) outboxtest.Harness {
 	}
 	return outboxtest.Harness{
 		Store: s,
-		Begin: func(ctx context.Context) (outboxtest.Tx, error) {
-			tx, err := db.BeginTx(ctx, nil)
-			if err != nil {
-				return nil, err
-			}
-			return outboxtest.NewTx[*sql.Tx](s, tx,
-				func(context.Context) error { return tx.Commit() },
-				func(context.Context) error { return tx.Rollback() }), nil
-		},
+		Begin: outboxtest.BeginSQL(db, s),
 		Corrupt: func(ctx context.Context, seq int64) error {
 			_, err := db.ExecContext(ctx, `UPDATE `+s.Table()+` SET event_time = 'yesterday' WHERE seq = ?`, seq)
 			return err
@@ -67,19 +59,10 @@ func TestRelay(t *testing.T) { outboxtest.RunRelay(t, harness, outboxtest.Pollin
 
 func TestMigrate(t *testing.T) {
 	db := openDB(t, filepath.Join(t.TempDir(), "m.db"))
-	ctx := context.Background()
 	cfg := sqliteoutbox.Config{Table: "my_outbox"}
-	st, err := sqliteoutbox.MigrationStatus(ctx, db, cfg)
-	if err != nil || len(st) == 0 || st[0].Applied {
-		t.Fatalf("before: %+v %v", st, err)
-	}
-	for range 2 {
-		if err := sqliteoutbox.Migrate(ctx, db, cfg); err != nil {
-			t.Fatal(err)
-		}
-	}
-	st, err = sqliteoutbox.MigrationStatus(ctx, db, cfg)
-	if err != nil || !st[0].Applied || st[0].AppliedAt.IsZero() {
-		t.Fatalf("after: %+v %v", st, err)
-	}
+	outboxtest.CheckMigrations(t,
+		func(ctx context.Context) error { return sqliteoutbox.Migrate(ctx, db, cfg) },
+		func(ctx context.Context) ([]outbox.MigrationState, error) {
+			return sqliteoutbox.MigrationStatus(ctx, db, cfg)
+		})
 }

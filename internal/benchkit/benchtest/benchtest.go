@@ -12,7 +12,10 @@
 // EVENTKIT_BENCH_EVENTS overrides the event count, EVENTKIT_BENCH_ROUNDS
 // the rounds (default 5); -short runs 1/20 of the events for 2 rounds, to
 // check that a benchmark works (its figures then mean little: start-up is
-// no longer small beside the run).
+// no longer small beside the run). EVENTKIT_BENCH_ONLY (a comma-separated
+// list of contender names) runs only those, the first one kept being the
+// baseline; EVENTKIT_BENCH_PROFILE=DIR writes a CPU profile of every
+// run's measured window to DIR (see benchkit.Options.ProfileDir).
 package benchtest
 
 import (
@@ -68,7 +71,13 @@ func Compare(b *testing.B, meter *benchkit.Meter, contenders ...benchkit.Contend
 	mu.Unlock()
 	if b.N == 1 || !ok {
 		var err error
-		rep, err = benchkit.Compare(context.Background(), benchkit.Options{Rounds: Rounds(), Meter: meter, Out: os.Stdout}, contenders...)
+		opt := benchkit.Options{Rounds: Rounds(), Meter: meter, Out: os.Stdout, ProfileDir: os.Getenv("EVENTKIT_BENCH_PROFILE")}
+		if opt.ProfileDir != "" {
+			if err := os.MkdirAll(opt.ProfileDir, 0o755); err != nil {
+				b.Fatal(err)
+			}
+		}
+		rep, err = benchkit.Compare(context.Background(), opt, Only(contenders...)...)
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -90,6 +99,27 @@ func Compare(b *testing.B, meter *benchkit.Meter, contenders ...benchkit.Contend
 		}
 	}
 	return rep
+}
+
+// Only keeps the contenders named in EVENTKIT_BENCH_ONLY (a comma-separated
+// list; all when it is unset), in their order: the first one kept is the
+// baseline.
+func Only(cs ...benchkit.Contender) []benchkit.Contender {
+	list := os.Getenv("EVENTKIT_BENCH_ONLY")
+	if list == "" {
+		return cs
+	}
+	keep := map[string]bool{}
+	for _, n := range strings.Split(list, ",") {
+		keep[strings.TrimSpace(n)] = true
+	}
+	var out []benchkit.Contender
+	for _, c := range cs {
+		if keep[c.Name] {
+			out = append(out, c)
+		}
+	}
+	return out
 }
 
 // unit makes a contender name a metric unit (no white space).

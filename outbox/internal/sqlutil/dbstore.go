@@ -3,8 +3,8 @@ package sqlutil
 import (
 	"context"
 	"database/sql"
-
 	"fmt"
+	"io/fs"
 	"strings"
 	"sync"
 	"time"
@@ -24,6 +24,8 @@ type Dialect struct {
 	// (topic, subject) in tx and returns the last one (see
 	// StampSubjectSeq). nil: Add stamps no sequence.
 	ReserveSeq func(ctx context.Context, tx *sql.Tx, topic, subject string, n int64) (int64, error)
+	// Migrations holds the store's migrations/NNN_name.sql (see Load).
+	Migrations fs.FS
 }
 
 // DB implements the common part of outbox.Store over database/sql, for
@@ -372,25 +374,46 @@ FROM `+s.table).Scan(&st.Backlog, &oldest, &now, &delivered, &parked)
 	return st, rows.Err()
 }
 
-// Migrator runs migrations over database/sql with a caller-provided lock.
-type Migrator struct {
-	DB    *sql.DB
-	SQL   sqldialect.Dialect
-	Table string
-	Name  string
-	// CreateVersions is the DDL of the <table>_migrations table.
-	CreateVersions string
-	Migrations     []outbox.Migration
+// Migrations returns the embedded migrations for the store's table.
+func (s *DB) Migrations() ([]outbox.Migration, error) {
+	return Load(s.d.Migrations, "migrations", s.table)
 }
 
-// Applied returns the applied versions (nil map if the version table does
-// not exist yet and missingOK).
-func (m Migrator) Applied(ctx context.Context, q interface {
+// versionsDDL is the DDL of the <table>_migrations table.
+func (s *DB) versionsDDL() string {
+	if s.d.SQL == sqldialect.MySQL {
+		return `CREATE TABLE IF NOT EXISTS ` + s.table + `_migrations (
+  version INT NOT NULL PRIMARY KEY, name VARCHAR(200) NOT NULL, applied_at BIGINT NOT NULL) ENGINE=InnoDB`
+	}
+	return `CREATE TABLE IF NOT EXISTS ` + s.table + `_migrations (
+  version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at INTEGER NOT NULL)`
+}
+
+// MigrationSQL returns the SQL text that Migrate runs on a database where
+// no migration is applied, for review (eventkit migrate sql): run by hand,
+// it leaves the tables Migrate creates, with their versions recorded. On
+// SQLite it is one IMMEDIATE transaction; on MySQL it has none, as MySQL
+// commits DDL implicitly.
+func (s *DB) MigrationSQL() (string, error) {
+	ms, err := s.Migrations()
+	if err != nil {
+		return "", err
+	}
+	script := Script(s.versionsDDL(), ms,
+		`INSERT INTO `+s.table+`_migrations (version, name, applied_at) VALUES (%d, %s, `+s.d.SQL.NowMicros()+`)`)
+	if s.d.SQL == sqldialect.SQLite {
+		return "BEGIN IMMEDIATE;\n" + script + "COMMIT;\n", nil
+	}
+	return script, nil
+}
+
+// applied returns the applied versions.
+func (s *DB) applied(ctx context.Context, q interface {
 	QueryContext(context.Context, string, ...any) (*sql.Rows, error)
 }) (map[int]time.Time, error) {
-	rows, err := q.QueryContext(ctx, `SELECT version, applied_at FROM `+m.Table+`_migrations`)
+	rows, err := q.QueryContext(ctx, `SELECT version, applied_at FROM `+s.table+`_migrations`)
 	if err != nil {
-		return nil, fmt.Errorf("%s: migrations: %w", m.Name, err)
+		return nil, s.errf("migrations", err)
 	}
 	defer rows.Close()
 	out := map[int]time.Time{}
@@ -398,69 +421,61 @@ func (m Migrator) Applied(ctx context.Context, q interface {
 		var v int
 		var at int64
 		if err := rows.Scan(&v, &at); err != nil {
-			return nil, fmt.Errorf("%s: migrations: %w", m.Name, err)
+			return nil, s.errf("migrations", err)
 		}
 		out[v] = time.UnixMicro(at).UTC()
 	}
 	return out, rows.Err()
 }
 
-// Script is the SQL text of what Up runs on a database where no migration
-// is applied: the version table's DDL, then each migration's statements
-// followed by the INSERT recording it. record is that INSERT, with %d for
-// the version and %s for the quoted name.
-func Script(createVersions string, ms []outbox.Migration, record string) string {
-	var b strings.Builder
-	b.WriteString(strings.TrimSpace(createVersions) + ";\n")
-	for _, m := range ms {
-		fmt.Fprintf(&b, "\n-- migration %d: %s\n", m.Version, m.Name)
-		for _, stmt := range Statements(m.SQL) {
-			b.WriteString(strings.TrimSuffix(stmt, ";") + ";\n")
-		}
-		fmt.Fprintf(&b, record+";\n", m.Version, "'"+strings.ReplaceAll(m.Name, "'", "''")+"'")
-	}
-	return b.String()
-}
-
-// Up applies the missing migrations on conn (which holds the caller's lock).
-// Each migration's statements run one by one, then its version is recorded.
-func (m Migrator) Up(ctx context.Context, conn *sql.Conn) error {
-	if _, err := conn.ExecContext(ctx, m.CreateVersions); err != nil {
-		return fmt.Errorf("%s: migrate: %w", m.Name, err)
-	}
-	applied, err := m.Applied(ctx, conn)
+// MigrateOn applies the store's missing migrations on conn, which holds the
+// store's migration lock (or transaction): each migration's statements run
+// one by one, then its version is recorded in <table>_migrations.
+func MigrateOn(ctx context.Context, s *DB, conn *sql.Conn) error {
+	ms, err := s.Migrations()
 	if err != nil {
 		return err
 	}
-	for _, mig := range m.Migrations {
+	if _, err := conn.ExecContext(ctx, s.versionsDDL()); err != nil {
+		return s.errf("migrate", err)
+	}
+	applied, err := s.applied(ctx, conn)
+	if err != nil {
+		return err
+	}
+	for _, mig := range ms {
 		if _, ok := applied[mig.Version]; ok {
 			continue
 		}
 		for _, stmt := range Statements(mig.SQL) {
 			if _, err := conn.ExecContext(ctx, stmt); err != nil {
-				return fmt.Errorf("%s: migration %d (%s): %w", m.Name, mig.Version, mig.Name, err)
+				return fmt.Errorf("%s: migration %d (%s): %w", s.d.Name, mig.Version, mig.Name, err)
 			}
 		}
-		if _, err := conn.ExecContext(ctx, `INSERT INTO `+m.Table+`_migrations (version, name, applied_at) VALUES (?, ?, ?)`,
+		if _, err := conn.ExecContext(ctx, `INSERT INTO `+s.table+`_migrations (version, name, applied_at) VALUES (?, ?, ?)`,
 			mig.Version, mig.Name, time.Now().UnixMicro()); err != nil {
-			return fmt.Errorf("%s: migrate: %w", m.Name, err)
+			return s.errf("migrate", err)
 		}
 	}
 	return nil
 }
 
-// Status lists the migrations and whether each is applied; a missing
-// version table means none is.
-func (m Migrator) Status(ctx context.Context) ([]outbox.MigrationState, error) {
-	ok, err := m.SQL.TableExists(ctx, sqldialect.SQLConn{Q: m.DB}, m.Table+"_migrations")
+// MigrationStatus lists the embedded migrations and whether each is
+// applied; a missing version table means none is.
+func (s *DB) MigrationStatus(ctx context.Context) ([]outbox.MigrationState, error) {
+	ms, err := s.Migrations()
 	if err != nil {
-		return nil, fmt.Errorf("%s: migrations: %w", m.Name, err)
+		return nil, err
+	}
+	ok, err := s.d.SQL.TableExists(ctx, sqldialect.SQLConn{Q: s.db}, s.table+"_migrations")
+	if err != nil {
+		return nil, s.errf("migrations", err)
 	}
 	applied := map[int]time.Time{}
 	if ok {
-		if applied, err = m.Applied(ctx, m.DB); err != nil {
+		if applied, err = s.applied(ctx, s.db); err != nil {
 			return nil, err
 		}
 	}
-	return States(m.Migrations, applied), nil
+	return States(ms, applied), nil
 }

@@ -1,6 +1,7 @@
 package sqlutil
 
 import (
+	"encoding/json"
 	"errors"
 	"maps"
 	"strings"
@@ -48,6 +49,28 @@ func FuzzParseExt(f *testing.F) {
 	})
 }
 
+// FuzzParseFlatAsJSON: what the fast path of ParseExt accepts, it decodes
+// exactly as encoding/json does.
+func FuzzParseFlatAsJSON(f *testing.F) {
+	for _, s := range []string{`{"subjectseq": "12"}`, `{"a":"b","a":"c"}`, ` { } `, `{"k":"caf\u00e9"}`, `{"k":"\xff"}`,
+		`{"a":"1",}`, `{"a":1}`, `{"x": "y", "traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"}`, `{"a":"b"} x`} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		m, ok := parseFlat(s)
+		if !ok {
+			return
+		}
+		var want map[string]string
+		if err := json.Unmarshal([]byte(s), &want); err != nil {
+			t.Fatalf("parseFlat(%q) = %v, json.Unmarshal rejects it: %v", s, m, err)
+		}
+		if !maps.Equal(m, want) {
+			t.Fatalf("parseFlat(%q) = %v, json.Unmarshal %v", s, m, want)
+		}
+	})
+}
+
 // FuzzParseTime: stored times round-trip to the nanosecond; garbage errors.
 func FuzzParseTime(f *testing.F) {
 	f.Add(TimeText(time.Date(2026, 1, 2, 3, 4, 5, 6, time.UTC)))
@@ -63,4 +86,34 @@ func FuzzParseTime(f *testing.F) {
 			t.Fatalf("round trip of %q: %v %v", s, back, err)
 		}
 	})
+}
+
+// TestParseFlatTakesStoredForms: the fast path takes both forms the stores
+// give back (ExtText's and PostgreSQL jsonb's), and leaves escapes to
+// encoding/json.
+func TestParseFlatTakesStoredForms(t *testing.T) {
+	ext := map[string]string{"subjectseq": "12", "traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"}
+	for _, s := range []string{*ExtText(ext), `{"subjectseq": "12", "traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"}`} {
+		if m, ok := parseFlat(s); !ok || !maps.Equal(m, ext) {
+			t.Errorf("parseFlat(%s) = %v, %v", s, m, ok)
+		}
+	}
+	if _, ok := parseFlat(`{"k":"a\"b"}`); ok {
+		t.Error("parseFlat took an escape")
+	}
+	s := `{"k": "a\"b"}`
+	if m, err := ParseExt(&s); err != nil || m["k"] != `a"b` {
+		t.Errorf("ParseExt(%s) = %v, %v", s, m, err)
+	}
+}
+
+// BenchmarkParseExt: the extensions of a claimed row (jsonb's text form).
+func BenchmarkParseExt(b *testing.B) {
+	s := `{"subjectseq": "123", "traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"}`
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := ParseExt(&s); err != nil {
+			b.Fatal(err)
+		}
+	}
 }

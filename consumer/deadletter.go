@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/eventkit/eventkit"
 	"github.com/eventkit/eventkit/broker"
@@ -14,15 +15,6 @@ import (
 // place (with the retry policy's backoff in between) before the delivery is
 // handed back to the broker.
 const deadLetterTries = 3
-
-// subscribeOptions are the broker settings of the route's subscription.
-func (r *route) subscribeOptions() []broker.SubscribeOption {
-	opts := []broker.SubscribeOption{broker.WithMaxInFlight(r.cfg.MaxInFlight), broker.WithAckWait(r.cfg.AckWait)}
-	if r.cfg.GroupMaxInFlight > 0 {
-		opts = append(opts, broker.WithGroupMaxInFlight(r.cfg.GroupMaxInFlight))
-	}
-	return opts
-}
 
 // provisionDeadLetters creates the route's dead-letter topic with
 // Config.DeadLetterGroup on the dead-letter publisher, when it is a
@@ -46,32 +38,28 @@ func (r *route) provisionDeadLetters() error {
 	return nil
 }
 
-// unreplay gives a replayed event (see Replay) its original id back, so
-// that the inbox and the handler see the original event, and reports
-// skip=true for a replay meant for another group.
-func (r *route) unreplay(d broker.Delivery) (broker.Delivery, bool) {
-	if d.DecodeErr() != nil {
-		return d, false
-	}
-	ev := d.Event()
-	if _, ok := ev.Extensions[deadletter.ExtReplayOf]; !ok {
-		return d, false
-	}
-	orig, skip := deadletter.Unreplay(ev, r.group)
-	if skip {
-		r.log.Debug("consumer: replay for another group skipped", "id", ev.ID, "replay_group", ev.Extensions[deadletter.ExtReplayGroup])
-		return d, true
-	}
-	return replayDelivery{Delivery: d, ev: orig}, false
+// deadLetter publishes ev's dead letter and then acks d. If the publish
+// fails, d is nacked for a later attempt (ordered: retried in place until
+// it works or the route stops, so the subject does not move on).
+func (r *route) deadLetter(d broker.Delivery, ev eventkit.Event, f deadletter.Failure) {
+	r.firstFail.Remove(ev.ID)
+	r.publishDeadLetter(d, deadletter.Of(ev, r.topic, r.group, f), f)
 }
 
-// replayDelivery is a delivery of a replay, showing the original event.
-type replayDelivery struct {
-	broker.Delivery
-	ev eventkit.Event
+func (r *route) deadLetterUndecodable(d broker.Delivery, err error) {
+	var raw []byte
+	var headers map[string]string
+	var de *eventkit.DecodeError
+	if errors.As(err, &de) {
+		raw, headers = de.Raw, de.Headers
+	}
+	now := time.Now()
+	r.failed.Add(1)
+	r.cfg.Metrics.Count(context.Background(), r.topic, r.group, OutcomeFailed)
+	r.log.Error("consumer: undecodable message; dead-lettering it", "attempt", d.Attempt(), "bytes", len(raw), "err", err)
+	f := deadletter.Failure{Reason: deadletter.ReasonUndecodable, Attempts: max(d.Attempt(), 1), First: now, Last: now, Err: err}
+	r.publishDeadLetter(d, deadletter.Undecodable(raw, headers, r.topic, r.group, f), f)
 }
-
-func (d replayDelivery) Event() eventkit.Event { return d.ev }
 
 // publishDeadLetter publishes dl and only then acks d. The policy when the
 // publish fails (see the package doc): every failure is logged as an error
@@ -116,22 +104,5 @@ func (r *route) publishDeadLetter(d broker.Delivery, dl eventkit.Event, f deadle
 			r.nack(d, 0)
 			return
 		}
-	}
-}
-
-// extend restarts d's ack wait where the broker can (broker.Extender), so
-// that a retry in place is not redelivered to another consumer meanwhile.
-func (r *route) extend(d broker.Delivery) {
-	if rd, ok := d.(replayDelivery); ok {
-		d = rd.Delivery
-	}
-	e, ok := d.(broker.Extender)
-	if !ok {
-		return
-	}
-	ctx, cancel := settleCtx()
-	defer cancel()
-	if err := e.InProgress(ctx); err != nil && !errors.Is(err, broker.ErrAlreadySettled) {
-		r.log.Warn("consumer: extending the ack wait failed", "id", d.Event().ID, "err", err)
 	}
 }
