@@ -119,15 +119,7 @@ func (r *route) outcome(d broker.Delivery, ev eventkit.Event, attempt int, first
 			r.firstFail.Add(ev.ID, now)
 		}
 	}
-	permanent := eventkit.IsPermanent(err)
-	if permanent || attempt >= r.cfg.Retry.MaxAttempts {
-		reason := deadletter.ReasonMaxAttempts
-		switch {
-		case errors.Is(err, ErrNoRoute):
-			reason = deadletter.ReasonNoRoute
-		case permanent:
-			reason = deadletter.ReasonPermanent
-		}
+	if reason, giveUp := r.giveUp(err, attempt); giveUp {
 		r.log.Error("consumer: giving up on event", "id", ev.ID, "type", ev.Type, "subject", ev.Subject,
 			"attempt", attempt, "reason", reason, "err", err)
 		r.deadLetter(d, ev, deadletter.Failure{Reason: reason, Attempts: attempt, First: *first, Last: now, Err: err})
@@ -173,3 +165,16 @@ func (r *route) extend(d broker.Delivery) {
 	}
 }
 
+// giveUp reports whether an event that failed its attempt-th time with err
+// is given up on (dead-lettered, or its subject parked), and the reason.
+func (r *route) giveUp(err error, attempt int) (reason string, giveUp bool) {
+	switch {
+	case errors.Is(err, ErrNoRoute):
+		return deadletter.ReasonNoRoute, true
+	case eventkit.IsPermanent(err):
+		return deadletter.ReasonPermanent, true
+	case attempt >= r.cfg.Retry.MaxAttempts:
+		return deadletter.ReasonMaxAttempts, true
+	}
+	return "", false
+}

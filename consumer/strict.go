@@ -163,12 +163,7 @@ func (r *route) processStrict(d broker.Delivery, recheck bool) {
 		if n == 0 {
 			continue // no longer the head: another copy was applied meanwhile
 		}
-		permanent := eventkit.IsPermanent(err)
-		if permanent || n >= r.cfg.Retry.MaxAttempts {
-			reason := deadletter.ReasonMaxAttempts
-			if permanent {
-				reason = deadletter.ReasonPermanent
-			}
+		if reason, giveUp := r.giveUp(err, n); giveUp {
 			r.log.Error("consumer: giving up on event; parking its subject", "id", ev.ID, "type", ev.Type,
 				"subject", ev.Subject, "seq", seq, "attempt", n, "reason", reason, "err", err)
 			pctx, cancel := settleCtx()

@@ -149,3 +149,39 @@ func TestStrictOrderParksAndResumes(t *testing.T) {
 		t.Fatalf("second Skip: %d %v", n, err)
 	}
 }
+
+// In strict mode an event type without a route, the first event of its
+// subject, parks the subject with one dead letter of reason no-route. (The
+// failure of a subject's first event was not recorded on PostgreSQL and
+// SQLite, so the event was retried in a hot loop and never dead-lettered;
+// the strict path also reported no-route as permanent.)
+func TestStrictOrderUnroutedTypeReason(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	b := newBroker(t)
+	db := openDB(t, "sqlite", "file:"+filepath.Join(t.TempDir(), "noroute.db")+"?_txlock=immediate&_pragma=busy_timeout(10000)&_pragma=journal_mode(wal)")
+	in, err := sqlinbox.New(db, sqlinbox.SQLite, sqlinbox.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := in.Migrate(ctx); err != nil {
+		t.Fatal(err)
+	}
+	topic := "orders"
+	dlq := collect(t, b, topic+".dlq")
+	r := consumer.NewRouter(nil)
+	r.Route("known", consumer.HandlerFunc(func(context.Context, eventkit.Event) error { return nil }))
+	c := newConsumer(t, b, consumer.Config{Concurrency: 4, Inbox: in, StrictOrder: true, Retry: fastRetry(3)})
+	_ = c.Handle(topic, "g", r)
+	waitReady(t, start(t, c))
+	unknown := ev("brand.new", "s", "{}", eventkit.WithExtension(eventkit.SubjectSeqExtension, "1"))
+	publish(t, b, topic, unknown)
+	info, ok := deadletter.InfoOf(receive(t, dlq, 10*time.Second))
+	if !ok || info.EventID != unknown.ID || info.Reason != deadletter.ReasonNoRoute || info.Attempts != 1 {
+		t.Fatalf("dead letter %+v, want reason %q after 1 attempt", info, deadletter.ReasonNoRoute)
+	}
+	eventually(t, 10*time.Second, "subject parked", func() bool { return c.Stats().Parked == 1 })
+	if st := c.Stats(); st.Failed != 1 {
+		t.Fatalf("stats %+v: want 1 failed attempt", st)
+	}
+}

@@ -232,12 +232,31 @@ func (s *sequencer) processInOrder(ctx context.Context, p inbox.Position, fn fun
 	return err
 }
 
+// ensureRow creates p's position row if it is missing. On PostgreSQL and
+// SQLite the row is created by the lock in the handler's transaction, so a
+// subject whose first event fails has none after the rollback; on MySQL it
+// was created in a statement of its own before the handler ran.
+func (s *sequencer) ensureRow(ctx context.Context, tx seqTx, p inbox.Position) error {
+	if s.q.keyed {
+		return nil
+	}
+	var last, parked int64
+	var failures int
+	if err := tx.queryRow(ctx, s.q.lock, s.q.id(p)...).Scan(&last, &failures, &parked); err != nil {
+		return fmt.Errorf("lock position: %w", err)
+	}
+	return nil
+}
+
 func (s *sequencer) RecordFailure(ctx context.Context, p inbox.Position, reason string) (int, error) {
 	if err := checkPosition(p); err != nil {
 		return 0, err
 	}
 	var failures int
 	err := s.inTx(ctx, func(tx seqTx) error {
+		if err := s.ensureRow(ctx, tx, p); err != nil {
+			return err
+		}
 		n, err := tx.exec(ctx, s.q.fail, append(append([]any{truncate(reason)}, s.q.id(p)...), p.Seq-1)...)
 		if err != nil || n == 0 {
 			return err
@@ -255,6 +274,9 @@ func (s *sequencer) Park(ctx context.Context, p inbox.Position, reason string) e
 		return err
 	}
 	err := s.inTx(ctx, func(tx seqTx) error {
+		if err := s.ensureRow(ctx, tx, p); err != nil {
+			return err
+		}
 		_, err := tx.exec(ctx, s.q.park, append(append([]any{p.Seq, truncate(reason)}, s.q.id(p)...), p.Seq-1)...)
 		return err
 	})

@@ -125,6 +125,41 @@ func TestProcessInOrder(t *testing.T) {
 	})
 }
 
+// A subject whose very first event fails: the failure is counted and the
+// subject can be parked, although the handler's rolled-back transaction
+// took the position row it created with it (RecordFailure returned 0,
+// "no longer the head", and the consumer retried in a hot loop forever).
+func TestFirstEventFails(t *testing.T) {
+	forEachDB(t, func(t *testing.T, e *env) {
+		ctx := context.Background()
+		s := sequencer(t, e)
+		p := inbox.Position{Consumer: "g", Topic: "orders", Subject: "first", Seq: 1}
+		boom := errors.New("boom")
+		for want := 1; want <= 2; want++ {
+			if err := s.ProcessInOrder(ctx, p, func(context.Context, int) error { return boom }); !errors.Is(err, boom) {
+				t.Fatalf("failing first event: %v", err)
+			}
+			if n, err := s.RecordFailure(ctx, p, "boom"); err != nil || n != want {
+				t.Fatalf("RecordFailure of the first event: %d %v, want %d", n, err, want)
+			}
+		}
+		if err := s.Park(ctx, p, "max attempts"); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.ProcessInOrder(ctx, p, func(context.Context, int) error { return nil }); !errors.Is(err, inbox.ErrParked) {
+			t.Fatalf("parked first event: %v, want ErrParked", err)
+		}
+		if err := s.Skip(ctx, p); err != nil {
+			t.Fatal(err)
+		}
+		next := p
+		next.Seq = 2
+		if err := s.ProcessInOrder(ctx, next, func(context.Context, int) error { return nil }); err != nil {
+			t.Fatalf("after the skipped first event: %v", err)
+		}
+	})
+}
+
 // Eight workers take shuffled copies (two of each) of 4 subjects' events,
 // putting early ones back: every subject's events are applied exactly
 // once each, in sequence order (the handler's compare-and-swap on the
