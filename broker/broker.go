@@ -93,9 +93,10 @@ type ChainedPublisher interface {
 	// PublishChained is Publish, except that an event whose subject
 	// appears earlier in the call is sent only once the broker has
 	// accepted that earlier event, and fails with ErrNotSent, unsent, if
-	// that event failed. Events already sent stay in flight meanwhile, but
-	// the call sends in order: an event waiting for its subject's earlier
-	// one also delays the events after it in the call.
+	// that event failed. Events already sent stay in flight meanwhile,
+	// and an event waiting for its subject's earlier one does not hold up
+	// the events of other subjects after it: a subject's events leave in
+	// call order, events of different subjects may leave in another.
 	PublishChained(ctx context.Context, topic string, events ...eventkit.Event) error
 }
 

@@ -405,9 +405,11 @@ func (b *Broker) Publish(ctx context.Context, topic string, events ...eventkit.E
 // JetStream has acked that earlier event, and fails with broker.ErrNotSent
 // without being sent if it failed. Events already sent stay in flight
 // meanwhile (up to Options.PublishWindow), so a batch of many subjects
-// flows without waiting for the whole call between a subject's events;
-// the call sends in order, so an event waiting for its subject's earlier
-// one also delays the events after it.
+// flows without waiting for the whole call between a subject's events,
+// and an event waiting for its subject's earlier one waits in a queue of
+// its subject while the events of other subjects behind it are sent. A
+// subject's events leave in call order; events without a subject are
+// never held.
 func (b *Broker) PublishChained(ctx context.Context, topic string, events ...eventkit.Event) error {
 	return b.publish(ctx, topic, events, true)
 }
@@ -481,7 +483,7 @@ type pubCall struct {
 	failed  int     // messages in state 2
 	gaveUp  bool    // the caller stopped waiting; late answers are ignored
 	need    int     // the caller waits for pending < need (0: nobody waits)
-	after   int     // the caller waits for message after-1 to be settled (0: nobody waits)
+	any     bool    // the caller waits for any message to be settled
 	wake    chan struct{}
 }
 
@@ -498,9 +500,9 @@ func (c *pubCall) settle(i int, err error) {
 	} else {
 		c.state[i] = 1
 	}
-	wake := c.need > 0 && c.pending < c.need || c.after == i+1
+	wake := c.need > 0 && c.pending < c.need || c.any
 	if wake {
-		c.need, c.after = 0, 0
+		c.need, c.any = 0, false
 	}
 	c.mu.Unlock()
 	if wake {
@@ -526,7 +528,7 @@ func (b *Broker) onErr(_ jetstream.JetStream, m *nats.Msg, err error) {
 // send publishes msgs asynchronously, at most PublishWindow awaiting their
 // ack at once, and waits for every ack (or ctx, or PublishAckTimeout without
 // any ack arriving). With chain, a message whose subject an earlier message
-// of the call has is sent only once that one is settled.
+// of the call has is sent only once that one is settled (sendChained).
 func (b *Broker) send(ctx context.Context, topic string, events []eventkit.Event, msgs []outMsg, chain bool) error {
 	c := &pubCall{state: make([]uint8, len(msgs)), errs: make([]error, len(msgs)), wake: make(chan struct{}, 1)}
 	window := b.opts.PublishWindow
@@ -567,30 +569,54 @@ func (b *Broker) send(ctx context.Context, topic string, events []eventkit.Event
 		return block(func() bool { return c.pending < limit }, func() { c.need = limit })
 	}
 	var stop error
-	sent := 0
+	if chain {
+		stop = b.sendChained(c, events, msgs, window, block)
+	} else {
+		stop = b.sendInOrder(c, events, msgs, window, wait)
+	}
+	if stop == nil {
+		stop = wait(1)
+	}
+	c.mu.Lock()
+	c.gaveUp = true
+	var pe *broker.PublishError
+	for i := range msgs {
+		var err error
+		switch {
+		case c.state[i] == 2:
+			err = b.publishErr(topic, c.errs[i])
+		case c.state[i] == 0:
+			err = stop
+		default:
+			continue
+		}
+		if pe == nil {
+			pe = &broker.PublishError{Topic: topic}
+		}
+		pe.Failed = append(pe.Failed, broker.FailedEvent{Index: i, ID: events[i].ID, Err: err})
+	}
+	c.mu.Unlock()
+	if pe != nil {
+		return pe
+	}
+	return nil
+}
+
+// sendInOrder sends msgs in call order, at most window awaiting their ack
+// (wait blocks for that). A subject with an event known to have failed
+// sends nothing more (its later events fail with broker.ErrNotSent); an
+// event sent before its subject's earlier failure was known stays sent.
+func (b *Broker) sendInOrder(c *pubCall, events []eventkit.Event, msgs []outMsg, window int, wait func(limit int) error) error {
+	var stop error
 	// Subjects with an event known to have failed: their later events are
 	// not sent (see the package doc). Rebuilt when failures come in.
 	var failedSubjects map[string]bool
 	known := 0
-	var last map[string]int // with chain: each subject's latest message
-	if chain {
-		last = map[string]int{}
-	}
 	for i := range msgs {
 		if stop = wait(window); stop != nil {
 			break
 		}
 		subject := events[i].Subject
-		if j, ok := last[subject]; ok && subject != "" {
-			// The subject's earlier message must be settled first; if it
-			// failed, this one is not sent (failedSubjects, below).
-			if stop = block(func() bool { return c.state[j] != 0 }, func() { c.after = j + 1 }); stop != nil {
-				break
-			}
-		}
-		if chain {
-			last[subject] = i
-		}
 		msgs[i].call, msgs[i].idx = c, i
 		c.mu.Lock()
 		if c.failed > known && subject != "" {
@@ -609,7 +635,6 @@ func (b *Broker) send(ctx context.Context, topic string, events []eventkit.Event
 			c.failed++
 			known++
 			c.mu.Unlock()
-			sent++
 			continue
 		}
 		c.pending++
@@ -622,34 +647,141 @@ func (b *Broker) send(ctx context.Context, topic string, events []eventkit.Event
 			c.failed++
 			c.mu.Unlock()
 		}
-		sent++
 	}
-	if stop == nil {
-		stop = wait(1)
-	}
-	c.mu.Lock()
-	c.gaveUp = true
-	var pe *broker.PublishError
+	return stop
+}
+
+// chainQ is one subject's state in sendChained.
+type chainQ struct {
+	last   int   // the subject's latest message sent
+	queue  []int // its later messages, waiting for last to be settled
+	failed bool  // an event of the subject failed: nothing more is sent
+}
+
+// sendChained sends msgs with at most window awaiting their ack, a
+// subject's next message only once the one before it is settled (acked:
+// sent next; failed: it and the subject's later messages fail with
+// broker.ErrNotSent, unsent). A message waiting for its subject does not
+// hold up the messages of other subjects behind it in the call: it waits
+// in its subject's queue while the call goes on, and is sent as soon as
+// its predecessor's ack is in. Messages of one subject leave in call
+// order; messages without a subject are never held.
+func (b *Broker) sendChained(c *pubCall, events []eventkit.Event, msgs []outMsg, window int, block func(ready func() bool, arm func()) error) error {
 	for i := range msgs {
-		var err error
-		switch {
-		case i >= sent:
-			err = stop
-		case c.state[i] == 2:
-			err = b.publishErr(topic, c.errs[i])
-		case c.state[i] == 0:
-			err = stop
-		default:
+		msgs[i].call, msgs[i].idx = c, i
+	}
+	subjects := map[string]*chainQ{}
+	var waiting []*chainQ // subjects with a non-empty queue
+	next, queued := 0, 0
+	notSent := func(i int, subject string) {
+		c.state[i], c.errs[i] = 2, fmt.Errorf("%w: an earlier event of subject %q failed", broker.ErrNotSent, subject)
+		c.failed++
+	}
+	var out []int
+	// collect picks, under c.mu, the messages that can be sent now.
+	collect := func() {
+		out = out[:0]
+		// First the queued messages whose predecessor is settled.
+		k := 0
+		for _, q := range waiting {
+			for len(q.queue) > 0 && c.state[q.last] != 0 {
+				i := q.queue[0]
+				if c.state[q.last] == 2 || q.failed {
+					q.failed = true
+					for _, j := range q.queue {
+						notSent(j, events[j].Subject)
+					}
+					queued -= len(q.queue)
+					q.queue = nil
+					break
+				}
+				if c.pending+len(out) >= window {
+					break
+				}
+				q.queue = q.queue[1:]
+				queued--
+				q.last = i
+				out = append(out, i)
+			}
+			if len(q.queue) > 0 {
+				waiting[k] = q
+				k++
+			}
+		}
+		clear(waiting[k:])
+		waiting = waiting[:k]
+		// Then the call's next messages, in order.
+		for next < len(msgs) && c.pending+len(out) < window {
+			i := next
+			next++
+			subject := events[i].Subject
+			if subject == "" {
+				out = append(out, i)
+				continue
+			}
+			q := subjects[subject]
+			if q == nil {
+				q = &chainQ{last: i}
+				subjects[subject] = q
+				out = append(out, i)
+				continue
+			}
+			if !q.failed && c.state[q.last] == 2 {
+				q.failed = true
+			}
+			switch {
+			case q.failed:
+				notSent(i, subject)
+			case len(q.queue) > 0 || c.state[q.last] == 0:
+				if len(q.queue) == 0 {
+					waiting = append(waiting, q)
+				}
+				q.queue = append(q.queue, i)
+				queued++
+			default:
+				q.last = i
+				out = append(out, i)
+			}
+		}
+		c.pending += len(out)
+	}
+	// ready reports, under c.mu, whether collect would pick something.
+	ready := func() bool {
+		if c.pending >= window {
+			return false
+		}
+		if next < len(msgs) {
+			return true
+		}
+		for _, q := range waiting {
+			if c.state[q.last] != 0 {
+				return true
+			}
+		}
+		return false
+	}
+	for next < len(msgs) || queued > 0 {
+		c.mu.Lock()
+		collect()
+		c.mu.Unlock()
+		if len(out) == 0 {
+			if next >= len(msgs) && queued == 0 {
+				break
+			}
+			if err := block(ready, func() { c.any = true }); err != nil {
+				return err
+			}
 			continue
 		}
-		if pe == nil {
-			pe = &broker.PublishError{Topic: topic}
+		for _, i := range out {
+			if _, err := b.pub.PublishMsgAsync(&msgs[i].Msg); err != nil {
+				c.mu.Lock()
+				c.pending--
+				c.state[i], c.errs[i] = 2, err
+				c.failed++
+				c.mu.Unlock()
+			}
 		}
-		pe.Failed = append(pe.Failed, broker.FailedEvent{Index: i, ID: events[i].ID, Err: err})
-	}
-	c.mu.Unlock()
-	if pe != nil {
-		return pe
 	}
 	return nil
 }
