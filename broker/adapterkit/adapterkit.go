@@ -2,7 +2,9 @@
 // broker API never call: building a *broker.PublishError, validating a
 // Publish call's events, applying subscribe options with their defaults,
 // settling a delivery at most once, the Handler contract after a handler
-// returned, and the consume-side size check. A new adapter uses these and
+// returned, the consume-side size check, closing once (CloseOnce), the set
+// of open subscriptions that Close closes (Subscriptions) and the checks
+// that start Provision (CheckProvision). A new adapter uses these and
 // passes broker/brokertest; see docs/contributing.md.
 package adapterkit
 
