@@ -85,14 +85,10 @@ func (b *Broker) Subscribe(ctx context.Context, topic, group string, h broker.Ha
 	if err != nil {
 		return nil, err
 	}
-	b.mu.Lock()
-	if b.closed {
-		b.mu.Unlock()
+	if !b.subs.Add(s) {
 		_ = ch.Close()
 		return nil, broker.ErrClosed
 	}
-	b.subs[s] = struct{}{}
-	b.mu.Unlock()
 	s.hctx, s.hcancel = context.WithCancel(ctx)
 	go s.run(ch, deliveries)
 	return s, nil
@@ -277,9 +273,7 @@ func (s *subscription) finish() {
 		if ch != nil {
 			_ = ch.Close()
 		}
-		s.b.mu.Lock()
-		delete(s.b.subs, s)
-		s.b.mu.Unlock()
+		s.b.subs.Remove(s)
 		close(s.done)
 	})
 }
