@@ -85,11 +85,14 @@ func (b *Broker) Subscribe(ctx context.Context, topic, group string, h broker.Ha
 	if err != nil {
 		return nil, err
 	}
+	// hctx is set before Add: from Add on, Broker.Close may close s, and
+	// Close cancels it.
+	s.hctx, s.hcancel = context.WithCancel(ctx)
 	if !b.subs.Add(s) {
+		s.hcancel()
 		_ = ch.Close()
 		return nil, broker.ErrClosed
 	}
-	s.hctx, s.hcancel = context.WithCancel(ctx)
 	go s.run(ch, deliveries)
 	return s, nil
 }
