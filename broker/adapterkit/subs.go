@@ -4,8 +4,6 @@ import (
 	"context"
 	"errors"
 	"sync"
-
-	"github.com/eventkit/eventkit/broker"
 )
 
 // Subscriptions is a broker's set of open subscriptions and whether the
@@ -81,22 +79,4 @@ func (c *Subscriptions[S]) CloseAll(ctx context.Context) error {
 		errs = append(errs, s.Close(ctx))
 	}
 	return errors.Join(errs...)
-}
-
-// CheckProvision is the start of every adapter's Provision: the topic and
-// group names are valid (broker.ValidateName) and the broker is not closed
-// (broker.ErrClosed), in that order.
-func CheckProvision(topic string, groups []string, closed bool) error {
-	if err := broker.ValidateName("topic", topic); err != nil {
-		return err
-	}
-	for _, g := range groups {
-		if err := broker.ValidateName("group", g); err != nil {
-			return err
-		}
-	}
-	if closed {
-		return broker.ErrClosed
-	}
-	return nil
 }

@@ -7,7 +7,6 @@ import (
 	"sync/atomic"
 	"testing"
 
-	"github.com/eventkit/eventkit/broker"
 	"github.com/eventkit/eventkit/broker/adapterkit"
 )
 
@@ -112,22 +111,5 @@ func TestSubscriptionsRemoveShutErrors(t *testing.T) {
 	}
 	if a.closes.Load() != 1 {
 		t.Fatal("Shut closed a subscription")
-	}
-}
-
-func TestCheckProvision(t *testing.T) {
-	if err := adapterkit.CheckProvision("t", []string{"g1", "g2"}, false); err != nil {
-		t.Fatalf("valid, open: %v", err)
-	}
-	if err := adapterkit.CheckProvision("t", nil, true); !errors.Is(err, broker.ErrClosed) {
-		t.Fatalf("closed: %v, want ErrClosed", err)
-	}
-	// Names are checked first, even on a closed broker.
-	if err := adapterkit.CheckProvision("", nil, true); !errors.Is(err, broker.ErrInvalidTopic) {
-		t.Fatalf("empty topic: %v, want ErrInvalidTopic", err)
-	}
-	err := adapterkit.CheckProvision("t", []string{"g", ""}, true)
-	if err == nil || errors.Is(err, broker.ErrClosed) || err.Error() != broker.ValidateName("group", "").Error() {
-		t.Fatalf("empty group: %v, want %v", err, broker.ValidateName("group", ""))
 	}
 }

@@ -23,7 +23,6 @@ package memorybroker
 
 import (
 	"context"
-	"fmt"
 	"sync"
 	"time"
 
@@ -202,14 +201,8 @@ func (b *Broker) trimLocked(t *topic) {
 
 // Subscribe implements broker.Subscriber.
 func (b *Broker) Subscribe(ctx context.Context, topicName, groupName string, h broker.Handler, opts ...broker.SubscribeOption) (broker.Subscription, error) {
-	if err := broker.ValidateName("topic", topicName); err != nil {
+	if err := adapterkit.CheckSubscribe(topicName, groupName, h, "memory"); err != nil {
 		return nil, err
-	}
-	if err := broker.ValidateName("group", groupName); err != nil {
-		return nil, err
-	}
-	if h == nil {
-		return nil, fmt.Errorf("memory: nil handler")
 	}
 	cfg := adapterkit.ApplySubscribeOptions(opts...)
 	b.mu.Lock()

@@ -420,8 +420,7 @@ func (b *Broker) publish(ctx context.Context, topic string, events []eventkit.Ev
 	if err := broker.ValidateName("topic", topic); err != nil {
 		return err
 	}
-	if err := adapterkit.ValidateEvents(topic, b.maxPayload, events); err != nil {
-		b.nameLimit(err)
+	if err := adapterkit.ValidateEventsAt(topic, b.maxPayload, b.sizeWhere, events); err != nil {
 		return err
 	}
 	if len(events) == 0 {
@@ -664,21 +663,6 @@ func (b *Broker) publishErr(topic string, err error) error {
 
 func (b *Broker) sizeError(id string, size int) error {
 	return &eventkit.SizeError{ID: id, Size: size, Limit: b.maxPayload, Where: b.sizeWhere}
-}
-
-// nameLimit makes the size errors of a validation failure name the server's
-// max_payload, which is the limit they were checked against.
-func (b *Broker) nameLimit(err error) {
-	var pe *broker.PublishError
-	if !errors.As(err, &pe) {
-		return
-	}
-	for _, f := range pe.Failed {
-		var se *eventkit.SizeError
-		if errors.As(f.Err, &se) {
-			se.Where = b.sizeWhere
-		}
-	}
 }
 
 // PublishRaw publishes body with headers to topic's stream as another tool

@@ -25,14 +25,8 @@ import (
 // h one at a time; a message is handed over only while fewer than
 // MaxInFlight deliveries are unsettled.
 func (b *Broker) Subscribe(ctx context.Context, topic, group string, h broker.Handler, opts ...broker.SubscribeOption) (broker.Subscription, error) {
-	if err := broker.ValidateName("topic", topic); err != nil {
+	if err := adapterkit.CheckSubscribe(topic, group, h, "natsbroker"); err != nil {
 		return nil, err
-	}
-	if err := broker.ValidateName("group", group); err != nil {
-		return nil, err
-	}
-	if h == nil {
-		return nil, errors.New("natsbroker: nil handler")
 	}
 	if b.isClosed() {
 		return nil, broker.ErrClosed

@@ -14,7 +14,6 @@ import (
 
 	amqp "github.com/rabbitmq/amqp091-go"
 
-	"github.com/eventkit/eventkit"
 	"github.com/eventkit/eventkit/broker"
 	"github.com/eventkit/eventkit/broker/adapterkit"
 	"github.com/eventkit/eventkit/internal/backoff"
@@ -463,21 +462,3 @@ func (b *Broker) close(ctx context.Context) error {
 
 // sizeWhere names the size limit in a *eventkit.SizeError.
 const sizeWhere = "rabbitmq Options.MaxMessageSize"
-
-// validate checks the events against the adapter's size limit, naming it.
-func (b *Broker) validate(topic string, events []eventkit.Event) error {
-	err := adapterkit.ValidateEvents(topic, b.opts.MaxMessageSize, events)
-	if err == nil {
-		return nil
-	}
-	var pe *broker.PublishError
-	if errors.As(err, &pe) {
-		for _, f := range pe.Failed {
-			var se *eventkit.SizeError
-			if errors.As(f.Err, &se) {
-				se.Where = sizeWhere
-			}
-		}
-	}
-	return err
-}

@@ -208,8 +208,7 @@ func (b *Broker) Publish(ctx context.Context, topic string, events ...eventkit.E
 	if err := broker.ValidateName("topic", topic); err != nil {
 		return err
 	}
-	if err := adapterkit.ValidateEvents(topic, b.opts.MaxPayload, events); err != nil {
-		nameLimit(err)
+	if err := adapterkit.ValidateEventsAt(topic, b.opts.MaxPayload, "redis broker Options.MaxPayload", events); err != nil {
 		return err
 	}
 	if len(events) == 0 {
@@ -243,32 +242,12 @@ func (b *Broker) Publish(ctx context.Context, topic string, events ...eventkit.E
 	return nil
 }
 
-// nameLimit makes size errors name this broker's limit.
-func nameLimit(err error) {
-	var pe *broker.PublishError
-	if !errors.As(err, &pe) {
-		return
-	}
-	for _, f := range pe.Failed {
-		var se *eventkit.SizeError
-		if errors.As(f.Err, &se) {
-			se.Where = "redis broker Options.MaxPayload"
-		}
-	}
-}
-
 // Subscribe creates the consumer group (idempotently, with the stream if
 // needed) and starts a subscription with its own consumer name. See the
 // package doc for how deliveries are settled.
 func (b *Broker) Subscribe(ctx context.Context, topic, group string, h broker.Handler, opts ...broker.SubscribeOption) (broker.Subscription, error) {
-	if err := broker.ValidateName("topic", topic); err != nil {
+	if err := adapterkit.CheckSubscribe(topic, group, h, "redis broker"); err != nil {
 		return nil, err
-	}
-	if err := broker.ValidateName("group", group); err != nil {
-		return nil, err
-	}
-	if h == nil {
-		return nil, errors.New("redis broker: nil handler")
 	}
 	b.mu.RLock()
 	defer b.mu.RUnlock()
