@@ -2,12 +2,15 @@
 // broker API never call: building a *broker.PublishError, validating a
 // Publish call's events, applying subscribe options with their defaults,
 // settling a delivery at most once, the Handler contract after a handler
-// returned, and the consume-side size check. A new adapter uses these and
-// passes broker/brokertest; see docs/contributing.md.
+// returned, the consume-side size check, closing once (CloseOnce), the set
+// of open subscriptions that Close closes (Subscriptions) and the checks
+// that start Subscribe and Provision (CheckSubscribe, CheckProvision). A new
+// adapter uses these and passes broker/brokertest; see docs/contributing.md.
 package adapterkit
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync/atomic"
 
@@ -41,6 +44,24 @@ func ValidateEvents(topic string, maxSize int, events []eventkit.Event) error {
 		return nil
 	}
 	return NotSentWith(topic, events, errs, "another event of the call is invalid")
+}
+
+// ValidateEventsAt is ValidateEvents with every *eventkit.SizeError in the
+// result naming where the limit maxSize comes from (its Where), e.g. "redis
+// broker Options.MaxPayload".
+func ValidateEventsAt(topic string, maxSize int, where string, events []eventkit.Event) error {
+	err := ValidateEvents(topic, maxSize, events)
+	var pe *broker.PublishError
+	if !errors.As(err, &pe) {
+		return err
+	}
+	for _, f := range pe.Failed {
+		var se *eventkit.SizeError
+		if errors.As(f.Err, &se) {
+			se.Where = where
+		}
+	}
+	return err
 }
 
 // NotSentWith builds the *broker.PublishError of a call of which nothing was sent

@@ -159,10 +159,8 @@ type Broker struct {
 
 	topics sync.Map // topic name -> struct{}: known to exist
 
-	mu     sync.Mutex
-	closed bool
-	closer adapterkit.CloseOnce // Close runs once; concurrent calls wait for it
-	subs   map[*Subscription]struct{}
+	closer adapterkit.CloseOnce                    // Close runs once; concurrent calls wait for it
+	subs   adapterkit.Subscriptions[*Subscription] // open ones; closed by Close
 }
 
 var _ broker.Broker = (*Broker)(nil)
@@ -175,7 +173,7 @@ func New(ctx context.Context, opts Options) (*Broker, error) {
 	if len(opts.Brokers) == 0 {
 		return nil, errors.New("kafka: Options.Brokers is empty")
 	}
-	b := &Broker{opts: opts, subs: map[*Subscription]struct{}{}}
+	b := &Broker{opts: opts}
 	kopts := []kgo.Opt{
 		kgo.SeedBrokers(opts.Brokers...),
 		kgo.RequiredAcks(kgo.AllISRAcks()),
@@ -258,11 +256,7 @@ func (b *Broker) MaxMessageBytes() int { return b.maxBytes }
 // tools; do not close it).
 func (b *Broker) Client() *kgo.Client { return b.cl }
 
-func (b *Broker) isClosed() bool {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.closed
-}
+func (b *Broker) isClosed() bool { return b.subs.Closed() }
 
 // EnsureTopic creates topic with the configured partition count and
 // replication unless it exists. Publish and Subscribe call it.
@@ -404,13 +398,7 @@ func (b *Broker) PublishRecords(ctx context.Context, recs ...*kgo.Record) error 
 func (b *Broker) Close(ctx context.Context) error { return b.closer.Close(ctx, b.close) }
 
 func (b *Broker) close(ctx context.Context) error {
-	b.mu.Lock()
-	b.closed = true
-	subs := make([]*Subscription, 0, len(b.subs))
-	for s := range b.subs {
-		subs = append(subs, s)
-	}
-	b.mu.Unlock()
+	subs := b.subs.Shut()
 	var wg sync.WaitGroup
 	errs := make([]error, len(subs))
 	for i, s := range subs {
@@ -425,8 +413,4 @@ func (b *Broker) close(ctx context.Context) error {
 	return errors.Join(errs...)
 }
 
-func (b *Broker) forget(s *Subscription) {
-	b.mu.Lock()
-	delete(b.subs, s)
-	b.mu.Unlock()
-}
+func (b *Broker) forget(s *Subscription) { b.subs.Remove(s) }

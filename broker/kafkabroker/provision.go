@@ -4,6 +4,7 @@ import (
 	"context"
 
 	"github.com/eventkit/eventkit/broker"
+	"github.com/eventkit/eventkit/broker/adapterkit"
 )
 
 var _ broker.Provisioner = (*Broker)(nil)
@@ -13,16 +14,8 @@ var _ broker.Provisioner = (*Broker)(nil)
 // starts at the oldest record kept, so it reads every event published
 // before it first subscribed (within the topic's retention).
 func (b *Broker) Provision(ctx context.Context, topic string, groups ...string) error {
-	if err := broker.ValidateName("topic", topic); err != nil {
+	if err := adapterkit.CheckProvision(topic, groups, b.isClosed()); err != nil {
 		return err
-	}
-	for _, g := range groups {
-		if err := broker.ValidateName("group", g); err != nil {
-			return err
-		}
-	}
-	if b.isClosed() {
-		return broker.ErrClosed
 	}
 	return b.EnsureTopic(ctx, topic)
 }

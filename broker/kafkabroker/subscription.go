@@ -193,16 +193,12 @@ func (b *Broker) Subscribe(ctx context.Context, topic, group string, h broker.Ha
 	}
 	s.cl = cl
 	s.runCtx, s.runCancel = context.WithCancel(context.Background())
-	b.mu.Lock()
-	if b.closed {
-		b.mu.Unlock()
+	if !b.subs.Add(s) {
 		cl.Close()
 		s.hcancel()
 		s.runCancel()
 		return nil, broker.ErrClosed
 	}
-	b.subs[s] = struct{}{}
-	b.mu.Unlock()
 	go s.run()
 	go s.background()
 	go func() {

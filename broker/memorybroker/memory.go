@@ -23,7 +23,6 @@ package memorybroker
 
 import (
 	"context"
-	"fmt"
 	"sync"
 	"time"
 
@@ -45,11 +44,10 @@ type Options struct {
 // Broker is an in-memory broker. The zero value is not usable; call New.
 type Broker struct {
 	opts   Options
-	mu     sync.Mutex
+	mu     sync.Mutex // guards topics, and the closed checks of Publish, Subscribe and Provision against Close
 	topics map[string]*topic
-	subs   map[*subscription]struct{}
-	closed bool
-	closer adapterkit.CloseOnce // Close runs once; concurrent calls wait for it
+	subs   adapterkit.Subscriptions[*subscription] // shut by Close under mu
+	closer adapterkit.CloseOnce                    // Close runs once; concurrent calls wait for it
 }
 
 var _ broker.Broker = (*Broker)(nil)
@@ -59,7 +57,7 @@ func New(opts Options) *Broker {
 	if opts.MaxEventSize <= 0 {
 		opts.MaxEventSize = eventkit.DefaultMaxSize
 	}
-	return &Broker{opts: opts, topics: map[string]*topic{}, subs: map[*subscription]struct{}{}}
+	return &Broker{opts: opts, topics: map[string]*topic{}}
 }
 
 type message struct {
@@ -169,7 +167,7 @@ func (b *Broker) PublishRaw(ctx context.Context, topicName string, headers map[s
 func (b *Broker) append(topicName string, events []eventkit.Event, msgs []*message) error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if b.closed {
+	if b.subs.Closed() {
 		return adapterkit.FailAll(topicName, events, broker.ErrClosed)
 	}
 	t := b.topicLocked(topicName)
@@ -203,19 +201,13 @@ func (b *Broker) trimLocked(t *topic) {
 
 // Subscribe implements broker.Subscriber.
 func (b *Broker) Subscribe(ctx context.Context, topicName, groupName string, h broker.Handler, opts ...broker.SubscribeOption) (broker.Subscription, error) {
-	if err := broker.ValidateName("topic", topicName); err != nil {
+	if err := adapterkit.CheckSubscribe(topicName, groupName, h, "memory"); err != nil {
 		return nil, err
-	}
-	if err := broker.ValidateName("group", groupName); err != nil {
-		return nil, err
-	}
-	if h == nil {
-		return nil, fmt.Errorf("memory: nil handler")
 	}
 	cfg := adapterkit.ApplySubscribeOptions(opts...)
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if b.closed {
+	if b.subs.Closed() {
 		return nil, broker.ErrClosed
 	}
 	g := b.groupLocked(topicName, groupName)
@@ -224,7 +216,10 @@ func (b *Broker) Subscribe(ctx context.Context, topicName, groupName string, h b
 		b: b, g: g, h: h, cfg: cfg, hctx: hctx, cancel: cancel,
 		stop: make(chan struct{}), loopDone: make(chan struct{}), done: make(chan struct{}),
 	}
-	b.subs[s] = struct{}{}
+	if !b.subs.Add(s) { // cannot happen: Close shuts subs under b.mu
+		cancel()
+		return nil, broker.ErrClosed
+	}
 	go s.loop()
 	go func() {
 		select {
@@ -241,12 +236,8 @@ func (b *Broker) Subscribe(ctx context.Context, topicName, groupName string, h b
 func (b *Broker) Close(ctx context.Context) error { return b.closer.Close(ctx, b.close) }
 
 func (b *Broker) close(ctx context.Context) error {
-	b.mu.Lock()
-	b.closed = true
-	subs := make([]*subscription, 0, len(b.subs))
-	for s := range b.subs {
-		subs = append(subs, s)
-	}
+	b.mu.Lock() // no Publish, Subscribe or Provision is between its closed check and its change
+	subs := b.subs.Shut()
 	b.mu.Unlock()
 	for _, s := range subs {
 		_ = s.Close(ctx)

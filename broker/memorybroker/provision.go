@@ -4,6 +4,7 @@ import (
 	"context"
 
 	"github.com/eventkit/eventkit/broker"
+	"github.com/eventkit/eventkit/broker/adapterkit"
 )
 
 var _ broker.Provisioner = (*Broker)(nil)
@@ -24,18 +25,10 @@ func (b *Broker) groupLocked(topicName, groupName string) *group {
 // (which then keeps every event published from now on, see Options) as
 // Subscribe would.
 func (b *Broker) Provision(ctx context.Context, topic string, groups ...string) error {
-	if err := broker.ValidateName("topic", topic); err != nil {
-		return err
-	}
-	for _, g := range groups {
-		if err := broker.ValidateName("group", g); err != nil {
-			return err
-		}
-	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if b.closed {
-		return broker.ErrClosed
+	if err := adapterkit.CheckProvision(topic, groups, b.subs.Closed()); err != nil {
+		return err
 	}
 	b.topicLocked(topic)
 	for _, g := range groups {

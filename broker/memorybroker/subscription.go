@@ -55,7 +55,7 @@ wait:
 		}
 	}
 	s.inflight = 0
-	delete(s.b.subs, s)
+	s.b.subs.Remove(s)
 	g.kick()
 	s.b.mu.Unlock()
 	close(s.done)

@@ -155,11 +155,11 @@ type Broker struct {
 	serverMax  int    // the server's max_payload
 	sizeWhere  string // names maxPayload in size errors
 
-	mu      sync.Mutex
-	closed  bool
-	closer  adapterkit.CloseOnce // Close runs once; concurrent calls wait for it
-	streams map[string]string    // topic -> stream name, provisioned
-	subs    map[*subscription]struct{}
+	closer adapterkit.CloseOnce                    // Close runs once; concurrent calls wait for it
+	subs   adapterkit.Subscriptions[*subscription] // open ones; closed by Close
+
+	mu      sync.Mutex        // guards streams
+	streams map[string]string // topic -> stream name, provisioned
 }
 
 var _ broker.Broker = (*Broker)(nil)
@@ -258,7 +258,7 @@ func newBroker(nc *nats.Conn, opts Options, own bool) (*Broker, error) {
 	}
 	b := &Broker{
 		nc: nc, js: js, opts: opts, ownConn: own, maxPayload: int(nc.MaxPayload()),
-		streams: map[string]string{}, subs: map[*subscription]struct{}{},
+		streams: map[string]string{},
 	}
 	b.serverMax = b.maxPayload
 	b.sizeWhere = fmt.Sprintf("nats server max_payload (%d bytes)", b.maxPayload)
@@ -384,11 +384,7 @@ func (b *Broker) forget(topic string) {
 	b.mu.Unlock()
 }
 
-func (b *Broker) isClosed() bool {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.closed
-}
+func (b *Broker) isClosed() bool { return b.subs.Closed() }
 
 // Publish implements broker.Publisher. Every event goes to the subject
 // "<stream>.<type>" with its attributes in ce- headers and Nats-Msg-Id set
@@ -426,8 +422,7 @@ func (b *Broker) publish(ctx context.Context, topic string, events []eventkit.Ev
 	if err := broker.ValidateName("topic", topic); err != nil {
 		return err
 	}
-	if err := adapterkit.ValidateEvents(topic, b.maxPayload, events); err != nil {
-		b.nameLimit(err)
+	if err := adapterkit.ValidateEventsAt(topic, b.maxPayload, b.sizeWhere, events); err != nil {
 		return err
 	}
 	if len(events) == 0 {
@@ -802,21 +797,6 @@ func (b *Broker) sizeError(id string, size int) error {
 	return &eventkit.SizeError{ID: id, Size: size, Limit: b.maxPayload, Where: b.sizeWhere}
 }
 
-// nameLimit makes the size errors of a validation failure name the server's
-// max_payload, which is the limit they were checked against.
-func (b *Broker) nameLimit(err error) {
-	var pe *broker.PublishError
-	if !errors.As(err, &pe) {
-		return
-	}
-	for _, f := range pe.Failed {
-		var se *eventkit.SizeError
-		if errors.As(f.Err, &se) {
-			se.Where = b.sizeWhere
-		}
-	}
-}
-
 // PublishRaw publishes body with headers to topic's stream as another tool
 // would, bypassing eventkit's encoding (for tests of foreign messages).
 func (b *Broker) PublishRaw(ctx context.Context, topic string, headers map[string]string, body []byte) error {
@@ -853,16 +833,7 @@ func (b *Broker) DeleteTopic(ctx context.Context, topic string) error {
 func (b *Broker) Close(ctx context.Context) error { return b.closer.Close(ctx, b.close) }
 
 func (b *Broker) close(ctx context.Context) error {
-	b.mu.Lock()
-	b.closed = true
-	subs := make([]*subscription, 0, len(b.subs))
-	for s := range b.subs {
-		subs = append(subs, s)
-	}
-	b.mu.Unlock()
-	for _, s := range subs {
-		_ = s.Close(ctx)
-	}
+	_ = b.subs.CloseAll(ctx)
 	if b.ownConn {
 		if b.nc.IsConnected() {
 			fctx, cancel := context.WithTimeout(ctx, time.Second)

@@ -8,6 +8,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/eventkit/eventkit/broker"
+	"github.com/eventkit/eventkit/broker/adapterkit"
 )
 
 var _ broker.Provisioner = (*Broker)(nil)
@@ -18,16 +19,8 @@ var _ broker.Provisioner = (*Broker)(nil)
 // existing group is left as it is, and the first Subscribe sets its
 // settings.
 func (b *Broker) Provision(ctx context.Context, topic string, groups ...string) error {
-	if err := broker.ValidateName("topic", topic); err != nil {
+	if err := adapterkit.CheckProvision(topic, groups, b.isClosed()); err != nil {
 		return err
-	}
-	for _, g := range groups {
-		if err := broker.ValidateName("group", g); err != nil {
-			return err
-		}
-	}
-	if b.isClosed() {
-		return broker.ErrClosed
 	}
 	stream, err := b.stream(ctx, topic)
 	if err != nil {

@@ -25,14 +25,8 @@ import (
 // h one at a time; a message is handed over only while fewer than
 // MaxInFlight deliveries are unsettled.
 func (b *Broker) Subscribe(ctx context.Context, topic, group string, h broker.Handler, opts ...broker.SubscribeOption) (broker.Subscription, error) {
-	if err := broker.ValidateName("topic", topic); err != nil {
+	if err := adapterkit.CheckSubscribe(topic, group, h, "natsbroker"); err != nil {
 		return nil, err
-	}
-	if err := broker.ValidateName("group", group); err != nil {
-		return nil, err
-	}
-	if h == nil {
-		return nil, errors.New("natsbroker: nil handler")
 	}
 	if b.isClosed() {
 		return nil, broker.ErrClosed
@@ -92,16 +86,12 @@ func (b *Broker) Subscribe(ctx context.Context, topic, group string, h broker.Ha
 	}
 	s.cc = cc
 	closed := cc.Closed()
-	b.mu.Lock()
-	if b.closed {
-		b.mu.Unlock()
+	if !b.subs.Add(s) {
 		cc.Stop()
 		cancel()
 		endLife()
 		return nil, broker.ErrClosed
 	}
-	b.subs[s] = struct{}{}
-	b.mu.Unlock()
 	go func() {
 		// Closed is closed once nats.go's delivery goroutine has
 		// stopped; the lock waits out a callback that began just
@@ -382,9 +372,7 @@ func (s *subscription) finish() {
 		s.cc.Stop()
 		s.cancel()
 		s.endLife()
-		s.b.mu.Lock()
-		delete(s.b.subs, s)
-		s.b.mu.Unlock()
+		s.b.subs.Remove(s)
 		if s.closing.Load() {
 			s.errMu.Lock()
 			s.err = nil

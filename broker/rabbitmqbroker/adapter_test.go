@@ -211,15 +211,7 @@ func TestNackDelayBuckets(t *testing.T) {
 			}
 			none(t, got, 800*time.Millisecond)
 			// The retry queue exists with the bucket's name.
-			conn, err := amqp.Dial(testenv.RabbitMQ.URL(t))
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer conn.Close()
-			ch, err := conn.Channel()
-			if err != nil {
-				t.Fatal(err)
-			}
+			ch := amqpChannel(t)
 			name := rabbitmqbroker.RetryQueueName(rabbitmqbroker.QueueName(topic, "g"), 600*time.Millisecond)
 			if _, err := ch.QueueDeclarePassive(name, true, false, false, false, nil); err != nil {
 				t.Fatalf("retry queue %s: %v", name, err)
@@ -671,15 +663,7 @@ func TestNackDelayFallback(t *testing.T) {
 	topic := provisionedTopic(t, opts, "g")
 	b := newBroker(t, opts)
 	ctx := ctxT(t, 30*time.Second)
-	conn, err := amqp.Dial(testenv.RabbitMQ.URL(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	admin, err := conn.Channel()
-	if err != nil {
-		t.Fatal(err)
-	}
+	admin := amqpChannel(t)
 	retryQueue := rabbitmqbroker.RetryQueueName(rabbitmqbroker.QueueName(topic, "g"), 300*time.Millisecond)
 	got, h := collect(func(d broker.Delivery) error {
 		switch d.Attempt() {

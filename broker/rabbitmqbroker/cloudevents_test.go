@@ -7,7 +7,6 @@ import (
 	amqp "github.com/rabbitmq/amqp091-go"
 
 	"github.com/eventkit/eventkit/broker/rabbitmqbroker"
-	"github.com/eventkit/eventkit/internal/testenv"
 )
 
 // A foreign producer writing the released AMQP binding (prefix
@@ -25,15 +24,7 @@ func TestForeignAMQPProducerNativeTypes(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	conn, err := amqp.Dial(testenv.RabbitMQ.URL(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	ch, err := conn.Channel()
-	if err != nil {
-		t.Fatal(err)
-	}
+	ch := amqpChannel(t)
 	if err := ch.Confirm(false); err != nil {
 		t.Fatal(err)
 	}

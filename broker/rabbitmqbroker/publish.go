@@ -359,7 +359,7 @@ func (b *Broker) Publish(ctx context.Context, topic string, events ...eventkit.E
 	if err := b.checkNames(topic, ""); err != nil {
 		return err
 	}
-	if err := b.validate(topic, events); err != nil {
+	if err := adapterkit.ValidateEventsAt(topic, b.opts.MaxMessageSize, sizeWhere, events); err != nil {
 		return err
 	}
 	if len(events) == 0 {

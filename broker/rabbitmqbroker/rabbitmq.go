@@ -14,7 +14,6 @@ import (
 
 	amqp "github.com/rabbitmq/amqp091-go"
 
-	"github.com/eventkit/eventkit"
 	"github.com/eventkit/eventkit/broker"
 	"github.com/eventkit/eventkit/broker/adapterkit"
 	"github.com/eventkit/eventkit/internal/backoff"
@@ -167,12 +166,11 @@ type Broker struct {
 	opts Options
 
 	mu        sync.Mutex
-	conn      *amqp.Connection // nil while disconnected
-	ready     chan struct{}    // closed while conn != nil
-	closed    bool
-	closer    adapterkit.CloseOnce // Close runs once; concurrent calls wait for it
-	closing   chan struct{}        // closed by Close
-	subs      map[*subscription]struct{}
+	conn      *amqp.Connection                        // nil while disconnected
+	ready     chan struct{}                           // closed while conn != nil
+	closer    adapterkit.CloseOnce                    // Close runs once; concurrent calls wait for it
+	closing   chan struct{}                           // closed by Close
+	subs      adapterkit.Subscriptions[*subscription] // open ones; shut (closed) first by Close
 	superDone chan struct{}
 
 	pubMu    sync.Mutex // guards pubIdle
@@ -237,7 +235,6 @@ func New(ctx context.Context, opts Options) (*Broker, error) {
 		opts:      opts,
 		ready:     make(chan struct{}),
 		closing:   make(chan struct{}),
-		subs:      map[*subscription]struct{}{},
 		superDone: make(chan struct{}),
 		declared:  map[string]bool{},
 	}
@@ -325,7 +322,7 @@ func (b *Broker) supervise(conn *amqp.Connection) {
 			return
 		}
 		b.mu.Lock()
-		if b.closed {
+		if b.subs.Closed() {
 			b.mu.Unlock()
 			return
 		}
@@ -363,7 +360,7 @@ func (b *Broker) supervise(conn *amqp.Connection) {
 			delay = backoff.Policy{Min: b.opts.ReconnectMin, Max: b.opts.ReconnectMax}.Next(delay)
 		}
 		b.mu.Lock()
-		if b.closed {
+		if b.subs.Closed() {
 			b.mu.Unlock()
 			_ = conn.Close()
 			return
@@ -382,7 +379,7 @@ func (b *Broker) connection(ctx context.Context) (*amqp.Connection, error) {
 	var timeout <-chan time.Time
 	for {
 		b.mu.Lock()
-		if b.closed {
+		if b.subs.Closed() {
 			b.mu.Unlock()
 			return nil, broker.ErrClosed
 		}
@@ -420,11 +417,7 @@ func (b *Broker) connection(ctx context.Context) (*amqp.Connection, error) {
 	}
 }
 
-func (b *Broker) isClosed() bool {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.closed
-}
+func (b *Broker) isClosed() bool { return b.subs.Closed() }
 
 // Capabilities reports what this adapter guarantees.
 func (b *Broker) Capabilities() broker.Capabilities {
@@ -446,18 +439,11 @@ func (b *Broker) Capabilities() broker.Capabilities {
 func (b *Broker) Close(ctx context.Context) error { return b.closer.Close(ctx, b.close) }
 
 func (b *Broker) close(ctx context.Context) error {
-	b.mu.Lock()
 	// From here Publish, Subscribe and Provision return ErrClosed; the
-	// connection stays open while the subscriptions drain.
-	b.closed = true
-	subs := make([]*subscription, 0, len(b.subs))
-	for s := range b.subs {
-		subs = append(subs, s)
-	}
-	b.mu.Unlock()
-	for _, s := range subs {
-		_ = s.Close(ctx)
-	}
+	// connection stays open while the subscriptions drain. (The supervisor
+	// checks closed under b.mu before it installs a connection: one it
+	// installs after this is refused, one before is closed below.)
+	_ = b.subs.CloseAll(ctx)
 	b.mu.Lock()
 	close(b.closing)
 	conn := b.conn
@@ -476,21 +462,3 @@ func (b *Broker) close(ctx context.Context) error {
 
 // sizeWhere names the size limit in a *eventkit.SizeError.
 const sizeWhere = "rabbitmq Options.MaxMessageSize"
-
-// validate checks the events against the adapter's size limit, naming it.
-func (b *Broker) validate(topic string, events []eventkit.Event) error {
-	err := adapterkit.ValidateEvents(topic, b.opts.MaxMessageSize, events)
-	if err == nil {
-		return nil
-	}
-	var pe *broker.PublishError
-	if errors.As(err, &pe) {
-		for _, f := range pe.Failed {
-			var se *eventkit.SizeError
-			if errors.As(f.Err, &se) {
-				se.Where = sizeWhere
-			}
-		}
-	}
-	return err
-}

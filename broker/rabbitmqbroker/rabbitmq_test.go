@@ -58,6 +58,22 @@ func provisionedTopic(t testing.TB, opts rabbitmqbroker.Options, groups ...strin
 	return topic
 }
 
+// amqpChannel opens a channel on a connection of its own, as another
+// tool would, closed with t.
+func amqpChannel(t testing.TB) *amqp.Channel {
+	t.Helper()
+	conn, err := amqp.Dial(testenv.RabbitMQ.URL(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = conn.Close() })
+	ch, err := conn.Channel()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ch
+}
+
 // publishRaw publishes a message as another tool would: raw body and headers.
 func publishRaw(t testing.TB, topic string, headers map[string]string, body []byte) error {
 	conn, err := amqp.Dial(testenv.RabbitMQ.URL(t))

@@ -85,15 +85,14 @@ func (b *Broker) Subscribe(ctx context.Context, topic, group string, h broker.Ha
 	if err != nil {
 		return nil, err
 	}
-	b.mu.Lock()
-	if b.closed {
-		b.mu.Unlock()
+	// hctx is set before Add: from Add on, Broker.Close may close s, and
+	// Close cancels it.
+	s.hctx, s.hcancel = context.WithCancel(ctx)
+	if !b.subs.Add(s) {
+		s.hcancel()
 		_ = ch.Close()
 		return nil, broker.ErrClosed
 	}
-	b.subs[s] = struct{}{}
-	b.mu.Unlock()
-	s.hctx, s.hcancel = context.WithCancel(ctx)
 	go s.run(ch, deliveries)
 	return s, nil
 }
@@ -277,9 +276,7 @@ func (s *subscription) finish() {
 		if ch != nil {
 			_ = ch.Close()
 		}
-		s.b.mu.Lock()
-		delete(s.b.subs, s)
-		s.b.mu.Unlock()
+		s.b.subs.Remove(s)
 		close(s.done)
 	})
 }

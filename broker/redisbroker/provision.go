@@ -4,6 +4,7 @@ import (
 	"context"
 
 	"github.com/eventkit/eventkit/broker"
+	"github.com/eventkit/eventkit/broker/adapterkit"
 )
 
 var _ broker.Provisioner = (*Broker)(nil)
@@ -13,18 +14,10 @@ var _ broker.Provisioner = (*Broker)(nil)
 // Options.GroupStart; an existing group is left as it is. Without groups
 // there is nothing to create: XADD creates the stream.
 func (b *Broker) Provision(ctx context.Context, topic string, groups ...string) error {
-	if err := broker.ValidateName("topic", topic); err != nil {
-		return err
-	}
-	for _, g := range groups {
-		if err := broker.ValidateName("group", g); err != nil {
-			return err
-		}
-	}
 	b.mu.RLock()
 	defer b.mu.RUnlock()
-	if b.closed {
-		return broker.ErrClosed
+	if err := adapterkit.CheckProvision(topic, groups, b.subs.Closed()); err != nil {
+		return err
 	}
 	for _, g := range groups {
 		if err := b.createGroup(ctx, b.StreamKey(topic), g); err != nil {

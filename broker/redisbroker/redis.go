@@ -133,10 +133,9 @@ type Broker struct {
 	ownsRDB bool
 	durable bool
 
-	mu     sync.RWMutex // held for reading by Publish and Subscribe, for writing by Close
-	closed bool
-	closer adapterkit.CloseOnce // Close runs once; concurrent calls wait for it
-	subs   map[*subscription]struct{}
+	mu     sync.RWMutex                            // held for reading by Publish, Subscribe and Provision, for writing by Close
+	subs   adapterkit.Subscriptions[*subscription] // shut by Close under mu
+	closer adapterkit.CloseOnce                    // Close runs once; concurrent calls wait for it
 }
 
 var _ broker.Broker = (*Broker)(nil)
@@ -147,7 +146,7 @@ func New(ctx context.Context, opts Options) (*Broker, error) {
 	if err := opts.validate(); err != nil {
 		return nil, err
 	}
-	b := &Broker{opts: opts, rdb: opts.Client, subs: map[*subscription]struct{}{}}
+	b := &Broker{opts: opts, rdb: opts.Client}
 	if b.rdb == nil {
 		o, err := goredis.ParseURL(opts.URL)
 		if err != nil {
@@ -203,14 +202,13 @@ func (b *Broker) Capabilities() broker.Capabilities {
 func (b *Broker) Publish(ctx context.Context, topic string, events ...eventkit.Event) error {
 	b.mu.RLock()
 	defer b.mu.RUnlock()
-	if b.closed {
+	if b.subs.Closed() {
 		return broker.ErrClosed
 	}
 	if err := broker.ValidateName("topic", topic); err != nil {
 		return err
 	}
-	if err := adapterkit.ValidateEvents(topic, b.opts.MaxPayload, events); err != nil {
-		nameLimit(err)
+	if err := adapterkit.ValidateEventsAt(topic, b.opts.MaxPayload, "redis broker Options.MaxPayload", events); err != nil {
 		return err
 	}
 	if len(events) == 0 {
@@ -244,36 +242,16 @@ func (b *Broker) Publish(ctx context.Context, topic string, events ...eventkit.E
 	return nil
 }
 
-// nameLimit makes size errors name this broker's limit.
-func nameLimit(err error) {
-	var pe *broker.PublishError
-	if !errors.As(err, &pe) {
-		return
-	}
-	for _, f := range pe.Failed {
-		var se *eventkit.SizeError
-		if errors.As(f.Err, &se) {
-			se.Where = "redis broker Options.MaxPayload"
-		}
-	}
-}
-
 // Subscribe creates the consumer group (idempotently, with the stream if
 // needed) and starts a subscription with its own consumer name. See the
 // package doc for how deliveries are settled.
 func (b *Broker) Subscribe(ctx context.Context, topic, group string, h broker.Handler, opts ...broker.SubscribeOption) (broker.Subscription, error) {
-	if err := broker.ValidateName("topic", topic); err != nil {
+	if err := adapterkit.CheckSubscribe(topic, group, h, "redis broker"); err != nil {
 		return nil, err
-	}
-	if err := broker.ValidateName("group", group); err != nil {
-		return nil, err
-	}
-	if h == nil {
-		return nil, errors.New("redis broker: nil handler")
 	}
 	b.mu.RLock()
 	defer b.mu.RUnlock()
-	if b.closed {
+	if b.subs.Closed() {
 		return nil, broker.ErrClosed
 	}
 	key := b.StreamKey(topic)
@@ -285,7 +263,10 @@ func (b *Broker) Subscribe(ctx context.Context, topic, group string, h broker.Ha
 		_ = prune.Run(ctx, b.rdb, []string{key}, group, b.opts.PruneAfter.Milliseconds(), "").Err()
 	}
 	s := newSubscription(ctx, b, topic, key, group, h, adapterkit.ApplySubscribeOptions(opts...))
-	b.subs[s] = struct{}{}
+	if !b.subs.Add(s) { // cannot happen: Close shuts subs under b.mu
+		s.hcancel()
+		return nil, broker.ErrClosed
+	}
 	s.start()
 	return s, nil
 }
@@ -298,23 +279,15 @@ func (b *Broker) createGroup(ctx context.Context, key, group string) error {
 	return nil
 }
 
-func (b *Broker) forget(s *subscription) {
-	b.mu.Lock()
-	delete(b.subs, s)
-	b.mu.Unlock()
-}
+func (b *Broker) forget(s *subscription) { b.subs.Remove(s) }
 
 // Close closes every subscription (waiting for each until ctx ends) and,
 // if the broker made its client from Options.URL, the client.
 func (b *Broker) Close(ctx context.Context) error { return b.closer.Close(ctx, b.close) }
 
 func (b *Broker) close(ctx context.Context) error {
-	b.mu.Lock()
-	b.closed = true
-	subs := make([]*subscription, 0, len(b.subs))
-	for s := range b.subs {
-		subs = append(subs, s)
-	}
+	b.mu.Lock() // waits for the Publish, Subscribe and Provision calls in flight
+	subs := b.subs.Shut()
 	b.mu.Unlock()
 	var wg sync.WaitGroup
 	for _, s := range subs {

@@ -854,3 +854,47 @@ func TestWorkerPoolSettling(t *testing.T) {
 		t.Fatal("no nacks happened: the test did not test them")
 	}
 }
+
+// Subscribe is safe for concurrent use, also with Close: every subscription
+// a Subscribe handed out is stopped by Close, and a Subscribe after Close
+// returns broker.ErrClosed. (Subscribe used to add to the broker's set
+// under the read lock, a concurrent map write that -race reports.)
+func TestConcurrentSubscribe(t *testing.T) {
+	e := newEnv(t)
+	b := e.broker(t, redisbroker.Options{})
+	h, _ := collect()
+	const n = 8
+	subs := make([]broker.Subscription, n)
+	var wg sync.WaitGroup
+	for i := range subs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			s, err := b.Subscribe(context.Background(), "conc", fmt.Sprintf("g%d", i), h)
+			if err != nil {
+				t.Errorf("Subscribe %d: %v", i, err)
+				return
+			}
+			subs[i] = s
+		}()
+	}
+	wg.Wait()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := b.Close(ctx); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	for i, s := range subs {
+		if s == nil {
+			continue
+		}
+		select {
+		case <-s.Done():
+		case <-ctx.Done():
+			t.Fatalf("subscription %d not stopped by Close", i)
+		}
+	}
+	if _, err := b.Subscribe(context.Background(), "conc", "late", h); !errors.Is(err, broker.ErrClosed) {
+		t.Fatalf("Subscribe after Close = %v, want ErrClosed", err)
+	}
+}
