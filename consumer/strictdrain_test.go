@@ -3,6 +3,7 @@ package consumer_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"strconv"
 	"sync/atomic"
@@ -117,12 +118,28 @@ func TestStrictOrderCompetingDrain(t *testing.T) {
 	if n == 0 {
 		n = 1500
 	}
-	res := drainRun(t, strictBrokers[2], subjects, n/subjects, 3, true)
-	if re := res.deliveries - res.events; re > res.events/20 {
-		t.Errorf("%d redeliveries for %d events, want at most %d", re, res.events, res.events/20)
+	// Held events go back to the broker by design when a subject stalls
+	// for 2 s with nothing new arriving (stricthold.go), which a machine
+	// loaded by the rest of the test run can cause (613 redeliveries once
+	// in CI; 0 on a quiet machine and with three CPU hogs beside it). A
+	// runtime that sent early events back instead of holding them would
+	// exceed the bounds on every drain, so a drain over them is run
+	// once more on a fresh queue and only two in a row fail.
+	check := func(res drainResult) []string {
+		var bad []string
+		if re := res.deliveries - res.events; re > res.events/20 {
+			bad = append(bad, fmt.Sprintf("%d redeliveries for %d events, want at most %d", re, res.events, res.events/20))
+		}
+		if res.inboxEarly > 2*res.events {
+			bad = append(bad, fmt.Sprintf("%d inbox calls found their event early for %d events, want at most %d", res.inboxEarly, res.events, 2*res.events))
+		}
+		return bad
 	}
-	if res.inboxEarly > 2*res.events {
-		t.Errorf("%d inbox calls found their event early for %d events, want at most %d", res.inboxEarly, res.events, 2*res.events)
+	if bad := check(drainRun(t, strictBrokers[2], subjects, n/subjects, 3, true)); bad != nil {
+		t.Logf("first drain over the bounds (%v); draining again", bad)
+		for _, msg := range check(drainRun(t, strictBrokers[2], subjects, n/subjects, 3, true)) {
+			t.Error(msg)
+		}
 	}
 	if os.Getenv("EVENTKIT_DRAIN") != "" {
 		drainRun(t, strictBrokers[2], subjects, n/subjects, 1, true)
