@@ -105,6 +105,15 @@ func (m Mode) String() string {
 	return fmt.Sprintf("%s(%d, %s)", name, m.size, m.wait)
 }
 
+// Batch returns the batch size and wait of Batched and PerSubjectBatched
+// (the wait as given: 0 means the default), and 0, 0 for the other modes.
+func (m Mode) Batch() (size int, wait time.Duration) {
+	if !m.batched {
+		return 0, 0
+	}
+	return m.size, m.wait
+}
+
 // ordered reports whether events of a subject run one at a time
 // (PerSubject, PerSubjectBatched, Strict).
 func (m Mode) ordered() bool { return m.order != orderNone }

@@ -380,3 +380,21 @@ func TestModeString(t *testing.T) {
 		}
 	}
 }
+
+func TestModeBatch(t *testing.T) {
+	for _, tc := range []struct {
+		m    consumer.Mode
+		size int
+		wait time.Duration
+	}{
+		{consumer.Unordered(), 0, 0},
+		{consumer.PerSubject(), 0, 0},
+		{consumer.Strict(), 0, 0},
+		{consumer.Batched(64, 5*time.Millisecond), 64, 5 * time.Millisecond},
+		{consumer.PerSubjectBatched(8, 0), 8, 0},
+	} {
+		if size, wait := tc.m.Batch(); size != tc.size || wait != tc.wait {
+			t.Errorf("%s: Batch() = %d, %s; want %d, %s", tc.m, size, wait, tc.size, tc.wait)
+		}
+	}
+}
