@@ -204,7 +204,7 @@ type Capabilities struct {
 	// delivery comes back ahead of at least some newer ones (the broker
 	// or adapter redelivers it first once its delay is over). The claim
 	// is about Nack with a delay only. The strict-order runtime
-	// (consumer.Config.StrictOrder) uses it: where it holds, an event
+	// (consumer.Strict) uses it: where it holds, an event
 	// handed back early needs no growing delay.
 	RedeliverToTail bool
 	// Replay: a new group receives events published before it was created.

@@ -11,12 +11,11 @@ import (
 	"github.com/eventkit/eventkit/inbox"
 )
 
-// batchWorker is the unordered worker of batch mode (Config.InboxBatch >
-// 1): it takes a delivery, gathers more that are ready, for at most
-// InboxBatchWait and up to InboxBatch, and processes them in one inbox
-// transaction.
+// batchWorker is the worker of Batched: it takes a delivery, gathers more
+// that are ready, for at most the mode's wait and up to its size, and
+// processes them in one inbox transaction.
 func (r *route) batchWorker() {
-	batch := make([]broker.Delivery, 0, r.cfg.InboxBatch)
+	batch := make([]broker.Delivery, 0, r.cfg.Mode.batch())
 	timer := time.NewTimer(time.Hour)
 	timer.Stop()
 	defer timer.Stop()
@@ -27,9 +26,9 @@ func (r *route) batchWorker() {
 		case <-r.stopping:
 			return
 		}
-		timer.Reset(r.cfg.InboxBatchWait)
+		timer.Reset(r.cfg.Mode.wait)
 	gather:
-		for len(batch) < r.cfg.InboxBatch {
+		for len(batch) < r.cfg.Mode.batch() {
 			select {
 			case d := <-r.work:
 				batch = append(batch, d)
@@ -215,9 +214,9 @@ func (r *route) wakeIfPending() {
 	}
 }
 
-// orderedBatchWorker is the worker of OrderedBySubject in batch mode: it
-// takes subjects that are ready (readyCollector), waiting at most
-// InboxBatchWait after the first for up to InboxBatch events, each
+// orderedBatchWorker is the worker of PerSubjectBatched: it takes
+// subjects that are ready (readyCollector), waiting at most the mode's
+// wait after the first for up to its size events, each
 // subject's backlog included, and processes them in one inbox
 // transaction, each subject's events in order. It owns those subjects
 // until their backlogs are empty, batching what arrives for them in the
@@ -227,7 +226,7 @@ func (r *route) orderedBatchWorker() {
 	timer.Stop()
 	defer timer.Stop()
 	for {
-		owned, n := r.takePending(nil, r.cfg.InboxBatch)
+		owned, n := r.takePending(nil, r.cfg.Mode.batch())
 		if len(owned) == 0 {
 			select {
 			case <-r.pendingWake:
@@ -236,12 +235,12 @@ func (r *route) orderedBatchWorker() {
 				return
 			}
 		}
-		timer.Reset(r.cfg.InboxBatchWait)
+		timer.Reset(r.cfg.Mode.wait)
 	gather:
-		for n < r.cfg.InboxBatch {
+		for n < r.cfg.Mode.batch() {
 			select {
 			case <-r.pendingWake:
-				owned, n = r.takePending(owned, r.cfg.InboxBatch)
+				owned, n = r.takePending(owned, r.cfg.Mode.batch())
 			case <-timer.C:
 				break gather
 			case <-r.stopping:
@@ -254,7 +253,7 @@ func (r *route) orderedBatchWorker() {
 			// Subjects still owned have more events: batch them with
 			// the subjects that are ready now, without waiting.
 			if len(owned) > 0 {
-				owned, _ = r.takePending(owned, r.cfg.InboxBatch)
+				owned, _ = r.takePending(owned, r.cfg.Mode.batch())
 			}
 		}
 		r.wakeIfPending()
@@ -316,7 +315,7 @@ func (r *route) runSubjects(owned []*subjectRun) []*subjectRun {
 			r.settleSubjects(owned, items, subj, results)
 		}
 	}
-	r.topUp(owned, r.cfg.InboxBatch)
+	r.topUp(owned, r.cfg.Mode.batch())
 	kept := owned[:0]
 	r.mu.Lock()
 	for _, s := range owned {

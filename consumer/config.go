@@ -29,20 +29,25 @@ type Config struct {
 	// adapters also use it as their prefetch window. Default
 	// max(4*Concurrency, 32).
 	MaxInFlight int
+	// Mode is the order and batching of every route (default Unordered):
+	// Unordered, PerSubject, Strict, Batched or PerSubjectBatched. A route
+	// can have its own (Handle with WithMode). New fails if Mode is set
+	// (not Unordered, which is the zero Mode) together with any of the
+	// deprecated OrderedBySubject, StrictOrder, InboxBatch (> 1) or
+	// InboxBatchWait.
+	Mode Mode
 	// OrderedBySubject handles events with the same subject one at a time,
-	// in delivery order, while different subjects run in parallel. A failed
-	// event is retried in place (its worker sleeps through the backoff) so
-	// later events of its subject cannot overtake it; after the last attempt
-	// it is dead-lettered and the subject moves on. Events without a subject
-	// share one key (they are ordered among themselves).
+	// in delivery order, while different subjects run in parallel: see
+	// PerSubject. With InboxBatch > 1 it is PerSubjectBatched.
+	//
+	// Deprecated: use Mode: PerSubject() (or PerSubjectBatched).
 	OrderedBySubject bool
 	// StrictOrder applies the events of each subject strictly in the order
-	// of their subject sequence numbers (eventkit.SubjectSeqExtension,
-	// stamped by the SQL outbox stores), with any number of competing
-	// consumers, across crashes and redeliveries; see "Strict order" in
-	// the package doc. It needs an Inbox that implements inbox.Sequencer
-	// (sqlinbox), implies OrderedBySubject, and cannot be combined with
+	// of their subject sequence numbers: see Strict. It needs an Inbox that
+	// implements inbox.Sequencer (sqlinbox) and cannot be combined with
 	// InboxBatch.
+	//
+	// Deprecated: use Mode: Strict().
 	StrictOrder bool
 	// HandlerTimeout bounds one handler call (default 30s). The handler's
 	// context is also cancelled when shutdown runs out of time.
@@ -56,7 +61,7 @@ type Config struct {
 	// consumer, which is also how late the events a killed consumer held
 	// come back on brokers that notice only by the ack wait (NATS, Redis).
 	// Default: HandlerTimeout + 30s, long enough for one handler call plus
-	// dead-lettering, in every mode. With OrderedBySubject a retry in place
+	// dead-lettering, in every mode. In PerSubject order a retry in place
 	// may outlast it (slow handlers, long backoffs): then the runtime
 	// extends the delivery's ack wait before each retry where the broker can
 	// (broker.Extender: NATS); elsewhere the broker redelivers a copy, which
@@ -90,24 +95,17 @@ type Config struct {
 	// package inbox. With sqlinbox the handler runs inside the inbox's
 	// transaction (sqlinbox.Tx(ctx), sqlinbox.PgxTx(ctx)).
 	Inbox inbox.Inbox
-	// InboxBatch, if > 1, turns on batch mode: a worker takes up to
-	// InboxBatch deliveries that are ready (waiting at most InboxBatchWait
-	// for more after the first) and processes them in one inbox
-	// transaction, with one commit for all (see inbox.Batcher). Inbox must
+	// InboxBatch, if > 1, turns on batch mode with batches of up to
+	// InboxBatch deliveries in one inbox transaction: see Batched, and
+	// PerSubjectBatched for InboxBatch with OrderedBySubject. Inbox must
 	// implement inbox.Batcher (sqlinbox does); StrictOrder cannot batch.
-	// With OrderedBySubject a batch takes the waiting events of several
-	// subjects, each subject's in order. A handler error fails only its
-	// own event, which is retried or dead-lettered as usual (with
-	// OrderedBySubject, retried in place before the later events of its
-	// subject, which the other subjects of its batch wait for); the others
-	// are acked after the commit (on PostgreSQL the events before it run a
-	// second time, the ones after it in the next batch). If the transaction
-	// fails as a whole (commit error, lost connection), nothing of it
-	// happened and each of its events is processed again at once, alone.
+	//
+	// Deprecated: use Mode: Batched(size, wait) or PerSubjectBatched(size, wait).
 	InboxBatch int
 	// InboxBatchWait is how long a worker waits for more deliveries after
-	// the first one of a batch (default 2ms; it never waits when the batch
-	// is full). Only used when InboxBatch > 1.
+	// the first one of a batch (default 2ms). Only used when InboxBatch > 1.
+	//
+	// Deprecated: it is the wait argument of Batched and PerSubjectBatched.
 	InboxBatchWait time.Duration
 	// InboxRetention, if > 0 and Inbox is an inbox.Pruner (sqlinbox),
 	// makes Run delete inbox keys older than this every
@@ -183,31 +181,30 @@ func (c Config) withDefaults(sub broker.Subscriber) (Config, error) {
 	if c.Concurrency <= 0 {
 		c.Concurrency = 1
 	}
-	if c.StrictOrder {
-		if _, ok := c.Inbox.(inbox.Sequencer); !ok {
-			return c, fmt.Errorf("consumer: StrictOrder needs an Inbox that implements inbox.Sequencer, such as sqlinbox (have %T)", c.Inbox)
-		}
-		if c.InboxBatch > 1 {
-			return c, errors.New("consumer: InboxBatch cannot be combined with StrictOrder")
-		}
-		c.OrderedBySubject = true
+	c, err := c.normalizeMode()
+	if err != nil {
+		return c, err
 	}
-	if c.InboxBatch > 1 {
+	if c.Mode, err = c.Mode.withDefaults(); err != nil {
+		return c, err
+	}
+	if c.Mode.strict() {
+		if _, ok := c.Inbox.(inbox.Sequencer); !ok {
+			return c, fmt.Errorf("consumer: strict order (Strict, StrictOrder) needs an Inbox that implements inbox.Sequencer, such as sqlinbox (have %T)", c.Inbox)
+		}
+	}
+	batch := c.Mode.batch()
+	if batch > 1 {
 		if _, ok := c.Inbox.(inbox.Batcher); !ok {
-			return c, fmt.Errorf("consumer: InboxBatch needs an Inbox that implements inbox.Batcher (have %T)", c.Inbox)
+			return c, fmt.Errorf("consumer: batch mode (%s) needs an Inbox that implements inbox.Batcher (have %T)", c.Mode, c.Inbox)
 		}
-		if c.InboxBatchWait <= 0 {
-			c.InboxBatchWait = 2 * time.Millisecond
-		}
-	} else {
-		c.InboxBatch = 1
 	}
 	if c.MaxInFlight <= 0 {
 		c.MaxInFlight = max(4*c.Concurrency, 32)
-		if c.InboxBatch > 1 {
+		if batch > 1 {
 			// Room for every worker to fill a batch would be
-			// Concurrency*InboxBatch; keep the default bounded.
-			c.MaxInFlight = max(c.MaxInFlight, min(c.Concurrency*c.InboxBatch, 1024), 2*c.InboxBatch)
+			// Concurrency*batch; keep the default bounded.
+			c.MaxInFlight = max(c.MaxInFlight, min(c.Concurrency*batch, 1024), 2*batch)
 		}
 	}
 	if c.MaxInFlight < c.Concurrency {

@@ -17,7 +17,8 @@ import (
 // it with New, register handlers with Handle, then call Run.
 type Consumer struct {
 	sub    broker.Subscriber
-	cfg    Config
+	base   Config // as given to New, Mode normalised: each route with options starts from it
+	cfg    Config // base with defaults: the routes without options, and consumer-wide settings
 	mu     sync.Mutex
 	routes []*route
 	ran    bool
@@ -26,11 +27,14 @@ type Consumer struct {
 
 // New returns a consumer of sub. It fails only on an invalid Config.
 func New(sub broker.Subscriber, cfg Config) (*Consumer, error) {
-	cfg, err := cfg.withDefaults(sub)
+	base, err := cfg.normalizeMode()
 	if err != nil {
 		return nil, err
 	}
-	return &Consumer{sub: sub, cfg: cfg, ready: make(chan struct{})}, nil
+	if cfg, err = base.withDefaults(sub); err != nil {
+		return nil, err
+	}
+	return &Consumer{sub: sub, base: base, cfg: cfg, ready: make(chan struct{})}, nil
 }
 
 // Ready is closed once Run has subscribed every handler (and provisioned
@@ -43,8 +47,16 @@ func (c *Consumer) Ready() <-chan struct{} { return c.ready }
 // Handle subscribes h to topic as (a member of) group when Run starts. The
 // group is also the consumer name in inbox keys and dead letters. Handle
 // must be called before Run; it returns an error for an invalid topic or
-// group name, a duplicate (topic, group), or after Run.
-func (c *Consumer) Handle(topic, group string, h Handler) error {
+// group name, a duplicate (topic, group), an invalid option (see
+// RouteOption), or after Run.
+//
+// The route runs with the consumer's Config unless opts give it its own
+// Mode, concurrency, in-flight bound, handler timeout, retry policy or
+// dead-letter topic:
+//
+//	_ = c.Handle("orders", "billing", billing, consumer.WithMode(consumer.Strict()))
+//	_ = c.Handle("clicks", "stats", stats, consumer.WithConcurrency(16), consumer.WithRetry(consumer.RetryPolicy{MaxAttempts: 2}))
+func (c *Consumer) Handle(topic, group string, h Handler, opts ...RouteOption) error {
 	if err := broker.ValidateName("topic", topic); err != nil {
 		return err
 	}
@@ -53,6 +65,10 @@ func (c *Consumer) Handle(topic, group string, h Handler) error {
 	}
 	if h == nil {
 		return errors.New("consumer: nil handler")
+	}
+	cfg, err := c.routeConfig(topic, opts)
+	if err != nil {
+		return err
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -64,13 +80,13 @@ func (c *Consumer) Handle(topic, group string, h Handler) error {
 			return fmt.Errorf("consumer: %s/%s already has a handler", topic, group)
 		}
 	}
-	c.routes = append(c.routes, newRoute(c, topic, group, h))
+	c.routes = append(c.routes, newRoute(c, cfg, topic, group, h))
 	return nil
 }
 
 // HandleFunc is Handle for a function.
-func (c *Consumer) HandleFunc(topic, group string, fn func(ctx context.Context, ev eventkit.Event) error) error {
-	return c.Handle(topic, group, HandlerFunc(fn))
+func (c *Consumer) HandleFunc(topic, group string, fn func(ctx context.Context, ev eventkit.Event) error, opts ...RouteOption) error {
+	return c.Handle(topic, group, HandlerFunc(fn), opts...)
 }
 
 // Run subscribes every handler and consumes until ctx ends, then shuts down
@@ -166,12 +182,12 @@ type Stats struct {
 	DeadLettered uint64
 	Duplicates   uint64
 	// Early counts deliveries that arrived before an earlier event of
-	// their subject was applied (StrictOrder). Held is how many of them
+	// their subject was applied (Strict mode). Held is how many of them
 	// wait in this process now (at most MaxInFlight; they count in
 	// InFlight), EarlyReturned how many were given back to the broker for
 	// a later delivery (the window was full of held events, their subject
 	// did not move, or it is parked). Parked counts subjects parked behind
-	// a dead-lettered event (StrictOrder).
+	// a dead-lettered event (Strict mode).
 	Early         uint64
 	Held          int
 	EarlyReturned uint64

@@ -35,7 +35,7 @@ func (r *route) dispatch(ctx context.Context, d broker.Delivery) error {
 		return ctx.Err()
 	}
 	r.inflight.Add(1)
-	if !r.cfg.OrderedBySubject {
+	if !r.cfg.Mode.ordered() {
 		select {
 		case r.work <- d:
 			return nil
@@ -89,7 +89,7 @@ func (r *route) orderedWorker() {
 		select {
 		case j := <-r.ready:
 			r.drain(j.key, j.d, false)
-		case key := <-r.held.wake: // nil unless StrictOrder
+		case key := <-r.held.wake: // nil unless Strict mode
 			if d := r.takeWoken(key); d != nil {
 				r.drain(key, d, true)
 			}
@@ -100,7 +100,7 @@ func (r *route) orderedWorker() {
 }
 
 // drain runs d, then the subject's backlog, until nothing of key may run;
-// held says d was a held early event (StrictOrder).
+// held says d was a held early event (Strict mode).
 func (r *route) drain(key string, d broker.Delivery, held bool) {
 	for {
 		r.runOrdered(d, held)
@@ -115,9 +115,9 @@ func (r *route) drain(key string, d broker.Delivery, held bool) {
 }
 
 // nextLocked is the next delivery of subject key to run: a held early
-// event whose turn came (StrictOrder), else the first of the backlog.
+// event whose turn came (Strict mode), else the first of the backlog.
 func (r *route) nextLocked(key string, wasHeld bool) (d broker.Delivery, held bool) {
-	if r.cfg.StrictOrder {
+	if r.cfg.Mode.strict() {
 		if d := r.heldNextLocked(key, wasHeld); d != nil {
 			return d, true
 		}

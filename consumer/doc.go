@@ -8,17 +8,34 @@
 // unsettled deliveries on Config.Concurrency workers, so a slow handler
 // applies backpressure and memory does not grow with the backlog.
 //
-// Order has three modes. Unordered (the default): deliveries run in parallel
-// with no order. Best effort (OrderedBySubject): events of one subject run
-// one at a time in delivery order and different subjects in parallel. The
-// order is the broker's delivery order in this process: competing consumers
-// of a group can run one subject's events in parallel, and a delivery
-// redelivered after its ack wait (or a consumer's crash) comes back after
-// later events of its subject. Strict (StrictOrder, with an inbox.Sequencer
-// such as sqlinbox): each event of a subject is applied only after every
-// earlier event of that subject was applied, skipped or is parked, with any
-// number of competing consumers in a group, across crashes and redeliveries,
-// on every broker.
+// Order and batching are a Mode (Config.Mode, or one route's with
+// WithMode). Unordered (the default): deliveries run in parallel with no
+// order. PerSubject, best effort: events of one subject run one at a time
+// in delivery order and different subjects in parallel. The order is the
+// broker's delivery order in this process: competing consumers of a group
+// can run one subject's events in parallel, and a delivery redelivered
+// after its ack wait (or a consumer's crash) comes back after later events
+// of its subject. Strict (with an inbox.Sequencer such as sqlinbox): each
+// event of a subject is applied only after every earlier event of that
+// subject was applied, skipped or is parked, with any number of competing
+// consumers in a group, across crashes and redeliveries, on every broker.
+// Batched(size, wait) and PerSubjectBatched(size, wait) process up to size
+// deliveries in one inbox transaction (an inbox.Batcher such as sqlinbox),
+// unordered or per subject; strict order does not batch, and no Mode
+// spells that combination.
+//
+//	c, _ := consumer.New(b, consumer.Config{Mode: consumer.PerSubject(), Concurrency: 8, Inbox: in})
+//	_ = c.Handle("ledger", "billing", ledger, consumer.WithMode(consumer.Strict()))
+//	_ = c.Handle("clicks", "stats", stats, consumer.WithMode(consumer.Batched(64, 5*time.Millisecond)), consumer.WithConcurrency(2))
+//
+// Every route runs with the consumer's Config unless Handle's options
+// (RouteOption) give it its own Mode, concurrency, in-flight bound,
+// handler timeout, retry policy or dead-letter topic. The Config fields
+// OrderedBySubject, StrictOrder, InboxBatch and InboxBatchWait still work
+// and are deprecated: PerSubject, Strict, Batched and PerSubjectBatched
+// replace them.
+//
+// A typed handler through a Router, in the inbox's transaction:
 //
 //	c, _ := consumer.New(b, consumer.Config{Concurrency: 8, Inbox: in})
 //	r := consumer.NewRouter(reg)
@@ -37,9 +54,8 @@
 // (RetryPolicy) up to MaxAttempts; RetryAfter(d, err) chooses the delay and
 // eventkit.Permanent(err) dead-letters at once; a panic is recovered and
 // treated as an error. Dead letters go to Config.DeadLetterTopic(topic)
-// ("<topic>.dlq"), readable with deadletter.InfoOf and replayable with Replay.
-// Batches, per-subject order (best effort or strict), tracing, metrics and a
-// graceful shutdown are options of Config.
+// ("<topic>.dlq"; a route's own with WithDeadLetterTopic), readable with deadletter.InfoOf and replayable with Replay.
+// Tracing, metrics and a graceful shutdown are options of Config.
 //
 // Limits: without an inbox the handler must be idempotent itself; in strict
 // order a subject whose head event failed for good is parked, and its later

@@ -37,11 +37,11 @@ func Example() {
 	})
 
 	c, err := consumer.New(b, consumer.Config{
-		Concurrency:      4,
-		OrderedBySubject: true,
-		Inbox:            lruinbox.New(lruinbox.Options{}),
-		Retry:            consumer.RetryPolicy{MaxAttempts: 3, Initial: 10 * time.Millisecond},
-		Logger:           quietLogger(),
+		Concurrency: 4,
+		Mode:        consumer.PerSubject(),
+		Inbox:       lruinbox.New(lruinbox.Options{}),
+		Retry:       consumer.RetryPolicy{MaxAttempts: 3, Initial: 10 * time.Millisecond},
+		Logger:      quietLogger(),
 	})
 	if err != nil {
 		panic(err)

@@ -65,16 +65,18 @@ type orderedJob struct {
 	d   broker.Delivery
 }
 
-func newRoute(c *Consumer, topic, group string, h Handler) *route {
+// newRoute returns the route of topic and group with cfg, the consumer's
+// Config or the route's own (Consumer.routeConfig).
+func newRoute(c *Consumer, cfg Config, topic, group string, h Handler) *route {
 	ff, _ := lru.New[string, time.Time](4096)
 	r := &route{
-		c: c, cfg: c.cfg, topic: topic, group: group, h: h,
-		log:         c.cfg.Logger.With("topic", topic, "group", group),
-		tracer:      c.cfg.TracerProvider.Tracer("github.com/eventkit/eventkit/consumer"),
+		c: c, cfg: cfg, topic: topic, group: group, h: h,
+		log:         cfg.Logger.With("topic", topic, "group", group),
+		tracer:      cfg.TracerProvider.Tracer("github.com/eventkit/eventkit/consumer"),
 		spanName:    "handle " + topic,
 		meta1:       Meta{Topic: topic, Group: group, Attempt: 1},
 		stopping:    make(chan struct{}),
-		sem:         make(chan struct{}, c.cfg.MaxInFlight),
+		sem:         make(chan struct{}, cfg.MaxInFlight),
 		work:        make(chan broker.Delivery),
 		queues:      map[string][]broker.Delivery{},
 		ready:       make(chan orderedJob),
@@ -88,15 +90,15 @@ func newRoute(c *Consumer, topic, group string, h Handler) *route {
 }
 
 func (r *route) start() error {
-	if r.cfg.OrderedBySubject && r.cfg.InboxBatch > 1 {
+	if r.cfg.Mode.ordered() && r.cfg.Mode.batch() > 1 {
 		r.workers.Go(r.readyCollector)
 	}
 	for range r.cfg.Concurrency {
-		if r.cfg.OrderedBySubject && r.cfg.InboxBatch > 1 {
+		if r.cfg.Mode.ordered() && r.cfg.Mode.batch() > 1 {
 			r.workers.Go(r.orderedBatchWorker)
-		} else if r.cfg.OrderedBySubject {
+		} else if r.cfg.Mode.ordered() {
 			r.workers.Go(r.orderedWorker)
-		} else if r.cfg.InboxBatch > 1 {
+		} else if r.cfg.Mode.batch() > 1 {
 			r.workers.Go(r.batchWorker)
 		} else {
 			r.workers.Go(r.worker)
@@ -117,7 +119,7 @@ func (r *route) start() error {
 		return fmt.Errorf("consumer: subscribe %s/%s: %w", r.topic, r.group, err)
 	}
 	r.sub, r.subCancel = sub, cancel
-	r.log.Debug("consumer: subscribed", "concurrency", r.cfg.Concurrency, "ordered", r.cfg.OrderedBySubject)
+	r.log.Debug("consumer: subscribed", "concurrency", r.cfg.Concurrency, "mode", r.cfg.Mode.String())
 	return nil
 }
 

@@ -101,7 +101,7 @@ func (r *route) outcome(d broker.Delivery, ev eventkit.Event, attempt int, first
 		return false, 0
 	case errors.Is(err, inbox.ErrInProgress):
 		// Another worker holds the key; not an attempt of ours.
-		if r.cfg.OrderedBySubject && r.sleep(r.cfg.Retry.Initial) {
+		if r.cfg.Mode.ordered() && r.sleep(r.cfg.Retry.Initial) {
 			return true, attempt
 		}
 		r.nack(d, r.cfg.Retry.Initial)
@@ -115,7 +115,7 @@ func (r *route) outcome(d broker.Delivery, ev eventkit.Event, attempt int, first
 		*first = now
 		if prev, ok := r.firstFail.Get(ev.ID); ok {
 			*first = prev
-		} else if !r.cfg.OrderedBySubject {
+		} else if !r.cfg.Mode.ordered() {
 			r.firstFail.Add(ev.ID, now)
 		}
 	}
@@ -134,7 +134,7 @@ func (r *route) outcome(d broker.Delivery, ev eventkit.Event, attempt int, first
 	r.cfg.Metrics.Count(ctx, r.topic, r.group, OutcomeRetried)
 	r.log.Warn("consumer: handler failed; will retry", "id", ev.ID, "type", ev.Type, "subject", ev.Subject,
 		"attempt", attempt, "max_attempts", r.cfg.Retry.MaxAttempts, "retry_in", delay, "err", err)
-	if !r.cfg.OrderedBySubject {
+	if !r.cfg.Mode.ordered() {
 		r.nack(d, delay)
 		return false, 0
 	}

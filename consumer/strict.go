@@ -12,8 +12,8 @@ import (
 	"github.com/eventkit/eventkit/inbox"
 )
 
-// Strict order (Config.StrictOrder). Deliveries still go through the
-// per-subject dispatch of OrderedBySubject (one worker per subject in this
+// Strict order (Mode Strict). Deliveries still go through the
+// per-subject dispatch of PerSubject (one worker per subject in this
 // process, so the common case needs no round trip to the broker), but the
 // decision whether an event may run is the inbox's: its position row for
 // (group, topic, subject), locked in the handler's transaction, says which
@@ -32,9 +32,9 @@ func (r *route) deadLetterParked(d broker.Delivery, ev eventkit.Event, seq int64
 }
 
 // runOrdered processes one delivery of an ordered (or strict) route; held
-// says it was a held early event (StrictOrder).
+// says it was a held early event (Strict mode).
 func (r *route) runOrdered(d broker.Delivery, held bool) {
-	if r.cfg.StrictOrder {
+	if r.cfg.Mode.strict() {
 		r.processStrict(d, held)
 		return
 	}
@@ -63,7 +63,7 @@ func (r *route) processStrict(d broker.Delivery, recheck bool) {
 	ev := d.Event()
 	seq, ok, err := eventkit.SubjectSeq(ev)
 	if !ok || ev.Subject == "" {
-		// Not sequenced: best-effort order (OrderedBySubject), inbox
+		// Not sequenced: best-effort order (PerSubject), inbox
 		// deduplication by event id.
 		r.process(d)
 		return

@@ -9,7 +9,7 @@ import (
 	"github.com/eventkit/eventkit/broker"
 )
 
-// Early events held in process (StrictOrder).
+// Early events held in process (Strict mode).
 //
 // An event that arrives before its subject's predecessor was applied is
 // kept, unsettled, in the route's held set instead of going back to the
@@ -108,7 +108,7 @@ type heldEvent struct {
 }
 
 func (r *route) initHold() {
-	if r.cfg.StrictOrder {
+	if r.cfg.Mode.strict() {
 		r.held = holdState{subjects: map[string]*heldSubject{}, wake: make(chan string, 2*r.cfg.MaxInFlight), progressed: true}
 		if b, ok := r.c.sub.(interface{ Capabilities() broker.Capabilities }); ok {
 			r.held.toTail = b.Capabilities().RedeliverToTail
@@ -404,7 +404,7 @@ func (r *route) runLocked(hs *heldSubject) broker.Delivery {
 // dropHeld hands every held event back at shutdown, after the workers
 // stopped.
 func (r *route) dropHeld() {
-	if !r.cfg.StrictOrder {
+	if !r.cfg.Mode.strict() {
 		return
 	}
 	r.mu.Lock()

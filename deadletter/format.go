@@ -23,7 +23,7 @@ const (
 	ExtHeaders      = "dlqheaders"      // undecodable only: the message headers as a JSON object
 	ExtEventID      = "dlqeventid"      // the original event's id (the dead letter has an id of its own)
 	// ExtParked marks the dead letter of an event that parked its subject
-	// (consumer StrictOrder): the subject's sequence number it is parked
+	// (consumer.Strict): the subject's sequence number it is parked
 	// at, decimal. sqldeadletter's Unpark and Skip resume the subject.
 	ExtParked = "dlqparked"
 )

@@ -19,7 +19,7 @@
 // Debezium's messages with no other change:
 //
 //	b := debezium.Wrap(kafkaBroker, debezium.Format{})
-//	c, err := consumer.New(b, consumer.Config{Inbox: in, StrictOrder: true})
+//	c, err := consumer.New(b, consumer.Config{Inbox: in, Mode: consumer.Strict()})
 //
 // Publisher does the reverse, for tests and for `eventkit demo
 // --relay-format debezium`: a broker.Publisher that publishes each event as
@@ -35,6 +35,6 @@
 // it ignores updates and deletes, so eventkit's relay must not run on the
 // same table, and rows are deleted by the application (see
 // docs/debezium.md). Ordering per subject holds on Kafka because the record
-// key is the subject; on the other sinks it holds with StrictOrder, which
+// key is the subject; on the other sinks it holds with consumer.Strict, which
 // orders by subjectseq whatever the delivery order.
 package debezium

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"go.uber.org/goleak"
 
@@ -349,5 +350,52 @@ func TestHandleInTx(t *testing.T) {
 	var n int
 	if err := db.QueryRowContext(ctx, `SELECT sent_count FROM demo_notifications WHERE order_id = 'ord-0'`).Scan(&n); err != nil || n != 1 {
 		t.Fatalf("sent_count %d, %v", n, err)
+	}
+}
+
+// A scenario whose consumer runs in per-subject or strict order
+// (Config.Mode) still gets the copies of the Concurrent fault into the
+// handler at once: the run makes the consumer unordered for that fault,
+// whichever way the order was set. (No inbox: its transaction would
+// serialise the copies.)
+func TestConcurrentFaultWithOrderedMode(t *testing.T) {
+	for _, mode := range []consumer.Mode{consumer.PerSubject(), consumer.Strict()} {
+		for _, f := range eventkittest.DefaultFaults() {
+			if f.Faults.Concurrent <= 1 {
+				continue
+			}
+			t.Run(mode.String()+"/"+f.Name, func(t *testing.T) {
+				var mu sync.Mutex
+				running := map[string]int{}
+				peak := 0
+				s := eventkittest.Scenario{
+					Events:   notificationEvents(t, shop.NewRegistry()),
+					Consumer: consumer.Config{Mode: mode},
+					NoInbox:  true,
+					Handler: func(*sql.DB) consumer.Handler {
+						return consumer.HandlerFunc(func(ctx context.Context, ev eventkit.Event) error {
+							mu.Lock()
+							running[ev.ID]++
+							peak = max(peak, running[ev.ID])
+							mu.Unlock()
+							time.Sleep(20 * time.Millisecond)
+							mu.Lock()
+							running[ev.ID]--
+							mu.Unlock()
+							return nil
+						})
+					},
+					Check: func(context.Context, *sql.DB, eventkittest.Result) error { return nil },
+				}
+				if _, err := eventkittest.RunFault(t, s, f); err != nil {
+					t.Fatal(err)
+				}
+				mu.Lock()
+				defer mu.Unlock()
+				if peak < 2 {
+					t.Fatalf("copies of one event ran one at a time (peak %d) in %s", peak, mode)
+				}
+			})
+		}
 	}
 }

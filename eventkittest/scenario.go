@@ -173,6 +173,11 @@ func RunFault(t TB, s Scenario, f Fault) (Result, error) {
 		// Copies of one event must be able to run at once.
 		cfg.Concurrency = max(cfg.Concurrency, f.Faults.Concurrent)
 		cfg.OrderedBySubject, cfg.StrictOrder = false, false
+		if size, wait := cfg.Mode.Batch(); size > 0 {
+			cfg.Mode = consumer.Batched(size, wait)
+		} else {
+			cfg.Mode = consumer.Unordered()
+		}
 	}
 	mem := memorybroker.New(memorybroker.Options{})
 	defer func() { _ = mem.Close(context.Background()) }()

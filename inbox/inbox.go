@@ -22,7 +22,7 @@
 //     bound, and forgets everything on restart.
 //
 // sqlinbox also implements Batcher: several events in one transaction, so
-// that one commit serves a batch (the consumer's Config.InboxBatch).
+// that one commit serves a batch (the consumer's batched modes, consumer.Batched).
 //
 // None of them makes a handler's side effects outside the transaction (HTTP
 // calls, e-mails) exactly-once; make those idempotent (see the helpers in

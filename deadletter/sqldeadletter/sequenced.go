@@ -11,7 +11,7 @@ import (
 	"github.com/eventkit/eventkit/inbox"
 )
 
-// Sequenced dead letters (consumer.Config.StrictOrder): a dead letter
+// Sequenced dead letters (consumer.Strict): a dead letter
 // marked deadletter.ExtParked parked its subject for its group; the
 // subject's later events wait until an operator either replays it (Unpark,
 // then Replay: it runs again first, with a fresh count of attempts) or

@@ -19,7 +19,7 @@
 // outbox in the same transaction (consume-transform-produce).
 //
 // Batches: Inbox and PgxInbox implement inbox.Batcher, used by the
-// consumer's batch mode (consumer.Config.InboxBatch). ProcessBatch runs
+// consumer's batch mode (consumer.Batched). ProcessBatch runs
 // several events in one transaction with one COMMIT. On PostgreSQL it sets
 // no savepoint: one INSERT ... ON CONFLICT DO NOTHING RETURNING claims the
 // batch's keys (the ones not returned are duplicates), the handlers run
@@ -37,7 +37,7 @@
 // recorded. The fsync of one commit is shared by the batch.
 //
 // Strict order: Inbox and PgxInbox implement inbox.Sequencer, used by the
-// consumer's strict order mode (consumer.Config.StrictOrder). A position
+// consumer's strict order mode (consumer.Strict). A position
 // table (Options.PositionTable, default <table>_positions) holds per
 // (consumer, topic, subject) the last applied subject sequence number, the
 // failed attempts of the next one and the number the subject is parked at.

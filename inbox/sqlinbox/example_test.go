@@ -66,7 +66,7 @@ func ExampleUpsertSQL() {
 // ProcessBatch runs several events in one transaction: each event's writes
 // and key commit with the batch, a failed handler loses only its own, and
 // a key seen before is a duplicate. The consumer uses it in batch mode
-// (consumer.Config.InboxBatch).
+// (consumer.Batched).
 func ExampleInbox_ProcessBatch() {
 	dir, _ := os.MkdirTemp("", "inbox")
 	defer os.RemoveAll(dir)

@@ -268,7 +268,7 @@ func Run(ctx context.Context, cfg Config) (Summary, error) {
 	startConsumer := func(name string, routes map[string]shop.TxFunc) (stop func()) {
 		s := svcs[name]
 		c, err := consumer.New(lossy, consumer.Config{
-			Concurrency: 8, OrderedBySubject: true, Inbox: s.inbox,
+			Concurrency: 8, Mode: consumer.PerSubject(), Inbox: s.inbox,
 			Retry:           consumer.RetryPolicy{MaxAttempts: 5, Initial: 50 * time.Millisecond, Max: time.Second},
 			ShutdownTimeout: 200 * time.Millisecond, Logger: cfg.Logger.With("consumer", name),
 			DeadLetterPublisher: cfg.Broker,

@@ -22,7 +22,7 @@
 //   - relays: two `eventkit relay` (polling) competing on outbox 0 (one
 //     leads, the other takes over when it dies), one `eventkit relay
 //     --mode cdc` on outbox 1 (its own slot). Killed.
-//   - consumers: three processes, consumer.Config{StrictOrder: true,
+//   - consumers: three processes, consumer.Config{Mode: consumer.Strict(),
 //     Concurrency: 8} with the SQL inbox on PostgreSQL, one group on both
 //     topics. The handler, in the inbox transaction, records the event in
 //     an "applied" table (no unique key, so a double application shows)

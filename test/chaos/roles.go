@@ -242,7 +242,7 @@ func consume(ctx context.Context, f roleFlags) error {
 		Concurrency:      8,
 		MaxInFlight:      64,
 		GroupMaxInFlight: 3 * 64,
-		StrictOrder:      true,
+		Mode:             consumer.Strict(),
 		Inbox:            in,
 		HandlerTimeout:   5 * time.Second,
 		AckWait:          8 * time.Second,
