@@ -125,13 +125,7 @@ func (r *route) outcome(d broker.Delivery, ev eventkit.Event, attempt int, first
 		r.deadLetter(d, ev, deadletter.Failure{Reason: reason, Attempts: attempt, First: *first, Last: now, Err: err})
 		return false, 0
 	}
-	delay := r.cfg.Retry.Backoff(attempt)
-	var ra *RetryAfterError
-	if errors.As(err, &ra) && ra.Delay >= 0 {
-		delay = ra.Delay
-	}
-	r.retried.Add(1)
-	r.cfg.Metrics.Count(ctx, r.topic, r.group, OutcomeRetried)
+	delay := r.retrying(ctx, err, attempt)
 	r.log.Warn("consumer: handler failed; will retry", "id", ev.ID, "type", ev.Type, "subject", ev.Subject,
 		"attempt", attempt, "max_attempts", r.cfg.Retry.MaxAttempts, "retry_in", delay, "err", err)
 	if !r.cfg.Mode.ordered() {
@@ -163,6 +157,20 @@ func (r *route) extend(d broker.Delivery) {
 	if err := e.InProgress(ctx); err != nil && !errors.Is(err, broker.ErrAlreadySettled) {
 		r.log.Warn("consumer: extending the ack wait failed", "id", d.Event().ID, "err", err)
 	}
+}
+
+// retrying counts a retry of an event that failed its attempt-th time
+// with err and returns the delay before the next attempt: the backoff, or
+// the handler's RetryAfterError.
+func (r *route) retrying(ctx context.Context, err error, attempt int) time.Duration {
+	delay := r.cfg.Retry.Backoff(attempt)
+	var ra *RetryAfterError
+	if errors.As(err, &ra) && ra.Delay >= 0 {
+		delay = ra.Delay
+	}
+	r.retried.Add(1)
+	r.cfg.Metrics.Count(ctx, r.topic, r.group, OutcomeRetried)
+	return delay
 }
 
 // giveUp reports whether an event that failed its attempt-th time with err

@@ -179,13 +179,7 @@ func (r *route) processStrict(d broker.Delivery, recheck bool) {
 			r.releaseSubject(ev.Subject)
 			return
 		}
-		delay := r.cfg.Retry.Backoff(n)
-		var ra *RetryAfterError
-		if errors.As(err, &ra) && ra.Delay >= 0 {
-			delay = ra.Delay
-		}
-		r.retried.Add(1)
-		r.cfg.Metrics.Count(ctx, r.topic, r.group, OutcomeRetried)
+		delay := r.retrying(ctx, err, n)
 		r.log.Warn("consumer: handler failed; will retry", "id", ev.ID, "type", ev.Type, "subject", ev.Subject,
 			"seq", seq, "attempt", n, "max_attempts", r.cfg.Retry.MaxAttempts, "retry_in", delay, "err", err)
 		// Retry in place: the events queued behind it in this process
