@@ -23,6 +23,7 @@ func Run(t *testing.T, factory Factory) {
 	t.Run("CommitMakesVisible", func(t *testing.T) { t.Parallel(); testCommitVisible(t, factory(t)) })
 	t.Run("ClaimInOrder", func(t *testing.T) { t.Parallel(); testClaimOrder(t, factory(t)) })
 	t.Run("Complete", func(t *testing.T) { t.Parallel(); testComplete(t, factory(t)) })
+	t.Run("CompleteOnlyThese", func(t *testing.T) { t.Parallel(); testCompleteOnlyThese(t, factory(t)) })
 	t.Run("FailAndPark", func(t *testing.T) { t.Parallel(); testPark(t, factory(t)) })
 	t.Run("RetentionCleanup", func(t *testing.T) { t.Parallel(); testCleanup(t, factory(t)) })
 	t.Run("RoundTrip", func(t *testing.T) { t.Parallel(); testRoundTrip(t, factory(t)) })
@@ -273,6 +274,48 @@ func testComplete(t *testing.T, h Harness) {
 	}
 	if _, err := h.Store.Complete(ctx, nil, false); err != nil {
 		t.Fatalf("complete nothing: %v", err)
+	}
+}
+
+// Complete touches the rows given and no other, whether they are a run of
+// consecutive seqs (a store may complete those by range) or not: a row in
+// a gap of the set (a late commit, or an event being retried) stays.
+func testCompleteOnlyThese(t *testing.T, h Harness) {
+	ctx := ctxT(t)
+	var evs []eventkit.Event
+	for i := 1; i <= 7; i++ {
+		evs = append(evs, Event("a", i))
+	}
+	AddCommit(t, ctx, h, "t1", evs...)
+	recs := claimAll(t, ctx, h.Store)
+	if len(recs) != 7 {
+		t.Fatalf("claimed %d rows, want 7", len(recs))
+	}
+	pick := func(is ...int) []int64 {
+		var out []int64
+		for _, i := range is {
+			out = append(out, recs[i].Seq)
+		}
+		return out
+	}
+	for _, c := range []struct {
+		what string
+		seqs []int64
+		keep bool
+		n    int64
+	}{
+		{"a gap", pick(0, 2), false, 2},
+		{"descending", pick(4, 3), false, 2},
+		{"a run", pick(5, 6), true, 2},
+		{"a run again, kept rows", pick(5, 6), true, 0},
+	} {
+		if n, err := h.Store.Complete(ctx, c.seqs, c.keep); err != nil || n != c.n {
+			t.Fatalf("complete %s %v: %d rows, %v; want %d", c.what, c.seqs, n, err, c.n)
+		}
+	}
+	left := claimAll(t, ctx, h.Store)
+	if len(left) != 1 || left[0].Seq != recs[1].Seq {
+		t.Fatalf("pending after completing all but the gap: %v, want only seq %d", ids(left), recs[1].Seq)
 	}
 }
 
