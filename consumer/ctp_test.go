@@ -3,12 +3,14 @@ package consumer_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
+	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/trace"
 	"go.opentelemetry.io/otel/trace/embedded"
@@ -181,5 +183,43 @@ func TestHandleSpanIsChildOfProducer(t *testing.T) {
 	}
 	if sc.SpanID() != (trace.SpanID{1, 2, 3, 4, 5, 6, 7, 8}) {
 		t.Fatalf("handler ctx is not in the handle span: %v", sc.SpanID())
+	}
+}
+
+// With no TracerProvider configured and no SDK registered, the runtime
+// skips the span (it would record nothing) but the handler still gets the
+// producer's span context; a provider registered with
+// otel.SetTracerProvider after New gets the spans from then on. Not
+// parallel: it sets the global provider (and leaves a no-op one behind).
+func TestGlobalTracerProviderRegisteredLater(t *testing.T) {
+	if fmt.Sprintf("%T", otel.GetTracerProvider()) != "*global.tracerProvider" {
+		t.Skip("a global TracerProvider is already registered in this test binary")
+	}
+	b := newBroker(t)
+	topic := testenv.Name("t")
+	got := make(chan trace.SpanContext, 2)
+	c := newConsumer(t, b, consumer.Config{})
+	_ = c.Handle(topic, "g", consumer.HandlerFunc(func(ctx context.Context, e eventkit.Event) error {
+		got <- trace.SpanContextFromContext(ctx)
+		return nil
+	}))
+	waitReady(t, start(t, c))
+	const tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+	publish(t, b, topic, ev("x", "s", `{}`, eventkit.WithExtension("traceparent", tp)))
+	if sc := <-got; sc.TraceID().String() != "4bf92f3577b34da6a3ce929d0e0e4736" || sc.SpanID().String() != "00f067aa0ba902b7" {
+		t.Fatalf("handler context without a registered provider: %v, want the producer's span context", sc)
+	}
+	tr := &recTracer{}
+	otel.SetTracerProvider(tr)
+	t.Cleanup(func() { otel.SetTracerProvider(noop.NewTracerProvider()) })
+	publish(t, b, topic, ev("x", "s", `{}`, eventkit.WithExtension("traceparent", tp)))
+	sc := <-got
+	tr.mu.Lock()
+	defer tr.mu.Unlock()
+	if len(tr.spans) != 1 || tr.spans[0].name != "handle "+topic || tr.spans[0].parent.SpanID().String() != "00f067aa0ba902b7" {
+		t.Fatalf("spans after otel.SetTracerProvider: %+v, want one child of the producer's", tr.spans)
+	}
+	if sc.TraceID().String() != "4bf92f3577b34da6a3ce929d0e0e4736" || sc.SpanID().String() == "00f067aa0ba902b7" {
+		t.Fatalf("handler context after otel.SetTracerProvider: %v, want the consumer span's", sc)
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"runtime/debug"
 	"time"
 
+	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/propagation"
@@ -190,9 +191,12 @@ func (r *route) call(base context.Context, ev eventkit.Event, attempt int, run f
 	if ev.Extensions["traceparent"] != "" {
 		ctx = propagation.TraceContext{}.Extract(ctx, propagation.MapCarrier(ev.Extensions))
 	}
-	ctx, span := r.tracer.Start(ctx, r.spanName, consumerSpan...)
-	defer span.End()
-	if span.IsRecording() { // no attributes built for a tracer that drops them
+	var span trace.Span
+	if r.idleTP == nil || otel.GetTracerProvider() != r.idleTP {
+		ctx, span = r.tracer.Start(ctx, r.spanName, consumerSpan...)
+		defer span.End()
+	}
+	if span != nil && span.IsRecording() { // no attributes built for a tracer that drops them
 		span.SetAttributes(
 			attribute.String("messaging.operation.type", "process"),
 			attribute.String("messaging.destination.name", r.topic),
@@ -215,6 +219,7 @@ func (r *route) call(base context.Context, ev eventkit.Event, attempt int, run f
 	failed := err != nil && !errors.Is(err, inbox.ErrDuplicate)
 	r.cfg.Metrics.HandlerLatency(ctx, r.topic, r.group, time.Since(start), failed)
 	switch {
+	case span == nil:
 	case errors.Is(err, inbox.ErrDuplicate):
 		span.SetAttributes(attribute.Bool("eventkit.duplicate", true))
 	case err != nil:

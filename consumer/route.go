@@ -9,6 +9,7 @@ import (
 	"time"
 
 	lru "github.com/hashicorp/golang-lru/v2"
+	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/eventkit/eventkit/broker"
@@ -28,7 +29,13 @@ type route struct {
 	log   *slog.Logger
 
 	counters
-	tracer   trace.Tracer
+	tracer trace.Tracer
+	// idleTP is the otel global provider while no SDK is registered (nil
+	// if the route traces through another provider): while
+	// otel.GetTracerProvider() still returns it, spans would record
+	// nothing and call skips them (a context and a span allocated per
+	// event); once otel.SetTracerProvider registers one, spans start.
+	idleTP   trace.TracerProvider
 	spanName string // "handle <topic>"
 	meta1    any    // Meta of a first attempt, boxed once (timeoutCtx.meta)
 
@@ -67,12 +74,23 @@ type orderedJob struct {
 
 // newRoute returns the route of topic and group with cfg, the consumer's
 // Config or the route's own (Consumer.routeConfig).
+// idleProvider returns tp if it is OpenTelemetry's global default provider
+// (the one otel.GetTracerProvider returns until an SDK is registered with
+// otel.SetTracerProvider), nil otherwise.
+func idleProvider(tp trace.TracerProvider) trace.TracerProvider {
+	if tp == otel.GetTracerProvider() && fmt.Sprintf("%T", tp) == "*global.tracerProvider" {
+		return tp
+	}
+	return nil
+}
+
 func newRoute(c *Consumer, cfg Config, topic, group string, h Handler) *route {
 	ff, _ := lru.New[string, time.Time](4096)
 	r := &route{
 		c: c, cfg: cfg, topic: topic, group: group, h: h,
 		log:         cfg.Logger.With("topic", topic, "group", group),
 		tracer:      cfg.TracerProvider.Tracer("github.com/eventkit/eventkit/consumer"),
+		idleTP:      idleProvider(cfg.TracerProvider),
 		spanName:    "handle " + topic,
 		meta1:       Meta{Topic: topic, Group: group, Attempt: 1},
 		stopping:    make(chan struct{}),
