@@ -88,7 +88,7 @@ func (r *route) processStrict(d broker.Delivery, recheck bool) {
 	pos := inbox.Position{Consumer: r.group, Topic: r.topic, Subject: ev.Subject, Seq: seq}
 	var first time.Time
 	ctx := context.Background()
-	for {
+	for notHead := 0; ; {
 		failures := 0
 		tctx, cancel := context.WithTimeout(r.hardCtx, r.cfg.HandlerTimeout)
 		err := seqr.ProcessInOrder(tctx, pos, func(ctx context.Context, f int) error {
@@ -161,7 +161,17 @@ func (r *route) processStrict(d broker.Delivery, recheck bool) {
 			return
 		}
 		if n == 0 {
-			continue // no longer the head: another copy was applied meanwhile
+			// No longer the head: another copy was applied meanwhile, and
+			// the next try finds it a duplicate. A store that keeps
+			// saying so without the event being applied would spin here:
+			// after 3 in a row the event goes back to the broker.
+			if notHead++; notHead < 3 {
+				continue
+			}
+			r.log.Warn("consumer: the inbox keeps reporting the event is not its subject's head; returning it to the broker",
+				"id", ev.ID, "subject", ev.Subject, "seq", seq)
+			r.nack(d, r.cfg.Retry.Backoff(failures+1))
+			return
 		}
 		if reason, giveUp := r.giveUp(err, n); giveUp {
 			r.log.Error("consumer: giving up on event; parking its subject", "id", ev.ID, "type", ev.Type,

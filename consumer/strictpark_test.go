@@ -2,6 +2,7 @@ package consumer_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"path/filepath"
 	"strconv"
@@ -14,6 +15,7 @@ import (
 	"github.com/eventkit/eventkit/consumer"
 	"github.com/eventkit/eventkit/deadletter"
 	"github.com/eventkit/eventkit/deadletter/sqldeadletter"
+	"github.com/eventkit/eventkit/inbox"
 	"github.com/eventkit/eventkit/inbox/sqlinbox"
 )
 
@@ -183,5 +185,37 @@ func TestStrictOrderUnroutedTypeReason(t *testing.T) {
 	eventually(t, 10*time.Second, "subject parked", func() bool { return c.Stats().Parked == 1 })
 	if st := c.Stats(); st.Failed != 1 {
 		t.Fatalf("stats %+v: want 1 failed attempt", st)
+	}
+}
+
+// notHeadSeq is a Sequencer whose RecordFailure always answers "no longer
+// the head", as a broken store might.
+type notHeadSeq struct{ *sqlinbox.Inbox }
+
+func (notHeadSeq) RecordFailure(context.Context, inbox.Position, string) (int, error) { return 0, nil }
+
+// A failing event whose failure the inbox never records (RecordFailure
+// keeps answering "not the head") goes back to the broker after 3 tries
+// instead of being retried in place for ever.
+func TestStrictOrderNotHeadBounded(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	b := newBroker(t)
+	db := openDB(t, "sqlite", "file:"+filepath.Join(t.TempDir(), "nothead.db")+"?_txlock=immediate&_pragma=busy_timeout(10000)&_pragma=journal_mode(wal)")
+	in, err := sqlinbox.New(db, sqlinbox.SQLite, sqlinbox.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := in.Migrate(ctx); err != nil {
+		t.Fatal(err)
+	}
+	var deliveries atomic.Int64
+	c := newConsumer(t, counting{b, &deliveries}, consumer.Config{Mode: consumer.Strict(), Inbox: notHeadSeq{in}, Retry: fastRetry(5)})
+	_ = c.HandleFunc("orders", "g", func(context.Context, eventkit.Event) error { return errors.New("boom") })
+	waitReady(t, start(t, c))
+	publish(t, b, "orders", ev("x", "s", "{}", eventkit.WithExtension(eventkit.SubjectSeqExtension, "1")))
+	eventually(t, 10*time.Second, "the event redelivered", func() bool { return deliveries.Load() >= 3 })
+	if f, d := c.Stats().Failed, uint64(deliveries.Load()); f > 3*d+3 {
+		t.Fatalf("%d failed attempts over %d deliveries: retried in place without bound", f, d)
 	}
 }
