@@ -26,4 +26,13 @@
 // process), which poll until the commit makes the events visible
 // (RelayConfig.WakeLinger); writes from other processes are found by
 // polling (RelayConfig.PollInterval).
+//
+// Add numbers each subject's events from a counter row in
+// <table>_subject_seq, locked in the caller's transaction until it ends,
+// so writers of one subject queue behind each other. The first write of a
+// new subject inserts that row: when it rolls back while other
+// transactions wait to write the same subject, InnoDB can end one of those
+// with Error 1213 (deadlock, "try restarting transaction"), as with any
+// insert of a contested new key. Retry such a transaction, as any InnoDB
+// application retries 1213; nothing of it was written.
 package mysqloutbox

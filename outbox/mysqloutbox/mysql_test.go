@@ -5,13 +5,14 @@ import (
 	"crypto/sha256"
 	"database/sql"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"regexp"
 	"strings"
 	"testing"
 	"time"
 
-	_ "github.com/go-sql-driver/mysql"
+	"github.com/go-sql-driver/mysql"
 	"go.uber.org/goleak"
 
 	"github.com/eventkit/eventkit/internal/testenv"
@@ -67,8 +68,12 @@ func harnessOn(t *testing.T, dsn, table string) outboxtest.Harness {
 	return outboxtest.Harness{
 		Store:             s,
 		ConcurrentWriters: true,
-		Begin:             outboxtest.BeginSQL(db, s),
-		LargeTxMB:         18,
+		RolledBack: func(err error) bool {
+			var me *mysql.MySQLError
+			return errors.As(err, &me) && me.Number == 1213
+		},
+		Begin:     outboxtest.BeginSQL(db, s),
+		LargeTxMB: 18,
 		Corrupt: func(ctx context.Context, seq int64) error {
 			_, err := db.ExecContext(ctx, `UPDATE `+s.Table()+` SET event_time = 'yesterday' WHERE seq = ?`, seq)
 			return err

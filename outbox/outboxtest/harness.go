@@ -39,6 +39,13 @@ type Harness struct {
 	// once (Postgres, MySQL; not SQLite), so the out-of-order commit tests
 	// apply.
 	ConcurrentWriters bool
+	// RolledBack, if set, reports whether err from Add or Commit means the
+	// database rolled the transaction back on its own and the application
+	// would retry it (MySQL's Error 1213, a deadlock InnoDB finds between
+	// writers of a new subject when the first of them rolls back). The
+	// concurrent-writer tests count such a transaction as rolled back
+	// instead of failing.
+	RolledBack func(err error) bool
 	// NewStore, if set, returns a second store on the same table (as another
 	// process would have), for the HA tests. Default: the same Store.
 	NewStore func(t *testing.T) outbox.Store
