@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -151,5 +152,50 @@ func receive(t *testing.T, ch <-chan eventkit.Event, timeout time.Duration) even
 	case <-time.After(timeout):
 		t.Fatalf("nothing received within %s", timeout)
 		return eventkit.Event{}
+	}
+}
+
+// eachTxStore runs test, in parallel, on each of the transactional (SQL)
+// inboxes, with a fresh store, broker and topic.
+func eachTxStore(t *testing.T, test func(t *testing.T, st *store, b *memorybroker.Broker, topic string)) {
+	t.Helper()
+	t.Parallel()
+	for _, s := range stores[:4] {
+		t.Run(s.name, func(t *testing.T) {
+			t.Parallel()
+			test(t, s.new(t), newBroker(t), testenv.Name("t"))
+		})
+	}
+}
+
+// accountCopies is one credit event for each of acct-0 to acct-(events-1),
+// each copies times back to back (the same id).
+func accountCopies(events, copies int) []eventkit.Event {
+	var batch []eventkit.Event
+	for i := range events {
+		e := ev("credit", "acct-"+strconv.Itoa(i), `{}`)
+		for range copies {
+			batch = append(batch, e)
+		}
+	}
+	return batch
+}
+
+// appliedOnce waits until every copy of accountCopies(events, copies) is
+// handled or skipped as a duplicate, then checks that each account changed
+// once and that c handled each event once.
+func appliedOnce(t *testing.T, c *consumer.Consumer, st *store, events, copies int, timeout time.Duration) {
+	t.Helper()
+	eventually(t, timeout, "every copy settled", func() bool {
+		s := c.Stats()
+		return s.Handled+s.Duplicates == uint64(events*copies)
+	})
+	for i := range events {
+		if n := st.count(t, "acct-"+strconv.Itoa(i)); n != 1 {
+			t.Fatalf("acct-%d changed %d times, want 1", i, n)
+		}
+	}
+	if s := c.Stats(); s.Handled != uint64(events) || s.Duplicates != uint64(events*(copies-1)) || s.DeadLettered != 0 {
+		t.Fatalf("stats %+v", s)
 	}
 }
