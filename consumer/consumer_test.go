@@ -267,27 +267,8 @@ func TestOrderedPerSubject(t *testing.T) {
 		return nil
 	}))
 	start(t, c)
-	var batch []eventkit.Event
-	for i := range perSubject {
-		for s := range subjects {
-			batch = append(batch, ev("x", "subj-"+strconv.Itoa(s), strconv.Itoa(i)))
-		}
-	}
-	publish(t, b, topic, batch...)
-	eventually(t, 30*time.Second, "all handled", func() bool { return c.Stats().Handled == subjects*perSubject })
-	mu.Lock()
-	defer mu.Unlock()
-	for s := range subjects {
-		seqs := got["subj-"+strconv.Itoa(s)]
-		if len(seqs) != perSubject {
-			t.Fatalf("subject %d: %d events", s, len(seqs))
-		}
-		for i, v := range seqs {
-			if v != i {
-				t.Fatalf("subject %d out of order: %v", s, seqs)
-			}
-		}
-	}
+	publish(t, b, topic, subjectRounds(subjects, perSubject)...)
+	handledInOrder(t, c, &mu, got, subjects, perSubject)
 	if peak.Load() < 2 {
 		t.Fatalf("no parallelism across subjects (peak %d)", peak.Load())
 	}

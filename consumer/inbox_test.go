@@ -50,22 +50,7 @@ func sqlStore(t testing.TB, name, driver, dsn string, d sqlinbox.Dialect) *store
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = db.Close() })
-	table, biz := testenv.Name("inbox"), testenv.Name("acct")
-	in, err := sqlinbox.New(db, d, sqlinbox.Options{Table: table})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := in.Migrate(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := db.Exec("CREATE TABLE " + biz + " (id VARCHAR(64) PRIMARY KEY, n INTEGER NOT NULL)"); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		_, _ = db.Exec("DROP TABLE " + table)
-		_, _ = db.Exec("DROP TABLE " + table + "_positions")
-		_, _ = db.Exec("DROP TABLE " + biz)
-	})
+	in, biz := inboxAndCounters(t, db, d)
 	up, _ := sqlinbox.UpsertSQL(d, biz, []string{"id"}, []string{"id", "n"})
 	_ = up
 	var insert, update string
