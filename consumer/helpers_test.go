@@ -290,3 +290,16 @@ func inboxAndCounters(t testing.TB, db *sql.DB, d sqlinbox.Dialect) (*sqlinbox.I
 	})
 	return in, biz
 }
+
+// bothOrderings runs test, in parallel, unordered and ordered by subject,
+// with a fresh broker and topic.
+func bothOrderings(t *testing.T, test func(t *testing.T, ordered bool, b *memorybroker.Broker, topic string)) {
+	t.Helper()
+	t.Parallel()
+	for _, ordered := range []bool{false, true} {
+		t.Run(fmt.Sprint("ordered=", ordered), func(t *testing.T) {
+			t.Parallel()
+			test(t, ordered, newBroker(t), testenv.Name("t"))
+		})
+	}
+}
