@@ -89,155 +89,116 @@ func TestBatchConfig(t *testing.T) {
 // Batch mode: each event delivered 5 times, concurrently, changes the
 // business table once.
 func TestBatchConcurrentDuplicatesApplyOnce(t *testing.T) {
-	t.Parallel()
-	for _, s := range stores[:4] {
-		t.Run(s.name, func(t *testing.T) {
-			t.Parallel()
-			st := s.new(t)
-			b := newBroker(t)
-			topic := testenv.Name("t")
-			log := newTxLog()
-			c := newConsumer(t, b, batchConfig(st.in, 8))
-			_ = c.Handle(topic, "ledger", consumer.HandlerFunc(func(ctx context.Context, e eventkit.Event) error {
-				log.add(e.ID, st.tx(ctx))
-				return st.bump(ctx, e.Subject)
-			}))
-			start(t, c)
-			const events, copies = 20, 5
-			var batch []eventkit.Event
-			for i := range events {
-				e := ev("credit", "acct-"+strconv.Itoa(i), `{}`)
-				for range copies {
-					batch = append(batch, e)
-				}
-			}
-			publish(t, b, topic, batch...)
-			eventually(t, 30*time.Second, "every copy settled", func() bool {
-				s := c.Stats()
-				return s.Handled+s.Duplicates == events*copies
-			})
-			for i := range events {
-				if n := st.count(t, "acct-"+strconv.Itoa(i)); n != 1 {
-					t.Fatalf("acct-%d changed %d times, want 1", i, n)
-				}
-			}
-			if s := c.Stats(); s.Handled != events || s.Duplicates != events*(copies-1) || s.DeadLettered != 0 {
-				t.Fatalf("stats %+v", s)
-			}
-			if m := log.maxBatch(); m < 2 {
-				t.Fatalf("no transaction ran more than %d handler(s): not batched", m)
-			}
-		})
-	}
+	eachTxStore(t, func(t *testing.T, st *store, b *memorybroker.Broker, topic string) {
+		log := newTxLog()
+		c := newConsumer(t, b, batchConfig(st.in, 8))
+		_ = c.Handle(topic, "ledger", consumer.HandlerFunc(func(ctx context.Context, e eventkit.Event) error {
+			log.add(e.ID, st.tx(ctx))
+			return st.bump(ctx, e.Subject)
+		}))
+		start(t, c)
+		const events, copies = 20, 5
+		publish(t, b, topic, accountCopies(events, copies)...)
+		appliedOnce(t, c, st, events, copies, 30*time.Second)
+		if m := log.maxBatch(); m < 2 {
+			t.Fatalf("no transaction ran more than %d handler(s): not batched", m)
+		}
+	})
 }
 
 // A handler error in a batch rolls back that event only: the others are
 // committed (once) with the batch, the failed one is retried and applied
 // once.
 func TestBatchHandlerFailureIsolated(t *testing.T) {
-	t.Parallel()
-	for _, s := range stores[:4] {
-		t.Run(s.name, func(t *testing.T) {
-			t.Parallel()
-			st := s.new(t)
-			b := newBroker(t)
-			topic := testenv.Name("t")
-			log := newTxLog()
-			var failures atomic.Int32
-			c := newConsumer(t, b, batchConfig(st.in, 1))
-			_ = c.Handle(topic, "ledger", consumer.HandlerFunc(func(ctx context.Context, e eventkit.Event) error {
-				log.add(e.Subject, st.tx(ctx))
-				if err := st.bump(ctx, e.Subject); err != nil {
-					return err
-				}
-				if e.Subject == "acct-3" && failures.Add(1) <= 2 {
-					return errors.New("fails after writing")
-				}
-				return nil
-			}))
-			start(t, c)
-			const events = 8
-			var batch []eventkit.Event
-			for i := range events {
-				batch = append(batch, ev("credit", "acct-"+strconv.Itoa(i), `{}`))
+	eachTxStore(t, func(t *testing.T, st *store, b *memorybroker.Broker, topic string) {
+		log := newTxLog()
+		var failures atomic.Int32
+		c := newConsumer(t, b, batchConfig(st.in, 1))
+		_ = c.Handle(topic, "ledger", consumer.HandlerFunc(func(ctx context.Context, e eventkit.Event) error {
+			log.add(e.Subject, st.tx(ctx))
+			if err := st.bump(ctx, e.Subject); err != nil {
+				return err
 			}
-			publish(t, b, topic, batch...)
-			eventually(t, 20*time.Second, "all handled", func() bool { return c.Stats().Handled == events })
-			for i := range events {
-				acct := "acct-" + strconv.Itoa(i)
-				if n := st.count(t, acct); n != 1 {
-					t.Fatalf("%s changed %d times, want 1", acct, n)
-				}
-				// On PostgreSQL the events before the failed one in its
-				// batch run again (rolled back, then committed): at most
-				// once per failure more.
-				calls := log.callsOf(acct)
-				if i == 3 && len(calls) != 3 || len(calls) < 1 || len(calls) > 3 {
-					t.Fatalf("%s handled %d times", acct, len(calls))
-				}
+			if e.Subject == "acct-3" && failures.Add(1) <= 2 {
+				return errors.New("fails after writing")
 			}
-			if n := log.batchOf(log.callsOf("acct-3")[0]); n < 2 {
-				t.Fatalf("the failing event's first attempt was not in a batch (%d handler calls in its tx)", n)
+			return nil
+		}))
+		start(t, c)
+		const events = 8
+		var batch []eventkit.Event
+		for i := range events {
+			batch = append(batch, ev("credit", "acct-"+strconv.Itoa(i), `{}`))
+		}
+		publish(t, b, topic, batch...)
+		eventually(t, 20*time.Second, "all handled", func() bool { return c.Stats().Handled == events })
+		for i := range events {
+			acct := "acct-" + strconv.Itoa(i)
+			if n := st.count(t, acct); n != 1 {
+				t.Fatalf("%s changed %d times, want 1", acct, n)
 			}
-			if s := c.Stats(); s.Failed != 2 || s.Retried != 2 || s.DeadLettered != 0 {
-				t.Fatalf("stats %+v", s)
+			// On PostgreSQL the events before the failed one in its
+			// batch run again (rolled back, then committed): at most
+			// once per failure more.
+			calls := log.callsOf(acct)
+			if i == 3 && len(calls) != 3 || len(calls) < 1 || len(calls) > 3 {
+				t.Fatalf("%s handled %d times", acct, len(calls))
 			}
-		})
-	}
+		}
+		if n := log.batchOf(log.callsOf("acct-3")[0]); n < 2 {
+			t.Fatalf("the failing event's first attempt was not in a batch (%d handler calls in its tx)", n)
+		}
+		if s := c.Stats(); s.Failed != 2 || s.Retried != 2 || s.DeadLettered != 0 {
+			t.Fatalf("stats %+v", s)
+		}
+	})
 }
 
 // A crash after a batch commit and before its acks: the redeliveries are
 // skipped as duplicates.
 func TestBatchCrashBetweenCommitAndAck(t *testing.T) {
-	t.Parallel()
-	for _, s := range stores[:4] {
-		t.Run(s.name, func(t *testing.T) {
-			t.Parallel()
-			st := s.new(t)
-			b := newBroker(t)
-			topic := testenv.Name("t")
-			log := newTxLog()
-			handler := consumer.HandlerFunc(func(ctx context.Context, e eventkit.Event) error {
-				log.add(e.Subject, st.tx(ctx))
-				return st.bump(ctx, e.Subject)
-			})
-			const events = 6
-			var batch []eventkit.Event
-			for i := range events {
-				batch = append(batch, ev("credit", "acct-"+strconv.Itoa(i), `{}`))
-			}
-
-			client1 := memorybroker.Client(b)
-			crash := &crashingSub{Subscriber: client1, crashed: make(chan struct{})}
-			cfg := batchConfig(st.in, 1)
-			cfg.DeadLetterPublisher = b
-			c1 := newConsumer(t, crash, cfg)
-			_ = c1.Handle(topic, "ledger", handler)
-			r1 := start(t, c1)
-			publish(t, b, topic, batch...)
-			eventually(t, 10*time.Second, "first run committed all", func() bool { return c1.Stats().Handled == events })
-			ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
-			_ = client1.Close(ctx)
-			cancel()
-			_ = r1.stop()
-			if m := log.maxBatch(); m < 2 {
-				t.Fatalf("first run not batched (max %d per tx)", m)
-			}
-
-			c2 := newConsumer(t, memorybroker.Client(b), batchConfig(st.in, 1))
-			_ = c2.Handle(topic, "ledger", handler)
-			start(t, c2)
-			eventually(t, 10*time.Second, "redeliveries skipped", func() bool { return c2.Stats().Duplicates == events })
-			for i := range events {
-				if n := st.count(t, "acct-"+strconv.Itoa(i)); n != 1 {
-					t.Fatalf("acct-%d applied %d times, want 1", i, n)
-				}
-			}
-			if s := c2.Stats(); s.Handled != 0 {
-				t.Fatalf("stats %+v", s)
-			}
+	eachTxStore(t, func(t *testing.T, st *store, b *memorybroker.Broker, topic string) {
+		log := newTxLog()
+		handler := consumer.HandlerFunc(func(ctx context.Context, e eventkit.Event) error {
+			log.add(e.Subject, st.tx(ctx))
+			return st.bump(ctx, e.Subject)
 		})
-	}
+		const events = 6
+		var batch []eventkit.Event
+		for i := range events {
+			batch = append(batch, ev("credit", "acct-"+strconv.Itoa(i), `{}`))
+		}
+
+		client1 := memorybroker.Client(b)
+		crash := &crashingSub{Subscriber: client1, crashed: make(chan struct{})}
+		cfg := batchConfig(st.in, 1)
+		cfg.DeadLetterPublisher = b
+		c1 := newConsumer(t, crash, cfg)
+		_ = c1.Handle(topic, "ledger", handler)
+		r1 := start(t, c1)
+		publish(t, b, topic, batch...)
+		eventually(t, 10*time.Second, "first run committed all", func() bool { return c1.Stats().Handled == events })
+		ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+		_ = client1.Close(ctx)
+		cancel()
+		_ = r1.stop()
+		if m := log.maxBatch(); m < 2 {
+			t.Fatalf("first run not batched (max %d per tx)", m)
+		}
+
+		c2 := newConsumer(t, memorybroker.Client(b), batchConfig(st.in, 1))
+		_ = c2.Handle(topic, "ledger", handler)
+		start(t, c2)
+		eventually(t, 10*time.Second, "redeliveries skipped", func() bool { return c2.Stats().Duplicates == events })
+		for i := range events {
+			if n := st.count(t, "acct-"+strconv.Itoa(i)); n != 1 {
+				t.Fatalf("acct-%d applied %d times, want 1", i, n)
+			}
+		}
+		if s := c2.Stats(); s.Handled != 0 {
+			t.Fatalf("stats %+v", s)
+		}
+	})
 }
 
 // pgDeferred is a Postgres inbox plus a child table whose foreign key is
@@ -400,85 +361,78 @@ func TestBatchCommitFailure(t *testing.T) {
 // copy after the first is a duplicate. The handler checks the order in its
 // transaction: event k of a subject finds its counter at k.
 func TestBatchOrderedBySubject(t *testing.T) {
-	t.Parallel()
-	for _, s := range stores[:4] {
-		t.Run(s.name, func(t *testing.T) {
-			t.Parallel()
-			st := s.new(t)
-			b := newBroker(t)
-			topic := testenv.Name("t")
-			log := newTxLog()
-			var mu sync.Mutex
-			subjectsOf := map[any]map[string]bool{} // tx -> subjects it ran
-			var failures, violations atomic.Int32
-			cfg := batchConfig(st.in, 2)
-			cfg.OrderedBySubject = true
-			c := newConsumer(t, b, cfg)
-			_ = c.Handle(topic, "ledger", consumer.HandlerFunc(func(ctx context.Context, e eventkit.Event) error {
-				tx := st.tx(ctx)
-				log.add(e.ID, tx)
-				mu.Lock()
-				if subjectsOf[tx] == nil {
-					subjectsOf[tx] = map[string]bool{}
-				}
-				subjectsOf[tx][e.Subject] = true
-				mu.Unlock()
-				k, _ := strconv.Atoi(string(e.Data))
-				n, err := st.read(ctx, e.Subject)
-				if err != nil {
-					return err
-				}
-				if n != k {
-					violations.Add(1)
-					t.Errorf("%s: event %d found the counter at %d", e.Subject, k, n)
-				}
-				if err := st.bump(ctx, e.Subject); err != nil {
-					return err
-				}
-				if e.Subject == "s1" && k == 3 && failures.Add(1) <= 2 {
-					return errors.New("fails after writing")
-				}
-				return nil
-			}))
-			const subjects, perSubject = 6, 10
-			var evs []eventkit.Event
-			for k := range perSubject {
-				for s := range subjects {
-					e := ev("credit", "s"+strconv.Itoa(s), strconv.Itoa(k))
-					evs = append(evs, e, e) // every event twice
-				}
-			}
-			publish(t, b, topic, evs...)
-			start(t, c)
-			eventually(t, 30*time.Second, "every copy settled", func() bool {
-				s := c.Stats()
-				return s.Handled+s.Duplicates == uint64(len(evs))
-			})
-			for s := range subjects {
-				if n := st.count(t, "s"+strconv.Itoa(s)); n != perSubject {
-					t.Fatalf("s%d: counter %d, want %d", s, n, perSubject)
-				}
-			}
-			if s := c.Stats(); s.Handled != subjects*perSubject || s.Failed != 2 || s.Retried != 2 || s.DeadLettered != 0 {
-				t.Fatalf("stats %+v", s)
-			}
-			if m := log.maxBatch(); m < 2 {
-				t.Fatalf("no transaction ran more than %d handler(s): not batched", m)
-			}
+	eachTxStore(t, func(t *testing.T, st *store, b *memorybroker.Broker, topic string) {
+		log := newTxLog()
+		var mu sync.Mutex
+		subjectsOf := map[any]map[string]bool{} // tx -> subjects it ran
+		var failures, violations atomic.Int32
+		cfg := batchConfig(st.in, 2)
+		cfg.OrderedBySubject = true
+		c := newConsumer(t, b, cfg)
+		_ = c.Handle(topic, "ledger", consumer.HandlerFunc(func(ctx context.Context, e eventkit.Event) error {
+			tx := st.tx(ctx)
+			log.add(e.ID, tx)
 			mu.Lock()
-			multi := 0
-			for _, subs := range subjectsOf {
-				multi = max(multi, len(subs))
+			if subjectsOf[tx] == nil {
+				subjectsOf[tx] = map[string]bool{}
 			}
+			subjectsOf[tx][e.Subject] = true
 			mu.Unlock()
-			if multi < 2 {
-				t.Fatal("no transaction ran the events of more than one subject")
+			k, _ := strconv.Atoi(string(e.Data))
+			n, err := st.read(ctx, e.Subject)
+			if err != nil {
+				return err
 			}
-			if violations.Load() != 0 {
-				t.Fatalf("%d events out of order", violations.Load())
+			if n != k {
+				violations.Add(1)
+				t.Errorf("%s: event %d found the counter at %d", e.Subject, k, n)
 			}
+			if err := st.bump(ctx, e.Subject); err != nil {
+				return err
+			}
+			if e.Subject == "s1" && k == 3 && failures.Add(1) <= 2 {
+				return errors.New("fails after writing")
+			}
+			return nil
+		}))
+		const subjects, perSubject = 6, 10
+		var evs []eventkit.Event
+		for k := range perSubject {
+			for s := range subjects {
+				e := ev("credit", "s"+strconv.Itoa(s), strconv.Itoa(k))
+				evs = append(evs, e, e) // every event twice
+			}
+		}
+		publish(t, b, topic, evs...)
+		start(t, c)
+		eventually(t, 30*time.Second, "every copy settled", func() bool {
+			s := c.Stats()
+			return s.Handled+s.Duplicates == uint64(len(evs))
 		})
-	}
+		for s := range subjects {
+			if n := st.count(t, "s"+strconv.Itoa(s)); n != perSubject {
+				t.Fatalf("s%d: counter %d, want %d", s, n, perSubject)
+			}
+		}
+		if s := c.Stats(); s.Handled != subjects*perSubject || s.Failed != 2 || s.Retried != 2 || s.DeadLettered != 0 {
+			t.Fatalf("stats %+v", s)
+		}
+		if m := log.maxBatch(); m < 2 {
+			t.Fatalf("no transaction ran more than %d handler(s): not batched", m)
+		}
+		mu.Lock()
+		multi := 0
+		for _, subs := range subjectsOf {
+			multi = max(multi, len(subs))
+		}
+		mu.Unlock()
+		if multi < 2 {
+			t.Fatal("no transaction ran the events of more than one subject")
+		}
+		if violations.Load() != 0 {
+			t.Fatalf("%d events out of order", violations.Load())
+		}
+	})
 }
 
 // Ordered batch mode stopped in the middle: what was not committed is

@@ -13,6 +13,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/eventkit/eventkit"
+	"github.com/eventkit/eventkit/broker/memorybroker"
 	"github.com/eventkit/eventkit/consumer"
 	"github.com/eventkit/eventkit/deadletter"
 	"github.com/eventkit/eventkit/internal/testenv"
@@ -267,27 +268,8 @@ func TestOrderedPerSubject(t *testing.T) {
 		return nil
 	}))
 	start(t, c)
-	var batch []eventkit.Event
-	for i := range perSubject {
-		for s := range subjects {
-			batch = append(batch, ev("x", "subj-"+strconv.Itoa(s), strconv.Itoa(i)))
-		}
-	}
-	publish(t, b, topic, batch...)
-	eventually(t, 30*time.Second, "all handled", func() bool { return c.Stats().Handled == subjects*perSubject })
-	mu.Lock()
-	defer mu.Unlock()
-	for s := range subjects {
-		seqs := got["subj-"+strconv.Itoa(s)]
-		if len(seqs) != perSubject {
-			t.Fatalf("subject %d: %d events", s, len(seqs))
-		}
-		for i, v := range seqs {
-			if v != i {
-				t.Fatalf("subject %d out of order: %v", s, seqs)
-			}
-		}
-	}
+	publish(t, b, topic, subjectRounds(subjects, perSubject)...)
+	handledInOrder(t, c, &mu, got, subjects, perSubject)
 	if peak.Load() < 2 {
 		t.Fatalf("no parallelism across subjects (peak %d)", peak.Load())
 	}
@@ -337,119 +319,107 @@ func TestOrderedPoisonDoesNotLetLaterEventsOvertake(t *testing.T) {
 // A handler that blocks does not let memory grow: the consumer holds at
 // most MaxInFlight deliveries, and only Concurrency handler calls run.
 func TestBlockedHandlerBoundsInFlight(t *testing.T) {
-	t.Parallel()
-	for _, ordered := range []bool{false, true} {
-		t.Run(fmt.Sprint("ordered=", ordered), func(t *testing.T) {
-			t.Parallel()
-			b := newBroker(t)
-			topic := testenv.Name("t")
-			release := make(chan struct{})
-			c := newConsumer(t, b, consumer.Config{Concurrency: 3, MaxInFlight: 10, OrderedBySubject: ordered})
-			_ = c.Handle(topic, "g", consumer.HandlerFunc(func(ctx context.Context, e eventkit.Event) error {
-				select {
-				case <-release:
-					return nil
-				case <-ctx.Done():
-					return ctx.Err()
-				}
-			}))
-			start(t, c)
-			// Ordered: 3 subjects, so the backlogs of busy subjects fill the
-			// in-flight budget. Unordered: the pool takes one delivery
-			// beyond its workers and then stops the broker from fetching.
-			want := int(4)
-			if ordered {
-				want = 10
+	bothOrderings(t, func(t *testing.T, ordered bool, b *memorybroker.Broker, topic string) {
+		release := make(chan struct{})
+		c := newConsumer(t, b, consumer.Config{Concurrency: 3, MaxInFlight: 10, OrderedBySubject: ordered})
+		_ = c.Handle(topic, "g", consumer.HandlerFunc(func(ctx context.Context, e eventkit.Event) error {
+			select {
+			case <-release:
+				return nil
+			case <-ctx.Done():
+				return ctx.Err()
 			}
-			var batch []eventkit.Event
-			for i := range 500 {
-				batch = append(batch, ev("x", "s"+strconv.Itoa(i%3), `{}`))
-			}
-			publish(t, b, topic, batch...)
-			eventually(t, 5*time.Second, "in flight at the limit", func() bool { return c.Stats().InFlight == want })
-			for range 20 { // and it stays there
-				time.Sleep(10 * time.Millisecond)
-				if s := c.Stats(); s.InFlight != want || s.Handling > 3 {
-					t.Fatalf("stats %+v", s)
-				}
-			}
-			if s := c.Stats(); s.Handling != 3 || s.Handled != 0 {
+		}))
+		start(t, c)
+		// Ordered: 3 subjects, so the backlogs of busy subjects fill the
+		// in-flight budget. Unordered: the pool takes one delivery
+		// beyond its workers and then stops the broker from fetching.
+		want := int(4)
+		if ordered {
+			want = 10
+		}
+		var batch []eventkit.Event
+		for i := range 500 {
+			batch = append(batch, ev("x", "s"+strconv.Itoa(i%3), `{}`))
+		}
+		publish(t, b, topic, batch...)
+		eventually(t, 5*time.Second, "in flight at the limit", func() bool { return c.Stats().InFlight == want })
+		for range 20 { // and it stays there
+			time.Sleep(10 * time.Millisecond)
+			if s := c.Stats(); s.InFlight != want || s.Handling > 3 {
 				t.Fatalf("stats %+v", s)
 			}
-			close(release)
-			eventually(t, 20*time.Second, "all handled", func() bool { return c.Stats().Handled == 500 })
-		})
-	}
+		}
+		if s := c.Stats(); s.Handling != 3 || s.Handled != 0 {
+			t.Fatalf("stats %+v", s)
+		}
+		close(release)
+		eventually(t, 20*time.Second, "all handled", func() bool { return c.Stats().Handled == 500 })
+	})
 }
 
 // Shutdown with work in progress: handler calls in progress finish, queued
 // deliveries are nacked, nothing is lost or half-done, and a second consumer
 // handles the rest (goleak in TestMain checks that nothing is left running).
 func TestShutdownWithInFlightWork(t *testing.T) {
-	t.Parallel()
-	for _, ordered := range []bool{false, true} {
-		t.Run(fmt.Sprint("ordered=", ordered), func(t *testing.T) {
-			t.Parallel()
-			b := newBroker(t)
-			topic := testenv.Name("t")
-			var mu sync.Mutex
-			done := map[string]int{} // effects: an event's effect is "started"+"finished"
-			started := map[string]bool{}
-			var inHandler atomic.Int32
-			slow := consumer.HandlerFunc(func(ctx context.Context, e eventkit.Event) error {
-				inHandler.Add(1)
-				mu.Lock()
-				started[e.ID] = true
-				mu.Unlock()
-				time.Sleep(50 * time.Millisecond) // ignores ctx: finishes within ShutdownTimeout
-				mu.Lock()
-				done[e.ID]++
-				mu.Unlock()
-				return nil
-			})
-			c1 := newConsumer(t, b, consumer.Config{Concurrency: 4, MaxInFlight: 16, OrderedBySubject: ordered, ShutdownTimeout: 5 * time.Second})
-			_ = c1.Handle(topic, "g", slow)
-			r1 := start(t, c1)
-			var ids []string
-			var batch []eventkit.Event
-			for i := range 40 {
-				e := ev("x", "s"+strconv.Itoa(i%8), `{}`)
-				ids = append(ids, e.ID)
-				batch = append(batch, e)
-			}
-			publish(t, b, topic, batch...)
-			eventually(t, 5*time.Second, "handlers busy", func() bool { return inHandler.Load() >= 4 })
-			if err := r1.stop(); err != nil {
-				t.Fatal(err)
-			}
-			s1 := c1.Stats()
-			if s1.InFlight != 0 || s1.Handling != 0 {
-				t.Fatalf("after Run returned: %+v", s1)
-			}
+	bothOrderings(t, func(t *testing.T, ordered bool, b *memorybroker.Broker, topic string) {
+		var mu sync.Mutex
+		done := map[string]int{} // effects: an event's effect is "started"+"finished"
+		started := map[string]bool{}
+		var inHandler atomic.Int32
+		slow := consumer.HandlerFunc(func(ctx context.Context, e eventkit.Event) error {
+			inHandler.Add(1)
 			mu.Lock()
-			for id := range started {
-				if done[id] != 1 {
-					t.Fatalf("event %s started but not finished at shutdown", id)
-				}
-			}
+			started[e.ID] = true
 			mu.Unlock()
-			if s1.Handled == 0 || s1.Handled == 40 {
-				t.Fatalf("test needs a partial run, handled %d", s1.Handled)
-			}
-			// A second consumer (a restarted process) gets the rest.
-			c2 := newConsumer(t, b, consumer.Config{Concurrency: 4, OrderedBySubject: ordered})
-			_ = c2.Handle(topic, "g", slow)
-			start(t, c2)
-			eventually(t, 10*time.Second, "rest handled", func() bool { return s1.Handled+c2.Stats().Handled == 40 })
+			time.Sleep(50 * time.Millisecond) // ignores ctx: finishes within ShutdownTimeout
 			mu.Lock()
-			defer mu.Unlock()
-			for _, id := range ids {
-				if done[id] != 1 {
-					t.Fatalf("event %s done %d times", id, done[id])
-				}
-			}
+			done[e.ID]++
+			mu.Unlock()
+			return nil
 		})
-	}
+		c1 := newConsumer(t, b, consumer.Config{Concurrency: 4, MaxInFlight: 16, OrderedBySubject: ordered, ShutdownTimeout: 5 * time.Second})
+		_ = c1.Handle(topic, "g", slow)
+		r1 := start(t, c1)
+		var ids []string
+		var batch []eventkit.Event
+		for i := range 40 {
+			e := ev("x", "s"+strconv.Itoa(i%8), `{}`)
+			ids = append(ids, e.ID)
+			batch = append(batch, e)
+		}
+		publish(t, b, topic, batch...)
+		eventually(t, 5*time.Second, "handlers busy", func() bool { return inHandler.Load() >= 4 })
+		if err := r1.stop(); err != nil {
+			t.Fatal(err)
+		}
+		s1 := c1.Stats()
+		if s1.InFlight != 0 || s1.Handling != 0 {
+			t.Fatalf("after Run returned: %+v", s1)
+		}
+		mu.Lock()
+		for id := range started {
+			if done[id] != 1 {
+				t.Fatalf("event %s started but not finished at shutdown", id)
+			}
+		}
+		mu.Unlock()
+		if s1.Handled == 0 || s1.Handled == 40 {
+			t.Fatalf("test needs a partial run, handled %d", s1.Handled)
+		}
+		// A second consumer (a restarted process) gets the rest.
+		c2 := newConsumer(t, b, consumer.Config{Concurrency: 4, OrderedBySubject: ordered})
+		_ = c2.Handle(topic, "g", slow)
+		start(t, c2)
+		eventually(t, 10*time.Second, "rest handled", func() bool { return s1.Handled+c2.Stats().Handled == 40 })
+		mu.Lock()
+		defer mu.Unlock()
+		for _, id := range ids {
+			if done[id] != 1 {
+				t.Fatalf("event %s done %d times", id, done[id])
+			}
+		}
+	})
 }
 
 // A handler that does not return within ShutdownTimeout has its context

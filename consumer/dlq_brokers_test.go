@@ -48,25 +48,9 @@ var realBrokers = []realBroker{
 		if err != nil {
 			t.Fatal(err)
 		}
-		var mu sync.Mutex
-		var topics []string
-		t.Cleanup(func() {
-			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-			defer cancel()
-			mu.Lock()
-			for _, tp := range topics {
-				_ = b.DeleteTopology(ctx, tp, "a", "b", "g", deadletter.DefaultGroup, "late")
-			}
-			mu.Unlock()
-			_ = b.Close(ctx)
+		return b, trackedTopics(t, b, func(ctx context.Context, tp string) {
+			_ = b.DeleteTopology(ctx, tp, "a", "b", "g", deadletter.DefaultGroup, "late")
 		})
-		return b, func() string {
-			tp := testenv.Name("ckt")
-			mu.Lock()
-			topics = append(topics, tp, tp+".dlq")
-			mu.Unlock()
-			return tp
-		}
 	}},
 	{"redis", func(t *testing.T) (broker.Broker, func() string) {
 		url := testenv.Redis.URL(t)
@@ -131,26 +115,6 @@ func waitReady(t *testing.T, r *running) {
 	case <-time.After(30 * time.Second):
 		t.Fatal("consumer not ready after 30s")
 	}
-}
-
-// lateSubscriber subscribes to topic as group after the fact and returns
-// what arrives.
-func lateSubscriber(t *testing.T, b broker.Subscriber, topic, group string) <-chan eventkit.Event {
-	t.Helper()
-	ch := make(chan eventkit.Event, 100)
-	sub, err := b.Subscribe(context.Background(), topic, group, broker.AutoAck(func(_ context.Context, e eventkit.Event, _ int) error {
-		ch <- e.Clone()
-		return nil
-	}))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		_ = sub.Close(ctx)
-	})
-	return ch
 }
 
 // The dead-letter topic is provisioned with the collector's group before it

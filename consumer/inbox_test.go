@@ -5,7 +5,6 @@ import (
 	"database/sql"
 	"errors"
 	"path/filepath"
-	"strconv"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -51,22 +50,7 @@ func sqlStore(t testing.TB, name, driver, dsn string, d sqlinbox.Dialect) *store
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = db.Close() })
-	table, biz := testenv.Name("inbox"), testenv.Name("acct")
-	in, err := sqlinbox.New(db, d, sqlinbox.Options{Table: table})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := in.Migrate(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := db.Exec("CREATE TABLE " + biz + " (id VARCHAR(64) PRIMARY KEY, n INTEGER NOT NULL)"); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		_, _ = db.Exec("DROP TABLE " + table)
-		_, _ = db.Exec("DROP TABLE " + table + "_positions")
-		_, _ = db.Exec("DROP TABLE " + biz)
-	})
+	in, biz := inboxAndCounters(t, db, d)
 	up, _ := sqlinbox.UpsertSQL(d, biz, []string{"id"}, []string{"id", "n"})
 	_ = up
 	var insert, update string
@@ -238,26 +222,8 @@ func TestInboxConcurrentDuplicatesApplyOnce(t *testing.T) {
 			}))
 			start(t, c)
 			const events, copies = 10, 5
-			var batch []eventkit.Event
-			for i := range events {
-				e := ev("credit", "acct-"+strconv.Itoa(i), `{}`)
-				for range copies {
-					batch = append(batch, e) // the same id, 5 times, back to back
-				}
-			}
-			publish(t, b, topic, batch...)
-			eventually(t, 20*time.Second, "every copy settled", func() bool {
-				s := c.Stats()
-				return s.Handled+s.Duplicates == events*copies
-			})
-			for i := range events {
-				if n := st.count(t, "acct-"+strconv.Itoa(i)); n != 1 {
-					t.Fatalf("acct-%d changed %d times, want 1", i, n)
-				}
-			}
-			if s := c.Stats(); s.Handled != events || s.Duplicates != events*(copies-1) || s.DeadLettered != 0 {
-				t.Fatalf("stats %+v", s)
-			}
+			publish(t, b, topic, accountCopies(events, copies)...)
+			appliedOnce(t, c, st, events, copies, 20*time.Second)
 		})
 	}
 }
@@ -289,44 +255,37 @@ func (d *lostAck) Ack(context.Context) error {
 // A crash after the business commit and before the ack: the redelivery (to
 // a new process) is skipped as a duplicate and the effect stays once.
 func TestCrashBetweenCommitAndAck(t *testing.T) {
-	t.Parallel()
-	for _, s := range stores[:4] { // the transactional inboxes
-		t.Run(s.name, func(t *testing.T) {
-			t.Parallel()
-			st := s.new(t)
-			b := newBroker(t)
-			topic := testenv.Name("t")
-			handler := consumer.HandlerFunc(func(ctx context.Context, e eventkit.Event) error { return st.bump(ctx, e.Subject) })
+	eachTxStore(t, func(t *testing.T, st *store, b *memorybroker.Broker, topic string) {
+		handler := consumer.HandlerFunc(func(ctx context.Context, e eventkit.Event) error { return st.bump(ctx, e.Subject) })
 
-			client1 := memorybroker.Client(b)
-			crash := &crashingSub{Subscriber: client1, crashed: make(chan struct{})}
-			c1 := newConsumer(t, crash, consumer.Config{Inbox: st.in, DeadLetterPublisher: b})
-			_ = c1.Handle(topic, "ledger", handler)
-			r1 := start(t, c1)
-			publish(t, b, topic, ev("credit", "acct-1", `{}`))
-			<-crash.crashed
-			// The process dies: its connection goes away with the delivery
-			// unacked, and the broker hands it back.
-			ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
-			_ = client1.Close(ctx)
-			cancel()
-			_ = r1.stop() // Run reports the lost subscription
-			if n := st.count(t, "acct-1"); n != 1 {
-				t.Fatalf("after first run: %d", n)
-			}
+		client1 := memorybroker.Client(b)
+		crash := &crashingSub{Subscriber: client1, crashed: make(chan struct{})}
+		c1 := newConsumer(t, crash, consumer.Config{Inbox: st.in, DeadLetterPublisher: b})
+		_ = c1.Handle(topic, "ledger", handler)
+		r1 := start(t, c1)
+		publish(t, b, topic, ev("credit", "acct-1", `{}`))
+		<-crash.crashed
+		// The process dies: its connection goes away with the delivery
+		// unacked, and the broker hands it back.
+		ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+		_ = client1.Close(ctx)
+		cancel()
+		_ = r1.stop() // Run reports the lost subscription
+		if n := st.count(t, "acct-1"); n != 1 {
+			t.Fatalf("after first run: %d", n)
+		}
 
-			c2 := newConsumer(t, memorybroker.Client(b), consumer.Config{Inbox: st.in})
-			_ = c2.Handle(topic, "ledger", handler)
-			start(t, c2)
-			eventually(t, 10*time.Second, "redelivery skipped", func() bool { return c2.Stats().Duplicates == 1 })
-			if n := st.count(t, "acct-1"); n != 1 {
-				t.Fatalf("effect applied %d times, want 1", n)
-			}
-			if s := c2.Stats(); s.Handled != 0 {
-				t.Fatalf("stats %+v", s)
-			}
-		})
-	}
+		c2 := newConsumer(t, memorybroker.Client(b), consumer.Config{Inbox: st.in})
+		_ = c2.Handle(topic, "ledger", handler)
+		start(t, c2)
+		eventually(t, 10*time.Second, "redelivery skipped", func() bool { return c2.Stats().Duplicates == 1 })
+		if n := st.count(t, "acct-1"); n != 1 {
+			t.Fatalf("effect applied %d times, want 1", n)
+		}
+		if s := c2.Stats(); s.Handled != 0 {
+			t.Fatalf("stats %+v", s)
+		}
+	})
 }
 
 // A handler error rolls back its writes together with the inbox key, so the

@@ -30,25 +30,7 @@ func natsBroker(t testing.TB) (*natsbroker.Broker, func() string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var mu sync.Mutex
-	var topics []string
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		mu.Lock()
-		for _, tp := range topics {
-			_ = b.DeleteTopic(ctx, tp)
-		}
-		mu.Unlock()
-		_ = b.Close(ctx)
-	})
-	return b, func() string {
-		tp := testenv.Name("ckt")
-		mu.Lock()
-		topics = append(topics, tp, tp+".dlq")
-		mu.Unlock()
-		return tp
-	}
+	return b, trackedTopics(t, b, func(ctx context.Context, tp string) { _ = b.DeleteTopic(ctx, tp) })
 }
 
 // Over NATS: a poison event is dead-lettered after its attempts (Nack with
@@ -113,24 +95,8 @@ func TestNATSOrderedPerSubject(t *testing.T) {
 		return nil
 	}))
 	start(t, c)
-	var batch []eventkit.Event
-	for i := range perSubject {
-		for s := range subjects {
-			batch = append(batch, ev("x", "subj-"+strconv.Itoa(s), strconv.Itoa(i)))
-		}
-	}
-	publish(t, b, topic, batch...)
-	eventually(t, 30*time.Second, "all handled", func() bool { return c.Stats().Handled == subjects*perSubject })
-	mu.Lock()
-	defer mu.Unlock()
-	for s := range subjects {
-		seqs := got["subj-"+strconv.Itoa(s)]
-		for i, v := range seqs {
-			if v != i || len(seqs) != perSubject {
-				t.Fatalf("subject %d: %v", s, seqs)
-			}
-		}
-	}
+	publish(t, b, topic, subjectRounds(subjects, perSubject)...)
+	handledInOrder(t, c, &mu, got, subjects, perSubject)
 }
 
 // Over NATS: shutdown with work in progress settles everything and a second

@@ -305,22 +305,7 @@ type orderSink struct {
 
 func newOrderSink(t *testing.T, sdb strictDB, subjects int) *orderSink {
 	db, ph, dialect := sdb.open(t)
-	table, biz := testenv.Name("inbox"), testenv.Name("acct")
-	in, err := sqlinbox.New(db, dialect, sqlinbox.Options{Table: table})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := in.Migrate(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := db.Exec("CREATE TABLE " + biz + " (id VARCHAR(64) PRIMARY KEY, n INTEGER NOT NULL)"); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		for _, tb := range []string{table, table + "_positions", biz} {
-			_, _ = db.Exec("DROP TABLE " + tb)
-		}
-	})
+	in, biz := inboxAndCounters(t, db, dialect)
 	p := func(i int) string {
 		if ph == "$" {
 			return "$" + strconv.Itoa(i)

@@ -255,6 +255,22 @@ func (s *suite) publish(t *testing.T, ctx context.Context, b broker.Broker, topi
 	}
 }
 
+// publishAwait publishes evs to topic and waits, up to the suite's Timeout
+// for each, for one signal on delivered per event (sent, or closed, by the
+// handler when it has the delivery); it fails the test with what if one
+// does not come.
+func (s *suite) publishAwait(t *testing.T, ctx context.Context, b broker.Broker, topic string, delivered <-chan struct{}, what string, evs ...eventkit.Event) {
+	t.Helper()
+	s.publish(t, ctx, b, topic, evs...)
+	for range evs {
+		select {
+		case <-delivered:
+		case <-time.After(s.cfg.Timeout):
+			t.Fatal(what)
+		}
+	}
+}
+
 func (s *suite) roundTrip(t *testing.T) {
 	b := s.broker(t)
 	ctx, topic := s.ctx(t), s.cfg.Topic(t)
@@ -661,12 +677,7 @@ func (s *suite) closeWaits(t *testing.T) {
 		mu.Unlock()
 		return err
 	})
-	s.publish(t, ctx, b, topic, mkEvents(1, nil)...)
-	select {
-	case <-started:
-	case <-time.After(s.cfg.Timeout):
-		t.Fatal("no delivery")
-	}
+	s.publishAwait(t, ctx, b, topic, started, "no delivery", mkEvents(1, nil)...)
 	cctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	if err := sub.Close(cctx); err != nil {

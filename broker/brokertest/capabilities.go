@@ -90,12 +90,7 @@ func (s *suite) capabilities(t *testing.T) {
 			close(nacked)
 			return err
 		}, broker.WithAckWait(30*time.Second))
-		s.publish(t, ctx, b1, topic, mkEvents(1, nil)...)
-		select {
-		case <-nacked:
-		case <-time.After(s.cfg.Timeout):
-			t.Fatal("no delivery")
-		}
+		s.publishAwait(t, ctx, b1, topic, nacked, "no delivery", mkEvents(1, nil)...)
 		cctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		_ = sub1.Close(cctx)
 		_ = b1.Close(cctx)
@@ -216,14 +211,7 @@ func (s *suite) closeWaitsForLaterSettle(t *testing.T) {
 		got <- struct{}{}
 		return nil
 	}, broker.WithAckWait(30*time.Second))
-	s.publish(t, ctx, b, topic, evs...)
-	for range evs {
-		select {
-		case <-got:
-		case <-time.After(s.cfg.Timeout):
-			t.Fatal("deliveries missing")
-		}
-	}
+	s.publishAwait(t, ctx, b, topic, got, "deliveries missing", evs...)
 	cctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	if err := sub.Close(cctx); err != nil {

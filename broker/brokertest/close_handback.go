@@ -190,12 +190,7 @@ func (s *suite) concurrentClose(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	s.publish(t, ctx, b, topic, mkEvents(1, nil)...)
-	select {
-	case <-started:
-	case <-time.After(s.cfg.Timeout):
-		t.Fatal("no delivery")
-	}
+	s.publishAwait(t, ctx, b, topic, started, "no delivery", mkEvents(1, nil)...)
 	cctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	var wg sync.WaitGroup

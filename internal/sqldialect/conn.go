@@ -44,6 +44,16 @@ func (c SQLConn) Query(ctx context.Context, q string, args []any, row func(scan 
 		return err
 	}
 	defer rows.Close()
+	return scanEach(rows, row)
+}
+
+// scanEach calls row with the Scan of each of rows, then reports rows'
+// error; the caller closes rows.
+func scanEach(rows interface {
+	Next() bool
+	Scan(dest ...any) error
+	Err() error
+}, row func(scan func(dest ...any) error) error) error {
 	for rows.Next() {
 		if err := row(rows.Scan); err != nil {
 			return err
@@ -88,12 +98,7 @@ func (c PgxConn) Query(ctx context.Context, q string, args []any, row func(scan 
 		return err
 	}
 	defer rows.Close()
-	for rows.Next() {
-		if err := row(rows.Scan); err != nil {
-			return err
-		}
-	}
-	return rows.Err()
+	return scanEach(rows, row)
 }
 
 // PgxInTx runs fn in a transaction of db.

@@ -58,14 +58,7 @@ func TestBackfillRowsBeforeSlot(t *testing.T) {
 	add(ctx, e.pool, 60, 120)
 	testenv.WaitFor(t, 20*time.Second, "120 events", func() bool { return distinct(rec.Events()) == 120 })
 	testenv.WaitFor(t, 10*time.Second, "empty outbox", func() bool { return e.rows() == 0 })
-	var got []eventkit.Event
-	for _, p := range rec.Events() {
-		got = append(got, p.Event)
-	}
-	dups, err := outboxtest.CheckStream(got, sent)
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, dups := checkStream(t, rec, sent)
 	if dups != 0 {
 		t.Fatalf("%d duplicates without a fault", dups)
 	}

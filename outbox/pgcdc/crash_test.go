@@ -155,18 +155,28 @@ func TestCrashRestart(t *testing.T) {
 	testenv.WaitFor(t, 40*time.Second, "every event", func() bool { return distinct(rec.Events()) >= total })
 	testenv.WaitFor(t, 10*time.Second, "rows deleted", func() bool { return e.rows() == 0 })
 
-	got := make([]eventkit.Event, 0, total)
-	for _, x := range rec.Events() {
-		got = append(got, x.Event)
-	}
-	dups, err := outboxtest.CheckStream(got, p.sent)
-	if err != nil {
-		t.Fatal(err)
-	}
+	got, dups := checkStream(t, rec, p.sent)
 	t.Logf("%d events, %d kills, %d published, %d duplicates (%.1f%%)", total, kills, len(got), dups, 100*float64(dups)/total)
 	if len(got) != total+dups {
 		t.Fatalf("published %d, want %d + %d duplicates", len(got), total, dups)
 	}
+}
+
+// checkStream checks what rec received against sent (subject -> the ids
+// in commit order) with outboxtest.CheckStream, and returns the events
+// received and the duplicates among them.
+func checkStream(t *testing.T, rec *outboxtest.Recorder, sent map[string][]string) ([]eventkit.Event, int) {
+	t.Helper()
+	ps := rec.Events()
+	got := make([]eventkit.Event, 0, len(ps))
+	for _, x := range ps {
+		got = append(got, x.Event)
+	}
+	dups, err := outboxtest.CheckStream(got, sent)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return got, dups
 }
 
 func distinct(ps []outboxtest.Published) int {
@@ -202,14 +212,7 @@ func TestWalsenderTerminated(t *testing.T) {
 		t.Fatal(err)
 	}
 	testenv.WaitFor(t, 30*time.Second, "every event", func() bool { return distinct(rec.Events()) >= total })
-	got := make([]eventkit.Event, 0, total)
-	for _, x := range rec.Events() {
-		got = append(got, x.Event)
-	}
-	dups, err := outboxtest.CheckStream(got, p.sent)
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, dups := checkStream(t, rec, p.sent)
 	if s := r.Stats(); s.Reconnects < 1 {
 		t.Fatalf("no reconnects recorded: %+v", s)
 	}
@@ -251,13 +254,6 @@ func TestPostgresRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 	testenv.WaitFor(t, 60*time.Second, "every event", func() bool { return distinct(rec.Events()) >= total })
-	got := make([]eventkit.Event, 0, total)
-	for _, x := range rec.Events() {
-		got = append(got, x.Event)
-	}
-	dups, err := outboxtest.CheckStream(got, p.sent)
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, dups := checkStream(t, rec, p.sent)
 	t.Logf("%d events across a server restart, %d duplicates", total, dups)
 }

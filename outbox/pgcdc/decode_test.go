@@ -41,28 +41,25 @@ func encRelation(id uint32, ns, name string, cols []string) []byte {
 	return b
 }
 
-// encInsert encodes a tuple; a nil value is NULL.
+// encInsert encodes a tuple in text format; a nil value is NULL.
 func encInsert(rel uint32, vals []*string) []byte {
-	b := []byte{'I'}
-	b = binary.BigEndian.AppendUint32(b, rel)
-	b = append(b, 'N')
-	b = binary.BigEndian.AppendUint16(b, uint16(len(vals)))
-	for _, v := range vals {
-		if v == nil {
-			b = append(b, 'n')
-			continue
+	bs := make([][]byte, len(vals))
+	for i, v := range vals {
+		if v != nil {
+			bs[i] = []byte(*v) // not nil, even when empty
 		}
-		b = append(b, 't')
-		b = binary.BigEndian.AppendUint32(b, uint32(len(*v)))
-		b = append(b, *v...)
 	}
-	return b
+	return encTuple(rel, 't', bs)
 }
 
 func sp(s string) *string { return &s }
 
 // encInsertBin encodes a tuple whose values are all in binary format.
-func encInsertBin(rel uint32, vals [][]byte) []byte {
+func encInsertBin(rel uint32, vals [][]byte) []byte { return encTuple(rel, 'b', vals) }
+
+// encTuple encodes an insert of vals, each in format ('t' text, 'b'
+// binary); a nil value is NULL.
+func encTuple(rel uint32, format byte, vals [][]byte) []byte {
 	b := []byte{'I'}
 	b = binary.BigEndian.AppendUint32(b, rel)
 	b = append(b, 'N')
@@ -72,7 +69,7 @@ func encInsertBin(rel uint32, vals [][]byte) []byte {
 			b = append(b, 'n')
 			continue
 		}
-		b = append(b, 'b')
+		b = append(b, format)
 		b = binary.BigEndian.AppendUint32(b, uint32(len(v)))
 		b = append(b, v...)
 	}
