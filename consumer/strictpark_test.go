@@ -159,16 +159,8 @@ func TestStrictOrderParksAndResumes(t *testing.T) {
 // the strict path also reported no-route as permanent.)
 func TestStrictOrderUnroutedTypeReason(t *testing.T) {
 	t.Parallel()
-	ctx := context.Background()
 	b := newBroker(t)
-	db := openDB(t, "sqlite", "file:"+filepath.Join(t.TempDir(), "noroute.db")+"?_txlock=immediate&_pragma=busy_timeout(10000)&_pragma=journal_mode(wal)")
-	in, err := sqlinbox.New(db, sqlinbox.SQLite, sqlinbox.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := in.Migrate(ctx); err != nil {
-		t.Fatal(err)
-	}
+	in := sqliteInbox(t)
 	topic := "orders"
 	dlq := collect(t, b, topic+".dlq")
 	r := consumer.NewRouter(nil)
@@ -199,16 +191,8 @@ func (notHeadSeq) RecordFailure(context.Context, inbox.Position, string) (int, e
 // instead of being retried in place for ever.
 func TestStrictOrderNotHeadBounded(t *testing.T) {
 	t.Parallel()
-	ctx := context.Background()
 	b := newBroker(t)
-	db := openDB(t, "sqlite", "file:"+filepath.Join(t.TempDir(), "nothead.db")+"?_txlock=immediate&_pragma=busy_timeout(10000)&_pragma=journal_mode(wal)")
-	in, err := sqlinbox.New(db, sqlinbox.SQLite, sqlinbox.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := in.Migrate(ctx); err != nil {
-		t.Fatal(err)
-	}
+	in := sqliteInbox(t)
 	var deliveries atomic.Int64
 	c := newConsumer(t, counting{b, &deliveries}, consumer.Config{Mode: consumer.Strict(), Inbox: notHeadSeq{in}, Retry: fastRetry(5)})
 	_ = c.HandleFunc("orders", "g", func(context.Context, eventkit.Event) error { return errors.New("boom") })
@@ -218,4 +202,18 @@ func TestStrictOrderNotHeadBounded(t *testing.T) {
 	if f, d := c.Stats().Failed, uint64(deliveries.Load()); f > 3*d+3 {
 		t.Fatalf("%d failed attempts over %d deliveries: retried in place without bound", f, d)
 	}
+}
+
+// sqliteInbox is a migrated SQL inbox on a SQLite file of the test's own.
+func sqliteInbox(t *testing.T) *sqlinbox.Inbox {
+	t.Helper()
+	db := openDB(t, "sqlite", "file:"+filepath.Join(t.TempDir(), "inbox.db")+"?_txlock=immediate&_pragma=busy_timeout(10000)&_pragma=journal_mode(wal)")
+	in, err := sqlinbox.New(db, sqlinbox.SQLite, sqlinbox.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := in.Migrate(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	return in
 }
