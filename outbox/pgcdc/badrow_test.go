@@ -46,6 +46,8 @@ func TestInvalidEventRowsParked(t *testing.T) {
 			e.insert("t1", good2)
 			testenv.WaitFor(t, 20*time.Second, "three rows parked", func() bool { return parked() == 3 })
 			testenv.WaitFor(t, 10*time.Second, "good rows delivered", func() bool { return len(rec.Events()) == 2 })
+			// A good row is deleted a moment after the broker has it.
+			testenv.WaitFor(t, 10*time.Second, "good rows completed", func() bool { return e.rows() == 3 })
 			for _, p := range rec.Events() {
 				if p.Event.ID != good1.ID && p.Event.ID != good2.ID {
 					t.Fatalf("invalid row published: %+v", p)
