@@ -73,7 +73,7 @@ func ekBroker(b *testing.B) *natsbroker.Broker {
 	defer cancel()
 	br, err := natsbroker.Connect(ctx, natsURL(), natsbroker.Options{Name: "eventkit-consumer-bench"})
 	if err != nil {
-		b.Skipf("no NATS at %s: %v", natsURL(), err)
+		testenv.Unavailable(b, fmt.Sprintf("no NATS at %s: %v", natsURL(), err))
 	}
 	b.Cleanup(func() { _ = br.Close(context.Background()) })
 	return br
@@ -165,7 +165,7 @@ func wmNATSTopic(b *testing.B, n int) (jetstream.JetStream, string) {
 	b.Helper()
 	nc, err := nats.Connect(natsURL())
 	if err != nil {
-		b.Skipf("no NATS at %s: %v", natsURL(), err)
+		testenv.Unavailable(b, fmt.Sprintf("no NATS at %s: %v", natsURL(), err))
 	}
 	b.Cleanup(nc.Close)
 	js, err := jetstream.New(nc)
@@ -335,7 +335,7 @@ func pgDB(b *testing.B) *sql.DB {
 	defer cancel()
 	if err := db.PingContext(ctx); err != nil {
 		_ = db.Close()
-		b.Skipf("no Postgres at %s: %v", pgURL(), err)
+		testenv.Unavailable(b, fmt.Sprintf("no Postgres at %s: %v", pgURL(), err))
 	}
 	b.Cleanup(func() { _ = db.Close() })
 	// Open the pool's connections now, so that no contender pays for them.

@@ -16,6 +16,7 @@ package natsbench
 
 import (
 	"context"
+	"fmt"
 	"testing"
 	"time"
 
@@ -65,7 +66,7 @@ func ekBroker(b *testing.B) *natsbroker.Broker {
 	defer cancel()
 	br, err := natsbroker.Connect(ctx, url(), natsbroker.Options{})
 	if err != nil {
-		b.Skipf("no NATS at %s: %v", url(), err)
+		testenv.Unavailable(b, fmt.Sprintf("no NATS at %s: %v", url(), err))
 	}
 	b.Cleanup(func() { _ = br.Close(context.Background()) })
 	return br

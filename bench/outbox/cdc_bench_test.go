@@ -208,7 +208,7 @@ func BenchmarkCDCDrain(b *testing.B) {
 	ctx := context.Background()
 	var wal string
 	if err := e.pool.QueryRow(ctx, `SHOW wal_level`).Scan(&wal); err != nil || wal != "logical" {
-		b.Skipf("wal_level is %q, not logical: start one with scripts/pgtemp.sh and set EVENTKIT_POSTGRES_URL", wal)
+		testenv.Unavailable(b, fmt.Sprintf("wal_level is %q, not logical: start one with scripts/pgtemp.sh and set EVENTKIT_POSTGRES_URL", wal))
 	}
 	n := benchtest.Events(cdcDrainEvents)
 	benchtest.Compare(b, benchkit.NewMeter(e.natsURL, e.pgURL),
@@ -429,7 +429,7 @@ func BenchmarkCommitToAck(b *testing.B) {
 	ctx := context.Background()
 	var wal string
 	if err := e.pool.QueryRow(ctx, `SHOW wal_level`).Scan(&wal); err != nil || wal != "logical" {
-		b.Skipf("wal_level is %q, not logical: start one with scripts/pgtemp.sh and set EVENTKIT_POSTGRES_URL", wal)
+		testenv.Unavailable(b, fmt.Sprintf("wal_level is %q, not logical: start one with scripts/pgtemp.sh and set EVENTKIT_POSTGRES_URL", wal))
 	}
 	n := benchtest.Events(latencyRate * latencySecs)
 	contender := func(name string, cdc bool, start func(ctx context.Context, r *outboxRun, at *ackTimer) (ready func() bool, stop func() error)) benchkit.Contender {

@@ -16,6 +16,7 @@ package rabbitmqbench
 import (
 	"context"
 	"errors"
+	"fmt"
 	"testing"
 	"time"
 
@@ -55,7 +56,7 @@ func events(n int) []eventkit.Event {
 func admin(b *testing.B) *amqp.Channel {
 	conn, err := amqp.Dial(url())
 	if err != nil {
-		b.Skipf("no RabbitMQ at %s: %v", url(), err)
+		testenv.Unavailable(b, fmt.Sprintf("no RabbitMQ at %s: %v", url(), err))
 	}
 	b.Cleanup(func() { _ = conn.Close() })
 	ch, err := conn.Channel()
@@ -147,7 +148,7 @@ func watermillSubscriber(b *testing.B) (wamqp.Config, *wamqp.Subscriber) {
 	cfg := watermillConfig()
 	sub, err := wamqp.NewSubscriber(cfg, watermill.NopLogger{})
 	if err != nil {
-		b.Skipf("watermill: %v", err)
+		b.Fatalf("watermill: %v", err)
 	}
 	b.Cleanup(func() { _ = sub.Close() })
 	return cfg, sub
@@ -156,7 +157,7 @@ func watermillSubscriber(b *testing.B) (wamqp.Config, *wamqp.Subscriber) {
 func eventkitBroker(b *testing.B) *rabbitmqbroker.Broker {
 	k, err := rabbitmqbroker.New(context.Background(), rabbitmqbroker.Options{URL: url()})
 	if err != nil {
-		b.Skipf("no RabbitMQ: %v", err)
+		testenv.Unavailable(b, fmt.Sprintf("no RabbitMQ: %v", err))
 	}
 	b.Cleanup(func() { _ = k.Close(context.Background()) })
 	return k

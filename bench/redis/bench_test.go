@@ -77,7 +77,7 @@ func setup(b *testing.B) (c *goredis.Client, br *redisbroker.Broker, prefix stri
 	}
 	c = goredis.NewClient(o)
 	if err := c.Ping(context.Background()).Err(); err != nil {
-		b.Skipf("no Redis at %s: %v", url(), err)
+		testenv.Unavailable(b, fmt.Sprintf("no Redis at %s: %v", url(), err))
 	}
 	prefix = name("ekt-wmbench") + ":"
 	br, err = redisbroker.New(context.Background(), redisbroker.Options{Client: c, Prefix: prefix})

@@ -1,12 +1,10 @@
 package main_test
 
 import (
-	"bytes"
 	"context"
 	"os/exec"
 	"regexp"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -46,7 +44,7 @@ func TestCDCTwoDatabases(t *testing.T) {
 	topic := testenv.Name("cdc2db")
 	ids := collect(t, b.nats, topic)
 	relay := exec.Command(bin, append([]string{"relay", "--mode", "cdc", "--broker", b.nats, "--listen", ""}, b.flags...)...)
-	relayLog := &syncBuffer{}
+	relayLog := &testenv.SyncBuffer{}
 	relay.Stderr = relayLog
 	if err := relay.Start(); err != nil {
 		t.Fatal(err)
@@ -117,22 +115,4 @@ FROM pg_replication_slots s WHERE s.slot_name = $1 AND s.database = current_data
 		t.Fatalf("b's relay: %v (it must have kept running until stopped)", err)
 	}
 	run(t, "", append([]string{"outbox", "cdc", "drop"}, b.flags...)...).mustOK(t)
-}
-
-// syncBuffer is a bytes.Buffer a child process writes while the test reads.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }

@@ -4,6 +4,7 @@
 package testenv
 
 import (
+	"bytes"
 	"crypto/rand"
 	"encoding/hex"
 	"net"
@@ -11,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -40,6 +42,36 @@ var (
 // InCI reports whether tests run in CI, where a missing service is a failure.
 func InCI() bool { return os.Getenv("CI") != "" }
 
+// Unavailable ends t for a service or program it needs that is missing:
+// in CI (CI set) the test fails, elsewhere it is skipped; msg says how to
+// provide it.
+func Unavailable(t testing.TB, msg string) {
+	t.Helper()
+	if InCI() {
+		t.Fatal(msg)
+	}
+	t.Skip(msg)
+}
+
+// SyncBuffer is a bytes.Buffer that a logger, or a child process, writes
+// while the test reads it.
+type SyncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *SyncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *SyncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
 // URL returns the service's URL (from its variable or the default) after
 // checking that its port answers. If it does not, the test fails in CI and is
 // skipped elsewhere, with a message saying how to start the service.
@@ -49,11 +81,7 @@ func (s Service) URL(t testing.TB) string {
 	addr := hostPort(u)
 	conn, err := net.DialTimeout("tcp", addr, 2*time.Second)
 	if err != nil {
-		msg := s.Name + " is not reachable at " + addr + " (" + err.Error() + "); set " + s.EnvVar + " or start it: " + s.Start
-		if InCI() {
-			t.Fatal(msg)
-		}
-		t.Skip(msg)
+		Unavailable(t, s.Name+" is not reachable at "+addr+" ("+err.Error()+"); set "+s.EnvVar+" or start it: "+s.Start)
 	}
 	_ = conn.Close()
 	return u
@@ -97,11 +125,7 @@ func Binary(t testing.TB, name, install string) string {
 	t.Helper()
 	p, err := exec.LookPath(name)
 	if err != nil {
-		msg := name + " is not installed (" + err.Error() + "): " + install
-		if InCI() {
-			t.Fatal(msg)
-		}
-		t.Skip(msg)
+		Unavailable(t, name+" is not installed ("+err.Error()+"): "+install)
 	}
 	return p
 }

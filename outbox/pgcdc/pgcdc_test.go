@@ -1,7 +1,6 @@
 package pgcdc_test
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -572,7 +571,7 @@ func TestLeadershipLock(t *testing.T) {
 func TestIdleSlotAdvancesAndLagWarning(t *testing.T) {
 	e := newEnv(t)
 	ctx := context.Background()
-	var logs syncBuffer
+	var logs testenv.SyncBuffer
 	lm := &lagMetrics{}
 	if _, err := pgcdc.NewOTelMetrics(noop.NewMeterProvider()); err != nil {
 		t.Fatal(err)
@@ -635,23 +634,6 @@ func (nop) PublishLatency(string, time.Duration, bool) {}
 func (nop) Error(string)                               {}
 func (nop) Parked(string, int)                         {}
 func (nop) Backlog(int64, time.Duration, int64)        {}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // A transaction larger than BatchSize is published in several rounds, in
 // order; a row that is not a valid event (written around Store.Add) is

@@ -1,40 +1,22 @@
 package natsembed_test
 
 import (
-	"bytes"
 	"context"
 	"log/slog"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	natsbroker "github.com/eventkit/eventkit/broker/natsbroker"
 	"github.com/eventkit/eventkit/broker/natsbroker/natsembed"
+	"github.com/eventkit/eventkit/internal/testenv"
 )
-
-type syncBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuf) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuf) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // TestNilLoggerIsDefault: a nil Options.Logger means slog.Default(), as in
 // every other adapter, store and runtime of eventkit (it used to discard
 // the NATS connection events, so a disconnect was silent).
 func TestNilLoggerIsDefault(t *testing.T) {
-	buf := &syncBuf{}
+	buf := &testenv.SyncBuffer{}
 	prev := slog.Default()
 	slog.SetDefault(slog.New(slog.NewTextHandler(buf, nil)))
 	t.Cleanup(func() { slog.SetDefault(prev) })
