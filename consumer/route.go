@@ -78,7 +78,9 @@ type orderedJob struct {
 // (the one otel.GetTracerProvider returns until an SDK is registered with
 // otel.SetTracerProvider), nil otherwise.
 func idleProvider(tp trace.TracerProvider) trace.TracerProvider {
-	if tp == otel.GetTracerProvider() && fmt.Sprintf("%T", tp) == "*global.tracerProvider" {
+	// The type first: == on two values of one non-comparable provider
+	// type (a struct holding a slice) would panic.
+	if fmt.Sprintf("%T", tp) == "*global.tracerProvider" && tp == otel.GetTracerProvider() {
 		return tp
 	}
 	return nil
