@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/eventkit/eventkit"
@@ -133,40 +134,52 @@ func (s *natsStream) Read(ctx context.Context, topic string, since time.Time, fn
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		batch, err := cons.Fetch(500, jetstream.FetchMaxWait(time.Second))
-		if err != nil {
-			return fmt.Errorf("audit: read topic %q: %w", topic, err)
-		}
-		got := 0
-		for m := range batch.Messages() {
-			got++
-			meta, err := m.Metadata()
-			if err != nil {
-				return fmt.Errorf("audit: read topic %q: %w", topic, err)
-			}
-			h := map[string]string{}
-			for k, v := range m.Headers() {
-				if len(v) > 0 {
-					h[k] = v[0]
-				}
-			}
-			ev, derr := eventkit.NATSBinding.Decode(eventkit.MapHeaders(h), "", m.Data())
-			if err := fn(Message{Pos: meta.Sequence.Stream, Time: meta.Timestamp.UTC(), Event: ev, DecodeErr: derr}); err != nil {
-				return err
-			}
-			if meta.Sequence.Stream >= last {
-				return nil
-			}
-		}
-		if err := batch.Error(); err != nil && !errors.Is(err, jetstream.ErrNoMessages) {
-			return fmt.Errorf("audit: read topic %q: %w", topic, err)
-		}
-		if got == 0 {
-			// Nothing more within the wait: the messages up to last were
-			// deleted or expired meanwhile.
-			return nil
+		if done, err := readBatch(ctx, cons, topic, last, fn); done || err != nil {
+			return err
 		}
 	}
+}
+
+// readBatch reads one batch of up to 500 messages of cons into fn and
+// reports whether the read is over (message last reached, fn failed, or
+// nothing more came within a second). The fetch has a context of its own,
+// cancelled on return, so that a read ending in the middle of a batch
+// leaves no fetch running behind it (it ran until its wait expired).
+func readBatch(ctx context.Context, cons jetstream.Consumer, topic string, last uint64, fn func(Message) error) (bool, error) {
+	fctx, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	batch, err := cons.Fetch(500, jetstream.FetchContext(fctx))
+	if err != nil {
+		return true, fmt.Errorf("audit: read topic %q: %w", topic, err)
+	}
+	got := 0
+	for m := range batch.Messages() {
+		got++
+		meta, err := m.Metadata()
+		if err != nil {
+			return true, fmt.Errorf("audit: read topic %q: %w", topic, err)
+		}
+		h := map[string]string{}
+		for k, v := range m.Headers() {
+			if len(v) > 0 {
+				h[k] = v[0]
+			}
+		}
+		ev, derr := eventkit.NATSBinding.Decode(eventkit.MapHeaders(h), "", m.Data())
+		if err := fn(Message{Pos: meta.Sequence.Stream, Time: meta.Timestamp.UTC(), Event: ev, DecodeErr: derr}); err != nil {
+			return true, err
+		}
+		if meta.Sequence.Stream >= last {
+			return true, nil
+		}
+	}
+	if err := batch.Error(); err != nil && !errors.Is(err, jetstream.ErrNoMessages) &&
+		!errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, nats.ErrTimeout) {
+		return true, fmt.Errorf("audit: read topic %q: %w", topic, err)
+	}
+	// Nothing within the wait: the messages up to last were deleted or
+	// expired meanwhile.
+	return got == 0, nil
 }
 
 // Lag reports every durable consumer (group) of topic's stream.
