@@ -64,9 +64,9 @@ type Entry struct {
 	Type        string         `json:"type"`
 	Version     string         `json:"version"`
 	ContentType string         `json:"content_type"`
-	GoType      string         `json:"go_type"`   // informational, never compared
-	UpcastTo    *string        `json:"upcast_to"` // the version an upcaster converts this one to
-	JSONSchema  map[string]any `json:"json_schema,omitempty"`
+	GoType      string         `json:"go_type"`              // informational, never compared
+	UpcastTo    *string        `json:"upcast_to"`            // the version an upcaster converts this one to
+	JSONSchema  map[string]any `json:"json_schema,omitzero"` // nil: no schema; {} (any value) is kept
 	Protobuf    *Proto         `json:"protobuf,omitempty"`
 }
 

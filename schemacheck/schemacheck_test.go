@@ -493,3 +493,23 @@ func TestMainCommand(t *testing.T) {
 		}
 	}
 }
+
+// TestEmptyJSONSchemaKept: a JSON registration whose schema is {} (any
+// value) reads back as a JSON Schema, not as "no schema" — before the fix
+// the written lock lost it and every later check reported
+// CONTENT_TYPE_SAME against the lock the tool had just written (found by
+// FuzzDecodeLock).
+func TestEmptyJSONSchemaKept(t *testing.T) {
+	l := &Lock{Format: FormatVersion, Types: []Entry{{Type: "t", Version: "1", ContentType: "application/json", JSONSchema: map[string]any{}}}, Retired: []string{}}
+	b := mustEncode(t, l)
+	back, err := Decode(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if back.Types[0].JSONSchema == nil {
+		t.Fatalf("json_schema {} read back as no schema:\n%s", b)
+	}
+	if r := Compare(l, back, CompareOptions{RequireUpcaster: true}); !r.OK() {
+		t.Fatalf("a written lock breaks itself:\n%s", lines(r))
+	}
+}
