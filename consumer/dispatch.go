@@ -213,7 +213,11 @@ func (r *route) call(base context.Context, ev eventkit.Event, attempt int, run f
 	if run == nil {
 		err = r.safeCall(ctx, &ev)
 	} else {
-		err = run(ctx, func(ctx context.Context) error { return r.safeCall(ctx, &ev) })
+		// The closure gets its own copy: capturing ev itself would move
+		// it to the heap on every call, with or without an inbox.
+		evp := new(eventkit.Event)
+		*evp = ev
+		err = run(ctx, func(ctx context.Context) error { return r.safeCall(ctx, evp) })
 	}
 	r.handling.Add(-1)
 	failed := err != nil && !errors.Is(err, inbox.ErrDuplicate)
