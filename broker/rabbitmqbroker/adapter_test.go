@@ -296,7 +296,7 @@ func closeConnections(t *testing.T, name string) int {
 		`lists:keyfind(<<"connection_name">>, 1, proplists:get_value(client_properties, rabbit_networking:connection_info(P, [client_properties]), [])) =:= {<<"connection_name">>, longstr, <<"%s">>}]).`, name)
 	out, err := exec.Command("rabbitmqctl", "eval", expr).CombinedOutput()
 	if err != nil {
-		skipOrFail(t, fmt.Sprintf("rabbitmqctl eval failed (%v): %s", err, out))
+		testenv.Unavailable(t, fmt.Sprintf("rabbitmqctl eval failed (%v): %s", err, out))
 	}
 	var n int
 	if _, err := fmt.Sscan(strings.TrimSpace(string(out)), &n); err != nil {
@@ -311,7 +311,7 @@ func closeConnections(t *testing.T, name string) int {
 // itself.
 func TestReconnect(t *testing.T) {
 	if _, err := exec.LookPath("rabbitmqctl"); err != nil {
-		skipOrFail(t, "rabbitmqctl is not installed (it comes with the rabbitmq-server package)")
+		testenv.Unavailable(t, "rabbitmqctl is not installed (it comes with the rabbitmq-server package)")
 	}
 	t.Parallel()
 	name := testenv.Name("ekt-reconnect")
@@ -743,16 +743,6 @@ func TestPublishBlocked(t *testing.T) {
 	if err := b.Publish(pctx, topic, mk(1)...); err != nil {
 		t.Fatalf("Publish after the alarm cleared: %v", err)
 	}
-}
-
-// skipOrFail fails the test in CI, where every tool the tests need must be
-// there, and skips it elsewhere.
-func skipOrFail(t *testing.T, msg string) {
-	t.Helper()
-	if testenv.InCI() {
-		t.Fatal(msg)
-	}
-	t.Skip(msg)
 }
 
 // forEachQueueTypeRestarted runs fn for each queue type, for tests that

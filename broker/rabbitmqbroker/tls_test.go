@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/eventkit/eventkit/broker/rabbitmqbroker"
+	"github.com/eventkit/eventkit/internal/testenv"
 )
 
 // tlsNode returns the certificate directory and the AMQPS address of the
@@ -19,7 +20,7 @@ func tlsNode(t *testing.T) (certs, addr string) {
 	t.Helper()
 	certs, addr = os.Getenv("EVENTKIT_TLS_CERTS"), os.Getenv("EVENTKIT_TLS_RABBITMQ")
 	if certs == "" || addr == "" {
-		skipOrFail(t, "EVENTKIT_TLS_CERTS and EVENTKIT_TLS_RABBITMQ are not set: start the private TLS node with "+
+		testenv.Unavailable(t, "EVENTKIT_TLS_CERTS and EVENTKIT_TLS_RABBITMQ are not set: start the private TLS node with "+
 			"`eval \"$(scripts/tlsservers.sh start /tmp/eventkit-tls)\"` (stop: scripts/tlsservers.sh stop /tmp/eventkit-tls)")
 	}
 	return certs, addr
