@@ -333,6 +333,7 @@ func (r *Relay) lead(ctx context.Context, lock Lock, src Source, wake <-chan str
 
 	retry := map[int64]retryState{} // permanently rejected events waiting for their next attempt
 	var prefetched []Record         // the next batch, claimed while the last one was published
+	prefetchChecked := false        // nothing was waiting below prefetched when the last batch was completed
 	backoff := time.Duration(0)
 	var lingerUntil time.Time
 	lingerStep := time.Millisecond
@@ -355,7 +356,12 @@ func (r *Relay) lead(ctx context.Context, lock Lock, src Source, wake <-chan str
 		}
 		var recs []Record
 		var err error
-		if prefetched != nil {
+		if prefetched != nil && prefetchChecked {
+			// CompleteRun found nothing waiting below it when it completed
+			// the batch before.
+			recs = prefetched
+			prefetched = nil
+		} else if prefetched != nil {
 			// Use the batch read ahead only if nothing before it is
 			// waiting (a row from a transaction that committed late, below
 			// the batch in flight when the read-ahead ran).
@@ -417,12 +423,8 @@ func (r *Relay) lead(ctx context.Context, lock Lock, src Source, wake <-chan str
 				pre <- claimResult{rs, err}
 			}()
 		}
-		transient, clean := r.process(ctx, src, recs, retry)
-		if pre != nil {
-			if res := <-pre; clean && res.err == nil && len(res.recs) > 0 {
-				prefetched = res.recs
-			}
-		}
+		var transient bool
+		transient, prefetched, prefetchChecked = r.process(ctx, src, recs, retry, pre)
 		if transient {
 			backoff = r.sleepBackoff(ctx, backoff)
 		} else {
@@ -445,13 +447,25 @@ func (r *Relay) sleepBackoff(ctx context.Context, prev time.Duration) time.Durat
 
 // process publishes one claimed batch and completes what the broker
 // confirmed. It reports whether a transient failure happened (the caller then
-// backs off) and whether the whole batch went through cleanly (every event
-// sent, confirmed and completed; no retry involved).
-func (r *Relay) process(ctx context.Context, src Source, recs []Record, retry map[int64]retryState) (transient, clean bool) {
+// backs off) and, if the whole batch went through cleanly (every event
+// sent, confirmed and completed; no retry involved), the batch pre read
+// ahead (nil otherwise): checked is true if the completion also found
+// nothing claimable waiting below it (see RunCompleter).
+func (r *Relay) process(ctx context.Context, src Source, recs []Record, retry map[int64]retryState, pre <-chan claimResult) (transient bool, next []Record, checked bool) {
+	clean := true
+	defer func() {
+		if pre != nil {
+			if res := <-pre; clean && res.err == nil && len(res.recs) > 0 {
+				next = res.recs
+			}
+		}
+		if !clean {
+			next, checked = nil, false
+		}
+	}()
 	// A subject whose head event is a retry of a rejected event is sent
 	// alone: the events behind it wait until it is delivered or parked.
 	held := map[string]bool{}
-	clean = true
 	send := recs[:0:0]
 	for _, rec := range recs {
 		subj := rec.Event.Subject
@@ -515,10 +529,37 @@ runs:
 	if len(send) < len(recs) {
 		clean = false
 	}
-	if len(done) > 0 && !r.complete(ctx, src, done) {
+	if len(done) == 0 {
+		return transient, nil, false
+	}
+	if rc, ok := src.(RunCompleter); ok && pre != nil && clean && len(done) == len(recs) && consecutive(done) {
+		res := <-pre
+		pre = nil
+		if res.err == nil && len(res.recs) > 0 {
+			ok, earlier := r.completeRun(ctx, rc, done, res.recs[0].Seq)
+			if !ok {
+				clean = false
+			} else if !earlier {
+				return transient, res.recs, true
+			}
+			return transient, nil, false // claim again: a record below the read-ahead is waiting
+		}
+	}
+	if !r.complete(ctx, src, done) {
 		clean = false
 	}
-	return transient, clean
+	return transient, nil, false
+}
+
+// consecutive reports whether seqs is a run of consecutive numbers in
+// ascending order.
+func consecutive(seqs []int64) bool {
+	for i := 1; i < len(seqs); i++ {
+		if seqs[i] != seqs[0]+int64(i) {
+			return false
+		}
+	}
+	return true
 }
 
 // calls splits a run of same-topic records into Publish calls: the whole
@@ -689,6 +730,11 @@ func (r *Relay) complete(ctx context.Context, src Source, seqs []int64) bool {
 	}); err != nil {
 		return false // lost the lock or shutting down: these events will be published again
 	}
+	return r.completed(seqs, n)
+}
+
+// completed counts n completed rows of seqs; false if some were gone.
+func (r *Relay) completed(seqs []int64, n int64) bool {
 	r.stats.delivered.Add(n)
 	r.stats.batches.Add(1)
 	r.cfg.Metrics.Delivered(int(n))
@@ -698,6 +744,20 @@ func (r *Relay) complete(ctx context.Context, src Source, seqs []int64) bool {
 		return false
 	}
 	return true
+}
+
+// completeRun is complete for a run of consecutive seqs through a
+// RunCompleter; earlier reports a claimable record waiting below before.
+func (r *Relay) completeRun(ctx context.Context, rc RunCompleter, seqs []int64, before int64) (ok, earlier bool) {
+	keep := r.cfg.Retention > 0
+	var n int64
+	if err := r.retryStore(ctx, "complete", func() (err error) {
+		n, earlier, err = rc.CompleteRun(ctx, seqs[0], seqs[len(seqs)-1], keep, before)
+		return err
+	}); err != nil {
+		return false, false
+	}
+	return r.completed(seqs, n), earlier
 }
 
 // retryStore runs fn until it succeeds or ctx ends, backing off between tries.

@@ -172,6 +172,19 @@ type StreamSource interface {
 	Streams() bool
 }
 
+// RunCompleter is implemented by sources that can complete a run of
+// consecutive records and, in the same statement, check what the relay
+// would otherwise ask in a second round trip before publishing the batch it
+// read ahead: whether a claimable record below before lies outside the run
+// (a transaction that committed late, below the batch in flight). The relay
+// uses it only for a clean batch whose seqs are exactly first..last and
+// whose read-ahead starts at before; earlier is true if such a record
+// exists (the relay then claims again instead of using its read-ahead). n
+// is what Complete would return for the seqs first..last.
+type RunCompleter interface {
+	CompleteRun(ctx context.Context, first, last int64, keep bool, before int64) (n int64, earlier bool, err error)
+}
+
 // SourceError is implemented by a Lock whose loss is final: after Lost is
 // closed, Err reports why the source cannot go on (e.g. its replication
 // slot was dropped), and Relay.Run returns that error instead of standing

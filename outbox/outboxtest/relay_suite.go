@@ -74,6 +74,22 @@ func (s *hookStore) Claim(ctx context.Context, p outbox.ClaimParams) ([]outbox.R
 	return s.Store.Claim(ctx, p)
 }
 
+// hookRunStore is a hookStore that keeps its store's outbox.RunCompleter,
+// so that the relay takes the same path as on the bare store.
+type hookRunStore struct {
+	*hookStore
+	outbox.RunCompleter
+}
+
+// hooked wraps store with beforeClaim, keeping its optional RunCompleter.
+func hooked(store outbox.Store, beforeClaim func(p outbox.ClaimParams)) outbox.Store {
+	hs := &hookStore{Store: store, beforeClaim: beforeClaim}
+	if rc, ok := store.(outbox.RunCompleter); ok {
+		return &hookRunStore{hs, rc}
+	}
+	return hs
+}
+
 // testReadAheadGap: while a full batch is in flight the relay reads the next
 // one (rows after it). Transaction A, holding the lowest seq for subject x,
 // commits just before that read-ahead, then B writes x again (a higher seq,
@@ -101,7 +117,7 @@ func testReadAheadGap(t *testing.T, h Harness, rf RelayFactory) {
 	AddCommit(t, ctx, h, "t1", ys...)
 	b := Event("x", 16)
 	var once sync.Once
-	store := &hookStore{Store: h.Store, beforeClaim: func(p outbox.ClaimParams) {
+	store := hooked(h.Store, func(p outbox.ClaimParams) {
 		if p.AfterSeq > 0 {
 			once.Do(func() {
 				if err := txA.Commit(ctx); err != nil {
@@ -110,7 +126,7 @@ func testReadAheadGap(t *testing.T, h Harness, rf RelayFactory) {
 				AddCommit(t, ctx, h, "t1", b)
 			})
 		}
-	}}
+	})
 	rec := &Recorder{}
 	cfg := fastConfig(t)
 	cfg.BatchSize = 10

@@ -24,6 +24,7 @@ func Run(t *testing.T, factory Factory) {
 	t.Run("ClaimInOrder", func(t *testing.T) { t.Parallel(); testClaimOrder(t, factory(t)) })
 	t.Run("Complete", func(t *testing.T) { t.Parallel(); testComplete(t, factory(t)) })
 	t.Run("CompleteOnlyThese", func(t *testing.T) { t.Parallel(); testCompleteOnlyThese(t, factory(t)) })
+	t.Run("CompleteRun", func(t *testing.T) { t.Parallel(); testCompleteRun(t, factory(t)) })
 	t.Run("FailAndPark", func(t *testing.T) { t.Parallel(); testPark(t, factory(t)) })
 	t.Run("RetentionCleanup", func(t *testing.T) { t.Parallel(); testCleanup(t, factory(t)) })
 	t.Run("RoundTrip", func(t *testing.T) { t.Parallel(); testRoundTrip(t, factory(t)) })
@@ -282,15 +283,7 @@ func testComplete(t *testing.T, h Harness) {
 // a gap of the set (a late commit, or an event being retried) stays.
 func testCompleteOnlyThese(t *testing.T, h Harness) {
 	ctx := ctxT(t)
-	var evs []eventkit.Event
-	for i := 1; i <= 7; i++ {
-		evs = append(evs, Event("a", i))
-	}
-	AddCommit(t, ctx, h, "t1", evs...)
-	recs := claimAll(t, ctx, h.Store)
-	if len(recs) != 7 {
-		t.Fatalf("claimed %d rows, want 7", len(recs))
-	}
+	recs := addSeven(t, ctx, h)
 	pick := func(is ...int) []int64 {
 		var out []int64
 		for _, i := range is {
@@ -317,6 +310,75 @@ func testCompleteOnlyThese(t *testing.T, h Harness) {
 	if len(left) != 1 || left[0].Seq != recs[1].Seq {
 		t.Fatalf("pending after completing all but the gap: %v, want only seq %d", ids(left), recs[1].Seq)
 	}
+}
+
+// A RunCompleter completes exactly the run given and reports a claimable
+// record below its before outside the run: one below the run, or one
+// between the run and before; a parked or completed one does not count.
+// The relay trusts a false answer to publish what it read ahead, so a
+// wrong false reorders a subject.
+func testCompleteRun(t *testing.T, h Harness) {
+	rc, ok := h.Store.(outbox.RunCompleter)
+	if !ok {
+		t.Skip("store does not implement outbox.RunCompleter")
+	}
+	ctx := ctxT(t)
+	recs := addSeven(t, ctx, h)
+	if !consecutiveRecs(recs) {
+		t.Fatalf("claimed %v, want 7 consecutive seqs", ids(recs))
+	}
+	s := func(i int) int64 { return recs[i].Seq }
+	if err := h.Store.Fail(ctx, outbox.FailParams{Seq: s(4), Reason: "parked", Park: true}); err != nil {
+		t.Fatal(err)
+	}
+	step := func(what string, first, last int, keep bool, before int64, wantN int64, wantEarlier bool) {
+		t.Helper()
+		n, earlier, err := rc.CompleteRun(ctx, s(first), s(last), keep, before)
+		if err != nil || n != wantN || earlier != wantEarlier {
+			t.Fatalf("%s: CompleteRun(%d, %d, keep %v, before %d) = %d, %v, %v; want %d, %v",
+				what, s(first), s(last), keep, before, n, earlier, err, wantN, wantEarlier)
+		}
+	}
+	step("row 0 pending below the run", 1, 2, false, s(5), 2, true)
+	if _, err := h.Store.Complete(ctx, []int64{s(0)}, false); err != nil {
+		t.Fatal(err)
+	}
+	step("nothing below; row 4 between is parked", 3, 3, true, s(5), 1, false)
+	step("the same run again (kept, already delivered)", 3, 3, true, s(5), 0, false)
+	step("row 5 pending between the run and before", 3, 3, true, s(6), 0, true)
+	if _, err := h.Store.Requeue(ctx, []int64{s(4)}); err != nil {
+		t.Fatal(err)
+	}
+	step("row 4 requeued, below the run", 5, 6, false, s(6)+1, 2, true)
+	left := claimAll(t, ctx, h.Store)
+	if len(left) != 1 || left[0].Seq != s(4) {
+		t.Fatalf("pending at the end: %v, want only seq %d", ids(left), s(4))
+	}
+}
+
+// addSeven commits seven events of subject a in one transaction and
+// returns their records.
+func addSeven(t *testing.T, ctx context.Context, h Harness) []outbox.Record {
+	t.Helper()
+	var evs []eventkit.Event
+	for i := 1; i <= 7; i++ {
+		evs = append(evs, Event("a", i))
+	}
+	AddCommit(t, ctx, h, "t1", evs...)
+	recs := claimAll(t, ctx, h.Store)
+	if len(recs) != 7 {
+		t.Fatalf("claimed %d rows, want 7", len(recs))
+	}
+	return recs
+}
+
+func consecutiveRecs(recs []outbox.Record) bool {
+	for i := range recs {
+		if recs[i].Seq != recs[0].Seq+int64(i) {
+			return false
+		}
+	}
+	return true
 }
 
 func testPark(t *testing.T, h Harness) {

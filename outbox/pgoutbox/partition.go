@@ -45,8 +45,8 @@ func (s *Store) Partition(p, n int) outbox.Source {
 	q := s.q
 	cond := `WHERE delivered_at IS NULL AND parked_at IS NULL`
 	with := fmt.Sprintf("%s AND %s = %d", cond, partitionExpr(n), p)
-	for _, x := range []*string{&q.claim, &q.claimAfter, &q.claimEx} {
-		*x = strings.Replace(*x, cond, with, 1)
+	for _, x := range []*string{&q.claim, &q.claimAfter, &q.claimEx, &q.delRun, &q.deliverRun} {
+		*x = strings.ReplaceAll(*x, cond, with)
 	}
 	return &partition{Store: s, q: q}
 }
@@ -58,6 +58,12 @@ type partition struct {
 
 func (p *partition) Claim(ctx context.Context, cp outbox.ClaimParams) ([]outbox.Record, error) {
 	return p.Store.claim(ctx, &p.q, cp)
+}
+
+// CompleteRun implements outbox.RunCompleter; the check looks at this
+// partition's rows only.
+func (p *partition) CompleteRun(ctx context.Context, first, last int64, keep bool, before int64) (int64, bool, error) {
+	return p.Store.completeRun(ctx, &p.q, first, last, keep, before)
 }
 
 // SetPartitions splits the outbox into n partitions (1: not split) and

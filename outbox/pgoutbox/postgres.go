@@ -55,11 +55,14 @@ var (
 	_ outbox.CommitNotifier    = (*Store)(nil)
 	_ outbox.Checker           = (*Store)(nil)
 	_ outbox.MigrationStatuser = (*Store)(nil)
+	_ outbox.RunCompleter      = (*Store)(nil)
+	_ outbox.RunCompleter      = (*partition)(nil)
 )
 
 type queries struct {
 	insert, reserveSeq, claim, claimAfter, claimEx, del, deliver, fail, requeue, cleanup, cleanupParked string
 	delRange, deliverRange                                                                              string // del and deliver of a run of consecutive seqs
+	delRun, deliverRun                                                                                  string // delRange and deliverRange with CompleteRun's check
 }
 
 const cols = `seq, topic, id, type, source, subject, event_time, data_version, data_content_type, data_schema, extensions::text, data, created_at, attempts, coalesce(last_error, '')`
@@ -103,6 +106,12 @@ ON CONFLICT (topic, subject) DO UPDATE SET seq = s.seq + EXCLUDED.seq RETURNING 
 		// touches exactly the rows the ANY form would.
 		delRange:     `DELETE FROM ` + table + ` WHERE seq >= $1 AND seq <= $2`,
 		deliverRange: `UPDATE ` + table + ` SET delivered_at = now() WHERE seq >= $1 AND seq <= $2 AND delivered_at IS NULL`,
+		// The check reads the statement's snapshot, from before the
+		// DELETE: the run's own rows are left out by their range.
+		delRun: `WITH d AS (DELETE FROM ` + table + ` WHERE seq >= $1 AND seq <= $2 RETURNING 1)
+SELECT (SELECT count(*) FROM d), ` + earlier(table),
+		deliverRun: `WITH d AS (UPDATE ` + table + ` SET delivered_at = now() WHERE seq >= $1 AND seq <= $2 AND delivered_at IS NULL RETURNING 1)
+SELECT (SELECT count(*) FROM d), ` + earlier(table),
 		fail: `UPDATE ` + table + ` SET attempts = attempts + 1, last_error = $2,
   parked_at = CASE WHEN $3::bool THEN now() ELSE NULL END WHERE seq = $1`,
 		requeue:       `UPDATE ` + table + ` SET parked_at = NULL, attempts = 0 WHERE seq = ANY($1::bigint[]) AND parked_at IS NOT NULL`,
@@ -221,6 +230,29 @@ func (s *Store) Complete(ctx context.Context, seqs []int64, keep bool) (int64, e
 		return 0, fmt.Errorf("outbox/pgoutbox: complete: %w", err)
 	}
 	return tag.RowsAffected(), nil
+}
+
+// earlier is CompleteRun's check: a claimable row below $3 outside $1..$2.
+func earlier(table string) string {
+	return `EXISTS (SELECT 1 FROM ` + table + ` WHERE delivered_at IS NULL AND parked_at IS NULL AND seq < $1)
+  OR EXISTS (SELECT 1 FROM ` + table + ` WHERE delivered_at IS NULL AND parked_at IS NULL AND seq > $2 AND seq < $3)`
+}
+
+// CompleteRun implements outbox.RunCompleter: the range DELETE (or
+// delivered mark) and the check below the read-ahead in one statement.
+func (s *Store) CompleteRun(ctx context.Context, first, last int64, keep bool, before int64) (int64, bool, error) {
+	return s.completeRun(ctx, &s.q, first, last, keep, before)
+}
+
+func (s *Store) completeRun(ctx context.Context, q *queries, first, last int64, keep bool, before int64) (n int64, earlier bool, err error) {
+	sql := q.delRun
+	if keep {
+		sql = q.deliverRun
+	}
+	if err := s.pool.QueryRow(ctx, sql, first, last, before).Scan(&n, &earlier); err != nil {
+		return 0, false, fmt.Errorf("outbox/pgoutbox: complete: %w", err)
+	}
+	return n, earlier, nil
 }
 
 // consecutive reports whether seqs is a run of consecutive numbers in
