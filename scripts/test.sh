@@ -31,16 +31,16 @@ if [ -z "${EVENTKIT_POSTGRES_URL:-}" ]; then
   wal=$(psql "postgres://postgres@127.0.0.1:5432/test" -Atc 'show wal_level' 2>/dev/null || true)
   if [ "$wal" != "logical" ] || [ -n "${EVENTKIT_PRIVATE_PG:-}" ]; then
     echo "== PostgreSQL: the server on 5432 is missing or lacks wal_level=logical; starting a private instance"
-    EVENTKIT_POSTGRES_URL=$(bash scripts/pgtemp.sh start "$tmp/pg-main" 55432)
+    EVENTKIT_POSTGRES_URL=$(bash scripts/pgtemp.sh start "$tmp/pg-main" 31432)
     export EVENTKIT_POSTGRES_URL
   fi
 fi
 
 # --- TLS servers (issue 11): private TLS-enabled NATS, Redis, PostgreSQL and
-# MariaDB on ports EVENTKIT_TLS_BASE+1.. (default 56300), with generated
+# MariaDB on ports EVENTKIT_TLS_BASE+1.. (default 31300), with generated
 # certificates, for connect/tls_test.go; stopped by cleanup.
 echo "== TLS servers"
-eval "$(bash scripts/tlsservers.sh start "$tmp/tls" "${EVENTKIT_TLS_BASE:-56300}")"
+eval "$(bash scripts/tlsservers.sh start "$tmp/tls" "${EVENTKIT_TLS_BASE:-31300}")"
 # --- end of the TLS block
 
 echo "== gofmt"
@@ -62,12 +62,12 @@ echo "== server restarts (on private instances, alone)"
 # own (scripts/pgtemp.sh, scripts/rabbitnode.sh), never the machine's
 # server (TestConformanceDurable: brokertest.RunDurable). Skipped by the
 # main run above.
-pg_restart_url=$(bash scripts/pgtemp.sh start "$tmp/pg-restart" 55433)
+pg_restart_url=$(bash scripts/pgtemp.sh start "$tmp/pg-restart" 31433)
 EVENTKIT_POSTGRES_URL=$pg_restart_url EVENTKIT_TEST_PG_RESTART=1 \
   EVENTKIT_TEST_PG_RESTART_CMD="bash $PWD/scripts/pgtemp.sh restart $tmp/pg-restart" \
   go test -race -count=1 -run '^TestPostgresRestart$' ./outbox/pgcdc
 bash scripts/pgtemp.sh stop "$tmp/pg-restart"
-rabbit_restart_url=$(bash scripts/rabbitnode.sh start "$tmp/rabbit-restart" 55672)
+rabbit_restart_url=$(bash scripts/rabbitnode.sh start "$tmp/rabbit-restart" 31672)
 EVENTKIT_RABBITMQ_URL=$rabbit_restart_url EVENTKIT_RABBITMQ_RESTART=1 \
   EVENTKIT_RABBITMQ_CTL="bash $PWD/scripts/rabbitnode.sh ctl $tmp/rabbit-restart" \
   go test -race -count=1 -run '^(TestDurableAcrossRestart|TestConformanceDurable|TestPublishBlocked)$' ./broker/rabbitmqbroker

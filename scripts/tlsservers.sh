@@ -16,14 +16,14 @@
 #           (no password: EXTERNAL, rabbitmq_auth_mechanism_ssl); BASE+40 plain AMQP
 #           (guest, loopback), BASE+42 Erlang distribution, BASE+43 its epmd
 #
-#   eval "$(scripts/tlsservers.sh start DIR [BASE])"   # BASE defaults to 56300; prints export lines
+#   eval "$(scripts/tlsservers.sh start DIR [BASE])"   # BASE defaults to 31300; prints export lines
 #   scripts/tlsservers.sh stop DIR
 # A server whose program is missing is left out (its tests skip, or fail in CI).
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 cmd=${1:?usage: tlsservers.sh start DIR [BASE] | stop DIR}
 dir=${2:?directory}
-base=${3:-56300}
+base=${3:-31300}
 
 as_user() { # run as $1 when root (servers refuse to run as root)
   local u=$1; shift

@@ -21,7 +21,7 @@ func privateNodeCtl(t *testing.T) []string {
 	ctl := strings.Fields(os.Getenv("EVENTKIT_RABBITMQ_CTL"))
 	if len(ctl) == 0 {
 		t.Fatal("EVENTKIT_RABBITMQ_CTL is not set: these tests restart the server, so they run only on a private node: " +
-			"url=$(bash scripts/rabbitnode.sh start /tmp/ek-rabbit 55672); EVENTKIT_RABBITMQ_URL=$url " +
+			"url=$(bash scripts/rabbitnode.sh start /tmp/ek-rabbit 31672); EVENTKIT_RABBITMQ_URL=$url " +
 			"EVENTKIT_RABBITMQ_CTL=\"bash $PWD/scripts/rabbitnode.sh ctl /tmp/ek-rabbit\" EVENTKIT_RABBITMQ_RESTART=1 go test ...; " +
 			"bash scripts/rabbitnode.sh stop /tmp/ek-rabbit")
 	}

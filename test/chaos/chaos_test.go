@@ -145,10 +145,10 @@ func checkLogical(t *testing.T, url string) {
 	}
 }
 
-// freePortBase finds a base in 56200-56299 whose ports base, base+1 and
+// freePortBase finds a base in 31200-31299 whose ports base, base+1 and
 // base+10 (the proxies and kfake) are free.
 func freePortBase(t *testing.T) int {
-	for base := 56200; base+10 < 56300; base += 20 {
+	for base := 31200; base+10 < 31300; base += 20 {
 		ok := true
 		for _, off := range []int{0, 1, 10} {
 			ln, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(base+off))
@@ -162,7 +162,7 @@ func freePortBase(t *testing.T) int {
 			return base
 		}
 	}
-	t.Fatal("no free port range in 56200-56299 for the fault run")
+	t.Fatal("no free port range in 31200-31299 for the fault run")
 	return 0
 }
 
