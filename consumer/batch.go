@@ -112,7 +112,7 @@ func (r *route) runBatch(items []broker.Delivery, skip func(i int, failed bool) 
 		if skip != nil && skip(i, false) {
 			return inbox.ErrNotRun
 		}
-		err := r.call(ctx, items[i].Event(), max(items[i].Attempt(), 1), func(ctx context.Context, call func(context.Context) error) error {
+		err := r.call(ctx, nil, items[i].Event(), max(items[i].Attempt(), 1), func(ctx context.Context, call func(context.Context) error) error {
 			return call(ctx)
 		})
 		if err != nil && skip != nil {

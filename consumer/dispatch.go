@@ -160,32 +160,27 @@ func (r *route) process(d broker.Delivery) {
 // invoke runs one attempt: trace span, timeout, inbox, panic recovery. The
 // handler's context also ends with d's (broker.DeliveryContext).
 func (r *route) invoke(d broker.Delivery, ev eventkit.Event, attempt int) error {
-	base := r.hardCtx
-	if dctx := broker.DeliveryContext(d); dctx != nil {
-		ctx, cancel := context.WithCancel(base)
-		defer cancel()
-		defer context.AfterFunc(dctx, cancel)()
-		base = ctx
-	}
+	dctx := broker.DeliveryContext(d)
 	if r.cfg.Inbox == nil {
-		return r.call(base, ev, attempt, nil)
+		return r.call(r.hardCtx, dctx, ev, attempt, nil)
 	}
-	return r.call(base, ev, attempt, func(ctx context.Context, call func(context.Context) error) error {
+	return r.call(r.hardCtx, dctx, ev, attempt, func(ctx context.Context, call func(context.Context) error) error {
 		return r.cfg.Inbox.Process(ctx, inbox.Key{Consumer: r.group, EventID: ev.ID, EventType: ev.Type}, call)
 	})
 }
 
-// call runs one attempt on a context derived from base: timeout, trace
-// span, metadata, latency, panic recovery. run wraps the handler call (in
-// the inbox, or not); nil calls the handler directly, with no closure to
-// allocate.
-func (r *route) call(base context.Context, ev eventkit.Event, attempt int, run func(ctx context.Context, call func(context.Context) error) error) (err error) {
+// call runs one attempt on a context derived from base that also ends with
+// dctx (the delivery's context, if not nil): timeout, trace span,
+// metadata, latency, panic recovery. run wraps the handler
+// call (in the inbox, or not); nil calls the handler directly, with no
+// closure to allocate.
+func (r *route) call(base, dctx context.Context, ev eventkit.Event, attempt int, run func(ctx context.Context, call func(context.Context) error) error) (err error) {
 	meta := r.meta1
 	if attempt != 1 {
 		meta = Meta{Topic: r.topic, Group: r.group, Attempt: attempt}
 	}
 	start := time.Now()
-	tctx := withTimeout(base, start, r.cfg.HandlerTimeout, meta)
+	tctx := withTimeout(base, dctx, start, r.cfg.HandlerTimeout, meta)
 	defer tctx.end()
 	var ctx context.Context = tctx
 	if ev.Extensions["traceparent"] != "" {

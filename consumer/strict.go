@@ -93,7 +93,7 @@ func (r *route) processStrict(d broker.Delivery, recheck bool) {
 		tctx, cancel := context.WithTimeout(r.hardCtx, r.cfg.HandlerTimeout)
 		err := seqr.ProcessInOrder(tctx, pos, func(ctx context.Context, f int) error {
 			failures = f
-			return r.call(ctx, ev, f+1, func(ctx context.Context, call func(context.Context) error) error { return call(ctx) })
+			return r.call(ctx, nil, ev, f+1, func(ctx context.Context, call func(context.Context) error) error { return call(ctx) })
 		})
 		cancel()
 		var early *inbox.EarlyError

@@ -14,8 +14,15 @@ import (
 // left and a context.AfterFunc on the parent, so a handler blocked on
 // Done is still cancelled at the configured time. end (the call
 // returned) cancels it like the CancelFunc of context.WithTimeout.
+//
+// also, if not nil, is a second context whose end cancels c (with
+// context.Canceled) but whose values and deadline c does not take: the
+// delivery's own context (broker.DeliveryContext, e.g. a Kafka partition
+// revoked), watched the same lazy way instead of a context.WithCancel and
+// a context.AfterFunc per event.
 type timeoutCtx struct {
 	context.Context // the parent
+	also            context.Context
 	deadline        time.Time
 	meta            any // Meta, the value of metaKey{}: no context.WithValue per call
 
@@ -25,10 +32,11 @@ type timeoutCtx struct {
 	err    error
 	timer  *time.Timer
 	stopP  func() bool // the context.AfterFunc on the parent
+	stopA  func() bool // the context.AfterFunc on also (nil without also)
 }
 
-func withTimeout(parent context.Context, start time.Time, d time.Duration, meta any) *timeoutCtx {
-	return &timeoutCtx{Context: parent, deadline: start.Add(d), meta: meta}
+func withTimeout(parent, also context.Context, start time.Time, d time.Duration, meta any) *timeoutCtx {
+	return &timeoutCtx{Context: parent, also: also, deadline: start.Add(d), meta: meta}
 }
 
 func (c *timeoutCtx) Value(key any) any {
@@ -52,6 +60,8 @@ func (c *timeoutCtx) errLocked() error {
 	}
 	if err := c.Context.Err(); err != nil {
 		c.err = err
+	} else if c.also != nil && c.also.Err() != nil {
+		c.err = context.Canceled
 	} else if !time.Now().Before(c.deadline) {
 		c.err = context.DeadlineExceeded
 	}
@@ -79,6 +89,9 @@ func (c *timeoutCtx) Done() <-chan struct{} {
 	}
 	c.timer = time.AfterFunc(time.Until(c.deadline), func() { c.cancel(context.DeadlineExceeded) })
 	c.stopP = context.AfterFunc(c.Context, func() { c.cancel(c.Context.Err()) })
+	if c.also != nil {
+		c.stopA = context.AfterFunc(c.also, func() { c.cancel(context.Canceled) })
+	}
 	return c.done
 }
 
@@ -98,11 +111,14 @@ func (c *timeoutCtx) cancel(err error) {
 // parent hook, and cancels c for anything the handler left running.
 func (c *timeoutCtx) end() {
 	c.mu.Lock()
-	t, stop := c.timer, c.stopP
+	t, stop, stopA := c.timer, c.stopP, c.stopA
 	c.mu.Unlock()
 	if t != nil {
 		t.Stop()
 		stop()
+	}
+	if stopA != nil {
+		stopA()
 	}
 	c.cancel(context.Canceled)
 }
