@@ -71,7 +71,7 @@ func main() {
 	flag.StringVar(&cfg.natsURL, "nats", envOr("EVENTKIT_NATS_URL", "nats://127.0.0.1:4222"), "NATS URL")
 	flag.StringVar(&cfg.rabbitURL, "rabbitmq", envOr("EVENTKIT_RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672/"), "RabbitMQ URL")
 	flag.StringVar(&cfg.redisURL, "redis", envOr("EVENTKIT_REDIS_URL", "redis://127.0.0.1:6379/0"), "Redis URL")
-	flag.IntVar(&cfg.portBase, "port-base", 56200, "first of the loopback ports the run listens on (proxies, kfake): base..base+19")
+	flag.IntVar(&cfg.portBase, "port-base", 31200, "first of the loopback ports the run listens on (proxies, kfake): base..base+19")
 	flag.StringVar(&cfg.eventkitBin, "eventkit", "", "eventkit binary for the relays (default: go build ./cmd/eventkit)")
 	flag.BoolVar(&cfg.noFaults, "no-faults", false, "run without kills, cuts and stalls (a baseline)")
 	flag.BoolVar(&cfg.keep, "keep", false, "keep the tables, streams and logs")
