@@ -12,6 +12,7 @@ import (
 	"github.com/eventkit/eventkit"
 	"github.com/eventkit/eventkit/broker"
 	"github.com/eventkit/eventkit/internal/backoff"
+	"github.com/eventkit/eventkit/outbox/internal/seqrun"
 )
 
 // RelayConfig configures a Relay. The zero value gives the defaults.
@@ -532,7 +533,7 @@ runs:
 	if len(done) == 0 {
 		return transient, nil, false
 	}
-	if rc, ok := src.(RunCompleter); ok && pre != nil && clean && len(done) == len(recs) && consecutive(done) {
+	if rc, ok := src.(RunCompleter); ok && pre != nil && clean && len(done) == len(recs) && seqrun.Consecutive(done) {
 		res := <-pre
 		pre = nil
 		if res.err == nil && len(res.recs) > 0 {
@@ -549,17 +550,6 @@ runs:
 		clean = false
 	}
 	return transient, nil, false
-}
-
-// consecutive reports whether seqs is a run of consecutive numbers in
-// ascending order.
-func consecutive(seqs []int64) bool {
-	for i := 1; i < len(seqs); i++ {
-		if seqs[i] != seqs[0]+int64(i) {
-			return false
-		}
-	}
-	return true
 }
 
 // calls splits a run of same-topic records into Publish calls: the whole

@@ -16,6 +16,7 @@ import (
 
 	"github.com/eventkit/eventkit"
 	"github.com/eventkit/eventkit/outbox"
+	"github.com/eventkit/eventkit/outbox/internal/seqrun"
 	"github.com/eventkit/eventkit/outbox/internal/sqlutil"
 )
 
@@ -109,9 +110,9 @@ ON CONFLICT (topic, subject) DO UPDATE SET seq = s.seq + EXCLUDED.seq RETURNING 
 		// The check reads the statement's snapshot, from before the
 		// DELETE: the run's own rows are left out by their range.
 		delRun: `WITH d AS (DELETE FROM ` + table + ` WHERE seq >= $1 AND seq <= $2 RETURNING 1)
-SELECT (SELECT count(*) FROM d), ` + earlier(table),
+SELECT (SELECT count(*) FROM d), ` + earlierCheck(table),
 		deliverRun: `WITH d AS (UPDATE ` + table + ` SET delivered_at = now() WHERE seq >= $1 AND seq <= $2 AND delivered_at IS NULL RETURNING 1)
-SELECT (SELECT count(*) FROM d), ` + earlier(table),
+SELECT (SELECT count(*) FROM d), ` + earlierCheck(table),
 		fail: `UPDATE ` + table + ` SET attempts = attempts + 1, last_error = $2,
   parked_at = CASE WHEN $3::bool THEN now() ELSE NULL END WHERE seq = $1`,
 		requeue:       `UPDATE ` + table + ` SET parked_at = NULL, attempts = 0 WHERE seq = ANY($1::bigint[]) AND parked_at IS NOT NULL`,
@@ -213,7 +214,7 @@ func (s *Store) Complete(ctx context.Context, seqs []int64, keep bool) (int64, e
 	}
 	var tag pgconn.CommandTag
 	var err error
-	if consecutive(seqs) {
+	if seqrun.Consecutive(seqs) {
 		q := s.q.delRange
 		if keep {
 			q = s.q.deliverRange
@@ -232,8 +233,8 @@ func (s *Store) Complete(ctx context.Context, seqs []int64, keep bool) (int64, e
 	return tag.RowsAffected(), nil
 }
 
-// earlier is CompleteRun's check: a claimable row below $3 outside $1..$2.
-func earlier(table string) string {
+// earlierCheck is CompleteRun's check: a claimable row below $3 outside $1..$2.
+func earlierCheck(table string) string {
 	return `EXISTS (SELECT 1 FROM ` + table + ` WHERE delivered_at IS NULL AND parked_at IS NULL AND seq < $1)
   OR EXISTS (SELECT 1 FROM ` + table + ` WHERE delivered_at IS NULL AND parked_at IS NULL AND seq > $2 AND seq < $3)`
 }
@@ -253,18 +254,6 @@ func (s *Store) completeRun(ctx context.Context, q *queries, first, last int64, 
 		return 0, false, fmt.Errorf("outbox/pgoutbox: complete: %w", err)
 	}
 	return n, earlier, nil
-}
-
-// consecutive reports whether seqs is a run of consecutive numbers in
-// ascending order, so that the range from its first to its last holds
-// exactly its elements.
-func consecutive(seqs []int64) bool {
-	for i := 1; i < len(seqs); i++ {
-		if seqs[i] != seqs[0]+int64(i) {
-			return false
-		}
-	}
-	return true
 }
 
 // CompleteSeqs is Complete returning which of seqs the database completed
