@@ -91,3 +91,29 @@ type Sequencer interface {
 	// first. ErrNotParked if the subject is not parked at p.Seq.
 	Unpark(ctx context.Context, p Position) error
 }
+
+// SequenceBatcher is implemented by Sequencers that apply the events of
+// several subjects in one transaction (sqlinbox), so that one commit serves
+// many events. The consumer's StrictBatched mode uses it.
+type SequenceBatcher interface {
+	Sequencer
+	// ProcessInOrderBatch processes ps in order in one transaction and
+	// commits once. It locks the position row of every subject of the
+	// batch first (creating it if needed), in one order across batches,
+	// and then goes through ps as ProcessInOrder would, one after the
+	// other, with the positions as they stand after the events before:
+	// results[i] is ErrDuplicate, ErrParked or an *EarlyError without fn
+	// being called, or fn(ctx, i, failures) runs in the transaction
+	// (failures: the failed attempts recorded for the head, 0 for an
+	// event after the first applied of its subject) and, if it returns
+	// nil, the subject's position advances to ps[i].Seq in the same
+	// transaction and results[i] is nil.
+	//
+	// When fn(i) fails, it stops there: it rolls the transaction back,
+	// runs ps[:i] again in a new one (their handlers run a second time;
+	// only the committed run's writes remain), gives every later position
+	// ErrNotRun, and results[i] is fn's error (nothing recorded for it: use
+	// RecordFailure). When err is not nil nothing of the batch was
+	// committed and results is nil.
+	ProcessInOrderBatch(ctx context.Context, ps []Position, fn func(ctx context.Context, i, failures int) error) (results []error, err error)
+}

@@ -45,6 +45,9 @@ type seqQueries struct {
 	create                                      string // MySQL: creates the row, outside the handler's transaction
 	read                                        string // MySQL: reads the locked row
 	advance, fail, failures, park, skip, unpark string
+	// PostgreSQL: lock (and create) every position row of a batch in one
+	// statement, and advance them in one (seqbatch.go).
+	lockAll, advanceAll string
 }
 
 func newSeqQueries(d Dialect, table string) seqQueries {
@@ -65,7 +68,16 @@ func newSeqQueries(d Dialect, table string) seqQueries {
 	q.park = "UPDATE " + table + " SET parked_seq = ?, last_error = ? WHERE " + id + " AND last_seq = ? AND parked_seq IS NULL"
 	q.skip = "UPDATE " + table + " SET last_seq = parked_seq, parked_seq = NULL, failures = 0 WHERE " + id + " AND parked_seq = ?"
 	q.unpark = "UPDATE " + table + " SET parked_seq = NULL, failures = 0 WHERE " + id + " AND parked_seq = ?"
-	for _, s := range []*string{&q.lock, &q.advance, &q.fail, &q.failures, &q.park, &q.skip, &q.unpark} {
+	if d == Postgres {
+		q.lockAll = "INSERT INTO " + table + " AS p (consumer, topic, subject)" +
+			" SELECT x.c, x.t, x.s FROM json_to_recordset(?::json) AS x(c text, t text, s text) ORDER BY x.c, x.t, x.s" +
+			" ON CONFLICT (consumer, topic, subject) DO UPDATE SET last_seq = p.last_seq" +
+			" RETURNING consumer, topic, subject, last_seq, failures, coalesce(parked_seq, 0)"
+		q.advanceAll = "UPDATE " + table + " AS p SET last_seq = x.q, failures = 0, last_error = NULL" +
+			" FROM json_to_recordset(?::json) AS x(c text, t text, s text, q bigint)" +
+			" WHERE p.consumer = x.c AND p.topic = x.t AND p.subject = x.s"
+	}
+	for _, s := range []*string{&q.lockAll, &q.advanceAll, &q.lock, &q.advance, &q.fail, &q.failures, &q.park, &q.skip, &q.unpark} {
 		*s = d.Rebind(*s)
 	}
 	return q
@@ -84,6 +96,8 @@ func (q *seqQueries) id(p inbox.Position) []any {
 type seqTx interface {
 	queryRow(ctx context.Context, q string, args ...any) interface{ Scan(...any) error }
 	exec(ctx context.Context, q string, args ...any) (int64, error)
+	// query runs q and calls row for each row it returns.
+	query(ctx context.Context, q string, args []any, row func(scan func(...any) error) error) error
 	commit(ctx context.Context) error
 	rollback(ctx context.Context)
 	// handlerCtx puts the transaction where the handler finds it (Tx, PgxTx).
@@ -102,6 +116,19 @@ func (t sqlSeqTx) exec(ctx context.Context, q string, args ...any) (int64, error
 	}
 	return res.RowsAffected()
 }
+func (t sqlSeqTx) query(ctx context.Context, q string, args []any, row func(scan func(...any) error) error) error {
+	rows, err := t.tx.QueryContext(ctx, q, args...)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = rows.Close() }()
+	for rows.Next() {
+		if err := row(rows.Scan); err != nil {
+			return err
+		}
+	}
+	return rows.Err()
+}
 func (t sqlSeqTx) commit(context.Context) error { return t.tx.Commit() }
 func (t sqlSeqTx) rollback(context.Context)     { _ = t.tx.Rollback() }
 func (t sqlSeqTx) handlerCtx(ctx context.Context) context.Context {
@@ -116,6 +143,19 @@ func (t pgxSeqTx) queryRow(ctx context.Context, q string, args ...any) interface
 func (t pgxSeqTx) exec(ctx context.Context, q string, args ...any) (int64, error) {
 	tag, err := t.tx.Exec(ctx, q, args...)
 	return tag.RowsAffected(), err
+}
+func (t pgxSeqTx) query(ctx context.Context, q string, args []any, row func(scan func(...any) error) error) error {
+	rows, err := t.tx.Query(ctx, q, args...)
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		if err := row(rows.Scan); err != nil {
+			return err
+		}
+	}
+	return rows.Err()
 }
 func (t pgxSeqTx) commit(ctx context.Context) error { return t.tx.Commit(ctx) }
 func (t pgxSeqTx) rollback(ctx context.Context) {
