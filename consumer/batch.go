@@ -140,6 +140,7 @@ func (r *route) runBatch(items []broker.Delivery, skip func(i int, failed bool) 
 type subjectRun struct {
 	key string
 	ds  []broker.Delivery
+	out broker.Delivery // strict: the held event taken out to run (in ds, or being settled)
 }
 
 // readyCollector runs beside the ordered batch workers: it takes every
@@ -231,6 +232,11 @@ func (r *route) orderedBatchWorker() {
 			select {
 			case <-r.pendingWake:
 				continue
+			case key := <-r.held.wake: // nil unless StrictBatched
+				owned, n = r.takeWokenRun(owned, n, key)
+				if len(owned) == 0 {
+					continue
+				}
 			case <-r.stopping:
 				return
 			}
@@ -241,6 +247,8 @@ func (r *route) orderedBatchWorker() {
 			select {
 			case <-r.pendingWake:
 				owned, n = r.takePending(owned, r.cfg.Mode.batch())
+			case key := <-r.held.wake:
+				owned, n = r.takeWokenRun(owned, n, key)
 			case <-timer.C:
 				break gather
 			case <-r.stopping:
@@ -289,6 +297,32 @@ func (r *route) topUp(owned []*subjectRun, limit int) int {
 // run after a failure, then more of the backlog); a subject with nothing
 // left is given up.
 func (r *route) runSubjects(owned []*subjectRun) []*subjectRun {
+	if r.cfg.Mode.strict() {
+		r.runStrictSubjects(owned)
+	} else {
+		r.runSubjectsOnce(owned)
+	}
+	r.topUp(owned, r.cfg.Mode.batch())
+	kept := owned[:0]
+	r.mu.Lock()
+	for _, s := range owned {
+		if r.cfg.Mode.strict() {
+			r.nextHeldLocked(s)
+		}
+		if len(s.ds) == 0 && len(r.queues[s.key]) == 0 {
+			delete(r.queues, s.key)
+			continue
+		}
+		kept = append(kept, s)
+	}
+	r.mu.Unlock()
+	clear(owned[len(kept):])
+	return kept
+}
+
+// runSubjectsOnce runs one PerSubjectBatched batch of the owned subjects'
+// runs, leaving in each run what is left of it.
+func (r *route) runSubjectsOnce(owned []*subjectRun) {
 	var items []broker.Delivery
 	var subj []int // items[i] belongs to owned[subj[i]]
 	for si, s := range owned {
@@ -315,19 +349,6 @@ func (r *route) runSubjects(owned []*subjectRun) []*subjectRun {
 			r.settleSubjects(owned, items, subj, results)
 		}
 	}
-	r.topUp(owned, r.cfg.Mode.batch())
-	kept := owned[:0]
-	r.mu.Lock()
-	for _, s := range owned {
-		if len(s.ds) == 0 && len(r.queues[s.key]) == 0 {
-			delete(r.queues, s.key)
-			continue
-		}
-		kept = append(kept, s)
-	}
-	r.mu.Unlock()
-	clear(owned[len(kept):])
-	return kept
 }
 
 // settleSubjects settles an ordered batch's results: per subject, the

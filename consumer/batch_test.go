@@ -75,8 +75,8 @@ func TestBatchConfig(t *testing.T) {
 		t.Fatal("InboxBatch accepted no inbox")
 	}
 	var sqlIn inbox.Inbox = &sqlinbox.Inbox{}
-	if _, err := consumer.New(b, consumer.Config{Inbox: sqlIn, InboxBatch: 8, StrictOrder: true}); err == nil {
-		t.Fatal("InboxBatch accepted StrictOrder")
+	if _, err := consumer.New(b, consumer.Config{Inbox: sqlIn, InboxBatch: 8, StrictOrder: true}); err != nil {
+		t.Fatalf("InboxBatch with StrictOrder (StrictBatched): %v", err)
 	}
 	if _, err := consumer.New(b, consumer.Config{Inbox: sqlIn, InboxBatch: 8, OrderedBySubject: true}); err != nil {
 		t.Fatal(err)

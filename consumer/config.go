@@ -44,10 +44,10 @@ type Config struct {
 	OrderedBySubject bool
 	// StrictOrder applies the events of each subject strictly in the order
 	// of their subject sequence numbers: see Strict. It needs an Inbox that
-	// implements inbox.Sequencer (sqlinbox) and cannot be combined with
-	// InboxBatch.
+	// implements inbox.Sequencer (sqlinbox). With InboxBatch > 1 it is
+	// StrictBatched.
 	//
-	// Deprecated: use Mode: Strict().
+	// Deprecated: use Mode: Strict() (or StrictBatched).
 	StrictOrder bool
 	// HandlerTimeout bounds one handler call (default 30s). The handler's
 	// context is also cancelled when shutdown runs out of time.
@@ -98,9 +98,11 @@ type Config struct {
 	// InboxBatch, if > 1, turns on batch mode with batches of up to
 	// InboxBatch deliveries in one inbox transaction: see Batched, and
 	// PerSubjectBatched for InboxBatch with OrderedBySubject. Inbox must
-	// implement inbox.Batcher (sqlinbox does); StrictOrder cannot batch.
+	// implement inbox.Batcher (sqlinbox does); with StrictOrder it is
+	// StrictBatched, and Inbox must implement inbox.SequenceBatcher.
 	//
-	// Deprecated: use Mode: Batched(size, wait) or PerSubjectBatched(size, wait).
+	// Deprecated: use Mode: Batched(size, wait), PerSubjectBatched(size, wait)
+	// or StrictBatched(size, wait).
 	InboxBatch int
 	// InboxBatchWait is how long a worker waits for more deliveries after
 	// the first one of a batch (default 2ms). Only used when InboxBatch > 1.
@@ -194,7 +196,11 @@ func (c Config) withDefaults(sub broker.Subscriber) (Config, error) {
 		}
 	}
 	batch := c.Mode.batch()
-	if batch > 1 {
+	if batch > 1 && c.Mode.strict() {
+		if _, ok := c.Inbox.(inbox.SequenceBatcher); !ok {
+			return c, fmt.Errorf("consumer: strict batch mode (%s) needs an Inbox that implements inbox.SequenceBatcher, such as sqlinbox (have %T)", c.Mode, c.Inbox)
+		}
+	} else if batch > 1 {
 		if _, ok := c.Inbox.(inbox.Batcher); !ok {
 			return c, fmt.Errorf("consumer: batch mode (%s) needs an Inbox that implements inbox.Batcher (have %T)", c.Mode, c.Inbox)
 		}

@@ -21,8 +21,8 @@
 // consumers in a group, across crashes and redeliveries, on every broker.
 // Batched(size, wait) and PerSubjectBatched(size, wait) process up to size
 // deliveries in one inbox transaction (an inbox.Batcher such as sqlinbox),
-// unordered or per subject; strict order does not batch, and no Mode
-// spells that combination.
+// unordered or per subject; StrictBatched(size, wait) does so in strict
+// order (an inbox.SequenceBatcher such as sqlinbox).
 //
 //	c, _ := consumer.New(b, consumer.Config{Mode: consumer.PerSubject(), Concurrency: 8, Inbox: in})
 //	_ = c.Handle("ledger", "billing", ledger, consumer.WithMode(consumer.Strict()))

@@ -1,7 +1,6 @@
 package consumer
 
 import (
-	"errors"
 	"fmt"
 	"strings"
 	"time"
@@ -13,9 +12,7 @@ import (
 // Config.Mode (every route of the consumer) or pass it to Handle with
 // WithMode (one route). The zero Mode is Unordered.
 //
-// There is no strict batched Mode: strict order applies one event per
-// transaction, so that combination cannot be written. Modes are comparable
-// with ==.
+// Modes are comparable with ==.
 type Mode struct {
 	order   orderKind
 	batched bool
@@ -82,8 +79,22 @@ func PerSubjectBatched(size int, wait time.Duration) Mode {
 	return Mode{order: orderSubject, batched: true, size: size, wait: wait}
 }
 
+// StrictBatched is Strict in batches (see Batched): a batch takes the
+// waiting events of several subjects and one inbox.SequenceBatcher
+// transaction (sqlinbox) applies each subject's events in sequence order,
+// with one commit for all. An event that is early, a duplicate or its
+// parked subject's head is settled as Strict settles it; a failed head is
+// counted and retried in place, alone, before the later events of its
+// subject (on PostgreSQL the events before it in the batch run a second
+// time, as with Batched). Config.Inbox must implement
+// inbox.SequenceBatcher; a size below 2 is refused with a *ModeError.
+func StrictBatched(size int, wait time.Duration) Mode {
+	return Mode{order: orderStrict, batched: true, size: size, wait: wait}
+}
+
 // String names the Mode for logs: "unordered", "per-subject", "strict",
-// "batched(64, 2ms)", "per-subject-batched(64, 2ms)".
+// "batched(64, 2ms)", "per-subject-batched(64, 2ms)",
+// "strict-batched(64, 2ms)".
 func (m Mode) String() string {
 	var name string
 	switch m.order {
@@ -105,7 +116,8 @@ func (m Mode) String() string {
 	return fmt.Sprintf("%s(%d, %s)", name, m.size, m.wait)
 }
 
-// Batch returns the batch size and wait of Batched and PerSubjectBatched
+// Batch returns the batch size and wait of Batched, PerSubjectBatched and
+// StrictBatched
 // (the wait as given: 0 means the default), and 0, 0 for the other modes.
 func (m Mode) Batch() (size int, wait time.Duration) {
 	if !m.batched {
@@ -115,10 +127,10 @@ func (m Mode) Batch() (size int, wait time.Duration) {
 }
 
 // ordered reports whether events of a subject run one at a time
-// (PerSubject, PerSubjectBatched, Strict).
+// (PerSubject, PerSubjectBatched, Strict, StrictBatched).
 func (m Mode) ordered() bool { return m.order != orderNone }
 
-// strict reports whether m is Strict.
+// strict reports whether m is Strict or StrictBatched.
 func (m Mode) strict() bool { return m.order == orderStrict }
 
 // batch is the most deliveries per inbox transaction: 1 unless batched.
@@ -133,10 +145,6 @@ func (m Mode) batch() int {
 func (m Mode) withDefaults() (Mode, error) {
 	if !m.batched {
 		return m, nil
-	}
-	if m.order == orderStrict {
-		// Not reachable through the constructors.
-		return m, &ModeError{Mode: m, Reason: "strict order cannot batch"}
 	}
 	if m.size < 2 {
 		return m, &ModeError{Mode: m, Reason: fmt.Sprintf("batch size %d: must be at least 2 (Unordered and PerSubject take one event per transaction)", m.size)}
@@ -184,7 +192,7 @@ func (c Config) normalizeMode() (Config, error) {
 	m := Mode{}
 	switch {
 	case c.StrictOrder && c.InboxBatch > 1:
-		return c, errors.New("consumer: InboxBatch cannot be combined with StrictOrder")
+		m = StrictBatched(c.InboxBatch, c.InboxBatchWait)
 	case c.StrictOrder:
 		m = Strict()
 	case c.OrderedBySubject && c.InboxBatch > 1:

@@ -298,7 +298,8 @@ func TestModeErrors(t *testing.T) {
 		{"Strict without inbox", consumer.Config{Mode: consumer.Strict()}, false},
 		{"Strict without Sequencer", consumer.Config{Mode: consumer.Strict(), Inbox: lru}, false},
 		{"Batched without Batcher", consumer.Config{Mode: consumer.Batched(8, 0), Inbox: lru}, false},
-		{"StrictOrder with InboxBatch", consumer.Config{StrictOrder: true, InboxBatch: 8, Inbox: seqIn}, false},
+		{"StrictBatched without SequenceBatcher", consumer.Config{Mode: consumer.StrictBatched(8, 0), Inbox: lru}, false},
+		{"StrictBatched(1)", consumer.Config{Mode: consumer.StrictBatched(1, 0), Inbox: seqIn}, true},
 	} {
 		_, err := consumer.New(b, tc.cfg)
 		if err == nil {

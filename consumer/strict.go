@@ -56,9 +56,35 @@ func (r *route) earlyDelay(d broker.Delivery, parked bool) time.Duration {
 // processStrict returns, or, if it is early, held (stricthold.go); recheck
 // says it was held before.
 func (r *route) processStrict(d broker.Delivery, recheck bool) {
+	t, ok := r.strictPrep(d, recheck)
+	if !ok {
+		return
+	}
+	if !r.strictLoop(t) {
+		r.release()
+	}
+}
+
+// strictTry is one sequenced delivery of a strict route, with what its
+// tries carry from one to the next.
+type strictTry struct {
+	d       broker.Delivery
+	ev      eventkit.Event
+	pos     inbox.Position
+	recheck bool      // it was a held early event
+	first   time.Time // its first failure here
+	notHead int       // failures recorded as "no longer the head" in a row
+	run     int       // strict batches: its subject's index in the batch
+}
+
+// strictPrep settles (and releases) d if it does not run in sequence
+// order: the route stops, it cannot be decoded, it carries no subject
+// sequence (best-effort order, PerSubject) or a bad one (dead-lettered).
+// Otherwise it returns d's try, ok, with d's slot still taken.
+func (r *route) strictPrep(d broker.Delivery, recheck bool) (*strictTry, bool) {
 	if r.isStopping() || lost(d) || d.DecodeErr() != nil {
 		r.process(d)
-		return
+		return nil, false
 	}
 	ev := d.Event()
 	seq, ok, err := eventkit.SubjectSeq(ev)
@@ -66,137 +92,152 @@ func (r *route) processStrict(d broker.Delivery, recheck bool) {
 		// Not sequenced: best-effort order (PerSubject), inbox
 		// deduplication by event id.
 		r.process(d)
-		return
+		return nil, false
 	}
 	if !recheck {
 		r.held.arrived.Store(time.Now().UnixNano())
 	}
-	kept := false // held: the slot stays taken
-	defer func() {
-		if !kept {
-			r.release()
-		}
-	}()
-	now := time.Now()
 	if err != nil {
+		now := time.Now()
 		r.failed.Add(1)
 		r.log.Error("consumer: bad subject sequence; dead-lettering the event", "id", ev.ID, "err", err)
 		r.deadLetter(d, ev, deadletter.Failure{Reason: deadletter.ReasonPermanent, Attempts: 1, First: now, Last: now, Err: err})
-		return
+		r.release()
+		return nil, false
 	}
+	return &strictTry{d: d, ev: ev, recheck: recheck,
+		pos: inbox.Position{Consumer: r.group, Topic: r.topic, Subject: ev.Subject, Seq: seq}}, true
+}
+
+// strictLoop tries t with ProcessInOrder until it is settled, or held
+// (kept: its slot stays taken; otherwise the caller releases it).
+func (r *route) strictLoop(t *strictTry) (kept bool) {
 	seqr := r.cfg.Inbox.(inbox.Sequencer)
-	pos := inbox.Position{Consumer: r.group, Topic: r.topic, Subject: ev.Subject, Seq: seq}
-	var first time.Time
-	ctx := context.Background()
-	for notHead := 0; ; {
+	for {
 		failures := 0
 		tctx, cancel := context.WithTimeout(r.hardCtx, r.cfg.HandlerTimeout)
-		err := seqr.ProcessInOrder(tctx, pos, func(ctx context.Context, f int) error {
+		err := seqr.ProcessInOrder(tctx, t.pos, func(ctx context.Context, f int) error {
 			failures = f
-			return r.call(ctx, nil, ev, f+1, func(ctx context.Context, call func(context.Context) error) error { return call(ctx) })
+			return r.call(ctx, nil, t.ev, f+1, func(ctx context.Context, call func(context.Context) error) error { return call(ctx) })
 		})
 		cancel()
-		var early *inbox.EarlyError
-		switch {
-		case err == nil:
-			r.ack(d)
-			r.progress(ev.Subject, seq)
-			r.handled.Add(1)
-			r.cfg.Metrics.Count(ctx, r.topic, r.group, OutcomeHandled)
-			return
-		case errors.Is(err, inbox.ErrDuplicate):
-			r.ack(d)
-			r.progress(ev.Subject, seq)
-			r.duplicates.Add(1)
-			r.cfg.Metrics.Count(ctx, r.topic, r.group, OutcomeDuplicate)
-			r.log.Debug("consumer: duplicate skipped", "id", ev.ID, "subject", ev.Subject, "seq", seq)
-			return
-		case r.hardCtx.Err() != nil:
-			r.nack(d, 0)
-			return
-		case errors.As(err, &early):
-			if !recheck {
-				r.early.Add(1)
-			}
-			if early.Parked == 0 {
-				if kept = r.hold(d, ev.Subject, seq, early.Last, recheck); kept {
-					r.log.Debug("consumer: early event held; waiting for its subject's earlier events", "id", ev.ID,
-						"subject", ev.Subject, "seq", seq, "last", early.Last)
-					return
-				}
-			}
-			delay := r.earlyDelay(d, early.Parked != 0)
-			r.log.Debug("consumer: early event; waiting for its subject's earlier events", "id", ev.ID,
-				"subject", ev.Subject, "seq", seq, "last", early.Last, "parked", early.Parked, "retry_in", delay)
-			r.earlyReturned.Add(1)
-			r.nack(d, delay)
-			if early.Parked != 0 {
-				r.releaseSubject(ev.Subject)
-			}
-			return
-		case errors.Is(err, inbox.ErrParked):
-			// The subject is parked at this very event: it was given up
-			// on and its dead letter may not have been published (or
-			// this is a copy). Publish it (again: at least once).
-			r.deadLetterParked(d, ev, seq, deadletter.Failure{Reason: deadletter.ReasonMaxAttempts, Attempts: r.cfg.Retry.MaxAttempts, First: now, Last: now, Err: err})
-			r.releaseSubject(ev.Subject)
-			return
-		}
-
-		// The head failed (its writes were rolled back): count it.
-		now := time.Now()
-		if first.IsZero() {
-			first = now
-		}
-		r.failed.Add(1)
-		r.cfg.Metrics.Count(ctx, r.topic, r.group, OutcomeFailed)
-		fctx, cancel := settleCtx()
-		n, ferr := seqr.RecordFailure(fctx, pos, err.Error())
-		cancel()
-		if ferr != nil {
-			delay := r.cfg.Retry.Backoff(failures + 1)
-			r.log.Warn("consumer: handler failed and its failure could not be recorded; will retry", "id", ev.ID,
-				"subject", ev.Subject, "seq", seq, "err", err, "record_err", ferr, "retry_in", delay)
-			r.nack(d, delay)
-			return
-		}
-		if n == 0 {
-			// No longer the head: another copy was applied meanwhile, and
-			// the next try finds it a duplicate. A store that keeps
-			// saying so without the event being applied would spin here:
-			// after 3 in a row the event goes back to the broker.
-			if notHead++; notHead < 3 {
-				continue
-			}
-			r.log.Warn("consumer: the inbox keeps reporting the event is not its subject's head; returning it to the broker",
-				"id", ev.ID, "subject", ev.Subject, "seq", seq)
-			r.nack(d, r.cfg.Retry.Backoff(failures+1))
-			return
-		}
-		if reason, giveUp := r.giveUp(err, n); giveUp {
-			r.log.Error("consumer: giving up on event; parking its subject", "id", ev.ID, "type", ev.Type,
-				"subject", ev.Subject, "seq", seq, "attempt", n, "reason", reason, "err", err)
-			pctx, cancel := settleCtx()
-			perr := seqr.Park(pctx, pos, reason+": "+err.Error())
-			cancel()
-			if perr != nil {
-				r.log.Warn("consumer: parking the subject failed; will retry", "id", ev.ID, "err", perr)
-				r.nack(d, r.cfg.Retry.Backoff(n))
-				return
-			}
-			r.parked.Add(1)
-			r.deadLetterParked(d, ev, seq, deadletter.Failure{Reason: reason, Attempts: n, First: first, Last: now, Err: err})
-			r.releaseSubject(ev.Subject)
-			return
-		}
-		delay := r.retrying(ctx, err, n)
-		r.log.Warn("consumer: handler failed; will retry", "id", ev.ID, "type", ev.Type, "subject", ev.Subject,
-			"seq", seq, "attempt", n, "max_attempts", r.cfg.Retry.MaxAttempts, "retry_in", delay, "err", err)
-		// Retry in place: the events queued behind it in this process
-		// wait; copies elsewhere find it is not applied and wait too.
-		if !r.sleep(delay) {
-			r.nack(d, 0)
-			return
+		again, kept := r.strictOutcome(t, err, failures)
+		if !again {
+			return kept
 		}
 	}
+}
+
+// strictOutcome settles the result err of one try of t, whose subject's
+// head had failures recorded before it: again says t must be tried again
+// now (a failure retried in place, or no longer the head), kept that t
+// was held (its slot stays taken).
+func (r *route) strictOutcome(t *strictTry, err error, failures int) (again, kept bool) {
+	d, ev, pos, seq := t.d, t.ev, t.pos, t.pos.Seq
+	ctx := context.Background()
+	seqr := r.cfg.Inbox.(inbox.Sequencer)
+	var early *inbox.EarlyError
+	switch {
+	case err == nil:
+		r.ack(d)
+		r.progress(ev.Subject, seq)
+		r.handled.Add(1)
+		r.cfg.Metrics.Count(ctx, r.topic, r.group, OutcomeHandled)
+		return false, false
+	case errors.Is(err, inbox.ErrDuplicate):
+		r.ack(d)
+		r.progress(ev.Subject, seq)
+		r.duplicates.Add(1)
+		r.cfg.Metrics.Count(ctx, r.topic, r.group, OutcomeDuplicate)
+		r.log.Debug("consumer: duplicate skipped", "id", ev.ID, "subject", ev.Subject, "seq", seq)
+		return false, false
+	case r.hardCtx.Err() != nil:
+		r.nack(d, 0)
+		return false, false
+	case errors.As(err, &early):
+		if !t.recheck {
+			r.early.Add(1)
+		}
+		if early.Parked == 0 {
+			if kept := r.hold(d, ev.Subject, seq, early.Last, t.recheck); kept {
+				r.log.Debug("consumer: early event held; waiting for its subject's earlier events", "id", ev.ID,
+					"subject", ev.Subject, "seq", seq, "last", early.Last)
+				return false, true
+			}
+		}
+		delay := r.earlyDelay(d, early.Parked != 0)
+		r.log.Debug("consumer: early event; waiting for its subject's earlier events", "id", ev.ID,
+			"subject", ev.Subject, "seq", seq, "last", early.Last, "parked", early.Parked, "retry_in", delay)
+		r.earlyReturned.Add(1)
+		r.nack(d, delay)
+		if early.Parked != 0 {
+			r.releaseSubject(ev.Subject)
+		}
+		return false, false
+	case errors.Is(err, inbox.ErrParked):
+		// The subject is parked at this very event: it was given up
+		// on and its dead letter may not have been published (or
+		// this is a copy). Publish it (again: at least once).
+		now := time.Now()
+		r.deadLetterParked(d, ev, seq, deadletter.Failure{Reason: deadletter.ReasonMaxAttempts, Attempts: r.cfg.Retry.MaxAttempts, First: now, Last: now, Err: err})
+		r.releaseSubject(ev.Subject)
+		return false, false
+	}
+
+	// The head failed (its writes were rolled back): count it.
+	now := time.Now()
+	if t.first.IsZero() {
+		t.first = now
+	}
+	r.failed.Add(1)
+	r.cfg.Metrics.Count(ctx, r.topic, r.group, OutcomeFailed)
+	fctx, cancel := settleCtx()
+	n, ferr := seqr.RecordFailure(fctx, pos, err.Error())
+	cancel()
+	if ferr != nil {
+		delay := r.cfg.Retry.Backoff(failures + 1)
+		r.log.Warn("consumer: handler failed and its failure could not be recorded; will retry", "id", ev.ID,
+			"subject", ev.Subject, "seq", seq, "err", err, "record_err", ferr, "retry_in", delay)
+		r.nack(d, delay)
+		return false, false
+	}
+	if n == 0 {
+		// No longer the head: another copy was applied meanwhile, and
+		// the next try finds it a duplicate. A store that keeps
+		// saying so without the event being applied would spin here:
+		// after 3 in a row the event goes back to the broker.
+		if t.notHead++; t.notHead < 3 {
+			return true, false
+		}
+		r.log.Warn("consumer: the inbox keeps reporting the event is not its subject's head; returning it to the broker",
+			"id", ev.ID, "subject", ev.Subject, "seq", seq)
+		r.nack(d, r.cfg.Retry.Backoff(failures+1))
+		return false, false
+	}
+	if reason, giveUp := r.giveUp(err, n); giveUp {
+		r.log.Error("consumer: giving up on event; parking its subject", "id", ev.ID, "type", ev.Type,
+			"subject", ev.Subject, "seq", seq, "attempt", n, "reason", reason, "err", err)
+		pctx, cancel := settleCtx()
+		perr := seqr.Park(pctx, pos, reason+": "+err.Error())
+		cancel()
+		if perr != nil {
+			r.log.Warn("consumer: parking the subject failed; will retry", "id", ev.ID, "err", perr)
+			r.nack(d, r.cfg.Retry.Backoff(n))
+			return false, false
+		}
+		r.parked.Add(1)
+		r.deadLetterParked(d, ev, seq, deadletter.Failure{Reason: reason, Attempts: n, First: t.first, Last: now, Err: err})
+		r.releaseSubject(ev.Subject)
+		return false, false
+	}
+	delay := r.retrying(ctx, err, n)
+	r.log.Warn("consumer: handler failed; will retry", "id", ev.ID, "type", ev.Type, "subject", ev.Subject,
+		"seq", seq, "attempt", n, "max_attempts", r.cfg.Retry.MaxAttempts, "retry_in", delay, "err", err)
+	// Retry in place: the events queued behind it in this process
+	// wait; copies elsewhere find it is not applied and wait too.
+	if !r.sleep(delay) {
+		r.nack(d, 0)
+		return false, false
+	}
+	return true, false
 }

@@ -209,7 +209,7 @@ func (c *crashing) Subscribe(ctx context.Context, topic, group string, h broker.
 // events in hand. The handler checks each subject's order with a
 // compare-and-swap on its counter row. It returns the order violations
 // seen, after checking that every event was applied exactly once.
-func strictScenario(t *testing.T, sb strictBroker, sdb strictDB, strict bool) int64 {
+func strictScenario(t *testing.T, sb strictBroker, sdb strictDB, mode consumer.Mode) int64 {
 	const subjects, per, group = 12, 12, "g"
 	conn, topic := sb.setup(t, group)
 	sink := newOrderSink(t, sdb, subjects)
@@ -222,12 +222,7 @@ func strictScenario(t *testing.T, sb strictBroker, sdb strictDB, strict bool) in
 		if i > 0 {
 			sub = conn()
 		}
-		cfg := consumer.Config{Concurrency: 4, Inbox: in, Retry: fastRetry(5), AckWait: 2 * time.Second}
-		if strict {
-			cfg.StrictOrder = true
-		} else {
-			cfg.OrderedBySubject = true
-		}
+		cfg := consumer.Config{Concurrency: 4, Inbox: in, Retry: fastRetry(5), AckWait: 2 * time.Second, Mode: mode}
 		c := newConsumer(t, sub, cfg)
 		if err := c.Handle(topic, group, handler); err != nil {
 			t.Fatal(err)
@@ -283,7 +278,7 @@ func strictScenario(t *testing.T, sb strictBroker, sdb strictDB, strict bool) in
 		st.Duplicates += s.Duplicates
 		st.Early += s.Early
 	}
-	t.Logf("%s/%s strict=%v: violations %d, handled %d, duplicates %d, early %d", sb.name, sdb.name, strict,
+	t.Logf("%s/%s %s: violations %d, handled %d, duplicates %d, early %d", sb.name, sdb.name, mode,
 		sink.violations.Load(), st.Handled, st.Duplicates, st.Early)
 	return sink.violations.Load()
 }
@@ -396,10 +391,28 @@ func TestStrictOrderCompetingConsumersCrash(t *testing.T) {
 	for _, c := range combos {
 		t.Run(c.b.name+"/"+c.d.name, func(t *testing.T) {
 			t.Parallel()
-			if v := strictScenario(t, c.b, c.d, true); v != 0 {
+			if v := strictScenario(t, c.b, c.d, consumer.Strict()); v != 0 {
 				t.Fatalf("%d order violations in strict mode", v)
 			}
 		})
+	}
+}
+
+// StrictBatched: the same run with strict order in batches of up to 8
+// (several subjects per transaction, out-of-order runs sorted, early
+// events held, a consumer crashing with a batch in hand): every subject's
+// events are applied once each, in sequence order.
+func TestStrictBatchedCompetingConsumersCrash(t *testing.T) {
+	t.Parallel()
+	for _, b := range strictBrokers[:2] { // memory and NATS
+		for _, d := range strictDBs {
+			t.Run(b.name+"/"+d.name, func(t *testing.T) {
+				t.Parallel()
+				if v := strictScenario(t, b, d, consumer.StrictBatched(8, 5*time.Millisecond)); v != 0 {
+					t.Fatalf("%d order violations in strict batched mode", v)
+				}
+			})
+		}
 	}
 }
 
@@ -407,7 +420,7 @@ func TestStrictOrderCompetingConsumersCrash(t *testing.T) {
 // of their subject's order: the scenario can catch what StrictOrder fixes.
 func TestBestEffortOrderViolatesUnderReordering(t *testing.T) {
 	t.Parallel()
-	if v := strictScenario(t, strictBrokers[0], strictDBs[2], false); v == 0 {
+	if v := strictScenario(t, strictBrokers[0], strictDBs[2], consumer.PerSubject()); v == 0 {
 		t.Fatal("no order violation in best-effort mode: the scenario does not reorder")
 	}
 }

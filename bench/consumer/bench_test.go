@@ -19,6 +19,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -91,7 +92,8 @@ func ekTopic(b *testing.B, br *natsbroker.Broker, n int) string {
 	})
 	evs := make([]eventkit.Event, 0, pubBatch)
 	for i := range n {
-		evs = append(evs, eventkit.New("bench.event", "application/octet-stream", payload, eventkit.WithSubject(fmt.Sprint("s", i%256))))
+		evs = append(evs, eventkit.New("bench.event", "application/octet-stream", payload, eventkit.WithSubject(fmt.Sprint("s", i%256)),
+			eventkit.WithExtension(eventkit.SubjectSeqExtension, strconv.Itoa(i/256+1)))) // for the strict contenders
 		if len(evs) == pubBatch || i == n-1 {
 			if err := br.Publish(ctx, topic, evs...); err != nil {
 				b.Fatal(err)
@@ -548,7 +550,7 @@ func BenchmarkExactlyOnce(b *testing.B) {
 			Cleanup: func(ctx context.Context) error { return c.checkAndDrop(ctx, label, n) },
 		}
 	}
-	ek := func(label string, batch int, ordered bool) benchkit.Contender {
+	ek := func(label string, mode consumer.Mode) benchkit.Contender {
 		var in *sqlinbox.Inbox
 		var inTable string
 		return benchkit.Contender{Name: label,
@@ -560,7 +562,7 @@ func BenchmarkExactlyOnce(b *testing.B) {
 				return err
 			},
 			Run: func(ctx context.Context, clock *benchkit.Clock) (int, []time.Duration, error) {
-				return ekConsume(ctx, clock, br, topic, name("g"), n, consumer.Config{Inbox: in, InboxBatch: batch, OrderedBySubject: ordered},
+				return ekConsume(ctx, clock, br, topic, name("g"), n, consumer.Config{Inbox: in, Mode: mode},
 					func(ctx context.Context, ev eventkit.Event) error {
 						tx, err := sqlinbox.Tx(ctx)
 						if err == nil {
@@ -580,10 +582,12 @@ func BenchmarkExactlyOnce(b *testing.B) {
 	// figure wanted.
 	benchtest.Compare(b, meter(),
 		wm("watermill-sql", 100),
-		ek("eventkit-batch64", 64, false),
-		ek("eventkit", 0, false),
-		ek("eventkit-ordered", 0, true),
-		ek("eventkit-ordered-batch64", 64, true),
+		ek("eventkit-batch64", consumer.Batched(64, 0)),
+		ek("eventkit", consumer.Unordered()),
+		ek("eventkit-ordered", consumer.PerSubject()),
+		ek("eventkit-ordered-batch64", consumer.PerSubjectBatched(64, 0)),
+		ek("eventkit-strict", consumer.Strict()),
+		ek("eventkit-strict-batch64", consumer.StrictBatched(64, 0)),
 		wm("watermill-sql-batch1", 1),
 	)
 }
