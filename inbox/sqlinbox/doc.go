@@ -49,6 +49,10 @@
 // writes: each number is applied once and in order, across processes,
 // crashes and redeliveries. On MySQL the row is keyed by a SHA-256 of
 // (consumer, topic, subject).
+// They also implement inbox.SequenceBatcher (consumer.StrictBatched):
+// ProcessInOrderBatch locks the rows of every subject of a batch in one
+// order (one statement on PostgreSQL), applies each subject's events in
+// sequence within the batch and advances the rows in one commit.
 //
 // Databases: PostgreSQL (database/sql with Postgres, or pgx with NewPgx),
 // MySQL/MariaDB (event ids up to 255 characters, consumer names up to 200),
