@@ -33,7 +33,8 @@ func (rc *routeConfig) fail(format string, args ...any) {
 
 // WithMode sets the route's Mode, replacing Config.Mode (or the deprecated
 // fields) for this route only; Strict still needs a Config.Inbox that
-// implements inbox.Sequencer, and the batched modes one that implements
+// implements inbox.Sequencer, StrictBatched one that implements
+// inbox.SequenceBatcher, and the other batched modes one that implements
 // inbox.Batcher.
 func WithMode(m Mode) RouteOption {
 	return func(rc *routeConfig) { rc.cfg.Mode = m }
