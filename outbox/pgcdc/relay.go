@@ -76,12 +76,18 @@ func New(pool *pgxpool.Pool, pub broker.Publisher, cfg Config) (*Relay, error) {
 // finishing, say), and that row stays parked (Requeue gives it back, and
 // the backfill then delivers it); it is never deleted, marked delivered,
 // or taken out of the parked state by an attempt count.
-type queries struct{ del, deliver, fail string }
+//
+// delRange and deliverRange are del and deliver of a run of consecutive
+// seqs, $1 to $2: the same rows (every seq of the range is in the run), by
+// an index range scan rather than an array bound and probed per element.
+type queries struct{ del, deliver, delRange, deliverRange, fail string }
 
 func newQueries(table string) queries {
 	return queries{
-		del:     `DELETE FROM ` + table + ` WHERE seq = ANY($1::bigint[]) AND parked_at IS NULL RETURNING seq`,
-		deliver: `UPDATE ` + table + ` SET delivered_at = now() WHERE seq = ANY($1::bigint[]) AND delivered_at IS NULL AND parked_at IS NULL RETURNING seq`,
+		del:          `DELETE FROM ` + table + ` WHERE seq = ANY($1::bigint[]) AND parked_at IS NULL RETURNING seq`,
+		deliver:      `UPDATE ` + table + ` SET delivered_at = now() WHERE seq = ANY($1::bigint[]) AND delivered_at IS NULL AND parked_at IS NULL RETURNING seq`,
+		delRange:     `DELETE FROM ` + table + ` WHERE seq >= $1 AND seq <= $2 AND parked_at IS NULL RETURNING seq`,
+		deliverRange: `UPDATE ` + table + ` SET delivered_at = now() WHERE seq >= $1 AND seq <= $2 AND delivered_at IS NULL AND parked_at IS NULL RETURNING seq`,
 		fail: `UPDATE ` + table + ` SET attempts = attempts + 1, last_error = $2,
   parked_at = CASE WHEN $3::bool THEN now() ELSE NULL END WHERE seq = $1 AND parked_at IS NULL AND delivered_at IS NULL`,
 	}

@@ -11,6 +11,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/eventkit/eventkit/outbox"
+	"github.com/eventkit/eventkit/outbox/internal/seqrun"
 )
 
 // txn is one committed transaction as received.
@@ -323,12 +324,18 @@ func (s *source) visible(ctx context.Context, seqs []int64) (map[int64]bool, err
 // Complete implements outbox.Source: rows are finished only once deleted
 // (or marked delivered); see untilDone.
 func (s *source) Complete(ctx context.Context, seqs []int64, keep bool) (int64, error) {
-	q := s.r.q.del
+	q, qRange := s.r.q.del, s.r.q.delRange
 	if keep {
-		q = s.r.q.deliver
+		q, qRange = s.r.q.deliver, s.r.q.deliverRange
 	}
 	return s.untilDone(ctx, seqs, func(p []int64) ([]int64, error) {
-		rows, err := s.r.pool.Query(ctx, q, p)
+		var rows pgx.Rows
+		var err error
+		if len(p) > 1 && seqrun.Consecutive(p) {
+			rows, err = s.r.pool.Query(ctx, qRange, p[0], p[len(p)-1])
+		} else {
+			rows, err = s.r.pool.Query(ctx, q, p)
+		}
 		if err != nil {
 			return nil, fmt.Errorf("pgcdc: complete: %w", err)
 		}
