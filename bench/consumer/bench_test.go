@@ -358,6 +358,10 @@ func pgDB(b *testing.B) *sql.DB {
 	for _, c := range conns {
 		_ = c.Close()
 	}
+	benchtest.PostgresDurability(func(name string) (v string, err error) {
+		err = db.QueryRowContext(ctx, "SHOW "+name).Scan(&v)
+		return v, err
+	})
 	return db
 }
 

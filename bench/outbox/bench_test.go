@@ -69,6 +69,10 @@ func newEnv(b *testing.B) *env {
 		b.Fatal(err)
 	}
 	b.Cleanup(pool.Close)
+	benchtest.PostgresDurability(func(name string) (v string, err error) {
+		err = pool.QueryRow(context.Background(), "SHOW "+name).Scan(&v)
+		return v, err
+	})
 	nc, err := nats.Connect(natsURL)
 	if err != nil {
 		b.Fatal(err)

@@ -20,6 +20,7 @@ package benchtest
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"strconv"
 	"strings"
@@ -142,4 +143,22 @@ func Batches(clock *benchkit.Clock, n, batch int, call func(i, end int) error) (
 	}
 	clock.Stop()
 	return n, lat, nil
+}
+
+// PostgresDurability prints the PostgreSQL server's commit durability
+// settings (synchronous_commit, fsync) before a comparison: they bound
+// every per-transaction figure (a server run with them off, as
+// scripts/pgtemp.sh starts one, commits without waiting for the disk; a
+// default server waits at each commit), so a reader needs them to compare
+// a run with another. show reads one setting (SHOW name).
+func PostgresDurability(show func(name string) (string, error)) {
+	var parts []string
+	for _, name := range []string{"synchronous_commit", "fsync"} {
+		v, err := show(name)
+		if err != nil {
+			v = "?"
+		}
+		parts = append(parts, name+"="+v)
+	}
+	fmt.Printf("postgres: %s\n", strings.Join(parts, " "))
 }
