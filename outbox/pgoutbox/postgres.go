@@ -234,9 +234,19 @@ func (s *Store) Complete(ctx context.Context, seqs []int64, keep bool) (int64, e
 }
 
 // earlierCheck is CompleteRun's check: a claimable row below $3 outside $1..$2.
+//
+// Each side is "the first such seq IS NOT NULL" rather than EXISTS: with
+// statistics older than the rows' completion (every row still pending),
+// the planner runs an EXISTS as a scan of the whole heap, the pages of the
+// rows deleted or delivered since the last ANALYZE included; the ORDER BY
+// seq LIMIT 1 form always walks the pending index. In psql, 100,000 rows
+// with 50,000 deleted: 7.3 ms (14,286 buffers) vs 4.8 ms (7,281); 20,000
+// rows with 10,000 kept delivered (Retention) and vacuumed: 3.2 ms vs
+// 0.02 ms. Both still pass the index entries of rows deleted since the
+// last vacuum, as the raw relay's claim does.
 func earlierCheck(table string) string {
-	return `EXISTS (SELECT 1 FROM ` + table + ` WHERE delivered_at IS NULL AND parked_at IS NULL AND seq < $1)
-  OR EXISTS (SELECT 1 FROM ` + table + ` WHERE delivered_at IS NULL AND parked_at IS NULL AND seq > $2 AND seq < $3)`
+	return `(SELECT seq FROM ` + table + ` WHERE delivered_at IS NULL AND parked_at IS NULL AND seq < $1 ORDER BY seq LIMIT 1) IS NOT NULL
+  OR (SELECT seq FROM ` + table + ` WHERE delivered_at IS NULL AND parked_at IS NULL AND seq > $2 AND seq < $3 ORDER BY seq LIMIT 1) IS NOT NULL`
 }
 
 // CompleteRun implements outbox.RunCompleter: the range DELETE (or
